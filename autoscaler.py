@@ -1,0 +1,158 @@
+"""Autoscaler: keeps the app tier sized to the work, from 0 to FR_MAX_INSTANCES running instances.
+
+The app tier is a fixed pool of EC2 instances tagged Name=app-tier-instance-1 ... -N (and
+fr-prefix=FR_PREFIX), made once and kept stopped; scaling only starts and stops them. Every
+FR_SCALE_INTERVAL seconds it reads the request queue's depth (visible and in-flight messages: one
+get_queue_attributes call) and the pool (one describe_instances call), asks `desired` how many
+should run, and starts or stops the difference in one call. Instances missing from the pool
+(terminated, deleted) are recreated stopped from FR_AMI_ID.
+
+The same code drives AWS or, in local mode, moto's EC2 API, where the local launcher runs a
+worker process per running instance. Stops on SIGTERM/SIGINT after the step in progress (exit 0).
+"""
+import logging
+import threading
+
+import common
+from common import APP_TIER_NAME
+
+log = logging.getLogger("autoscaler")
+
+PREFIX_TAG = "fr-prefix"
+ACTIVE_STATES = ("pending", "running")
+POOL_STATES = ("pending", "running", "stopping", "stopped")
+
+
+def desired(visible, in_flight, running, max_instances):
+    """How many app instances should run.
+
+    Every message waiting or being worked on wants an instance (in-flight ones included: a busy
+    instance is never idle), capped at `max_instances`. While messages are still waiting, no
+    running instance is stopped: each of them is about to take one.
+    """
+    target = min(max_instances, visible + in_flight)
+    if visible > 0:
+        target = max(target, min(running, max_instances))
+    return target
+
+
+def instance_name(index):
+    return f"{APP_TIER_NAME}-{index}"
+
+
+def _index(name):
+    return int(name.rsplit("-", 1)[1])
+
+
+def describe_pool(ec2, config):
+    """The pool's instances not terminated: a list of {id, name, state}, by instance number."""
+    pool = []
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[
+            {"Name": f"tag:{PREFIX_TAG}", "Values": [config.prefix]},
+            {"Name": "tag:Name", "Values": [f"{APP_TIER_NAME}-*"]},
+            {"Name": "instance-state-name", "Values": list(POOL_STATES)},
+        ]
+    )
+    for page in pages:
+        for reservation in page["Reservations"]:
+            for instance in reservation["Instances"]:
+                tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+                pool.append({"id": instance["InstanceId"], "name": tags["Name"], "state": instance["State"]["Name"]})
+    return sorted(pool, key=lambda i: _index(i["name"]))
+
+
+def repair_pool(ec2, config, pool):
+    """Create, stopped, the pool instances missing from `pool`; their names."""
+    present = {i["name"] for i in pool}
+    missing = [instance_name(n) for n in range(1, config.max_instances + 1) if instance_name(n) not in present]
+    if not missing:
+        return []
+    if not config.ami_id:
+        log.error("event=pool_incomplete missing=%d detail=FR_AMI_ID is not set, cannot create instances", len(missing))
+        return []
+    created = []
+    for name in missing:
+        reply = ec2.run_instances(
+            ImageId=config.ami_id,
+            InstanceType=config.instance_type,
+            MinCount=1,
+            MaxCount=1,
+            TagSpecifications=[
+                {
+                    "ResourceType": "instance",
+                    "Tags": [{"Key": "Name", "Value": name}, {"Key": PREFIX_TAG, "Value": config.prefix}],
+                }
+            ],
+        )
+        created.append(reply["Instances"][0]["InstanceId"])
+    ec2.stop_instances(InstanceIds=created)
+    log.info("event=pool_repaired created=%s", ",".join(missing))
+    return missing
+
+
+def queue_depth(sqs, queue_url):
+    """(visible, in flight) messages of a queue."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+class Autoscaler:
+    def __init__(self, config, sqs, ec2):
+        self.config = config
+        self.sqs = sqs
+        self.ec2 = ec2
+        self.request_url, _ = common.queue_urls(sqs, config)
+        self.last = None
+
+    def step(self):
+        """Observe, decide, act once; the decision as a dict."""
+        visible, in_flight = queue_depth(self.sqs, self.request_url)
+        pool = describe_pool(self.ec2, self.config)
+        if len(pool) < self.config.max_instances and repair_pool(self.ec2, self.config, pool):
+            pool = describe_pool(self.ec2, self.config)
+        active = [i for i in pool if i["state"] in ACTIVE_STATES]
+        target = desired(visible, in_flight, len(active), self.config.max_instances)
+        started, stopped = [], []
+        if target > len(active):
+            # Lowest numbers first; an instance still stopping is started on a later step.
+            started = [i["id"] for i in pool if i["state"] == "stopped"][: target - len(active)]
+            if started:
+                self.ec2.start_instances(InstanceIds=started)
+        elif target < len(active):
+            # Highest numbers first. A busy worker that is stopped finishes its image first.
+            stopped = [i["id"] for i in active[target:]]
+            self.ec2.stop_instances(InstanceIds=stopped)
+        decision = dict(visible=visible, in_flight=in_flight, running=len(active), desired=target,
+                        started=len(started), stopped=len(stopped))
+        if started or stopped or decision != self.last:
+            log.info("event=decision %s", " ".join(f"{k}={v}" for k, v in decision.items()))
+        self.last = decision
+        return decision
+
+    def run(self, stop):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        log.info("event=ready max_instances=%d interval=%s", self.config.max_instances, self.config.scale_interval)
+        while not stop.is_set():
+            try:
+                self.step()
+            except (BotoCoreError, ClientError) as e:
+                log.warning("event=step_failed error=%s", e)
+            stop.wait(self.config.scale_interval)
+
+
+def main():
+    config = common.load_config_or_exit()
+    common.setup_logging(config.log_level)
+    stop = threading.Event()
+    common.stop_on_signals(stop)
+    Autoscaler(config, common.client(config, "sqs"), common.client(config, "ec2")).run(stop)
+    log.info("event=stopped")
+
+
+if __name__ == "__main__":
+    main()

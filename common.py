@@ -1,0 +1,251 @@
+"""What the web tier, the worker and the autoscaler share: configuration, AWS clients, the queue
+message codec and logging set-up.
+
+Configuration comes only from FR_* environment variables, read here once by `load_config`; every
+variable is listed in the README. The same code talks to AWS or, with FR_ENDPOINT_URL set, to a moto
+server standing in for it (local mode and tests).
+"""
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+EX_CONFIG = 78
+PROJECT_DIR = Path(__file__).resolve().parent
+# SQS's limit on our request queue (set at provisioning); images travel through S3, never SQS.
+MAX_MESSAGE_BYTES = 1024
+APP_TIER_NAME = "app-tier-instance"
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Config:
+    prefix: str = "face-rec"
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    request_timeout: float = 120.0
+    max_body: int = 10 * 1024 * 1024
+    poll_wait: int = 5
+    max_instances: int = 15
+    scale_interval: float = 0.5
+    ami_id: str = ""
+    instance_type: str = "t3.small"
+    weights: Path = PROJECT_DIR / "var/stand-in/weights.pt"
+    gallery: Path = PROJECT_DIR / "var/stand-in/gallery.pt"
+    torch_threads: int = 0
+    log_level: str = "INFO"
+    moto_port: int = 5000
+
+    @property
+    def in_bucket(self):
+        return f"{self.prefix}-in-bucket"
+
+    @property
+    def out_bucket(self):
+        return f"{self.prefix}-out-bucket"
+
+    @property
+    def req_queue(self):
+        return f"{self.prefix}-req-queue"
+
+    @property
+    def resp_queue(self):
+        return f"{self.prefix}-resp-queue"
+
+    @property
+    def dead_letter_queue(self):
+        return f"{self.prefix}-req-dlq"
+
+
+# FR_ variable -> (Config field, parser). Parsers raise ValueError with the reason.
+def _positive(kind):
+    def parse(text):
+        value = kind(text)
+        if value <= 0:
+            raise ValueError("must be > 0")
+        return value
+
+    return parse
+
+
+def _port(text):
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be 0..65535")
+    return value
+
+
+def _poll_wait(text):
+    value = int(text)
+    if not 1 <= value <= 20:
+        raise ValueError("must be 1..20 (SQS long-poll seconds)")
+    return value
+
+
+def _prefix(text):
+    # Bucket names: lowercase letters, digits and hyphens; the longest suffix is "-out-bucket".
+    if not text or len(text) > 40 or not all(c.islower() or c.isdigit() or c == "-" for c in text):
+        raise ValueError("must be 1..40 of a-z, 0-9, -")
+    return text
+
+
+def _path(text):
+    path = Path(text)
+    return path if path.is_absolute() else PROJECT_DIR / path
+
+
+def _log_level(text):
+    level = text.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+_VARIABLES = {
+    "FR_PREFIX": ("prefix", _prefix),
+    "FR_REGION": ("region", str),
+    "FR_ENDPOINT_URL": ("endpoint_url", lambda text: text or None),
+    "FR_HOST": ("host", str),
+    "FR_PORT": ("port", _port),
+    "FR_REQUEST_TIMEOUT": ("request_timeout", _positive(float)),
+    "FR_MAX_BODY": ("max_body", _positive(int)),
+    "FR_POLL_WAIT": ("poll_wait", _poll_wait),
+    "FR_MAX_INSTANCES": ("max_instances", _positive(int)),
+    "FR_SCALE_INTERVAL": ("scale_interval", _positive(float)),
+    "FR_AMI_ID": ("ami_id", str),
+    "FR_INSTANCE_TYPE": ("instance_type", str),
+    "FR_WEIGHTS": ("weights", _path),
+    "FR_GALLERY": ("gallery", _path),
+    "FR_TORCH_THREADS": ("torch_threads", lambda text: max(0, int(text))),
+    "FR_LOG_LEVEL": ("log_level", _log_level),
+    "FR_MOTO_PORT": ("moto_port", _port),
+}
+
+
+def load_config(environ):
+    """A Config from the FR_* variables in `environ`; ConfigError names the first bad one."""
+    values = {}
+    for name, (field, parse) in _VARIABLES.items():
+        if name in environ:
+            try:
+                values[field] = parse(environ[name])
+            except ValueError as e:
+                raise ConfigError(f"{name}={environ[name]!r}: {e}") from None
+    unknown = sorted(k for k in environ if k.startswith("FR_") and k not in _VARIABLES)
+    if unknown:
+        raise ConfigError(f"unknown variable {unknown[0]} (see README: Configuration)")
+    return Config(**values)
+
+
+def load_config_or_exit(environ=os.environ):
+    """load_config for a process's start: a bad value is one line on stderr and exit 78."""
+    try:
+        return load_config(environ)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        sys.exit(EX_CONFIG)
+
+
+def require_file(path, hint):
+    """Exit 78 with one clear line when a file the process needs is missing."""
+    if not Path(path).is_file():
+        print(f"config error: {path} does not exist ({hint})", file=sys.stderr)
+        sys.exit(EX_CONFIG)
+
+
+def client(config, service, max_connections=10):
+    """A boto3 client for `service` (thread-safe: make one per process and share it)."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    return boto3.client(
+        service,
+        region_name=config.region,
+        endpoint_url=config.endpoint_url,
+        config=BotoConfig(
+            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=5,
+            # Long polls hold the connection for poll_wait seconds.
+            read_timeout=config.poll_wait + 10,
+            max_pool_connections=max_connections,
+        ),
+    )
+
+
+def queue_urls(sqs, config):
+    """(request queue URL, response queue URL); they are created by provisioning, not here."""
+    return (
+        sqs.get_queue_url(QueueName=config.req_queue)["QueueUrl"],
+        sqs.get_queue_url(QueueName=config.resp_queue)["QueueUrl"],
+    )
+
+
+@dataclass(frozen=True)
+class Request:
+    """Web tier -> worker: the image is in the input bucket under `key`."""
+
+    id: str
+    key: str
+    name: str
+    reply_to: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Worker -> web tier: exactly one of `result` (the person's name) and `error` is set."""
+
+    id: str
+    name: str
+    result: str | None = None
+    error: str | None = None
+
+
+def encode(message):
+    """JSON text of a Request or Reply; ValueError if it would not fit an SQS message here."""
+    body = json.dumps({k: v for k, v in message.__dict__.items() if v is not None}, separators=(",", ":"))
+    if len(body.encode()) > MAX_MESSAGE_BYTES:
+        raise ValueError(f"message of {len(body.encode())} bytes exceeds {MAX_MESSAGE_BYTES}")
+    return body
+
+
+def decode(kind, body):
+    """A `kind` (Request or Reply) from JSON text; ValueError if it is not one."""
+    try:
+        fields = json.loads(body)
+        message = kind(**fields)
+    except (TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"not a {kind.__name__} message: {e}") from None
+    if not all(isinstance(v, (str, type(None))) for v in message.__dict__.values()):
+        raise ValueError(f"not a {kind.__name__} message: fields must be strings")
+    if kind is Reply and (message.result is None) == (message.error is None):
+        raise ValueError("a Reply has exactly one of result and error")
+    return message
+
+
+def setup_logging(level="INFO"):
+    """One line per event to stderr (journald collects it on AWS)."""
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def stop_on_signals(stop):
+    """SIGTERM/SIGINT: the first sets `stop` (finish current work, then exit 0); the second exits now."""
+    import signal
+
+    def handle(signum, frame):
+        if stop.is_set():
+            os._exit(128 + signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)

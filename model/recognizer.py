@@ -1,0 +1,167 @@
+"""Detection, embedding, nearest-neighbour naming, enrolment and weight files."""
+import csv
+import hashlib
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from facenet_pytorch import MTCNN, InceptionResnetV1
+
+log = logging.getLogger(__name__)
+
+# The reference model's detector settings (the course's face_recognition.py).
+MTCNN_OPTIONS = dict(image_size=240, margin=0, min_face_size=20)
+# Decompression-bomb guard: a small upload must not expand to gigabytes of pixels.
+MAX_PIXELS = 25_000_000
+STAND_IN_SEED = 546
+STAND_IN_MARKER = "fr-stand-in-weights"
+
+
+class ModelError(Exception):
+    """An image this model cannot name; the message is one line for the client."""
+
+
+class BadImage(ModelError):
+    pass
+
+
+class NoFace(ModelError):
+    pass
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """Known faces: one row of `embeddings` (N x 512) per entry of `names`."""
+
+    embeddings: torch.Tensor
+    names: tuple
+
+    @classmethod
+    def load(cls, path):
+        """Read `[embeddings, names]` as in the reference `data.pt` (a list of 1x512 tensors or one tensor)."""
+        embeddings, names = torch.load(path, weights_only=False)
+        if not isinstance(embeddings, torch.Tensor):
+            embeddings = torch.cat([e.reshape(1, -1) for e in embeddings])
+        if len(names) != embeddings.shape[0] or not names:
+            raise ValueError(f"{path}: {embeddings.shape[0]} embeddings for {len(names)} names")
+        return cls(embeddings.float(), tuple(names))
+
+    def save(self, path):
+        _atomic_save([list(self.embeddings.split(1)), list(self.names)], Path(path))
+
+    def nearest(self, embedding):
+        """The name whose embedding is closest (euclidean, as the reference model) and its distance."""
+        distances = torch.cdist(embedding.reshape(1, -1), self.embeddings)[0]
+        index = int(torch.argmin(distances))
+        return self.names[index], float(distances[index])
+
+
+def load_weights(path):
+    """An InceptionResnetV1 in eval mode with the weights in `path`, and whether they are stand-ins.
+
+    Takes the VGGFace2 state dict as facenet-pytorch publishes it (its 8631-class `logits` layer is
+    dropped: only embeddings are used) or a stand-in file written by `make_stand_in`.
+    """
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    stand_in = saved.get("marker") == STAND_IN_MARKER
+    state = saved["state_dict"] if stand_in else saved
+    state = {k: v for k, v in state.items() if not k.startswith("logits.")}
+    net = InceptionResnetV1()
+    net.load_state_dict(state)
+    if stand_in:
+        log.warning(
+            "event=stand_in_weights path=%s seed=%s detail=%s", path, saved.get("seed"),
+            "STAND-IN WEIGHTS (seeded random), NOT VGGFace2: answers only match a gallery enrolled with them",
+        )
+    return net.eval(), stand_in
+
+
+class Recognizer:
+    """Names the face in an image: MTCNN crop, InceptionResnetV1 embedding, nearest gallery entry."""
+
+    def __init__(self, weights_path, gallery_path=None, threads=0):
+        """`gallery_path` None gives a recognizer that can only embed (for enrolment)."""
+        if threads:
+            torch.set_num_threads(threads)
+        self.detector = MTCNN(**MTCNN_OPTIONS)
+        self.net, self.stand_in = load_weights(weights_path)
+        self.gallery = Gallery.load(gallery_path) if gallery_path else None
+
+    def embed(self, data):
+        """The 512-float embedding of the face in image bytes `data`."""
+        image = decode_image(data)
+        with torch.inference_mode():
+            face = self.detector(image)
+            if face is None:
+                raise NoFace("no face found in the image")
+            return self.net(face.unsqueeze(0))[0]
+
+    def recognize(self, data):
+        name, _ = self.gallery.nearest(self.embed(data))
+        return name
+
+
+def decode_image(data):
+    """An RGB PIL image from bytes, or BadImage with the reason."""
+    if not data:
+        raise BadImage("the file is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.width * image.height > MAX_PIXELS:
+                raise BadImage(f"image too large: {image.width}x{image.height} pixels (limit {MAX_PIXELS})")
+            return image.convert("RGB")
+    except BadImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadImage(f"image too large (limit {MAX_PIXELS} pixels)") from None
+    except Exception as e:
+        raise BadImage(f"not a readable image ({type(e).__name__})") from None
+
+
+def enroll(recognizer, images_dir, labels_csv):
+    """A Gallery of the labelled images (`Image,Results` rows; Image is the stem of a .jpg in images_dir).
+
+    Identical image files are enrolled once.
+    """
+    embeddings, names, seen = [], [], set()
+    with open(labels_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            data = (Path(images_dir) / f"{row['Image']}.jpg").read_bytes()
+            digest = hashlib.sha256(data).digest()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            embeddings.append(recognizer.embed(data))
+            names.append(row["Results"])
+    return Gallery(torch.stack(embeddings), tuple(names))
+
+
+def make_stand_in(out_dir, images_dir, labels_csv):
+    """Write `weights.pt` (seeded random InceptionResnetV1) and `gallery.pt` enrolled with it.
+
+    Deterministic for a given torch version; files that exist are kept, so it runs once.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights, gallery = out_dir / "weights.pt", out_dir / "gallery.pt"
+    if not weights.exists():
+        torch.manual_seed(STAND_IN_SEED)
+        state = InceptionResnetV1().state_dict()
+        _atomic_save({"marker": STAND_IN_MARKER, "seed": STAND_IN_SEED, "state_dict": state}, weights)
+    if not gallery.exists():
+        enroll(Recognizer(weights), images_dir, labels_csv).save(gallery)
+    return weights, gallery
+
+
+def _atomic_save(obj, path):
+    """torch.save that never leaves a half-written file behind (two processes may race to make it)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)

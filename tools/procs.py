@@ -1,0 +1,95 @@
+"""Child processes for the local stack and the tests: start, wait for a log line, stop.
+
+Each child's stdout and stderr are read by a thread into memory (and a log file when given), so a
+caller waits on a readiness line with a deadline instead of sleeping, and a failure shows the
+child's last lines.
+"""
+import ctypes
+import re
+import signal
+import subprocess
+import threading
+import time
+
+
+PR_SET_PDEATHSIG = 1
+
+
+class ChildFailed(RuntimeError):
+    pass
+
+
+def _die_with_parent():
+    """In the child before exec: SIGTERM when the parent dies, so a killed stack leaves nothing behind."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Child:
+    def __init__(self, name, args, env=None, log_path=None, cwd=None):
+        self.name = name
+        self.lines = []
+        self._changed = threading.Condition()
+        self._log = open(log_path, "a", buffering=1) if log_path else None
+        self.popen = subprocess.Popen(
+            args, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, errors="replace",
+            # Own process group: a Ctrl-C reaches only the parent, which stops children in order.
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )
+        self._reader = threading.Thread(target=self._read, name=f"read-{name}", daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self):
+        return self.popen.pid
+
+    def _read(self):
+        for line in self.popen.stdout:
+            if self._log:
+                self._log.write(line)
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(self, pattern, timeout, start=0):
+        """The first match of regex `pattern` in the output (from line `start`), waiting up to `timeout` s."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = start
+        with self._changed:
+            while True:
+                for line in self.lines[seen:]:
+                    match = regex.search(line)
+                    if match:
+                        return match
+                seen = len(self.lines)
+                if not self._reader.is_alive():
+                    raise ChildFailed(f"{self.name} exited ({self.popen.poll()}) before {pattern!r}:\n{self.tail()}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ChildFailed(f"{self.name}: no {pattern!r} within {timeout} s:\n{self.tail()}")
+                self._changed.wait(left)
+
+    def tail(self, count=30):
+        with self._changed:
+            return "\n".join(self.lines[-count:])
+
+    def signal(self, signum=signal.SIGTERM):
+        if self.popen.poll() is None:
+            self.popen.send_signal(signum)
+
+    def stop(self, grace=15):
+        """SIGTERM, then SIGKILL after `grace` seconds; the exit status."""
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+        self._reader.join(5)
+        if self._log:
+            self._log.close()
+            self._log = None
+        return self.popen.returncode

@@ -1,0 +1,426 @@
+"""Web tier: accepts image uploads over HTTP and answers each with the name of the face in it.
+
+`POST /` with a multipart field `inputFile` stores the image in the S3 input bucket under a key of
+our own making (`<request id>/<safe file name>`), sends a small JSON request to the SQS request
+queue and waits for the answer; the body of the reply is `stem:name` as text/plain. One poller
+thread long-polls the response queue and hands each answer to the request thread waiting for it,
+matched by request id (never by file name). `GET /healthz` is 200 when both queues answer.
+
+Reads: FR_* configuration (common.py), the response queue. Writes: the input bucket, the request
+queue. Stops on SIGTERM/SIGINT: stops accepting, lets requests in progress finish, exits 0; a second
+signal exits at once.
+"""
+import logging
+import re
+import tempfile
+import threading
+import time
+import uuid
+from email.message import Message
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import common
+from common import Reply, Request
+
+log = logging.getLogger("web")
+
+# The service promises 100 concurrent clients (the course grader's burst) with room to spare.
+LISTEN_BACKLOG = 256
+AWS_CONNECTIONS = 100
+# A client that goes silent mid-request frees its thread after this long.
+SOCKET_TIMEOUT = 30
+MAX_PART_HEADER_BYTES = 16 * 1024
+MAX_PARTS = 16
+SPOOL_BYTES = 1024 * 1024
+READ_CHUNK = 64 * 1024
+MAX_STEM_CHARS = 100
+UPLOAD_FIELD = "inputFile"
+
+
+class HttpError(Exception):
+    """A request we refuse: `status` and a one-line `reason` for the client."""
+
+    def __init__(self, status, reason):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class Part:
+    """One part of a multipart/form-data body; `body` is a spooled file positioned at its end."""
+
+    def __init__(self, headers):
+        disposition = _header_params(headers.get("content-disposition", ""))
+        self.name = disposition.get_param("name", header="content-disposition")
+        self.filename = disposition.get_param("filename", header="content-disposition")
+        self.body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+        self.size = 0
+
+    def write(self, data):
+        self.body.write(data)
+        self.size += len(data)
+
+
+class MultipartParser:
+    """An I/O-free push parser for multipart/form-data (RFC 7578): `feed` bytes, then `close`.
+
+    Errors are HttpError(400, reason). Memory is bounded: part bodies are spooled, and part headers
+    are limited to `max_header_bytes`.
+    """
+
+    def __init__(self, boundary, max_header_bytes=MAX_PART_HEADER_BYTES, max_parts=MAX_PARTS):
+        self.delimiter = b"--" + boundary
+        self.body_end = b"\r\n" + self.delimiter
+        self.max_header_bytes = max_header_bytes
+        self.max_parts = max_parts
+        self.buffer = bytearray()
+        self.state = "preamble"
+        self.parts = []
+
+    def feed(self, data):
+        self.buffer += data
+        while self._step():
+            pass
+
+    def close(self):
+        """The parts, once the closing boundary has been seen."""
+        if self.state != "end":
+            raise HttpError(400, "truncated multipart body: no closing boundary")
+        return self.parts
+
+    def _step(self):
+        """Advance by one state transition; False when more data is needed."""
+        buf = self.buffer
+        if self.state == "preamble":
+            at = buf.find(self.delimiter)
+            if at < 0:
+                # Keep only what could be the start of a delimiter.
+                del buf[: max(0, len(buf) - len(self.delimiter))]
+                return False
+            del buf[:at]
+            self.state = "boundary"
+            return True
+        if self.state == "boundary":
+            after = len(self.delimiter)
+            if len(buf) < after + 2:
+                return False
+            tail = bytes(buf[after : after + 2])
+            if tail == b"--":
+                self.state = "end"
+                return False
+            if tail != b"\r\n":
+                raise HttpError(400, "malformed multipart body: bad boundary line")
+            # Keep the CRLF: the header block is then found by its CRLFCRLF even when empty.
+            del buf[:after]
+            self.state = "headers"
+            return True
+        if self.state == "headers":
+            at = buf.find(b"\r\n\r\n")
+            if at < 0:
+                if len(buf) > self.max_header_bytes:
+                    raise HttpError(400, "multipart part headers too large")
+                return False
+            if len(self.parts) == self.max_parts:
+                raise HttpError(400, f"too many multipart parts (limit {self.max_parts})")
+            self.parts.append(Part(_parse_header_block(bytes(buf[2:at]))))
+            del buf[: at + 4]
+            self.state = "body"
+            return True
+        if self.state == "body":
+            at = buf.find(self.body_end)
+            if at < 0:
+                keep = len(self.body_end) - 1
+                if len(buf) > keep:
+                    self.parts[-1].write(bytes(buf[:-keep]))
+                    del buf[:-keep]
+                return False
+            self.parts[-1].write(bytes(buf[:at]))
+            del buf[: at + 2]
+            self.state = "boundary"
+            return True
+        # "end": the epilogue is ignored.
+        buf.clear()
+        return False
+
+
+def _parse_header_block(block):
+    headers = {}
+    for line in block.split(b"\r\n"):
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise HttpError(400, "malformed multipart part header")
+        headers[name.strip().lower().decode("latin-1")] = value.strip().decode("utf-8", "replace")
+    return headers
+
+
+def _header_params(value):
+    """A Message whose get_param parses `value`'s parameters (quoted strings, RFC 2231)."""
+    message = Message()
+    message["content-disposition"] = value
+    message["content-type"] = value
+    return message
+
+
+def boundary_of(content_type):
+    """The multipart boundary (bytes) of a request Content-Type, or HttpError 415/400."""
+    if not content_type:
+        raise HttpError(415, "Content-Type must be multipart/form-data")
+    params = _header_params(content_type)
+    if params.get_content_type() != "multipart/form-data":
+        raise HttpError(415, "Content-Type must be multipart/form-data")
+    boundary = params.get_param("boundary", header="content-type")
+    if not boundary or not isinstance(boundary, str) or len(boundary) > 70:
+        raise HttpError(400, "multipart/form-data without a valid boundary")
+    return boundary.encode("latin-1", "replace")
+
+
+def upload_key(request_id, filename):
+    """(stem, S3 key) for an uploaded file name: the client never chooses the key.
+
+    The stem is the file name without directories or extension, reduced to [A-Za-z0-9._-].
+    """
+    base = re.split(r"[/\\]", filename or "")[-1]
+    stem, dot, ext = base.rpartition(".")
+    if not dot:
+        stem, ext = base, ""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".")[:MAX_STEM_CHARS] or "upload"
+    ext = f".{ext.lower()}" if re.fullmatch(r"[A-Za-z0-9]{1,5}", ext) else ""
+    return stem, f"{request_id}/{stem}{ext}"
+
+
+class Slot:
+    """Where the poller leaves the reply for one waiting request."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.reply = None
+
+
+class Pending:
+    """Requests waiting for their reply, by request id."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._slots = {}
+
+    def register(self, request_id):
+        slot = Slot()
+        with self._lock:
+            self._slots[request_id] = slot
+        return slot
+
+    def remove(self, request_id):
+        with self._lock:
+            self._slots.pop(request_id, None)
+
+    def deliver(self, reply):
+        """Wake the request waiting for `reply`; False if none is (gone, or answered already)."""
+        with self._lock:
+            slot = self._slots.get(reply.id)
+            if slot is None or slot.reply is not None:
+                return False
+            slot.reply = reply
+        slot.event.set()
+        return True
+
+    def __len__(self):
+        with self._lock:
+            return len(self._slots)
+
+
+class WebTier:
+    """The service behind the HTTP handler: upload, enqueue, wait, answer."""
+
+    def __init__(self, config, s3, sqs):
+        self.config = config
+        self.s3 = s3
+        self.sqs = sqs
+        self.request_url, self.reply_url = common.queue_urls(sqs, config)
+        self.pending = Pending()
+
+    def read_upload(self, headers, rfile):
+        """The `inputFile` part of a POST body, checked for size and form."""
+        length = headers.get("Content-Length")
+        if length is None:
+            raise HttpError(411, "Content-Length required")
+        if not length.isdigit():
+            raise HttpError(400, "bad Content-Length")
+        remaining = int(length)
+        if remaining > self.config.max_body:
+            raise HttpError(413, f"body too large (limit {self.config.max_body} bytes)")
+        parser = MultipartParser(boundary_of(headers.get("Content-Type")))
+        while remaining:
+            chunk = rfile.read(min(READ_CHUNK, remaining))
+            if not chunk:
+                raise HttpError(400, "body shorter than Content-Length")
+            parser.feed(chunk)
+            remaining -= len(chunk)
+        for part in parser.close():
+            if part.name == UPLOAD_FIELD and part.filename is not None:
+                if not part.size:
+                    raise HttpError(400, "the uploaded file is empty")
+                return part
+        raise HttpError(400, f"no file field named {UPLOAD_FIELD}")
+
+    def recognize(self, filename, body):
+        """`stem:name` for an uploaded image, once a worker has answered."""
+        request_id = uuid.uuid4().hex
+        stem, key = upload_key(request_id, filename)
+        started = time.monotonic()
+        slot = self.pending.register(request_id)
+        try:
+            body.seek(0)
+            self.s3.put_object(Bucket=self.config.in_bucket, Key=key, Body=body)
+            message = common.encode(Request(request_id, key, stem, self.reply_url))
+            self.sqs.send_message(QueueUrl=self.request_url, MessageBody=message)
+            if not slot.event.wait(self.config.request_timeout):
+                log.warning("event=timeout id=%s stem=%s", request_id, stem)
+                raise HttpError(504, f"no answer within {self.config.request_timeout:g} s")
+        finally:
+            self.pending.remove(request_id)
+        reply = slot.reply
+        log.info(
+            "event=answered id=%s stem=%s result=%s error=%s ms=%.0f",
+            request_id, stem, reply.result, reply.error, (time.monotonic() - started) * 1000,
+        )
+        if reply.error:
+            raise HttpError(422, reply.error)
+        return f"{stem}:{reply.result}"
+
+    def healthy(self):
+        for url in (self.request_url, self.reply_url):
+            self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        return True
+
+    def poll_replies(self, stop):
+        """Hand each reply on the response queue to its waiting request, until `stop` is set."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        while not stop.is_set():
+            try:
+                messages = self.sqs.receive_message(
+                    QueueUrl=self.reply_url, MaxNumberOfMessages=10, WaitTimeSeconds=self.config.poll_wait
+                ).get("Messages", [])
+                for message in messages:
+                    self._deliver(message["Body"])
+                if messages:
+                    # After delivery: the waiting clients need not wait for the delete.
+                    self.sqs.delete_message_batch(
+                        QueueUrl=self.reply_url,
+                        Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+                    )
+            except (BotoCoreError, ClientError) as e:
+                log.warning("event=reply_poll_failed error=%s", e)
+                stop.wait(1)
+
+    def _deliver(self, body):
+        try:
+            reply = common.decode(Reply, body)
+        except ValueError as e:
+            log.warning("event=bad_reply error=%s", e)
+            return
+        if not self.pending.deliver(reply):
+            log.info("event=unclaimed_reply id=%s", reply.id)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "face-rec"
+    timeout = SOCKET_TIMEOUT
+
+    @property
+    def tier(self):
+        return self.server.tier
+
+    def do_POST(self):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            if self.path != "/":
+                raise HttpError(404, "not found: POST images to /")
+            part = self.tier.read_upload(self.headers, self.rfile)
+            self.send_text(200, self.tier.recognize(part.filename, part.body))
+        except HttpError as e:
+            self.send_text(e.status, e.reason)
+        except (BotoCoreError, ClientError) as e:
+            log.warning("event=aws_error error=%s", e)
+            self.send_text(503, "storage or queue unavailable, try again")
+        except TimeoutError:
+            self.close_connection = True
+
+    def do_GET(self):
+        if self.path == "/healthz":
+            try:
+                self.tier.healthy()
+                self.send_text(200, "ok")
+            except Exception as e:
+                self.send_text(503, f"queues unreachable: {type(e).__name__}")
+        elif self.path == "/":
+            self.send_text(405, "use POST / with a multipart field inputFile", allow="POST")
+        else:
+            self.send_text(404, "not found")
+
+    def refuse_method(self):
+        self.send_text(405, f"{self.command} not allowed: use POST /", allow="GET, POST")
+
+    do_PUT = do_DELETE = do_PATCH = refuse_method
+
+    def send_text(self, status, text, allow=None):
+        body = f"{text}\n".encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        if allow:
+            self.send_header("Allow", allow)
+        if status >= 400:
+            # The rest of the body may be unread: the connection cannot be reused.
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+    def send_error(self, code, message=None, explain=None):
+        """http.server's own errors (414, 431, 400 on a bad request line) as one line of text."""
+        self.send_text(code, message or HTTPStatus(code).phrase)
+
+    def log_message(self, format, *args):
+        log.debug("event=http client=%s %s", self.client_address[0], format % args)
+
+
+class Server(ThreadingHTTPServer):
+    request_queue_size = LISTEN_BACKLOG
+    # Requests in progress finish on shutdown (server_close joins their threads).
+    daemon_threads = False
+
+
+def main():
+    config = common.load_config_or_exit()
+    common.setup_logging(config.log_level)
+    stop = threading.Event()
+    common.stop_on_signals(stop)
+    tier = WebTier(
+        config,
+        common.client(config, "s3", AWS_CONNECTIONS),
+        common.client(config, "sqs", AWS_CONNECTIONS),
+    )
+    server = Server((config.host, config.port), Handler)
+    server.tier = tier
+    # Requests still in progress at shutdown need the poller: it stops after they are done.
+    poller_stop = threading.Event()
+    poller = threading.Thread(target=tier.poll_replies, args=(poller_stop,), name="reply-poller", daemon=True)
+    poller.start()
+    serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    serving.start()
+    host, port = server.server_address[:2]
+    log.info("event=listening host=%s port=%s", host, port)
+    stop.wait()
+    log.info("event=stopping pending=%d", len(tier.pending))
+    server.shutdown()
+    server.server_close()
+    poller_stop.set()
+    poller.join(config.poll_wait + 5)
+    log.info("event=stopped")
+
+
+if __name__ == "__main__":
+    main()

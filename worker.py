@@ -1,0 +1,116 @@
+"""App tier worker: names the faces in the images the web tier queues, one message at a time.
+
+Loads the model once (FR_WEIGHTS, FR_GALLERY), then long-polls the request queue. For each request
+it reads the image from the input bucket, recognises it, sends `{id, name, result}` (or
+`{id, name, error}` for an image it cannot name) to the message's reply queue, writes
+`stem -> name` to the output bucket, and only then deletes the request. A request whose handling
+fails unexpectedly is not deleted: SQS shows it again after the visibility timeout, and after a
+bounded number of receives moves it to the dead-letter queue.
+
+One worker runs per app instance (systemd on AWS, the local launcher in local mode). Stops on
+SIGTERM/SIGINT after finishing the image in hand (exit 0); a second signal exits at once.
+"""
+import logging
+import threading
+import time
+
+import common
+from common import Reply, Request
+
+log = logging.getLogger("worker")
+
+
+class Worker:
+    def __init__(self, config, recognizer, s3, sqs):
+        self.config = config
+        self.recognizer = recognizer
+        self.s3 = s3
+        self.sqs = sqs
+        self.request_url, _ = common.queue_urls(sqs, config)
+
+    def run(self, stop):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        log.info("event=ready queue=%s", self.config.req_queue)
+        while not stop.is_set():
+            try:
+                messages = self.sqs.receive_message(
+                    QueueUrl=self.request_url, MaxNumberOfMessages=1, WaitTimeSeconds=self.config.poll_wait
+                ).get("Messages", [])
+            except (BotoCoreError, ClientError) as e:
+                log.warning("event=receive_failed error=%s", e)
+                stop.wait(1)
+                continue
+            for message in messages:
+                if stop.is_set():
+                    self._release(message)
+                    continue
+                try:
+                    self.handle(message)
+                except Exception:
+                    # Left on the queue: retried after the visibility timeout, then dead-lettered.
+                    log.exception("event=request_failed message_id=%s", message.get("MessageId"))
+
+    def handle(self, message):
+        started = time.monotonic()
+        try:
+            request = common.decode(Request, message["Body"])
+        except ValueError as e:
+            log.warning("event=bad_request error=%s", e)
+            self._delete(message)
+            return
+        reply = self.answer(request)
+        self.sqs.send_message(QueueUrl=request.reply_to, MessageBody=common.encode(reply))
+        if reply.result is not None:
+            self.s3.put_object(Bucket=self.config.out_bucket, Key=request.name, Body=reply.result.encode())
+        self._delete(message)
+        log.info(
+            "event=done id=%s stem=%s result=%s error=%s ms=%.0f",
+            request.id, request.name, reply.result, reply.error, (time.monotonic() - started) * 1000,
+        )
+
+    def answer(self, request):
+        """The Reply for a request: the name, or an error the client can act on."""
+        from botocore.exceptions import ClientError
+        from model import ModelError
+
+        try:
+            data = self.s3.get_object(Bucket=self.config.in_bucket, Key=request.key)["Body"].read()
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+                raise
+            return Reply(request.id, request.name, error="the image is no longer in the input bucket")
+        try:
+            return Reply(request.id, request.name, result=self.recognizer.recognize(data))
+        except ModelError as e:
+            return Reply(request.id, request.name, error=str(e))
+
+    def _delete(self, message):
+        self.sqs.delete_message(QueueUrl=self.request_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def _release(self, message):
+        """Give a message received while stopping back to the queue at once."""
+        self.sqs.change_message_visibility(
+            QueueUrl=self.request_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+        )
+
+
+def main():
+    config = common.load_config_or_exit()
+    common.setup_logging(config.log_level)
+    stop = threading.Event()
+    common.stop_on_signals(stop)
+    common.require_file(config.weights, "set FR_WEIGHTS, or run ./setup.sh local to make stand-in weights")
+    common.require_file(config.gallery, "set FR_GALLERY, or run ./setup.sh local to enrol a stand-in gallery")
+    from model import Recognizer
+
+    started = time.monotonic()
+    recognizer = Recognizer(config.weights, config.gallery, config.torch_threads)
+    log.info("event=model_loaded seconds=%.2f stand_in=%s", time.monotonic() - started, recognizer.stand_in)
+    worker = Worker(config, recognizer, common.client(config, "s3"), common.client(config, "sqs"))
+    worker.run(stop)
+    log.info("event=stopped")
+
+
+if __name__ == "__main__":
+    main()
