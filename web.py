@@ -146,7 +146,7 @@ class MultipartParser:
 
 def _parse_header_block(block):
     headers = {}
-    for line in block.split(b"\r\n"):
+    for line in block.split(b"\r\n") if block else ():
         name, sep, value = line.partition(b":")
         if not sep:
             raise HttpError(400, "malformed multipart part header")

@@ -89,6 +89,7 @@ class Child:
             self.popen.kill()
             self.popen.wait()
         self._reader.join(5)
+        self.popen.stdout.close()
         if self._log:
             self._log.close()
             self._log = None

@@ -1,0 +1,122 @@
+"""Shared by the tests: fixtures, moto and service processes on 127.0.0.1, an HTTP client."""
+import csv
+import http.client
+import os
+import sys
+import threading
+import time
+import uuid
+from urllib.parse import urlsplit
+
+import common
+from tools.procs import Child
+
+FIXTURES = common.PROJECT_DIR.parent / "shared/fixtures"
+IMAGES = FIXTURES / "face_images_100"
+LABELS = FIXTURES / "face_images_100.csv"
+STAND_IN_DIR = common.PROJECT_DIR / "var/stand-in"
+LOG_DIR = common.PROJECT_DIR / "var/test-logs"
+PYTHON = sys.executable
+START_TIMEOUT = 60
+# Test processes never see real credentials.
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_SESSION_TOKEN": "test"}
+
+
+def expected_answers():
+    """{stem: name} from the fixtures' CSV."""
+    with open(LABELS, newline="") as f:
+        return {row["Image"]: row["Results"] for row in csv.DictReader(f)}
+
+
+def stand_in_files():
+    """(weights, gallery): the stand-in model files, made once into var/stand-in."""
+    from model import make_stand_in
+
+    return make_stand_in(STAND_IN_DIR, IMAGES, LABELS)
+
+
+def wait_until(predicate, timeout, interval=0.05, what="condition"):
+    """Poll `predicate` until it returns a true value (returned), or fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        pause.wait(interval)
+
+
+def child_env(**fr):
+    """The environment for a service under test: ours only, plus PATH and the given FR_* values."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FR_", "AWS_"))}
+    env.update(CREDENTIALS)
+    env.update({k: str(v) for k, v in fr.items()})
+    return env
+
+
+def start(testcase, name, args, env, ready, timeout=START_TIMEOUT):
+    """Start a child process, stopped at cleanup; returns (child, readiness match)."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    child = Child(name, args, env, log_path=LOG_DIR / f"{name}.log")
+    testcase.addClassCleanup(child.stop)
+    return child, child.wait_for(ready, timeout)
+
+
+def start_moto(testcase):
+    """A fresh moto server on a free port; its endpoint URL."""
+    moto_server = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    _, match = start(testcase, "moto", [moto_server, "-H", "127.0.0.1", "-p", "0"], child_env(),
+                     r"Running on (http://127\.0\.0\.1:\d+)")
+    return match[1]
+
+
+def aws(endpoint, service):
+    import boto3
+
+    return boto3.client(service, region_name="us-east-1", endpoint_url=endpoint,
+                        aws_access_key_id="test", aws_secret_access_key="test")
+
+
+def multipart(fields, boundary=None):
+    """(content type, body) of multipart/form-data: fields are (name, filename or None, bytes)."""
+    boundary = boundary or uuid.uuid4().hex
+    body = b""
+    for name, filename, data in fields:
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n".encode()
+        if filename is not None:
+            body += b"Content-Type: image/jpeg\r\n"
+        body += b"\r\n" + data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return f"multipart/form-data; boundary={boundary}", body
+
+
+def request(url, method="POST", body=b"", headers=None, timeout=180):
+    """(status, body text) of one HTTP request."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        connection.request(method, parts.path or "/", body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def upload(url, filename, data, timeout=180):
+    """(status, body text) of `curl -F inputFile=@filename`."""
+    content_type, body = multipart([("inputFile", filename, data)])
+    return request(url, body=body, headers={"Content-Type": content_type}, timeout=timeout)
+
+
+def running_instances(ec2):
+    """How many app-tier instances moto shows running, asked the way anyone can ask it."""
+    reservations = ec2.describe_instances(Filters=[
+        {"Name": "tag:Name", "Values": ["app-tier-instance-*"]},
+        {"Name": "instance-state-name", "Values": ["running"]},
+    ])["Reservations"]
+    return sum(len(r["Instances"]) for r in reservations)

@@ -1,0 +1,69 @@
+import unittest
+import uuid
+
+import common
+from common import Config, ConfigError, Reply, Request, decode, encode, load_config
+
+
+class ConfigTest(unittest.TestCase):
+    def test_defaults_name_the_resources_from_the_prefix(self):
+        config = load_config({})
+        self.assertEqual((config.port, config.max_instances, config.endpoint_url), (8000, 15, None))
+        self.assertEqual(
+            (config.in_bucket, config.out_bucket, config.req_queue, config.resp_queue),
+            ("face-rec-in-bucket", "face-rec-out-bucket", "face-rec-req-queue", "face-rec-resp-queue"),
+        )
+
+    def test_values_are_parsed_and_relative_paths_are_from_the_project(self):
+        config = load_config({"FR_PREFIX": "t1", "FR_PORT": "0", "FR_REQUEST_TIMEOUT": "2.5",
+                              "FR_WEIGHTS": "w.pt", "FR_ENDPOINT_URL": "http://127.0.0.1:5000"})
+        self.assertEqual((config.req_queue, config.port, config.request_timeout), ("t1-req-queue", 0, 2.5))
+        self.assertEqual(config.weights, common.PROJECT_DIR / "w.pt")
+        self.assertEqual(config.endpoint_url, "http://127.0.0.1:5000")
+
+    def test_a_bad_value_names_the_variable(self):
+        for name, value in [("FR_PORT", "80000"), ("FR_PORT", "http"), ("FR_PREFIX", "Has_Upper"),
+                            ("FR_REQUEST_TIMEOUT", "0"), ("FR_POLL_WAIT", "21"), ("FR_MAX_INSTANCES", "-1"),
+                            ("FR_LOG_LEVEL", "loud"), ("FR_PORTT", "1")]:
+            with self.subTest(name=name, value=value):
+                with self.assertRaisesRegex(ConfigError, name):
+                    load_config({name: value})
+
+    def test_a_bad_value_stops_the_process_with_exit_78(self):
+        with self.assertRaises(SystemExit) as caught:
+            common.load_config_or_exit({"FR_PORT": "x"})
+        self.assertEqual(caught.exception.code, 78)
+
+    def test_config_is_frozen(self):
+        with self.assertRaises(AttributeError):
+            Config().port = 1
+
+
+class MessageTest(unittest.TestCase):
+    def test_request_and_reply_round_trip(self):
+        request = Request(uuid.uuid4().hex, "id/test_00.jpg", "test_00", "http://q/resp")
+        self.assertEqual(decode(Request, encode(request)), request)
+        for reply in (Reply("i", "test_00", result="Paul"), Reply("i", "x", error="no face found")):
+            self.assertEqual(decode(Reply, encode(reply)), reply)
+
+    def test_the_largest_request_the_web_tier_makes_fits_the_queue_limit(self):
+        queue_url = "https://sqs.ap-southeast-2.amazonaws.com/123456789012/" + "p" * 40 + "-resp-queue"
+        request = Request(uuid.uuid4().hex, uuid.uuid4().hex + "/" + "s" * 100 + ".jpeg", "s" * 100, queue_url)
+        self.assertLessEqual(len(encode(request).encode()), common.MAX_MESSAGE_BYTES)
+
+    def test_a_message_over_1_kb_is_refused_before_sending(self):
+        with self.assertRaisesRegex(ValueError, "exceeds 1024"):
+            encode(Request("i", "k" * 1100, "n", "q"))
+
+    def test_malformed_messages_are_value_errors(self):
+        for kind, body in [(Request, "not json"), (Request, '{"id": "x"}'), (Request, "[1]"),
+                           (Reply, '{"id": "i", "name": "n"}'),
+                           (Reply, '{"id": "i", "name": "n", "result": "a", "error": "b"}'),
+                           (Request, '{"id": 1, "key": "k", "name": "n", "reply_to": "q"}')]:
+            with self.subTest(body=body):
+                with self.assertRaises(ValueError):
+                    decode(kind, body)
+
+
+if __name__ == "__main__":
+    unittest.main()
