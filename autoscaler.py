@@ -78,6 +78,7 @@ def repair_pool(ec2, config, pool):
             InstanceType=config.instance_type,
             MinCount=1,
             MaxCount=1,
+            IamInstanceProfile={"Name": config.role("app")},
             TagSpecifications=[
                 {
                     "ResourceType": "instance",

@@ -5,6 +5,7 @@ Configuration comes only from FR_* environment variables, read here once by `loa
 variable is listed in the README. The same code talks to AWS or, with FR_ENDPOINT_URL set, to a moto
 server standing in for it (local mode and tests).
 """
+import ipaddress
 import json
 import logging
 import os
@@ -42,6 +43,8 @@ class Config:
     torch_threads: int = 0
     log_level: str = "INFO"
     moto_port: int = 5000
+    web_cidr: str = ""
+    web_instance_type: str = "t3.micro"
 
     @property
     def in_bucket(self):
@@ -62,6 +65,14 @@ class Config:
     @property
     def dead_letter_queue(self):
         return f"{self.prefix}-req-dlq"
+
+    @property
+    def deploy_bucket(self):
+        return f"{self.prefix}-deploy-bucket"
+
+    def role(self, tier):
+        """IAM role and instance profile name of a tier ("web" or "app")."""
+        return f"{self.prefix}-{tier}"
 
 
 # FR_ variable -> (Config field, parser). Parsers raise ValueError with the reason.
@@ -90,7 +101,7 @@ def _poll_wait(text):
 
 
 def _prefix(text):
-    # Bucket names: lowercase letters, digits and hyphens; the longest suffix is "-out-bucket".
+    # Bucket names: lowercase letters, digits and hyphens; the longest suffix is "-deploy-bucket".
     if not text or len(text) > 40 or not all(c.islower() or c.isdigit() or c == "-" for c in text):
         raise ValueError("must be 1..40 of a-z, 0-9, -")
     return text
@@ -106,6 +117,10 @@ def _log_level(text):
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
     return level
+
+
+def _cidr(text):
+    return str(ipaddress.ip_network(text, strict=False))
 
 
 _VARIABLES = {
@@ -126,6 +141,8 @@ _VARIABLES = {
     "FR_TORCH_THREADS": ("torch_threads", lambda text: max(0, int(text))),
     "FR_LOG_LEVEL": ("log_level", _log_level),
     "FR_MOTO_PORT": ("moto_port", _port),
+    "FR_WEB_CIDR": ("web_cidr", _cidr),
+    "FR_WEB_INSTANCE_TYPE": ("web_instance_type", str),
 }
 
 

@@ -1,15 +1,31 @@
 #!/usr/bin/env bash
 # Sets this project up and runs it. One role per subcommand:
-#   ./setup.sh local   install into .venv, make stand-in model files, run the whole service locally on moto
-#   ./setup.sh test    install into .venv, make stand-in model files, run the test suite
-# Options: --dry-run prints what would be done without doing it.
+#   ./setup.sh local                 install into .venv, run the whole service on this machine (moto)
+#   ./setup.sh test                  install into .venv, run the test suite
+#   ./setup.sh provision [--with-web]  create the AWS resources (and the web host); twice = no change
+#   ./setup.sh teardown              remove everything provision made
+#   ./setup.sh bake-ami INSTANCE_ID  make the app-tier image from an instance set up with 'app'
+#   sudo ./setup.sh web              on a fresh Amazon Linux 2023 host: web tier + autoscaler
+#   sudo ./setup.sh app              on a fresh Amazon Linux 2023 host: worker, model weights
+# Every role takes --dry-run: print what it would do, change nothing.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="$ROOT/.venv"
 FIXTURES="$ROOT/../shared/fixtures"
 STAND_IN_DIR="$ROOT/var/stand-in"
-REQUIREMENTS=(requirements.txt requirements-dev.txt requirements-nodeps.txt)
+# On the AWS hosts.
+PREFIX_DIR=/opt/face-rec
+SERVICE_USER=face-rec
+ENV_FILE=/etc/face-recognition.env
+MODEL_DIR="$PREFIX_DIR/models"
+WEIGHTS_NAME=20180402-114759-vggface2.pt
+WEIGHTS_URL="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/$WEIGHTS_NAME"
+GALLERY_URL=https://raw.githubusercontent.com/visa-lab/CSE546-Cloud-Computing/main/model/data.pt
+# PyTorch's own index of CPU-only builds: a much smaller app image than PyPI's CUDA build.
+TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
+CODE=(web.py worker.py autoscaler.py common.py model tools systemd README.md
+      requirements.txt requirements-web.txt requirements-nodeps.txt checksums.sha256)
 DRY_RUN=0
 
 say() { printf 'setup: %s\n' "$*"; }
@@ -24,7 +40,7 @@ run() {
 }
 
 usage() {
-    sed -n '2,5s/^# \{0,1\}//p' "$0"
+    sed -n '2,10s/^# \{0,1\}//p' "$0"
 }
 
 check_python() {
@@ -38,23 +54,27 @@ check_python() {
     fi
 }
 
-# The venv is (re)installed when a requirements file changed since the last install.
-ensure_venv() {
-    check_python
-    local stamp="$VENV/.requirements.sha256" want
-    want="$(cd "$ROOT" && cat "${REQUIREMENTS[@]}" | sha256sum | cut -d' ' -f1)"
-    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-        say "venv up to date: $VENV"
-        return
-    fi
-    say "installing packages into $VENV (torch is large: several GB on a fresh machine)"
-    run python3 -m venv "$VENV"
-    run "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/requirements.txt" -r "$ROOT/requirements-dev.txt"
-    # facenet-pytorch's metadata pins torch<2.3 and numpy<2; its code works with ours.
-    run "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -r "$ROOT/requirements-nodeps.txt"
-    if [ "$DRY_RUN" = 0 ]; then
-        printf '%s\n' "$want" > "$stamp"
-    fi
+# install_requirements PYTHON VENV FILE...: each requirements file (in this tree) is installed when it
+# changed since its last install (a sha256 stamp per file); requirements-nodeps.txt with --no-deps.
+install_requirements() {
+    local python="$1" venv="$2" file stamp want
+    shift 2
+    [ -x "$venv/bin/python" ] || run "$python" -m venv "$venv"
+    for file in "$@"; do
+        stamp="$venv/.installed-$file.sha256"
+        want="$(cat "$ROOT/$file" "$ROOT/requirements-web.txt" | sha256sum | cut -d' ' -f1)"
+        if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+            continue
+        fi
+        say "installing $file into $venv"
+        case "$file" in
+            *nodeps*) run "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$ROOT/$file" ;;
+            *) run "$venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT/$file" ;;
+        esac
+        if [ "$DRY_RUN" = 0 ]; then
+            printf '%s\n' "$want" > "$stamp"
+        fi
+    done
 }
 
 # Seeded stand-in weights and a gallery enrolled with them, for when the VGGFace2 weights are absent.
@@ -68,34 +88,168 @@ ensure_stand_in() {
     say "using STAND-IN weights (seeded random, not VGGFace2) from $STAND_IN_DIR"
 }
 
+dev_venv() {
+    check_python
+    install_requirements python3 "$VENV" requirements.txt requirements-dev.txt requirements-nodeps.txt
+}
+
 role_local() {
-    ensure_venv
+    dev_venv
     ensure_stand_in
     say "starting the local stack; Ctrl-C stops all of it"
     cd "$ROOT"
     run exec "$VENV/bin/python" tools/localstack.py
 }
 
+# The tests run shellcheck and systemd-analyze where they exist; install them where apt-get can.
+ensure_test_tools() {
+    command -v shellcheck >/dev/null 2>&1 && command -v systemd-analyze >/dev/null 2>&1 && return
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        say "installing shellcheck and systemd from Debian for the tests"
+        run apt-get update -q >/dev/null
+        run apt-get install -y -q shellcheck systemd >/dev/null || say "could not install them: those tests will skip"
+    fi
+}
+
 role_test() {
-    ensure_venv
+    dev_venv
     ensure_stand_in
+    ensure_test_tools
     cd "$ROOT"
     run exec "$VENV/bin/python" -m tests
 }
 
+# provision, teardown, bake-ami: from any machine with AWS credentials; boto3 is all they need.
+role_aws() {
+    check_python
+    install_requirements python3 "$VENV" requirements-web.txt
+    local flags=()
+    [ "$DRY_RUN" = 1 ] && flags+=(--dry-run)
+    if [ "$DRY_RUN" = 1 ] && [ ! -x "$VENV/bin/python" ]; then
+        printf 'would run: %s\n' "$VENV/bin/python tools/provision.py $*"
+        return
+    fi
+    "$VENV/bin/python" "$ROOT/tools/provision.py" "$@" "${flags[@]}"
+}
+
+check_amazon_linux() {
+    local os_id="" os_version=""
+    if [ -r /etc/os-release ]; then
+        # shellcheck source=/dev/null
+        os_id="$(. /etc/os-release && echo "${ID:-}")"
+        # shellcheck source=/dev/null
+        os_version="$(. /etc/os-release && echo "${VERSION_ID:-}")"
+    fi
+    if [ "$os_id" != amzn ] || [ "$os_version" != 2023 ]; then
+        [ "$DRY_RUN" = 1 ] || err "the web and app roles are for Amazon Linux 2023 (this is '$os_id $os_version')"
+        say "not Amazon Linux 2023 ('$os_id $os_version'): showing the steps only"
+    fi
+    if [ "$DRY_RUN" = 0 ] && [ "$(id -u)" != 0 ]; then
+        err "run as root (sudo ./setup.sh $1)"
+    fi
+}
+
+# Code, user, venv, config file: what both AWS roles share.
+install_host() {
+    local role="$1"
+    run dnf install -y -q python3.11 python3.11-pip
+    if ! id "$SERVICE_USER" >/dev/null 2>&1; then
+        run useradd --system --home-dir "$PREFIX_DIR" --no-create-home --shell /sbin/nologin "$SERVICE_USER"
+    fi
+    run install -d -m 0755 "$PREFIX_DIR" "$PREFIX_DIR/app"
+    (cd "$ROOT" && run cp -r "${CODE[@]}" "$PREFIX_DIR/app/")
+    if [ "$role" = app ]; then
+        install_requirements python3.11 "$PREFIX_DIR/venv" requirements-web.txt
+        # torch and torchvision from the CPU index first (the versions requirements.txt pins; a
+        # "+cpu" build satisfies them, so PyPI's CUDA build is not installed after it).
+        run "$PREFIX_DIR/venv/bin/pip" install -q --disable-pip-version-check --index-url "$TORCH_CPU_INDEX" \
+            "$(grep '^torch==' "$ROOT/requirements.txt")" "$(grep '^torchvision==' "$ROOT/requirements.txt")"
+        install_requirements python3.11 "$PREFIX_DIR/venv" requirements.txt requirements-nodeps.txt
+    else
+        install_requirements python3.11 "$PREFIX_DIR/venv" requirements-web.txt
+    fi
+    if [ ! -f "$ENV_FILE" ]; then
+        say "writing $ENV_FILE (edit it, then: systemctl restart face-*)"
+        if [ "$DRY_RUN" = 0 ]; then
+            printf 'FR_HOST=0.0.0.0\n' > "$ENV_FILE"
+        fi
+    fi
+    run chown root:"$SERVICE_USER" "$ENV_FILE"
+    run chmod 0640 "$ENV_FILE"
+}
+
+# download URL DEST: fetch, then check against the sha256 pinned in checksums.sha256.
+download() {
+    local url="$1" dest="$2" name want
+    name="$(basename "$dest")"
+    want="$(awk -v n="$name" '$2 == n { print $1 }' "$ROOT/checksums.sha256")"
+    if [ -z "$want" ]; then
+        local why="no sha256 pinned for $name in checksums.sha256: fetch it on a trusted machine, check it, pin it"
+        [ "$DRY_RUN" = 1 ] || err "$why"
+        say "would refuse: $why"
+        return
+    fi
+    if [ -f "$dest" ] && [ "$(sha256sum "$dest" | cut -d' ' -f1)" = "$want" ]; then
+        return
+    fi
+    run curl -fsSL --retry 3 -o "$dest.part" "$url"
+    if [ "$DRY_RUN" = 0 ]; then
+        local got
+        got="$(sha256sum "$dest.part" | cut -d' ' -f1)"
+        [ "$got" = "$want" ] || { rm -f "$dest.part"; err "$name: sha256 $got, expected $want"; }
+        mv "$dest.part" "$dest"
+    fi
+}
+
+enable_units() {
+    local unit
+    for unit in "$@"; do
+        run install -m 0644 "$ROOT/systemd/$unit" /etc/systemd/system/
+    done
+    run systemctl daemon-reload
+    run systemctl enable --now "$@"
+}
+
+role_web() {
+    check_amazon_linux web
+    install_host web
+    enable_units face-web.service face-autoscaler.service
+    say "web host ready: the web tier listens on port 8000"
+}
+
+role_app() {
+    check_amazon_linux app
+    install_host app
+    run install -d -m 0755 "$MODEL_DIR"
+    download "$WEIGHTS_URL" "$MODEL_DIR/$WEIGHTS_NAME"
+    download "$GALLERY_URL" "$MODEL_DIR/data.pt"
+    if ! grep -q '^FR_WEIGHTS=' "$ENV_FILE" 2>/dev/null; then
+        if [ "$DRY_RUN" = 0 ]; then
+            printf 'FR_WEIGHTS=%s\nFR_GALLERY=%s\n' "$MODEL_DIR/$WEIGHTS_NAME" "$MODEL_DIR/data.pt" >> "$ENV_FILE"
+        else
+            say "would add FR_WEIGHTS and FR_GALLERY to $ENV_FILE"
+        fi
+    fi
+    # Enabled, so that starting a stopped instance brings its worker online.
+    enable_units face-worker.service
+    say "app host ready: make the pool image with ./setup.sh bake-ami <this instance id>"
+}
+
 main() {
-    local role=""
+    local role="" args=()
     for arg in "$@"; do
         case "$arg" in
             --dry-run) DRY_RUN=1 ;;
             -h|--help) usage; return 0 ;;
-            local|test) role="$arg" ;;
-            *) usage >&2; err "unknown argument: $arg" ;;
+            *) if [ -z "$role" ]; then role="$arg"; else args+=("$arg"); fi ;;
         esac
     done
     case "$role" in
         local) role_local ;;
         test) role_test ;;
+        provision|teardown|bake-ami) role_aws "$role" "${args[@]}" ;;
+        web) role_web ;;
+        app) role_app ;;
         *) usage >&2; err "name a role" ;;
     esac
 }

@@ -23,7 +23,7 @@ class PipelineTest(unittest.TestCase):
         cls.config = common.load_config({"FR_PREFIX": "pipeline", "FR_ENDPOINT_URL": endpoint, "FR_POLL_WAIT": "1",
                                          "FR_AMI_ID": "ami-test"})
         cls.s3, cls.sqs = aws(endpoint, "s3"), aws(endpoint, "sqs")
-        provision(cls.config, cls.s3, cls.sqs, aws(endpoint, "ec2"))
+        provision(cls.config, lambda service: aws(endpoint, service))
         cls.queues = common.queue_urls(cls.sqs, cls.config)
         env = child_env(FR_PREFIX="pipeline", FR_ENDPOINT_URL=endpoint, FR_POLL_WAIT=1, FR_PORT=0,
                         FR_WEIGHTS=weights, FR_GALLERY=gallery, FR_TORCH_THREADS=1)

@@ -90,7 +90,7 @@ def run(config, stop):
         config = dataclasses.replace(config, endpoint_url=endpoint, ami_id=config.ami_id or LOCAL_AMI)
         env = dict(os.environ, FR_ENDPOINT_URL=endpoint, FR_AMI_ID=config.ami_id)
         ec2 = common.client(config, "ec2")
-        provision(config, common.client(config, "s3"), common.client(config, "sqs"), ec2)
+        provision(config, lambda service: common.client(config, service))
         web = Child("web", [PYTHON, str(common.PROJECT_DIR / "web.py")], env, log_path=LOG_DIR / "web.log")
         services.append(web)
         port = web.wait_for(r"event=listening host=\S+ port=(\d+)", START_TIMEOUT)[1]
