@@ -34,6 +34,8 @@ class Config:
     request_timeout: float = 120.0
     max_body: int = 10 * 1024 * 1024
     poll_wait: int = 5
+    visibility_timeout: int = 30
+    client_timeout: float = 30.0
     max_instances: int = 15
     scale_interval: float = 0.5
     ami_id: str = ""
@@ -132,6 +134,8 @@ _VARIABLES = {
     "FR_REQUEST_TIMEOUT": ("request_timeout", _positive(float)),
     "FR_MAX_BODY": ("max_body", _positive(int)),
     "FR_POLL_WAIT": ("poll_wait", _poll_wait),
+    "FR_VISIBILITY_TIMEOUT": ("visibility_timeout", _positive(int)),
+    "FR_CLIENT_TIMEOUT": ("client_timeout", _positive(float)),
     "FR_MAX_INSTANCES": ("max_instances", _positive(int)),
     "FR_SCALE_INTERVAL": ("scale_interval", _positive(float)),
     "FR_AMI_ID": ("ami_id", str),

@@ -4,14 +4,17 @@
 our own making (`<request id>/<safe file name>`), sends a small JSON request to the SQS request
 queue and waits for the answer; the body of the reply is `stem:name` as text/plain. One poller
 thread long-polls the response queue and hands each answer to the request thread waiting for it,
-matched by request id (never by file name). `GET /healthz` is 200 when both queues answer.
+matched by request id (never by file name); another watches the dead-letter queue, so that a
+request the workers failed on repeatedly ends in a 502, not a hang. `GET /healthz` is 200 when
+both queues answer.
 
-Reads: FR_* configuration (common.py), the response queue. Writes: the input bucket, the request
-queue. Stops on SIGTERM/SIGINT: stops accepting, lets requests in progress finish, exits 0; a second
+Reads: FR_* configuration (common.py), the response and dead-letter queues. Writes: the input
+bucket, the request queue. Stops on SIGTERM/SIGINT: stops accepting, lets requests in progress finish, exits 0; a second
 signal exits at once.
 """
 import logging
 import re
+import socket
 import tempfile
 import threading
 import time
@@ -28,12 +31,14 @@ log = logging.getLogger("web")
 # The service promises 100 concurrent clients (the course grader's burst) with room to spare.
 LISTEN_BACKLOG = 256
 AWS_CONNECTIONS = 100
-# A client that goes silent mid-request frees its thread after this long.
-SOCKET_TIMEOUT = 30
 MAX_PART_HEADER_BYTES = 16 * 1024
 MAX_PARTS = 16
 SPOOL_BYTES = 1024 * 1024
 READ_CHUNK = 64 * 1024
+LINGER_SECONDS = 1
+LINGER_BYTES = 1024 * 1024
+# SQS's longest visibility timeout: a dead letter the clients were told of stays hidden this long.
+DEAD_LETTER_HIDE = 12 * 60 * 60
 MAX_STEM_CHARS = 100
 UPLOAD_FIELD = "inputFile"
 
@@ -190,15 +195,15 @@ def upload_key(request_id, filename):
 
 
 class Slot:
-    """Where the poller leaves the reply for one waiting request."""
+    """Where the pollers leave the outcome for one waiting request: a Reply, or an HttpError."""
 
     def __init__(self):
         self.event = threading.Event()
-        self.reply = None
+        self.outcome = None
 
 
 class Pending:
-    """Requests waiting for their reply, by request id."""
+    """Requests waiting for their outcome, by request id."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -214,13 +219,14 @@ class Pending:
         with self._lock:
             self._slots.pop(request_id, None)
 
-    def deliver(self, reply):
-        """Wake the request waiting for `reply`; False if none is (gone, or answered already)."""
+    def deliver(self, request_id, outcome):
+        """Wake the request waiting for `request_id`; False if none is (gone, or answered already:
+        SQS may deliver a message twice)."""
         with self._lock:
-            slot = self._slots.get(reply.id)
-            if slot is None or slot.reply is not None:
+            slot = self._slots.get(request_id)
+            if slot is None or slot.outcome is not None:
                 return False
-            slot.reply = reply
+            slot.outcome = outcome
         slot.event.set()
         return True
 
@@ -237,6 +243,7 @@ class WebTier:
         self.s3 = s3
         self.sqs = sqs
         self.request_url, self.reply_url = common.queue_urls(sqs, config)
+        self.dead_letter_url = sqs.get_queue_url(QueueName=config.dead_letter_queue)["QueueUrl"]
         self.pending = Pending()
 
     def read_upload(self, headers, rfile):
@@ -279,14 +286,16 @@ class WebTier:
                 raise HttpError(504, f"no answer within {self.config.request_timeout:g} s")
         finally:
             self.pending.remove(request_id)
-        reply = slot.reply
+        outcome = slot.outcome
+        if isinstance(outcome, HttpError):
+            raise outcome
         log.info(
             "event=answered id=%s stem=%s result=%s error=%s ms=%.0f",
-            request_id, stem, reply.result, reply.error, (time.monotonic() - started) * 1000,
+            request_id, stem, outcome.result, outcome.error, (time.monotonic() - started) * 1000,
         )
-        if reply.error:
-            raise HttpError(422, reply.error)
-        return f"{stem}:{reply.result}"
+        if outcome.error:
+            raise HttpError(422, outcome.error)
+        return f"{stem}:{outcome.result}"
 
     def healthy(self):
         for url in (self.request_url, self.reply_url):
@@ -295,38 +304,68 @@ class WebTier:
 
     def poll_replies(self, stop):
         """Hand each reply on the response queue to its waiting request, until `stop` is set."""
+        self._poll(self.reply_url, self._take_replies, stop)
+
+    def poll_dead_letters(self, stop):
+        """Fail the waiting request of each request that workers gave up on, until `stop` is set."""
+        self._poll(self.dead_letter_url, self._take_dead_letters, stop)
+
+    def _poll(self, url, take, stop):
         from botocore.exceptions import BotoCoreError, ClientError
 
         while not stop.is_set():
             try:
                 messages = self.sqs.receive_message(
-                    QueueUrl=self.reply_url, MaxNumberOfMessages=10, WaitTimeSeconds=self.config.poll_wait
+                    QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=self.config.poll_wait
                 ).get("Messages", [])
-                for message in messages:
-                    self._deliver(message["Body"])
                 if messages:
-                    # After delivery: the waiting clients need not wait for the delete.
-                    self.sqs.delete_message_batch(
-                        QueueUrl=self.reply_url,
-                        Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
-                    )
+                    take(messages)
             except (BotoCoreError, ClientError) as e:
-                log.warning("event=reply_poll_failed error=%s", e)
+                log.warning("event=poll_failed queue=%s error=%s", url.rsplit("/", 1)[-1], e)
                 stop.wait(1)
 
-    def _deliver(self, body):
-        try:
-            reply = common.decode(Reply, body)
-        except ValueError as e:
-            log.warning("event=bad_reply error=%s", e)
-            return
-        if not self.pending.deliver(reply):
-            log.info("event=unclaimed_reply id=%s", reply.id)
+    def _take_replies(self, messages):
+        for message in messages:
+            try:
+                reply = common.decode(Reply, message["Body"])
+            except ValueError as e:
+                log.warning("event=bad_reply error=%s", e)
+                continue
+            if not self.pending.deliver(reply.id, reply):
+                # Its request timed out, was answered already, or this web tier restarted.
+                log.info("event=unclaimed_reply id=%s", reply.id)
+        # After delivery: the waiting clients need not wait for the delete.
+        self.sqs.delete_message_batch(QueueUrl=self.reply_url, Entries=_batch(messages))
+
+    def _take_dead_letters(self, messages):
+        for message in messages:
+            try:
+                request = common.decode(Request, message["Body"])
+            except ValueError:
+                continue
+            failure = HttpError(502, "the image could not be processed (the worker failed on it repeatedly)")
+            claimed = self.pending.deliver(request.id, failure)
+            log.error("event=dead_letter id=%s stem=%s client_told=%s", request.id, request.name, claimed)
+        # Kept in the dead-letter queue for the operator, hidden so that it is not read again soon.
+        self.sqs.change_message_visibility_batch(
+            QueueUrl=self.dead_letter_url,
+            Entries=[dict(entry, VisibilityTimeout=DEAD_LETTER_HIDE) for entry in _batch(messages)],
+        )
+
+
+def _batch(messages):
+    return [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
 
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "face-rec"
-    timeout = SOCKET_TIMEOUT
+    # An unparseable request is answered with a status line (http.server's default is HTTP/0.9: none).
+    default_request_version = "HTTP/1.0"
+
+    def setup(self):
+        # A client that goes silent mid-request frees its thread after this long.
+        self.timeout = self.server.tier.config.client_timeout
+        super().setup()
 
     @property
     def tier(self):
@@ -342,11 +381,13 @@ class Handler(BaseHTTPRequestHandler):
             self.send_text(200, self.tier.recognize(part.filename, part.body))
         except HttpError as e:
             self.send_text(e.status, e.reason)
+            self.linger()
         except (BotoCoreError, ClientError) as e:
             log.warning("event=aws_error error=%s", e)
             self.send_text(503, "storage or queue unavailable, try again")
         except TimeoutError:
-            self.close_connection = True
+            log.info("event=client_timeout client=%s", self.client_address[0])
+            self.send_text(408, "request not received in time")
 
     def do_GET(self):
         if self.path == "/healthz":
@@ -379,6 +420,21 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def linger(self):
+        """After refusing a body we did not read: let the client read our answer before we close.
+
+        Closing with unread input makes the kernel reset the connection, and a client still
+        sending would then see the reset instead of the status. Drain a bounded amount first."""
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(LINGER_SECONDS)
+            drained = 0
+            while drained < LINGER_BYTES and (chunk := self.connection.recv(READ_CHUNK)):
+                drained += len(chunk)
+        except OSError:
+            pass
+
     def send_error(self, code, message=None, explain=None):
         """http.server's own errors (414, 431, 400 on a bad request line) as one line of text."""
         self.send_text(code, message or HTTPStatus(code).phrase)
@@ -405,10 +461,12 @@ def main():
     )
     server = Server((config.host, config.port), Handler)
     server.tier = tier
-    # Requests still in progress at shutdown need the poller: it stops after they are done.
-    poller_stop = threading.Event()
-    poller = threading.Thread(target=tier.poll_replies, args=(poller_stop,), name="reply-poller", daemon=True)
-    poller.start()
+    # Requests still in progress at shutdown need the pollers: they stop after those are done.
+    pollers_stop = threading.Event()
+    pollers = [threading.Thread(target=poll, args=(pollers_stop,), name=poll.__name__, daemon=True)
+               for poll in (tier.poll_replies, tier.poll_dead_letters)]
+    for poller in pollers:
+        poller.start()
     serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     serving.start()
     host, port = server.server_address[:2]
@@ -417,8 +475,9 @@ def main():
     log.info("event=stopping pending=%d", len(tier.pending))
     server.shutdown()
     server.server_close()
-    poller_stop.set()
-    poller.join(config.poll_wait + 5)
+    pollers_stop.set()
+    for poller in pollers:
+        poller.join(config.poll_wait + 5)
     log.info("event=stopped")
 
 

@@ -3,9 +3,10 @@
 Loads the model once (FR_WEIGHTS, FR_GALLERY), then long-polls the request queue. For each request
 it reads the image from the input bucket, recognises it, sends `{id, name, result}` (or
 `{id, name, error}` for an image it cannot name) to the message's reply queue, writes
-`stem -> name` to the output bucket, and only then deletes the request. A request whose handling
-fails unexpectedly is not deleted: SQS shows it again after the visibility timeout, and after a
-bounded number of receives moves it to the dead-letter queue.
+`stem -> name` to the output bucket, and only then deletes the request. While it works, a heartbeat
+keeps the message invisible. A request whose handling fails unexpectedly, or whose worker dies, is
+not deleted: SQS shows it again after the visibility timeout (FR_VISIBILITY_TIMEOUT), and after a
+bounded number of receives moves it to the dead-letter queue, where the web tier sees it.
 
 One worker runs per app instance (systemd on AWS, the local launcher in local mode). Stops on
 SIGTERM/SIGINT after finishing the image in hand (exit 0); a second signal exits at once.
@@ -59,11 +60,13 @@ class Worker:
             log.warning("event=bad_request error=%s", e)
             self._delete(message)
             return
-        reply = self.answer(request)
-        self.sqs.send_message(QueueUrl=request.reply_to, MessageBody=common.encode(reply))
-        if reply.result is not None:
-            self.s3.put_object(Bucket=self.config.out_bucket, Key=request.name, Body=reply.result.encode())
-        self._delete(message)
+        log.info("event=received id=%s stem=%s", request.id, request.name)
+        with Heartbeat(self.sqs, self.request_url, message["ReceiptHandle"], self.config.visibility_timeout):
+            reply = self.answer(request)
+            self.sqs.send_message(QueueUrl=request.reply_to, MessageBody=common.encode(reply))
+            if reply.result is not None:
+                self.s3.put_object(Bucket=self.config.out_bucket, Key=request.name, Body=reply.result.encode())
+            self._delete(message)
         log.info(
             "event=done id=%s stem=%s result=%s error=%s ms=%.0f",
             request.id, request.name, reply.result, reply.error, (time.monotonic() - started) * 1000,
@@ -93,6 +96,35 @@ class Worker:
         self.sqs.change_message_visibility(
             QueueUrl=self.request_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
         )
+
+
+class Heartbeat:
+    """Keeps a message invisible while its job runs, so the queue's visibility timeout can be short:
+    the message of a worker that died reappears soon, that of a slow job never does."""
+
+    def __init__(self, sqs, queue_url, receipt, timeout):
+        self.extend = dict(QueueUrl=queue_url, ReceiptHandle=receipt, VisibilityTimeout=timeout)
+        self.every = timeout / 2
+        self.done = threading.Event()
+        self.sqs = sqs
+        self.thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+
+    def _beat(self):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        while not self.done.wait(self.every):
+            try:
+                self.sqs.change_message_visibility(**self.extend)
+            except (BotoCoreError, ClientError) as e:
+                log.warning("event=heartbeat_failed error=%s", e)
 
 
 def main():

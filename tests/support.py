@@ -2,6 +2,7 @@
 import csv
 import http.client
 import os
+import socket
 import sys
 import threading
 import time
@@ -64,11 +65,11 @@ def start(testcase, name, args, env, ready, timeout=START_TIMEOUT):
     return child, child.wait_for(ready, timeout)
 
 
-def start_moto(testcase):
-    """A fresh moto server on a free port; its endpoint URL."""
+def start_moto(testcase, port=0):
+    """A fresh moto server (on a free port unless `port`), kept as `testcase.moto`; its endpoint URL."""
     moto_server = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    _, match = start(testcase, "moto", [moto_server, "-H", "127.0.0.1", "-p", "0"], child_env(),
-                     r"Running on (http://127\.0\.0\.1:\d+)")
+    testcase.moto, match = start(testcase, "moto", [moto_server, "-H", "127.0.0.1", "-p", str(port)], child_env(),
+                                 r"Running on (http://127\.0\.0\.1:\d+)")
     return match[1]
 
 
@@ -120,3 +121,15 @@ def running_instances(ec2):
         {"Name": "instance-state-name", "Values": ["running"]},
     ])["Reservations"]
     return sum(len(r["Instances"]) for r in reservations)
+
+
+def raw_request(url, data, timeout=30):
+    """(status, body text) for bytes sent as they are on one connection, read until it closes."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as connection:
+        connection.sendall(data)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body.decode()

@@ -120,7 +120,10 @@ class ProvisionTest(unittest.TestCase):
         web = statements(self.clients["iam"], c.role("web"))
         self.assertEqual(web["s3:PutObject"], [f"arn:aws:s3:::{c.in_bucket}/*"])
         self.assertEqual(web["sqs:SendMessage"], [req])
-        self.assertEqual(web["sqs:ReceiveMessage"], [resp])
+        dlq = f"arn:aws:sqs:{region}:{account}:{c.dead_letter_queue}"
+        self.assertEqual(web["sqs:ReceiveMessage"], [dlq, resp])
+        self.assertEqual(web["sqs:ChangeMessageVisibility"], [dlq])
+        self.assertEqual(web["sqs:DeleteMessage"], [resp])
         self.assertEqual(web["ec2:StartInstances"], [f"arn:aws:ec2:{region}:{account}:instance/*"])
         self.assertEqual(web["iam:PassRole"], [f"arn:aws:iam::{account}:role/{c.role('app')}"])
         for role in (c.role("app"), c.role("web")):

@@ -29,7 +29,7 @@ class Child:
         self.name = name
         self.lines = []
         self._changed = threading.Condition()
-        self._log = open(log_path, "a", buffering=1) if log_path else None
+        self._log = open(log_path, "w", buffering=1) if log_path else None
         self.popen = subprocess.Popen(
             args, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, errors="replace",

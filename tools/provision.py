@@ -28,8 +28,6 @@ import common  # noqa: E402
 
 log = logging.getLogger("provision")
 
-# A job takes well under a second; a crashed worker's message reappears after this long.
-VISIBILITY_TIMEOUT = 30
 # Receives before a message that keeps failing is moved to the dead-letter queue.
 MAX_RECEIVES = 3
 WEB_NAME = "web-instance"
@@ -50,6 +48,7 @@ def arns(config, account):
         "out_objects": f"arn:aws:s3:::{config.out_bucket}/*",
         "code_object": f"arn:aws:s3:::{config.deploy_bucket}/{CODE_KEY}",
         "req_queue": f"{sqs}:{config.req_queue}",
+        "dead_letter_queue": f"{sqs}:{config.dead_letter_queue}",
         "resp_queue": f"{sqs}:{config.resp_queue}",
         "instances": f"arn:aws:ec2:{config.region}:{account}:instance/*",
         "app_role": f"arn:aws:iam::{account}:role/{config.role('app')}",
@@ -73,6 +72,9 @@ def web_policy(config, account):
         _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"], [a["req_queue"]]),
         _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:DeleteMessage"],
                    [a["resp_queue"]]),
+        # Dead letters: tell the waiting client, then hide the message (kept for the operator).
+        _statement(["sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:ChangeMessageVisibility"],
+                   [a["dead_letter_queue"]]),
         # DescribeInstances cannot be limited to resources.
         _statement(["ec2:DescribeInstances"], ["*"]),
         _statement(["ec2:StartInstances", "ec2:StopInstances"], [a["instances"]], ours),
@@ -192,7 +194,7 @@ class Provisioner:
                                                                "MessageRetentionPeriod": "1209600"})
         self.ensure_queue(config.req_queue, {
             "MaximumMessageSize": size,
-            "VisibilityTimeout": str(VISIBILITY_TIMEOUT),
+            "VisibilityTimeout": str(config.visibility_timeout),
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVES)}),
         })
         self.ensure_queue(config.resp_queue, {"MaximumMessageSize": size})

@@ -1,0 +1,242 @@
+"""Bad input, faults and recovery, against the real processes on 127.0.0.1."""
+import io
+import re
+import signal
+import threading
+import unittest
+from concurrent.futures import ThreadPoolExecutor
+
+import common
+from autoscaler import queue_depth
+from common import Reply
+from tests.support import (
+    IMAGES, PYTHON, aws, child_env, multipart, raw_request, request, stand_in_files, start, start_moto, upload,
+    wait_until,
+)
+from tools.provision import provision
+from web import Pending
+
+GOOD = (IMAGES / "test_00.jpg").read_bytes()
+GOOD_ANSWER = (200, "test_00:Paul\n")
+MAX_BODY = 1024 * 1024
+
+
+def image_bytes(size, color="white", kind="JPEG"):
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("L", size, color).save(out, kind)
+    return out.getvalue()
+
+
+def post(body, content_type, extra=b""):
+    """Raw bytes of a POST / with a correct Content-Length (unless `extra` headers say otherwise)."""
+    head = (f"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n").encode()
+    return head + extra + b"\r\n" + body
+
+
+def form(filename, data, field="inputFile"):
+    content_type, body = multipart([(field, filename, data)], boundary="BOUNDARY")
+    return post(body, content_type)
+
+
+class Service:
+    """moto + provisioned resources + the web tier (+ workers) for one test class."""
+
+    @classmethod
+    def start_service(cls, workers=1, moto_port=0, **fr):
+        cls.weights, cls.gallery = stand_in_files()
+        cls.endpoint = start_moto(cls, moto_port)
+        settings = dict(FR_PREFIX="rel", FR_ENDPOINT_URL=cls.endpoint, FR_POLL_WAIT=1, FR_AMI_ID="ami-test", **fr)
+        cls.config = common.load_config({k: str(v) for k, v in settings.items()})
+        cls.sqs, cls.s3 = aws(cls.endpoint, "sqs"), aws(cls.endpoint, "s3")
+        cls.provision()
+        cls.env = child_env(FR_PORT=0, FR_WEIGHTS=cls.weights, FR_GALLERY=cls.gallery, FR_TORCH_THREADS=1, **settings)
+        _, listening = start(cls, "web", [PYTHON, "web.py"], cls.env, r"event=listening host=\S+ port=(\d+)")
+        cls.url = f"http://127.0.0.1:{listening[1]}/"
+        cls.workers = [cls.start_worker(n) for n in range(workers)]
+
+    @classmethod
+    def provision(cls):
+        provision(cls.config, lambda service: aws(cls.endpoint, service))
+
+    @classmethod
+    def start_worker(cls, n):
+        return start(cls, f"rel-worker-{n}", [PYTHON, "worker.py"], cls.env, "event=ready")[0]
+
+    def queue_url(self, name):
+        return self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+
+
+class BadInputTest(Service, unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.start_service(FR_MAX_BODY=MAX_BODY, FR_CLIENT_TIMEOUT=1)
+
+    def test_each_bad_request_gets_a_clear_status_and_the_next_good_one_is_answered(self):
+        missing_end = multipart([("inputFile", "a.jpg", GOOD)], boundary="BOUNDARY")[1].replace(b"--BOUNDARY--\r\n", b"")
+        cases = [
+            ("PUT", b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405, "not allowed"),
+            ("DELETE", b"DELETE / HTTP/1.1\r\nHost: x\r\n\r\n", 405, "not allowed"),
+            ("PATCH", b"PATCH / HTTP/1.1\r\nHost: x\r\n\r\n", 405, "not allowed"),
+            ("other path", form("a.jpg", GOOD).replace(b"POST / ", b"POST /upload "), 404, "not found"),
+            ("no length", b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                          b"Content-Type: multipart/form-data; boundary=B\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 411,
+             "Content-Length required"),
+            ("bad length", post(b"x", "multipart/form-data; boundary=B").replace(b"Length: 1", b"Length: -1"),
+             400, "bad Content-Length"),
+            ("too big", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+                        b"Content-Length: 100000000\r\n\r\n" + b"x" * 50000, 413, "body too large"),
+            ("not multipart", post(b"{}", "application/json"), 415, "multipart/form-data"),
+            ("no content type", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 415, "multipart"),
+            ("no boundary", post(b"x", "multipart/form-data"), 400, "boundary"),
+            ("truncated", post(form("a.jpg", GOOD)[-300:-100], "multipart/form-data; boundary=BOUNDARY"), 400,
+             "truncated"),
+            ("no closing boundary", post(missing_end, "multipart/form-data; boundary=BOUNDARY"), 400, "closing"),
+            ("no inputFile field", form("a.jpg", GOOD, field="file"), 400, "no file field named inputFile"),
+            ("inputFile not a file", post(*reversed(multipart([("inputFile", None, b"x")], "BOUNDARY"))), 400,
+             "no file field"),
+            ("empty file", form("a.jpg", b""), 400, "empty"),
+            ("not an image", form("a.jpg", b"%PDF-1.4 not an image"), 422, "not a readable image"),
+            ("no face", form("blank.jpg", image_bytes((64, 64))), 422, "no face found"),
+            ("huge dimensions", form("bomb.png", image_bytes((6000, 6000), "black", "PNG")), 422,
+             "image too large"),
+            ("long request line", b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414, ""),
+            ("header flood", b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n",
+             431, ""),
+            ("long header", b"GET / HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n", 431, ""),
+            ("garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400, ""),
+        ]
+        for name, data, status, reason in cases:
+            with self.subTest(name):
+                got_status, body = raw_request(self.url, data)
+                self.assertEqual(got_status, status, body)
+                self.assertIn(reason, body)
+                self.assertEqual(body.count("\n"), 1, f"one line: {body!r}")
+                self.assertEqual(upload(self.url, "test_00.jpg", GOOD), GOOD_ANSWER)
+
+    def test_file_names_are_sanitised_and_never_name_the_key(self):
+        cases = {
+            "../../etc/passwd.jpg": "passwd",
+            "dir/sub/face.jpg": "face",
+            "nul\x00byte.jpg": "nul_byte",
+            "Zoë Face.jpg": "Zo__Face",
+            "a" * 300 + ".jpg": "a" * 100,
+            "": "upload",
+        }
+        for filename, stem in cases.items():
+            with self.subTest(filename=filename):
+                self.assertEqual(upload(self.url, filename, GOOD), (200, f"{stem}:Paul\n"))
+        keys = [o["Key"] for o in self.s3.list_objects_v2(Bucket=self.config.in_bucket)["Contents"]]
+        for key in keys:
+            self.assertRegex(key, r"^[0-9a-f]{32}/[A-Za-z0-9._-]{1,105}$")
+
+    def test_a_client_that_goes_silent_mid_body_is_timed_out_and_freed(self):
+        data = form("a.jpg", GOOD)
+        status, body = raw_request(self.url, data[: len(data) // 2], timeout=10)
+        self.assertEqual((status, body), (408, "request not received in time\n"))
+        self.assertEqual(upload(self.url, "test_00.jpg", GOOD), GOOD_ANSWER)
+
+
+class FaultTest(Service, unittest.TestCase):
+    """Starts with no worker: the tests play the part of failing workers, or start real ones."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.start_service(workers=0, FR_REQUEST_TIMEOUT=10, FR_VISIBILITY_TIMEOUT=1)
+
+    def tearDown(self):
+        for url in (self.queue_url(self.config.req_queue), self.queue_url(self.config.resp_queue)):
+            self.sqs.purge_queue(QueueUrl=url)
+
+    def test_no_answer_in_time_is_504(self):
+        self.assertEqual(upload(self.url, "test_00.jpg", GOOD), (504, "no answer within 10 s\n"))
+
+    def test_a_request_workers_keep_failing_on_ends_in_502_and_stays_in_the_dead_letter_queue(self):
+        request_url = self.queue_url(self.config.req_queue)
+        dead_letters = self.queue_url(self.config.dead_letter_queue)
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(upload, self.url, "test_00.jpg", GOOD)
+            # Three workers in turn take the message and die without deleting it.
+            for attempt in range(3):
+                wait_until(lambda: self.sqs.receive_message(QueueUrl=request_url, WaitTimeSeconds=1,
+                                                            VisibilityTimeout=1).get("Messages"),
+                           8, what=f"delivery {attempt + 1}")
+            # The next receive finds it over maxReceiveCount and moves it to the dead-letter queue.
+            wait_until(lambda: self.sqs.receive_message(QueueUrl=request_url, WaitTimeSeconds=1) and
+                       sum(queue_depth(self.sqs, dead_letters)) == 1, 8, what="dead-lettered")
+            status, body = answer.result()
+        self.assertEqual(status, 502)
+        self.assertIn("could not be processed", body)
+        self.assertEqual(queue_depth(self.sqs, dead_letters), (0, 1), "kept, hidden, for the operator")
+
+    def test_replies_nobody_waits_for_are_deleted(self):
+        reply_url = self.queue_url(self.config.resp_queue)
+        for n in range(5):
+            self.sqs.send_message(QueueUrl=reply_url, MessageBody=common.encode(Reply(f"gone{n}", "x", result="Paul")))
+        self.sqs.send_message(QueueUrl=reply_url, MessageBody="not a reply")
+        wait_until(lambda: sum(queue_depth(self.sqs, reply_url)) == 0, 10, what="response queue empty")
+
+    def test_kill_9_of_a_worker_mid_image_another_worker_answers(self):
+        for attempt in range(3):
+            doomed = self.start_worker(f"doomed-{attempt}")
+            with ThreadPoolExecutor(1) as pool:
+                answer = pool.submit(upload, self.url, "test_00.jpg", GOOD)
+                request_id = doomed.wait_for(r"event=received id=(\w+)", 30)[1]
+                doomed.signal(signal.SIGSTOP)
+                finished = any(f"event=done id={request_id}" in line for line in doomed.lines)
+                doomed.signal(signal.SIGKILL)
+                if finished:
+                    answer.result()
+                    continue  # it finished before the kill landed: no test; try again
+                rescuer = self.start_worker(f"rescuer-{attempt}")
+                self.assertEqual(answer.result(), GOOD_ANSWER)
+                rescuer.wait_for(f"event=done id={request_id}", 10)
+                rescuer.stop()
+                return
+        self.fail("the worker always finished before it could be killed")
+
+
+class MotoRestartTest(Service, unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.start_service(FR_REQUEST_TIMEOUT=10)
+
+    def test_web_tier_and_worker_recover_when_moto_comes_back(self):
+        self.assertEqual(upload(self.url, "test_00.jpg", GOOD), GOOD_ANSWER)
+        moto_port = int(re.search(r":(\d+)$", self.endpoint)[1])
+        self.moto.stop()
+        status, body = upload(self.url, "test_00.jpg", GOOD)
+        self.assertIn(status, (503, 504), body)
+        start_moto(type(self), moto_port)
+        self.provision()
+        wait_until(lambda: upload(self.url, "test_00.jpg", GOOD) == GOOD_ANSWER, 30, interval=0.5,
+                   what="answers again after moto restarted")
+
+
+class PendingTest(unittest.TestCase):
+    def test_a_duplicate_or_unknown_reply_is_ignored(self):
+        pending = Pending()
+        slot = pending.register("a")
+        self.assertTrue(pending.deliver("a", Reply("a", "n", result="Paul")))
+        self.assertFalse(pending.deliver("a", Reply("a", "n", result="Bob")), "duplicate delivery")
+        self.assertEqual(slot.outcome.result, "Paul")
+        self.assertFalse(pending.deliver("b", Reply("b", "n", result="Paul")), "nobody waits for b")
+        pending.remove("a")
+        self.assertFalse(pending.deliver("a", Reply("a", "n", result="Paul")))
+        self.assertEqual(len(pending), 0)
+
+    def test_many_threads_get_their_own_outcomes(self):
+        pending = Pending()
+        slots = {str(n): pending.register(str(n)) for n in range(200)}
+        threads = [threading.Thread(target=pending.deliver, args=(i, Reply(i, "n", result=i))) for i in slots]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.assertEqual({i: s.outcome.result for i, s in slots.items()}, {i: i for i in slots})
+
+
+if __name__ == "__main__":
+    unittest.main()
