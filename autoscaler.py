@@ -5,22 +5,22 @@ fr-prefix=FR_PREFIX), made once and kept stopped; scaling only starts and stops 
 FR_SCALE_INTERVAL seconds it reads the request queue's depth (visible and in-flight messages: one
 get_queue_attributes call) and the pool (one describe_instances call), asks `desired` how many
 should run, and starts or stops the difference in one call. Instances missing from the pool
-(terminated, deleted) are recreated stopped from FR_AMI_ID.
+(terminated, deleted) are recreated stopped from FR_AMI_ID. Each decision that changes something is
+logged as one key=value line and written to FR_STATE_DIR/autoscaler.json for the status page.
 
 The same code drives AWS or, in local mode, moto's EC2 API, where the local launcher runs a
 worker process per running instance. Stops on SIGTERM/SIGINT after the step in progress (exit 0).
 """
+import json
 import logging
 import threading
+import time
 
 import common
-from common import APP_TIER_NAME
+from common import ACTIVE_STATES, APP_TIER_NAME, PREFIX_TAG, describe_pool, queue_depth
 
 log = logging.getLogger("autoscaler")
 
-PREFIX_TAG = "fr-prefix"
-ACTIVE_STATES = ("pending", "running")
-POOL_STATES = ("pending", "running", "stopping", "stopped")
 
 
 def desired(visible, in_flight, running, max_instances):
@@ -38,28 +38,6 @@ def desired(visible, in_flight, running, max_instances):
 
 def instance_name(index):
     return f"{APP_TIER_NAME}-{index}"
-
-
-def _index(name):
-    return int(name.rsplit("-", 1)[1])
-
-
-def describe_pool(ec2, config):
-    """The pool's instances not terminated: a list of {id, name, state}, by instance number."""
-    pool = []
-    pages = ec2.get_paginator("describe_instances").paginate(
-        Filters=[
-            {"Name": f"tag:{PREFIX_TAG}", "Values": [config.prefix]},
-            {"Name": "tag:Name", "Values": [f"{APP_TIER_NAME}-*"]},
-            {"Name": "instance-state-name", "Values": list(POOL_STATES)},
-        ]
-    )
-    for page in pages:
-        for reservation in page["Reservations"]:
-            for instance in reservation["Instances"]:
-                tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
-                pool.append({"id": instance["InstanceId"], "name": tags["Name"], "state": instance["State"]["Name"]})
-    return sorted(pool, key=lambda i: _index(i["name"]))
 
 
 def repair_pool(ec2, config, pool):
@@ -92,15 +70,6 @@ def repair_pool(ec2, config, pool):
     return missing
 
 
-def queue_depth(sqs, queue_url):
-    """(visible, in flight) messages of a queue."""
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
-
-
 class Autoscaler:
     def __init__(self, config, sqs, ec2):
         self.config = config
@@ -131,8 +100,17 @@ class Autoscaler:
                         started=len(started), stopped=len(stopped))
         if started or stopped or decision != self.last:
             log.info("event=decision %s", " ".join(f"{k}={v}" for k, v in decision.items()))
+            self.publish(decision)
         self.last = decision
         return decision
+
+    def publish(self, decision):
+        """Leave the decision where the status page reads it (written whole, never half)."""
+        path = common.autoscaler_state_path(self.config)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dict(decision, at=time.time())))
+        tmp.replace(path)
 
     def run(self, stop):
         from botocore.exceptions import BotoCoreError, ClientError

@@ -18,6 +18,10 @@ PROJECT_DIR = Path(__file__).resolve().parent
 # SQS's limit on our request queue (set at provisioning); images travel through S3, never SQS.
 MAX_MESSAGE_BYTES = 1024
 APP_TIER_NAME = "app-tier-instance"
+# Every instance of ours carries this tag (value FR_PREFIX); IAM lets the autoscaler touch only those.
+PREFIX_TAG = "fr-prefix"
+ACTIVE_STATES = ("pending", "running")
+POOL_STATES = ("pending", "running", "stopping", "stopped")
 
 
 class ConfigError(Exception):
@@ -46,6 +50,7 @@ class Config:
     log_level: str = "INFO"
     moto_port: int = 5000
     web_cidr: str = ""
+    state_dir: Path = PROJECT_DIR / "var/state"
     web_instance_type: str = "t3.micro"
 
     @property
@@ -146,6 +151,7 @@ _VARIABLES = {
     "FR_LOG_LEVEL": ("log_level", _log_level),
     "FR_MOTO_PORT": ("moto_port", _port),
     "FR_WEB_CIDR": ("web_cidr", _cidr),
+    "FR_STATE_DIR": ("state_dir", _path),
     "FR_WEB_INSTANCE_TYPE": ("web_instance_type", str),
 }
 
@@ -208,6 +214,42 @@ def queue_urls(sqs, config):
     )
 
 
+def _index(name):
+    return int(name.rsplit("-", 1)[1])
+
+
+def describe_pool(ec2, config):
+    """The pool's instances not terminated: a list of {id, name, state}, by instance number."""
+    pool = []
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[
+            {"Name": f"tag:{PREFIX_TAG}", "Values": [config.prefix]},
+            {"Name": "tag:Name", "Values": [f"{APP_TIER_NAME}-*"]},
+            {"Name": "instance-state-name", "Values": list(POOL_STATES)},
+        ]
+    )
+    for page in pages:
+        for reservation in page["Reservations"]:
+            for instance in reservation["Instances"]:
+                tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+                pool.append({"id": instance["InstanceId"], "name": tags["Name"], "state": instance["State"]["Name"]})
+    return sorted(pool, key=lambda i: _index(i["name"]))
+
+
+def queue_depth(sqs, queue_url):
+    """(visible, in flight) messages of a queue."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def autoscaler_state_path(config):
+    """Where the autoscaler leaves its last decision for the web tier's status page (same host)."""
+    return Path(config.state_dir) / "autoscaler.json"
+
+
 @dataclass(frozen=True)
 class Request:
     """Web tier -> worker: the image is in the input bucket under `key`."""
@@ -248,6 +290,13 @@ def decode(kind, body):
     if kind is Reply and (message.result is None) == (message.error is None):
         raise ValueError("a Reply has exactly one of result and error")
     return message
+
+
+def quantile(ordered, q):
+    """The q-quantile (nearest rank) of sorted values, or None when there are none."""
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 6)
 
 
 def setup_logging(level="INFO"):

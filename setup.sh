@@ -101,13 +101,20 @@ role_local() {
     run exec "$VENV/bin/python" tools/localstack.py
 }
 
-# The tests run shellcheck and systemd-analyze where they exist; install them where apt-get can.
+# Some tests use shellcheck, systemd-analyze and headless Chromium; install them where apt-get can.
 ensure_test_tools() {
-    command -v shellcheck >/dev/null 2>&1 && command -v systemd-analyze >/dev/null 2>&1 && return
+    local tool missing=0
+    for tool in shellcheck systemd-analyze chromium chromedriver; do
+        command -v "$tool" >/dev/null 2>&1 || missing=1
+    done
+    [ "$missing" = 1 ] || return 0
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        say "installing shellcheck and systemd from Debian for the tests"
+        say "installing shellcheck, systemd, chromium and chromium-driver from Debian for the tests"
         run apt-get update -q >/dev/null
-        run apt-get install -y -q shellcheck systemd >/dev/null || say "could not install them: those tests will skip"
+        run apt-get install -y -q shellcheck systemd chromium chromium-driver >/dev/null \
+            || say "could not install them: the tests that need them will skip"
+    else
+        say "shellcheck, systemd-analyze, chromium or chromedriver missing: the tests that need them will skip"
     fi
 }
 

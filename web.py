@@ -5,13 +5,18 @@ our own making (`<request id>/<safe file name>`), sends a small JSON request to 
 queue and waits for the answer; the body of the reply is `stem:name` as text/plain. One poller
 thread long-polls the response queue and hands each answer to the request thread waiting for it,
 matched by request id (never by file name); another watches the dead-letter queue, so that a
-request the workers failed on repeatedly ends in a 502, not a hang. `GET /healthz` is 200 when
-both queues answer.
+request the workers failed on repeatedly ends in a 502, not a hang.
 
-Reads: FR_* configuration (common.py), the response and dead-letter queues. Writes: the input
-bucket, the request queue. Stops on SIGTERM/SIGINT: stops accepting, lets requests in progress finish, exits 0; a second
+`GET /` is a page to upload images from a browser (it POSTs to / as curl does); `GET /status` shows
+queue depths, app instances, this tier's counters and the autoscaler's last decision (`?format=json`
+for machines); `GET /metrics` has the same in Prometheus text format; `GET /healthz` is 200 when
+the queues answer.
+
+Reads: FR_* configuration (common.py), the response and dead-letter queues, queue depths and the
+pool (for /status), FR_STATE_DIR/autoscaler.json. Writes: the input bucket, the request queue. Stops on SIGTERM/SIGINT: stops accepting, lets requests in progress finish, exits 0; a second
 signal exits at once.
 """
+import json
 import logging
 import re
 import socket
@@ -19,9 +24,11 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter, deque
 from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import common
 from common import Reply, Request
@@ -41,6 +48,9 @@ LINGER_BYTES = 1024 * 1024
 DEAD_LETTER_HIDE = 12 * 60 * 60
 MAX_STEM_CHARS = 100
 UPLOAD_FIELD = "inputFile"
+# Latency quantiles are over this many recent answers.
+LATENCY_WINDOW = 1000
+STATUS_CACHE_SECONDS = 1.0
 
 
 class HttpError(Exception):
@@ -235,13 +245,48 @@ class Pending:
             return len(self._slots)
 
 
+class Metrics:
+    """What this web tier has served since it started, for /status and /metrics."""
+
+    def __init__(self, window=LATENCY_WINDOW):
+        self._lock = threading.Lock()
+        self.by_status = Counter()
+        self.recent = deque(maxlen=window)
+        self.latency_sum = 0.0
+
+    def record(self, status, seconds):
+        with self._lock:
+            self.by_status[status] += 1
+            if status == 200:
+                self.recent.append(seconds)
+                self.latency_sum += seconds
+
+    def snapshot(self):
+        with self._lock:
+            recent = sorted(self.recent)
+            by_status = dict(self.by_status)
+            latency_sum = self.latency_sum
+        return {
+            "answered": by_status.get(200, 0),
+            "errors": {str(k): v for k, v in sorted(by_status.items()) if k >= 400},
+            "latency_p50_s": common.quantile(recent, 0.5),
+            "latency_p95_s": common.quantile(recent, 0.95),
+            "latency_sum_s": round(latency_sum, 6),
+            "by_status": {str(k): v for k, v in sorted(by_status.items())},
+        }
+
+
 class WebTier:
     """The service behind the HTTP handler: upload, enqueue, wait, answer."""
 
-    def __init__(self, config, s3, sqs):
+    def __init__(self, config, s3, sqs, ec2):
         self.config = config
         self.s3 = s3
         self.sqs = sqs
+        self.ec2 = ec2
+        self.metrics = Metrics()
+        self._status_cache = (0.0, None)
+        self._status_lock = threading.Lock()
         self.request_url, self.reply_url = common.queue_urls(sqs, config)
         self.dead_letter_url = sqs.get_queue_url(QueueName=config.dead_letter_queue)["QueueUrl"]
         self.pending = Pending()
@@ -296,6 +341,35 @@ class WebTier:
         if outcome.error:
             raise HttpError(422, outcome.error)
         return f"{stem}:{outcome.result}"
+
+    def status(self):
+        """Queue depths, app instances, this tier's counters and the autoscaler's last decision.
+
+        Cached for STATUS_CACHE_SECONDS, so refreshing pages cost at most a few AWS calls a second."""
+        with self._status_lock:
+            at, cached = self._status_cache
+            if cached and time.monotonic() - at < STATUS_CACHE_SECONDS:
+                return dict(cached, web=self.web_status())
+            status = {"queues": None, "app_instances": None, "autoscaler": None, "error": None}
+            try:
+                status["queues"] = {
+                    name: dict(zip(("visible", "in_flight"), common.queue_depth(self.sqs, url)))
+                    for name, url in (("request", self.request_url), ("response", self.reply_url),
+                                      ("dead_letter", self.dead_letter_url))
+                }
+                states = Counter(i["state"] for i in common.describe_pool(self.ec2, self.config))
+                status["app_instances"] = {state: states.get(state, 0) for state in common.POOL_STATES}
+            except Exception as e:
+                status["error"] = f"AWS unavailable: {type(e).__name__}"
+            try:
+                status["autoscaler"] = json.loads(common.autoscaler_state_path(self.config).read_text())
+            except (OSError, ValueError):
+                pass
+            self._status_cache = (time.monotonic(), status)
+            return dict(status, web=self.web_status())
+
+    def web_status(self):
+        return dict(self.metrics.snapshot(), in_flight=len(self.pending))
 
     def healthy(self):
         for url in (self.request_url, self.reply_url):
@@ -372,44 +446,61 @@ class Handler(BaseHTTPRequestHandler):
         return self.server.tier
 
     def do_POST(self):
+        started = time.monotonic()
+        status = self.upload()
+        self.tier.metrics.record(status, time.monotonic() - started)
+
+    def upload(self):
+        """Answer one upload; its HTTP status."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             if self.path != "/":
                 raise HttpError(404, "not found: POST images to /")
             part = self.tier.read_upload(self.headers, self.rfile)
-            self.send_text(200, self.tier.recognize(part.filename, part.body))
+            return self.send_text(200, self.tier.recognize(part.filename, part.body))
         except HttpError as e:
             self.send_text(e.status, e.reason)
             self.linger()
+            return e.status
         except (BotoCoreError, ClientError) as e:
             log.warning("event=aws_error error=%s", e)
-            self.send_text(503, "storage or queue unavailable, try again")
+            return self.send_text(503, "storage or queue unavailable, try again")
         except TimeoutError:
             log.info("event=client_timeout client=%s", self.client_address[0])
-            self.send_text(408, "request not received in time")
+            return self.send_text(408, "request not received in time")
 
     def do_GET(self):
-        if self.path == "/healthz":
+        url = urlsplit(self.path)
+        if url.path == "/":
+            self.send_body(200, INDEX_PAGE, "text/html; charset=utf-8")
+        elif url.path == "/status" and parse_qs(url.query).get("format") == ["json"]:
+            self.send_body(200, json.dumps(self.tier.status(), indent=1).encode(), "application/json")
+        elif url.path == "/status":
+            self.send_body(200, STATUS_PAGE, "text/html; charset=utf-8")
+        elif url.path == "/metrics":
+            self.send_body(200, prometheus_text(self.tier.status()).encode(), "text/plain; version=0.0.4")
+        elif url.path == "/healthz":
             try:
                 self.tier.healthy()
                 self.send_text(200, "ok")
             except Exception as e:
                 self.send_text(503, f"queues unreachable: {type(e).__name__}")
-        elif self.path == "/":
-            self.send_text(405, "use POST / with a multipart field inputFile", allow="POST")
         else:
             self.send_text(404, "not found")
 
     def refuse_method(self):
-        self.send_text(405, f"{self.command} not allowed: use POST /", allow="GET, POST")
+        self.send_text(405, f"{self.command} not allowed: GET / for the page, POST / to upload", allow="GET, POST")
 
     do_PUT = do_DELETE = do_PATCH = refuse_method
 
     def send_text(self, status, text, allow=None):
-        body = f"{text}\n".encode()
+        """A one-line text/plain response; returns `status`."""
+        return self.send_body(status, f"{text}\n".encode(), "text/plain; charset=utf-8", allow)
+
+    def send_body(self, status, body, content_type, allow=None):
         self.send_response(status)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         if allow:
             self.send_header("Allow", allow)
@@ -419,6 +510,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         self.wfile.write(body)
+        return status
 
     def linger(self):
         """After refusing a body we did not read: let the client read our answer before we close.
@@ -442,6 +534,151 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):
         log.debug("event=http client=%s %s", self.client_address[0], format % args)
 
+# The pages are small enough to live here: inline CSS and JS, no external assets. Answers are put
+# in with textContent, never as HTML.
+_STYLE = """
+body{font:16px/1.4 system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}
+#drop{border:2px dashed #889;border-radius:8px;padding:2rem;text-align:center}
+#drop.over{background:#eef}
+ul{list-style:none;padding:0}
+li{display:flex;align-items:center;gap:1rem;margin:.5rem 0}
+li img{width:64px;height:64px;object-fit:cover;border-radius:4px;background:#eee}
+.spin{display:inline-block;width:1rem;height:1rem;border:3px solid #ccd;border-top-color:#446;
+border-radius:50%;animation:spin 1s linear infinite;vertical-align:middle}
+@keyframes spin{to{transform:rotate(360deg)}}
+.error{color:#b00}
+table{border-collapse:collapse}td,th{padding:.2rem .8rem;text-align:left;border-bottom:1px solid #ddd}
+"""
+
+INDEX_PAGE = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>face-rec</title><style>{_STYLE}</style></head>
+<body><h1>Who is this?</h1>
+<div id="drop"><p>Drop face images here, or
+<label>choose files: <input id="pick" type="file" accept="image/*" multiple></label></p></div>
+<ul id="results"></ul>
+<p><a href="/status">Service status</a></p>
+<script>
+const results = document.getElementById("results");
+function recognise(file) {{
+  const row = document.createElement("li");
+  const thumb = document.createElement("img");
+  thumb.src = URL.createObjectURL(file);
+  thumb.alt = file.name;
+  const answer = document.createElement("span");
+  answer.className = "answer waiting";
+  const spinner = document.createElement("span");
+  spinner.className = "spin";
+  spinner.title = "waiting for the answer";
+  answer.append(spinner, " " + file.name);
+  row.append(thumb, answer);
+  results.prepend(row);
+  const form = new FormData();
+  form.append("inputFile", file, file.name);
+  fetch("/", {{method: "POST", body: form}}).then(async response => {{
+    const text = (await response.text()).trim();
+    answer.textContent = response.ok ? text : file.name + ": error " + response.status + ": " + text;
+    answer.className = response.ok ? "answer done" : "answer error";
+  }}).catch(error => {{
+    answer.textContent = file.name + ": the service could not be reached (" + error.message + ")";
+    answer.className = "answer error";
+  }});
+}}
+document.getElementById("pick").addEventListener("change", event => {{
+  [...event.target.files].forEach(recognise);
+  event.target.value = "";
+}});
+const drop = document.getElementById("drop");
+drop.addEventListener("dragover", event => {{ event.preventDefault(); drop.classList.add("over"); }});
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", event => {{
+  event.preventDefault();
+  drop.classList.remove("over");
+  [...event.dataTransfer.files].forEach(recognise);
+}});
+</script></body></html>
+""".encode()
+
+STATUS_PAGE = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>face-rec status</title><style>{_STYLE}</style></head>
+<body><h1>face-rec status</h1>
+<p id="updated">loading...</p>
+<table><tbody id="rows"></tbody></table>
+<p><a href="/">Upload images</a> &middot; <a href="/status?format=json">JSON</a> &middot; <a href="/metrics">metrics</a></p>
+<script>
+function rows(status) {{
+  const q = status.queues || {{}}, pool = status.app_instances || {{}}, web = status.web, auto = status.autoscaler;
+  const depth = name => q[name] ? q[name].visible + " waiting, " + q[name].in_flight + " in flight" : "?";
+  const ms = s => s === null ? "-" : Math.round(s * 1000) + " ms";
+  return [
+    ["request queue", depth("request")], ["response queue", depth("response")],
+    ["dead-letter queue", depth("dead_letter")],
+    ["app instances running", pool.running === undefined ? "?" : pool.running + (pool.pending ? " (+" + pool.pending + " starting)" : "")],
+    ["requests in flight here", web.in_flight], ["answers served", web.answered],
+    ["latency p50 / p95", ms(web.latency_p50_s) + " / " + ms(web.latency_p95_s)],
+    ["errors by status", Object.entries(web.errors).map(([k, v]) => k + ": " + v).join(", ") || "none"],
+    ["autoscaler's last decision", auto ? "desired " + auto.desired + " (saw " + auto.visible + " waiting, " +
+      auto.in_flight + " in flight, " + auto.running + " running)" : "none yet"],
+    ["AWS", status.error || "ok"],
+  ];
+}}
+async function refresh() {{
+  try {{
+    const status = await (await fetch("/status?format=json")).json();
+    const body = document.getElementById("rows");
+    body.replaceChildren(...rows(status).map(([name, value]) => {{
+      const tr = document.createElement("tr");
+      const th = document.createElement("th"), td = document.createElement("td");
+      th.textContent = name;
+      td.textContent = value;
+      tr.append(th, td);
+      return tr;
+    }}));
+    document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
+  }} catch (error) {{
+    document.getElementById("updated").textContent = "the service could not be reached: " + error.message;
+  }}
+}}
+refresh();
+setInterval(refresh, 2000);
+</script></body></html>
+""".encode()
+
+
+def prometheus_text(status):
+    """The status counters in Prometheus text exposition format (version 0.0.4)."""
+    lines = []
+
+    def metric(name, kind, help_text, samples):
+        """samples: (name suffix, {label: value}, value)."""
+        lines.extend([f"# HELP face_rec_{name} {help_text}", f"# TYPE face_rec_{name} {kind}"])
+        for suffix, labels, value in samples:
+            label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+            lines.append(f"face_rec_{name}{suffix}{{{label_text}}} {value}" if labels
+                         else f"face_rec_{name}{suffix} {value}")
+
+    web, queues, pool = status["web"], status["queues"] or {}, status["app_instances"] or {}
+    decision = status["autoscaler"] or {}
+    metric("requests_total", "counter", "Uploads answered by this web tier, by HTTP status.",
+           [("", {"status": code}, count) for code, count in web["by_status"].items()])
+    metric("requests_in_flight", "gauge", "Uploads waiting for their answer at this web tier.",
+           [("", {}, web["in_flight"])])
+    metric("request_latency_seconds", "summary",
+           f"Latency of answered uploads (quantiles over the last {LATENCY_WINDOW}).",
+           [("", {"quantile": q}, web[key]) for q, key in (("0.5", "latency_p50_s"), ("0.95", "latency_p95_s"))
+            if web[key] is not None]
+           + [("_sum", {}, web["latency_sum_s"]), ("_count", {}, web["answered"])])
+    metric("queue_messages", "gauge", "Messages in the service's queues.",
+           [("", {"queue": q, "state": state}, n) for q, depth in queues.items() for state, n in depth.items()])
+    metric("app_instances", "gauge", "App-tier pool instances by EC2 state.",
+           [("", {"state": state}, n) for state, n in pool.items()])
+    metric("autoscaler_desired_instances", "gauge", "The autoscaler's last desired instance count.",
+           [("", {}, decision["desired"])] if "desired" in decision else [])
+    metric("aws_up", "gauge", "1 when the queues and the pool could be read for this scrape.",
+           [("", {}, 0 if status["error"] else 1)])
+    return "\n".join(lines) + "\n"
+
 
 class Server(ThreadingHTTPServer):
     request_queue_size = LISTEN_BACKLOG
@@ -458,6 +695,7 @@ def main():
         config,
         common.client(config, "s3", AWS_CONNECTIONS),
         common.client(config, "sqs", AWS_CONNECTIONS),
+        common.client(config, "ec2"),
     )
     server = Server((config.host, config.port), Handler)
     server.tier = tier

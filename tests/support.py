@@ -1,18 +1,16 @@
 """Shared by the tests: fixtures, moto and service processes on 127.0.0.1, an HTTP client."""
-import csv
-import http.client
+import io
 import os
 import socket
 import sys
 import threading
 import time
-import uuid
 from urllib.parse import urlsplit
 
 import common
+from tools.loadgen import FIXTURES, multipart, read_expected, request, upload  # noqa: F401 (for the tests)
 from tools.procs import Child
 
-FIXTURES = common.PROJECT_DIR.parent / "shared/fixtures"
 IMAGES = FIXTURES / "face_images_100"
 LABELS = FIXTURES / "face_images_100.csv"
 STAND_IN_DIR = common.PROJECT_DIR / "var/stand-in"
@@ -25,8 +23,7 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AW
 
 def expected_answers():
     """{stem: name} from the fixtures' CSV."""
-    with open(LABELS, newline="") as f:
-        return {row["Image"]: row["Results"] for row in csv.DictReader(f)}
+    return read_expected(LABELS)
 
 
 def stand_in_files():
@@ -80,40 +77,6 @@ def aws(endpoint, service):
                         aws_access_key_id="test", aws_secret_access_key="test")
 
 
-def multipart(fields, boundary=None):
-    """(content type, body) of multipart/form-data: fields are (name, filename or None, bytes)."""
-    boundary = boundary or uuid.uuid4().hex
-    body = b""
-    for name, filename, data in fields:
-        disposition = f'form-data; name="{name}"'
-        if filename is not None:
-            disposition += f'; filename="{filename}"'
-        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n".encode()
-        if filename is not None:
-            body += b"Content-Type: image/jpeg\r\n"
-        body += b"\r\n" + data + b"\r\n"
-    body += f"--{boundary}--\r\n".encode()
-    return f"multipart/form-data; boundary={boundary}", body
-
-
-def request(url, method="POST", body=b"", headers=None, timeout=180):
-    """(status, body text) of one HTTP request."""
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    try:
-        connection.request(method, parts.path or "/", body=body, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, response.read().decode()
-    finally:
-        connection.close()
-
-
-def upload(url, filename, data, timeout=180):
-    """(status, body text) of `curl -F inputFile=@filename`."""
-    content_type, body = multipart([("inputFile", filename, data)])
-    return request(url, body=body, headers={"Content-Type": content_type}, timeout=timeout)
-
-
 def running_instances(ec2):
     """How many app-tier instances moto shows running, asked the way anyone can ask it."""
     reservations = ec2.describe_instances(Filters=[
@@ -133,3 +96,12 @@ def raw_request(url, data, timeout=30):
             received += chunk
     head, _, body = received.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), body.decode()
+
+
+def image_bytes(size, color="white", kind="JPEG"):
+    """An image file of one colour (no face in it)."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("L", size, color).save(out, kind)
+    return out.getvalue()

@@ -124,6 +124,7 @@ class ProvisionTest(unittest.TestCase):
         self.assertEqual(web["sqs:ReceiveMessage"], [dlq, resp])
         self.assertEqual(web["sqs:ChangeMessageVisibility"], [dlq])
         self.assertEqual(web["sqs:DeleteMessage"], [resp])
+        self.assertEqual(web["sqs:GetQueueAttributes"], [dlq, req, resp])
         self.assertEqual(web["ec2:StartInstances"], [f"arn:aws:ec2:{region}:{account}:instance/*"])
         self.assertEqual(web["iam:PassRole"], [f"arn:aws:iam::{account}:role/{c.role('app')}"])
         for role in (c.role("app"), c.role("web")):

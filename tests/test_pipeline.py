@@ -4,7 +4,7 @@ import unittest
 from concurrent.futures import ThreadPoolExecutor
 
 import common
-from autoscaler import queue_depth
+from common import queue_depth
 from tests.support import (
     IMAGES, PYTHON, aws, child_env, expected_answers, request, stand_in_files, start, start_moto, upload,
     wait_until,
@@ -89,7 +89,7 @@ class PipelineTest(unittest.TestCase):
     def test_requests_that_are_not_uploads_get_a_clear_status(self):
         content_type, body = "multipart/form-data; boundary=b", b"--b\r\nContent-Disposition: form-data; name=x\r\n\r\n1\r\n--b--\r\n"
         cases = [
-            (("GET", b"", {}), 405),
+            (("PUT", b"", {}), 405),
             (("DELETE", b"", {}), 405),
             (("POST", b"x", {"Content-Type": "image/jpeg"}), 415),
             (("POST", body, {"Content-Type": content_type}), 400),

@@ -1,5 +1,4 @@
 """Bad input, faults and recovery, against the real processes on 127.0.0.1."""
-import io
 import re
 import signal
 import threading
@@ -7,10 +6,10 @@ import unittest
 from concurrent.futures import ThreadPoolExecutor
 
 import common
-from autoscaler import queue_depth
+from common import queue_depth
 from common import Reply
 from tests.support import (
-    IMAGES, PYTHON, aws, child_env, multipart, raw_request, request, stand_in_files, start, start_moto, upload,
+    IMAGES, PYTHON, aws, child_env, image_bytes, multipart, raw_request, request, stand_in_files, start, start_moto, upload,
     wait_until,
 )
 from tools.provision import provision
@@ -19,14 +18,6 @@ from web import Pending
 GOOD = (IMAGES / "test_00.jpg").read_bytes()
 GOOD_ANSWER = (200, "test_00:Paul\n")
 MAX_BODY = 1024 * 1024
-
-
-def image_bytes(size, color="white", kind="JPEG"):
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.new("L", size, color).save(out, kind)
-    return out.getvalue()
 
 
 def post(body, content_type, extra=b""):

@@ -6,7 +6,7 @@ import unittest
 from concurrent.futures import ThreadPoolExecutor
 
 import common
-from autoscaler import queue_depth
+from common import queue_depth
 from tests.support import (
     IMAGES, PYTHON, aws, child_env, expected_answers, running_instances, stand_in_files, start, upload, wait_until,
 )

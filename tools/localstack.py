@@ -16,7 +16,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import autoscaler  # noqa: E402
 import common  # noqa: E402
 from tools.procs import Child  # noqa: E402
 from tools.provision import provision  # noqa: E402
@@ -46,7 +45,7 @@ class Launcher:
 
     def step(self):
         running = {
-            i["id"]: i["name"] for i in autoscaler.describe_pool(self.ec2, self.config) if i["state"] == "running"
+            i["id"]: i["name"] for i in common.describe_pool(self.ec2, self.config) if i["state"] == "running"
         }
         for instance_id, child in list(self.workers.items()):
             code = child.popen.poll()

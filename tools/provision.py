@@ -65,22 +65,23 @@ def _statement(actions, resources, condition=None):
 def web_policy(config, account):
     """Web host: the web tier (upload, request, replies) and the autoscaler (depth, our pool only)."""
     a = arns(config, account)
-    ours = {"StringEquals": {f"aws:ResourceTag/{autoscaler.PREFIX_TAG}": config.prefix}}
+    ours = {"StringEquals": {f"aws:ResourceTag/{common.PREFIX_TAG}": config.prefix}}
     return {"Version": "2012-10-17", "Statement": [
         _statement(["s3:PutObject"], [a["in_objects"]]),
         _statement(["s3:GetObject"], [a["code_object"]]),
         _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"], [a["req_queue"]]),
         _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:DeleteMessage"],
                    [a["resp_queue"]]),
-        # Dead letters: tell the waiting client, then hide the message (kept for the operator).
-        _statement(["sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:ChangeMessageVisibility"],
+        # Dead letters: tell the waiting client, then hide the message (kept for the operator);
+        # their count is on the status page.
+        _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:ChangeMessageVisibility"],
                    [a["dead_letter_queue"]]),
         # DescribeInstances cannot be limited to resources.
         _statement(["ec2:DescribeInstances"], ["*"]),
         _statement(["ec2:StartInstances", "ec2:StopInstances"], [a["instances"]], ours),
         # Pool repair: new instances must carry our tag, and may only get the app role.
         _statement(["ec2:RunInstances", "ec2:CreateTags"], [a["instances"]],
-                   {"StringEquals": {f"aws:RequestTag/{autoscaler.PREFIX_TAG}": config.prefix}}),
+                   {"StringEquals": {f"aws:RequestTag/{common.PREFIX_TAG}": config.prefix}}),
         _statement(["ec2:RunInstances"], [
             f"arn:aws:ec2:{config.region}::image/*", f"arn:aws:ec2:{config.region}:{account}:subnet/*",
             f"arn:aws:ec2:{config.region}:{account}:network-interface/*",
@@ -165,7 +166,7 @@ class Provisioner:
             state = "exists"
         except self.iam.exceptions.NoSuchEntityException:
             self.iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(EC2_TRUST),
-                                 Tags=[{"Key": autoscaler.PREFIX_TAG, "Value": self.config.prefix}])
+                                 Tags=[{"Key": common.PREFIX_TAG, "Value": self.config.prefix}])
             state = "created"
         self.iam.put_role_policy(RoleName=name, PolicyName=name, PolicyDocument=json.dumps(policy))
         try:
@@ -177,12 +178,12 @@ class Provisioner:
         self.say(state, what)
 
     def ensure_pool(self):
-        what = f"pool of {self.config.max_instances} stopped {autoscaler.APP_TIER_NAME}-N from {self.config.ami_id}"
+        what = f"pool of {self.config.max_instances} stopped {common.APP_TIER_NAME}-N from {self.config.ami_id}"
         if not self.config.ami_id:
             return self.out(f"{'skipped':<12} app-tier pool: set FR_AMI_ID (./setup.sh bake-ami makes one)")
         if self.dry_run:
             return self.say("", what)
-        created = autoscaler.repair_pool(self.ec2, self.config, autoscaler.describe_pool(self.ec2, self.config))
+        created = autoscaler.repair_pool(self.ec2, self.config, common.describe_pool(self.ec2, self.config))
         self.say(f"created {len(created)}" if created else "exists", what)
 
     def provision(self, with_web=False):
@@ -232,11 +233,11 @@ class Provisioner:
         self.say("created", f"{what}: {instance} at http://{address['PublicIp']}:{WEB_PORT}/")
 
     def _tags(self, name):
-        return [{"Key": "Name", "Value": name}, {"Key": autoscaler.PREFIX_TAG, "Value": self.config.prefix}]
+        return [{"Key": "Name", "Value": name}, {"Key": common.PREFIX_TAG, "Value": self.config.prefix}]
 
     def _ours(self, names, states):
         reservations = self.ec2.describe_instances(Filters=[
-            {"Name": f"tag:{autoscaler.PREFIX_TAG}", "Values": [self.config.prefix]},
+            {"Name": f"tag:{common.PREFIX_TAG}", "Values": [self.config.prefix]},
             {"Name": "tag:Name", "Values": names},
             {"Name": "instance-state-name", "Values": states},
         ])["Reservations"]
@@ -260,7 +261,7 @@ class Provisioner:
         config = self.config
         instances = [i["InstanceId"] for i in self._ours(["*"], ["pending", "running", "stopping", "stopped"])] \
             if not self.dry_run else []
-        self.out(f"{'would remove' if self.dry_run else 'removing':<12} instances tagged {autoscaler.PREFIX_TAG}={config.prefix} {instances}")
+        self.out(f"{'would remove' if self.dry_run else 'removing':<12} instances tagged {common.PREFIX_TAG}={config.prefix} {instances}")
         if self.dry_run:
             for what in ("Elastic IP", f"security group {config.prefix}-web",
                          *(f"queue {q}" for q in (config.req_queue, config.resp_queue, config.dead_letter_queue)),
@@ -272,7 +273,7 @@ class Provisioner:
             self.ec2.terminate_instances(InstanceIds=instances)
             self.ec2.get_waiter("instance_terminated").wait(InstanceIds=instances)
         for address in self.ec2.describe_addresses(Filters=[
-                {"Name": f"tag:{autoscaler.PREFIX_TAG}", "Values": [config.prefix]}])["Addresses"]:
+                {"Name": f"tag:{common.PREFIX_TAG}", "Values": [config.prefix]}])["Addresses"]:
             self.ec2.release_address(AllocationId=address["AllocationId"])
             self.out(f"{'removed':<12} Elastic IP {address['PublicIp']}")
         for group in self.ec2.describe_security_groups(Filters=[

@@ -1,0 +1,160 @@
+"""The browser page, /status and /metrics, on the whole local stack (web, autoscaler, launcher).
+
+The page is driven in headless Chromium through chromedriver's W3C WebDriver API: plain JSON over
+HTTP, so the standard library's urllib is the whole client (the DevTools protocol would need a
+WebSocket client). Debian's `chromium` and `chromium-driver` are installed by `./setup.sh test`.
+"""
+import json
+import re
+import shutil
+import socket
+import tempfile
+import unittest
+import urllib.request
+
+from tests.support import (
+    IMAGES, PYTHON, aws, child_env, image_bytes, request, running_instances, stand_in_files, start, upload,
+    wait_until,
+)
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WebDriver:
+    """The few WebDriver commands the test needs."""
+
+    def __init__(self, base):
+        self.base = base
+        self.session = None
+
+    def call(self, method, path, payload=None):
+        data = json.dumps(payload).encode() if payload is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as response:
+            return json.loads(response.read())["value"]
+
+    def open(self, profile_dir):
+        options = {"binary": shutil.which("chromium"), "args": CHROMIUM_FLAGS + [f"--user-data-dir={profile_dir}"]}
+        value = self.call("POST", "/session", {"capabilities": {"alwaysMatch": {"goog:chromeOptions": options}}})
+        self.session = f"/session/{value['sessionId']}"
+
+    def close(self):
+        if self.session:
+            self.call("DELETE", self.session)
+
+    def go(self, url):
+        self.call("POST", f"{self.session}/url", {"url": url})
+
+    def find(self, css):
+        """Texts of the elements matching `css`."""
+        found = self.call("POST", f"{self.session}/elements", {"using": "css selector", "value": css})
+        return [self.call("GET", f"{self.session}/element/{e[ELEMENT]}/text") for e in found]
+
+    def type_into(self, css, text):
+        element = self.call("POST", f"{self.session}/element", {"using": "css selector", "value": css})
+        self.call("POST", f"{self.session}/element/{element[ELEMENT]}/value", {"text": text})
+
+
+def metrics(text):
+    """{'name{labels}': value} of Prometheus text, checking every line is well formed."""
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            assert re.fullmatch(r"# (HELP|TYPE) face_rec_\w+ .+", line), line
+            continue
+        match = re.fullmatch(r'(face_rec_\w+(?:\{[a-z_]+="[^"]*"(?:,[a-z_]+="[^"]*")*\})?) (\S+)', line)
+        assert match, line
+        values[match[1]] = float(match[2])
+    return values
+
+
+class PagesTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        weights, gallery = stand_in_files()
+        cls.state_dir = tempfile.TemporaryDirectory()
+        cls.addClassCleanup(cls.state_dir.cleanup)
+        env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX="pages", FR_POLL_WAIT=1, FR_WEIGHTS=weights,
+                        FR_GALLERY=gallery, FR_STATE_DIR=cls.state_dir.name)
+        _, ready = start(cls, "pages-localstack", [PYTHON, "tools/localstack.py"], env,
+                         r"event=ready url=(\S+) endpoint=(\S+)")
+        cls.url, cls.ec2 = ready[1], aws(ready[2], "ec2")
+
+    def status(self):
+        code, body = request(self.url + "status?format=json", "GET")
+        self.assertEqual(code, 200)
+        return json.loads(body)
+
+    def test_status_and_metrics_count_a_known_workload(self):
+        before = self.status()["web"]
+        for stem in ("test_00", "test_01", "test_02"):
+            self.assertEqual(upload(self.url, f"{stem}.jpg", (IMAGES / f"{stem}.jpg").read_bytes())[0], 200)
+        self.assertEqual(upload(self.url, "blank.jpg", image_bytes((64, 64)))[0], 422)
+        wait_until(lambda: running_instances(self.ec2) == 0, 5, what="scaled in")
+        # The autoscaler's decision and the depths are read at most once a second.
+        status = wait_until(lambda: (s := self.status())["autoscaler"] and s["autoscaler"]["running"] == 0 and
+                            s["app_instances"]["running"] == 0 and s, 5, interval=0.3, what="status settles")
+        web = status["web"]
+        self.assertEqual(web["answered"] - before["answered"], 3)
+        self.assertEqual(web["errors"].get("422", 0) - before["errors"].get("422", 0), 1)
+        self.assertEqual(web["in_flight"], 0)
+        self.assertGreater(web["latency_p95_s"], 0)
+        self.assertEqual(status["queues"]["request"], {"visible": 0, "in_flight": 0})
+        self.assertEqual(status["queues"]["dead_letter"], {"visible": 0, "in_flight": 0})
+        self.assertEqual(status["app_instances"], {"pending": 0, "running": 0, "stopping": 0, "stopped": 15})
+        self.assertEqual(status["autoscaler"]["desired"], 0)
+        self.assertIsNone(status["error"])
+
+        code, text = request(self.url + "metrics", "GET")
+        self.assertEqual(code, 200)
+        values = metrics(text)
+        self.assertEqual(values['face_rec_requests_total{status="200"}'], web["answered"])
+        self.assertEqual(values['face_rec_requests_total{status="422"}'], web["errors"]["422"])
+        self.assertEqual(values["face_rec_request_latency_seconds_count"], web["answered"])
+        self.assertEqual(values['face_rec_app_instances{state="stopped"}'], 15)
+        self.assertEqual(values['face_rec_queue_messages{queue="request",state="visible"}'], 0)
+        self.assertEqual(values["face_rec_autoscaler_desired_instances"], 0)
+        self.assertEqual(values["face_rec_aws_up"], 1)
+
+        code, page = request(self.url + "status", "GET")
+        self.assertEqual(code, 200)
+        self.assertIn("status?format=json", page)
+
+    def test_the_page_has_no_external_assets(self):
+        code, page = request(self.url, "GET")
+        self.assertEqual(code, 200)
+        self.assertIn('<input id="pick" type="file"', page)
+        self.assertNotRegex(page, r'(src|href)="(https?:)?//')
+
+    def test_a_person_uploads_an_image_in_the_browser_and_sees_the_answer(self):
+        if not (shutil.which("chromium") and shutil.which("chromedriver")):
+            self.skipTest("chromium and chromedriver not installed (./setup.sh test installs them)")
+        port = free_port()
+        start(type(self), "chromedriver", ["chromedriver", f"--port={port}"], child_env(),
+              r"ChromeDriver was started successfully")
+        driver = WebDriver(f"http://127.0.0.1:{port}")
+        with tempfile.TemporaryDirectory() as profile:
+            driver.open(profile)
+            self.addCleanup(driver.close)
+            driver.go(self.url)
+            driver.type_into("#pick", "\n".join(str(IMAGES / f"{s}.jpg") for s in ("test_00", "test_07")))
+            answers = wait_until(lambda: len(texts := driver.find(".answer.done")) == 2 and texts, 90,
+                                 interval=0.2, what="answers shown on the page")
+            self.assertEqual(sorted(answers), ["test_00:Paul", "test_07:Ranil"])
+            self.assertEqual(driver.find(".answer.error"), [])
+            driver.type_into("#pick", str(IMAGES.parent / "face_images_100.csv"))
+            errors = wait_until(lambda: driver.find(".answer.error"), 90, interval=0.2, what="error shown")
+            self.assertRegex(errors[0], r"^face_images_100\.csv: error 422: not a readable image")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,157 @@
+"""Load client: uploads images to the service at a given concurrency and checks the answers.
+
+    .venv/bin/python tools/loadgen.py [--url URL] [--images DIR] [--count N] [--concurrency C]
+                                      [--expected CSV | --no-expected]
+
+With no arguments it reproduces the course grader's test against `./setup.sh local`: the 100
+fixture images, all at once, checked against face_images_100.csv. The images of the folder are
+repeated as needed to make N uploads. Prints a live progress line, then a summary (count, wrong
+answers, errors by status, p50/p95/max latency, throughput); exits 1 if any answer was wrong or
+failed. Standard library only: it is also the HTTP client of the tests and the benchmark.
+"""
+import argparse
+import csv
+import http.client
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import common  # noqa: E402
+
+FIXTURES = common.PROJECT_DIR.parent / "shared/fixtures"
+
+
+def multipart(fields, boundary=None):
+    """(content type, body) of multipart/form-data: fields are (name, filename or None, bytes)."""
+    boundary = boundary or uuid.uuid4().hex
+    body = b""
+    for name, filename, data in fields:
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n".encode()
+        if filename is not None:
+            body += b"Content-Type: application/octet-stream\r\n"
+        body += b"\r\n" + data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return f"multipart/form-data; boundary={boundary}", body
+
+
+def request(url, method="POST", body=b"", headers=None, timeout=180):
+    """(status, body text) of one HTTP request."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        connection.request(method, target, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def upload(url, filename, data, timeout=180):
+    """(status, body text) of `curl -F inputFile=@filename URL`."""
+    content_type, body = multipart([("inputFile", filename, data)])
+    return request(url, body=body, headers={"Content-Type": content_type}, timeout=timeout)
+
+
+def read_expected(path):
+    """{stem: name} from a CSV of `Image,Results` rows."""
+    with open(path, newline="") as f:
+        return {row["Image"]: row["Results"] for row in csv.DictReader(f)}
+
+
+class Run:
+    """One load run: `count` uploads of `images` (a list of paths, repeated) at `concurrency`."""
+
+    def __init__(self, url, images, count, concurrency, expected=None, progress=None):
+        self.url = url
+        self.jobs = [images[i % len(images)] for i in range(count)]
+        self.concurrency = concurrency
+        self.expected = expected
+        self.progress = progress
+        self.results = []
+        self._lock = threading.Lock()
+        self._payloads = {path: path.read_bytes() for path in set(self.jobs)}
+
+    def one(self, path):
+        started = time.monotonic()
+        try:
+            status, body = upload(self.url, path.name, self._payloads[path])
+        except OSError as e:
+            status, body = 0, f"{type(e).__name__}: {e}"
+        seconds = time.monotonic() - started
+        wrong = status == 200 and self.expected is not None and body != f"{path.stem}:{self.expected.get(path.stem)}\n"
+        with self._lock:
+            self.results.append((status, seconds, wrong, time.monotonic()))
+            if self.progress:
+                self.progress(self)
+        return status, body
+
+    def go(self):
+        self.started = time.monotonic()
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            self.answers = list(pool.map(self.one, self.jobs))
+        self.ended = time.monotonic()
+        return self.summary()
+
+    def summary(self):
+        latencies = sorted(s for status, s, _, _ in self.results if status == 200)
+        errors = {}
+        for status, *_ in self.results:
+            if status != 200:
+                errors[str(status)] = errors.get(str(status), 0) + 1
+        seconds = self.ended - self.started
+        return {
+            "count": len(self.results),
+            "ok": sum(1 for status, _, wrong, _ in self.results if status == 200 and not wrong),
+            "wrong": sum(1 for *_, wrong, _ in self.results if wrong),
+            "errors": errors,
+            "first_answer_s": round(min(t for *_, t in self.results) - self.started, 3) if self.results else None,
+            "latency_p50_s": common.quantile(latencies, 0.5),
+            "latency_p95_s": common.quantile(latencies, 0.95),
+            "latency_max_s": common.quantile(latencies, 1.0),
+            "seconds": round(seconds, 3),
+            "throughput_per_s": round(len(self.results) / seconds, 2) if seconds else None,
+        }
+
+
+def show_progress(run):
+    done = len(run.results)
+    failed = sum(1 for status, _, wrong, _ in run.results if status != 200 or wrong)
+    print(f"\r{done}/{len(run.jobs)} answered, {failed} failed, {time.monotonic() - run.started:.1f} s",
+          end="", file=sys.stderr, flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Upload images at a concurrency and check the answers.")
+    parser.add_argument("--url", default="http://127.0.0.1:8000/")
+    parser.add_argument("--images", type=Path, default=FIXTURES / "face_images_100")
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--expected", type=Path, default=FIXTURES / "face_images_100.csv",
+                        help="CSV of Image,Results rows to check answers against")
+    parser.add_argument("--no-expected", action="store_true", help="do not check the answers")
+    args = parser.parse_args(argv)
+    images = sorted(p for p in args.images.iterdir() if p.is_file())
+    if not images:
+        parser.error(f"no images in {args.images}")
+    expected = None if args.no_expected else read_expected(args.expected)
+    run = Run(args.url, images, args.count, args.concurrency, expected, show_progress)
+    summary = run.go()
+    print(file=sys.stderr)
+    width = max(map(len, summary))
+    for key, value in summary.items():
+        print(f"{key:<{width}}  {value}")
+    return 0 if summary["ok"] == summary["count"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
