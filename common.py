@@ -51,6 +51,7 @@ class Config:
     moto_port: int = 5000
     web_cidr: str = ""
     state_dir: Path = PROJECT_DIR / "var/state"
+    cache_size: int = 0
     web_instance_type: str = "t3.micro"
 
     @property
@@ -152,6 +153,7 @@ _VARIABLES = {
     "FR_MOTO_PORT": ("moto_port", _port),
     "FR_WEB_CIDR": ("web_cidr", _cidr),
     "FR_STATE_DIR": ("state_dir", _path),
+    "FR_CACHE_SIZE": ("cache_size", lambda text: max(0, int(text))),
     "FR_WEB_INSTANCE_TYPE": ("web_instance_type", str),
 }
 
@@ -262,12 +264,15 @@ class Request:
 
 @dataclass(frozen=True)
 class Reply:
-    """Worker -> web tier: exactly one of `result` (the person's name) and `error` is set."""
+    """Worker -> web tier: exactly one of `result` (the person's name) and `error` is set.
+
+    `model_ms` is the worker's time in the model, so the web tier can tell what the plumbing cost."""
 
     id: str
     name: str
     result: str | None = None
     error: str | None = None
+    model_ms: str | None = None
 
 
 def encode(message):

@@ -16,6 +16,7 @@ Reads: FR_* configuration (common.py), the response and dead-letter queues, queu
 pool (for /status), FR_STATE_DIR/autoscaler.json. Writes: the input bucket, the request queue. Stops on SIGTERM/SIGINT: stops accepting, lets requests in progress finish, exits 0; a second
 signal exits at once.
 """
+import hashlib
 import json
 import logging
 import re
@@ -24,7 +25,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
 from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -245,6 +247,39 @@ class Pending:
             return len(self._slots)
 
 
+class ResultCache:
+    """Names of images answered before, by the sha256 of their bytes; the `size` most recent."""
+
+    def __init__(self, size):
+        self.size = size
+        self._names = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    def get(self, digest):
+        with self._lock:
+            name = self._names.get(digest)
+            if name is not None:
+                self._names.move_to_end(digest)
+                self.hits += 1
+            return name
+
+    def put(self, digest, name):
+        with self._lock:
+            self._names[digest] = name
+            self._names.move_to_end(digest)
+            while len(self._names) > self.size:
+                self._names.popitem(last=False)
+
+
+def sha256_of(body):
+    digest = hashlib.sha256()
+    body.seek(0)
+    while chunk := body.read(READ_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 class Metrics:
     """What this web tier has served since it started, for /status and /metrics."""
 
@@ -285,6 +320,9 @@ class WebTier:
         self.sqs = sqs
         self.ec2 = ec2
         self.metrics = Metrics()
+        self.cache = ResultCache(config.cache_size) if config.cache_size else None
+        # S3 writes of cache hits, done after the answer is sent.
+        self.background = ThreadPoolExecutor(4, thread_name_prefix="after-answer")
         self._status_cache = (0.0, None)
         self._status_lock = threading.Lock()
         self.request_url, self.reply_url = common.queue_urls(sqs, config)
@@ -316,10 +354,16 @@ class WebTier:
         raise HttpError(400, f"no file field named {UPLOAD_FIELD}")
 
     def recognize(self, filename, body):
-        """`stem:name` for an uploaded image, once a worker has answered."""
+        """(`stem:name`, the worker's model milliseconds) for an uploaded image, once a worker answered."""
         request_id = uuid.uuid4().hex
         stem, key = upload_key(request_id, filename)
         started = time.monotonic()
+        digest = sha256_of(body) if self.cache else None
+        if digest and (name := self.cache.get(digest)):
+            self.background.submit(self._store_cached, key, body, stem, name)
+            log.info("event=answered id=%s stem=%s result=%s cache=hit ms=%.1f",
+                     request_id, stem, name, (time.monotonic() - started) * 1000)
+            return f"{stem}:{name}", None
         slot = self.pending.register(request_id)
         try:
             body.seek(0)
@@ -335,12 +379,23 @@ class WebTier:
         if isinstance(outcome, HttpError):
             raise outcome
         log.info(
-            "event=answered id=%s stem=%s result=%s error=%s ms=%.0f",
-            request_id, stem, outcome.result, outcome.error, (time.monotonic() - started) * 1000,
+            "event=answered id=%s stem=%s result=%s error=%s ms=%.0f model_ms=%s",
+            request_id, stem, outcome.result, outcome.error, (time.monotonic() - started) * 1000, outcome.model_ms,
         )
         if outcome.error:
             raise HttpError(422, outcome.error)
-        return f"{stem}:{outcome.result}"
+        if digest:
+            self.cache.put(digest, outcome.result)
+        return f"{stem}:{outcome.result}", outcome.model_ms
+
+    def _store_cached(self, key, body, stem, name):
+        """What a worker would have written for this upload: the image, and stem -> name."""
+        try:
+            body.seek(0)
+            self.s3.put_object(Bucket=self.config.in_bucket, Key=key, Body=body)
+            self.s3.put_object(Bucket=self.config.out_bucket, Key=stem, Body=name.encode())
+        except Exception as e:
+            log.warning("event=cached_store_failed key=%s error=%s", key, e)
 
     def status(self):
         """Queue depths, app instances, this tier's counters and the autoscaler's last decision.
@@ -369,7 +424,8 @@ class WebTier:
             return dict(status, web=self.web_status())
 
     def web_status(self):
-        return dict(self.metrics.snapshot(), in_flight=len(self.pending))
+        return dict(self.metrics.snapshot(), in_flight=len(self.pending),
+                    cache_hits=self.cache.hits if self.cache else None)
 
     def healthy(self):
         for url in (self.request_url, self.reply_url):
@@ -458,7 +514,8 @@ class Handler(BaseHTTPRequestHandler):
             if self.path != "/":
                 raise HttpError(404, "not found: POST images to /")
             part = self.tier.read_upload(self.headers, self.rfile)
-            return self.send_text(200, self.tier.recognize(part.filename, part.body))
+            answer, model_ms = self.tier.recognize(part.filename, part.body)
+            return self.send_text(200, answer, extra={"X-Model-Ms": model_ms} if model_ms else None)
         except HttpError as e:
             self.send_text(e.status, e.reason)
             self.linger()
@@ -490,20 +547,21 @@ class Handler(BaseHTTPRequestHandler):
             self.send_text(404, "not found")
 
     def refuse_method(self):
-        self.send_text(405, f"{self.command} not allowed: GET / for the page, POST / to upload", allow="GET, POST")
+        self.send_text(405, f"{self.command} not allowed: GET / for the page, POST / to upload",
+                       extra={"Allow": "GET, POST"})
 
     do_PUT = do_DELETE = do_PATCH = refuse_method
 
-    def send_text(self, status, text, allow=None):
-        """A one-line text/plain response; returns `status`."""
-        return self.send_body(status, f"{text}\n".encode(), "text/plain; charset=utf-8", allow)
+    def send_text(self, status, text, extra=None):
+        """A one-line text/plain response (`extra`: more headers); returns `status`."""
+        return self.send_body(status, f"{text}\n".encode(), "text/plain; charset=utf-8", extra)
 
-    def send_body(self, status, body, content_type, allow=None):
+    def send_body(self, status, body, content_type, extra=None):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        if allow:
-            self.send_header("Allow", allow)
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
         if status >= 400:
             # The rest of the body may be unread: the connection cannot be reused.
             self.send_header("Connection", "close")
@@ -564,7 +622,8 @@ function recognise(file) {{
   const row = document.createElement("li");
   const thumb = document.createElement("img");
   thumb.src = URL.createObjectURL(file);
-  thumb.alt = file.name;
+  thumb.alt = "";
+  thumb.onerror = () => {{ thumb.style.visibility = "hidden"; }};
   const answer = document.createElement("span");
   answer.className = "answer waiting";
   const spinner = document.createElement("span");
@@ -617,6 +676,7 @@ function rows(status) {{
     ["app instances running", pool.running === undefined ? "?" : pool.running + (pool.pending ? " (+" + pool.pending + " starting)" : "")],
     ["requests in flight here", web.in_flight], ["answers served", web.answered],
     ["latency p50 / p95", ms(web.latency_p50_s) + " / " + ms(web.latency_p95_s)],
+    ["answers from the cache", web.cache_hits === null ? "cache off" : web.cache_hits],
     ["errors by status", Object.entries(web.errors).map(([k, v]) => k + ": " + v).join(", ") || "none"],
     ["autoscaler's last decision", auto ? "desired " + auto.desired + " (saw " + auto.visible + " waiting, " +
       auto.in_flight + " in flight, " + auto.running + " running)" : "none yet"],
@@ -662,6 +722,9 @@ def prometheus_text(status):
     decision = status["autoscaler"] or {}
     metric("requests_total", "counter", "Uploads answered by this web tier, by HTTP status.",
            [("", {"status": code}, count) for code, count in web["by_status"].items()])
+    if web["cache_hits"] is not None:
+        metric("cache_hits_total", "counter", "Uploads answered from the result cache, without a worker.",
+               [("", {}, web["cache_hits"])])
     metric("requests_in_flight", "gauge", "Uploads waiting for their answer at this web tier.",
            [("", {}, web["in_flight"])])
     metric("request_latency_seconds", "summary",

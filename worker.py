@@ -83,10 +83,13 @@ class Worker:
             if e.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
                 raise
             return Reply(request.id, request.name, error="the image is no longer in the input bucket")
+        started = time.monotonic()
         try:
-            return Reply(request.id, request.name, result=self.recognizer.recognize(data))
+            name, error = self.recognizer.recognize(data), None
         except ModelError as e:
-            return Reply(request.id, request.name, error=str(e))
+            name, error = None, str(e)
+        model_ms = f"{(time.monotonic() - started) * 1000:.1f}"
+        return Reply(request.id, request.name, result=name, error=error, model_ms=model_ms)
 
     def _delete(self, message):
         self.sqs.delete_message(QueueUrl=self.request_url, ReceiptHandle=message["ReceiptHandle"])
@@ -127,11 +130,8 @@ class Heartbeat:
                 log.warning("event=heartbeat_failed error=%s", e)
 
 
-def main():
-    config = common.load_config_or_exit()
-    common.setup_logging(config.log_level)
-    stop = threading.Event()
-    common.stop_on_signals(stop)
+def load_recognizer(config):
+    """The model, loaded once per process (or once per fork server, in local mode)."""
     common.require_file(config.weights, "set FR_WEIGHTS, or run ./setup.sh local to make stand-in weights")
     common.require_file(config.gallery, "set FR_GALLERY, or run ./setup.sh local to enrol a stand-in gallery")
     from model import Recognizer
@@ -139,9 +139,21 @@ def main():
     started = time.monotonic()
     recognizer = Recognizer(config.weights, config.gallery, config.torch_threads)
     log.info("event=model_loaded seconds=%.2f stand_in=%s", time.monotonic() - started, recognizer.stand_in)
-    worker = Worker(config, recognizer, common.client(config, "s3"), common.client(config, "sqs"))
-    worker.run(stop)
+    return recognizer
+
+
+def serve(config, recognizer, stop):
+    """Take requests until `stop` is set (the clients are made here: after a fork, never before)."""
+    Worker(config, recognizer, common.client(config, "s3"), common.client(config, "sqs")).run(stop)
     log.info("event=stopped")
+
+
+def main():
+    config = common.load_config_or_exit()
+    common.setup_logging(config.log_level)
+    stop = threading.Event()
+    common.stop_on_signals(stop)
+    serve(config, load_recognizer(config), stop)
 
 
 if __name__ == "__main__":

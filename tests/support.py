@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import common
 from tools.loadgen import FIXTURES, multipart, read_expected, request, upload  # noqa: F401 (for the tests)
 from tools.procs import Child
+from tools.provision import provision
 
 IMAGES = FIXTURES / "face_images_100"
 LABELS = FIXTURES / "face_images_100.csv"
@@ -105,3 +106,41 @@ def image_bytes(size, color="white", kind="JPEG"):
     out = io.BytesIO()
     Image.new("L", size, color).save(out, kind)
     return out.getvalue()
+
+
+class Service:
+    """moto + provisioned resources + the web tier (+ workers) for one test class."""
+
+    @classmethod
+    def start_service(cls, workers=1, moto_port=0, **fr):
+        cls.weights, cls.gallery = stand_in_files()
+        cls.endpoint = start_moto(cls, moto_port)
+        settings = dict(FR_PREFIX="svc", FR_ENDPOINT_URL=cls.endpoint, FR_POLL_WAIT=1, FR_AMI_ID="ami-test", **fr)
+        cls.config = common.load_config({k: str(v) for k, v in settings.items()})
+        cls.sqs, cls.s3 = aws(cls.endpoint, "sqs"), aws(cls.endpoint, "s3")
+        cls.provision()
+        cls.env = child_env(FR_PORT=0, FR_WEIGHTS=cls.weights, FR_GALLERY=cls.gallery, FR_TORCH_THREADS=1, **settings)
+        _, listening = start(cls, f"{cls.__name__}-web", [PYTHON, "web.py"], cls.env,
+                             r"event=listening host=\S+ port=(\d+)")
+        cls.url = f"http://127.0.0.1:{listening[1]}/"
+        cls.workers = [cls.start_worker(n) for n in range(workers)]
+
+    @classmethod
+    def provision(cls):
+        provision(cls.config, lambda service: aws(cls.endpoint, service))
+
+    @classmethod
+    def start_worker(cls, n):
+        return start(cls, f"{cls.__name__}-worker-{n}", [PYTHON, "worker.py"], cls.env, "event=ready")[0]
+
+    def queue_url(self, name):
+        return self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+
+    def assert_queues_drain(self):
+        for name in (self.config.req_queue, self.config.resp_queue):
+            url = self.queue_url(name)
+            wait_until(lambda: sum(common.queue_depth(self.sqs, url)) == 0, 10, what=f"{name} empty")
+
+    def keys(self, bucket):
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]

@@ -118,7 +118,8 @@ class ProvisionTest(unittest.TestCase):
             "sqs:SendMessage": [resp],
         })
         web = statements(self.clients["iam"], c.role("web"))
-        self.assertEqual(web["s3:PutObject"], [f"arn:aws:s3:::{c.in_bucket}/*"])
+        self.assertEqual(web["s3:PutObject"], [f"arn:aws:s3:::{c.in_bucket}/*", f"arn:aws:s3:::{c.out_bucket}/*"])
+        self.assertEqual(web["s3:GetObject"], [f"arn:aws:s3:::{c.deploy_bucket}/face-rec.tar.gz"])
         self.assertEqual(web["sqs:SendMessage"], [req])
         dlq = f"arn:aws:sqs:{region}:{account}:{c.dead_letter_queue}"
         self.assertEqual(web["sqs:ReceiveMessage"], [dlq, resp])

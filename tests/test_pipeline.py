@@ -1,48 +1,23 @@
 """End to end: moto, the web tier and two workers as processes on 127.0.0.1, fixtures through HTTP."""
+import json
 import subprocess
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 
-import common
-from common import queue_depth
-from tests.support import (
-    IMAGES, PYTHON, aws, child_env, expected_answers, request, stand_in_files, start, start_moto, upload,
-    wait_until,
-)
-from tools.provision import provision
+from tests.support import IMAGES, PYTHON, Service, child_env, expected_answers, request, upload, wait_until
 
 CONCURRENCY = 20
 WORKERS = 2
 
 
-class PipelineTest(unittest.TestCase):
+class PipelineTest(Service, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        weights, gallery = stand_in_files()
-        endpoint = start_moto(cls)
-        cls.config = common.load_config({"FR_PREFIX": "pipeline", "FR_ENDPOINT_URL": endpoint, "FR_POLL_WAIT": "1",
-                                         "FR_AMI_ID": "ami-test"})
-        cls.s3, cls.sqs = aws(endpoint, "s3"), aws(endpoint, "sqs")
-        provision(cls.config, lambda service: aws(endpoint, service))
-        cls.queues = common.queue_urls(cls.sqs, cls.config)
-        env = child_env(FR_PREFIX="pipeline", FR_ENDPOINT_URL=endpoint, FR_POLL_WAIT=1, FR_PORT=0,
-                        FR_WEIGHTS=weights, FR_GALLERY=gallery, FR_TORCH_THREADS=1)
-        _, listening = start(cls, "web", [PYTHON, "web.py"], env, r"event=listening host=\S+ port=(\d+)")
-        cls.url = f"http://127.0.0.1:{listening[1]}/"
-        for n in range(WORKERS):
-            start(cls, f"worker-{n}", [PYTHON, "worker.py"], env, "event=ready")
+        cls.start_service(workers=WORKERS)
         cls.expected = expected_answers()
 
     def read_image(self, stem):
         return (IMAGES / f"{stem}.jpg").read_bytes()
-
-    def assert_queues_drain(self):
-        for url in self.queues:
-            wait_until(lambda: sum(queue_depth(self.sqs, url)) == 0, 10, what=f"{url} empty")
-
-    def keys(self, bucket):
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-        return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
     def test_hundred_concurrent_uploads_get_the_expected_answers(self):
         uploads_before = len(self.keys(self.config.in_bucket))
@@ -68,7 +43,7 @@ class PipelineTest(unittest.TestCase):
 
     def test_model_command_line_gives_the_service_answer(self):
         stems = ["test_00", "test_04", "test_09"]
-        env = child_env(FR_WEIGHTS=self.config.weights, FR_GALLERY=self.config.gallery)
+        env = child_env(FR_WEIGHTS=self.weights, FR_GALLERY=self.gallery)
         printed = subprocess.run([PYTHON, "-m", "model", *[str(IMAGES / f"{s}.jpg") for s in stems]],
                                  env=env, capture_output=True, text=True, check=True, timeout=120).stdout
         served = "".join(upload(self.url, f"{s}.jpg", self.read_image(s))[1] for s in stems)
@@ -107,3 +82,34 @@ class PipelineTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ResultCacheTest(Service, unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.start_service(workers=1, FR_CACHE_SIZE=100)
+
+    def test_a_repeated_image_is_answered_without_a_worker_and_still_recorded(self):
+        image = (IMAGES / "test_07.jpg").read_bytes()
+        self.assertEqual(upload(self.url, "first.jpg", image), (200, "first:Ranil\n"))
+        hits = json.loads(request(self.url + "status?format=json", "GET")[1])["web"]["cache_hits"]
+        worker_log = len(self.workers[0].lines)
+        with ThreadPoolExecutor(10) as pool:
+            answers = list(pool.map(lambda n: upload(self.url, f"again{n}.jpg", image), range(10)))
+        self.assertEqual(answers, [(200, f"again{n}:Ranil\n") for n in range(10)])
+        self.assertEqual(json.loads(request(self.url + "status?format=json", "GET")[1])["web"]["cache_hits"], hits + 10)
+        self.assertFalse([line for line in self.workers[0].lines[worker_log:] if "event=received" in line])
+        # What a worker would have written, written after the answers.
+        wait_until(lambda: all(self.s3.list_objects_v2(Bucket=self.config.out_bucket, Prefix=f"again{n}")["KeyCount"]
+                               for n in range(10)), 10, what="output bucket entries")
+        self.assertEqual(self.s3.get_object(Bucket=self.config.out_bucket, Key="again3")["Body"].read(), b"Ranil")
+        self.assertEqual(len([k for k in self.keys(self.config.in_bucket) if "/again" in k]), 10)
+
+    def test_identical_uploads_at_the_same_time_each_get_their_own_answer(self):
+        images = {stem: (IMAGES / f"{stem}.jpg").read_bytes() for stem in ("test_01", "test_02", "test_03")}
+        expected = expected_answers()
+        jobs = [(f"{stem}-{n}", stem) for n in range(6) for stem in images]
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            answers = list(pool.map(lambda job: upload(self.url, f"{job[0]}.jpg", images[job[1]]), jobs))
+        self.assertEqual(answers, [(200, f"{name}:{expected[stem]}\n") for name, stem in jobs])
+        self.assert_queues_drain()

@@ -8,11 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import common
 from common import queue_depth
 from common import Reply
-from tests.support import (
-    IMAGES, PYTHON, aws, child_env, image_bytes, multipart, raw_request, request, stand_in_files, start, start_moto, upload,
-    wait_until,
-)
-from tools.provision import provision
+from tests.support import IMAGES, Service, image_bytes, multipart, raw_request, start_moto, upload, wait_until
 from web import Pending
 
 GOOD = (IMAGES / "test_00.jpg").read_bytes()
@@ -30,34 +26,6 @@ def post(body, content_type, extra=b""):
 def form(filename, data, field="inputFile"):
     content_type, body = multipart([(field, filename, data)], boundary="BOUNDARY")
     return post(body, content_type)
-
-
-class Service:
-    """moto + provisioned resources + the web tier (+ workers) for one test class."""
-
-    @classmethod
-    def start_service(cls, workers=1, moto_port=0, **fr):
-        cls.weights, cls.gallery = stand_in_files()
-        cls.endpoint = start_moto(cls, moto_port)
-        settings = dict(FR_PREFIX="rel", FR_ENDPOINT_URL=cls.endpoint, FR_POLL_WAIT=1, FR_AMI_ID="ami-test", **fr)
-        cls.config = common.load_config({k: str(v) for k, v in settings.items()})
-        cls.sqs, cls.s3 = aws(cls.endpoint, "sqs"), aws(cls.endpoint, "s3")
-        cls.provision()
-        cls.env = child_env(FR_PORT=0, FR_WEIGHTS=cls.weights, FR_GALLERY=cls.gallery, FR_TORCH_THREADS=1, **settings)
-        _, listening = start(cls, "web", [PYTHON, "web.py"], cls.env, r"event=listening host=\S+ port=(\d+)")
-        cls.url = f"http://127.0.0.1:{listening[1]}/"
-        cls.workers = [cls.start_worker(n) for n in range(workers)]
-
-    @classmethod
-    def provision(cls):
-        provision(cls.config, lambda service: aws(cls.endpoint, service))
-
-    @classmethod
-    def start_worker(cls, n):
-        return start(cls, f"rel-worker-{n}", [PYTHON, "worker.py"], cls.env, "event=ready")[0]
-
-    def queue_url(self, name):
-        return self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
 
 
 class BadInputTest(Service, unittest.TestCase):

@@ -3,13 +3,16 @@
 Starts a moto server on 127.0.0.1 (FR_MOTO_PORT) standing in for S3, SQS and EC2, provisions the
 buckets, queues and the stopped app-tier pool in it, then runs the web tier and the autoscaler as
 they run on AWS, only with FR_ENDPOINT_URL pointing at moto. In place of EC2 booting instances, the
-launcher here runs one real `worker.py` process per pool instance that moto shows running and
-SIGTERMs it when the instance stops. Logs go to var/logs/. Ctrl-C (SIGINT) or SIGTERM stops
-everything, in order: autoscaler, web tier (requests in progress are answered), workers, moto.
+launcher here runs one worker process (worker.py's loop, forked by tools/forkserver.py with the
+model already loaded) per pool instance that moto shows running, and SIGTERMs it when the instance
+stops. Logs go to var/logs/. Ctrl-C (SIGINT) or SIGTERM stops everything, in the reverse order of
+starting: workers after the web tier (requests in progress are answered), moto last.
 """
 import dataclasses
 import logging
 import os
+import re
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -32,46 +35,44 @@ START_TIMEOUT = 60
 
 
 class Launcher:
-    """Local stand-in for instances booting: a worker process per running pool instance."""
+    """Local stand-in for instances booting: a worker per running pool instance, forked by the
+    fork server (tools/forkserver.py) from a process that has the model loaded already."""
 
-    def __init__(self, config, ec2, env):
+    def __init__(self, config, ec2, forkserver):
         self.config = config
         self.ec2 = ec2
-        # One torch thread each: up to 15 workers share the machine's cores without thrashing.
-        self.env = {"FR_TORCH_THREADS": "1", **env}
-        self.workers = {}
+        self.forkserver = forkserver
+        self.seen = 0
+        self.workers = {}  # instance id -> worker pid (None until forked)
         self.stopping = set()
         self.broken = set()
 
+    def read_events(self):
+        lines = self.forkserver.lines[self.seen:]
+        self.seen += len(lines)
+        for line in lines:
+            if event := re.search(r"event=forked instance=(\S+) pid=(\d+)", line):
+                self.workers[event[1]] = int(event[2])
+                log.info("event=worker_started instance=%s pid=%s", event[1], event[2])
+            elif event := re.search(r"event=exited instance=(\S+) pid=(\d+) code=(-?\d+)", line):
+                self.workers.pop(event[1], None)
+                self.stopping.discard(event[1])
+                log.info("event=worker_exited instance=%s pid=%s code=%s", *event.groups())
+                if int(event[3]) == common.EX_CONFIG:
+                    self.broken.add(event[1])
+
     def step(self):
-        running = {
-            i["id"]: i["name"] for i in common.describe_pool(self.ec2, self.config) if i["state"] == "running"
-        }
-        for instance_id, child in list(self.workers.items()):
-            code = child.popen.poll()
-            if code is not None:
-                del self.workers[instance_id]
-                self.stopping.discard(instance_id)
-                log.info("event=worker_exited instance=%s pid=%s code=%s", instance_id, child.pid, code)
-                if code == common.EX_CONFIG:
-                    self.broken.add(instance_id)
-            elif instance_id not in running and instance_id not in self.stopping:
-                child.signal()
+        self.read_events()
+        running = {i["id"]: i["name"] for i in common.describe_pool(self.ec2, self.config) if i["state"] == "running"}
+        for instance_id, pid in self.workers.items():
+            if pid and instance_id not in running and instance_id not in self.stopping:
+                os.kill(pid, signal.SIGTERM)
                 self.stopping.add(instance_id)
-                log.info("event=worker_stopping instance=%s pid=%s", instance_id, child.pid)
+                log.info("event=worker_stopping instance=%s pid=%s", instance_id, pid)
         for instance_id, name in running.items():
             if instance_id not in self.workers and instance_id not in self.broken:
-                child = Child(f"worker-{name}", [PYTHON, str(common.PROJECT_DIR / "worker.py")], self.env,
-                              log_path=LOG_DIR / f"{name}.log")
-                self.workers[instance_id] = child
-                log.info("event=worker_started instance=%s name=%s pid=%s", instance_id, name, child.pid)
-
-    def stop_all(self):
-        for child in self.workers.values():
-            child.signal()
-        for child in self.workers.values():
-            child.stop()
-        self.workers.clear()
+                self.forkserver.send(f"start {instance_id} {name}")
+                self.workers[instance_id] = None
 
 
 def run(config, stop):
@@ -79,7 +80,6 @@ def run(config, stop):
     # Dummy credentials: local mode never sends real ones anywhere, not even to moto.
     os.environ.update(AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", AWS_SESSION_TOKEN="local")
     services = []
-    launcher = None
     try:
         moto = Child("moto", [MOTO_SERVER, "-H", "127.0.0.1", "-p", str(config.moto_port)],
                      log_path=LOG_DIR / "moto.log")
@@ -90,6 +90,10 @@ def run(config, stop):
         env = dict(os.environ, FR_ENDPOINT_URL=endpoint, FR_AMI_ID=config.ami_id)
         ec2 = common.client(config, "ec2")
         provision(config, lambda service: common.client(config, service))
+        # Started before the web tier, so that it stops after it (the reverse order, below).
+        forkserver = Child("forkserver", [PYTHON, str(common.PROJECT_DIR / "tools/forkserver.py")],
+                           {**env, "FR_TORCH_THREADS": "1"}, log_path=LOG_DIR / "forkserver.log", commands=True)
+        services.append(forkserver)
         web = Child("web", [PYTHON, str(common.PROJECT_DIR / "web.py")], env, log_path=LOG_DIR / "web.log")
         services.append(web)
         port = web.wait_for(r"event=listening host=\S+ port=(\d+)", START_TIMEOUT)[1]
@@ -97,7 +101,8 @@ def run(config, stop):
                        log_path=LOG_DIR / "autoscaler.log")
         services.append(scaler)
         scaler.wait_for("event=ready", START_TIMEOUT)
-        launcher = Launcher(config, ec2, env)
+        forkserver.wait_for("event=forkserver_ready", START_TIMEOUT)
+        launcher = Launcher(config, ec2, forkserver)
         log.info("event=ready url=http://%s:%s/ endpoint=%s logs=%s", config.host, port, endpoint, LOG_DIR)
         log.info("try: curl -F inputFile=@../shared/fixtures/face_images_100/test_00.jpg http://%s:%s/",
                  config.host, port)
@@ -110,13 +115,11 @@ def run(config, stop):
             stop.wait(LAUNCH_INTERVAL)
         return 0
     finally:
+        # The reverse of the start order: autoscaler, web tier (its requests in progress are answered
+        # by the workers), fork server (its workers finish their images), moto.
         log.info("event=stopping")
-        for service in reversed(services[1:]):
+        for service in reversed(services):
             service.stop()
-        if launcher:
-            launcher.stop_all()
-        if services:
-            services[0].stop()
         log.info("event=stopped")
 
 

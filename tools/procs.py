@@ -19,22 +19,23 @@ class ChildFailed(RuntimeError):
     pass
 
 
-def _die_with_parent():
+def die_with_parent():
     """In the child before exec: SIGTERM when the parent dies, so a killed stack leaves nothing behind."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Child:
-    def __init__(self, name, args, env=None, log_path=None, cwd=None):
+    def __init__(self, name, args, env=None, log_path=None, cwd=None, commands=False):
+        """`commands`: give the child a stdin pipe for `send`."""
         self.name = name
         self.lines = []
         self._changed = threading.Condition()
         self._log = open(log_path, "w", buffering=1) if log_path else None
         self.popen = subprocess.Popen(
-            args, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            args, env=env, cwd=cwd, stdin=subprocess.PIPE if commands else subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, errors="replace",
             # Own process group: a Ctrl-C reaches only the parent, which stops children in order.
-            start_new_session=True, preexec_fn=_die_with_parent,
+            start_new_session=True, preexec_fn=die_with_parent,
         )
         self._reader = threading.Thread(target=self._read, name=f"read-{name}", daemon=True)
         self._reader.start()
@@ -72,6 +73,10 @@ class Child:
                     raise ChildFailed(f"{self.name}: no {pattern!r} within {timeout} s:\n{self.tail()}")
                 self._changed.wait(left)
 
+    def send(self, line):
+        self.popen.stdin.write(line + "\n")
+        self.popen.stdin.flush()
+
     def tail(self, count=30):
         with self._changed:
             return "\n".join(self.lines[-count:])
@@ -83,6 +88,8 @@ class Child:
     def stop(self, grace=15):
         """SIGTERM, then SIGKILL after `grace` seconds; the exit status."""
         self.signal(signal.SIGTERM)
+        if self.popen.stdin:
+            self.popen.stdin.close()
         try:
             self.popen.wait(grace)
         except subprocess.TimeoutExpired:

@@ -67,7 +67,8 @@ def web_policy(config, account):
     a = arns(config, account)
     ours = {"StringEquals": {f"aws:ResourceTag/{common.PREFIX_TAG}": config.prefix}}
     return {"Version": "2012-10-17", "Statement": [
-        _statement(["s3:PutObject"], [a["in_objects"]]),
+        # The output bucket: what a worker would have written, for answers from the result cache.
+        _statement(["s3:PutObject"], [a["in_objects"], a["out_objects"]]),
         _statement(["s3:GetObject"], [a["code_object"]]),
         _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"], [a["req_queue"]]),
         _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:DeleteMessage"],

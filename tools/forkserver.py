@@ -1,0 +1,133 @@
+"""Local mode's fork server: loads torch and the model once, then forks one worker per instance.
+
+Started as 15 fresh processes at once, workers spend most of a minute importing torch on 2 cores
+before the first can answer, and each holds its own copy of the model. Forked from one process
+that has already loaded it, a worker is ready in milliseconds and shares the loaded pages with its
+siblings. Each forked worker runs worker.py's own loop (`worker.serve`) with its own AWS clients,
+signal handling and log file, so it behaves as the worker.py of an app instance does.
+
+Fork safety: this process stays single-threaded (torch is limited to one thread, set before the
+model loads, so no OpenMP pool exists at fork time) and creates no AWS client; children make their
+own after the fork.
+
+Protocol, one line each, on stdin: `start INSTANCE_ID NAME` forks a worker for that instance (its
+log is var/logs/NAME.log). On stdout: `event=forked instance=ID pid=PID` and `event=exited
+instance=ID pid=PID code=CODE`. To stop one worker, SIGTERM its pid (warm stop, as on an instance).
+SIGTERM/SIGINT to this process, or its stdin closing, stops every worker warmly and then exits.
+"""
+import dataclasses
+import logging
+import os
+import select
+import signal
+import sys
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import common  # noqa: E402
+import worker  # noqa: E402
+from tools.procs import die_with_parent  # noqa: E402
+
+log = logging.getLogger("forkserver")
+
+LOG_DIR = common.PROJECT_DIR / "var/logs"
+TICK = 0.2
+
+
+def run_child(config, recognizer, name):
+    """In the forked child: become one worker, never return."""
+    code = 0
+    try:
+        die_with_parent()
+        log_fd = os.open(LOG_DIR / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        stop = threading.Event()
+        common.stop_on_signals(stop)
+        log.info("event=worker_forked name=%s pid=%d", name, os.getpid())
+        worker.serve(config, recognizer, stop)
+    except BaseException:
+        log.exception("event=worker_failed name=%s", name)
+        code = 1
+    finally:
+        logging.shutdown()
+        os._exit(code)
+
+
+class ForkServer:
+    def __init__(self, config, recognizer):
+        self.config = config
+        self.recognizer = recognizer
+        self.children = {}  # pid -> instance id
+        self.buffer = b""
+
+    def serve(self, stop):
+        while not stop.is_set():
+            self.reap()
+            try:
+                readable, _, _ = select.select([0], [], [], TICK)
+            except InterruptedError:
+                continue
+            if readable and not self.read_commands():
+                break
+        self.stop_all()
+
+    def read_commands(self):
+        """Carry out the whole lines read; False when stdin is closed (the launcher is gone)."""
+        data = os.read(0, 4096)
+        if not data:
+            return False
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            words = line.decode().split()
+            if len(words) == 3 and words[0] == "start":
+                self.fork(words[1], words[2])
+            elif words:
+                log.warning("event=bad_command line=%r", line)
+        return True
+
+    def fork(self, instance_id, name):
+        pid = os.fork()
+        if pid == 0:
+            run_child(self.config, self.recognizer, name)
+        self.children[pid] = instance_id
+        print(f"event=forked instance={instance_id} pid={pid}", flush=True)
+
+    def reap(self):
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            instance_id = self.children.pop(pid, "?")
+            print(f"event=exited instance={instance_id} pid={pid} code={os.waitstatus_to_exitcode(status)}", flush=True)
+
+    def stop_all(self):
+        for pid in self.children:
+            os.kill(pid, signal.SIGTERM)
+        while self.children:
+            pid, status = os.waitpid(-1, 0)
+            instance_id = self.children.pop(pid, "?")
+            print(f"event=exited instance={instance_id} pid={pid} code={os.waitstatus_to_exitcode(status)}", flush=True)
+
+
+def main():
+    # One torch thread: no OpenMP pool exists to be broken by fork (and 15 workers share 2 cores).
+    config = dataclasses.replace(common.load_config_or_exit(), torch_threads=1)
+    common.setup_logging(config.log_level)
+    stop = threading.Event()
+    common.stop_on_signals(stop)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    recognizer = worker.load_recognizer(config)
+    print(f"event=forkserver_ready pid={os.getpid()}", flush=True)
+    ForkServer(config, recognizer).serve(stop)
+
+
+if __name__ == "__main__":
+    main()
