@@ -39,6 +39,7 @@ class Config:
     max_body: int = 10 * 1024 * 1024
     poll_wait: int = 5
     visibility_timeout: int = 30
+    batch: int = 4
     client_timeout: float = 30.0
     max_instances: int = 15
     scale_interval: float = 0.5
@@ -108,6 +109,13 @@ def _poll_wait(text):
     return value
 
 
+def _batch(text):
+    value = int(text)
+    if not 1 <= value <= 10:
+        raise ValueError("must be 1..10 (messages per SQS receive)")
+    return value
+
+
 def _prefix(text):
     # Bucket names: lowercase letters, digits and hyphens; the longest suffix is "-deploy-bucket".
     if not text or len(text) > 40 or not all(c.islower() or c.isdigit() or c == "-" for c in text):
@@ -141,6 +149,7 @@ _VARIABLES = {
     "FR_MAX_BODY": ("max_body", _positive(int)),
     "FR_POLL_WAIT": ("poll_wait", _poll_wait),
     "FR_VISIBILITY_TIMEOUT": ("visibility_timeout", _positive(int)),
+    "FR_BATCH": ("batch", _batch),
     "FR_CLIENT_TIMEOUT": ("client_timeout", _positive(float)),
     "FR_MAX_INSTANCES": ("max_instances", _positive(int)),
     "FR_SCALE_INTERVAL": ("scale_interval", _positive(float)),

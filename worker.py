@@ -1,10 +1,11 @@
 """App tier worker: names the faces in the images the web tier queues, one message at a time.
 
-Loads the model once (FR_WEIGHTS, FR_GALLERY), then long-polls the request queue. For each request
-it reads the image from the input bucket, recognises it, sends `{id, name, result}` (or
-`{id, name, error}` for an image it cannot name) to the message's reply queue, writes
-`stem -> name` to the output bucket, and only then deletes the request. While it works, a heartbeat
-keeps the message invisible. A request whose handling fails unexpectedly, or whose worker dies, is
+Loads the model once (FR_WEIGHTS, FR_GALLERY), then long-polls the request queue for up to FR_BATCH
+requests at a time. It reads their images from the input bucket (in parallel), recognises them in
+one pass through the model, sends `{id, name, result}` (or `{id, name, error}` for an image it
+cannot name) to each message's reply queue in one call, then, off the critical path, writes
+`stem -> name` to the output bucket and only then deletes the requests. While it works, a heartbeat
+keeps the messages invisible. A request whose handling fails unexpectedly, or whose worker dies, is
 not deleted: SQS shows it again after the visibility timeout (FR_VISIBILITY_TIMEOUT), and after a
 bounded number of receives moves it to the dead-letter queue, where the web tier sees it.
 
@@ -14,6 +15,7 @@ SIGTERM/SIGINT after finishing the image in hand (exit 0); a second signal exits
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import common
 from common import Reply, Request
@@ -28,91 +30,146 @@ class Worker:
         self.s3 = s3
         self.sqs = sqs
         self.request_url, _ = common.queue_urls(sqs, config)
+        self.fetcher = ThreadPoolExecutor(config.batch, thread_name_prefix="fetch")
+        self.after_reply = ThreadPoolExecutor(1, thread_name_prefix="after-reply")
 
     def run(self, stop):
         from botocore.exceptions import BotoCoreError, ClientError
 
-        log.info("event=ready queue=%s", self.config.req_queue)
+        log.info("event=ready queue=%s batch=%d", self.config.req_queue, self.config.batch)
         while not stop.is_set():
             try:
                 messages = self.sqs.receive_message(
-                    QueueUrl=self.request_url, MaxNumberOfMessages=1, WaitTimeSeconds=self.config.poll_wait
+                    QueueUrl=self.request_url, MaxNumberOfMessages=self.config.batch,
+                    WaitTimeSeconds=self.config.poll_wait,
                 ).get("Messages", [])
             except (BotoCoreError, ClientError) as e:
                 log.warning("event=receive_failed error=%s", e)
                 stop.wait(1)
                 continue
-            for message in messages:
-                if stop.is_set():
-                    self._release(message)
-                    continue
-                try:
-                    self.handle(message)
-                except Exception:
-                    # Left on the queue: retried after the visibility timeout, then dead-lettered.
-                    log.exception("event=request_failed message_id=%s", message.get("MessageId"))
+            if not messages:
+                continue
+            if stop.is_set():
+                self._release(messages)
+                continue
+            try:
+                self.handle(messages)
+            except Exception:
+                # Left on the queue: retried after the visibility timeout, then dead-lettered.
+                log.exception("event=request_failed messages=%d", len(messages))
+        self.after_reply.shutdown(wait=True)
 
-    def handle(self, message):
+    def handle(self, messages):
+        """Answer a batch of requests: one pass through the model, one reply call."""
         started = time.monotonic()
-        try:
-            request = common.decode(Request, message["Body"])
-        except ValueError as e:
-            log.warning("event=bad_request error=%s", e)
-            self._delete(message)
+        jobs = []
+        for message in messages:
+            try:
+                jobs.append((message, common.decode(Request, message["Body"])))
+            except ValueError as e:
+                log.warning("event=bad_request error=%s", e)
+                self._delete([message])
+        if not jobs:
             return
-        log.info("event=received id=%s stem=%s", request.id, request.name)
-        with Heartbeat(self.sqs, self.request_url, message["ReceiptHandle"], self.config.visibility_timeout):
-            reply = self.answer(request)
-            self.sqs.send_message(QueueUrl=request.reply_to, MessageBody=common.encode(reply))
-            if reply.result is not None:
-                self.s3.put_object(Bucket=self.config.out_bucket, Key=request.name, Body=reply.result.encode())
-            self._delete(message)
-        log.info(
-            "event=done id=%s stem=%s result=%s error=%s ms=%.0f",
-            request.id, request.name, reply.result, reply.error, (time.monotonic() - started) * 1000,
-        )
+        for _, request in jobs:
+            log.info("event=received id=%s stem=%s", request.id, request.name)
+        heartbeat = Heartbeat(self.sqs, self.request_url, [m["ReceiptHandle"] for m, _ in jobs],
+                              self.config.visibility_timeout)
+        with heartbeat:
+            replies = self.answer([request for _, request in jobs])
+            answered = time.monotonic()
+            self._send(jobs, replies)
+        timing = dict(started=started, answered=answered, sent=time.monotonic())
+        # The answers are on their way: the output writes and the deletes need not hold up the next batch.
+        self.after_reply.submit(self.finish, jobs, replies, heartbeat, timing)
 
-    def answer(self, request):
-        """The Reply for a request: the name, or an error the client can act on."""
+    def answer(self, requests):
+        """A Reply for each request: the name, or an error the client can act on."""
+        images = list(self.fetcher.map(self._fetch, requests))
+        readable = [index for index, data in enumerate(images) if data is not None]
+        started = time.monotonic()
+        outcomes = dict(zip(readable, self.recognizer.recognize_batch([images[i] for i in readable])))
+        model_ms = f"{(time.monotonic() - started) * 1000:.1f}"
+        replies = []
+        for index, request in enumerate(requests):
+            outcome = outcomes.get(index)
+            if outcome is None:
+                replies.append(Reply(request.id, request.name, error="the image is no longer in the input bucket"))
+            elif isinstance(outcome, str):
+                replies.append(Reply(request.id, request.name, result=outcome, model_ms=model_ms))
+            else:
+                replies.append(Reply(request.id, request.name, error=str(outcome), model_ms=model_ms))
+        return replies
+
+    def _fetch(self, request):
+        """The image bytes of a request, or None when they are gone from the input bucket."""
         from botocore.exceptions import ClientError
-        from model import ModelError
 
         try:
-            data = self.s3.get_object(Bucket=self.config.in_bucket, Key=request.key)["Body"].read()
+            return self.s3.get_object(Bucket=self.config.in_bucket, Key=request.key)["Body"].read()
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
                 raise
-            return Reply(request.id, request.name, error="the image is no longer in the input bucket")
-        started = time.monotonic()
-        try:
-            name, error = self.recognizer.recognize(data), None
-        except ModelError as e:
-            name, error = None, str(e)
-        model_ms = f"{(time.monotonic() - started) * 1000:.1f}"
-        return Reply(request.id, request.name, result=name, error=error, model_ms=model_ms)
+            return None
 
-    def _delete(self, message):
-        self.sqs.delete_message(QueueUrl=self.request_url, ReceiptHandle=message["ReceiptHandle"])
+    def _send(self, jobs, replies):
+        by_queue = {}
+        for (_, request), reply in zip(jobs, replies):
+            by_queue.setdefault(request.reply_to, []).append(reply)
+        for queue_url, batch in by_queue.items():
+            entries = [{"Id": str(i), "MessageBody": common.encode(reply)} for i, reply in enumerate(batch)]
+            failed = self.sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
+            if failed:
+                raise RuntimeError(f"{len(failed)} replies not sent: {failed[0].get('Message')}")
 
-    def _release(self, message):
-        """Give a message received while stopping back to the queue at once."""
-        self.sqs.change_message_visibility(
-            QueueUrl=self.request_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
-        )
+    def finish(self, jobs, replies, heartbeat, timing):
+        """After the replies are sent: record stem -> name, then delete the requests (the heartbeat
+        runs until then). A failure leaves them to be retried: their second answers are ignored."""
+        with heartbeat:
+            try:
+                for (_, request), reply in zip(jobs, replies):
+                    if reply.result is not None:
+                        self.s3.put_object(Bucket=self.config.out_bucket, Key=request.name, Body=reply.result.encode())
+                self._delete([message for message, _ in jobs])
+            except Exception:
+                log.exception("event=finish_failed ids=%s", ",".join(request.id for _, request in jobs))
+                return
+        done = time.monotonic()
+        for (_, request), reply in zip(jobs, replies):
+            log.info(
+                "event=done id=%s stem=%s result=%s error=%s batch=%d ms=%.0f model_ms=%s before_model_ms=%.1f "
+                "reply_ms=%.1f after_reply_ms=%.1f",
+                request.id, request.name, reply.result, reply.error, len(jobs), (done - timing["started"]) * 1000,
+                reply.model_ms, (timing["answered"] - timing["started"]) * 1000 - float(reply.model_ms or 0),
+                (timing["sent"] - timing["answered"]) * 1000, (done - timing["sent"]) * 1000,
+            )
+
+    def _delete(self, messages):
+        self._batch("delete_message_batch", messages)
+
+    def _release(self, messages):
+        """Give messages received while stopping back to the queue at once."""
+        self._batch("change_message_visibility_batch", messages, VisibilityTimeout=0)
+
+    def _batch(self, call, messages, **extra):
+        entries = [dict(Id=str(i), ReceiptHandle=m["ReceiptHandle"], **extra) for i, m in enumerate(messages)]
+        getattr(self.sqs, call)(QueueUrl=self.request_url, Entries=entries)
 
 
 class Heartbeat:
-    """Keeps a message invisible while its job runs, so the queue's visibility timeout can be short:
-    the message of a worker that died reappears soon, that of a slow job never does."""
+    """Keeps messages invisible while their job runs, so the queue's visibility timeout can be
+    short: the messages of a worker that died reappear soon, those of a slow job never do."""
 
-    def __init__(self, sqs, queue_url, receipt, timeout):
-        self.extend = dict(QueueUrl=queue_url, ReceiptHandle=receipt, VisibilityTimeout=timeout)
-        self.every = timeout / 2
-        self.done = threading.Event()
+    def __init__(self, sqs, queue_url, receipts, timeout):
         self.sqs = sqs
-        self.thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self.queue_url = queue_url
+        self.entries = [dict(Id=str(i), ReceiptHandle=r, VisibilityTimeout=timeout) for i, r in enumerate(receipts)]
+        self.every = timeout / 2
 
     def __enter__(self):
+        # A fresh thread each time: a job holds its messages through two stages.
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
         self.thread.start()
         return self
 
@@ -125,7 +182,7 @@ class Heartbeat:
 
         while not self.done.wait(self.every):
             try:
-                self.sqs.change_message_visibility(**self.extend)
+                self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=self.entries)
             except (BotoCoreError, ClientError) as e:
                 log.warning("event=heartbeat_failed error=%s", e)
 

@@ -102,8 +102,40 @@ class Recognizer:
             return self.net(face.unsqueeze(0))[0]
 
     def recognize(self, data):
-        name, _ = self.gallery.nearest(self.embed(data))
-        return name
+        """The name of the face in image bytes `data`, or ModelError."""
+        (result,) = self.recognize_batch([data])
+        if isinstance(result, ModelError):
+            raise result
+        return result
+
+    def recognize_batch(self, images):
+        """For each image (bytes), its name or the ModelError it raised: one pass through the network.
+
+        MTCNN detects on images of the same size together; the faces found are embedded together.
+        """
+        results = [None] * len(images)
+        by_size = {}
+        for index, data in enumerate(images):
+            try:
+                image = decode_image(data)
+                by_size.setdefault(image.size, []).append((index, image))
+            except ModelError as e:
+                results[index] = e
+        faces = {}
+        with torch.inference_mode():
+            for group in by_size.values():
+                found = self.detector([image for _, image in group]) if len(group) > 1 else [self.detector(group[0][1])]
+                for (index, _), face in zip(group, found):
+                    if face is None:
+                        results[index] = NoFace("no face found in the image")
+                    else:
+                        faces[index] = face
+            if faces:
+                order = sorted(faces)
+                embeddings = self.net(torch.stack([faces[index] for index in order]))
+                for index, embedding in zip(order, embeddings):
+                    results[index] = self.gallery.nearest(embedding)[0]
+        return results
 
 
 def decode_image(data):

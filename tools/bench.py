@@ -1,33 +1,51 @@
-"""Benchmark: runs the local stack and prints what one burst costs, as a table and as JSON.
+"""Benchmark: what the cloud plumbing costs next to the model, on the local stack. Prints a table
+and writes the same numbers as JSON (var/bench.json), so runs can be compared across commits.
 
-    .venv/bin/python tools/bench.py [--requests 100] [--concurrency 100] [--json var/bench.json]
+    .venv/bin/python tools/bench.py [--requests 100] [--concurrency 100] [--sequential 50]
 
-Measures, in one run on this machine: the model alone (images/s in this process, all cores), then a
-burst of N fixture uploads against the local stack starting from 0 instances: time to the first
-answer (cold start), the whole burst's throughput and latency, seconds from the last answer to 0
-running instances, and the peak memory (RSS) of the worker processes and of the web tier.
-Absolute times are noisy on a shared 2-core machine; compare runs made on the same machine.
+In one run on this machine (absolute times are noisy on a shared 2-core machine; ratios hold):
+- direct: images/s through the model in this process, all cores, one image at a time;
+- a burst of N fixture uploads at once against the local stack from 0 instances (result cache on,
+  cold): end-to-end images/s once answers flow, latency, CPU seconds used by each part of the stack,
+  the cold start split into its steps (from the services' logs), seconds from the last answer to
+  0 running instances, and the peak memory of workers and web tier (PSS: shared pages counted once);
+- per-request pipeline overhead: sequential uploads of distinct bytes (a fixture with a trailing
+  comment: same picture, new hash) against a warm worker, latency minus the worker's model time
+  (X-Model-Ms), beside the floor: the same moto's own S3 put + SQS send-to-wake + S3 get +
+  send-to-wake, measured here with boto3;
+- a repeated image answered from the result cache.
 """
 import argparse
 import json
+import os
+import re
 import statistics
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import common  # noqa: E402
 from tests.support import (  # noqa: E402
-    IMAGES, PYTHON, aws, child_env, expected_answers, running_instances, stand_in_files, upload, wait_until,
+    IMAGES, PYTHON, aws, child_env, expected_answers, running_instances, stand_in_files, wait_until,
 )
+from tools.loadgen import Run, upload  # noqa: E402
 from tools.procs import Child  # noqa: E402
 
-RSS_EVERY = 0.5
+LOG_DIR = common.PROJECT_DIR / "var/logs"
+SAMPLE_EVERY = 0.25
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def model_throughput(weights, gallery, images):
+def median_ms(samples):
+    return round(statistics.median(samples) * 1000, 2)
+
+
+def model_direct(weights, gallery, images):
+    """(images/s over `images`, one process, torch's default threads)."""
     from model import Recognizer
 
     recognizer = Recognizer(weights, gallery)
@@ -38,109 +56,232 @@ def model_throughput(weights, gallery, images):
     return len(images) / (time.monotonic() - started)
 
 
-def rss_by_role(parent_pid):
-    """{role: [RSS MiB of each child process of `parent_pid` in that role]}."""
-    roles = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != parent_pid:
-                continue
-            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            status = (stat.parent / "status").read_text()
-        except (OSError, IndexError, ValueError):
-            continue
-        rss_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
-        role = next((r for r in ("worker", "web", "autoscaler", "moto") if r in command), "other")
-        roles.setdefault(role, []).append(rss_kib / 1024)
-    return roles
+def plumbing_floor(endpoint, rounds=50):
+    """Medians (ms) of the calls on a request's critical path, against this moto, without our code."""
+    s3, sqs = aws(endpoint, "s3"), aws(endpoint, "sqs")
+    s3.create_bucket(Bucket="bench-floor")
+    url = sqs.create_queue(QueueName="bench-floor")["QueueUrl"]
+    data = (IMAGES / "test_00.jpg").read_bytes()
+    puts, gets, wakes = [], [], []
+    for n in range(rounds):
+        started = time.perf_counter()
+        s3.put_object(Bucket="bench-floor", Key=str(n), Body=data)
+        puts.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        s3.get_object(Bucket="bench-floor", Key=str(n))["Body"].read()
+        gets.append(time.perf_counter() - started)
+    woke = []
+    for n in range(rounds):
+        receiver = threading.Thread(target=lambda: woke.append(
+            (sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5), time.perf_counter())))
+        receiver.start()
+        time.sleep(0.02)  # let the receiver be in its long poll: what is measured is the wake-up
+        started = time.perf_counter()
+        sqs.send_message(QueueUrl=url, MessageBody="x" * 200)
+        receiver.join()
+        reply, at = woke.pop()
+        wakes.append(at - started)
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=reply["Messages"][0]["ReceiptHandle"])
+    floor = {"s3_put_ms": median_ms(puts), "sqs_send_to_wake_ms": median_ms(wakes), "s3_get_ms": median_ms(gets)}
+    floor["floor_ms"] = round(floor["s3_put_ms"] + 2 * floor["sqs_send_to_wake_ms"] + floor["s3_get_ms"], 2)
+    return floor
 
 
-class PeakMemory:
-    def __init__(self, parent_pid):
-        self.parent_pid = parent_pid
+class Processes:
+    """The stack's process tree: role of each pid, CPU seconds and memory (PSS) by role."""
+
+    ROLES = ("moto", "web", "autoscaler", "forkserver")
+
+    def __init__(self, root_pid):
+        self.root = root_pid
         self.peak = {}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
 
-    def run(self):
-        while not self.stop.is_set():
-            for role, sizes in rss_by_role(self.parent_pid).items():
-                old = self.peak.get(role, {"each_max": 0, "total": 0})
-                self.peak[role] = {"each_max": max(old["each_max"], max(sizes)), "total": max(old["total"], sum(sizes)),
-                                   "count": max(old.get("count", 0), len(sizes))}
-            self.stop.wait(RSS_EVERY)
+    def tree(self):
+        """{pid: role}: the stack's children by command, and the fork server's children as workers."""
+        children = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(stat.parent.name))
+        roles = {}
+        for pid in children.get(self.root, []):
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            role = next((r for r in self.ROLES if r in command), "other")
+            roles[pid] = role
+            if role == "forkserver":
+                roles.update({worker: "worker" for worker in children.get(pid, [])})
+        return roles
 
-    def finish(self):
-        self.stop.set()
-        self.thread.join()
-        return self.peak
+    def cpu_by_role(self):
+        cpu = {}
+        for pid, role in self.tree().items():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            cpu[role] = cpu.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / TICKS
+        return cpu
+
+    def sample_memory(self):
+        """Keep, by role, the peak of: process count, PSS of one process, PSS summed, RSS of one."""
+        now = {}
+        for pid, role in self.tree().items():
+            try:
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            except OSError:
+                continue
+            kib = {k: int(v) for k, v in re.findall(r"^(Rss|Pss):\s+(\d+) kB", rollup, re.M)}
+            count, total, pss, rss = now.get(role, (0, 0, 0, 0))
+            now[role] = (count + 1, total + kib["Pss"] / 1024, max(pss, kib["Pss"] / 1024), max(rss, kib["Rss"] / 1024))
+        for role, values in now.items():
+            peak = self.peak.setdefault(role, {"count": 0, "pss_mib_total": 0, "pss_mib_max": 0, "rss_mib_max": 0})
+            for key, value in zip(("count", "pss_mib_total", "pss_mib_max", "rss_mib_max"), values):
+                peak[key] = max(peak[key], value)
 
 
-def burst(url, stems, concurrency):
-    """Upload the fixtures; (answers, per-request seconds, first answer and end times)."""
-    def one(stem):
-        started = time.monotonic()
-        answer = upload(url, f"{stem}.jpg", (IMAGES / f"{stem}.jpg").read_bytes())
-        return answer, started, time.monotonic()
+def log_time(path, pattern, after):
+    """Wall time (epoch s) of the first line of a service log matching `pattern` at or after `after`."""
+    for line in Path(path).read_text(errors="replace").splitlines():
+        if re.search(pattern, line):
+            stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if stamp >= after - 0.001:
+                return stamp
+    return None
 
-    with ThreadPoolExecutor(concurrency) as pool:
-        results = list(pool.map(one, stems))
-    return [r[0] for r in results], [r[2] - r[1] for r in results], min(r[2] for r in results), max(r[2] for r in results)
+
+def cold_start_split(t0, first_answer):
+    """Seconds of each step from the burst's first upload to its first answer, from the logs."""
+    decided = log_time(LOG_DIR / "autoscaler.log", r"event=decision .* started=[1-9]", t0)
+    workers = sorted(LOG_DIR.glob("app-tier-instance-*.log"))
+    forked = min(filter(None, (log_time(p, "event=worker_forked", t0) for p in workers)), default=None)
+    ready = min(filter(None, (log_time(p, "event=ready", t0) for p in workers)), default=None)
+    if not (decided and forked and ready):
+        return None
+    return {
+        "scale_decision_s": round(decided - t0, 3),
+        "instance_start_to_worker_forked_s": round(forked - decided, 3),
+        "worker_forked_to_polling_s": round(ready - forked, 3),
+        "polling_to_first_answer_s": round(first_answer - ready, 3),
+    }
+
+
+def distinct_variant(data, n):
+    """The same JPEG with a trailing comment: same picture and answer, different bytes and hash."""
+    return data + f"bench-{n}-{time.time_ns()}".encode()
+
+
+def sequential(url, count, images):
+    """Per-request (latency s, model s) of `count` uploads one after another."""
+    samples = []
+    for n in range(count):
+        stem, data = images[n % len(images)]
+        started = time.perf_counter()
+        status, _, headers = upload(url, f"{stem}.jpg", distinct_variant(data, n), with_headers=True)
+        latency = time.perf_counter() - started
+        if status == 200 and "X-Model-Ms" in headers:
+            samples.append((latency, float(headers["X-Model-Ms"]) / 1000))
+    return samples
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--sequential", type=int, default=50)
     parser.add_argument("--json", default="var/bench.json")
     args = parser.parse_args()
 
     weights, gallery = stand_in_files()
     expected = expected_answers()
-    stems = [sorted(expected)[i % len(expected)] for i in range(args.requests)]
-    images = [(IMAGES / f"{s}.jpg").read_bytes() for s in stems]
-    direct = model_throughput(weights, gallery, images)
+    stems = sorted(expected)
+    fixtures = [(stem, (IMAGES / f"{stem}.jpg").read_bytes()) for stem in stems]
+    direct = model_direct(weights, gallery, [fixtures[n % len(fixtures)][1] for n in range(args.requests)])
 
-    env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX="bench", FR_WEIGHTS=weights, FR_GALLERY=gallery)
+    env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX="bench", FR_WEIGHTS=weights, FR_GALLERY=gallery,
+                    FR_CACHE_SIZE=10000, FR_STATE_DIR=str(common.PROJECT_DIR / "var/bench-state"))
     stack = Child("localstack", [PYTHON, "tools/localstack.py"], env)
+    results = {"requests": args.requests, "concurrency": args.concurrency}
     try:
-        ready = stack.wait_for(r"event=ready url=(\S+) endpoint=(\S+)", 60)
-        ec2 = aws(ready[2], "ec2")
-        memory = PeakMemory(stack.pid)
-        started = time.monotonic()
-        answers, latencies, first, last = burst(ready[1], stems, args.concurrency)
+        ready = stack.wait_for(r"event=ready url=(\S+) endpoint=(\S+)", 120)
+        url, endpoint = ready[1], ready[2]
+        ec2, sqs = aws(endpoint, "ec2"), aws(endpoint, "sqs")
+        model_load = Path(LOG_DIR / "forkserver.log").read_text()
+        results["model_load_once_s"] = float(re.search(r"event=model_loaded seconds=([\d.]+)", model_load)[1])
+        processes = Processes(stack.pid)
+        stop_sampling = threading.Event()
+
+        def sample():
+            while not stop_sampling.is_set():
+                processes.sample_memory()
+                stop_sampling.wait(SAMPLE_EVERY)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        cpu_before = processes.cpu_by_role()
+        t0 = time.time()
+        run = Run(url, [IMAGES / f"{s}.jpg" for s in stems], args.requests, args.concurrency, expected)
+        burst = run.go()
+        cpu = {role: round(seconds - cpu_before.get(role, 0.0), 2) for role, seconds in processes.cpu_by_role().items()}
+        last_answer = time.monotonic()
         wait_until(lambda: running_instances(ec2) == 0, 30, interval=0.02, what="scale-in to 0")
-        scale_in = time.monotonic() - last
-        peak = memory.finish()
+        results["scale_in_to_zero_s"] = round(time.monotonic() - last_answer, 2)
+        stop_sampling.set()
+        sampler.join()
+        request_url = sqs.get_queue_url(QueueName="bench-req-queue")["QueueUrl"]
+        wait_until(lambda: sum(common.queue_depth(sqs, request_url)) == 0, 10, what="request queue empty")
+
+        results["model_direct_images_per_s"] = round(direct, 2)
+        results["burst_wrong_or_failed"] = burst["count"] - burst["ok"]
+        results["burst_first_answer_s"] = burst["first_answer_s"]
+        results["burst_seconds"] = burst["seconds"]
+        steady = (burst["count"] - 1) / (burst["seconds"] - burst["first_answer_s"])
+        results["e2e_images_per_s_once_answering"] = round(steady, 2)
+        results["e2e_over_direct"] = round(steady / direct, 2)
+        results["burst_latency_p50_s"] = burst["latency_p50_s"]
+        results["burst_latency_p95_s"] = burst["latency_p95_s"]
+        results["burst_cpu_seconds_by_role"] = cpu
+        # moto stands in for S3/SQS/EC2: on AWS its share of this machine's CPU is spent elsewhere.
+        results["burst_cpu_share_moto"] = round(cpu.get("moto", 0) / sum(cpu.values()), 2)
+        results["cold_start"] = cold_start_split(t0, t0 + burst["first_answer_s"])
+        peak = processes.peak
+        workers = peak.get("worker", {})
+        results["workers_peak"] = workers.get("count", 0)
+        results["worker_pss_mib_max"] = round(workers.get("pss_mib_max", 0))
+        results["workers_plus_forkserver_pss_mib_total"] = round(
+            workers.get("pss_mib_total", 0) + peak.get("forkserver", {}).get("pss_mib_total", 0))
+        results["worker_rss_mib_max"] = round(workers.get("rss_mib_max", 0))
+        results["web_pss_mib_max"] = round(peak.get("web", {}).get("pss_mib_max", 0))
+
+        samples = sequential(url, args.sequential, fixtures)
+        overhead = sorted(latency - model for latency, model in samples)
+        floor = plumbing_floor(endpoint)
+        results["sequential_overhead_p50_ms"] = round(common.quantile(overhead, 0.5) * 1000, 1)
+        results["sequential_overhead_p95_ms"] = round(common.quantile(overhead, 0.95) * 1000, 1)
+        results["sequential_model_p50_ms"] = round(statistics.median(m for _, m in samples) * 1000, 1)
+        results.update(floor)
+        results["overhead_over_floor"] = round(results["sequential_overhead_p50_ms"] / floor["floor_ms"], 2)
+
+        hits = []
+        for _ in range(args.sequential):
+            started = time.perf_counter()
+            answer = upload(url, "test_00.jpg", fixtures[0][1])
+            hits.append(time.perf_counter() - started)
+            assert answer == (200, "test_00:Paul\n"), answer
+        results["cache_hit_p50_ms"] = median_ms(hits)
     finally:
         stack.stop()
 
-    wrong = sum(1 for stem, answer in zip(stems, answers) if answer != (200, f"{stem}:{expected[stem]}\n"))
-    quantiles = statistics.quantiles(latencies, n=20)
-    results = {
-        "requests": args.requests,
-        "concurrency": args.concurrency,
-        "wrong_answers": wrong,
-        "model_direct_images_per_s": round(direct, 2),
-        "cold_start_first_answer_s": round(first - started, 2),
-        "burst_seconds": round(last - started, 2),
-        "burst_images_per_s": round(args.requests / (last - started), 2),
-        "after_first_answer_images_per_s": round((args.requests - 1) / max(last - first, 1e-9), 2),
-        "latency_p50_s": round(quantiles[9], 3),
-        "latency_p95_s": round(quantiles[18], 3),
-        "scale_in_to_zero_s": round(scale_in, 2),
-        "workers_peak": peak.get("worker", {}).get("count", 0),
-        "worker_rss_max_mib": round(peak.get("worker", {}).get("each_max", 0)),
-        "workers_rss_total_mib": round(peak.get("worker", {}).get("total", 0)),
-        "web_rss_max_mib": round(peak.get("web", {}).get("each_max", 0)),
-    }
     width = max(map(len, results))
     for key, value in results.items():
         print(f"{key:<{width}}  {value}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    return 1 if wrong else 0
+    return 1 if results["burst_wrong_or_failed"] else 0
 
 
 if __name__ == "__main__":

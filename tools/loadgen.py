@@ -43,23 +43,29 @@ def multipart(fields, boundary=None):
     return f"multipart/form-data; boundary={boundary}", body
 
 
-def request(url, method="POST", body=b"", headers=None, timeout=180):
-    """(status, body text) of one HTTP request."""
+def exchange(url, method="POST", body=b"", headers=None, timeout=180):
+    """(status, body text, response headers) of one HTTP request."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         connection.request(method, target, body=body, headers=headers or {})
         response = connection.getresponse()
-        return response.status, response.read().decode()
+        return response.status, response.read().decode(), dict(response.getheaders())
     finally:
         connection.close()
 
 
-def upload(url, filename, data, timeout=180):
-    """(status, body text) of `curl -F inputFile=@filename URL`."""
+def request(url, method="POST", body=b"", headers=None, timeout=180):
+    """(status, body text) of one HTTP request."""
+    return exchange(url, method, body, headers, timeout)[:2]
+
+
+def upload(url, filename, data, timeout=180, with_headers=False):
+    """(status, body text) of `curl -F inputFile=@filename URL` (and the response headers)."""
     content_type, body = multipart([("inputFile", filename, data)])
-    return request(url, body=body, headers={"Content-Type": content_type}, timeout=timeout)
+    answer = exchange(url, body=body, headers={"Content-Type": content_type}, timeout=timeout)
+    return answer if with_headers else answer[:2]
 
 
 def read_expected(path):
