@@ -13,6 +13,7 @@ worker process per running instance. Stops on SIGTERM/SIGINT after the step in p
 """
 import json
 import logging
+import math
 import threading
 import time
 
@@ -23,13 +24,18 @@ log = logging.getLogger("autoscaler")
 
 
 
-def desired(visible, in_flight, running, max_instances):
+def desired(visible, in_flight, running, max_instances, idle_seconds=math.inf, grace=0.0):
     """How many app instances should run.
 
     Every message waiting or being worked on wants an instance (in-flight ones included: a busy
     instance is never idle), capped at `max_instances`. While messages are still waiting, no
-    running instance is stopped: each of them is about to take one.
+    running instance is stopped: each of them is about to take one. When there is no work at all,
+    running instances stay until it has been gone `grace` seconds (`idle_seconds` so far), so that
+    a client sending one request after another does not see an instance stopped and started again
+    in the moment between its requests.
     """
+    if visible + in_flight == 0 and idle_seconds < grace:
+        return min(running, max_instances)
     target = min(max_instances, visible + in_flight)
     if visible > 0:
         target = max(target, min(running, max_instances))
@@ -77,6 +83,7 @@ class Autoscaler:
         self.ec2 = ec2
         self.request_url, _ = common.queue_urls(sqs, config)
         self.last = None
+        self.idle_since = None
 
     def step(self):
         """Observe, decide, act once; the decision as a dict."""
@@ -85,7 +92,13 @@ class Autoscaler:
         if len(pool) < self.config.max_instances and repair_pool(self.ec2, self.config, pool):
             pool = describe_pool(self.ec2, self.config)
         active = [i for i in pool if i["state"] in ACTIVE_STATES]
-        target = desired(visible, in_flight, len(active), self.config.max_instances)
+        now = time.monotonic()
+        if visible + in_flight:
+            self.idle_since = None
+        elif self.idle_since is None:
+            self.idle_since = now
+        idle = now - self.idle_since if self.idle_since is not None else 0.0
+        target = desired(visible, in_flight, len(active), self.config.max_instances, idle, self.config.scale_in_grace)
         started, stopped = [], []
         if target > len(active):
             # Lowest numbers first; an instance still stopping is started on a later step.

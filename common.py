@@ -43,6 +43,7 @@ class Config:
     client_timeout: float = 30.0
     max_instances: int = 15
     scale_interval: float = 0.5
+    scale_in_grace: float = 0.5
     ami_id: str = ""
     instance_type: str = "t3.small"
     weights: Path = PROJECT_DIR / "var/stand-in/weights.pt"
@@ -95,25 +96,14 @@ def _positive(kind):
     return parse
 
 
-def _port(text):
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be 0..65535")
-    return value
+def _within(low, high, why=""):
+    def parse(text):
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(f"must be {low}..{high}{why}")
+        return value
 
-
-def _poll_wait(text):
-    value = int(text)
-    if not 1 <= value <= 20:
-        raise ValueError("must be 1..20 (SQS long-poll seconds)")
-    return value
-
-
-def _batch(text):
-    value = int(text)
-    if not 1 <= value <= 10:
-        raise ValueError("must be 1..10 (messages per SQS receive)")
-    return value
+    return parse
 
 
 def _prefix(text):
@@ -144,22 +134,23 @@ _VARIABLES = {
     "FR_REGION": ("region", str),
     "FR_ENDPOINT_URL": ("endpoint_url", lambda text: text or None),
     "FR_HOST": ("host", str),
-    "FR_PORT": ("port", _port),
+    "FR_PORT": ("port", _within(0, 65535)),
     "FR_REQUEST_TIMEOUT": ("request_timeout", _positive(float)),
     "FR_MAX_BODY": ("max_body", _positive(int)),
-    "FR_POLL_WAIT": ("poll_wait", _poll_wait),
+    "FR_POLL_WAIT": ("poll_wait", _within(1, 20, " (SQS long-poll seconds)")),
     "FR_VISIBILITY_TIMEOUT": ("visibility_timeout", _positive(int)),
-    "FR_BATCH": ("batch", _batch),
+    "FR_BATCH": ("batch", _within(1, 10, " (messages per SQS receive)")),
     "FR_CLIENT_TIMEOUT": ("client_timeout", _positive(float)),
     "FR_MAX_INSTANCES": ("max_instances", _positive(int)),
     "FR_SCALE_INTERVAL": ("scale_interval", _positive(float)),
+    "FR_SCALE_IN_GRACE": ("scale_in_grace", lambda text: max(0.0, float(text))),
     "FR_AMI_ID": ("ami_id", str),
     "FR_INSTANCE_TYPE": ("instance_type", str),
     "FR_WEIGHTS": ("weights", _path),
     "FR_GALLERY": ("gallery", _path),
     "FR_TORCH_THREADS": ("torch_threads", lambda text: max(0, int(text))),
     "FR_LOG_LEVEL": ("log_level", _log_level),
-    "FR_MOTO_PORT": ("moto_port", _port),
+    "FR_MOTO_PORT": ("moto_port", _within(0, 65535)),
     "FR_WEB_CIDR": ("web_cidr", _cidr),
     "FR_STATE_DIR": ("state_dir", _path),
     "FR_CACHE_SIZE": ("cache_size", lambda text: max(0, int(text))),

@@ -12,9 +12,13 @@ queue depths, app instances, this tier's counters and the autoscaler's last deci
 for machines); `GET /metrics` has the same in Prometheus text format; `GET /healthz` is 200 when
 the queues answer.
 
+With FR_CACHE_SIZE set, an image answered before (same sha256) is answered at once from memory;
+its upload and `stem -> name` are still written to the buckets, after the answer.
+
 Reads: FR_* configuration (common.py), the response and dead-letter queues, queue depths and the
-pool (for /status), FR_STATE_DIR/autoscaler.json. Writes: the input bucket, the request queue. Stops on SIGTERM/SIGINT: stops accepting, lets requests in progress finish, exits 0; a second
-signal exits at once.
+pool (for /status), FR_STATE_DIR/autoscaler.json. Writes: the input bucket, the request queue (and
+the output bucket for cache hits). Stops on SIGTERM/SIGINT: stops accepting, lets requests in
+progress finish, exits 0; a second signal exits at once.
 """
 import hashlib
 import json

@@ -16,22 +16,21 @@ import common
 from model import ModelError, Recognizer, enroll, make_stand_in
 
 
+def positional(command, names, argv):
+    parser = argparse.ArgumentParser(prog=f"python -m model {command}")
+    for name in names:
+        parser.add_argument(name)
+    return parser.parse_args(argv)
+
+
 def main(argv):
     if argv[:1] == ["enroll"]:
-        parser = argparse.ArgumentParser(prog="python -m model enroll")
-        parser.add_argument("images_dir")
-        parser.add_argument("labels_csv")
-        parser.add_argument("out")
-        args = parser.parse_args(argv[1:])
+        args = positional("enroll", ["images_dir", "labels_csv", "out"], argv[1:])
         config = common.load_config_or_exit()
         enroll(Recognizer(config.weights), args.images_dir, args.labels_csv).save(args.out)
         return 0
     if argv[:1] == ["stand-in"]:
-        parser = argparse.ArgumentParser(prog="python -m model stand-in")
-        parser.add_argument("out_dir")
-        parser.add_argument("images_dir")
-        parser.add_argument("labels_csv")
-        args = parser.parse_args(argv[1:])
+        args = positional("stand-in", ["out_dir", "images_dir", "labels_csv"], argv[1:])
         for path in make_stand_in(args.out_dir, args.images_dir, args.labels_csv):
             print(path)
         return 0

@@ -1,10 +1,14 @@
 """End to end: moto, the web tier and two workers as processes on 127.0.0.1, fixtures through HTTP."""
 import json
 import subprocess
+import tempfile
 import unittest
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.support import IMAGES, PYTHON, Service, child_env, expected_answers, request, upload, wait_until
+from tests.support import (
+    IMAGES, LABELS, PYTHON, Service, child_env, expected_answers, request, upload, wait_until,
+)
 
 CONCURRENCY = 20
 WORKERS = 2
@@ -75,6 +79,19 @@ class PipelineTest(Service, unittest.TestCase):
                 got, text = request(self.url, method, data, headers)
                 self.assertEqual(got, status)
                 self.assertEqual(text.count("\n"), 1, text)
+
+    def test_the_load_client_checks_answers_and_fails_on_wrong_ones(self):
+        with tempfile.TemporaryDirectory() as scratch:
+            wrong = Path(scratch, "wrong.csv")
+            wrong.write_text("Image,Results\n" + "".join(f"{s},Nobody\n" for s in self.expected))
+            for csv_path, status in ((LABELS, 0), (wrong, 1)):
+                done = subprocess.run([PYTHON, "tools/loadgen.py", "--url", self.url, "--count", "20",
+                                       "--concurrency", "10", "--expected", str(csv_path)],
+                                      capture_output=True, text=True, timeout=120)
+                self.assertEqual(done.returncode, status, done.stdout + done.stderr)
+                summary = dict(line.split(None, 1) for line in done.stdout.splitlines())
+                self.assertEqual(summary["count"], "20")
+                self.assertEqual(summary["wrong"], "0" if status == 0 else "20")
 
     def test_health_is_ok_when_the_queues_answer(self):
         self.assertEqual(request(self.url + "healthz", "GET"), (200, "ok\n"))

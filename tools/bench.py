@@ -4,9 +4,10 @@ and writes the same numbers as JSON (var/bench.json), so runs can be compared ac
     .venv/bin/python tools/bench.py [--requests 100] [--concurrency 100] [--sequential 50]
 
 In one run on this machine (absolute times are noisy on a shared 2-core machine; ratios hold):
-- direct: images/s through the model in this process, all cores, one image at a time;
-- a burst of N fixture uploads at once against the local stack from 0 instances (result cache on,
-  cold): end-to-end images/s once answers flow, latency, CPU seconds used by each part of the stack,
+- direct: images/s through the model in this process, all cores, one image at a time; and how long
+  a fresh worker process takes to import torch and load the model (an app instance's start);
+- a burst of N fixture uploads at once against the local stack from 0 instances (each upload's
+  bytes made distinct, so that the result cache answers none): end-to-end images/s once answers flow, latency, CPU seconds used by each part of the stack,
   the cold start split into its steps (from the services' logs), seconds from the last answer to
   0 running instances, and the peak memory of workers and web tier (PSS: shared pages counted once);
 - per-request pipeline overhead: sequential uploads of distinct bytes (a fixture with a trailing
@@ -20,6 +21,7 @@ import json
 import os
 import re
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -54,6 +56,17 @@ def model_direct(weights, gallery, images):
     for data in images:
         recognizer.recognize(data)
     return len(images) / (time.monotonic() - started)
+
+
+def worker_start(weights, gallery):
+    """(import s, model load s) of a fresh process, as systemd starts worker.py on an app instance."""
+    code = ("import time; t = time.monotonic(); import torch, facenet_pytorch, worker; i = time.monotonic() - t; "
+            "from model import Recognizer; t = time.monotonic(); Recognizer(*__import__('sys').argv[1:]); "
+            "print(i, time.monotonic() - t)")
+    done = subprocess.run([PYTHON, "-c", code, str(weights), str(gallery)], capture_output=True, text=True,
+                          check=True, cwd=common.PROJECT_DIR)
+    imported, loaded = map(float, done.stdout.split())
+    return round(imported, 2), round(loaded, 2)
 
 
 def plumbing_floor(endpoint, rounds=50):
@@ -201,6 +214,7 @@ def main():
     stems = sorted(expected)
     fixtures = [(stem, (IMAGES / f"{stem}.jpg").read_bytes()) for stem in stems]
     direct = model_direct(weights, gallery, [fixtures[n % len(fixtures)][1] for n in range(args.requests)])
+    imported, loaded = worker_start(weights, gallery)
 
     env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX="bench", FR_WEIGHTS=weights, FR_GALLERY=gallery,
                     FR_CACHE_SIZE=10000, FR_STATE_DIR=str(common.PROJECT_DIR / "var/bench-state"))
@@ -211,7 +225,10 @@ def main():
         url, endpoint = ready[1], ready[2]
         ec2, sqs = aws(endpoint, "ec2"), aws(endpoint, "sqs")
         model_load = Path(LOG_DIR / "forkserver.log").read_text()
-        results["model_load_once_s"] = float(re.search(r"event=model_loaded seconds=([\d.]+)", model_load)[1])
+        results["worker_process_import_s"] = imported
+        results["worker_process_model_load_s"] = loaded
+        results["local_forkserver_model_load_once_s"] = float(
+            re.search(r"event=model_loaded seconds=([\d.]+)", model_load)[1])
         processes = Processes(stack.pid)
         stop_sampling = threading.Event()
 
@@ -224,7 +241,12 @@ def main():
         sampler.start()
         cpu_before = processes.cpu_by_role()
         t0 = time.time()
-        run = Run(url, [IMAGES / f"{s}.jpg" for s in stems], args.requests, args.concurrency, expected)
+        # Distinct bytes for every upload, so that the result cache answers none of them.
+        jobs = []
+        for n in range(args.requests):
+            stem, data = fixtures[n % len(fixtures)]
+            jobs.append((f"{stem}.jpg", distinct_variant(data, n)))
+        run = Run(url, jobs, args.concurrency, expected)
         burst = run.go()
         cpu = {role: round(seconds - cpu_before.get(role, 0.0), 2) for role, seconds in processes.cpu_by_role().items()}
         last_answer = time.monotonic()

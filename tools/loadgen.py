@@ -74,27 +74,34 @@ def read_expected(path):
         return {row["Image"]: row["Results"] for row in csv.DictReader(f)}
 
 
-class Run:
-    """One load run: `count` uploads of `images` (a list of paths, repeated) at `concurrency`."""
+def jobs_from(images, count):
+    """`count` uploads (file name, bytes) of the image files `images`, repeated as needed."""
+    payloads = {path: path.read_bytes() for path in images}
+    return [(images[i % len(images)].name, payloads[images[i % len(images)]]) for i in range(count)]
 
-    def __init__(self, url, images, count, concurrency, expected=None, progress=None):
+
+class Run:
+    """One load run: uploads of `jobs` (file name, bytes) at `concurrency`."""
+
+    def __init__(self, url, jobs, concurrency, expected=None, progress=None):
         self.url = url
-        self.jobs = [images[i % len(images)] for i in range(count)]
+        self.jobs = jobs
         self.concurrency = concurrency
         self.expected = expected
         self.progress = progress
         self.results = []
         self._lock = threading.Lock()
-        self._payloads = {path: path.read_bytes() for path in set(self.jobs)}
 
-    def one(self, path):
+    def one(self, job):
+        filename, data = job
+        stem = Path(filename).stem
         started = time.monotonic()
         try:
-            status, body = upload(self.url, path.name, self._payloads[path])
+            status, body = upload(self.url, filename, data)
         except OSError as e:
             status, body = 0, f"{type(e).__name__}: {e}"
         seconds = time.monotonic() - started
-        wrong = status == 200 and self.expected is not None and body != f"{path.stem}:{self.expected.get(path.stem)}\n"
+        wrong = status == 200 and self.expected is not None and body != f"{stem}:{self.expected.get(stem)}\n"
         with self._lock:
             self.results.append((status, seconds, wrong, time.monotonic()))
             if self.progress:
@@ -150,7 +157,7 @@ def main(argv=None):
     if not images:
         parser.error(f"no images in {args.images}")
     expected = None if args.no_expected else read_expected(args.expected)
-    run = Run(args.url, images, args.count, args.concurrency, expected, show_progress)
+    run = Run(args.url, jobs_from(images, args.count), args.concurrency, expected, show_progress)
     summary = run.go()
     print(file=sys.stderr)
     width = max(map(len, summary))
