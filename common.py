@@ -37,7 +37,7 @@ class Config:
     port: int = 8000
     request_timeout: float = 120.0
     max_body: int = 10 * 1024 * 1024
-    poll_wait: int = 5
+    poll_wait: int = 2
     visibility_timeout: int = 30
     batch: int = 4
     client_timeout: float = 30.0

@@ -780,9 +780,8 @@ def main():
     log.info("event=stopping pending=%d", len(tier.pending))
     server.shutdown()
     server.server_close()
+    # A poller in a long poll returns within FR_POLL_WAIT; nothing waits for its answers any more.
     pollers_stop.set()
-    for poller in pollers:
-        poller.join(config.poll_wait + 5)
     log.info("event=stopped")
 
 
