@@ -23,7 +23,6 @@ from common import ACTIVE_STATES, APP_TIER_NAME, PREFIX_TAG, describe_pool, queu
 log = logging.getLogger("autoscaler")
 
 
-
 def desired(visible, in_flight, running, max_instances, idle_seconds=math.inf, grace=0.0):
     """How many app instances should run.
 
@@ -106,7 +105,7 @@ class Autoscaler:
             if started:
                 self.ec2.start_instances(InstanceIds=started)
         elif target < len(active):
-            # Highest numbers first. A busy worker that is stopped finishes its image first.
+            # Highest numbers first. A busy worker that is stopped finishes its batch first.
             stopped = [i["id"] for i in active[target:]]
             self.ec2.stop_instances(InstanceIds=stopped)
         decision = dict(visible=visible, in_flight=in_flight, running=len(active), desired=target,

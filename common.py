@@ -1,5 +1,5 @@
 """What the web tier, the worker and the autoscaler share: configuration, AWS clients, the queue
-message codec and logging set-up.
+message codec, reading queue depths and the app-tier pool, and logging set-up.
 
 Configuration comes only from FR_* environment variables, read here once by `load_config`; every
 variable is listed in the README. The same code talks to AWS or, with FR_ENDPOINT_URL set, to a moto

@@ -1,4 +1,4 @@
-"""App tier worker: names the faces in the images the web tier queues, one message at a time.
+"""App tier worker: names the faces in the images the web tier queues, a few at a time.
 
 Loads the model once (FR_WEIGHTS, FR_GALLERY), then long-polls the request queue for up to FR_BATCH
 requests at a time. It reads their images from the input bucket (in parallel), recognises them in
@@ -10,7 +10,7 @@ not deleted: SQS shows it again after the visibility timeout (FR_VISIBILITY_TIME
 bounded number of receives moves it to the dead-letter queue, where the web tier sees it.
 
 One worker runs per app instance (systemd on AWS, the local launcher in local mode). Stops on
-SIGTERM/SIGINT after finishing the image in hand (exit 0); a second signal exits at once.
+SIGTERM/SIGINT after finishing the batch in hand (exit 0); a second signal exits at once.
 """
 import logging
 import threading

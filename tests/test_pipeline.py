@@ -110,12 +110,12 @@ class ResultCacheTest(Service, unittest.TestCase):
         image = (IMAGES / "test_07.jpg").read_bytes()
         self.assertEqual(upload(self.url, "first.jpg", image), (200, "first:Ranil\n"))
         hits = json.loads(request(self.url + "status?format=json", "GET")[1])["web"]["cache_hits"]
-        worker_log = len(self.workers[0].lines)
+        worker_log = self.workers[0].count
         with ThreadPoolExecutor(10) as pool:
             answers = list(pool.map(lambda n: upload(self.url, f"again{n}.jpg", image), range(10)))
         self.assertEqual(answers, [(200, f"again{n}:Ranil\n") for n in range(10)])
         self.assertEqual(json.loads(request(self.url + "status?format=json", "GET")[1])["web"]["cache_hits"], hits + 10)
-        self.assertFalse([line for line in self.workers[0].lines[worker_log:] if "event=received" in line])
+        self.assertFalse([line for line in self.workers[0].since(worker_log)[1] if "event=received" in line])
         # What a worker would have written, written after the answers.
         wait_until(lambda: all(self.s3.list_objects_v2(Bucket=self.config.out_bucket, Prefix=f"again{n}")["KeyCount"]
                                for n in range(10)), 10, what="output bucket entries")

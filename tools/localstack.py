@@ -48,8 +48,7 @@ class Launcher:
         self.broken = set()
 
     def read_events(self):
-        lines = self.forkserver.lines[self.seen:]
-        self.seen += len(lines)
+        self.seen, lines = self.forkserver.since(self.seen)
         for line in lines:
             if event := re.search(r"event=forked instance=(\S+) pid=(\d+)", line):
                 self.workers[event[1]] = int(event[2])

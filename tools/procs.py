@@ -10,9 +10,11 @@ import signal
 import subprocess
 import threading
 import time
-
+from collections import deque
 
 PR_SET_PDEATHSIG = 1
+# A long-running child (moto logs every call) must not fill memory: older lines are in its log file.
+KEEP_LINES = 5000
 
 
 class ChildFailed(RuntimeError):
@@ -28,7 +30,8 @@ class Child:
     def __init__(self, name, args, env=None, log_path=None, cwd=None, commands=False):
         """`commands`: give the child a stdin pipe for `send`."""
         self.name = name
-        self.lines = []
+        self._lines = deque(maxlen=KEEP_LINES)
+        self.count = 0  # lines read so far, including those no longer kept
         self._changed = threading.Condition()
         self._log = open(log_path, "w", buffering=1) if log_path else None
         self.popen = subprocess.Popen(
@@ -49,23 +52,36 @@ class Child:
             if self._log:
                 self._log.write(line)
             with self._changed:
-                self.lines.append(line.rstrip("\n"))
+                self._lines.append(line.rstrip("\n"))
+                self.count += 1
                 self._changed.notify_all()
         with self._changed:
             self._changed.notify_all()
 
-    def wait_for(self, pattern, timeout, start=0):
-        """The first match of regex `pattern` in the output (from line `start`), waiting up to `timeout` s."""
+    def since(self, seen):
+        """(lines read so far, the kept lines read after the first `seen`): a cursor for readers."""
+        with self._changed:
+            new = min(self.count - seen, len(self._lines))
+            return self.count, list(self._lines)[len(self._lines) - new:]
+
+    @property
+    def lines(self):
+        """The last KEEP_LINES lines."""
+        with self._changed:
+            return list(self._lines)
+
+    def wait_for(self, pattern, timeout):
+        """The first match of regex `pattern` in the output, waiting up to `timeout` s."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
-        seen = start
+        seen = 0
         with self._changed:
             while True:
-                for line in self.lines[seen:]:
+                seen, lines = self.since(seen)
+                for line in lines:
                     match = regex.search(line)
                     if match:
                         return match
-                seen = len(self.lines)
                 if not self._reader.is_alive():
                     raise ChildFailed(f"{self.name} exited ({self.popen.poll()}) before {pattern!r}:\n{self.tail()}")
                 left = deadline - time.monotonic()
@@ -78,8 +94,7 @@ class Child:
         self.popen.stdin.flush()
 
     def tail(self, count=30):
-        with self._changed:
-            return "\n".join(self.lines[-count:])
+        return "\n".join(self.lines[-count:])
 
     def signal(self, signum=signal.SIGTERM):
         if self.popen.poll() is None:

@@ -1,0 +1,30 @@
+import unittest
+
+from tests.support import PYTHON
+from tools.procs import KEEP_LINES, Child, ChildFailed
+
+
+class ChildTest(unittest.TestCase):
+    def test_output_is_kept_bounded_and_readers_keep_their_place(self):
+        total = KEEP_LINES + 500
+        child = Child("printer", [PYTHON, "-c", f"for n in range({total}): print(n)"])
+        self.addCleanup(child.stop)
+        child.popen.wait(30)
+        child._reader.join(10)
+        self.assertEqual(child.count, total)
+        self.assertEqual(len(child.lines), KEEP_LINES)
+        seen, new = child.since(total - 3)
+        self.assertEqual((seen, new), (total, [str(total - 3), str(total - 2), str(total - 1)]))
+        self.assertEqual(child.since(total), (total, []))
+        self.assertEqual(len(child.since(0)[1]), KEEP_LINES, "lines no longer kept are skipped")
+
+    def test_waiting_for_a_line_that_never_comes_fails_with_the_tail(self):
+        child = Child("quiet", [PYTHON, "-c", "print('hello', flush=True); import signal; signal.pause()"])
+        self.addCleanup(child.stop)
+        self.assertEqual(child.wait_for(r"hel(lo)", 10)[1], "lo")
+        with self.assertRaisesRegex(ChildFailed, "(?s)no 'bye' within 0.3 s:.*hello"):
+            child.wait_for("bye", 0.3)
+
+
+if __name__ == "__main__":
+    unittest.main()
