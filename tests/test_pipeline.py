@@ -65,6 +65,19 @@ class PipelineTest(Service, unittest.TestCase):
         self.assertIn("not a readable image", body)
         self.assertEqual(upload(self.url, "test_00.jpg", self.read_image("test_00")), (200, "test_00:Paul\n"))
 
+    def test_a_faceless_image_in_a_batch_does_not_spoil_the_others(self):
+        from tests.support import image_bytes
+
+        jobs = [(f"{s}.jpg", self.read_image(s)) for s in ("test_00", "test_01", "test_02", "test_03", "test_07",
+                                                             "test_08")]
+        jobs[2:2] = [("blank1.jpg", image_bytes((64, 64))), ("blank2.jpg", image_bytes((64, 64), "black"))]
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            answers = list(pool.map(lambda job: upload(self.url, *job), jobs))
+        expected = [(200, f"{name[:-4]}:{self.expected[name[:-4]]}\n") if name.startswith("test") else
+                    (422, "no face found in the image\n") for name, _ in jobs]
+        self.assertEqual(answers, expected)
+        self.assert_queues_drain()
+
     def test_requests_that_are_not_uploads_get_a_clear_status(self):
         content_type, body = "multipart/form-data; boundary=b", b"--b\r\nContent-Disposition: form-data; name=x\r\n\r\n1\r\n--b--\r\n"
         cases = [
