@@ -157,6 +157,17 @@ class FaultTest(Service, unittest.TestCase):
         self.fail("the worker always finished before it could be killed")
 
 
+    def test_a_worker_told_to_stop_mid_image_finishes_it_first(self):
+        worker = self.start_worker("stopping")
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(upload, self.url, "test_00.jpg", GOOD)
+            request_id = worker.wait_for(r"event=received id=(\w+)", 30)[1]
+            worker.signal(signal.SIGTERM)
+            self.assertEqual(answer.result(), GOOD_ANSWER)
+        self.assertEqual(worker.popen.wait(10), 0)
+        worker.wait_for(f"event=done id={request_id}", 1)
+
+
 class MotoRestartTest(Service, unittest.TestCase):
     @classmethod
     def setUpClass(cls):

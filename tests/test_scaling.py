@@ -1,5 +1,6 @@
 """End to end on the whole local stack (`tools/localstack.py`, what `./setup.sh local` runs):
 moto, web tier, autoscaler and the launcher's worker processes, all on 127.0.0.1."""
+import signal
 import threading
 import time
 import unittest
@@ -10,6 +11,7 @@ from common import queue_depth
 from tests.support import (
     IMAGES, PYTHON, aws, child_env, expected_answers, running_instances, stand_in_files, start, upload, wait_until,
 )
+from tools.procs import alive, descendants
 
 MAX_INSTANCES = 15
 SAMPLE_EVERY = 0.5
@@ -67,6 +69,43 @@ class ScalingTest(unittest.TestCase):
         self.assertLessEqual(scaled_in, SCALE_IN_LIMIT)
         for url in common.queue_urls(self.sqs, self.config):
             wait_until(lambda: sum(queue_depth(self.sqs, url)) == 0, 10, what=f"{url} empty")
+
+
+class LocalStackTest(unittest.TestCase):
+    """Each test here runs its own stack: they stop or damage it."""
+
+    def start_stack(self, prefix):
+        weights, gallery = stand_in_files()
+        env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX=prefix, FR_POLL_WAIT=1, FR_WEIGHTS=weights,
+                        FR_GALLERY=gallery, FR_STATE_DIR=common.PROJECT_DIR / f"var/state-{prefix}")
+        stack, ready = start(self, f"{prefix}-localstack", [PYTHON, "tools/localstack.py"], env,
+                             r"event=ready url=(\S+) endpoint=(\S+)")
+        return stack, ready[1], aws(ready[2], "ec2")
+
+    def test_ctrl_c_stops_every_process_of_the_stack(self):
+        stack, url, _ = self.start_stack("ctrlc")
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(upload, url, "test_00.jpg", (IMAGES / "test_00.jpg").read_bytes())
+            stack.wait_for("event=worker_started", 30)
+            family = descendants(stack.pid)
+            self.assertEqual(answer.result(), (200, "test_00:Paul\n"))
+        self.assertGreaterEqual(len(family), 5, "moto, fork server, web, autoscaler and a worker")
+        stack.signal(signal.SIGINT)
+        self.assertEqual(stack.popen.wait(30), 0)
+        wait_until(lambda: not [pid for pid in family if alive(pid)], 10, what="every process gone")
+
+    def test_a_terminated_pool_instance_is_replaced_by_a_stopped_one(self):
+        _, _, ec2 = self.start_stack("repair")
+        victim = next(i for i in common.describe_pool(ec2, self.config()) if i["name"] == "app-tier-instance-7")
+        ec2.terminate_instances(InstanceIds=[victim["id"]])
+        pool = wait_until(lambda: len(p := common.describe_pool(ec2, self.config())) == MAX_INSTANCES and p, 10,
+                          what="pool of 15 again")
+        replaced = next(i for i in pool if i["name"] == "app-tier-instance-7")
+        self.assertNotEqual(replaced["id"], victim["id"])
+        self.assertEqual(replaced["state"], "stopped")
+
+    def config(self):
+        return common.load_config({"FR_PREFIX": "repair"})
 
 
 if __name__ == "__main__":

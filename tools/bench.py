@@ -35,7 +35,7 @@ from tests.support import (  # noqa: E402
     IMAGES, PYTHON, aws, child_env, expected_answers, running_instances, stand_in_files, wait_until,
 )
 from tools.loadgen import Run, upload  # noqa: E402
-from tools.procs import Child  # noqa: E402
+from tools.procs import Child, children_by_parent  # noqa: E402
 
 LOG_DIR = common.PROJECT_DIR / "var/logs"
 SAMPLE_EVERY = 0.25
@@ -111,13 +111,7 @@ class Processes:
 
     def tree(self):
         """{pid: role}: the stack's children by command, and the fork server's children as workers."""
-        children = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(stat.parent.name))
+        children = children_by_parent()
         roles = {}
         for pid in children.get(self.root, []):
             try:

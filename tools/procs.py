@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 # A long-running child (moto logs every call) must not fill memory: older lines are in its log file.
@@ -19,6 +20,37 @@ KEEP_LINES = 5000
 
 class ChildFailed(RuntimeError):
     pass
+
+
+def children_by_parent():
+    """{parent pid: [child pids]} of every process on the machine, from /proc."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    return children
+
+
+def descendants(root):
+    """Pids of every process below `root`."""
+    children = children_by_parent()
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid):
+    """True while `pid` runs (a zombie, exited but not reaped, is not alive)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def die_with_parent():
