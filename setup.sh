@@ -176,9 +176,10 @@ install_host() {
         install_requirements python3.11 "$PREFIX_DIR/venv" requirements-web.txt
     fi
     if [ ! -f "$ENV_FILE" ]; then
-        say "writing $ENV_FILE (edit it, then: systemctl restart face-*)"
+        # The FR_* variables this script runs with (e.g. sudo FR_PREFIX=... FR_REGION=... ./setup.sh app).
+        say "writing $ENV_FILE with FR_HOST=0.0.0.0 and $(env | grep -c '^FR_' || true) FR_* variables of this run"
         if [ "$DRY_RUN" = 0 ]; then
-            printf 'FR_HOST=0.0.0.0\n' > "$ENV_FILE"
+            { printf 'FR_HOST=0.0.0.0\n'; env | grep '^FR_' || true; } > "$ENV_FILE"
         fi
     fi
     run chown root:"$SERVICE_USER" "$ENV_FILE"
