@@ -98,11 +98,15 @@ class LocalStackTest(unittest.TestCase):
         _, _, ec2 = self.start_stack("repair")
         victim = next(i for i in common.describe_pool(ec2, self.config()) if i["name"] == "app-tier-instance-7")
         ec2.terminate_instances(InstanceIds=[victim["id"]])
-        pool = wait_until(lambda: len(p := common.describe_pool(ec2, self.config())) == MAX_INSTANCES and p, 10,
-                          what="pool of 15 again")
-        replaced = next(i for i in pool if i["name"] == "app-tier-instance-7")
+
+        def replacement():
+            pool = common.describe_pool(ec2, self.config())
+            found = [i for i in pool if i["name"] == "app-tier-instance-7" and i["state"] == "stopped"]
+            return len(pool) == MAX_INSTANCES and found
+
+        # EC2 cannot create an instance stopped: the repair runs it, then stops it.
+        (replaced,) = wait_until(replacement, 10, what="a stopped app-tier-instance-7 in a pool of 15")
         self.assertNotEqual(replaced["id"], victim["id"])
-        self.assertEqual(replaced["state"], "stopped")
 
     def config(self):
         return common.load_config({"FR_PREFIX": "repair"})
