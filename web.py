@@ -372,8 +372,10 @@ class WebTier:
         try:
             body.seek(0)
             self.s3.put_object(Bucket=self.config.in_bucket, Key=key, Body=body)
+            stored = time.monotonic()
             message = common.encode(Request(request_id, key, stem, self.reply_url))
             self.sqs.send_message(QueueUrl=self.request_url, MessageBody=message)
+            queued = time.monotonic()
             if not slot.event.wait(self.config.request_timeout):
                 log.warning("event=timeout id=%s stem=%s", request_id, stem)
                 raise HttpError(504, f"no answer within {self.config.request_timeout:g} s")
@@ -382,9 +384,11 @@ class WebTier:
         outcome = slot.outcome
         if isinstance(outcome, HttpError):
             raise outcome
+        answered = time.monotonic()
         log.info(
-            "event=answered id=%s stem=%s result=%s error=%s ms=%.0f model_ms=%s",
-            request_id, stem, outcome.result, outcome.error, (time.monotonic() - started) * 1000, outcome.model_ms,
+            "event=answered id=%s stem=%s result=%s error=%s ms=%.1f model_ms=%s put_ms=%.1f send_ms=%.1f wait_ms=%.1f",
+            request_id, stem, outcome.result, outcome.error, (answered - started) * 1000, outcome.model_ms,
+            (stored - started) * 1000, (queued - stored) * 1000, (answered - queued) * 1000,
         )
         if outcome.error:
             raise HttpError(422, outcome.error)
