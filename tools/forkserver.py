@@ -16,13 +16,15 @@ log is var/logs/NAME.log). On stdout: `event=forked instance=ID pid=PID` and `ev
 instance=ID pid=PID code=CODE`. To stop one worker, SIGTERM its pid (warm stop, as on an instance).
 SIGTERM/SIGINT to this process, or its stdin closing, stops every worker warmly and then exits.
 """
+import contextlib
 import dataclasses
+import fcntl
 import logging
-import multiprocessing
 import os
 import select
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -36,6 +38,7 @@ log = logging.getLogger("forkserver")
 
 LOG_DIR = common.PROJECT_DIR / "var/logs"
 TICK = 0.2
+CORE_RETRY = 0.005
 
 
 def run_child(config, recognizer, name):
@@ -64,16 +67,56 @@ class SharedCores:
 
     On AWS each instance has its own cores; here 15 "instances" share this machine's. Fifteen
     single-threaded inferences at once on 2 cores thrash caches and take far more CPU per image
-    than two at a time, so the workers queue for a core instead (a semaphore shared across fork)."""
+    than two at a time, so the workers queue for a core instead. Each core is a lock file held with
+    flock while an inference runs: the kernel releases it when its holder dies, even by kill -9, so a
+    killed worker cannot keep a core (a semaphore would stay taken)."""
 
-    def __init__(self, recognizer, cores):
+    def __init__(self, recognizer, cores, lock_dir):
         self.recognizer = recognizer
         self.stand_in = recognizer.stand_in
-        self.cores = multiprocessing.Semaphore(cores)
+        self.paths = [Path(lock_dir) / f"core-{n}.lock" for n in range(cores)]
+        for path in self.paths:
+            path.touch()
+        self._files = None
+        self._opened_by = None
+
+    def _locks(self):
+        # flock belongs to an open file, which fork shares: each process opens its own.
+        if self._opened_by != os.getpid():
+            self._files = [open(path, "rb") for path in self.paths]
+            self._opened_by = os.getpid()
+        return self._files
+
+    @contextlib.contextmanager
+    def core(self):
+        held = self._take()
+        try:
+            yield
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+
+    def _take(self):
+        """Hold whichever core is free first. flock cannot wait for any one of several files, so
+        this tries them all, then pauses briefly: a wait lasts at most one inference (~80 ms)."""
+        files = self._locks()
+        pause = threading.Event()
+        while True:
+            for file in files:
+                try:
+                    fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return file
+                except BlockingIOError:
+                    continue
+            pause.wait(CORE_RETRY)
 
     def recognize_batch(self, images):
-        with self.cores:
+        with self.core():
             return self.recognizer.recognize_batch(images)
+
+    def close(self):
+        for file in self._files or []:
+            file.close()
+        self._files = self._opened_by = None
 
 
 class ForkServer:
@@ -143,9 +186,11 @@ def main():
     stop = threading.Event()
     common.stop_on_signals(stop)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    recognizer = SharedCores(worker.load_recognizer(config), os.cpu_count() or 1)
-    print(f"event=forkserver_ready pid={os.getpid()} cores={os.cpu_count()}", flush=True)
-    ForkServer(config, recognizer).serve(stop)
+    with tempfile.TemporaryDirectory(prefix="face-rec-cores-") as lock_dir:
+        recognizer = SharedCores(worker.load_recognizer(config), os.cpu_count() or 1, lock_dir)
+        print(f"event=forkserver_ready pid={os.getpid()} cores={os.cpu_count()}", flush=True)
+        ForkServer(config, recognizer).serve(stop)
+        recognizer.close()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,74 @@
+import os
+import signal
+import tempfile
+import threading
+import unittest
+
+from tools.forkserver import SharedCores
+
+
+class Model:
+    stand_in = True
+
+    def recognize_batch(self, images):
+        return ["Paul"] * len(images)
+
+
+class SharedCoresTest(unittest.TestCase):
+    def test_a_worker_killed_while_it_holds_a_core_does_not_keep_it(self):
+        with tempfile.TemporaryDirectory() as lock_dir:
+            cores = SharedCores(Model(), 1, lock_dir)
+            self.addCleanup(cores.close)
+            pid = os.fork()
+            if pid == 0:
+                with cores.core():
+                    os.kill(os.getpid(), signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+            self.assertEqual(os.waitstatus_to_exitcode(status), -signal.SIGKILL)
+            answered = []
+            thread = threading.Thread(target=lambda: answered.append(cores.recognize_batch([b"x"])), daemon=True)
+            thread.start()
+            thread.join(5)
+            self.assertEqual(answered, [["Paul"]], "the core stayed taken after its holder died")
+
+    def test_no_more_inferences_at_once_than_cores(self):
+        with tempfile.TemporaryDirectory() as lock_dir:
+            cores = SharedCores(Model(), 2, lock_dir)
+            self.addCleanup(cores.close)
+            held = []
+            children = []
+            ready, told = os.pipe()
+            for _ in range(2):
+                pid = os.fork()
+                if pid == 0:
+                    with cores.core():
+                        os.write(told, b"!")
+                        signal.pause()
+                children.append(pid)
+            try:
+                self.assertEqual(os.read(ready, 1) + os.read(ready, 1), b"!!", "both children hold a core")
+
+                def third():
+                    with cores.core():
+                        held.append(1)
+
+                thread = threading.Thread(target=third, daemon=True)
+                thread.start()
+                thread.join(1)
+                self.assertEqual(held, [], "a third inference ran beside two others on two cores")
+                os.kill(children[0], signal.SIGKILL)
+                thread.join(5)
+                self.assertEqual(held, [1])
+            finally:
+                for pid in children:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    os.waitpid(pid, 0)
+                os.close(ready)
+                os.close(told)
+
+
+if __name__ == "__main__":
+    unittest.main()
