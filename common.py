@@ -247,6 +247,11 @@ def queue_depth(sqs, queue_url):
     return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
+def receipt_entries(receipts, **extra):
+    """Entries of an SQS *Batch call (delete, change visibility) for these receipt handles."""
+    return [dict(Id=str(i), ReceiptHandle=receipt, **extra) for i, receipt in enumerate(receipts)]
+
+
 def autoscaler_state_path(config):
     """Where the autoscaler leaves its last decision for the web tier's status page (same host)."""
     return Path(config.state_dir) / "autoscaler.json"

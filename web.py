@@ -473,7 +473,9 @@ class WebTier:
                 # Its request timed out, was answered already, or this web tier restarted.
                 log.info("event=unclaimed_reply id=%s", reply.id)
         # After delivery: the waiting clients need not wait for the delete.
-        self.sqs.delete_message_batch(QueueUrl=self.reply_url, Entries=_batch(messages))
+        self.sqs.delete_message_batch(
+            QueueUrl=self.reply_url, Entries=common.receipt_entries(m["ReceiptHandle"] for m in messages)
+        )
 
     def _take_dead_letters(self, messages):
         for message in messages:
@@ -487,12 +489,8 @@ class WebTier:
         # Kept in the dead-letter queue for the operator, hidden so that it is not read again soon.
         self.sqs.change_message_visibility_batch(
             QueueUrl=self.dead_letter_url,
-            Entries=[dict(entry, VisibilityTimeout=DEAD_LETTER_HIDE) for entry in _batch(messages)],
+            Entries=common.receipt_entries((m["ReceiptHandle"] for m in messages), VisibilityTimeout=DEAD_LETTER_HIDE),
         )
-
-
-def _batch(messages):
-    return [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -152,7 +152,7 @@ class Worker:
         self._batch("change_message_visibility_batch", messages, VisibilityTimeout=0)
 
     def _batch(self, call, messages, **extra):
-        entries = [dict(Id=str(i), ReceiptHandle=m["ReceiptHandle"], **extra) for i, m in enumerate(messages)]
+        entries = common.receipt_entries((m["ReceiptHandle"] for m in messages), **extra)
         getattr(self.sqs, call)(QueueUrl=self.request_url, Entries=entries)
 
 
@@ -163,7 +163,7 @@ class Heartbeat:
     def __init__(self, sqs, queue_url, receipts, timeout):
         self.sqs = sqs
         self.queue_url = queue_url
-        self.entries = [dict(Id=str(i), ReceiptHandle=r, VisibilityTimeout=timeout) for i, r in enumerate(receipts)]
+        self.entries = common.receipt_entries(receipts, VisibilityTimeout=timeout)
         self.every = timeout / 2
 
     def __enter__(self):
