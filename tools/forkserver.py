@@ -167,16 +167,17 @@ class ForkServer:
                 return
             if pid == 0:
                 return
-            instance_id = self.children.pop(pid, "?")
-            print(f"event=exited instance={instance_id} pid={pid} code={os.waitstatus_to_exitcode(status)}", flush=True)
+            self.exited(pid, status)
 
     def stop_all(self):
         for pid in self.children:
             os.kill(pid, signal.SIGTERM)
         while self.children:
-            pid, status = os.waitpid(-1, 0)
-            instance_id = self.children.pop(pid, "?")
-            print(f"event=exited instance={instance_id} pid={pid} code={os.waitstatus_to_exitcode(status)}", flush=True)
+            self.exited(*os.waitpid(-1, 0))
+
+    def exited(self, pid, status):
+        instance_id = self.children.pop(pid, "?")
+        print(f"event=exited instance={instance_id} pid={pid} code={os.waitstatus_to_exitcode(status)}", flush=True)
 
 
 def main():
