@@ -104,22 +104,20 @@ class Recognizer:
         return self.detector.extract(images, boxes, None)
 
     def embed(self, data):
-        """The 512-float embedding of the face in image bytes `data`."""
-        with torch.inference_mode():
-            (face,) = self.faces([decode_image(data)])
-            if face is None:
-                raise NoFace("no face found in the image")
-            return self.net(face.unsqueeze(0))[0]
+        """The 512-float embedding of the face in image bytes `data`, or ModelError."""
+        return _only(self.embed_batch([data]))
 
     def recognize(self, data):
         """The name of the face in image bytes `data`, or ModelError."""
-        (result,) = self.recognize_batch([data])
-        if isinstance(result, ModelError):
-            raise result
-        return result
+        return _only(self.recognize_batch([data]))
 
     def recognize_batch(self, images):
-        """For each image (bytes), its name or the ModelError it raised: one pass through the network.
+        """For each image (bytes), its name or the ModelError it raised: one pass through the network."""
+        return [result if isinstance(result, ModelError) else self.gallery.nearest(result)[0]
+                for result in self.embed_batch(images)]
+
+    def embed_batch(self, images):
+        """For each image (bytes), its face's embedding or the ModelError it raised.
 
         MTCNN detects on images of the same size together; the faces found are embedded together.
         """
@@ -141,10 +139,17 @@ class Recognizer:
                         faces[index] = face
             if faces:
                 order = sorted(faces)
-                embeddings = self.net(torch.stack([faces[index] for index in order]))
-                for index, embedding in zip(order, embeddings):
-                    results[index] = self.gallery.nearest(embedding)[0]
+                for index, embedding in zip(order, self.net(torch.stack([faces[index] for index in order]))):
+                    results[index] = embedding
         return results
+
+
+def _only(results):
+    """The one result of a batch of one, raising it if it is an error."""
+    (result,) = results
+    if isinstance(result, ModelError):
+        raise result
+    return result
 
 
 def decode_image(data):
