@@ -8,8 +8,15 @@ signal handling and log file, so it behaves as the worker.py of an app instance 
 difference is that the workers take turns at this machine's cores (SharedCores).
 
 Fork safety: this process stays single-threaded (torch is limited to one thread, set before the
-model loads, so no OpenMP pool exists at fork time) and makes no AWS call, so no connection exists
-to be shared; children make their own clients after the fork (see preload_aws_clients).
+model loads, so no OpenMP pool exists at fork time: each worker makes its own) and makes no AWS
+call, so no connection exists to be shared; children make their own clients after the fork (see
+preload_aws_clients).
+
+Threads: two inferences run at a time, each on both cores, with OpenMP's waiting threads sleeping
+(the launcher sets OMP_WAIT_POLICY=PASSIVE). Measured on 2 cores, 100-upload bursts (tools/bench.py):
+2 at a time x 1 thread 18.5 images/s; 1 x 2 threads 12-16 (a thread that moto preempts stalls the
+whole inference, and spinning threads burn the core moto needs); 2 x 2 threads, passive, 20.9-22.3:
+split over two threads, each layer's working set fits the per-core caches better.
 
 Protocol, one line each, on stdin: `start INSTANCE_ID NAME` forks a worker for that instance (its
 log is var/logs/NAME.log). On stdout: `event=forked instance=ID pid=PID` and `event=exited
@@ -30,6 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import torch  # noqa: E402
+
 import common  # noqa: E402
 import worker  # noqa: E402
 from tools.procs import die_with_parent  # noqa: E402
@@ -38,6 +47,7 @@ log = logging.getLogger("forkserver")
 
 LOG_DIR = common.PROJECT_DIR / "var/logs"
 TICK = 0.2
+CORES = os.cpu_count() or 1
 CORE_RETRY = 0.005
 
 
@@ -52,6 +62,7 @@ def run_child(config, recognizer, name):
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         stop = threading.Event()
         common.stop_on_signals(stop)
+        torch.set_num_threads(CORES)
         log.info("event=worker_forked name=%s pid=%d", name, os.getpid())
         worker.serve(config, recognizer, stop)
     except BaseException:
@@ -63,11 +74,11 @@ def run_child(config, recognizer, name):
 
 
 class SharedCores:
-    """The model as the forked workers see it: at most one inference per core at a time.
+    """The model as the forked workers see it: at most as many inferences at a time as cores.
 
     On AWS each instance has its own cores; here 15 "instances" share this machine's. Fifteen
-    single-threaded inferences at once on 2 cores thrash caches and take far more CPU per image
-    than two at a time, so the workers queue for a core instead. Each core is a lock file held with
+    inferences at once on 2 cores thrash caches and take far more CPU per image than two at a
+    time, so the workers queue for a turn instead. Each turn is a lock file held with
     flock while an inference runs: the kernel releases it when its holder dies, even by kill -9, so a
     killed worker cannot keep a core (a semaphore would stay taken)."""
 
@@ -190,16 +201,16 @@ class ForkServer:
 
 
 def main():
-    # One torch thread: no OpenMP pool exists to be broken by fork (and 15 workers share 2 cores).
+    # One torch thread here: no OpenMP pool exists to be broken by fork (each worker sets its own).
     config = dataclasses.replace(common.load_config_or_exit(), torch_threads=1)
     common.setup_logging(config.log_level)
     stop = threading.Event()
     common.stop_on_signals(stop)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="face-rec-cores-") as lock_dir:
-        recognizer = SharedCores(worker.load_recognizer(config), os.cpu_count() or 1, lock_dir)
+        recognizer = SharedCores(worker.load_recognizer(config), CORES, lock_dir)
         preload_aws_clients(config)
-        print(f"event=forkserver_ready pid={os.getpid()} cores={os.cpu_count()}", flush=True)
+        print(f"event=forkserver_ready pid={os.getpid()} cores={CORES}", flush=True)
         ForkServer(config, recognizer).serve(stop)
         recognizer.close()
 

@@ -105,9 +105,12 @@ def run(config, stop):
         env = dict(os.environ, FR_ENDPOINT_URL=endpoint, FR_AMI_ID=config.ami_id)
         ec2 = common.client(config, "ec2")
         provision(config, lambda service: common.client(config, service))
-        # Started before the web tier, so that it stops after it (the reverse order, below).
+        # Started before the web tier, so that it stops after it (the reverse order, below). Its
+        # workers share the cores with each other and with moto: OpenMP threads that wait for work
+        # sleep instead of spinning (read by libgomp as torch loads; see tools/forkserver.py).
         forkserver = Child("forkserver", [PYTHON, str(common.PROJECT_DIR / "tools/forkserver.py")],
-                           {**env, "FR_TORCH_THREADS": "1"}, log_path=LOG_DIR / "forkserver.log", commands=True)
+                           {**env, "FR_TORCH_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"},
+                           log_path=LOG_DIR / "forkserver.log", commands=True)
         services.append(forkserver)
         web = Child("web", [PYTHON, str(common.PROJECT_DIR / "web.py")], env, log_path=LOG_DIR / "web.log")
         services.append(web)
