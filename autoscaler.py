@@ -3,8 +3,8 @@
 The app tier is a fixed pool of EC2 instances tagged Name=app-tier-instance-1 ... -N (and
 fr-prefix=FR_PREFIX), made once and kept stopped; scaling only starts and stops them. Every
 FR_SCALE_INTERVAL seconds it reads the request queue's depth (visible and in-flight messages: one
-get_queue_attributes call) and the pool (one describe_instances call), asks `desired` how many
-should run, and starts or stops the difference in one call. Instances missing from the pool
+get_queue_attributes call) and the pool's states (one describe_instance_status call; the pool's
+members are described in full only when it may have changed), asks `desired` how many should run, and starts or stops the difference in one call. Instances missing from the pool
 (terminated, deleted) are recreated stopped from FR_AMI_ID. Each decision that changes something is
 logged as one key=value line and written to FR_STATE_DIR/autoscaler.json for the status page.
 
@@ -18,9 +18,13 @@ import threading
 import time
 
 import common
-from common import ACTIVE_STATES, APP_TIER_NAME, PREFIX_TAG, describe_pool, queue_depth
+from common import ACTIVE_STATES, APP_TIER_NAME, POOL_STATES, PREFIX_TAG, describe_pool, queue_depth
 
 log = logging.getLogger("autoscaler")
+
+# The pool is described in full at least this often, even when every member still looks as expected
+# (to see an instance tagged into it from outside).
+POOL_REFRESH_SECONDS = 60
 
 
 def desired(visible, in_flight, running, max_instances, idle_seconds=math.inf, grace=0.0):
@@ -83,13 +87,35 @@ class Autoscaler:
         self.request_url, _ = common.queue_urls(sqs, config)
         self.last = None
         self.idle_since = None
+        self.pool = None  # [{id, name}] from describe_pool
+        self.pool_described = 0.0
+
+    def observe_pool(self):
+        """The pool as describe_pool gives it ({id, name, state}, by number), cheaply: its members
+        are remembered and only their states are asked for (common.instance_states), unless one of
+        them is gone, terminated or the memory is old, when the pool is described in full again."""
+        from botocore.exceptions import ClientError
+
+        if self.pool is not None and time.monotonic() - self.pool_described < POOL_REFRESH_SECONDS:
+            try:
+                states = common.instance_states(self.ec2, [i["id"] for i in self.pool])
+            except ClientError as e:  # an instance deleted since: InvalidInstanceID.NotFound
+                log.info("event=pool_changed error=%s", e)
+                states = {}
+            if all(states.get(i["id"]) in POOL_STATES for i in self.pool):
+                return [dict(i, state=states[i["id"]]) for i in self.pool]
+        pool = describe_pool(self.ec2, self.config)
+        self.pool = [{"id": i["id"], "name": i["name"]} for i in pool]
+        self.pool_described = time.monotonic()
+        return pool
 
     def step(self):
         """Observe, decide, act once; the decision as a dict."""
         visible, in_flight = queue_depth(self.sqs, self.request_url)
-        pool = describe_pool(self.ec2, self.config)
+        pool = self.observe_pool()
         if len(pool) < self.config.max_instances and repair_pool(self.ec2, self.config, pool):
-            pool = describe_pool(self.ec2, self.config)
+            self.pool = None
+            pool = self.observe_pool()
         active = [i for i in pool if i["state"] in ACTIVE_STATES]
         now = time.monotonic()
         if visible + in_flight:

@@ -238,6 +238,19 @@ def describe_pool(ec2, config):
     return sorted(pool, key=lambda i: _index(i["name"]))
 
 
+def instance_states(ec2, ids=None):
+    """{instance id: state name} of the instances `ids` in any state, or of every running instance
+    when `ids` is None. Asked several times a second, so asked with describe_instance_status: moto
+    answers it with ~4 ms of CPU where describing 15 instances in full takes ~20 ms."""
+    if ids is not None and not ids:
+        return {}
+    args = {} if ids is None else {"InstanceIds": list(ids), "IncludeAllInstances": True}
+    states = {}
+    for page in ec2.get_paginator("describe_instance_status").paginate(**args):
+        states.update({s["InstanceId"]: s["InstanceState"]["Name"] for s in page["InstanceStatuses"]})
+    return states
+
+
 def queue_depth(sqs, queue_url):
     """(visible, in flight) messages of a queue."""
     attributes = sqs.get_queue_attributes(

@@ -130,7 +130,8 @@ class ProvisionTest(unittest.TestCase):
         self.assertEqual(web["iam:PassRole"], [f"arn:aws:iam::{account}:role/{c.role('app')}"])
         for role in (c.role("app"), c.role("web")):
             self.assertNotRegex(json.dumps(policy(self.clients["iam"], role)), r'"(s3|sqs|ec2|iam):\*"', role)
-        self.assertEqual([a for a, resources in web.items() if "*" in resources], ["ec2:DescribeInstances"])
+        self.assertEqual([a for a, resources in web.items() if "*" in resources],
+                         ["ec2:DescribeInstanceStatus", "ec2:DescribeInstances"])
         start_stop = next(s for s in policy(self.clients["iam"], c.role("web"))["Statement"]
                           if "ec2:StopInstances" in s["Action"])
         self.assertEqual(start_stop["Condition"], {"StringEquals": {"aws:ResourceTag/fr-prefix": PREFIX}})

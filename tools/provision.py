@@ -77,8 +77,8 @@ def web_policy(config, account):
         # their count is on the status page.
         _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:ChangeMessageVisibility"],
                    [a["dead_letter_queue"]]),
-        # DescribeInstances cannot be limited to resources.
-        _statement(["ec2:DescribeInstances"], ["*"]),
+        # The describe calls cannot be limited to resources.
+        _statement(["ec2:DescribeInstances", "ec2:DescribeInstanceStatus"], ["*"]),
         _statement(["ec2:StartInstances", "ec2:StopInstances"], [a["instances"]], ours),
         # Pool repair: new instances must carry our tag, and may only get the app role.
         _statement(["ec2:RunInstances", "ec2:CreateTags"], [a["instances"]],
