@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import common
 from tools.loadgen import FIXTURES, multipart, read_expected, request, upload  # noqa: F401 (for the tests)
+from tools.localstack import MOTO_SERVER
 from tools.procs import Child
 from tools.provision import provision
 
@@ -65,8 +66,7 @@ def start(testcase, name, args, env, ready, timeout=START_TIMEOUT):
 
 def start_moto(testcase, port=0):
     """A fresh moto server (on a free port unless `port`), kept as `testcase.moto`; its endpoint URL."""
-    moto_server = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    testcase.moto, match = start(testcase, "moto", [moto_server, "-H", "127.0.0.1", "-p", str(port)], child_env(),
+    testcase.moto, match = start(testcase, "moto", [*MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)], child_env(),
                                  r"Running on (http://127\.0\.0\.1:\d+)")
     return match[1]
 

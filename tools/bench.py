@@ -123,9 +123,10 @@ class Processes:
         self.peak = {}
 
     def tree(self):
-        """{pid: role}: the stack's children by command, and the fork server's children as workers."""
+        """{pid: role}: the stack's own process (the launcher, and the reader of every service's log
+        lines), its children by command, and the fork server's children as workers."""
         children = children_by_parent()
-        roles = {}
+        roles = {self.root: "launcher"}
         for pid in children.get(self.root, []):
             try:
                 command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")

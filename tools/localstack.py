@@ -27,7 +27,7 @@ log = logging.getLogger("localstack")
 
 LOG_DIR = common.PROJECT_DIR / "var/logs"
 PYTHON = sys.executable
-MOTO_SERVER = str(Path(sys.executable).with_name("moto_server"))
+MOTO_SERVER = [PYTHON, str(common.PROJECT_DIR / "tools/motoserver.py")]
 # moto accepts any image id; this names what would be the app-tier AMI on AWS.
 LOCAL_AMI = "ami-0local0app0tier0"
 LAUNCH_INTERVAL = 0.2
@@ -93,7 +93,7 @@ def run(config, stop):
     os.environ.update(AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", AWS_SESSION_TOKEN="local")
     services = []
     try:
-        moto = Child("moto", [MOTO_SERVER, "-H", "127.0.0.1", "-p", str(config.moto_port)],
+        moto = Child("moto", [*MOTO_SERVER, "-H", "127.0.0.1", "-p", str(config.moto_port)],
                      log_path=LOG_DIR / "moto.log")
         services.append(moto)
         moto_port = moto.wait_for(r"Running on http://127\.0\.0\.1:(\d+)", START_TIMEOUT)[1]
