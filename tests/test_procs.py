@@ -26,5 +26,18 @@ class ChildTest(unittest.TestCase):
             child.wait_for("bye", 0.3)
 
 
+class MotoServerTest(unittest.TestCase):
+    def test_motoserver_lists_moto_services_once_with_the_same_answer(self):
+        from moto import backends
+
+        listed = list(backends.list_of_moto_modules())
+        import tools.motoserver  # noqa: F401  (the fix is made on import, as when it runs)
+
+        first = backends.list_of_moto_modules()
+        self.assertEqual(list(first), listed)
+        self.assertIn("sqs", first)
+        self.assertIs(backends.list_of_moto_modules(), first, "listed again")
+
+
 if __name__ == "__main__":
     unittest.main()

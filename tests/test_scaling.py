@@ -8,9 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import common
 from common import queue_depth
+from autoscaler import Autoscaler
 from tests.support import (
-    IMAGES, PYTHON, aws, child_env, expected_answers, running_instances, stand_in_files, start, upload, wait_until,
+    IMAGES, PYTHON, aws, child_env, expected_answers, running_instances, stand_in_files, start, start_moto, upload,
+    wait_until,
 )
+from tools.provision import provision
 from tools.procs import alive, descendants
 
 MAX_INSTANCES = 15
@@ -69,6 +72,34 @@ class ScalingTest(unittest.TestCase):
         self.assertLessEqual(scaled_in, SCALE_IN_LIMIT)
         for url in common.queue_urls(self.sqs, self.config):
             wait_until(lambda: sum(queue_depth(self.sqs, url)) == 0, 10, what=f"{url} empty")
+
+
+class PoolObservationTest(unittest.TestCase):
+    """The autoscaler asks moto only for states, and describes the pool again when it may have changed."""
+
+    @classmethod
+    def setUpClass(cls):
+        endpoint = start_moto(cls)
+        cls.config = common.load_config({"FR_PREFIX": "observe", "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": "ami-test"})
+        provision(cls.config, lambda service: aws(endpoint, service))
+        cls.ec2, cls.sqs = aws(endpoint, "ec2"), aws(endpoint, "sqs")
+
+    def test_states_are_read_cheaply_until_a_member_is_terminated(self):
+        described = []
+        self.ec2.meta.events.register("before-call.ec2.DescribeInstances", lambda **_: described.append(1))
+        scaler = Autoscaler(self.config, self.sqs, self.ec2)
+        pool = scaler.observe_pool()
+        self.assertEqual(len(pool), MAX_INSTANCES)
+        self.ec2.start_instances(InstanceIds=[pool[2]["id"]])
+        observed = scaler.observe_pool()
+        self.assertEqual(len(described), 1, "the pool was described again while nothing but a state changed")
+        self.assertEqual(observed, common.describe_pool(self.ec2, self.config))
+        self.assertIn(observed[2]["state"], common.ACTIVE_STATES)
+
+        self.ec2.terminate_instances(InstanceIds=[pool[6]["id"]])
+        observed = scaler.observe_pool()
+        self.assertEqual(len(described), 3, "a terminated member must make the autoscaler describe the pool")
+        self.assertEqual([i["id"] for i in observed], [i["id"] for i in pool if i["id"] != pool[6]["id"]])
 
 
 class LocalStackTest(unittest.TestCase):
