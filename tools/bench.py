@@ -41,8 +41,10 @@ from tools.procs import Child, children_by_parent  # noqa: E402
 
 LOG_DIR = common.PROJECT_DIR / "var/logs"
 # Reading a process's PSS (/proc/PID/smaps_rollup) walks its page tables: ~7 ms of CPU for a worker,
-# so sampling 17 processes every 0.25 s took a quarter of this machine from the burst it measures.
-SAMPLE_EVERY = 2.0
+# so sampling 17 processes every 0.25 s took a quarter of this machine from the burst it measures,
+# and every 2 s still 3 CPU-s of a 1000-upload burst. Memory changes slowly; it is also sampled once
+# at the end of the burst.
+SAMPLE_EVERY = 5.0
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
