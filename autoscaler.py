@@ -4,8 +4,9 @@ The app tier is a fixed pool of EC2 instances tagged Name=app-tier-instance-1 ..
 fr-prefix=FR_PREFIX), made once and kept stopped; scaling only starts and stops them. Every
 FR_SCALE_INTERVAL seconds it reads the request queue's depth (visible and in-flight messages: one
 get_queue_attributes call) and the pool's states (one describe_instance_status call; the pool's
-members are described in full only when it may have changed), asks `desired` how many should run, and starts or stops the difference in one call. Instances missing from the pool
-(terminated, deleted) are recreated stopped from FR_AMI_ID. Each decision that changes something is
+members are described in full only when it may have changed), asks `desired` how many should run,
+and starts or stops the difference in one call. Instances missing from the pool (terminated,
+deleted) are recreated stopped from FR_AMI_ID. Each decision that changes something is
 logged as one key=value line and written to FR_STATE_DIR/autoscaler.json for the status page.
 
 The same code drives AWS or, in local mode, moto's EC2 API, where the local launcher runs a

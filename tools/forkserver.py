@@ -107,8 +107,8 @@ class SharedCores:
             fcntl.flock(held, fcntl.LOCK_UN)
 
     def _take(self):
-        """Hold whichever core is free first. flock cannot wait for any one of several files, so
-        this tries them all, then pauses briefly: a wait lasts at most one inference (~80 ms)."""
+        """Hold whichever turn is free first. flock cannot wait for any one of several files, so
+        this tries them all, then pauses briefly: a wait lasts at most one batch (~0.1-0.3 s)."""
         files = self._locks()
         pause = threading.Event()
         while True:
