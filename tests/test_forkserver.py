@@ -4,7 +4,18 @@ import tempfile
 import threading
 import unittest
 
+from tests.support import wait_until
 from tools.forkserver import SharedCores
+
+
+def holds_flock(pid, inode):
+    """Whether process `pid` holds a flock on the file with this inode (/proc/locks)."""
+    for line in open("/proc/locks"):
+        fields = line.split()
+        if "->" not in fields and fields[1] == "FLOCK" and fields[4] == str(pid):
+            if int(fields[5].rsplit(":", 1)[1]) == inode:
+                return True
+    return False
 
 
 class Model:
@@ -30,6 +41,38 @@ class SharedCoresTest(unittest.TestCase):
             thread.start()
             thread.join(5)
             self.assertEqual(answered, [["Paul"]], "the core stayed taken after its holder died")
+
+    def test_a_worker_killed_while_it_waits_for_a_core_does_not_block_the_others(self):
+        with tempfile.TemporaryDirectory() as lock_dir:
+            cores = SharedCores(Model(), 1, lock_dir)
+            self.addCleanup(cores.close)
+            ready, told = os.pipe()
+            holder = os.fork()
+            if holder == 0:
+                with cores.core():
+                    os.write(told, b"!")
+                    signal.pause()
+            self.assertEqual(os.read(ready, 1), b"!")
+            waiter = os.fork()
+            if waiter == 0:
+                with cores.core():
+                    os._exit(0)
+            room = os.stat(cores.room_path).st_ino
+            wait_until(lambda: holds_flock(waiter, room), 5, what="the waiter in the waiting room")
+            answered = []
+            thread = threading.Thread(target=lambda: answered.append(cores.recognize_batch([b"x"])), daemon=True)
+            try:
+                thread.start()
+                thread.join(0.5)
+                self.assertEqual(answered, [], "an inference ran while the only core was held")
+                for pid in (waiter, holder):
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                thread.join(5)
+                self.assertEqual(answered, [["Paul"]], "a killed waiter kept the others waiting")
+            finally:
+                os.close(ready)
+                os.close(told)
 
     def test_no_more_inferences_at_once_than_cores(self):
         with tempfile.TemporaryDirectory() as lock_dir:
