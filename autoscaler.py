@@ -94,10 +94,12 @@ class Autoscaler:
     def observe_pool(self):
         """The pool as describe_pool gives it ({id, name, state}, by number), cheaply: its members
         are remembered and only their states are asked for (common.instance_states), unless one of
-        them is gone, terminated or the memory is old, when the pool is described in full again."""
+        them is gone or terminated, the pool is incomplete (being repaired, or not yet provisioned)
+        or the memory is old, when the pool is described in full again."""
         from botocore.exceptions import ClientError
 
-        if self.pool is not None and time.monotonic() - self.pool_described < POOL_REFRESH_SECONDS:
+        remembered = self.pool is not None and len(self.pool) >= self.config.max_instances
+        if remembered and time.monotonic() - self.pool_described < POOL_REFRESH_SECONDS:
             try:
                 states = common.instance_states(self.ec2, [i["id"] for i in self.pool])
             except ClientError as e:  # an instance deleted since: InvalidInstanceID.NotFound

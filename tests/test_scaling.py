@@ -1,5 +1,6 @@
 """End to end on the whole local stack (`tools/localstack.py`, what `./setup.sh local` runs):
 moto, web tier, autoscaler and the launcher's worker processes, all on 127.0.0.1."""
+import dataclasses
 import signal
 import threading
 import time
@@ -7,8 +8,8 @@ import unittest
 from concurrent.futures import ThreadPoolExecutor
 
 import common
+from autoscaler import Autoscaler, repair_pool
 from common import queue_depth
-from autoscaler import Autoscaler
 from tests.support import (
     IMAGES, PYTHON, aws, child_env, expected_answers, running_instances, stand_in_files, start, start_moto, upload,
     wait_until,
@@ -100,6 +101,16 @@ class PoolObservationTest(unittest.TestCase):
         observed = scaler.observe_pool()
         self.assertEqual(len(described), 3, "a terminated member must make the autoscaler describe the pool")
         self.assertEqual([i["id"] for i in observed], [i["id"] for i in pool if i["id"] != pool[6]["id"]])
+
+    def test_an_incomplete_pool_is_described_again_at_once(self):
+        config = dataclasses.replace(self.config, prefix="observe-empty")
+        provision(config, lambda service: aws(config.endpoint_url, service))
+        gone = [i["id"] for i in common.describe_pool(self.ec2, config)]
+        self.ec2.terminate_instances(InstanceIds=gone)
+        scaler = Autoscaler(config, self.sqs, self.ec2)
+        self.assertEqual(scaler.observe_pool(), [])
+        repair_pool(self.ec2, config, [])  # as a provisioning run would, while the autoscaler runs
+        self.assertEqual(len(scaler.observe_pool()), MAX_INSTANCES)
 
 
 class LocalStackTest(unittest.TestCase):
