@@ -117,8 +117,7 @@ class Autoscaler:
         visible, in_flight = queue_depth(self.sqs, self.request_url)
         pool = self.observe_pool()
         if len(pool) < self.config.max_instances and repair_pool(self.ec2, self.config, pool):
-            self.pool = None
-            pool = self.observe_pool()
+            pool = self.observe_pool()  # described again: the pool remembered is incomplete
         active = [i for i in pool if i["state"] in ACTIVE_STATES]
         now = time.monotonic()
         if visible + in_flight:

@@ -199,9 +199,14 @@ def load_recognizer(config):
     return recognizer
 
 
+def clients(config):
+    """The worker's AWS clients: (S3, SQS)."""
+    return common.client(config, "s3"), common.client(config, "sqs")
+
+
 def serve(config, recognizer, stop):
     """Take requests until `stop` is set (the clients are made here: after a fork, never before)."""
-    Worker(config, recognizer, common.client(config, "s3"), common.client(config, "sqs")).run(stop)
+    Worker(config, recognizer, *clients(config)).run(stop)
     log.info("event=stopped")
 
 

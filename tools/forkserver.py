@@ -144,8 +144,7 @@ def preload_aws_clients(config):
     models and endpoint rules (~160 ms of CPU, far more with 15 workers starting on 2 cores); the
     parsed data stays cached in boto3's default session, which every forked worker inherits, so its
     own clients take ~15 ms. No call is made: the clients never open a connection."""
-    for service in ("s3", "sqs"):
-        common.client(config, service)
+    worker.clients(config)
 
 
 class ForkServer:

@@ -106,7 +106,7 @@ def run(config, stop):
         # workers share the cores with each other and with moto: OpenMP threads that wait for work
         # sleep instead of spinning (read by libgomp as torch loads; see tools/forkserver.py).
         forkserver = Child("forkserver", [PYTHON, str(common.PROJECT_DIR / "tools/forkserver.py")],
-                           {**env, "FR_TORCH_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"},
+                           {**env, "OMP_WAIT_POLICY": "PASSIVE"},
                            log_path=LOG_DIR / "forkserver.log", commands=True)
         services.append(forkserver)
         web = Child("web", [PYTHON, str(common.PROJECT_DIR / "web.py")], env, log_path=LOG_DIR / "web.log")
