@@ -55,6 +55,13 @@ class Config:
     state_dir: Path = PROJECT_DIR / "var/state"
     cache_size: int = 0
     web_instance_type: str = "t3.micro"
+    # Local mode and tests: "aws" makes the moto server behave like AWS where it matters
+    # (tools/awslike.py), with every simulated delay multiplied by simulate_time_scale.
+    simulate: str = ""
+    simulate_time_scale: float = 1.0
+    # How far behind the truth SQS's approximate counts may be (GetQueueAttributes reference: up
+    # to a minute after producers stop); the autoscaler trusts them only past this.
+    sqs_count_lag: float = 60.0
 
     @property
     def in_bucket(self):
@@ -125,6 +132,12 @@ def _log_level(text):
     return level
 
 
+def _simulate(text):
+    if text not in ("", "aws"):
+        raise ValueError("must be empty or aws")
+    return text
+
+
 def _cidr(text):
     return str(ipaddress.ip_network(text, strict=False))
 
@@ -155,6 +168,9 @@ _VARIABLES = {
     "FR_STATE_DIR": ("state_dir", _path),
     "FR_CACHE_SIZE": ("cache_size", lambda text: max(0, int(text))),
     "FR_WEB_INSTANCE_TYPE": ("web_instance_type", str),
+    "FR_SIMULATE": ("simulate", _simulate),
+    "FR_SIMULATE_TIME_SCALE": ("simulate_time_scale", _positive(float)),
+    "FR_SQS_COUNT_LAG": ("sqs_count_lag", lambda text: max(0.0, float(text))),
 }
 
 

@@ -1,4 +1,5 @@
-"""moto's server (`moto_server -H HOST -p PORT`, same arguments), with two fixes for local speed.
+"""moto's server (`moto_server -H HOST -p PORT`, same arguments), with two fixes for local speed,
+and with FR_SIMULATE=aws, AWS's own timings, refusals and lags (tools/awslike.py).
 
 On this 2-core machine moto's CPU is the model's, and two of moto 5.2's habits cost it more than
 the calls themselves. Both fixes give the answers moto gives; nothing else differs from moto_server.
@@ -15,11 +16,17 @@ the calls themselves. Both fixes give the answers moto gives; nothing else diffe
 """
 import functools
 import sys
+from pathlib import Path
 
 from moto import backends
 from moto.core.utils import unix_time
 from moto.server import main
 from moto.sqs.models import SQSBackend
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import common  # noqa: E402
+from tools import awslike  # noqa: E402
 
 
 def _retained(self, queue_name, message):
@@ -32,4 +39,8 @@ backends.list_of_moto_modules = functools.cache(lambda listed=backends.list_of_m
 SQSBackend.is_message_valid_based_on_retention_period = _retained
 
 if __name__ == "__main__":
+    config = common.load_config_or_exit()
+    if config.simulate == "aws":
+        awslike.install(config.simulate_time_scale, config.state_dir)
+        print(f"motoserver: AWS-like ({awslike.timings(config.simulate_time_scale)})", file=sys.stderr)
     main(sys.argv[1:])
