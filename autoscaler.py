@@ -1,31 +1,38 @@
 """Autoscaler: keeps the app tier sized to the work, from 0 to FR_MAX_INSTANCES running instances.
 
-The app tier is a fixed pool of EC2 instances tagged Name=app-tier-instance-1 ... -N (and
-fr-prefix=FR_PREFIX), made once and kept stopped; scaling only starts and stops them. Every
-FR_SCALE_INTERVAL seconds it reads the request queue's depth (visible and in-flight messages: one
-get_queue_attributes call) and the pool's states (one describe_instance_status call; the pool's
-members are described in full only when it may have changed), asks `desired` how many should run,
-and starts or stops the difference in one call. Instances missing from the pool (terminated,
-deleted) are recreated stopped from FR_AMI_ID. Each decision that changes something is
-logged as one key=value line and written to FR_STATE_DIR/autoscaler.json for the status page.
+The app tier is a fixed pool of EC2 instances (pool.py), made once and kept stopped; scaling only
+starts and stops them. Every FR_SCALE_INTERVAL seconds it reads the work and the pool's states,
+asks `desired` how many should run, and starts or stops the difference in one call (`pool.plan`:
+only calls EC2 accepts in the members' states). Members missing from the pool (terminated,
+deleted) are launched again from FR_AMI_ID. Each decision that changes something is logged as one
+key=value line and left in FR_STATE_DIR/autoscaler.json for the status page.
+
+The work: the web tier on this host leaves in FR_STATE_DIR/web.json how many requests wait for an
+answer, exactly and at once. SQS's own counts (one get_queue_attributes call) are approximate and
+may trail the truth by up to a minute after the work stops, which would hold instances up long
+after the last answer. So the web tier's count decides, and SQS's is the backstop: for when no web
+tier runs here, and for work the web tier does not know of, once SQS has shown it for longer than
+its counts can lag (FR_SQS_COUNT_LAG).
 
 The same code drives AWS or, in local mode, moto's EC2 API, where the local launcher runs a
 worker process per running instance. Stops on SIGTERM/SIGINT after the step in progress (exit 0).
 """
-import json
 import logging
 import math
 import threading
 import time
 
 import common
-from common import ACTIVE_STATES, APP_TIER_NAME, POOL_STATES, PREFIX_TAG, describe_pool, queue_depth
+import pool
+from common import queue_depth
 
 log = logging.getLogger("autoscaler")
 
 # The pool is described in full at least this often, even when every member still looks as expected
 # (to see an instance tagged into it from outside).
 POOL_REFRESH_SECONDS = 60
+# The web tier rewrites its count at least every second; older than this, it is gone.
+WEB_STATE_MAX_AGE = 3.0
 
 
 def desired(visible, in_flight, running, max_instances, idle_seconds=math.inf, grace=0.0):
@@ -46,38 +53,21 @@ def desired(visible, in_flight, running, max_instances, idle_seconds=math.inf, g
     return target
 
 
-def instance_name(index):
-    return f"{APP_TIER_NAME}-{index}"
+def work(waiting, visible, in_flight, unexplained_for, lag):
+    """(visible, in flight) messages for `desired`, from the web tier's exact count and SQS's.
 
-
-def repair_pool(ec2, config, pool):
-    """Create, stopped, the pool instances missing from `pool`; their names."""
-    present = {i["name"] for i in pool}
-    missing = [instance_name(n) for n in range(1, config.max_instances + 1) if instance_name(n) not in present]
-    if not missing:
-        return []
-    if not config.ami_id:
-        log.error("event=pool_incomplete missing=%d detail=FR_AMI_ID is not set, cannot create instances", len(missing))
-        return []
-    created = []
-    for name in missing:
-        reply = ec2.run_instances(
-            ImageId=config.ami_id,
-            InstanceType=config.instance_type,
-            MinCount=1,
-            MaxCount=1,
-            IamInstanceProfile={"Name": config.role("app")},
-            TagSpecifications=[
-                {
-                    "ResourceType": "instance",
-                    "Tags": [{"Key": "Name", "Value": name}, {"Key": PREFIX_TAG, "Value": config.prefix}],
-                }
-            ],
-        )
-        created.append(reply["Instances"][0]["InstanceId"])
-    ec2.stop_instances(InstanceIds=created)
-    log.info("event=pool_repaired created=%s", ",".join(missing))
-    return missing
+    `waiting`: requests the web tier waits on (None: no web tier here, SQS's counts are all there
+    is). Those are the work; SQS's in-flight count only says how many of them a worker holds. SQS
+    showing more than that is believed only once it has done so for longer than its counts can
+    lag (`unexplained_for` > `lag`): work sent by someone else, or from before the web tier started.
+    """
+    if waiting is None:
+        return visible, in_flight
+    held = min(waiting, in_flight)
+    known = (waiting - held, held)
+    if visible + in_flight > waiting and unexplained_for > lag:
+        return max(visible, known[0]), max(in_flight, known[1])
+    return known
 
 
 class Autoscaler:
@@ -88,12 +78,13 @@ class Autoscaler:
         self.request_url, _ = common.queue_urls(sqs, config)
         self.last = None
         self.idle_since = None
-        self.pool = None  # [{id, name}] from describe_pool
+        self.unexplained_since = None
+        self.pool = None  # [{id, name}] from pool.describe
         self.pool_described = 0.0
 
     def observe_pool(self):
-        """The pool as describe_pool gives it ({id, name, state}, by number), cheaply: its members
-        are remembered and only their states are asked for (common.instance_states), unless one of
+        """The pool as pool.describe gives it ({id, name, state}, by number), cheaply: its members
+        are remembered and only their states are asked for (pool.instance_states), unless one of
         them is gone or terminated, the pool is incomplete (being repaired, or not yet provisioned)
         or the memory is old, when the pool is described in full again."""
         from botocore.exceptions import ClientError
@@ -101,56 +92,67 @@ class Autoscaler:
         remembered = self.pool is not None and len(self.pool) >= self.config.max_instances
         if remembered and time.monotonic() - self.pool_described < POOL_REFRESH_SECONDS:
             try:
-                states = common.instance_states(self.ec2, [i["id"] for i in self.pool])
+                states = pool.instance_states(self.ec2, [i["id"] for i in self.pool])
             except ClientError as e:  # an instance deleted since: InvalidInstanceID.NotFound
                 log.info("event=pool_changed error=%s", e)
                 states = {}
-            if all(states.get(i["id"]) in POOL_STATES for i in self.pool):
+            if all(states.get(i["id"]) in pool.POOL_STATES for i in self.pool):
                 return [dict(i, state=states[i["id"]]) for i in self.pool]
-        pool = describe_pool(self.ec2, self.config)
-        self.pool = [{"id": i["id"], "name": i["name"]} for i in pool]
+        members = pool.describe(self.ec2, self.config)
+        self.pool = [{"id": i["id"], "name": i["name"]} for i in members]
         self.pool_described = time.monotonic()
-        return pool
+        return members
+
+    def observe_work(self):
+        """(waiting, visible, in flight): the web tier's count (None without a web tier) and SQS's."""
+        visible, in_flight = queue_depth(self.sqs, self.request_url)
+        web = common.read_state(self.config, common.WEB_STATE, max_age=WEB_STATE_MAX_AGE)
+        return (web["waiting"] if web else None), visible, in_flight
+
+    def repair(self, members):
+        """Launch missing members; the pool as it is then. A refusal (an instance profile IAM has not
+        propagated yet, a quota) is logged and tried again next step: scaling goes on meanwhile."""
+        from botocore.exceptions import ClientError
+
+        if len(members) >= self.config.max_instances:
+            return members
+        try:
+            if pool.repair(self.ec2, self.config, members):
+                return self.observe_pool()  # described again: the pool remembered is incomplete
+        except ClientError as e:
+            log.warning("event=repair_failed error=%s", e)
+        return members
 
     def step(self):
         """Observe, decide, act once; the decision as a dict."""
-        visible, in_flight = queue_depth(self.sqs, self.request_url)
-        pool = self.observe_pool()
-        if len(pool) < self.config.max_instances and repair_pool(self.ec2, self.config, pool):
-            pool = self.observe_pool()  # described again: the pool remembered is incomplete
-        active = [i for i in pool if i["state"] in ACTIVE_STATES]
+        waiting, sqs_visible, sqs_in_flight = self.observe_work()
+        members = self.repair(self.observe_pool())
         now = time.monotonic()
+        if waiting is not None and sqs_visible + sqs_in_flight > waiting:
+            self.unexplained_since = self.unexplained_since or now
+        else:
+            self.unexplained_since = None
+        unexplained_for = now - self.unexplained_since if self.unexplained_since else 0.0
+        visible, in_flight = work(waiting, sqs_visible, sqs_in_flight, unexplained_for, self.config.sqs_count_lag)
         if visible + in_flight:
             self.idle_since = None
         elif self.idle_since is None:
             self.idle_since = now
         idle = now - self.idle_since if self.idle_since is not None else 0.0
+        active = [i for i in members if i["state"] in pool.ACTIVE_STATES]
         target = desired(visible, in_flight, len(active), self.config.max_instances, idle, self.config.scale_in_grace)
-        started, stopped = [], []
-        if target > len(active):
-            # Lowest numbers first; an instance still stopping is started on a later step.
-            started = [i["id"] for i in pool if i["state"] == "stopped"][: target - len(active)]
-            if started:
-                self.ec2.start_instances(InstanceIds=started)
-        elif target < len(active):
-            # Highest numbers first. A busy worker that is stopped finishes its batch first.
-            stopped = [i["id"] for i in active[target:]]
+        started, stopped = pool.plan(members, target)
+        if started:
+            self.ec2.start_instances(InstanceIds=started)
+        if stopped:
             self.ec2.stop_instances(InstanceIds=stopped)
-        decision = dict(visible=visible, in_flight=in_flight, running=len(active), desired=target,
+        decision = dict(waiting=waiting, visible=visible, in_flight=in_flight, running=len(active), desired=target,
                         started=len(started), stopped=len(stopped))
         if started or stopped or decision != self.last:
             log.info("event=decision %s", " ".join(f"{k}={v}" for k, v in decision.items()))
-            self.publish(decision)
+            common.write_state(self.config, common.AUTOSCALER_STATE, **decision)
         self.last = decision
         return decision
-
-    def publish(self, decision):
-        """Leave the decision where the status page reads it (written whole, never half)."""
-        path = common.autoscaler_state_path(self.config)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dict(decision, at=time.time())))
-        tmp.replace(path)
 
     def run(self, stop):
         from botocore.exceptions import BotoCoreError, ClientError

@@ -1,5 +1,5 @@
 """What the web tier, the worker and the autoscaler share: configuration, AWS clients, the queue
-message codec, reading queue depths and the app-tier pool, and logging set-up.
+message codec, reading queue depths, and logging set-up.
 
 Configuration comes only from FR_* environment variables, read here once by `load_config`; every
 variable is listed in the README. The same code talks to AWS or, with FR_ENDPOINT_URL set, to a moto
@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +18,10 @@ EX_CONFIG = 78
 PROJECT_DIR = Path(__file__).resolve().parent
 # SQS's limit on our request queue (set at provisioning); images travel through S3, never SQS.
 MAX_MESSAGE_BYTES = 1024
-APP_TIER_NAME = "app-tier-instance"
 # Every instance of ours carries this tag (value FR_PREFIX); IAM lets the autoscaler touch only those.
 PREFIX_TAG = "fr-prefix"
-ACTIVE_STATES = ("pending", "running")
-POOL_STATES = ("pending", "running", "stopping", "stopped")
+# The Name tag of the host of the web tier and the autoscaler.
+WEB_HOST_NAME = "web-instance"
 
 
 class ConfigError(Exception):
@@ -232,41 +232,6 @@ def queue_urls(sqs, config):
     )
 
 
-def _index(name):
-    return int(name.rsplit("-", 1)[1])
-
-
-def describe_pool(ec2, config):
-    """The pool's instances not terminated: a list of {id, name, state}, by instance number."""
-    pool = []
-    pages = ec2.get_paginator("describe_instances").paginate(
-        Filters=[
-            {"Name": f"tag:{PREFIX_TAG}", "Values": [config.prefix]},
-            {"Name": "tag:Name", "Values": [f"{APP_TIER_NAME}-*"]},
-            {"Name": "instance-state-name", "Values": list(POOL_STATES)},
-        ]
-    )
-    for page in pages:
-        for reservation in page["Reservations"]:
-            for instance in reservation["Instances"]:
-                tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
-                pool.append({"id": instance["InstanceId"], "name": tags["Name"], "state": instance["State"]["Name"]})
-    return sorted(pool, key=lambda i: _index(i["name"]))
-
-
-def instance_states(ec2, ids=None):
-    """{instance id: state name} of the instances `ids` in any state, or of every running instance
-    when `ids` is None. Asked several times a second, so asked with describe_instance_status: moto
-    answers it with ~4 ms of CPU where describing 15 instances in full takes ~20 ms."""
-    if ids is not None and not ids:
-        return {}
-    args = {} if ids is None else {"InstanceIds": list(ids), "IncludeAllInstances": True}
-    states = {}
-    for page in ec2.get_paginator("describe_instance_status").paginate(**args):
-        states.update({s["InstanceId"]: s["InstanceState"]["Name"] for s in page["InstanceStatuses"]})
-    return states
-
-
 def queue_depth(sqs, queue_url):
     """(visible, in flight) messages of a queue."""
     attributes = sqs.get_queue_attributes(
@@ -281,9 +246,32 @@ def receipt_entries(receipts, **extra):
     return [dict(Id=str(i), ReceiptHandle=receipt, **extra) for i, receipt in enumerate(receipts)]
 
 
-def autoscaler_state_path(config):
-    """Where the autoscaler leaves its last decision for the web tier's status page (same host)."""
-    return Path(config.state_dir) / "autoscaler.json"
+# The web tier and the autoscaler run on the same host and leave each other a small JSON file in
+# FR_STATE_DIR: the autoscaler its last decision (for the status page), the web tier how many
+# requests wait for an answer (the autoscaler's exact count of the work, see autoscaler.py).
+AUTOSCALER_STATE = "autoscaler.json"
+WEB_STATE = "web.json"
+
+
+def write_state(config, name, **fields):
+    """Leave `fields` (and the time) in FR_STATE_DIR/`name`, written whole, never half."""
+    path = Path(config.state_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(dict(fields, at=time.time())))
+    tmp.replace(path)
+
+
+def read_state(config, name, max_age=None):
+    """The fields left in FR_STATE_DIR/`name`, or None when there are none (or, with `max_age`,
+    when they are older than that many seconds: their writer is gone)."""
+    try:
+        fields = json.loads((Path(config.state_dir) / name).read_text())
+    except (OSError, ValueError):
+        return None
+    if max_age is not None and not time.time() - fields.get("at", 0) <= max_age:
+        return None
+    return fields
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,12 @@ ENV_FILE=/etc/face-recognition.env
 MODEL_DIR="$PREFIX_DIR/models"
 WEIGHTS_NAME=20180402-114759-vggface2.pt
 WEIGHTS_URL="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/$WEIGHTS_NAME"
+# The release asset's size; its sha256 is in checksums.sha256 (README: where both come from).
+WEIGHTS_BYTES=111898327
 GALLERY_URL=https://raw.githubusercontent.com/visa-lab/CSE546-Cloud-Computing/main/model/data.pt
 # PyTorch's own index of CPU-only builds: a much smaller app image than PyPI's CUDA build.
 TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
-CODE=(web.py worker.py autoscaler.py common.py model tools systemd README.md
+CODE=(web.py worker.py autoscaler.py common.py pool.py model tools systemd README.md
       requirements.txt requirements-web.txt requirements-nodeps.txt checksums.sha256)
 DRY_RUN=0
 
@@ -37,6 +39,18 @@ run() {
     else
         "$@"
     fi
+}
+# retry CMD...: run, and again after 10, 20, 30, 40 s while it fails (dnf, pip and downloads meet
+# passing network failures; on a fresh host nobody is there to run this again).
+retry() {
+    local attempt
+    for attempt in 1 2 3 4 5; do
+        run "$@" && return 0
+        [ "$attempt" = 5 ] && break
+        say "failed (attempt $attempt of 5), again in $((attempt * 10)) s: $*"
+        sleep $((attempt * 10))
+    done
+    err "failed 5 times: $*"
 }
 
 usage() {
@@ -68,8 +82,8 @@ install_requirements() {
         fi
         say "installing $file into $venv"
         case "$file" in
-            *nodeps*) run "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$ROOT/$file" ;;
-            *) run "$venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT/$file" ;;
+            *nodeps*) retry "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$ROOT/$file" ;;
+            *) retry "$venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT/$file" ;;
         esac
         if [ "$DRY_RUN" = 0 ]; then
             printf '%s\n' "$want" > "$stamp"
@@ -159,7 +173,7 @@ check_amazon_linux() {
 # Code, user, venv, config file: what both AWS roles share.
 install_host() {
     local role="$1"
-    run dnf install -y -q python3.11 python3.11-pip
+    retry dnf install -y -q python3.11 python3.11-pip
     if ! id "$SERVICE_USER" >/dev/null 2>&1; then
         run useradd --system --home-dir "$PREFIX_DIR" --no-create-home --shell /sbin/nologin "$SERVICE_USER"
     fi
@@ -169,7 +183,7 @@ install_host() {
         install_requirements python3.11 "$PREFIX_DIR/venv" requirements-web.txt
         # torch and torchvision from the CPU index first (the versions requirements.txt pins; a
         # "+cpu" build satisfies them, so PyPI's CUDA build is not installed after it).
-        run "$PREFIX_DIR/venv/bin/pip" install -q --disable-pip-version-check --index-url "$TORCH_CPU_INDEX" \
+        retry "$PREFIX_DIR/venv/bin/pip" install -q --disable-pip-version-check --index-url "$TORCH_CPU_INDEX" \
             "$(grep '^torch==' "$ROOT/requirements.txt")" "$(grep '^torchvision==' "$ROOT/requirements.txt")"
         install_requirements python3.11 "$PREFIX_DIR/venv" requirements.txt requirements-nodeps.txt
     else
@@ -186,23 +200,26 @@ install_host() {
     run chmod 0640 "$ENV_FILE"
 }
 
-# download URL DEST: fetch, then check against the sha256 pinned in checksums.sha256.
+# download URL DEST [BYTES]: fetch, then check against the sha256 pinned in checksums.sha256 (and
+# the size, when given: a wrong file of the wrong size is refused before it is hashed).
 download() {
-    local url="$1" dest="$2" name want
+    local url="$1" dest="$2" bytes="${3:-}" name want
     name="$(basename "$dest")"
     want="$(awk -v n="$name" '$2 == n { print $1 }' "$ROOT/checksums.sha256")"
-    if [ -z "$want" ]; then
-        local why="no sha256 pinned for $name in checksums.sha256: fetch it on a trusted machine, check it, pin it"
-        [ "$DRY_RUN" = 1 ] || err "$why"
-        say "would refuse: $why"
-        return
-    fi
+    [ -n "$want" ] || err "no sha256 pinned for $name in checksums.sha256: fetch it on a trusted machine, check it, pin it"
     if [ -f "$dest" ] && [ "$(sha256sum "$dest" | cut -d' ' -f1)" = "$want" ]; then
+        say "$name present, sha256 matches"
         return
     fi
-    run curl -fsSL --retry 3 -o "$dest.part" "$url"
+    say "fetching $url to $dest, checked against${bytes:+ size $bytes bytes and} sha256 $want"
+    retry curl -fsSL ${bytes:+--max-filesize "$bytes"} -o "$dest.part" "$url"
     if [ "$DRY_RUN" = 0 ]; then
         local got
+        if [ -n "$bytes" ] && [ "$(stat -c %s "$dest.part")" != "$bytes" ]; then
+            got="$(stat -c %s "$dest.part")"
+            rm -f "$dest.part"
+            err "$name: $got bytes, expected $bytes"
+        fi
         got="$(sha256sum "$dest.part" | cut -d' ' -f1)"
         [ "$got" = "$want" ] || { rm -f "$dest.part"; err "$name: sha256 $got, expected $want"; }
         mv "$dest.part" "$dest"
@@ -215,7 +232,9 @@ enable_units() {
         run install -m 0644 "$ROOT/systemd/$unit" /etc/systemd/system/
     done
     run systemctl daemon-reload
-    run systemctl enable --now "$@"
+    run systemctl enable "$@"
+    # restart, not start: on a second run the units run already, and must pick up the new code.
+    run systemctl restart "$@"
 }
 
 role_web() {
@@ -229,7 +248,7 @@ role_app() {
     check_amazon_linux app
     install_host app
     run install -d -m 0755 "$MODEL_DIR"
-    download "$WEIGHTS_URL" "$MODEL_DIR/$WEIGHTS_NAME"
+    download "$WEIGHTS_URL" "$MODEL_DIR/$WEIGHTS_NAME" "$WEIGHTS_BYTES"
     download "$GALLERY_URL" "$MODEL_DIR/data.pt"
     if ! grep -q '^FR_WEIGHTS=' "$ENV_FILE" 2>/dev/null; then
         if [ "$DRY_RUN" = 0 ]; then

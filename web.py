@@ -17,7 +17,8 @@ its upload and `stem -> name` are still written to the buckets, after the answer
 
 Reads: FR_* configuration (common.py), the response and dead-letter queues, queue depths and the
 pool (for /status), FR_STATE_DIR/autoscaler.json. Writes: the input bucket, the request queue (and
-the output bucket for cache hits). Stops on SIGTERM/SIGINT: stops accepting, lets requests in
+the output bucket for cache hits), FR_STATE_DIR/web.json (how many requests wait: the autoscaler's
+exact count of the work). Stops on SIGTERM/SIGINT: stops accepting, lets requests in
 progress finish, exits 0; a second signal exits at once.
 """
 import hashlib
@@ -37,6 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import common
+import pool
 from common import Reply, Request
 
 log = logging.getLogger("web")
@@ -57,6 +59,8 @@ UPLOAD_FIELD = "inputFile"
 # Latency quantiles are over this many recent answers.
 LATENCY_WINDOW = 1000
 STATUS_CACHE_SECONDS = 1.0
+# web.json is rewritten at least this often (autoscaler.WEB_STATE_MAX_AGE allows for three misses).
+WEB_STATE_SECONDS = 1.0
 
 
 class HttpError(Exception):
@@ -224,16 +228,19 @@ class Pending:
     def __init__(self):
         self._lock = threading.Lock()
         self._slots = {}
+        self.changed = threading.Event()  # set when a request starts or stops waiting
 
     def register(self, request_id):
         slot = Slot()
         with self._lock:
             self._slots[request_id] = slot
+        self.changed.set()
         return slot
 
     def remove(self, request_id):
         with self._lock:
             self._slots.pop(request_id, None)
+        self.changed.set()
 
     def deliver(self, request_id, outcome):
         """Wake the request waiting for `request_id`; False if none is (gone, or answered already:
@@ -420,14 +427,11 @@ class WebTier:
                     for name, url in (("request", self.request_url), ("response", self.reply_url),
                                       ("dead_letter", self.dead_letter_url))
                 }
-                states = Counter(i["state"] for i in common.describe_pool(self.ec2, self.config))
-                status["app_instances"] = {state: states.get(state, 0) for state in common.POOL_STATES}
+                states = Counter(i["state"] for i in pool.describe(self.ec2, self.config))
+                status["app_instances"] = {state: states.get(state, 0) for state in pool.POOL_STATES}
             except Exception as e:
                 status["error"] = f"AWS unavailable: {type(e).__name__}"
-            try:
-                status["autoscaler"] = json.loads(common.autoscaler_state_path(self.config).read_text())
-            except (OSError, ValueError):
-                pass
+            status["autoscaler"] = common.read_state(self.config, common.AUTOSCALER_STATE)
             self._status_cache = (time.monotonic(), status)
             return dict(status, web=self.web_status())
 
@@ -439,6 +443,19 @@ class WebTier:
         for url in (self.request_url, self.reply_url):
             self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
         return True
+
+    def publish_waiting(self, stop):
+        """Keep FR_STATE_DIR/web.json saying how many requests wait for an answer, for the
+        autoscaler on this host (its exact count of the work): at once when the count changes,
+        and at least every WEB_STATE_SECONDS, so that a file gone stale means this tier is gone."""
+        while not stop.is_set():
+            self.pending.changed.wait(WEB_STATE_SECONDS)
+            self.pending.changed.clear()
+            try:
+                common.write_state(self.config, common.WEB_STATE, waiting=len(self.pending))
+            except OSError as e:
+                log.warning("event=state_write_failed error=%s", e)
+                stop.wait(WEB_STATE_SECONDS)
 
     def poll_replies(self, stop):
         """Hand each reply on the response queue to its waiting request, until `stop` is set."""
@@ -771,7 +788,7 @@ def main():
     # Requests still in progress at shutdown need the pollers: they stop after those are done.
     pollers_stop = threading.Event()
     pollers = [threading.Thread(target=poll, args=(pollers_stop,), name=poll.__name__, daemon=True)
-               for poll in (tier.poll_replies, tier.poll_dead_letters)]
+               for poll in (tier.poll_replies, tier.poll_dead_letters, tier.publish_waiting)]
     for poller in pollers:
         poller.start()
     serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)

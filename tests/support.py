@@ -1,6 +1,7 @@
 """Shared by the tests: fixtures, moto and service processes on 127.0.0.1, an HTTP client."""
 import io
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -19,8 +20,13 @@ STAND_IN_DIR = common.PROJECT_DIR / "var/stand-in"
 LOG_DIR = common.PROJECT_DIR / "var/test-logs"
 PYTHON = sys.executable
 START_TIMEOUT = 60
+STATE_DIR = common.PROJECT_DIR / "var/test-state"
 # Test processes never see real credentials.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_SESSION_TOKEN": "test"}
+# Every test runs on the AWS-like local stack (tools/awslike.py), its delays cut to this fraction
+# of AWS's: short, never zero (pending 0.25 s, stopping 1.5 s, SQS counts 3 s behind, ...).
+TIME_SCALE = 0.05
+SIMULATION = {"FR_SIMULATE": "aws", "FR_SIMULATE_TIME_SCALE": str(TIME_SCALE)}
 
 
 def expected_answers():
@@ -52,6 +58,7 @@ def child_env(**fr):
     """The environment for a service under test: ours only, plus PATH and the given FR_* values."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FR_", "AWS_"))}
     env.update(CREDENTIALS)
+    env.update(SIMULATION)
     env.update({k: str(v) for k, v in fr.items()})
     return env
 
@@ -64,10 +71,19 @@ def start(testcase, name, args, env, ready, timeout=START_TIMEOUT):
     return child, child.wait_for(ready, timeout)
 
 
+def state_dir(name):
+    """A fresh FR_STATE_DIR for one test's processes."""
+    path = STATE_DIR / name
+    shutil.rmtree(path, ignore_errors=True)
+    return path
+
+
 def start_moto(testcase, port=0):
-    """A fresh moto server (on a free port unless `port`), kept as `testcase.moto`; its endpoint URL."""
-    testcase.moto, match = start(testcase, "moto", [*MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)], child_env(),
-                                 r"Running on (http://127\.0\.0\.1:\d+)")
+    """A fresh moto server (on a free port unless `port`), kept as `testcase.moto`, its FR_STATE_DIR
+    (where the AWS-like journal is) as `testcase.moto_state`; its endpoint URL."""
+    testcase.moto_state = state_dir(f"moto-{getattr(testcase, '__name__', type(testcase).__name__)}")
+    testcase.moto, match = start(testcase, "moto", [*MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)],
+                                 child_env(FR_STATE_DIR=testcase.moto_state), r"Running on (http://127\.0\.0\.1:\d+)")
     return match[1]
 
 

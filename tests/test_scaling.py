@@ -8,7 +8,8 @@ import unittest
 from concurrent.futures import ThreadPoolExecutor
 
 import common
-from autoscaler import Autoscaler, repair_pool
+import pool
+from autoscaler import Autoscaler
 from common import queue_depth
 from tests.support import (
     IMAGES, PYTHON, aws, child_env, expected_answers, running_instances, stand_in_files, start, start_moto, upload,
@@ -60,8 +61,8 @@ class ScalingTest(unittest.TestCase):
         expected = expected_answers()
         stems = sorted(expected)
         sampler = Sampler(self.ec2)
-        with ThreadPoolExecutor(len(stems)) as pool:
-            answers = list(pool.map(lambda s: upload(self.url, f"{s}.jpg", (IMAGES / f"{s}.jpg").read_bytes()),
+        with ThreadPoolExecutor(len(stems)) as clients:
+            answers = list(clients.map(lambda s: upload(self.url, f"{s}.jpg", (IMAGES / f"{s}.jpg").read_bytes()),
                                     stems))
         last_answer = time.monotonic()
         wait_until(lambda: running_instances(self.ec2) == 0, SCALE_IN_LIMIT, interval=0.1,
@@ -89,27 +90,27 @@ class PoolObservationTest(unittest.TestCase):
         described = []
         self.ec2.meta.events.register("before-call.ec2.DescribeInstances", lambda **_: described.append(1))
         scaler = Autoscaler(self.config, self.sqs, self.ec2)
-        pool = scaler.observe_pool()
-        self.assertEqual(len(pool), MAX_INSTANCES)
-        self.ec2.start_instances(InstanceIds=[pool[2]["id"]])
+        members = scaler.observe_pool()
+        self.assertEqual(len(members), MAX_INSTANCES)
+        self.ec2.start_instances(InstanceIds=[members[2]["id"]])
         observed = scaler.observe_pool()
         self.assertEqual(len(described), 1, "the pool was described again while nothing but a state changed")
-        self.assertEqual(observed, common.describe_pool(self.ec2, self.config))
-        self.assertIn(observed[2]["state"], common.ACTIVE_STATES)
+        self.assertEqual(observed, pool.describe(self.ec2, self.config))
+        self.assertIn(observed[2]["state"], pool.ACTIVE_STATES)
 
-        self.ec2.terminate_instances(InstanceIds=[pool[6]["id"]])
+        self.ec2.terminate_instances(InstanceIds=[members[6]["id"]])
         observed = scaler.observe_pool()
         self.assertEqual(len(described), 3, "a terminated member must make the autoscaler describe the pool")
-        self.assertEqual([i["id"] for i in observed], [i["id"] for i in pool if i["id"] != pool[6]["id"]])
+        self.assertEqual([i["id"] for i in observed], [i["id"] for i in members if i["id"] != members[6]["id"]])
 
     def test_an_incomplete_pool_is_described_again_at_once(self):
         config = dataclasses.replace(self.config, prefix="observe-empty")
         provision(config, lambda service: aws(config.endpoint_url, service))
-        gone = [i["id"] for i in common.describe_pool(self.ec2, config)]
+        gone = [i["id"] for i in pool.describe(self.ec2, config)]
         self.ec2.terminate_instances(InstanceIds=gone)
         scaler = Autoscaler(config, self.sqs, self.ec2)
         self.assertEqual(scaler.observe_pool(), [])
-        repair_pool(self.ec2, config, [])  # as a provisioning run would, while the autoscaler runs
+        pool.repair(self.ec2, config, [])  # as a provisioning run would, while the autoscaler runs
         self.assertEqual(len(scaler.observe_pool()), MAX_INSTANCES)
 
 
@@ -126,8 +127,8 @@ class LocalStackTest(unittest.TestCase):
 
     def test_ctrl_c_stops_every_process_of_the_stack(self):
         stack, url, _ = self.start_stack("ctrlc")
-        with ThreadPoolExecutor(1) as pool:
-            answer = pool.submit(upload, url, "test_00.jpg", (IMAGES / "test_00.jpg").read_bytes())
+        with ThreadPoolExecutor(1) as clients:
+            answer = clients.submit(upload, url, "test_00.jpg", (IMAGES / "test_00.jpg").read_bytes())
             stack.wait_for("event=worker_started", 30)
             family = descendants(stack.pid)
             self.assertEqual(answer.result(), (200, "test_00:Paul\n"))
@@ -138,13 +139,13 @@ class LocalStackTest(unittest.TestCase):
 
     def test_a_terminated_pool_instance_is_replaced_by_a_stopped_one(self):
         _, _, ec2 = self.start_stack("repair")
-        victim = next(i for i in common.describe_pool(ec2, self.config()) if i["name"] == "app-tier-instance-7")
+        victim = next(i for i in pool.describe(ec2, self.config()) if i["name"] == "app-tier-instance-7")
         ec2.terminate_instances(InstanceIds=[victim["id"]])
 
         def replacement():
-            pool = common.describe_pool(ec2, self.config())
-            found = [i for i in pool if i["name"] == "app-tier-instance-7" and i["state"] == "stopped"]
-            return len(pool) == MAX_INSTANCES and found
+            members = pool.describe(ec2, self.config())
+            found = [i for i in members if i["name"] == "app-tier-instance-7" and i["state"] == "stopped"]
+            return len(members) == MAX_INSTANCES and found
 
         # EC2 cannot create an instance stopped: the repair runs it, then stops it.
         (replaced,) = wait_until(replacement, 10, what="a stopped app-tier-instance-7 in a pool of 15")

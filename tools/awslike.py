@@ -15,6 +15,8 @@ none of that. Here:
 - SQS's ApproximateNumberOf* attributes report the queue as it was `sqs_count_lag` seconds ago.
 - CreateQueue refuses a name deleted less than `queue_name_reuse` seconds ago (QueueDeletedRecently).
 - DeleteSecurityGroup is refused (DependencyViolation) while an instance not yet terminated uses it.
+- Service Quotas answers for the On-Demand Standard vCPU quota (moto knows only VPC quotas), with
+  EC2_STANDARD_VCPUS.
 
 Each default below is AWS's documented figure or a public measurement; the README names the source
 of each. FR_SIMULATE_TIME_SCALE multiplies them all (the tests use a small fraction). Every EC2
@@ -47,6 +49,11 @@ REFUSED = {
 LAGGED_COUNTS = ("approximate_number_of_messages_delayed", "approximate_number_of_messages_not_visible",
                  "approximate_number_of_messages")
 JOURNAL_NAME = "simulation.jsonl"
+# "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances", in vCPUs. Not AWS's figure
+# (it differs by account, and new accounts often get less): what the default deployment needs,
+# 15 t3.small + 1 t3.micro, so that the provisioning check works at its edge.
+VCPU_QUOTA_CODE = "L-1216C47A"
+EC2_STANDARD_VCPUS = 32.0
 # How often the true SQS counts are sampled, to be reported `sqs_count_lag` later.
 SQS_SAMPLE_SECONDS = 0.1
 
@@ -142,6 +149,7 @@ def install(scale, state_dir):
     from moto.ec2.models.instances import Instance, InstanceBackend
     from moto.ec2.models.security_groups import SecurityGroupBackend
     from moto.iam.models import IAMBackend
+    from moto.servicequotas.models import ServiceQuotasBackend
     from moto.sqs.exceptions import SQSException
     from moto.sqs.models import Queue, SQSBackend
 
@@ -229,6 +237,14 @@ def install(scale, state_dir):
         queue_deleter(self, queue_name)
         sim.queues_deleted[(self.account_id, self.region_name, queue_name)] = time.monotonic()
 
+    def get_service_quota(self, service_code, quota_code):
+        if (service_code, quota_code) == ("ec2", VCPU_QUOTA_CODE):
+            return {"ServiceCode": "ec2", "QuotaCode": quota_code, "Value": EC2_STANDARD_VCPUS, "Unit": "None",
+                    "QuotaName": "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances"}
+        return quota_getter(self, service_code, quota_code)
+
+    quota_getter = ServiceQuotasBackend.get_service_quota
+    ServiceQuotasBackend.get_service_quota = get_service_quota
     delete_group = SecurityGroupBackend.delete_security_group
     queue_constructor, queue_creator, queue_deleter = Queue.__init__, SQSBackend.create_queue, SQSBackend.delete_queue
     Instance.__init__ = instance_init

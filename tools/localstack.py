@@ -5,21 +5,27 @@ buckets, queues and the stopped app-tier pool in it, then runs the web tier and 
 they run on AWS, only with FR_ENDPOINT_URL pointing at moto. In place of EC2 booting instances, the
 launcher here runs one worker process (worker.py's loop, forked by tools/forkserver.py with the
 model already loaded) per pool instance that moto shows running, and SIGTERMs it when the instance
-stops. Logs go to var/logs/. Ctrl-C (SIGINT) or SIGTERM stops everything, in the reverse order of
+stops. With FR_SIMULATE=aws a worker starts only after the boot delay a real instance takes
+(tools/awslike.py), and when a web host is provisioned into moto (provision --with-web), the
+autoscaler here is taken for the one on that host: it is stopped when the host shuts down. Logs go to var/logs/. Ctrl-C (SIGINT) or SIGTERM stops everything, in the reverse order of
 starting: workers after the web tier (requests in progress are answered), moto last.
 """
 import dataclasses
 import logging
+import math
 import os
 import re
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import common  # noqa: E402
+import pool  # noqa: E402
+from tools import awslike  # noqa: E402
 from tools.procs import Child  # noqa: E402
 from tools.provision import provision  # noqa: E402
 
@@ -31,6 +37,8 @@ MOTO_SERVER = [PYTHON, str(common.PROJECT_DIR / "tools/motoserver.py")]
 # moto accepts any image id; this names what would be the app-tier AMI on AWS.
 LOCAL_AMI = "ami-0local0app0tier0"
 LAUNCH_INTERVAL = 0.2
+# How often the launcher looks for a web host in moto, until it finds one.
+WEB_HOST_LOOK_SECONDS = 2.0
 START_TIMEOUT = 60
 
 
@@ -38,10 +46,12 @@ class Launcher:
     """Local stand-in for instances booting: a worker per running pool instance, forked by the
     fork server (tools/forkserver.py) from a process that has the model loaded already."""
 
-    def __init__(self, config, ec2, forkserver):
+    def __init__(self, config, ec2, forkserver, boot_delay=0.0):
         self.config = config
         self.ec2 = ec2
         self.forkserver = forkserver
+        self.boot_delay = boot_delay
+        self.running_since = {}  # instance id -> when the launcher first saw it running
         self.seen = 0
         self.workers = {}  # instance id -> worker pid (None until forked)
         self.stopping = set()
@@ -64,27 +74,51 @@ class Launcher:
     def running(self):
         """{instance id: name} of the pool's running instances.
 
-        Asked five times a second, so asked cheaply (common.instance_states): describing the pool
+        Asked five times a second, so asked cheaply (pool.instance_states): describing the pool
         in full each time took moto a tenth of a core, taken from the model. Names come from
         describing the pool, again only when an instance not seen before runs (pool repair)."""
-        ids = set(common.instance_states(self.ec2))
+        ids = set(pool.instance_states(self.ec2))
         if ids - self.names.keys():
-            self.names.update({i["id"]: i["name"] for i in common.describe_pool(self.ec2, self.config)})
+            self.names.update({i["id"]: i["name"] for i in pool.describe(self.ec2, self.config)})
             self.names.update({instance_id: None for instance_id in ids - self.names.keys()})
         return {instance_id: self.names[instance_id] for instance_id in ids if self.names[instance_id]}
 
     def step(self):
         self.read_events()
         running = self.running()
+        now = time.monotonic()
+        self.running_since = {i: self.running_since.get(i, now) for i in running}
         for instance_id, pid in self.workers.items():
             if pid and instance_id not in running and instance_id not in self.stopping:
                 os.kill(pid, signal.SIGTERM)
                 self.stopping.add(instance_id)
                 log.info("event=worker_stopping instance=%s pid=%s", instance_id, pid)
         for instance_id, name in running.items():
-            if instance_id not in self.workers and instance_id not in self.broken:
+            booted = now - self.running_since[instance_id] >= self.boot_delay
+            if booted and instance_id not in self.workers and instance_id not in self.broken:
                 self.forkserver.send(f"start {instance_id} {name}")
                 self.workers[instance_id] = None
+
+
+class WebHost:
+    """The web host provisioned into moto, if any: its autoscaler is the one this stack runs, and
+    stops when the host leaves `running` (its OS shutting down stops its services)."""
+
+    def __init__(self, config, ec2):
+        self.config = config
+        self.ec2 = ec2
+        self.id = None
+        self.looked = -math.inf
+
+    def shutting_down(self):
+        """True once a web host seen before has left `running`."""
+        if self.id is None:
+            if time.monotonic() - self.looked >= WEB_HOST_LOOK_SECONDS:
+                self.looked = time.monotonic()
+                hosts = pool.ours(self.ec2, self.config, [common.WEB_HOST_NAME], ["pending", "running"])
+                self.id = hosts[0]["id"] if hosts else None
+            return False
+        return pool.instance_states(self.ec2, [self.id]).get(self.id) not in ("pending", "running")
 
 
 def run(config, stop):
@@ -117,16 +151,23 @@ def run(config, stop):
         services.append(scaler)
         scaler.wait_for("event=ready", START_TIMEOUT)
         forkserver.wait_for("event=forkserver_ready", START_TIMEOUT)
-        launcher = Launcher(config, ec2, forkserver)
+        boot_delay = awslike.timings(config.simulate_time_scale)["boot"] if config.simulate == "aws" else 0.0
+        launcher = Launcher(config, ec2, forkserver, boot_delay)
+        web_host = WebHost(config, ec2)
+        retired = set()  # services stopped on purpose
         log.info("event=ready url=http://%s:%s/ endpoint=%s logs=%s", config.host, port, endpoint, LOG_DIR)
         log.info("try: curl -F inputFile=@../shared/fixtures/face_images_100/test_00.jpg http://%s:%s/",
                  config.host, port)
         while not stop.is_set():
-            dead = [s.name for s in services if s.popen.poll() is not None]
+            dead = [s.name for s in services if s.popen.poll() is not None and s not in retired]
             if dead:
                 log.error("event=service_died name=%s detail=see %s", ",".join(dead), LOG_DIR)
                 return 1
             launcher.step()
+            if scaler not in retired and web_host.shutting_down():
+                log.info("event=web_host_shutting_down instance=%s detail=stopping the autoscaler", web_host.id)
+                scaler.signal()
+                retired.add(scaler)
             stop.wait(LAUNCH_INTERVAL)
         return 0
     finally:

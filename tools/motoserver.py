@@ -15,13 +15,18 @@ the calls themselves. Both fixes give the answers moto gives; nothing else diffe
   1000-upload burst 15.8-15.9 s -> 11.8-11.9 s.
 """
 import functools
+import os
 import sys
 from pathlib import Path
 
-from moto import backends
-from moto.core.utils import unix_time
-from moto.server import main
-from moto.sqs.models import SQSBackend
+# The web role attaches AWS's managed policy AmazonSSMManagedInstanceCore: moto knows AWS's managed
+# policies only when asked to load them (read when its IAM backend is made).
+os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+
+from moto import backends  # noqa: E402
+from moto.core.utils import unix_time  # noqa: E402
+from moto.server import main  # noqa: E402
+from moto.sqs.models import SQSBackend  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 

@@ -1,7 +1,7 @@
 """Create, and remove, everything the service needs in an AWS account (or a moto server).
 
     python tools/provision.py provision [--with-web] [--dry-run]
-    python tools/provision.py teardown [--dry-run]
+    python tools/provision.py teardown [--images] [--dry-run]
     python tools/provision.py bake-ami INSTANCE_ID [--dry-run]
 
 `provision` is idempotent (a second run creates nothing) and prints what exists and what it made:
@@ -11,29 +11,48 @@ the web and app tiers whose policies name the exact buckets and queues and only 
 tier uses; and the app-tier pool of FR_MAX_INSTANCES stopped instances from FR_AMI_ID.
 `--with-web` also uploads this code to the deploy bucket and launches the web host (Amazon Linux
 2023, Elastic IP, port 8000 open to FR_WEB_CIDR only) whose user data runs `setup.sh web`.
-`teardown` removes all of it. `bake-ami` makes the app-tier image from an instance set up with
-`setup.sh app`. Configuration is the services' FR_* variables (README).
+`teardown` removes all of it (the web host first: its autoscaler must not see the pool go and launch
+it again), then checks that nothing tagged ours is left; `--images` removes the app-tier images
+too. `bake-ami` makes the app-tier image from an instance set up with `setup.sh app`, then
+terminates that instance. Before anything is made, `provision` checks that the deployment's vCPUs
+fit the account's On-Demand quota. Configuration is the services' FR_* variables (README).
+
+Written against AWS's documented behaviour, not moto's (tests run it against tools/awslike.py).
 """
 import argparse
 import json
 import logging
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import autoscaler  # noqa: E402
 import common  # noqa: E402
+import pool  # noqa: E402
 
 log = logging.getLogger("provision")
 
 # Receives before a message that keeps failing is moved to the dead-letter queue.
 MAX_RECEIVES = 3
-WEB_NAME = "web-instance"
 WEB_PORT = 8000
+BAKE_NAME = "app-bake-instance"
 CODE_KEY = "face-rec.tar.gz"
 AL2023_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+# Lets Systems Manager give an operator a shell on the web host (Session Manager), with no SSH.
+SSM_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+# Service Quotas: "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances", in vCPUs.
+VCPU_QUOTA = "L-1216C47A"
+# Bounded waits, in seconds. IAM: reported up to about 2 minutes for an instance profile to be
+# usable by EC2; SQS: a deleted queue's name is free again after 60 s; instance state changes:
+# usually seconds, minutes when EC2 is busy.
+PROFILE_PATIENCE = 180
+QUEUE_REUSE_PATIENCE = 90
+INSTANCE_PATIENCE = 600
+# Teardown terminates what it finds, waits, and looks again, at most this many times.
+TEARDOWN_ROUNDS = 5
 EC2_TRUST = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
@@ -44,6 +63,7 @@ def arns(config, account):
     """The ARNs the policies name."""
     sqs = f"arn:aws:sqs:{config.region}:{account}"
     return {
+        "in_bucket": f"arn:aws:s3:::{config.in_bucket}",
         "in_objects": f"arn:aws:s3:::{config.in_bucket}/*",
         "out_objects": f"arn:aws:s3:::{config.out_bucket}/*",
         "code_object": f"arn:aws:s3:::{config.deploy_bucket}/{CODE_KEY}",
@@ -80,9 +100,13 @@ def web_policy(config, account):
         # The describe calls cannot be limited to resources.
         _statement(["ec2:DescribeInstances", "ec2:DescribeInstanceStatus"], ["*"]),
         _statement(["ec2:StartInstances", "ec2:StopInstances"], [a["instances"]], ours),
-        # Pool repair: new instances must carry our tag, and may only get the app role.
-        _statement(["ec2:RunInstances", "ec2:CreateTags"], [a["instances"]],
+        # Pool repair: new instances must carry our tag, and may only get the app role. Tags only as
+        # part of RunInstances: tagging an existing instance as ours would let this role start and
+        # stop any instance.
+        _statement(["ec2:RunInstances"], [a["instances"]],
                    {"StringEquals": {f"aws:RequestTag/{common.PREFIX_TAG}": config.prefix}}),
+        _statement(["ec2:CreateTags"], [a["instances"]], {"StringEquals": {
+            "ec2:CreateAction": "RunInstances", f"aws:RequestTag/{common.PREFIX_TAG}": config.prefix}}),
         _statement(["ec2:RunInstances"], [
             f"arn:aws:ec2:{config.region}::image/*", f"arn:aws:ec2:{config.region}:{account}:subnet/*",
             f"arn:aws:ec2:{config.region}:{account}:network-interface/*",
@@ -98,6 +122,9 @@ def app_policy(config, account):
     a = arns(config, account)
     return {"Version": "2012-10-17", "Statement": [
         _statement(["s3:GetObject"], [a["in_objects"]]),
+        # Without it S3 answers GetObject of a missing key with 403, not 404 (NoSuchKey): the worker
+        # could not tell "gone" (answer at once) from "refused" (retry).
+        _statement(["s3:ListBucket"], [a["in_bucket"]]),
         _statement(["s3:PutObject"], [a["out_objects"]]),
         _statement(["sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
                    [a["req_queue"]]),
@@ -106,7 +133,12 @@ def app_policy(config, account):
 
 
 class Provisioner:
-    """Each `ensure_*` makes one resource exist as wanted and says so; `dry_run` only says."""
+    """Each `ensure_*` makes one resource exist as wanted and says so; `dry_run` only says.
+
+    Every step looks at what exists first, so a run that failed half-way is finished by running it
+    again, and a second run changes nothing. Calls AWS refuses for a while, as documented (a queue
+    name just deleted, an instance profile not yet propagated, a security group whose instances are
+    still shutting down), are retried with backoff for a bounded time."""
 
     def __init__(self, config, session, dry_run=False, out=print):
         self.config = config
@@ -122,6 +154,39 @@ class Provisioner:
         if self.dry_run:
             return "ACCOUNT"
         return self.session("sts").get_caller_identity()["Account"]
+
+    def ensure_vcpus(self, with_web):
+        """Say how many vCPUs the deployment needs against the account's quota; refuse, before
+        anything is made, when it cannot fit."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        config = self.config
+        wanted = {config.instance_type: config.max_instances}
+        if with_web:
+            wanted[config.web_instance_type] = wanted.get(config.web_instance_type, 0) + 1
+        if self.dry_run:
+            return self.say("", f"vCPU quota {VCPU_QUOTA} fits {wanted}")
+        try:
+            vcpus = {t: self.ec2.describe_instance_types(InstanceTypes=[t])["InstanceTypes"][0]["VCpuInfo"]["DefaultVCpus"]
+                     for t in wanted}
+            need = sum(vcpus[t] * n for t, n in wanted.items())
+            quota = int(self.session("service-quotas").get_service_quota(
+                ServiceCode="ec2", QuotaCode=VCPU_QUOTA)["Quota"]["Value"])
+        except (BotoCoreError, ClientError) as e:
+            return self.out(f"{'unknown':<12} vCPU quota {VCPU_QUOTA} ({e}): make sure {wanted} fit")
+        others = [i for i in self._live_instances() if not _tagged(i, common.PREFIX_TAG, config.prefix)]
+        in_use = sum(i["CpuOptions"]["CoreCount"] * i["CpuOptions"]["ThreadsPerCore"] for i in others)
+        fits = (quota - in_use - (vcpus[config.web_instance_type] if with_web else 0)) // vcpus[config.instance_type]
+        what = f"vCPU quota {VCPU_QUOTA}: {quota}, {in_use} in use by other instances, {need} needed for {wanted}"
+        if need > quota - in_use:
+            raise SystemExit(f"config error: {what}: at most FR_MAX_INSTANCES={max(fits, 0)} fits "
+                             "(or ask AWS for more in Service Quotas)")
+        self.say("fits", what)
+
+    def _live_instances(self):
+        pages = self.ec2.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
+        return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
     def ensure_bucket(self, name):
         what = f"bucket {name} (public access blocked, AES256 encryption)"
@@ -151,15 +216,19 @@ class Provisioner:
             url = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
             state = "exists"
         except self.sqs.exceptions.QueueDoesNotExist:
-            url = self.sqs.create_queue(QueueName=name)["QueueUrl"]
+            # A name deleted less than 60 s ago cannot be used again yet (a provision right after a teardown).
+            url = retrying(lambda: self.sqs.create_queue(QueueName=name)["QueueUrl"],
+                           "QueueDeletedRecently", QUEUE_REUSE_PATIENCE, self.out)
             state = "created"
         self.sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
         self.say(state, what)
         return self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
-    def ensure_role(self, tier, policy):
+    def ensure_role(self, tier, policy, managed=()):
         name = self.config.role(tier)
         what = f"IAM role + instance profile {name} ({len(policy['Statement'])} policy statements)"
+        if managed:
+            what += f" + {', '.join(m.rsplit('/', 1)[1] for m in managed)}"
         if self.dry_run:
             return self.say("", what)
         try:
@@ -170,25 +239,45 @@ class Provisioner:
                                  Tags=[{"Key": common.PREFIX_TAG, "Value": self.config.prefix}])
             state = "created"
         self.iam.put_role_policy(RoleName=name, PolicyName=name, PolicyDocument=json.dumps(policy))
+        for arn in managed:
+            self.iam.attach_role_policy(RoleName=name, PolicyArn=arn)
         try:
             profile = self.iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
         except self.iam.exceptions.NoSuchEntityException:
             profile = self.iam.create_instance_profile(InstanceProfileName=name)["InstanceProfile"]
         if not any(r["RoleName"] == name for r in profile["Roles"]):
             self.iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+        # IAM's own view first; EC2's may lag further behind (pool.run_instance retries for that).
+        self.iam.get_waiter("instance_profile_exists").wait(InstanceProfileName=name)
         self.say(state, what)
 
     def ensure_pool(self):
-        what = f"pool of {self.config.max_instances} stopped {common.APP_TIER_NAME}-N from {self.config.ami_id}"
-        if not self.config.ami_id:
+        """All FR_MAX_INSTANCES members, stopped. EC2 creates an instance `pending` and refuses to stop
+        it until it runs: members are launched, waited on until they run, then stopped. Once the
+        web host runs, its autoscaler owns the members' states: only missing members are launched."""
+        config = self.config
+        what = f"pool of {config.max_instances} stopped {pool.APP_TIER_NAME}-N from {config.ami_id}"
+        if not config.ami_id:
             return self.out(f"{'skipped':<12} app-tier pool: set FR_AMI_ID (./setup.sh bake-ami makes one)")
         if self.dry_run:
             return self.say("", what)
-        created = autoscaler.repair_pool(self.ec2, self.config, common.describe_pool(self.ec2, self.config))
+        created = pool.repair(self.ec2, config, pool.describe(self.ec2, config), patience=PROFILE_PATIENCE)
+        members = pool.describe(self.ec2, config)
+        if self._ours([common.WEB_HOST_NAME], ["pending", "running"]):
+            return self.say(f"created {len(created)}" if created else "exists",
+                            f"{what} (states left to the autoscaler on {common.WEB_HOST_NAME})")
+        active = [i["id"] for i in members if i["state"] in pool.ACTIVE_STATES]
+        pool.wait_for(self.ec2, active, ["running"], INSTANCE_PATIENCE)
+        if active:
+            self.ec2.stop_instances(InstanceIds=active)
+        pool.wait_for(self.ec2, [i["id"] for i in members], ["stopped"], INSTANCE_PATIENCE)
         self.say(f"created {len(created)}" if created else "exists", what)
 
     def provision(self, with_web=False):
         config = self.config
+        if with_web and not config.web_cidr:
+            raise SystemExit("config error: set FR_WEB_CIDR to the addresses that may reach port 8000")
+        self.ensure_vcpus(with_web)
         for bucket in (config.in_bucket, config.out_bucket, config.deploy_bucket):
             self.ensure_bucket(bucket)
         size = str(common.MAX_MESSAGE_BYTES)
@@ -201,96 +290,126 @@ class Provisioner:
         })
         self.ensure_queue(config.resp_queue, {"MaximumMessageSize": size})
         account = self.account()
-        self.ensure_role("web", web_policy(config, account))
+        # SSM: an operator can get a shell on the web host without SSH (it has no key pair, no port 22).
+        self.ensure_role("web", web_policy(config, account), managed=[SSM_POLICY])
         self.ensure_role("app", app_policy(config, account))
         self.ensure_pool()
         if with_web:
             self.ensure_web_host()
 
     def ensure_web_host(self):
+        """The web host, its security group and Elastic IP, each made only when missing: a run that
+        stopped half-way (say between RunInstances and the address) is finished by the next."""
         config = self.config
-        if not config.web_cidr:
-            raise SystemExit("config error: set FR_WEB_CIDR to the addresses that may reach port 8000")
-        what = f"{WEB_NAME} ({config.web_instance_type}, Elastic IP, port {WEB_PORT} open to {config.web_cidr})"
+        what = f"{common.WEB_HOST_NAME} ({config.web_instance_type}, Elastic IP, port {WEB_PORT} open to {config.web_cidr})"
         if self.dry_run:
             self.say("", f"code archive s3://{config.deploy_bucket}/{CODE_KEY}")
             return self.say("", what)
         self.s3.put_object(Bucket=config.deploy_bucket, Key=CODE_KEY, Body=code_archive())
         self.say("uploaded", f"code archive s3://{config.deploy_bucket}/{CODE_KEY}")
-        existing = self._ours([WEB_NAME], ["pending", "running", "stopping", "stopped"])
-        if existing:
-            return self.say("exists", f"{what}: {existing[0]['InstanceId']}")
         group = self._web_security_group()
-        image = self.session("ssm").get_parameter(Name=AL2023_PARAMETER)["Parameter"]["Value"]
-        instance = self.ec2.run_instances(
-            ImageId=image, InstanceType=config.web_instance_type, MinCount=1, MaxCount=1,
-            SecurityGroupIds=[group], IamInstanceProfile={"Name": config.role("web")},
-            UserData=web_user_data(config), TagSpecifications=[{"ResourceType": "instance", "Tags": self._tags(WEB_NAME)}],
-        )["Instances"][0]["InstanceId"]
-        self.ec2.get_waiter("instance_running").wait(InstanceIds=[instance])
-        address = self.ec2.allocate_address(Domain="vpc", TagSpecifications=[
-            {"ResourceType": "elastic-ip", "Tags": self._tags(WEB_NAME)}])
-        self.ec2.associate_address(AllocationId=address["AllocationId"], InstanceId=instance)
-        self.say("created", f"{what}: {instance} at http://{address['PublicIp']}:{WEB_PORT}/")
+        existing = self._ours([common.WEB_HOST_NAME], ["pending", "running", "stopping", "stopped"])
+        if existing:
+            instance, state = existing[0]["id"], "exists"
+            if existing[0]["state"] in ("stopping", "stopped"):
+                pool.wait_for(self.ec2, [instance], ["stopped"], INSTANCE_PATIENCE)
+                self.ec2.start_instances(InstanceIds=[instance])
+                state = "started"
+        else:
+            image = self.session("ssm").get_parameter(Name=AL2023_PARAMETER)["Parameter"]["Value"]
+            instance = pool.run_instance(
+                self.ec2, PROFILE_PATIENCE, ImageId=image, InstanceType=config.web_instance_type,
+                SecurityGroupIds=[group], IamInstanceProfile={"Name": config.role("web")},
+                UserData=web_user_data(config),
+                TagSpecifications=[{"ResourceType": "instance", "Tags": pool.tags(config, common.WEB_HOST_NAME)}])
+            state = "created"
+        pool.wait_for(self.ec2, [instance], ["running"], INSTANCE_PATIENCE)
+        address = self._web_address()
+        if address.get("InstanceId") != instance:
+            self.ec2.associate_address(AllocationId=address["AllocationId"], InstanceId=instance)
+        self.say(state, f"{what}: {instance} at http://{address['PublicIp']}:{WEB_PORT}/")
 
-    def _tags(self, name):
-        return [{"Key": "Name", "Value": name}, {"Key": common.PREFIX_TAG, "Value": self.config.prefix}]
+    def _web_address(self):
+        found = self.ec2.describe_addresses(Filters=[
+            {"Name": f"tag:{common.PREFIX_TAG}", "Values": [self.config.prefix]}])["Addresses"]
+        if found:
+            return found[0]
+        return self.ec2.allocate_address(Domain="vpc", TagSpecifications=[
+            {"ResourceType": "elastic-ip", "Tags": pool.tags(self.config, common.WEB_HOST_NAME)}])
 
     def _ours(self, names, states):
-        reservations = self.ec2.describe_instances(Filters=[
-            {"Name": f"tag:{common.PREFIX_TAG}", "Values": [self.config.prefix]},
-            {"Name": "tag:Name", "Values": names},
-            {"Name": "instance-state-name", "Values": states},
-        ])["Reservations"]
-        return [i for r in reservations for i in r["Instances"]]
+        return pool.ours(self.ec2, self.config, names, states)
 
     def _web_security_group(self):
         name = f"{self.config.prefix}-web"
         found = self.ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]}])["SecurityGroups"]
         if found:
-            return found[0]["GroupId"]
-        group = self.ec2.create_security_group(GroupName=name, Description="face-rec web tier: port 8000 only",
-                                               TagSpecifications=[{"ResourceType": "security-group",
-                                                                   "Tags": self._tags(name)}])["GroupId"]
-        self.ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[{
-            "IpProtocol": "tcp", "FromPort": WEB_PORT, "ToPort": WEB_PORT,
-            "IpRanges": [{"CidrIp": self.config.web_cidr}]}])
+            group = found[0]["GroupId"]
+        else:
+            group = self.ec2.create_security_group(GroupName=name, Description="face-rec web tier: port 8000 only",
+                                                   TagSpecifications=[{"ResourceType": "security-group",
+                                                                       "Tags": pool.tags(self.config, name)}])["GroupId"]
+        rules = self.ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"]
+        if not any(r.get("FromPort") == WEB_PORT for r in rules):
+            self.ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[{
+                "IpProtocol": "tcp", "FromPort": WEB_PORT, "ToPort": WEB_PORT,
+                "IpRanges": [{"CidrIp": self.config.web_cidr}]}])
         return group
 
-    def teardown(self):
-        """Remove everything `provision` made (instances, address, group, queues, buckets, roles)."""
+    def teardown(self, images=False):
+        """Remove everything `provision` made; with `images`, the app-tier images too.
+
+        The web host goes first, and is waited on until terminated: its autoscaler would otherwise
+        see the pool shutting down and launch it again. Then every other instance tagged ours, until
+        none is left; then what they used (address, security group), queues, buckets and roles."""
         config = self.config
-        instances = [i["InstanceId"] for i in self._ours(["*"], ["pending", "running", "stopping", "stopped"])] \
-            if not self.dry_run else []
-        self.out(f"{'would remove' if self.dry_run else 'removing':<12} instances tagged {common.PREFIX_TAG}={config.prefix} {instances}")
         if self.dry_run:
-            for what in ("Elastic IP", f"security group {config.prefix}-web",
+            for what in (f"{common.WEB_HOST_NAME} (first, waited on: its autoscaler must stop before the pool)",
+                         f"every other instance tagged {common.PREFIX_TAG}={config.prefix}", "Elastic IP",
+                         f"security group {config.prefix}-web",
                          *(f"queue {q}" for q in (config.req_queue, config.resp_queue, config.dead_letter_queue)),
                          *(f"bucket {b} and its objects" for b in (config.in_bucket, config.out_bucket, config.deploy_bucket)),
-                         *(f"IAM role + instance profile {config.role(t)}" for t in ("web", "app"))):
+                         *(f"IAM role + instance profile {config.role(t)}" for t in ("web", "app")),
+                         "app-tier images and their snapshots" if images else "app-tier images: kept (--images removes them)"):
                 self.out(f"{'would remove':<12} {what}")
             return
-        if instances:
-            self.ec2.terminate_instances(InstanceIds=instances)
-            self.ec2.get_waiter("instance_terminated").wait(InstanceIds=instances)
+        self._terminate([common.WEB_HOST_NAME])
+        self._terminate(["*"])
         for address in self.ec2.describe_addresses(Filters=[
                 {"Name": f"tag:{common.PREFIX_TAG}", "Values": [config.prefix]}])["Addresses"]:
             self.ec2.release_address(AllocationId=address["AllocationId"])
             self.out(f"{'removed':<12} Elastic IP {address['PublicIp']}")
         for group in self.ec2.describe_security_groups(Filters=[
                 {"Name": "group-name", "Values": [f"{config.prefix}-web"]}])["SecurityGroups"]:
-            self.ec2.delete_security_group(GroupId=group["GroupId"])
+            # Refused while an instance that used it is still shutting down.
+            retrying(lambda: self.ec2.delete_security_group(GroupId=group["GroupId"]), "DependencyViolation",
+                     INSTANCE_PATIENCE, self.out)
             self.out(f"{'removed':<12} security group {group['GroupName']}")
         for name in (config.req_queue, config.resp_queue, config.dead_letter_queue):
             try:
                 self.sqs.delete_queue(QueueUrl=self.sqs.get_queue_url(QueueName=name)["QueueUrl"])
-                self.out(f"{'removed':<12} queue {name}")
+                self.out(f"{'removed':<12} queue {name} (its name can be used again after 60 s)")
             except self.sqs.exceptions.QueueDoesNotExist:
                 pass
         for bucket in (config.in_bucket, config.out_bucket, config.deploy_bucket):
             self._remove_bucket(bucket)
         for tier in ("web", "app"):
             self._remove_role(config.role(tier))
+        self._images(remove=images)
+
+    def _terminate(self, names):
+        """Terminate our instances named `names` and wait until they are; again, should more appear
+        meanwhile (launched by an autoscaler that was still stepping)."""
+        for _ in range(TEARDOWN_ROUNDS):
+            live = self._ours(names, ["pending", "running", "stopping", "stopped", "shutting-down"])
+            if not live:
+                return
+            ids = [i["id"] for i in live]
+            self.out(f"{'removing':<12} instances {', '.join(sorted(i['name'] + '=' + i['id'] for i in live))}")
+            self.ec2.terminate_instances(InstanceIds=ids)
+            pool.wait_for(self.ec2, ids, ["terminated"], INSTANCE_PATIENCE)
+        raise SystemExit(f"instances named {names} kept appearing after {TEARDOWN_ROUNDS} rounds: "
+                         "is an autoscaler still running somewhere?")
 
     def _remove_bucket(self, bucket):
         try:
@@ -304,37 +423,118 @@ class Provisioner:
             pass
 
     def _remove_role(self, name):
-        try:
-            self.iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=name)
-        except self.iam.exceptions.NoSuchEntityException:
-            pass
-        try:
-            self.iam.delete_instance_profile(InstanceProfileName=name)
-            self.iam.delete_role_policy(RoleName=name, PolicyName=name)
-            self.iam.delete_role(RoleName=name)
+        """Each part on its own (a run stopped half-way leaves some of them), each gone is fine."""
+        calls = [
+            lambda: self.iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=name),
+            lambda: self.iam.delete_instance_profile(InstanceProfileName=name),
+            lambda: self.iam.detach_role_policy(RoleName=name, PolicyArn=SSM_POLICY),
+            lambda: self.iam.delete_role_policy(RoleName=name, PolicyName=name),
+            lambda: self.iam.delete_role(RoleName=name),
+        ]
+        removed = False
+        for call in calls:
+            try:
+                call()
+                removed = True
+            except self.iam.exceptions.NoSuchEntityException:
+                pass
+        if removed:
             self.out(f"{'removed':<12} IAM role + instance profile {name}")
-        except self.iam.exceptions.NoSuchEntityException:
-            pass
+
+    def _images(self, remove):
+        """Our app-tier images (and their snapshots) cost storage while they exist: removed, or named."""
+        images = self.ec2.describe_images(Owners=["self"], Filters=[
+            {"Name": f"tag:{common.PREFIX_TAG}", "Values": [self.config.prefix]}])["Images"]
+        for image in images:
+            snapshots = [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", []) if "Ebs" in m]
+            if not remove:
+                self.out(f"{'kept':<12} image {image['ImageId']} and snapshots {snapshots} (billed as EBS "
+                         "snapshot storage; ./setup.sh teardown --images removes them)")
+                continue
+            self.ec2.deregister_image(ImageId=image["ImageId"])
+            for snapshot in snapshots:
+                self.ec2.delete_snapshot(SnapshotId=snapshot)
+            self.out(f"{'removed':<12} image {image['ImageId']} and snapshots {snapshots}")
+
+    def remaining(self):
+        """What of ours is still there and may be billed: [(kind, id)]."""
+        left = [("instance", i["id"]) for i in self._ours(["*"], ["pending", "running", "stopping", "stopped",
+                                                                  "shutting-down"])]
+        left += [("address", a["AllocationId"]) for a in self.ec2.describe_addresses(Filters=[
+            {"Name": f"tag:{common.PREFIX_TAG}", "Values": [self.config.prefix]}])["Addresses"]]
+        left += [("volume", v["VolumeId"]) for v in self.ec2.describe_volumes(Filters=[
+            {"Name": f"tag:{common.PREFIX_TAG}", "Values": [self.config.prefix]}])["Volumes"]]
+        left += [("image", i["ImageId"]) for i in self.ec2.describe_images(Owners=["self"], Filters=[
+            {"Name": f"tag:{common.PREFIX_TAG}", "Values": [self.config.prefix]}])["Images"]]
+        return left
 
     def bake_ami(self, instance_id):
-        """An AMI of an instance set up with `setup.sh app`: the app-tier image for FR_AMI_ID."""
+        """An AMI of an instance set up with `setup.sh app`: the app-tier image for FR_AMI_ID.
+
+        The instance is tagged ours first (so that teardown finds it, should this stop half-way),
+        stopped (its worker would otherwise take requests, and the image is made of a quiet disk),
+        imaged, and terminated once the image is available."""
         name = f"{self.config.prefix}-app-tier-{instance_id}"
         if self.dry_run:
-            return self.out(f"{'would create':<12} image {name} from {instance_id}")
-        image = self.ec2.create_image(InstanceId=instance_id, Name=name,
-                                      TagSpecifications=[{"ResourceType": "image", "Tags": self._tags(name)}])["ImageId"]
-        self.ec2.get_waiter("image_available").wait(ImageIds=[image])
-        self.out(f"{'created':<12} image {image}: set FR_AMI_ID={image} and run ./setup.sh provision")
+            for what in (f"tag {instance_id} {common.PREFIX_TAG}={self.config.prefix}, stop it",
+                         f"image {name} from {instance_id}", f"terminate {instance_id}"):
+                self.out(f"{'would':<12} {what}")
+            return None
+        self.ec2.create_tags(Resources=[instance_id], Tags=pool.tags(self.config, BAKE_NAME))
+        self.ec2.stop_instances(InstanceIds=[instance_id])
+        pool.wait_for(self.ec2, [instance_id], ["stopped"], INSTANCE_PATIENCE)
+        image = self.ec2.create_image(InstanceId=instance_id, Name=name, TagSpecifications=[
+            {"ResourceType": kind, "Tags": pool.tags(self.config, name)} for kind in ("image", "snapshot")])["ImageId"]
+        self.ec2.get_waiter("image_available").wait(ImageIds=[image], WaiterConfig={"Delay": 5, "MaxAttempts": 180})
+        self.ec2.terminate_instances(InstanceIds=[instance_id])
+        self.out(f"{'created':<12} image {image} (bake instance {instance_id} terminated): "
+                 f"set FR_AMI_ID={image} and run ./setup.sh provision")
         return image
 
 
+def _tagged(instance, key, value):
+    return any(t["Key"] == key and t["Value"] == value for t in instance.get("Tags", []))
+
+
+def retrying(call, code, patience, out):
+    """call(), retried with backoff for up to `patience` s while AWS refuses it with error `code`
+    (a refusal its documentation says passes)."""
+    from botocore.exceptions import ClientError
+
+    deadline = time.monotonic() + patience
+    pause = 0.1
+    while True:
+        try:
+            return call()
+        except ClientError as e:
+            got = e.response.get("Error", {}).get("Code", "")
+            if not got.endswith(code) or time.monotonic() + pause > deadline:
+                raise
+            out(f"{'waiting':<12} {code}: again in {pause:.1f} s")
+            threading.Event().wait(pause)
+            pause = min(pause * 2, 10.0)
+
+
 def web_user_data(config):
-    """Boot script of the web host: fetch this code from the deploy bucket, write the config, set up."""
+    """Boot script of the web host: fetch this code from the deploy bucket, write the config, set up.
+
+    User data runs once, on the first boot: each step that needs the network is retried, so that
+    one passing failure of S3, dnf or PyPI does not leave a host nobody can reach (it has no SSH;
+    the web role lets Session Manager in). setup.sh is idempotent, so a retry starts it over."""
     return f"""#!/bin/bash
 set -euo pipefail
+retry() {{
+    local attempt
+    for attempt in 1 2 3 4 5; do
+        "$@" && return 0
+        echo "user-data: attempt $attempt of 5 failed: $*" >&2
+        sleep $((attempt * 20))
+    done
+    return 1
+}}
 mkdir -p /opt/face-rec/src
-aws s3 cp --region {config.region} s3://{config.deploy_bucket}/{CODE_KEY} /tmp/{CODE_KEY}
-tar -xzf /tmp/{CODE_KEY} -C /opt/face-rec/src
+retry aws s3 cp --region {config.region} s3://{config.deploy_bucket}/{CODE_KEY} /var/tmp/{CODE_KEY}
+tar -xzf /var/tmp/{CODE_KEY} -C /opt/face-rec/src
 cat > /etc/face-recognition.env <<'ENV'
 FR_PREFIX={config.prefix}
 FR_REGION={config.region}
@@ -343,7 +543,7 @@ FR_MAX_INSTANCES={config.max_instances}
 FR_AMI_ID={config.ami_id}
 FR_INSTANCE_TYPE={config.instance_type}
 ENV
-/opt/face-rec/src/setup.sh web
+retry /opt/face-rec/src/setup.sh web
 """
 
 
@@ -363,7 +563,8 @@ def main(argv=None):
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("provision")
     up.add_argument("--with-web", action="store_true")
-    commands.add_parser("teardown")
+    down = commands.add_parser("teardown")
+    down.add_argument("--images", action="store_true", help="remove the app-tier images and snapshots too")
     bake = commands.add_parser("bake-ami")
     bake.add_argument("instance_id")
     for command in commands.choices.values():
@@ -375,7 +576,10 @@ def main(argv=None):
     if args.command == "provision":
         provisioner.provision(args.with_web)
     elif args.command == "teardown":
-        provisioner.teardown()
+        provisioner.teardown(args.images)
+        if not args.dry_run:
+            left = provisioner.remaining()
+            print(f"{'left':<12} {left}" if left else f"{'left':<12} nothing tagged {common.PREFIX_TAG}={config.prefix}")
     else:
         provisioner.bake_ami(args.instance_id)
 
