@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import common
 from tools.loadgen import FIXTURES, multipart, read_expected, request, upload  # noqa: F401 (for the tests)
+from tools import awslike
 from tools.localstack import MOTO_SERVER
 from tools.procs import Child
 from tools.provision import provision
@@ -81,10 +82,16 @@ def state_dir(name):
 def start_moto(testcase, port=0):
     """A fresh moto server (on a free port unless `port`), kept as `testcase.moto`, its FR_STATE_DIR
     (where the AWS-like journal is) as `testcase.moto_state`; its endpoint URL."""
-    testcase.moto_state = state_dir(f"moto-{getattr(testcase, '__name__', type(testcase).__name__)}")
-    testcase.moto, match = start(testcase, "moto", [*MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)],
+    name = f"moto-{getattr(testcase, '__name__', type(testcase).__name__)}"
+    testcase.moto_state = state_dir(name)
+    testcase.moto, match = start(testcase, name, [*MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)],
                                  child_env(FR_STATE_DIR=testcase.moto_state), r"Running on (http://127\.0\.0\.1:\d+)")
     return match[1]
+
+
+def refusals(state_dir, actions=("StartInstances", "StopInstances")):
+    """The calls among `actions` the AWS-like stack refused as EC2 would (IncorrectInstanceState)."""
+    return [e for e in awslike.read_journal(state_dir) if e["refused"] and e["action"] in actions]
 
 
 def aws(endpoint, service):

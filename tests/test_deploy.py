@@ -1,5 +1,6 @@
 """Deployment: provisioning against moto, dry runs of every setup.sh role, shellcheck, systemd units."""
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -7,7 +8,9 @@ import unittest
 from pathlib import Path
 
 import common
-from tests.support import PYTHON, aws, child_env, start_moto
+import pool
+from tests.support import PYTHON, aws, child_env, refusals, start_moto
+from tools.provision import Provisioner, web_user_data
 
 PREFIX = "deploy"
 CIDR = "203.0.113.0/24"
@@ -28,7 +31,9 @@ def statements(iam, role):
     return {action: sorted(resources) for action, resources in allowed.items()}
 
 
-class ProvisionTest(unittest.TestCase):
+class Deployment(unittest.TestCase):
+    """A moto server (AWS-like) and what a deployment's checks need; no tests of its own."""
+
     @classmethod
     def setUpClass(cls):
         cls.endpoint = start_moto(cls)
@@ -37,17 +42,50 @@ class ProvisionTest(unittest.TestCase):
         cls.clients = {name: aws(cls.endpoint, name) for name in ("s3", "sqs", "ec2", "iam")}
 
     def setup_sh(self, *args):
-        done = subprocess.run(["./setup.sh", *args], cwd=common.PROJECT_DIR, env=self.env,
+        return self.setup_sh_env(self.env, *args)
+
+    def setup_sh_env(self, env, *args):
+        done = subprocess.run(["./setup.sh", *args], cwd=common.PROJECT_DIR, env=env,
                               capture_output=True, text=True, timeout=300)
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
         return done.stdout
 
-    def instances(self, name="*", states=ALL_STATES):
+    def instances(self, name="*", states=ALL_STATES, prefix=PREFIX):
         reservations = self.clients["ec2"].describe_instances(Filters=[
-            {"Name": "tag:fr-prefix", "Values": [PREFIX]}, {"Name": "tag:Name", "Values": [name]},
+            {"Name": "tag:fr-prefix", "Values": [prefix]}, {"Name": "tag:Name", "Values": [name]},
             {"Name": "instance-state-name", "Values": states}])["Reservations"]
         return [i for r in reservations for i in r["Instances"]]
 
+    def check_all_gone(self, prefix=PREFIX):
+        self.assertEqual(self.instances(prefix=prefix), [])
+        self.assertEqual(self.clients["sqs"].list_queues(QueueNamePrefix=prefix).get("QueueUrls", []), [])
+        buckets = [b["Name"] for b in self.clients["s3"].list_buckets()["Buckets"]]
+        self.assertFalse([b for b in buckets if b.startswith(prefix)], buckets)
+        roles = [r["RoleName"] for r in self.clients["iam"].list_roles()["Roles"]]
+        self.assertFalse([r for r in roles if r.startswith(prefix)], roles)
+        addresses = self.clients["ec2"].describe_addresses(Filters=[{"Name": "tag:fr-prefix", "Values": [prefix]}])
+        self.assertEqual(addresses["Addresses"], [])
+        groups = self.clients["ec2"].describe_security_groups(Filters=[{"Name": "group-name", "Values": [f"{prefix}-web"]}])
+        self.assertEqual(groups["SecurityGroups"], [])
+
+    def check_pool_and_web_host(self, prefix=PREFIX):
+        members = self.instances("app-tier-instance-*", prefix=prefix)
+        names = sorted(next(t["Value"] for t in i["Tags"] if t["Key"] == "Name") for i in members)
+        self.assertEqual(names, sorted(f"app-tier-instance-{n}" for n in range(1, 16)))
+        self.assertEqual({i["State"]["Name"] for i in members}, {"stopped"})
+        self.assertEqual({i["ImageId"] for i in members}, {"ami-0app"})
+        web = self.instances("web-instance", ["running"], prefix=prefix)
+        self.assertEqual(len(web), 1)
+        self.assertEqual(len(self.instances(prefix=prefix)), 16)
+        addresses = self.clients["ec2"].describe_addresses(Filters=[{"Name": "tag:fr-prefix", "Values": [prefix]}])
+        self.assertEqual([a.get("InstanceId") for a in addresses["Addresses"]], [web[0]["InstanceId"]])
+        group = self.clients["ec2"].describe_security_groups(GroupIds=[web[0]["SecurityGroups"][0]["GroupId"]])
+        rules = group["SecurityGroups"][0]["IpPermissions"]
+        self.assertEqual([(r["FromPort"], r["ToPort"], [x["CidrIp"] for x in r["IpRanges"]]) for r in rules],
+                         [(8000, 8000, [CIDR])])
+
+
+class ProvisionTest(Deployment):
     def test_provision_creates_everything_right_a_second_run_nothing_and_teardown_removes_it(self):
         first = self.setup_sh("provision", "--with-web")
         self.assertIn("created", first)
@@ -60,16 +98,41 @@ class ProvisionTest(unittest.TestCase):
         self.assertNotIn("created", second)
         self.assertEqual(len(self.instances()), 16)
 
-        self.setup_sh("teardown")
-        self.assertEqual(self.instances(), [])
-        self.assertEqual(self.clients["sqs"].list_queues(QueueNamePrefix=PREFIX).get("QueueUrls", []), [])
-        buckets = [b["Name"] for b in self.clients["s3"].list_buckets()["Buckets"]]
-        self.assertFalse([b for b in buckets if b.startswith(PREFIX)], buckets)
-        roles = [r["RoleName"] for r in self.clients["iam"].list_roles()["Roles"]]
-        self.assertFalse([r for r in roles if r.startswith(PREFIX)], roles)
-        self.assertEqual(self.clients["ec2"].describe_addresses()["Addresses"], [])
-        groups = self.clients["ec2"].describe_security_groups(Filters=[{"Name": "group-name", "Values": [f"{PREFIX}-web"]}])
-        self.assertEqual(groups["SecurityGroups"], [])
+        self.assertIn("left         nothing tagged", self.setup_sh("teardown"))
+        self.assertIn("left         nothing tagged", self.setup_sh("teardown"))
+        self.check_all_gone()
+        self.assertEqual(refusals(self.moto_state), [])
+
+    def test_provision_right_after_teardown_waits_for_the_queue_names(self):
+        env = dict(self.env, FR_PREFIX="again")
+        said = [self.setup_sh_env(env, command) for command in ("provision", "teardown", "provision", "teardown")]
+        self.assertIn("waiting      QueueDeletedRecently", said[2])
+        self.assertIn("left         nothing tagged", said[3])
+
+    def test_provision_refuses_before_making_anything_when_the_vcpu_quota_is_too_small(self):
+        env = dict(self.env, FR_PREFIX="quota", FR_MAX_INSTANCES="16")
+        done = subprocess.run(["./setup.sh", "provision", "--with-web"], cwd=common.PROJECT_DIR, env=env,
+                              capture_output=True, text=True, timeout=300)
+        self.assertNotEqual(done.returncode, 0)
+        self.assertIn("34 needed", done.stderr)
+        self.assertIn("at most FR_MAX_INSTANCES=15 fits", done.stderr)
+        self.assertEqual(self.clients["sqs"].list_queues(QueueNamePrefix="quota").get("QueueUrls", []), [])
+
+    def test_bake_ami_tags_stops_images_and_terminates_the_bake_instance(self):
+        ec2 = self.clients["ec2"]
+        bake = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        pool.wait_for(ec2, [bake], ["running"], 30)
+        env = dict(self.env, FR_PREFIX="bake")
+        out = self.setup_sh_env(env, "bake-ami", bake)
+        image = re.search(r"image (ami-\w+)", out)[1]
+        tags = {t["Key"]: t["Value"] for t in ec2.describe_images(ImageIds=[image])["Images"][0]["Tags"]}
+        self.assertEqual(tags["fr-prefix"], "bake")
+        self.assertIn(pool.instance_states(ec2, [bake])[bake], ("shutting-down", "terminated"))
+        kept = self.setup_sh_env(env, "teardown")
+        self.assertIn(f"kept         image {image}", kept)
+        self.assertIn(f"left         [('image', '{image}'), ('snapshot', 'snap-", kept)
+        self.assertIn("left         nothing tagged", self.setup_sh_env(env, "teardown", "--images"))
+        self.assertEqual(refusals(self.moto_state), [])
 
     def check_queues(self):
         sqs = self.clients["sqs"]
@@ -90,21 +153,6 @@ class ProvisionTest(unittest.TestCase):
             rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
             self.assertEqual(rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"], "AES256")
 
-    def check_pool_and_web_host(self):
-        pool = self.instances("app-tier-instance-*")
-        names = sorted(next(t["Value"] for t in i["Tags"] if t["Key"] == "Name") for i in pool)
-        self.assertEqual(names, sorted(f"app-tier-instance-{n}" for n in range(1, 16)))
-        self.assertEqual({i["State"]["Name"] for i in pool}, {"stopped"})
-        self.assertEqual({i["ImageId"] for i in pool}, {"ami-0app"})
-        web = self.instances("web-instance", ["running"])
-        self.assertEqual(len(web), 1)
-        addresses = self.clients["ec2"].describe_addresses()["Addresses"]
-        self.assertEqual([a["InstanceId"] for a in addresses], [web[0]["InstanceId"]])
-        group = self.clients["ec2"].describe_security_groups(GroupIds=[web[0]["SecurityGroups"][0]["GroupId"]])
-        rules = group["SecurityGroups"][0]["IpPermissions"]
-        self.assertEqual([(r["FromPort"], r["ToPort"], [x["CidrIp"] for x in r["IpRanges"]]) for r in rules],
-                         [(8000, 8000, [CIDR])])
-
     def check_policies(self):
         account, region, c = "123456789012", "us-east-1", self.config
         req = f"arn:aws:sqs:{region}:{account}:{c.req_queue}"
@@ -112,6 +160,8 @@ class ProvisionTest(unittest.TestCase):
         app = statements(self.clients["iam"], c.role("app"))
         self.assertEqual(app, {
             "s3:GetObject": [f"arn:aws:s3:::{c.in_bucket}/*"],
+            # Without it a missing key is 403, not 404: the worker would retry instead of answering.
+            "s3:ListBucket": [f"arn:aws:s3:::{c.in_bucket}"],
             "s3:PutObject": [f"arn:aws:s3:::{c.out_bucket}/*"],
             "sqs:ReceiveMessage": [req], "sqs:DeleteMessage": [req], "sqs:ChangeMessageVisibility": [req],
             "sqs:GetQueueUrl": [req, resp],
@@ -135,6 +185,13 @@ class ProvisionTest(unittest.TestCase):
         start_stop = next(s for s in policy(self.clients["iam"], c.role("web"))["Statement"]
                           if "ec2:StopInstances" in s["Action"])
         self.assertEqual(start_stop["Condition"], {"StringEquals": {"aws:ResourceTag/fr-prefix": PREFIX}})
+        # Tags only as part of RunInstances: tagging an existing instance as ours would let the web
+        # role start and stop it.
+        tagging = [s for s in policy(self.clients["iam"], c.role("web"))["Statement"] if "ec2:CreateTags" in s["Action"]]
+        self.assertEqual([(s["Action"], s["Condition"]) for s in tagging], [(["ec2:CreateTags"], {"StringEquals": {
+            "ec2:CreateAction": "RunInstances", "aws:RequestTag/fr-prefix": PREFIX}})])
+        attached = self.clients["iam"].list_attached_role_policies(RoleName=c.role("web"))["AttachedPolicies"]
+        self.assertEqual([p["PolicyName"] for p in attached], ["AmazonSSMManagedInstanceCore"])
 
     def test_dry_runs_of_every_role_change_nothing(self):
         for role in (["provision", "--with-web"], ["teardown"], ["bake-ami", "i-0123"], ["web"], ["app"]):
@@ -145,7 +202,86 @@ class ProvisionTest(unittest.TestCase):
         self.assertEqual(self.instances(), [])
 
 
+class InjectedFailure(Exception):
+    pass
+
+
+def read_only(operation):
+    return operation.startswith(("Describe", "Get", "List", "Head"))
+
+
+class RestartableProvisionTest(Deployment):
+    """A provision stopped by a failure at any of its steps is finished by running it again."""
+
+    def provisioner(self, prefix, on_call):
+        """A Provisioner for `prefix` whose every AWS call, once made, is shown to on_call(service, operation)."""
+        config = common.load_config({"FR_PREFIX": prefix, "FR_ENDPOINT_URL": self.endpoint, "FR_AMI_ID": "ami-0app",
+                                     "FR_WEB_CIDR": CIDR})
+
+        def session(name):
+            client = aws(self.endpoint, name)
+            client.meta.events.register(
+                "after-call", lambda model, parsed, **_: "Error" in parsed or on_call(name, model.name))
+            return client
+
+        return Provisioner(config, session, out=lambda line: None)
+
+    def test_provision_stopped_after_any_step_is_finished_by_the_next_run(self):
+        calls = []
+        self.provisioner("steps", lambda *call: calls.append(call)).provision(with_web=True)
+        self.provisioner("steps", lambda *call: None).teardown()
+        changes = [call for call in calls if not read_only(call[1])]
+        # A step: a run of the same call (the pool's 15 RunInstances are one step, the web host's
+        # another), named by the call and how many times it was made before.
+        steps = [(call, changes[:n].count(call)) for n, call in enumerate(changes) if n == 0 or changes[n - 1] != call]
+        self.assertGreaterEqual(len(steps), 15, steps)
+        for number, (call, made_before) in enumerate(steps):
+            with self.subTest(step=call, made_before=made_before):
+                prefix = f"restart{number}"
+                made = []
+
+                def crash_after(*done):
+                    made.append(done)
+                    if done == call and made.count(call) > made_before:
+                        raise InjectedFailure(done)
+
+                with self.assertRaises(InjectedFailure):
+                    self.provisioner(prefix, crash_after).provision(with_web=True)
+                self.provisioner(prefix, lambda *done: None).provision(with_web=True)
+                self.check_pool_and_web_host(prefix)
+                self.provisioner(prefix, lambda *done: None).teardown()
+                self.check_all_gone(prefix)
+        self.assertEqual(refusals(self.moto_state), [])
+
+
 class ScriptsTest(unittest.TestCase):
+    def dry_run(self, role):
+        done = subprocess.run(["./setup.sh", "--dry-run", role], cwd=common.PROJECT_DIR, env=child_env(),
+                              capture_output=True, text=True, timeout=300)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        return done.stdout
+
+    def test_setup_sh_app_fetches_the_weights_checked_against_the_pinned_size_and_sha256(self):
+        out = self.dry_run("app")
+        weights = "/opt/face-rec/models/20180402-114759-vggface2.pt"
+        self.assertIn(f"to {weights}, checked against size 111898327 bytes and sha256 "
+                      "281cebca8662831adb987a874bdcb36e73f5b1c6dc5ee5878f305e985625d99b", out)
+        self.assertIn(f"curl -fsSL --max-filesize 111898327 -o {weights}.part", out)
+
+    def test_setup_sh_web_restarts_the_units_so_a_second_run_runs_the_new_code(self):
+        self.assertIn("would run: systemctl restart face-web.service face-autoscaler.service", self.dry_run("web"))
+
+    def test_web_host_user_data_retries_each_step_that_needs_the_network(self):
+        script = web_user_data(common.load_config({}))
+        fetching = [line for line in script.splitlines() if "aws s3 cp" in line or "setup.sh web" in line]
+        self.assertEqual(len(fetching), 2, script)
+        self.assertTrue(all(line.startswith("retry ") for line in fetching), fetching)
+        self.assertEqual(subprocess.run(["bash", "-n"], input=script, text=True).returncode, 0)
+
+    def test_the_web_tier_spools_uploads_on_disk_not_in_the_tmpfs(self):
+        # Amazon Linux 2023's /tmp is a tmpfs of half the RAM; tempfile (the web tier's spool) honours TMPDIR.
+        self.assertIn("Environment=TMPDIR=/var/tmp", (common.PROJECT_DIR / "systemd/face-web.service").read_text())
+
     def test_setup_sh_passes_shellcheck(self):
         if not shutil.which("shellcheck"):
             self.skipTest("shellcheck not installed (./setup.sh test installs it where apt-get works)")

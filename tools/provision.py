@@ -466,6 +466,8 @@ class Provisioner:
             {"Name": f"tag:{common.PREFIX_TAG}", "Values": [self.config.prefix]}])["Volumes"]]
         left += [("image", i["ImageId"]) for i in self.ec2.describe_images(Owners=["self"], Filters=[
             {"Name": f"tag:{common.PREFIX_TAG}", "Values": [self.config.prefix]}])["Images"]]
+        left += [("snapshot", s["SnapshotId"]) for s in self.ec2.describe_snapshots(OwnerIds=["self"], Filters=[
+            {"Name": f"tag:{common.PREFIX_TAG}", "Values": [self.config.prefix]}])["Snapshots"]]
         return left
 
     def bake_ami(self, instance_id):
@@ -484,8 +486,13 @@ class Provisioner:
         self.ec2.stop_instances(InstanceIds=[instance_id])
         pool.wait_for(self.ec2, [instance_id], ["stopped"], INSTANCE_PATIENCE)
         image = self.ec2.create_image(InstanceId=instance_id, Name=name, TagSpecifications=[
-            {"ResourceType": kind, "Tags": pool.tags(self.config, name)} for kind in ("image", "snapshot")])["ImageId"]
+            {"ResourceType": "image", "Tags": pool.tags(self.config, name)}])["ImageId"]
         self.ec2.get_waiter("image_available").wait(ImageIds=[image], WaiterConfig={"Delay": 5, "MaxAttempts": 180})
+        # Tagged once they exist (moto cannot tag snapshots in CreateImage): teardown finds them by tag.
+        snapshots = [m["Ebs"]["SnapshotId"] for m in self.ec2.describe_images(ImageIds=[image])["Images"][0].get(
+            "BlockDeviceMappings", []) if "Ebs" in m]
+        if snapshots:
+            self.ec2.create_tags(Resources=snapshots, Tags=pool.tags(self.config, name))
         self.ec2.terminate_instances(InstanceIds=[instance_id])
         self.out(f"{'created':<12} image {image} (bake instance {instance_id} terminated): "
                  f"set FR_AMI_ID={image} and run ./setup.sh provision")
