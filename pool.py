@@ -87,7 +87,7 @@ def plan(pool, target):
         return [i["id"] for i in pool if i["state"] in STARTABLE][: target - len(active)], []
     surplus = len(active) - target
     stoppable = [i["id"] for i in active if i["state"] in STOPPABLE]
-    return [], stoppable[len(stoppable) - surplus:] if surplus else []
+    return [], stoppable[max(0, len(stoppable) - surplus):] if surplus else []
 
 
 def missing(pool, size):

@@ -1,6 +1,7 @@
 import unittest
 
-from autoscaler import desired
+from autoscaler import desired, work
+from pool import missing, plan
 
 
 class DesiredTest(unittest.TestCase):
@@ -26,6 +27,55 @@ class DesiredTest(unittest.TestCase):
         for args, expected, why in cases:
             with self.subTest(why, args=args):
                 self.assertEqual(desired(*args), expected)
+
+
+
+class WorkTest(unittest.TestCase):
+    def test_table(self):
+        # (waiting, SQS visible, SQS in flight, SQS above waiting for s, lag) -> (visible, in flight)
+        cases = [
+            ((None, 7, 3, 0, 60), (7, 3), "no web tier here: SQS is all there is"),
+            ((5, 0, 0, 0, 60), (5, 0), "a burst SQS does not show yet: the web tier's count"),
+            ((0, 4, 6, 10, 60), (0, 0), "all answered, SQS still shows the burst: done"),
+            ((5, 2, 3, 0, 60), (2, 3), "agreeing counts: SQS says how many a worker holds"),
+            ((3, 0, 9, 5, 60), (0, 3), "tail of a burst: never more held than waiting"),
+            ((0, 4, 0, 61, 60), (4, 0), "SQS above the web tier longer than its lag: work someone else sent"),
+            ((2, 6, 1, 61, 60), (6, 1), "unknown work on top of known work: the larger counts"),
+            ((0, 4, 0, 59, 60), (0, 0), "not yet longer than the lag: still taken for lag"),
+        ]
+        for args, expected, why in cases:
+            with self.subTest(why, args=args):
+                self.assertEqual(work(*args), expected)
+
+
+def member(number, state):
+    return {"id": f"i-{number}", "name": f"app-tier-instance-{number}", "state": state}
+
+
+class PlanTest(unittest.TestCase):
+    def test_table(self):
+        # (states of members 1.., target) -> (numbers to start, numbers to stop)
+        cases = [
+            (["stopped"] * 4, 0, [], [], "idle and stopped: nothing"),
+            (["stopped"] * 4, 2, [1, 2], [], "start the lowest numbers first"),
+            (["running", "stopped", "stopped"], 2, [2], [], "only the difference"),
+            (["stopping", "stopped", "stopped"], 2, [2, 3], [], "a stopping member cannot be started yet"),
+            (["stopping", "stopping"], 2, [], [], "none startable: wait for a later step"),
+            (["running"] * 3, 1, [], [2, 3], "stop the highest numbers first"),
+            (["running", "pending", "running"], 0, [], [1, 3], "a pending member cannot be stopped yet"),
+            (["pending", "pending"], 0, [], [], "none stoppable: wait until they run"),
+            (["running", "running", "pending"], 1, [], [1, 2], "surplus taken from running ones only"),
+            (["pending", "running"], 2, [], [], "pending counts as running"),
+            (["stopped", "running"], 1, [], [], "already there"),
+        ]
+        for states, target, start, stop, why in cases:
+            with self.subTest(why, states=states, target=target):
+                members = [member(n, state) for n, state in enumerate(states, start=1)]
+                self.assertEqual(plan(members, target), ([f"i-{n}" for n in start], [f"i-{n}" for n in stop]))
+
+    def test_missing_members_by_name(self):
+        self.assertEqual(missing([member(1, "stopped"), member(3, "running")], 4),
+                         ["app-tier-instance-2", "app-tier-instance-4"])
 
 
 if __name__ == "__main__":

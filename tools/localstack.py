@@ -116,7 +116,9 @@ class WebHost:
             if time.monotonic() - self.looked >= WEB_HOST_LOOK_SECONDS:
                 self.looked = time.monotonic()
                 hosts = pool.ours(self.ec2, self.config, [common.WEB_HOST_NAME], ["pending", "running"])
-                self.id = hosts[0]["id"] if hosts else None
+                if hosts:
+                    self.id = hosts[0]["id"]
+                    log.info("event=web_host_found instance=%s detail=the autoscaler here stands for its", self.id)
             return False
         return pool.instance_states(self.ec2, [self.id]).get(self.id) not in ("pending", "running")
 
