@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import common
 from common import queue_depth
-from common import Reply
+from common import Reply, Request
 from tests.support import IMAGES, Service, image_bytes, multipart, raw_request, start_moto, upload, wait_until
 from web import Pending
 
@@ -156,6 +156,19 @@ class FaultTest(Service, unittest.TestCase):
                 return
         self.fail("the worker always finished before it could be killed")
 
+
+    def test_an_image_gone_from_the_input_bucket_is_answered_at_once_not_retried(self):
+        # On AWS this needs s3:ListBucket in the app role (GetObject of a missing key is 403 without it).
+        replies = self.sqs.create_queue(QueueName="svc-gone-replies")["QueueUrl"]
+        worker = self.start_worker("gone")
+        self.addCleanup(worker.stop)
+        self.sqs.send_message(QueueUrl=self.queue_url(self.config.req_queue),
+                              MessageBody=common.encode(Request("gone1", "gone1/x.jpg", "x", replies)))
+        received = wait_until(lambda: self.sqs.receive_message(QueueUrl=replies, WaitTimeSeconds=1).get("Messages"),
+                              10, what="a reply")
+        self.assertEqual(common.decode(Reply, received[0]["Body"]).error, "the image is no longer in the input bucket")
+        worker.wait_for("event=done id=gone1", 5)
+        self.assertEqual([line for line in worker.lines if "event=received id=gone1" in line][1:], [], "retried")
 
     def test_a_worker_told_to_stop_mid_image_finishes_it_first(self):
         worker = self.start_worker("stopping")
