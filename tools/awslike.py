@@ -75,7 +75,7 @@ class Simulation:
     def __init__(self, scale, state_dir):
         self.t = timings(scale)
         state_dir.mkdir(parents=True, exist_ok=True)
-        self._journal = open(state_dir / JOURNAL_NAME, "a", buffering=1)
+        self._journal = open(state_dir / JOURNAL_NAME, "w", buffering=1)  # a new moto knows nothing older
         self._lock = threading.Lock()
         self.profiles_changed = {}  # instance profile name -> monotonic time
         self.queues_deleted = {}  # (account, region, name) -> monotonic time

@@ -1,7 +1,12 @@
 """Benchmark: what the cloud plumbing costs next to the model, on the local stack. Prints a table
 and writes the same numbers as JSON (var/bench.json), so runs can be compared across commits.
 
-    .venv/bin/python tools/bench.py [--requests 100] [--concurrency 100] [--sequential 50]
+    .venv/bin/python tools/bench.py [--requests 100] [--concurrency 100] [--sequential 50] [--aws-like SCALE]
+
+`--aws-like SCALE` runs the stack AWS-like (FR_SIMULATE=aws, tools/awslike.py) with AWS's timings
+times SCALE (1: as on AWS): instances take time in `pending`, boot before their worker starts,
+take time to stop, SQS's counts trail the truth; the cold start is then split into those steps.
+Without it, moto starts instances at once (the stack's own costs, comparable across commits).
 
 In one run on this machine (absolute times are noisy on a shared 2-core machine; ratios hold):
 - direct: images/s through the model in this process, all cores, one image at a time (the goal's
@@ -36,6 +41,7 @@ import common  # noqa: E402
 from tests.support import (  # noqa: E402
     IMAGES, PYTHON, aws, child_env, expected_answers, running_instances, stand_in_files, wait_until,
 )
+from tools import awslike  # noqa: E402
 from tools.loadgen import Run, upload  # noqa: E402
 from tools.procs import Child, children_by_parent  # noqa: E402
 
@@ -177,20 +183,25 @@ def log_time(path, pattern, after):
     return None
 
 
-def cold_start_split(t0, first_answer):
-    """Seconds of each step from the burst's first upload to its first answer, from the logs."""
+def cold_start_split(t0, first_answer, timings=None):
+    """Seconds of each step from the burst's first upload to its first answer, from the logs; with
+    the AWS-like `timings`, the simulated EC2 pending time and OS boot are steps of their own."""
     decided = log_time(LOG_DIR / "autoscaler.log", r"event=decision .* started=[1-9]", t0)
     workers = sorted(LOG_DIR.glob("app-tier-instance-*.log"))
     forked = min(filter(None, (log_time(p, "event=worker_forked", t0) for p in workers)), default=None)
     ready = min(filter(None, (log_time(p, "event=ready", t0) for p in workers)), default=None)
     if not (decided and forked and ready):
         return None
-    return {
-        "scale_decision_s": round(decided - t0, 3),
-        "instance_start_to_worker_forked_s": round(forked - decided, 3),
-        "worker_forked_to_polling_s": round(ready - forked, 3),
-        "polling_to_first_answer_s": round(first_answer - ready, 3),
-    }
+    steps = {"scale_decision_s": round(decided - t0, 3)}
+    if timings:
+        steps["ec2_pending_s"] = round(timings["pending"], 3)
+        steps["os_boot_s"] = round(timings["boot"], 3)
+        steps["launcher_to_worker_forked_s"] = round(forked - decided - timings["pending"] - timings["boot"], 3)
+    else:
+        steps["instance_start_to_worker_forked_s"] = round(forked - decided, 3)
+    steps["worker_forked_to_polling_s"] = round(ready - forked, 3)
+    steps["polling_to_first_answer_s"] = round(first_answer - ready, 3)
+    return steps
 
 
 def distinct_variant(data, n):
@@ -217,7 +228,12 @@ def main():
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--sequential", type=int, default=50)
     parser.add_argument("--json", default="var/bench.json")
+    parser.add_argument("--aws-like", type=float, metavar="SCALE",
+                        help="AWS-like stack with AWS's timings times SCALE (1: as on AWS)")
     args = parser.parse_args()
+    simulation = ({"FR_SIMULATE": "aws", "FR_SIMULATE_TIME_SCALE": args.aws_like} if args.aws_like
+                  else {"FR_SIMULATE": ""})
+    timings = awslike.timings(args.aws_like) if args.aws_like else None
 
     weights, gallery = stand_in_files()
     expected = expected_answers()
@@ -228,11 +244,12 @@ def main():
     imported, loaded = worker_start(weights, gallery)
 
     env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX="bench", FR_WEIGHTS=weights, FR_GALLERY=gallery,
-                    FR_CACHE_SIZE=10000, FR_STATE_DIR=str(common.PROJECT_DIR / "var/bench-state"))
+                    FR_CACHE_SIZE=10000, FR_STATE_DIR=str(common.PROJECT_DIR / "var/bench-state"), **simulation)
     stack = Child("localstack", [PYTHON, "tools/localstack.py"], env)
-    results = {"requests": args.requests, "concurrency": args.concurrency}
+    results = {"requests": args.requests, "concurrency": args.concurrency, "aws_like_time_scale": args.aws_like}
     try:
-        ready = stack.wait_for(r"event=ready url=(\S+) endpoint=(\S+)", 120)
+        # An AWS-like stack provisions its pool as on AWS: launched, waited on until running, stopped.
+        ready = stack.wait_for(r"event=ready url=(\S+) endpoint=(\S+)", 120 + (timings or {}).get("stopping", 0) * 3)
         url, endpoint = ready[1], ready[2]
         ec2, sqs = aws(endpoint, "ec2"), aws(endpoint, "sqs")
         model_load = Path(LOG_DIR / "forkserver.log").read_text()
@@ -264,12 +281,13 @@ def main():
         processes.sample_memory()  # once more with every worker still up, however short the burst
         cpu = {role: round(seconds - cpu_before.get(role, 0.0), 2) for role, seconds in processes.cpu_by_role().items()}
         last_answer = time.monotonic()
-        wait_until(lambda: running_instances(ec2) == 0, 30, interval=0.02, what="scale-in to 0")
+        wait_until(lambda: running_instances(ec2) == 0, 60, interval=0.02, what="scale-in to 0")
         results["scale_in_to_zero_s"] = round(time.monotonic() - last_answer, 2)
         stop_sampling.set()
         sampler.join()
         request_url = sqs.get_queue_url(QueueName="bench-req-queue")["QueueUrl"]
-        wait_until(lambda: sum(common.queue_depth(sqs, request_url)) == 0, 10, what="request queue empty")
+        wait_until(lambda: sum(common.queue_depth(sqs, request_url)) == 0, 10 + (timings or {}).get("sqs_count_lag", 0),
+                   what="request queue empty")
 
         results["model_direct_images_per_s"] = round(direct, 2)
         results["model_direct_batched_images_per_s"] = round(direct_batched, 2)
@@ -287,7 +305,7 @@ def main():
         results["burst_cpu_share_moto"] = round(cpu.get("moto", 0) / sum(cpu.values()), 2)
         # The load generator (this process: 100 client threads, and the memory sampler) shares the cores too.
         results["burst_cpu_seconds_load_generator"] = round(client_cpu, 2)
-        results["cold_start"] = cold_start_split(t0, t0 + burst["first_answer_s"])
+        results["cold_start"] = cold_start_split(t0, t0 + burst["first_answer_s"], timings)
         peak = processes.peak
         workers = peak.get("worker", {})
         results["workers_peak"] = workers.get("count", 0)
