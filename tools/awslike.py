@@ -171,31 +171,22 @@ def install(scale, state_dir):
         sim.record("RunInstances", [i.id for i in reservation.instances])
         return reservation
 
-    def start_instances(self, instance_ids):
-        instances = self.get_multi_instances_by_id(instance_ids)
-        sim.check("StartInstances", instances)
-        changed = []
-        for instance in instances:
-            previous = copy.copy(instance._state)
-            if previous.name == "stopped":
-                original["start"](instance)
-                sim.move(instance, "pending", "running", sim.t["pending"])
-            changed.append((instance, previous))
-        sim.record("StartInstances", instance_ids)
-        return changed
-
-    def stop_instances(self, instance_ids):
-        instances = self.get_multi_instances_by_id(instance_ids)
-        sim.check("StopInstances", instances)
-        changed = []
-        for instance in instances:
-            previous = copy.copy(instance._state)
-            if previous.name == "running":
-                original["stop"](instance)
-                sim.move(instance, "stopping", "stopped", sim.t["stopping"])
-            changed.append((instance, previous))
-        sim.record("StopInstances", instance_ids)
-        return changed
+    def state_change(action, changes, method, through, to, timing):
+        """EC2's `action`: refused whole for a state EC2 refuses; an instance in state `changes` is
+        changed by moto's `method`, then spends `timing` in `through` before `to`; others stay."""
+        def change(self, instance_ids):
+            instances = self.get_multi_instances_by_id(instance_ids)
+            sim.check(action, instances)
+            changed = []
+            for instance in instances:
+                previous = copy.copy(instance._state)
+                if previous.name == changes:
+                    original[method](instance)
+                    sim.move(instance, through, to, sim.t[timing])
+                changed.append((instance, previous))
+            sim.record(action, instance_ids)
+            return changed
+        return change
 
     def terminate(self):
         previous = copy.copy(self._state)
@@ -250,8 +241,8 @@ def install(scale, state_dir):
     Instance.__init__ = instance_init
     Instance.terminate = terminate
     InstanceBackend.run_instances = patched_run_instances
-    InstanceBackend.start_instances = start_instances
-    InstanceBackend.stop_instances = stop_instances
+    InstanceBackend.start_instances = state_change("StartInstances", "stopped", "start", "pending", "running", "pending")
+    InstanceBackend.stop_instances = state_change("StopInstances", "running", "stop", "stopping", "stopped", "stopping")
     SecurityGroupBackend.delete_security_group = delete_security_group
     IAMBackend.create_instance_profile = profile_changed(IAMBackend.create_instance_profile)
     IAMBackend.add_role_to_instance_profile = profile_changed(IAMBackend.add_role_to_instance_profile)
