@@ -10,7 +10,8 @@ not deleted: SQS shows it again after the visibility timeout (FR_VISIBILITY_TIME
 bounded number of receives moves it to the dead-letter queue, where the web tier sees it.
 
 One worker runs per app instance (systemd on AWS, the local launcher in local mode). Stops on
-SIGTERM/SIGINT after finishing the batch in hand (exit 0); a second signal exits at once.
+SIGTERM/SIGINT after finishing the batch in hand, and one its last long poll brings (exit 0); a
+second signal exits at once.
 """
 import logging
 import threading
@@ -49,9 +50,9 @@ class Worker:
                 continue
             if not messages:
                 continue
-            if stop.is_set():
-                self._release(messages)
-                continue
+            # Received while stopping too, they are work in hand: finished before the exit. Given
+            # back, each return would count as a receive, and three instances stopped while a
+            # request came in would send it to the dead-letter queue.
             try:
                 self.handle(messages)
             except Exception:
@@ -146,10 +147,6 @@ class Worker:
 
     def _delete(self, messages):
         self._batch("delete_message_batch", messages)
-
-    def _release(self, messages):
-        """Give messages received while stopping back to the queue at once."""
-        self._batch("change_message_visibility_batch", messages, VisibilityTimeout=0)
 
     def _batch(self, call, messages, **extra):
         entries = common.receipt_entries((m["ReceiptHandle"] for m in messages), **extra)

@@ -8,7 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import common
 from common import queue_depth
 from common import Reply, Request
-from tests.support import IMAGES, Service, image_bytes, multipart, raw_request, start_moto, upload, wait_until
+from tests.support import (
+    IMAGES, PYTHON, Service, image_bytes, multipart, raw_request, start, start_moto, upload, wait_until,
+)
 from web import Pending
 
 GOOD = (IMAGES / "test_00.jpg").read_bytes()
@@ -169,6 +171,15 @@ class FaultTest(Service, unittest.TestCase):
         self.assertEqual(common.decode(Reply, received[0]["Body"]).error, "the image is no longer in the input bucket")
         worker.wait_for("event=done id=gone1", 5)
         self.assertEqual([line for line in worker.lines if "event=received id=gone1" in line][1:], [], "retried")
+
+    def test_a_request_received_by_a_stopping_worker_is_answered_not_given_back(self):
+        # Given back, each return counts as a receive: three instances stopped after a burst sent the
+        # next request to the dead-letter queue. The long poll makes the window wide.
+        worker, _ = start(self, "worker-stopping-poll", [PYTHON, "worker.py"], dict(self.env, FR_POLL_WAIT="10"),
+                          "event=ready")
+        worker.signal(signal.SIGTERM)
+        self.assertEqual(upload(self.url, "test_00.jpg", GOOD), GOOD_ANSWER)
+        self.assertEqual(worker.popen.wait(15), 0)
 
     def test_a_worker_told_to_stop_mid_image_finishes_it_first(self):
         worker = self.start_worker("stopping")
