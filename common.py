@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,6 +223,32 @@ def client(config, service, max_connections=10):
             max_pool_connections=max_connections,
         ),
     )
+
+
+def while_refused(call, passing, patience, on_retry=None):
+    """call(), made again with backoff (0.1 s doubling to 10 s) for up to `patience` seconds while AWS
+    refuses it with a ClientError that `passing(error)` says will pass: the refusals AWS documents
+    as eventual consistency (a new instance profile, a queue name just deleted, ...). botocore's
+    own retries are for transient faults and do not cover these. `on_retry(error, pause)` is told."""
+    from botocore.exceptions import ClientError
+
+    deadline = time.monotonic() + patience
+    pause = 0.1
+    while True:
+        try:
+            return call()
+        except ClientError as e:
+            if not passing(e) or time.monotonic() + pause > deadline:
+                raise
+            if on_retry:
+                on_retry(e, pause)
+            threading.Event().wait(pause)
+            pause = min(pause * 2, 10.0)
+
+
+def error_code(error):
+    """The AWS error code of a botocore ClientError."""
+    return error.response.get("Error", {}).get("Code", "")
 
 
 def queue_urls(sqs, config):

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 
+import common
 from common import PREFIX_TAG
 
 log = logging.getLogger("pool")
@@ -98,26 +99,16 @@ def missing(pool, size):
 
 def profile_not_ready(error):
     """True for RunInstances' refusal of an instance profile IAM has not yet propagated."""
-    details = error.response.get("Error", {})
-    return details.get("Code") == "InvalidParameterValue" and "iamInstanceProfile" in details.get("Message", "")
+    return (common.error_code(error) == "InvalidParameterValue"
+            and "iamInstanceProfile" in error.response.get("Error", {}).get("Message", ""))
 
 
 def run_instance(ec2, patience=0.0, **arguments):
-    """RunInstances for one instance, retried while its instance profile is not yet usable, for up
-    to `patience` seconds (IAM is eventually consistent); its id."""
-    from botocore.exceptions import ClientError
-
-    deadline = time.monotonic() + patience
-    pause = 0.1
-    while True:
-        try:
-            return ec2.run_instances(MinCount=1, MaxCount=1, **arguments)["Instances"][0]["InstanceId"]
-        except ClientError as e:
-            if not profile_not_ready(e) or time.monotonic() + pause > deadline:
-                raise
-            log.info("event=profile_not_ready retry_in=%.1f", pause)
-            threading.Event().wait(pause)
-            pause = min(pause * 2, 10.0)
+    """RunInstances for one instance, made again while its instance profile is not yet usable, for
+    up to `patience` seconds (IAM is eventually consistent); its id."""
+    return common.while_refused(
+        lambda: ec2.run_instances(MinCount=1, MaxCount=1, **arguments)["Instances"][0]["InstanceId"],
+        profile_not_ready, patience, lambda error, pause: log.info("event=profile_not_ready retry_in=%.1f", pause))
 
 
 def repair(ec2, config, pool, patience=0.0):
@@ -148,7 +139,7 @@ def wait_for(ec2, ids, wanted, timeout):
         try:
             states = instance_states(ec2, ids)
         except ClientError as e:  # EC2 is eventually consistent: a new instance may not be known yet
-            if e.response.get("Error", {}).get("Code") != "InvalidInstanceID.NotFound":
+            if common.error_code(e) != "InvalidInstanceID.NotFound":
                 raise
             states = {}
         waiting = {i: states.get(i) for i in ids if states.get(i) not in wanted}

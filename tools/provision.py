@@ -24,8 +24,6 @@ import json
 import logging
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -150,6 +148,9 @@ class Provisioner:
     def say(self, state, what):
         self.out(f"{'would ensure' if self.dry_run else state:<12} {what}")
 
+    def waiting(self, error, pause):
+        self.out(f"{'waiting':<12} {common.error_code(error).rsplit('.', 1)[-1]}: again in {pause:.1f} s")
+
     def account(self):
         if self.dry_run:
             return "ACCOUNT"
@@ -217,8 +218,8 @@ class Provisioner:
             state = "exists"
         except self.sqs.exceptions.QueueDoesNotExist:
             # A name deleted less than 60 s ago cannot be used again yet (a provision right after a teardown).
-            url = retrying(lambda: self.sqs.create_queue(QueueName=name)["QueueUrl"],
-                           "QueueDeletedRecently", QUEUE_REUSE_PATIENCE, self.out)
+            url = common.while_refused(lambda: self.sqs.create_queue(QueueName=name)["QueueUrl"],
+                                       refused_with("QueueDeletedRecently"), QUEUE_REUSE_PATIENCE, self.waiting)
             state = "created"
         self.sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
         self.say(state, what)
@@ -382,8 +383,8 @@ class Provisioner:
         for group in self.ec2.describe_security_groups(Filters=[
                 {"Name": "group-name", "Values": [f"{config.prefix}-web"]}])["SecurityGroups"]:
             # Refused while an instance that used it is still shutting down.
-            retrying(lambda: self.ec2.delete_security_group(GroupId=group["GroupId"]), "DependencyViolation",
-                     INSTANCE_PATIENCE, self.out)
+            common.while_refused(lambda: self.ec2.delete_security_group(GroupId=group["GroupId"]),
+                                 refused_with("DependencyViolation"), INSTANCE_PATIENCE, self.waiting)
             self.out(f"{'removed':<12} security group {group['GroupName']}")
         for name in (config.req_queue, config.resp_queue, config.dead_letter_queue):
             try:
@@ -503,23 +504,9 @@ def _tagged(instance, key, value):
     return any(t["Key"] == key and t["Value"] == value for t in instance.get("Tags", []))
 
 
-def retrying(call, code, patience, out):
-    """call(), retried with backoff for up to `patience` s while AWS refuses it with error `code`
-    (a refusal its documentation says passes)."""
-    from botocore.exceptions import ClientError
-
-    deadline = time.monotonic() + patience
-    pause = 0.1
-    while True:
-        try:
-            return call()
-        except ClientError as e:
-            got = e.response.get("Error", {}).get("Code", "")
-            if not got.endswith(code) or time.monotonic() + pause > deadline:
-                raise
-            out(f"{'waiting':<12} {code}: again in {pause:.1f} s")
-            threading.Event().wait(pause)
-            pause = min(pause * 2, 10.0)
+def refused_with(code):
+    """A `passing` test for common.while_refused: AWS's error `code` (query or JSON protocol form)."""
+    return lambda error: common.error_code(error).endswith(code)
 
 
 def web_user_data(config):
