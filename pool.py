@@ -81,8 +81,9 @@ def plan(pool, target):
 
     Only calls EC2 accepts: stopped members are started (lowest numbers first; a member still
     stopping is started on a later step), running members are stopped (highest numbers first; a
-    pending one is stopped on a later step, once it runs). A busy worker that is stopped finishes
-    its batch first."""
+    pending one is stopped on a later step, once it runs). A state read a moment late is safe too:
+    EC2 also accepts starting a pending member and stopping a stopping one. A busy worker that is
+    stopped finishes its batch first."""
     active = [i for i in pool if i["state"] in ACTIVE_STATES]
     if target > len(active):
         return [i["id"] for i in pool if i["state"] in STARTABLE][: target - len(active)], []
