@@ -226,8 +226,12 @@ download() {
     fi
 }
 
+# enable_units UNIT...: install the units and what every face-* unit shares (a prefix drop-in),
+# enable them, and restart them.
 enable_units() {
     local unit
+    run install -d -m 0755 /etc/systemd/system/face-.service.d
+    run install -m 0644 "$ROOT"/systemd/face-.service.d/*.conf /etc/systemd/system/face-.service.d/
     for unit in "$@"; do
         run install -m 0644 "$ROOT/systemd/$unit" /etc/systemd/system/
     done

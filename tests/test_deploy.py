@@ -1,5 +1,6 @@
 """Deployment: provisioning against moto, dry runs of every setup.sh role, shellcheck, systemd units."""
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -289,27 +290,29 @@ class ScriptsTest(unittest.TestCase):
                               capture_output=True, text=True)
         self.assertEqual((done.returncode, done.stdout), (0, ""))
 
-    def test_systemd_units_pass_verify(self):
+    def test_systemd_units_pass_verify_with_what_they_share_in_one_drop_in(self):
         if not shutil.which("systemd-analyze"):
             self.skipTest("systemd-analyze not installed")
         units = sorted((common.PROJECT_DIR / "systemd").glob("*.service"))
         self.assertEqual([u.name for u in units], ["face-autoscaler.service", "face-web.service", "face-worker.service"])
+        shared = (common.PROJECT_DIR / "systemd/face-.service.d/common.conf").read_text()
+        for line in ("RestartPreventExitStatus=78", "NoNewPrivileges=yes", "ProtectSystem=strict", "User=face-rec"):
+            self.assertIn(f"\n{line}\n", shared)
+            self.assertFalse([u.name for u in units if line in u.read_text()], f"{line} is repeated in a unit")
         with tempfile.TemporaryDirectory() as scratch:
             env_file = Path(scratch, "env")
             env_file.touch()
             # verify checks that ExecStart exists: point the units at this checkout instead of /opt.
-            for unit in units:
-                text = unit.read_text()
-                self.assertIn("RestartPreventExitStatus=78", text)
-                self.assertIn("NoNewPrivileges=yes", text)
-                text = (text.replace("/opt/face-rec/venv/bin/python", PYTHON)
+            Path(scratch, "face-.service.d").mkdir()
+            for path in [*units, common.PROJECT_DIR / "systemd/face-.service.d/common.conf"]:
+                text = (path.read_text().replace("/opt/face-rec/venv/bin/python", PYTHON)
                         .replace("/opt/face-rec/app", str(common.PROJECT_DIR))
                         .replace("/etc/face-recognition.env", str(env_file)))
-                Path(scratch, unit.name).write_text(text)
-            done = subprocess.run(["systemd-analyze", "verify", *[str(Path(scratch, u.name)) for u in units]],
-                                  capture_output=True, text=True)
+                Path(scratch, path.relative_to(common.PROJECT_DIR / "systemd")).write_text(text)
+            # Found by name on a unit path: systemd then applies the prefix drop-in (given as files, it would not).
+            done = subprocess.run(["systemd-analyze", "verify", *[u.name for u in units]], capture_output=True,
+                                  text=True, env=dict(os.environ, SYSTEMD_UNIT_PATH=f"{scratch}:"))
         self.assertEqual((done.returncode, done.stdout + done.stderr), (0, ""))
-
 
 if __name__ == "__main__":
     unittest.main()
