@@ -272,6 +272,11 @@ class ScriptsTest(unittest.TestCase):
     def test_setup_sh_web_restarts_the_units_so_a_second_run_runs_the_new_code(self):
         self.assertIn("would run: systemctl restart face-web.service face-autoscaler.service", self.dry_run("web"))
 
+    def test_the_hosts_get_every_module(self):
+        copied = next(line for line in self.dry_run("web").splitlines() if line.startswith("would run: cp -r "))
+        modules = sorted(p.name for p in common.PROJECT_DIR.glob("*.py"))
+        self.assertEqual([m for m in modules if f" {m} " not in copied], [], copied)
+
     def test_web_host_user_data_retries_each_step_that_needs_the_network(self):
         script = web_user_data(common.load_config({}))
         fetching = [line for line in script.splitlines() if "aws s3 cp" in line or "setup.sh web" in line]

@@ -1,7 +1,8 @@
 import unittest
 
+from formdata import HttpError, MultipartParser, boundary_of
 from tests.support import multipart
-from web import HttpError, MultipartParser, boundary_of, upload_key
+from web import upload_key
 
 BOUNDARY = "----bnd42"
 

@@ -1,0 +1,153 @@
+"""multipart/form-data (RFC 7578), as browsers and `curl -F` send uploads: an I/O-free push parser.
+
+The caller reads the bytes (from a socket, a file, a test's list of chunks) and feeds them;
+`MultipartParser` returns the parts with their bodies spooled to temporary files (memory bounded
+whatever the upload's size). Every refusal is an HttpError carrying its HTTP status and a one-line
+reason for the client (415 not multipart, 400 malformed), as in defnull/multipart. The web tier
+(web.py) is its only user; the tests feed it every way a body can be split.
+"""
+import tempfile
+from email.message import Message
+
+# Part headers are small (a name, a file name, a type); a larger block is refused.
+MAX_PART_HEADER_BYTES = 16 * 1024
+MAX_PARTS = 16
+# A part body larger than this goes to a temporary file (under TMPDIR), not memory.
+SPOOL_BYTES = 1024 * 1024
+
+
+class HttpError(Exception):
+    """A request we refuse: `status` and a one-line `reason` for the client."""
+
+    def __init__(self, status, reason):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class Part:
+    """One part of a multipart/form-data body; `body` is a spooled file positioned at its end."""
+
+    def __init__(self, headers):
+        disposition = _header_params(headers.get("content-disposition", ""))
+        self.name = disposition.get_param("name", header="content-disposition")
+        self.filename = disposition.get_param("filename", header="content-disposition")
+        self.body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+        self.size = 0
+
+    def write(self, data):
+        self.body.write(data)
+        self.size += len(data)
+
+
+class MultipartParser:
+    """An I/O-free push parser for multipart/form-data (RFC 7578): `feed` bytes, then `close`.
+
+    Errors are HttpError(400, reason). Memory is bounded: part bodies are spooled, and part headers
+    are limited to `max_header_bytes`.
+    """
+
+    def __init__(self, boundary, max_header_bytes=MAX_PART_HEADER_BYTES, max_parts=MAX_PARTS):
+        self.delimiter = b"--" + boundary
+        self.body_end = b"\r\n" + self.delimiter
+        self.max_header_bytes = max_header_bytes
+        self.max_parts = max_parts
+        self.buffer = bytearray()
+        self.state = "preamble"
+        self.parts = []
+
+    def feed(self, data):
+        self.buffer += data
+        while self._step():
+            pass
+
+    def close(self):
+        """The parts, once the closing boundary has been seen."""
+        if self.state != "end":
+            raise HttpError(400, "truncated multipart body: no closing boundary")
+        return self.parts
+
+    def _step(self):
+        """Advance by one state transition; False when more data is needed."""
+        buf = self.buffer
+        if self.state == "preamble":
+            at = buf.find(self.delimiter)
+            if at < 0:
+                # Keep only what could be the start of a delimiter.
+                del buf[: max(0, len(buf) - len(self.delimiter))]
+                return False
+            del buf[:at]
+            self.state = "boundary"
+            return True
+        if self.state == "boundary":
+            after = len(self.delimiter)
+            if len(buf) < after + 2:
+                return False
+            tail = bytes(buf[after : after + 2])
+            if tail == b"--":
+                self.state = "end"
+                return False
+            if tail != b"\r\n":
+                raise HttpError(400, "malformed multipart body: bad boundary line")
+            # Keep the CRLF: the header block is then found by its CRLFCRLF even when empty.
+            del buf[:after]
+            self.state = "headers"
+            return True
+        if self.state == "headers":
+            at = buf.find(b"\r\n\r\n")
+            if at < 0:
+                if len(buf) > self.max_header_bytes:
+                    raise HttpError(400, "multipart part headers too large")
+                return False
+            if len(self.parts) == self.max_parts:
+                raise HttpError(400, f"too many multipart parts (limit {self.max_parts})")
+            self.parts.append(Part(_parse_header_block(bytes(buf[2:at]))))
+            del buf[: at + 4]
+            self.state = "body"
+            return True
+        if self.state == "body":
+            at = buf.find(self.body_end)
+            if at < 0:
+                keep = len(self.body_end) - 1
+                if len(buf) > keep:
+                    self.parts[-1].write(bytes(buf[:-keep]))
+                    del buf[:-keep]
+                return False
+            self.parts[-1].write(bytes(buf[:at]))
+            del buf[: at + 2]
+            self.state = "boundary"
+            return True
+        # "end": the epilogue is ignored.
+        buf.clear()
+        return False
+
+
+def _parse_header_block(block):
+    headers = {}
+    for line in block.split(b"\r\n") if block else ():
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise HttpError(400, "malformed multipart part header")
+        headers[name.strip().lower().decode("latin-1")] = value.strip().decode("utf-8", "replace")
+    return headers
+
+
+def _header_params(value):
+    """A Message whose get_param parses `value`'s parameters (quoted strings, RFC 2231)."""
+    message = Message()
+    message["content-disposition"] = value
+    message["content-type"] = value
+    return message
+
+
+def boundary_of(content_type):
+    """The multipart boundary (bytes) of a request Content-Type, or HttpError 415/400."""
+    if not content_type:
+        raise HttpError(415, "Content-Type must be multipart/form-data")
+    params = _header_params(content_type)
+    if params.get_content_type() != "multipart/form-data":
+        raise HttpError(415, "Content-Type must be multipart/form-data")
+    boundary = params.get_param("boundary", header="content-type")
+    if not boundary or not isinstance(boundary, str) or len(boundary) > 70:
+        raise HttpError(400, "multipart/form-data without a valid boundary")
+    return boundary.encode("latin-1", "replace")
