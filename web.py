@@ -2,10 +2,10 @@
 
 `POST /` with a multipart field `inputFile` stores the image in the S3 input bucket under a key of
 our own making (`<request id>/<safe file name>`), sends a small JSON request to the SQS request
-queue and waits for the answer; the body of the reply is `stem:name` as text/plain. One poller
-thread long-polls the response queue and hands each answer to the request thread waiting for it,
-matched by request id (never by file name); another watches the dead-letter queue, so that a
-request the workers failed on repeatedly ends in a 502, not a hang.
+queue and waits for the answer; the body of the reply is `stem:name` as text/plain. How the
+answer finds the waiting request (by request id, never by file name), and how a request the
+workers failed on repeatedly ends in a 502, not a hang, is replies.py; the upload's parsing is
+formdata.py.
 
 `GET /` is a page to upload images from a browser (it POSTs to / as curl does); `GET /status` shows
 queue depths, app instances, this tier's counters and the autoscaler's last decision (`?format=json`
@@ -37,8 +37,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import common
 import pool
-from common import Reply, Request
+from common import Request
 from formdata import HttpError, MultipartParser, boundary_of
+from replies import DeadLettered, Replies
 
 log = logging.getLogger("web")
 
@@ -48,15 +49,11 @@ AWS_CONNECTIONS = 100
 READ_CHUNK = 64 * 1024
 LINGER_SECONDS = 1
 LINGER_BYTES = 1024 * 1024
-# SQS's longest visibility timeout: a dead letter the clients were told of stays hidden this long.
-DEAD_LETTER_HIDE = 12 * 60 * 60
 MAX_STEM_CHARS = 100
 UPLOAD_FIELD = "inputFile"
 # Latency quantiles are over this many recent answers.
 LATENCY_WINDOW = 1000
 STATUS_CACHE_SECONDS = 1.0
-# web.json is rewritten at least this often (autoscaler.WEB_STATE_MAX_AGE allows for three misses).
-WEB_STATE_SECONDS = 1.0
 
 
 def upload_key(request_id, filename):
@@ -71,50 +68,6 @@ def upload_key(request_id, filename):
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".")[:MAX_STEM_CHARS] or "upload"
     ext = f".{ext.lower()}" if re.fullmatch(r"[A-Za-z0-9]{1,5}", ext) else ""
     return stem, f"{request_id}/{stem}{ext}"
-
-
-class Slot:
-    """Where the pollers leave the outcome for one waiting request: a Reply, or an HttpError."""
-
-    def __init__(self):
-        self.event = threading.Event()
-        self.outcome = None
-
-
-class Pending:
-    """Requests waiting for their outcome, by request id."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._slots = {}
-        self.changed = threading.Event()  # set when a request starts or stops waiting
-
-    def register(self, request_id):
-        slot = Slot()
-        with self._lock:
-            self._slots[request_id] = slot
-        self.changed.set()
-        return slot
-
-    def remove(self, request_id):
-        with self._lock:
-            self._slots.pop(request_id, None)
-        self.changed.set()
-
-    def deliver(self, request_id, outcome):
-        """Wake the request waiting for `request_id`; False if none is (gone, or answered already:
-        SQS may deliver a message twice)."""
-        with self._lock:
-            slot = self._slots.get(request_id)
-            if slot is None or slot.outcome is not None:
-                return False
-            slot.outcome = outcome
-        slot.event.set()
-        return True
-
-    def __len__(self):
-        with self._lock:
-            return len(self._slots)
 
 
 class ResultCache:
@@ -197,7 +150,7 @@ class WebTier:
         self._status_lock = threading.Lock()
         self.request_url, self.reply_url = common.queue_urls(sqs, config)
         self.dead_letter_url = sqs.get_queue_url(QueueName=config.dead_letter_queue)["QueueUrl"]
-        self.pending = Pending()
+        self.replies = Replies(config, sqs, self.reply_url, self.dead_letter_url)
 
     def read_upload(self, headers, rfile):
         """The `inputFile` part of a POST body, checked for size and form."""
@@ -234,8 +187,7 @@ class WebTier:
             log.info("event=answered id=%s stem=%s result=%s cache=hit ms=%.1f",
                      request_id, stem, name, (time.monotonic() - started) * 1000)
             return f"{stem}:{name}", None
-        slot = self.pending.register(request_id)
-        try:
+        with self.replies.waiting(request_id) as slot:
             body.seek(0)
             self.s3.put_object(Bucket=self.config.in_bucket, Key=key, Body=body)
             stored = time.monotonic()
@@ -245,11 +197,9 @@ class WebTier:
             if not slot.event.wait(self.config.request_timeout):
                 log.warning("event=timeout id=%s stem=%s", request_id, stem)
                 raise HttpError(504, f"no answer within {self.config.request_timeout:g} s")
-        finally:
-            self.pending.remove(request_id)
         outcome = slot.outcome
-        if isinstance(outcome, HttpError):
-            raise outcome
+        if isinstance(outcome, DeadLettered):
+            raise HttpError(502, "the image could not be processed (the worker failed on it repeatedly)")
         answered = time.monotonic()
         log.info(
             "event=answered id=%s stem=%s result=%s error=%s ms=%.1f model_ms=%s put_ms=%.1f send_ms=%.1f wait_ms=%.1f",
@@ -295,79 +245,13 @@ class WebTier:
             return dict(status, web=self.web_status())
 
     def web_status(self):
-        return dict(self.metrics.snapshot(), in_flight=len(self.pending),
+        return dict(self.metrics.snapshot(), in_flight=len(self.replies),
                     cache_hits=self.cache.hits if self.cache else None)
 
     def healthy(self):
         for url in (self.request_url, self.reply_url):
             self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
         return True
-
-    def publish_waiting(self, stop):
-        """Keep FR_STATE_DIR/web.json saying how many requests wait for an answer, for the
-        autoscaler on this host (its exact count of the work): at once when the count changes,
-        and at least every WEB_STATE_SECONDS, so that a file gone stale means this tier is gone."""
-        while not stop.is_set():
-            self.pending.changed.wait(WEB_STATE_SECONDS)
-            self.pending.changed.clear()
-            try:
-                common.write_state(self.config, common.WEB_STATE, waiting=len(self.pending))
-            except OSError as e:
-                log.warning("event=state_write_failed error=%s", e)
-                stop.wait(WEB_STATE_SECONDS)
-
-    def poll_replies(self, stop):
-        """Hand each reply on the response queue to its waiting request, until `stop` is set."""
-        self._poll(self.reply_url, self._take_replies, stop)
-
-    def poll_dead_letters(self, stop):
-        """Fail the waiting request of each request that workers gave up on, until `stop` is set."""
-        self._poll(self.dead_letter_url, self._take_dead_letters, stop)
-
-    def _poll(self, url, take, stop):
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        while not stop.is_set():
-            try:
-                messages = self.sqs.receive_message(
-                    QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=self.config.poll_wait
-                ).get("Messages", [])
-                if messages:
-                    take(messages)
-            except (BotoCoreError, ClientError) as e:
-                log.warning("event=poll_failed queue=%s error=%s", url.rsplit("/", 1)[-1], e)
-                stop.wait(1)
-
-    def _take_replies(self, messages):
-        for message in messages:
-            try:
-                reply = common.decode(Reply, message["Body"])
-            except ValueError as e:
-                log.warning("event=bad_reply error=%s", e)
-                continue
-            if not self.pending.deliver(reply.id, reply):
-                # Its request timed out, was answered already, or this web tier restarted.
-                log.info("event=unclaimed_reply id=%s", reply.id)
-        # After delivery: the waiting clients need not wait for the delete.
-        self.sqs.delete_message_batch(
-            QueueUrl=self.reply_url, Entries=common.receipt_entries(m["ReceiptHandle"] for m in messages)
-        )
-
-    def _take_dead_letters(self, messages):
-        for message in messages:
-            try:
-                request = common.decode(Request, message["Body"])
-            except ValueError:
-                continue
-            failure = HttpError(502, "the image could not be processed (the worker failed on it repeatedly)")
-            claimed = self.pending.deliver(request.id, failure)
-            log.error("event=dead_letter id=%s stem=%s client_told=%s", request.id, request.name, claimed)
-        # Kept in the dead-letter queue for the operator, hidden so that it is not read again soon.
-        self.sqs.change_message_visibility_batch(
-            QueueUrl=self.dead_letter_url,
-            Entries=common.receipt_entries((m["ReceiptHandle"] for m in messages), VisibilityTimeout=DEAD_LETTER_HIDE),
-        )
-
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "face-rec"
@@ -646,8 +530,7 @@ def main():
     server.tier = tier
     # Requests still in progress at shutdown need the pollers: they stop after those are done.
     pollers_stop = threading.Event()
-    pollers = [threading.Thread(target=poll, args=(pollers_stop,), name=poll.__name__, daemon=True)
-               for poll in (tier.poll_replies, tier.poll_dead_letters, tier.publish_waiting)]
+    pollers = tier.replies.threads(pollers_stop)
     for poller in pollers:
         poller.start()
     serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)
@@ -655,7 +538,7 @@ def main():
     host, port = server.server_address[:2]
     log.info("event=listening host=%s port=%s", host, port)
     stop.wait()
-    log.info("event=stopping pending=%d", len(tier.pending))
+    log.info("event=stopping pending=%d", len(tier.replies))
     server.shutdown()
     server.server_close()
     # A poller in a long poll returns within FR_POLL_WAIT; nothing waits for its answers any more.

@@ -6,12 +6,11 @@ import unittest
 from concurrent.futures import ThreadPoolExecutor
 
 import common
-from common import queue_depth
-from common import Reply, Request
+from common import Reply, Request, queue_depth
+from replies import Pending
 from tests.support import (
     IMAGES, PYTHON, Service, image_bytes, multipart, raw_request, start, start_moto, upload, wait_until,
 )
-from web import Pending
 
 GOOD = (IMAGES / "test_00.jpg").read_bytes()
 GOOD_ANSWER = (200, "test_00:Paul\n")

@@ -1,0 +1,176 @@
+"""Reply correlation: how an answer finds the request that waits for it. The web tier's side of
+the request/reply protocol; the messages are common.Request and common.Reply, the worker's side
+is worker.py.
+
+A request thread registers a slot under its own request id (a uuid, never a file name) *before*
+it sends the request, and the slot is removed when the thread leaves, answered or not:
+
+    with replies.waiting(request_id) as slot:
+        send the request
+        slot.event.wait(timeout)   # then slot.outcome is a Reply, or DeadLettered
+
+One poller thread long-polls the response queue and delivers each Reply to its slot, then deletes
+the batch; a reply nobody waits for (its request timed out, was answered already: SQS may deliver
+a message twice; or this tier restarted) is logged and deleted. Another poller watches the
+dead-letter queue: a request the workers failed on repeatedly is delivered as DeadLettered (the
+client gets a 502 at once, not a timeout) and the message is kept, hidden, for the operator. A third
+thread keeps FR_STATE_DIR/web.json saying how many requests wait: the autoscaler's exact count of
+the work (autoscaler.py).
+"""
+import logging
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import common
+from common import Reply, Request
+
+log = logging.getLogger("web")
+
+# SQS's longest visibility timeout: a dead letter the clients were told of stays hidden this long.
+DEAD_LETTER_HIDE = 12 * 60 * 60
+# web.json is rewritten at least this often (autoscaler.WEB_STATE_MAX_AGE allows for three misses).
+WEB_STATE_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class DeadLettered:
+    """The outcome of a request the workers failed on repeatedly (SQS moved it to the dead-letter queue)."""
+
+    id: str
+
+
+class Slot:
+    """Where the pollers leave the outcome for one waiting request: a Reply, or DeadLettered."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.outcome = None
+
+
+class Pending:
+    """Requests waiting for their outcome, by request id."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._slots = {}
+        self.changed = threading.Event()  # set when a request starts or stops waiting
+
+    def register(self, request_id):
+        slot = Slot()
+        with self._lock:
+            self._slots[request_id] = slot
+        self.changed.set()
+        return slot
+
+    def remove(self, request_id):
+        with self._lock:
+            self._slots.pop(request_id, None)
+        self.changed.set()
+
+    def deliver(self, request_id, outcome):
+        """Wake the request waiting for `request_id`; False if none is (gone, or answered already:
+        SQS may deliver a message twice)."""
+        with self._lock:
+            slot = self._slots.get(request_id)
+            if slot is None or slot.outcome is not None:
+                return False
+            slot.outcome = outcome
+        slot.event.set()
+        return True
+
+    def __len__(self):
+        with self._lock:
+            return len(self._slots)
+
+
+class Replies:
+    """The waiting requests of this web tier and the threads that answer them."""
+
+    def __init__(self, config, sqs, reply_url, dead_letter_url):
+        self.config = config
+        self.sqs = sqs
+        self.reply_url = reply_url
+        self.dead_letter_url = dead_letter_url
+        self.pending = Pending()
+
+    @contextmanager
+    def waiting(self, request_id):
+        """A Slot registered for `request_id` while the block runs: enter it before sending the request."""
+        slot = self.pending.register(request_id)
+        try:
+            yield slot
+        finally:
+            self.pending.remove(request_id)
+
+    def __len__(self):
+        return len(self.pending)
+
+    def threads(self, stop):
+        """The pollers and the web.json writer, as threads (not started) that end once `stop` is set."""
+        return [threading.Thread(target=run, args=(stop,), name=run.__name__, daemon=True)
+                for run in (self.poll_replies, self.poll_dead_letters, self.publish_waiting)]
+
+    def publish_waiting(self, stop):
+        """Keep FR_STATE_DIR/web.json saying how many requests wait for an answer, for the
+        autoscaler on this host (its exact count of the work): at once when the count changes,
+        and at least every WEB_STATE_SECONDS, so that a file gone stale means this tier is gone."""
+        while not stop.is_set():
+            self.pending.changed.wait(WEB_STATE_SECONDS)
+            self.pending.changed.clear()
+            try:
+                common.write_state(self.config, common.WEB_STATE, waiting=len(self.pending))
+            except OSError as e:
+                log.warning("event=state_write_failed error=%s", e)
+                stop.wait(WEB_STATE_SECONDS)
+
+    def poll_replies(self, stop):
+        """Hand each reply on the response queue to its waiting request, until `stop` is set."""
+        self._poll(self.reply_url, self._take_replies, stop)
+
+    def poll_dead_letters(self, stop):
+        """Fail the waiting request of each request that workers gave up on, until `stop` is set."""
+        self._poll(self.dead_letter_url, self._take_dead_letters, stop)
+
+    def _poll(self, url, take, stop):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        while not stop.is_set():
+            try:
+                messages = self.sqs.receive_message(
+                    QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=self.config.poll_wait
+                ).get("Messages", [])
+                if messages:
+                    take(messages)
+            except (BotoCoreError, ClientError) as e:
+                log.warning("event=poll_failed queue=%s error=%s", url.rsplit("/", 1)[-1], e)
+                stop.wait(1)
+
+    def _take_replies(self, messages):
+        for message in messages:
+            try:
+                reply = common.decode(Reply, message["Body"])
+            except ValueError as e:
+                log.warning("event=bad_reply error=%s", e)
+                continue
+            if not self.pending.deliver(reply.id, reply):
+                # Its request timed out, was answered already, or this web tier restarted.
+                log.info("event=unclaimed_reply id=%s", reply.id)
+        # After delivery: the waiting clients need not wait for the delete.
+        self.sqs.delete_message_batch(
+            QueueUrl=self.reply_url, Entries=common.receipt_entries(m["ReceiptHandle"] for m in messages)
+        )
+
+    def _take_dead_letters(self, messages):
+        for message in messages:
+            try:
+                request = common.decode(Request, message["Body"])
+            except ValueError:
+                continue
+            claimed = self.pending.deliver(request.id, DeadLettered(request.id))
+            log.error("event=dead_letter id=%s stem=%s client_told=%s", request.id, request.name, claimed)
+        # Kept in the dead-letter queue for the operator, hidden so that it is not read again soon.
+        self.sqs.change_message_visibility_batch(
+            QueueUrl=self.dead_letter_url,
+            Entries=common.receipt_entries((m["ReceiptHandle"] for m in messages), VisibilityTimeout=DEAD_LETTER_HIDE),
+        )
