@@ -5,7 +5,7 @@ import threading
 import unittest
 
 from tests.support import wait_until
-from tools.forkserver import SharedCores
+from tools.forkserver import Event, SharedCores, parse_command, parse_event, start_command
 
 
 def holds_flock(pid, inode):
@@ -111,6 +111,19 @@ class SharedCoresTest(unittest.TestCase):
                     os.waitpid(pid, 0)
                 os.close(ready)
                 os.close(told)
+
+
+
+class ProtocolTest(unittest.TestCase):
+    def test_each_side_reads_what_the_other_writes(self):
+        self.assertEqual(parse_command(start_command("i-0abc", "app-tier-instance-3")), ("i-0abc", "app-tier-instance-3"))
+        for event in (Event("forked", "i-0abc", 4242), Event("exited", "i-0abc", 4242, -15), Event("exited", "i-1", 7, 78)):
+            self.assertEqual(parse_event(event.line()), event)
+
+    def test_log_lines_and_bad_commands_are_not_taken_for_protocol(self):
+        self.assertIsNone(parse_event("2026-11-26 INFO worker event=ready queue=q batch=4"))
+        self.assertIsNone(parse_command("start i-0abc"))
+        self.assertIsNone(parse_command("stop i-0abc app-tier-instance-1"))
 
 
 if __name__ == "__main__":

@@ -18,26 +18,28 @@ Threads: two inferences run at a time, each on both cores, with OpenMP's waiting
 whole inference, and spinning threads burn the core moto needs); 2 x 2 threads, passive, 20.9-22.3:
 split over two threads, each layer's working set fits the per-core caches better.
 
-Protocol, one line each, on stdin: `start INSTANCE_ID NAME` forks a worker for that instance (its
-log is var/logs/NAME.log). On stdout: `event=forked instance=ID pid=PID` and `event=exited
-instance=ID pid=PID code=CODE`. To stop one worker, SIGTERM its pid (warm stop, as on an instance).
-SIGTERM/SIGINT to this process, or its stdin closing, stops every worker warmly and then exits.
+Protocol, one line each, written and read by the functions below (both sides: the launcher in
+tools/localstack.py uses start_command and parse_event). On stdin: `start INSTANCE_ID NAME` forks a
+worker for that instance (its log is var/logs/NAME.log). On stdout: READY once, then `event=forked
+instance=ID pid=PID` and `event=exited instance=ID pid=PID code=CODE`. To stop one worker, SIGTERM
+its pid (warm stop, as on an instance). SIGTERM/SIGINT to this process, or its stdin closing, stops
+every worker warmly and then exits.
 """
 import contextlib
 import dataclasses
 import fcntl
 import logging
 import os
+import re
 import select
 import signal
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import torch  # noqa: E402
 
 import common  # noqa: E402
 import worker  # noqa: E402
@@ -49,10 +51,47 @@ LOG_DIR = common.PROJECT_DIR / "var/logs"
 TICK = 0.2
 CORES = os.cpu_count() or 1
 CORE_RETRY = 0.005
+READY = "event=forkserver_ready"
+EVENT = re.compile(r"event=(forked|exited) instance=(\S+) pid=(\d+)(?: code=(-?\d+))?$")
+
+
+def start_command(instance_id, name):
+    """The launcher's command: fork a worker for this instance."""
+    return f"start {instance_id} {name}"
+
+
+def parse_command(line):
+    """(instance id, name) of a start command, or None for any other line."""
+    words = line.split()
+    return (words[1], words[2]) if len(words) == 3 and words[0] == "start" else None
+
+
+@dataclass(frozen=True)
+class Event:
+    """What the server reports: a worker `forked`, or `exited` with its exit `code`."""
+
+    kind: str
+    instance: str
+    pid: int
+    code: int | None = None
+
+    def line(self):
+        code = "" if self.code is None else f" code={self.code}"
+        return f"event={self.kind} instance={self.instance} pid={self.pid}{code}"
+
+
+def parse_event(line):
+    """The Event a line of the server's output reports, or None (its log lines, READY)."""
+    match = EVENT.search(line)
+    if not match:
+        return None
+    return Event(match[1], match[2], int(match[3]), None if match[4] is None else int(match[4]))
 
 
 def run_child(config, recognizer, name):
     """In the forked child: become one worker, never return."""
+    import torch  # loaded already (the model): imported here so that the launcher can import the protocol
+
     code = 0
     try:
         die_with_parent()
@@ -173,10 +212,10 @@ class ForkServer:
         self.buffer += data
         *lines, self.buffer = self.buffer.split(b"\n")
         for line in lines:
-            words = line.decode().split()
-            if len(words) == 3 and words[0] == "start":
-                self.fork(words[1], words[2])
-            elif words:
+            command = parse_command(line.decode())
+            if command:
+                self.fork(*command)
+            elif line.strip():
                 log.warning("event=bad_command line=%r", line)
         return True
 
@@ -185,7 +224,7 @@ class ForkServer:
         if pid == 0:
             run_child(self.config, self.recognizer, name)
         self.children[pid] = instance_id
-        print(f"event=forked instance={instance_id} pid={pid}", flush=True)
+        print(Event("forked", instance_id, pid).line(), flush=True)
 
     def reap(self):
         while self.children:
@@ -205,7 +244,7 @@ class ForkServer:
 
     def exited(self, pid, status):
         instance_id = self.children.pop(pid, "?")
-        print(f"event=exited instance={instance_id} pid={pid} code={os.waitstatus_to_exitcode(status)}", flush=True)
+        print(Event("exited", instance_id, pid, os.waitstatus_to_exitcode(status)).line(), flush=True)
 
 
 def main():
@@ -218,7 +257,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="face-rec-cores-") as lock_dir:
         recognizer = SharedCores(worker.load_recognizer(config), CORES, lock_dir)
         preload_aws_clients(config)
-        print(f"event=forkserver_ready pid={os.getpid()} cores={CORES}", flush=True)
+        print(f"{READY} pid={os.getpid()} cores={CORES}", flush=True)
         ForkServer(config, recognizer).serve(stop)
         recognizer.close()
 

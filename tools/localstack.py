@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import math
 import os
-import re
 import signal
 import sys
 import threading
@@ -26,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import common  # noqa: E402
 import pool  # noqa: E402
 from tools import awslike  # noqa: E402
+from tools.forkserver import READY, parse_event, start_command  # noqa: E402
 from tools.procs import Child  # noqa: E402
 from tools.provision import provision  # noqa: E402
 
@@ -60,16 +60,16 @@ class Launcher:
 
     def read_events(self):
         self.seen, lines = self.forkserver.since(self.seen)
-        for line in lines:
-            if event := re.search(r"event=forked instance=(\S+) pid=(\d+)", line):
-                self.workers[event[1]] = int(event[2])
-                log.info("event=worker_started instance=%s pid=%s", event[1], event[2])
-            elif event := re.search(r"event=exited instance=(\S+) pid=(\d+) code=(-?\d+)", line):
-                self.workers.pop(event[1], None)
-                self.stopping.discard(event[1])
-                log.info("event=worker_exited instance=%s pid=%s code=%s", *event.groups())
-                if int(event[3]) == common.EX_CONFIG:
-                    self.broken.add(event[1])
+        for event in filter(None, map(parse_event, lines)):
+            if event.kind == "forked":
+                self.workers[event.instance] = event.pid
+                log.info("event=worker_started instance=%s pid=%s", event.instance, event.pid)
+            else:
+                self.workers.pop(event.instance, None)
+                self.stopping.discard(event.instance)
+                log.info("event=worker_exited instance=%s pid=%s code=%s", event.instance, event.pid, event.code)
+                if event.code == common.EX_CONFIG:
+                    self.broken.add(event.instance)
 
     def running(self):
         """{instance id: name} of the pool's running instances.
@@ -96,7 +96,7 @@ class Launcher:
         for instance_id, name in running.items():
             booted = now - self.running_since[instance_id] >= self.boot_delay
             if booted and instance_id not in self.workers and instance_id not in self.broken:
-                self.forkserver.send(f"start {instance_id} {name}")
+                self.forkserver.send(start_command(instance_id, name))
                 self.workers[instance_id] = None
 
 
@@ -152,7 +152,7 @@ def run(config, stop):
                        log_path=LOG_DIR / "autoscaler.log")
         services.append(scaler)
         scaler.wait_for("event=ready", START_TIMEOUT)
-        forkserver.wait_for("event=forkserver_ready", START_TIMEOUT)
+        forkserver.wait_for(READY, START_TIMEOUT)
         boot_delay = awslike.timings(config.simulate_time_scale)["boot"] if config.simulate == "aws" else 0.0
         launcher = Launcher(config, ec2, forkserver, boot_delay)
         web_host = WebHost(config, ec2)
