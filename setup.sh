@@ -112,7 +112,7 @@ role_local() {
     ensure_stand_in
     say "starting the local stack; Ctrl-C stops all of it"
     cd "$ROOT"
-    run exec "$VENV/bin/python" tools/localstack.py
+    run exec "$VENV/bin/python" -m tools.localstack
 }
 
 # Some tests use shellcheck, systemd-analyze and headless Chromium; install them where apt-get can.
@@ -147,10 +147,11 @@ role_aws() {
     local flags=()
     [ "$DRY_RUN" = 1 ] && flags+=(--dry-run)
     if [ "$DRY_RUN" = 1 ] && [ ! -x "$VENV/bin/python" ]; then
-        printf 'would run: %s\n' "$VENV/bin/python tools/provision.py $*"
+        printf 'would run: %s\n' "$VENV/bin/python -m tools.provision $*"
         return
     fi
-    "$VENV/bin/python" "$ROOT/tools/provision.py" "$@" "${flags[@]}"
+    cd "$ROOT"
+    "$VENV/bin/python" -m tools.provision "$@" "${flags[@]}"
 }
 
 check_amazon_linux() {

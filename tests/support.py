@@ -67,7 +67,7 @@ def child_env(**fr):
 def start(testcase, name, args, env, ready, timeout=START_TIMEOUT):
     """Start a child process, stopped at cleanup; returns (child, readiness match)."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    child = Child(name, args, env, log_path=LOG_DIR / f"{name}.log")
+    child = Child(name, args, env, log_path=LOG_DIR / f"{name}.log", cwd=common.PROJECT_DIR)
     testcase.addClassCleanup(child.stop)
     return child, child.wait_for(ready, timeout)
 

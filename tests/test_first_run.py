@@ -6,11 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import common
 from tests.support import (
-    IMAGES, PYTHON, TIME_SCALE, aws, child_env, expected_answers, refusals, running_instances, stand_in_files, start,
+    IMAGES, TIME_SCALE, aws, child_env, expected_answers, refusals, running_instances, stand_in_files, start,
     state_dir, upload,
 )
 from tools import awslike
-from tools.localstack import LOCAL_AMI
+from tools.localstack import LOCAL_AMI, LOCAL_STACK
 from tools.provision import Provisioner
 
 PREFIX = "first"
@@ -22,7 +22,7 @@ class FirstRunTest(unittest.TestCase):
         state = state_dir("first-run")
         env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX=PREFIX, FR_POLL_WAIT=1, FR_STATE_DIR=state,
                         FR_WEIGHTS=weights, FR_GALLERY=gallery)
-        stack, ready = start(self, "first-run-localstack", [PYTHON, "tools/localstack.py"], env,
+        stack, ready = start(self, "first-run-localstack", LOCAL_STACK, env,
                              r"event=ready url=(\S+) endpoint=(\S+)")
         url, endpoint = ready[1], ready[2]
         config = common.load_config({"FR_PREFIX": PREFIX, "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": LOCAL_AMI,

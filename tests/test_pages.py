@@ -13,9 +13,9 @@ import unittest
 import urllib.request
 
 from tests.support import (
-    IMAGES, PYTHON, aws, child_env, image_bytes, request, running_instances, stand_in_files, start, upload,
-    wait_until,
+    IMAGES, aws, child_env, image_bytes, request, running_instances, stand_in_files, start, upload, wait_until,
 )
+from tools.localstack import LOCAL_STACK
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
@@ -85,7 +85,7 @@ class PagesTest(unittest.TestCase):
         cls.addClassCleanup(cls.state_dir.cleanup)
         env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX="pages", FR_POLL_WAIT=1, FR_WEIGHTS=weights,
                         FR_GALLERY=gallery, FR_STATE_DIR=cls.state_dir.name)
-        _, ready = start(cls, "pages-localstack", [PYTHON, "tools/localstack.py"], env,
+        _, ready = start(cls, "pages-localstack", LOCAL_STACK, env,
                          r"event=ready url=(\S+) endpoint=(\S+)")
         cls.url, cls.ec2 = ready[1], aws(ready[2], "ec2")
 

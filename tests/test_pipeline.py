@@ -98,7 +98,7 @@ class PipelineTest(Service, unittest.TestCase):
             wrong = Path(scratch, "wrong.csv")
             wrong.write_text("Image,Results\n" + "".join(f"{s},Nobody\n" for s in self.expected))
             for csv_path, status in ((LABELS, 0), (wrong, 1)):
-                done = subprocess.run([PYTHON, "tools/loadgen.py", "--url", self.url, "--count", "20",
+                done = subprocess.run([PYTHON, "-m", "tools.loadgen", "--url", self.url, "--count", "20",
                                        "--concurrency", "10", "--expected", str(csv_path)],
                                       capture_output=True, text=True, timeout=120)
                 self.assertEqual(done.returncode, status, done.stdout + done.stderr)

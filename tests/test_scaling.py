@@ -12,9 +12,10 @@ import pool
 from autoscaler import Autoscaler
 from common import queue_depth
 from tests.support import (
-    IMAGES, PYTHON, aws, child_env, expected_answers, refusals, running_instances, stand_in_files, start, start_moto,
+    IMAGES, aws, child_env, expected_answers, refusals, running_instances, stand_in_files, start, start_moto,
     state_dir, upload, wait_until,
 )
+from tools.localstack import LOCAL_STACK
 from tools.provision import provision
 from tools.procs import alive, descendants
 
@@ -51,7 +52,7 @@ class ScalingTest(unittest.TestCase):
         cls.state = state_dir("scaling")
         env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX="scaling", FR_POLL_WAIT=1, FR_STATE_DIR=cls.state,
                         FR_WEIGHTS=weights, FR_GALLERY=gallery, FR_MAX_INSTANCES=MAX_INSTANCES)
-        _, ready = start(cls, "localstack", [PYTHON, "tools/localstack.py"], env,
+        _, ready = start(cls, "localstack", LOCAL_STACK, env,
                          r"event=ready url=(\S+) endpoint=(\S+)")
         cls.url, endpoint = ready[1], ready[2]
         cls.ec2, cls.sqs = aws(endpoint, "ec2"), aws(endpoint, "sqs")
@@ -125,7 +126,7 @@ class LocalStackTest(unittest.TestCase):
         weights, gallery = stand_in_files()
         env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX=prefix, FR_POLL_WAIT=1, FR_WEIGHTS=weights,
                         FR_GALLERY=gallery, FR_STATE_DIR=common.PROJECT_DIR / f"var/state-{prefix}")
-        stack, ready = start(self, f"{prefix}-localstack", [PYTHON, "tools/localstack.py"], env,
+        stack, ready = start(self, f"{prefix}-localstack", LOCAL_STACK, env,
                              r"event=ready url=(\S+) endpoint=(\S+)")
         return stack, ready[1], aws(ready[2], "ec2")
 

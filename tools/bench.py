@@ -1,7 +1,7 @@
 """Benchmark: what the cloud plumbing costs next to the model, on the local stack. Prints a table
 and writes the same numbers as JSON (var/bench.json), so runs can be compared across commits.
 
-    .venv/bin/python tools/bench.py [--requests 100] [--concurrency 100] [--sequential 50] [--aws-like SCALE]
+    .venv/bin/python -m tools.bench [--requests 100] [--concurrency 100] [--sequential 50] [--aws-like SCALE]
 
 `--aws-like SCALE` runs the stack AWS-like (FR_SIMULATE=aws, tools/awslike.py) with AWS's timings
 times SCALE (1: as on AWS): instances take time in `pending`, boot before their worker starts,
@@ -35,15 +35,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import common  # noqa: E402
-from tests.support import (  # noqa: E402
+import common
+from tests.support import (
     IMAGES, PYTHON, aws, child_env, expected_answers, running_instances, stand_in_files, wait_until,
 )
-from tools import awslike  # noqa: E402
-from tools.loadgen import Run, upload  # noqa: E402
-from tools.procs import Child, children_by_parent  # noqa: E402
+from tools import awslike
+from tools.localstack import LOCAL_STACK
+from tools.loadgen import Run, upload
+from tools.procs import Child, children_by_parent
 
 LOG_DIR = common.PROJECT_DIR / "var/logs"
 # Reading a process's PSS (/proc/PID/smaps_rollup) walks its page tables: ~7 ms of CPU for a worker,
@@ -245,7 +244,7 @@ def main():
 
     env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX="bench", FR_WEIGHTS=weights, FR_GALLERY=gallery,
                     FR_CACHE_SIZE=10000, FR_STATE_DIR=str(common.PROJECT_DIR / "var/bench-state"), **simulation)
-    stack = Child("localstack", [PYTHON, "tools/localstack.py"], env)
+    stack = Child("localstack", LOCAL_STACK, env, cwd=common.PROJECT_DIR)
     results = {"requests": args.requests, "concurrency": args.concurrency, "aws_like_time_scale": args.aws_like}
     try:
         # An AWS-like stack provisions its pool as on AWS: launched, waited on until running, stopped.

@@ -33,17 +33,14 @@ import os
 import re
 import select
 import signal
-import sys
 import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import common  # noqa: E402
-import worker  # noqa: E402
-from tools.procs import die_with_parent  # noqa: E402
+import common
+import worker
+from tools.procs import die_with_parent
 
 log = logging.getLogger("forkserver")
 

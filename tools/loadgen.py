@@ -1,6 +1,6 @@
 """Load client: uploads images to the service at a given concurrency and checks the answers.
 
-    .venv/bin/python tools/loadgen.py [--url URL] [--images DIR] [--count N] [--concurrency C]
+    .venv/bin/python -m tools.loadgen [--url URL] [--images DIR] [--count N] [--concurrency C]
                                       [--expected CSV | --no-expected]
 
 With no arguments it reproduces the course grader's test against `./setup.sh local`: the 100
@@ -20,9 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import common  # noqa: E402
+import common
 
 FIXTURES = common.PROJECT_DIR.parent / "shared/fixtures"
 

@@ -18,22 +18,22 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import common  # noqa: E402
-import pool  # noqa: E402
-from tools import awslike  # noqa: E402
-from tools.forkserver import READY, parse_event, start_command  # noqa: E402
-from tools.procs import Child  # noqa: E402
-from tools.provision import provision  # noqa: E402
+import common
+import pool
+from tools import awslike
+from tools.forkserver import READY, parse_event, start_command
+from tools.procs import Child
+from tools.provision import provision
 
 log = logging.getLogger("localstack")
 
 LOG_DIR = common.PROJECT_DIR / "var/logs"
 PYTHON = sys.executable
-MOTO_SERVER = [PYTHON, str(common.PROJECT_DIR / "tools/motoserver.py")]
+# Tools run as modules from the project directory (their processes are started with it as cwd).
+MOTO_SERVER = [PYTHON, "-m", "tools.motoserver"]
+FORK_SERVER = [PYTHON, "-m", "tools.forkserver"]
+LOCAL_STACK = [PYTHON, "-m", "tools.localstack"]
 # moto accepts any image id; this names what would be the app-tier AMI on AWS.
 LOCAL_AMI = "ami-0local0app0tier0"
 LAUNCH_INTERVAL = 0.2
@@ -130,7 +130,7 @@ def run(config, stop):
     services = []
     try:
         moto = Child("moto", [*MOTO_SERVER, "-H", "127.0.0.1", "-p", str(config.moto_port)],
-                     log_path=LOG_DIR / "moto.log")
+                     log_path=LOG_DIR / "moto.log", cwd=common.PROJECT_DIR)
         services.append(moto)
         moto_port = moto.wait_for(r"Running on http://127\.0\.0\.1:(\d+)", START_TIMEOUT)[1]
         endpoint = f"http://127.0.0.1:{moto_port}"
@@ -141,9 +141,8 @@ def run(config, stop):
         # Started before the web tier, so that it stops after it (the reverse order, below). Its
         # workers share the cores with each other and with moto: OpenMP threads that wait for work
         # sleep instead of spinning (read by libgomp as torch loads; see tools/forkserver.py).
-        forkserver = Child("forkserver", [PYTHON, str(common.PROJECT_DIR / "tools/forkserver.py")],
-                           {**env, "OMP_WAIT_POLICY": "PASSIVE"},
-                           log_path=LOG_DIR / "forkserver.log", commands=True)
+        forkserver = Child("forkserver", FORK_SERVER, {**env, "OMP_WAIT_POLICY": "PASSIVE"},
+                           log_path=LOG_DIR / "forkserver.log", cwd=common.PROJECT_DIR, commands=True)
         services.append(forkserver)
         web = Child("web", [PYTHON, str(common.PROJECT_DIR / "web.py")], env, log_path=LOG_DIR / "web.log")
         services.append(web)

@@ -17,21 +17,18 @@ the calls themselves. Both fixes give the answers moto gives; nothing else diffe
 import functools
 import os
 import sys
-from pathlib import Path
 
 # The web role attaches AWS's managed policy AmazonSSMManagedInstanceCore: moto knows AWS's managed
 # policies only when asked to load them (read when its IAM backend is made).
 os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
 
-from moto import backends  # noqa: E402
-from moto.core.utils import unix_time  # noqa: E402
-from moto.server import main  # noqa: E402
-from moto.sqs.models import SQSBackend  # noqa: E402
+from moto import backends
+from moto.core.utils import unix_time
+from moto.server import main
+from moto.sqs.models import SQSBackend
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import common  # noqa: E402
-from tools import awslike  # noqa: E402
+import common
+from tools import awslike
 
 
 def _retained(self, queue_name, message):

@@ -1,8 +1,8 @@
 """Create, and remove, everything the service needs in an AWS account (or a moto server).
 
-    python tools/provision.py provision [--with-web] [--dry-run]
-    python tools/provision.py teardown [--images] [--dry-run]
-    python tools/provision.py bake-ami INSTANCE_ID [--dry-run]
+    python -m tools.provision provision [--with-web] [--dry-run]
+    python -m tools.provision teardown [--images] [--dry-run]
+    python -m tools.provision bake-ami INSTANCE_ID [--dry-run]
 
 `provision` is idempotent (a second run creates nothing) and prints what exists and what it made:
 private, encrypted input/output/deploy buckets; the request queue (1 KB messages, redrive to a
@@ -23,13 +23,9 @@ import argparse
 import json
 import logging
 import subprocess
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import common  # noqa: E402
-import pool  # noqa: E402
+import common
+import pool
 
 log = logging.getLogger("provision")
 
