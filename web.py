@@ -295,12 +295,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         url = urlsplit(self.path)
-        if url.path == "/":
-            self.send_body(200, INDEX_PAGE, "text/html; charset=utf-8")
-        elif url.path == "/status" and parse_qs(url.query).get("format") == ["json"]:
+        if url.path == "/status" and parse_qs(url.query).get("format") == ["json"]:
             self.send_body(200, json.dumps(self.tier.status(), indent=1).encode(), "application/json")
-        elif url.path == "/status":
-            self.send_body(200, STATUS_PAGE, "text/html; charset=utf-8")
+        elif url.path in self.server.pages:
+            self.send_body(200, *self.server.pages[url.path])
         elif url.path == "/metrics":
             self.send_body(200, prometheus_text(self.tier.status()).encode(), "text/plain; version=0.0.4")
         elif url.path == "/healthz":
@@ -358,118 +356,21 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):
         log.debug("event=http client=%s %s", self.client_address[0], format % args)
 
-# The pages are small enough to live here: inline CSS and JS, no external assets. Answers are put
-# in with textContent, never as HTML.
-_STYLE = """
-body{font:16px/1.4 system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}
-#drop{border:2px dashed #889;border-radius:8px;padding:2rem;text-align:center}
-#drop.over{background:#eef}
-ul{list-style:none;padding:0}
-li{display:flex;align-items:center;gap:1rem;margin:.5rem 0}
-li img{width:64px;height:64px;object-fit:cover;border-radius:4px;background:#eee}
-.spin{display:inline-block;width:1rem;height:1rem;border:3px solid #ccd;border-top-color:#446;
-border-radius:50%;animation:spin 1s linear infinite;vertical-align:middle}
-@keyframes spin{to{transform:rotate(360deg)}}
-.error{color:#b00}
-table{border-collapse:collapse}td,th{padding:.2rem .8rem;text-align:left;border-bottom:1px solid #ddd}
-"""
+# The pages, read from pages/ once at start: URL path -> (file, content type). No external assets;
+# answers are put in with textContent, never as HTML.
+PAGES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/status": ("status.html", "text/html; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+PAGES_DIR = common.PROJECT_DIR / "pages"
 
-INDEX_PAGE = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>face-rec</title><style>{_STYLE}</style></head>
-<body><h1>Who is this?</h1>
-<div id="drop"><p>Drop face images here, or
-<label>choose files: <input id="pick" type="file" accept="image/*" multiple></label></p></div>
-<ul id="results"></ul>
-<p><a href="/status">Service status</a></p>
-<script>
-const results = document.getElementById("results");
-function recognise(file) {{
-  const row = document.createElement("li");
-  const thumb = document.createElement("img");
-  thumb.src = URL.createObjectURL(file);
-  thumb.alt = "";
-  thumb.onerror = () => {{ thumb.style.visibility = "hidden"; }};
-  const answer = document.createElement("span");
-  answer.className = "answer waiting";
-  const spinner = document.createElement("span");
-  spinner.className = "spin";
-  spinner.title = "waiting for the answer";
-  answer.append(spinner, " " + file.name);
-  row.append(thumb, answer);
-  results.prepend(row);
-  const form = new FormData();
-  form.append("inputFile", file, file.name);
-  fetch("/", {{method: "POST", body: form}}).then(async response => {{
-    const text = (await response.text()).trim();
-    answer.textContent = response.ok ? text : file.name + ": error " + response.status + ": " + text;
-    answer.className = response.ok ? "answer done" : "answer error";
-  }}).catch(error => {{
-    answer.textContent = file.name + ": the service could not be reached (" + error.message + ")";
-    answer.className = "answer error";
-  }});
-}}
-document.getElementById("pick").addEventListener("change", event => {{
-  [...event.target.files].forEach(recognise);
-  event.target.value = "";
-}});
-const drop = document.getElementById("drop");
-drop.addEventListener("dragover", event => {{ event.preventDefault(); drop.classList.add("over"); }});
-drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", event => {{
-  event.preventDefault();
-  drop.classList.remove("over");
-  [...event.dataTransfer.files].forEach(recognise);
-}});
-</script></body></html>
-""".encode()
 
-STATUS_PAGE = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>face-rec status</title><style>{_STYLE}</style></head>
-<body><h1>face-rec status</h1>
-<p id="updated">loading...</p>
-<table><tbody id="rows"></tbody></table>
-<p><a href="/">Upload images</a> &middot; <a href="/status?format=json">JSON</a> &middot; <a href="/metrics">metrics</a></p>
-<script>
-function rows(status) {{
-  const q = status.queues || {{}}, pool = status.app_instances || {{}}, web = status.web, auto = status.autoscaler;
-  const depth = name => q[name] ? q[name].visible + " waiting, " + q[name].in_flight + " in flight" : "?";
-  const ms = s => s === null ? "-" : Math.round(s * 1000) + " ms";
-  return [
-    ["request queue", depth("request")], ["response queue", depth("response")],
-    ["dead-letter queue", depth("dead_letter")],
-    ["app instances running", pool.running === undefined ? "?" : pool.running + (pool.pending ? " (+" + pool.pending + " starting)" : "")],
-    ["requests in flight here", web.in_flight], ["answers served", web.answered],
-    ["latency p50 / p95", ms(web.latency_p50_s) + " / " + ms(web.latency_p95_s)],
-    ["answers from the cache", web.cache_hits === null ? "cache off" : web.cache_hits],
-    ["errors by status", Object.entries(web.errors).map(([k, v]) => k + ": " + v).join(", ") || "none"],
-    ["autoscaler's last decision", auto ? "desired " + auto.desired + " (saw " + auto.visible + " waiting, " +
-      auto.in_flight + " in flight, " + auto.running + " running)" : "none yet"],
-    ["AWS", status.error || "ok"],
-  ];
-}}
-async function refresh() {{
-  try {{
-    const status = await (await fetch("/status?format=json")).json();
-    const body = document.getElementById("rows");
-    body.replaceChildren(...rows(status).map(([name, value]) => {{
-      const tr = document.createElement("tr");
-      const th = document.createElement("th"), td = document.createElement("td");
-      th.textContent = name;
-      td.textContent = value;
-      tr.append(th, td);
-      return tr;
-    }}));
-    document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
-  }} catch (error) {{
-    document.getElementById("updated").textContent = "the service could not be reached: " + error.message;
-  }}
-}}
-refresh();
-setInterval(refresh, 2000);
-</script></body></html>
-""".encode()
+def load_pages():
+    """{URL path: (bytes, content type)} of PAGES; a missing file stops the process (exit 78)."""
+    for name, _ in PAGES.values():
+        common.require_file(PAGES_DIR / name, "the pages ship with the code")
+    return {path: ((PAGES_DIR / name).read_bytes(), kind) for path, (name, kind) in PAGES.items()}
 
 
 def prometheus_text(status):
@@ -526,8 +427,10 @@ def main():
         common.client(config, "sqs", AWS_CONNECTIONS),
         common.client(config, "ec2"),
     )
+    pages = load_pages()
     server = Server((config.host, config.port), Handler)
     server.tier = tier
+    server.pages = pages
     # Requests still in progress at shutdown need the pollers: they stop after those are done.
     pollers_stop = threading.Event()
     pollers = tier.replies.threads(pollers_stop)
