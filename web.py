@@ -5,7 +5,7 @@ our own making (`<request id>/<safe file name>`), sends a small JSON request to 
 queue and waits for the answer; the body of the reply is `stem:name` as text/plain. How the
 answer finds the waiting request (by request id, never by file name), and how a request the
 workers failed on repeatedly ends in a 502, not a hang, is replies.py; the upload's parsing is
-formdata.py.
+formdata.py; what /status and /metrics show is status.py; the pages are files in pages/.
 
 `GET /` is a page to upload images from a browser (it POSTs to / as curl does); `GET /status` shows
 queue depths, app instances, this tier's counters and the autoscaler's last decision (`?format=json`
@@ -29,17 +29,17 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import common
-import pool
 from common import Request
 from formdata import HttpError, MultipartParser, boundary_of
 from replies import DeadLettered, Replies
+from status import Metrics, Status, prometheus_text
 
 log = logging.getLogger("web")
 
@@ -51,9 +51,6 @@ LINGER_SECONDS = 1
 LINGER_BYTES = 1024 * 1024
 MAX_STEM_CHARS = 100
 UPLOAD_FIELD = "inputFile"
-# Latency quantiles are over this many recent answers.
-LATENCY_WINDOW = 1000
-STATUS_CACHE_SECONDS = 1.0
 
 
 def upload_key(request_id, filename):
@@ -103,37 +100,6 @@ def sha256_of(body):
     return digest.hexdigest()
 
 
-class Metrics:
-    """What this web tier has served since it started, for /status and /metrics."""
-
-    def __init__(self, window=LATENCY_WINDOW):
-        self._lock = threading.Lock()
-        self.by_status = Counter()
-        self.recent = deque(maxlen=window)
-        self.latency_sum = 0.0
-
-    def record(self, status, seconds):
-        with self._lock:
-            self.by_status[status] += 1
-            if status == 200:
-                self.recent.append(seconds)
-                self.latency_sum += seconds
-
-    def snapshot(self):
-        with self._lock:
-            recent = sorted(self.recent)
-            by_status = dict(self.by_status)
-            latency_sum = self.latency_sum
-        return {
-            "answered": by_status.get(200, 0),
-            "errors": {str(k): v for k, v in sorted(by_status.items()) if k >= 400},
-            "latency_p50_s": common.quantile(recent, 0.5),
-            "latency_p95_s": common.quantile(recent, 0.95),
-            "latency_sum_s": round(latency_sum, 6),
-            "by_status": {str(k): v for k, v in sorted(by_status.items())},
-        }
-
-
 class WebTier:
     """The service behind the HTTP handler: upload, enqueue, wait, answer."""
 
@@ -146,11 +112,12 @@ class WebTier:
         self.cache = ResultCache(config.cache_size) if config.cache_size else None
         # S3 writes of cache hits, done after the answer is sent.
         self.background = ThreadPoolExecutor(4, thread_name_prefix="after-answer")
-        self._status_cache = (0.0, None)
-        self._status_lock = threading.Lock()
         self.request_url, self.reply_url = common.queue_urls(sqs, config)
         self.dead_letter_url = sqs.get_queue_url(QueueName=config.dead_letter_queue)["QueueUrl"]
         self.replies = Replies(config, sqs, self.reply_url, self.dead_letter_url)
+        queues = {"request": self.request_url, "response": self.reply_url, "dead_letter": self.dead_letter_url}
+        self.status = Status(config, sqs, ec2, queues, lambda: dict(
+            self.metrics.snapshot(), in_flight=len(self.replies), cache_hits=self.cache.hits if self.cache else None))
 
     def read_upload(self, headers, rfile):
         """The `inputFile` part of a POST body, checked for size and form."""
@@ -221,33 +188,6 @@ class WebTier:
         except Exception as e:
             log.warning("event=cached_store_failed key=%s error=%s", key, e)
 
-    def status(self):
-        """Queue depths, app instances, this tier's counters and the autoscaler's last decision.
-
-        Cached for STATUS_CACHE_SECONDS, so refreshing pages cost at most a few AWS calls a second."""
-        with self._status_lock:
-            at, cached = self._status_cache
-            if cached and time.monotonic() - at < STATUS_CACHE_SECONDS:
-                return dict(cached, web=self.web_status())
-            status = {"queues": None, "app_instances": None, "autoscaler": None, "error": None}
-            try:
-                status["queues"] = {
-                    name: dict(zip(("visible", "in_flight"), common.queue_depth(self.sqs, url)))
-                    for name, url in (("request", self.request_url), ("response", self.reply_url),
-                                      ("dead_letter", self.dead_letter_url))
-                }
-                states = Counter(i["state"] for i in pool.describe(self.ec2, self.config))
-                status["app_instances"] = {state: states.get(state, 0) for state in pool.POOL_STATES}
-            except Exception as e:
-                status["error"] = f"AWS unavailable: {type(e).__name__}"
-            status["autoscaler"] = common.read_state(self.config, common.AUTOSCALER_STATE)
-            self._status_cache = (time.monotonic(), status)
-            return dict(status, web=self.web_status())
-
-    def web_status(self):
-        return dict(self.metrics.snapshot(), in_flight=len(self.replies),
-                    cache_hits=self.cache.hits if self.cache else None)
-
     def healthy(self):
         for url in (self.request_url, self.reply_url):
             self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
@@ -296,11 +236,11 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         url = urlsplit(self.path)
         if url.path == "/status" and parse_qs(url.query).get("format") == ["json"]:
-            self.send_body(200, json.dumps(self.tier.status(), indent=1).encode(), "application/json")
+            self.send_body(200, json.dumps(self.tier.status.read(), indent=1).encode(), "application/json")
         elif url.path in self.server.pages:
             self.send_body(200, *self.server.pages[url.path])
         elif url.path == "/metrics":
-            self.send_body(200, prometheus_text(self.tier.status()).encode(), "text/plain; version=0.0.4")
+            self.send_body(200, prometheus_text(self.tier.status.read()).encode(), "text/plain; version=0.0.4")
         elif url.path == "/healthz":
             try:
                 self.tier.healthy()
@@ -371,43 +311,6 @@ def load_pages():
     for name, _ in PAGES.values():
         common.require_file(PAGES_DIR / name, "the pages ship with the code")
     return {path: ((PAGES_DIR / name).read_bytes(), kind) for path, (name, kind) in PAGES.items()}
-
-
-def prometheus_text(status):
-    """The status counters in Prometheus text exposition format (version 0.0.4)."""
-    lines = []
-
-    def metric(name, kind, help_text, samples):
-        """samples: (name suffix, {label: value}, value)."""
-        lines.extend([f"# HELP face_rec_{name} {help_text}", f"# TYPE face_rec_{name} {kind}"])
-        for suffix, labels, value in samples:
-            label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
-            lines.append(f"face_rec_{name}{suffix}{{{label_text}}} {value}" if labels
-                         else f"face_rec_{name}{suffix} {value}")
-
-    web, queues, pool = status["web"], status["queues"] or {}, status["app_instances"] or {}
-    decision = status["autoscaler"] or {}
-    metric("requests_total", "counter", "Uploads answered by this web tier, by HTTP status.",
-           [("", {"status": code}, count) for code, count in web["by_status"].items()])
-    if web["cache_hits"] is not None:
-        metric("cache_hits_total", "counter", "Uploads answered from the result cache, without a worker.",
-               [("", {}, web["cache_hits"])])
-    metric("requests_in_flight", "gauge", "Uploads waiting for their answer at this web tier.",
-           [("", {}, web["in_flight"])])
-    metric("request_latency_seconds", "summary",
-           f"Latency of answered uploads (quantiles over the last {LATENCY_WINDOW}).",
-           [("", {"quantile": q}, web[key]) for q, key in (("0.5", "latency_p50_s"), ("0.95", "latency_p95_s"))
-            if web[key] is not None]
-           + [("_sum", {}, web["latency_sum_s"]), ("_count", {}, web["answered"])])
-    metric("queue_messages", "gauge", "Messages in the service's queues.",
-           [("", {"queue": q, "state": state}, n) for q, depth in queues.items() for state, n in depth.items()])
-    metric("app_instances", "gauge", "App-tier pool instances by EC2 state.",
-           [("", {"state": state}, n) for state, n in pool.items()])
-    metric("autoscaler_desired_instances", "gauge", "The autoscaler's last desired instance count.",
-           [("", {}, decision["desired"])] if "desired" in decision else [])
-    metric("aws_up", "gauge", "1 when the queues and the pool could be read for this scrape.",
-           [("", {}, 0 if status["error"] else 1)])
-    return "\n".join(lines) + "\n"
 
 
 class Server(ThreadingHTTPServer):
