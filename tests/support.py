@@ -1,67 +1,32 @@
-"""Shared by the tests: fixtures, moto and service processes on 127.0.0.1, an HTTP client."""
+"""Shared by the tests: moto and service processes on 127.0.0.1 (on the AWS-like stack), an HTTP client;
+what the benchmark needs too is in tools/harness.py."""
 import io
-import os
 import shutil
 import socket
-import sys
-import threading
-import time
 from urllib.parse import urlsplit
 
 import common
-from tools.loadgen import FIXTURES, multipart, read_expected, request, upload  # noqa: F401 (for the tests)
-from tools import awslike
+from tools import awslike, harness
+from tools.harness import (  # noqa: F401 (for the tests)
+    IMAGES, LABELS, PYTHON, aws, expected_answers, running_instances, stand_in_files, wait_until,
+)
+from tools.loadgen import FIXTURES, multipart, request, upload  # noqa: F401 (for the tests)
 from tools.localstack import MOTO_SERVER
 from tools.procs import Child
 from tools.provision import provision
 
-IMAGES = FIXTURES / "face_images_100"
-LABELS = FIXTURES / "face_images_100.csv"
-STAND_IN_DIR = common.PROJECT_DIR / "var/stand-in"
 LOG_DIR = common.PROJECT_DIR / "var/test-logs"
-PYTHON = sys.executable
 START_TIMEOUT = 60
 STATE_DIR = common.PROJECT_DIR / "var/test-state"
-# Test processes never see real credentials.
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_SESSION_TOKEN": "test"}
 # Every test runs on the AWS-like local stack (tools/awslike.py), its delays cut to this fraction
 # of AWS's: short, never zero (pending 0.25 s, stopping 1.5 s, SQS counts 3 s behind, ...).
 TIME_SCALE = 0.05
 SIMULATION = {"FR_SIMULATE": "aws", "FR_SIMULATE_TIME_SCALE": str(TIME_SCALE)}
 
 
-def expected_answers():
-    """{stem: name} from the fixtures' CSV."""
-    return read_expected(LABELS)
-
-
-def stand_in_files():
-    """(weights, gallery): the stand-in model files, made once into var/stand-in."""
-    from model import make_stand_in
-
-    return make_stand_in(STAND_IN_DIR, IMAGES, LABELS)
-
-
-def wait_until(predicate, timeout, interval=0.05, what="condition"):
-    """Poll `predicate` until it returns a true value (returned), or fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        pause.wait(interval)
-
-
 def child_env(**fr):
-    """The environment for a service under test: ours only, plus PATH and the given FR_* values."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FR_", "AWS_"))}
-    env.update(CREDENTIALS)
-    env.update(SIMULATION)
-    env.update({k: str(v) for k, v in fr.items()})
-    return env
+    """The environment for a service under test: on the AWS-like stack unless `fr` says otherwise."""
+    return harness.child_env(**{**SIMULATION, **fr})
 
 
 def start(testcase, name, args, env, ready, timeout=START_TIMEOUT):
@@ -92,22 +57,6 @@ def start_moto(testcase, port=0):
 def refusals(state_dir, actions=("StartInstances", "StopInstances")):
     """The calls among `actions` the AWS-like stack refused as EC2 would (IncorrectInstanceState)."""
     return [e for e in awslike.read_journal(state_dir) if e["refused"] and e["action"] in actions]
-
-
-def aws(endpoint, service):
-    import boto3
-
-    return boto3.client(service, region_name="us-east-1", endpoint_url=endpoint,
-                        aws_access_key_id="test", aws_secret_access_key="test")
-
-
-def running_instances(ec2):
-    """How many app-tier instances moto shows running, asked the way anyone can ask it."""
-    reservations = ec2.describe_instances(Filters=[
-        {"Name": "tag:Name", "Values": ["app-tier-instance-*"]},
-        {"Name": "instance-state-name", "Values": ["running"]},
-    ])["Reservations"]
-    return sum(len(r["Instances"]) for r in reservations)
 
 
 def raw_request(url, data, timeout=30):

@@ -36,10 +36,10 @@ from datetime import datetime
 from pathlib import Path
 
 import common
-from tests.support import (
+from tools import awslike
+from tools.harness import (
     IMAGES, PYTHON, aws, child_env, expected_answers, running_instances, stand_in_files, wait_until,
 )
-from tools import awslike
 from tools.localstack import LOCAL_STACK
 from tools.loadgen import Run, upload
 from tools.procs import Child, children_by_parent

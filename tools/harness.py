@@ -1,0 +1,66 @@
+"""Driving the stack from a script (the tests and the benchmark): the fixtures and stand-in model
+files, the environment of a child service, AWS clients for the local moto, and waiting on a
+condition with a deadline instead of sleeping."""
+import os
+import sys
+import threading
+import time
+
+import common
+from tools.loadgen import FIXTURES, read_expected
+
+IMAGES = FIXTURES / "face_images_100"
+LABELS = FIXTURES / "face_images_100.csv"
+STAND_IN_DIR = common.PROJECT_DIR / "var/stand-in"
+PYTHON = sys.executable
+# Processes started here never see real credentials.
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_SESSION_TOKEN": "test"}
+
+
+def expected_answers():
+    """{stem: name} from the fixtures' CSV."""
+    return read_expected(LABELS)
+
+
+def stand_in_files():
+    """(weights, gallery): the stand-in model files, made once into var/stand-in."""
+    from model import make_stand_in
+
+    return make_stand_in(STAND_IN_DIR, IMAGES, LABELS)
+
+
+def wait_until(predicate, timeout, interval=0.05, what="condition"):
+    """Poll `predicate` until it returns a true value (returned), or fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        pause.wait(interval)
+
+
+def child_env(**fr):
+    """The environment for a child service: ours only, plus PATH and the given FR_* values."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FR_", "AWS_"))}
+    env.update(CREDENTIALS)
+    env.update({k: str(v) for k, v in fr.items()})
+    return env
+
+
+def aws(endpoint, service):
+    import boto3
+
+    return boto3.client(service, region_name="us-east-1", endpoint_url=endpoint,
+                        aws_access_key_id="test", aws_secret_access_key="test")
+
+
+def running_instances(ec2):
+    """How many app-tier instances moto shows running, asked the way anyone can ask it."""
+    reservations = ec2.describe_instances(Filters=[
+        {"Name": "tag:Name", "Values": ["app-tier-instance-*"]},
+        {"Name": "instance-state-name", "Values": ["running"]},
+    ])["Reservations"]
+    return sum(len(r["Instances"]) for r in reservations)
