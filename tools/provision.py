@@ -18,6 +18,8 @@ terminates that instance. Before anything is made, `provision` checks that the d
 fit the account's On-Demand quota. Configuration is the services' FR_* variables (README).
 
 Written against AWS's documented behaviour, not moto's (tests run it against tools/awslike.py).
+Longer than our other modules on purpose: every AWS resource of the deployment, its IAM policies and
+its removal in one file, in the order they are made.
 """
 import argparse
 import json
