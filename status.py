@@ -3,7 +3,9 @@
 Metrics counts what this web tier served (by status, latency); Status gathers the rest (queue
 depths, the app instances' states, the autoscaler's last decision from FR_STATE_DIR) with at most a
 few AWS calls a second however often the pages refresh; prometheus_text writes it all in
-Prometheus' text format. The pages that show it are pages/status.html (and the JSON of /status).
+Prometheus' text format. Status also samples a few numbers every second for the status page's chart
+(the last five minutes of running instances, request-queue depth and answers per second). The page
+that shows it all is pages/status.html (it draws the chart itself), and the JSON of /status.
 """
 import threading
 import time
@@ -15,6 +17,9 @@ import pool
 # Latency quantiles are over this many recent answers.
 LATENCY_WINDOW = 1000
 STATUS_CACHE_SECONDS = 1.0
+# The status page's chart: a sample every HISTORY_SECONDS, the last HISTORY_SAMPLES of them (5 min).
+HISTORY_SECONDS = 1.0
+HISTORY_SAMPLES = 300
 
 
 class Metrics:
@@ -60,6 +65,7 @@ class Status:
         self.web = web
         self._lock = threading.Lock()
         self._cache = (0.0, None)
+        self.history = deque(maxlen=HISTORY_SAMPLES)  # [epoch s, running, request queue depth, answers/s]
 
     def read(self):
         """Queue depths, app instances, this tier's counters and the autoscaler's last decision.
@@ -82,6 +88,23 @@ class Status:
             status["autoscaler"] = common.read_state(self.config, common.AUTOSCALER_STATE)
             self._cache = (time.monotonic(), status)
             return dict(status, web=self.web())
+
+    def chart(self):
+        """The samples for the chart, oldest first."""
+        return list(self.history)
+
+    def sample(self, stop):
+        """Every HISTORY_SECONDS until `stop` is set: keep a sample of what the chart shows."""
+        last = None
+        while not stop.wait(HISTORY_SECONDS):
+            status = self.read()
+            now, answered = time.monotonic(), status["web"]["answered"]
+            rate = 0.0 if last is None else (answered - last[1]) / (now - last[0])
+            last = (now, answered)
+            request = (status["queues"] or {}).get("request")
+            depth = request["visible"] + request["in_flight"] if request else None
+            self.history.append([round(time.time(), 1), (status["app_instances"] or {}).get("running"), depth,
+                                 round(rate, 2)])
 
 
 def prometheus_text(status):

@@ -236,7 +236,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         url = urlsplit(self.path)
         if url.path == "/status" and parse_qs(url.query).get("format") == ["json"]:
-            self.send_body(200, json.dumps(self.tier.status.read(), indent=1).encode(), "application/json")
+            status = dict(self.tier.status.read(), chart=self.tier.status.chart())
+            self.send_body(200, json.dumps(status, indent=1).encode(), "application/json")
         elif url.path in self.server.pages:
             self.send_body(200, *self.server.pages[url.path])
         elif url.path == "/metrics":
@@ -337,6 +338,7 @@ def main():
     # Requests still in progress at shutdown need the pollers: they stop after those are done.
     pollers_stop = threading.Event()
     pollers = tier.replies.threads(pollers_stop)
+    pollers.append(threading.Thread(target=tier.status.sample, args=(pollers_stop,), name="chart", daemon=True))
     for poller in pollers:
         poller.start()
     serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)

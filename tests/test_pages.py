@@ -11,9 +11,11 @@ import socket
 import tempfile
 import unittest
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 from tests.support import (
-    IMAGES, aws, child_env, image_bytes, request, running_instances, stand_in_files, start, upload, wait_until,
+    IMAGES, aws, child_env, expected_answers, image_bytes, request, running_instances, stand_in_files, start, upload,
+    wait_until,
 )
 from tools.localstack import LOCAL_STACK
 
@@ -58,6 +60,11 @@ class WebDriver:
         """Texts of the elements matching `css`."""
         found = self.call("POST", f"{self.session}/elements", {"using": "css selector", "value": css})
         return [self.call("GET", f"{self.session}/element/{e[ELEMENT]}/text") for e in found]
+
+    def attribute(self, css, name):
+        """Attribute `name` of the first element matching `css` (None when it has none)."""
+        element = self.call("POST", f"{self.session}/element", {"using": "css selector", "value": css})
+        return self.call("GET", f"{self.session}/element/{element[ELEMENT]}/attribute/{name}")
 
     def type_into(self, css, text):
         element = self.call("POST", f"{self.session}/element", {"using": "css selector", "value": css})
@@ -137,25 +144,48 @@ class PagesTest(unittest.TestCase):
         self.assertIn('<input id="pick" type="file"', page)
         self.assertNotRegex(page, r'(src|href)="(https?:)?//')
 
-    def test_a_person_uploads_an_image_in_the_browser_and_sees_the_answer(self):
+    def browser(self):
+        """A headless Chromium session, closed at cleanup (the test is skipped without Chromium)."""
         if not (shutil.which("chromium") and shutil.which("chromedriver")):
             self.skipTest("chromium and chromedriver not installed (./setup.sh test installs them)")
         port = free_port()
-        start(type(self), "chromedriver", ["chromedriver", f"--port={port}"], child_env(),
+        start(type(self), f"chromedriver-{port}", ["chromedriver", f"--port={port}"], child_env(),
               r"ChromeDriver was started successfully")
         driver = WebDriver(f"http://127.0.0.1:{port}")
-        with tempfile.TemporaryDirectory() as profile:
-            driver.open(profile)
-            self.addCleanup(driver.close)
-            driver.go(self.url)
-            driver.type_into("#pick", "\n".join(str(IMAGES / f"{s}.jpg") for s in ("test_00", "test_07")))
-            answers = wait_until(lambda: len(texts := driver.find(".answer.done")) == 2 and texts, 90,
-                                 interval=0.2, what="answers shown on the page")
-            self.assertEqual(sorted(answers), ["test_00:Paul", "test_07:Ranil"])
-            self.assertEqual(driver.find(".answer.error"), [])
-            driver.type_into("#pick", str(IMAGES.parent / "face_images_100.csv"))
-            errors = wait_until(lambda: driver.find(".answer.error"), 90, interval=0.2, what="error shown")
-            self.assertRegex(errors[0], r"^face_images_100\.csv: error 422: not a readable image")
+        profile = tempfile.TemporaryDirectory()
+        self.addCleanup(profile.cleanup)
+        driver.open(profile.name)
+        self.addCleanup(driver.close)
+        return driver
+
+    def test_the_status_chart_shows_instances_rising_to_the_bursts_peak_and_back_to_0(self):
+        driver = self.browser()
+        driver.go(self.url + "status")
+        stems = sorted(expected_answers())[:60]
+        with ThreadPoolExecutor(len(stems)) as clients:
+            answers = list(clients.map(lambda s: upload(self.url, f"{s}.jpg", (IMAGES / f"{s}.jpg").read_bytes()),
+                                       stems))
+        self.assertEqual({status for status, _ in answers}, {200})
+
+        def drawn():
+            peak, now = (driver.attribute("#chart", f"data-running-{name}") for name in ("peak", "now"))
+            return peak == "15" and now == "0" and driver.attribute("#chart", "aria-label")
+
+        label = wait_until(drawn, 30, interval=0.5, what="the chart at the burst's peak and back at 0")
+        self.assertRegex(label, r"^running app instances: peak 15, now 0 \(\d+ samples\)$")
+        self.assertEqual(len(driver.find("#chart polyline")), 3)
+
+    def test_a_person_uploads_an_image_in_the_browser_and_sees_the_answer(self):
+        driver = self.browser()
+        driver.go(self.url)
+        driver.type_into("#pick", "\n".join(str(IMAGES / f"{s}.jpg") for s in ("test_00", "test_07")))
+        answers = wait_until(lambda: len(texts := driver.find(".answer.done")) == 2 and texts, 90,
+                             interval=0.2, what="answers shown on the page")
+        self.assertEqual(sorted(answers), ["test_00:Paul", "test_07:Ranil"])
+        self.assertEqual(driver.find(".answer.error"), [])
+        driver.type_into("#pick", str(IMAGES.parent / "face_images_100.csv"))
+        errors = wait_until(lambda: driver.find(".answer.error"), 90, interval=0.2, what="error shown")
+        self.assertRegex(errors[0], r"^face_images_100\.csv: error 422: not a readable image")
 
 
 if __name__ == "__main__":
