@@ -3,7 +3,7 @@
 Metrics counts what this web tier served (by status, latency); Status gathers the rest (queue
 depths, the app instances' states, the autoscaler's last decision from FR_STATE_DIR) with at most a
 few AWS calls a second however often the pages refresh; prometheus_text writes it all in
-Prometheus' text format. Status also samples a few numbers every second for the status page's chart
+Prometheus' text format. Status also samples a few numbers every 2 s for the status page's chart
 (the last five minutes of running instances, request-queue depth and answers per second). The page
 that shows it all is pages/status.html (it draws the chart itself), and the JSON of /status.
 """
@@ -17,9 +17,10 @@ import pool
 # Latency quantiles are over this many recent answers.
 LATENCY_WINDOW = 1000
 STATUS_CACHE_SECONDS = 1.0
-# The status page's chart: a sample every HISTORY_SECONDS, the last HISTORY_SAMPLES of them (5 min).
-HISTORY_SECONDS = 1.0
-HISTORY_SAMPLES = 300
+# The status page's chart: a sample every HISTORY_SECONDS (each costs a few AWS calls), the last
+# HISTORY_SAMPLES of them (5 min).
+HISTORY_SECONDS = 2.0
+HISTORY_SAMPLES = 150
 
 
 class Metrics:
