@@ -5,7 +5,7 @@ import threading
 import unittest
 
 from tests.support import wait_until
-from tools.forkserver import Event, SharedCores, parse_command, parse_event, start_command
+from tools.forkserver import CoreTurns, Event, TakingTurns, parse_command, parse_event, start_command
 
 
 def holds_flock(pid, inode):
@@ -25,42 +25,44 @@ class Model:
         return ["Paul"] * len(images)
 
 
-class SharedCoresTest(unittest.TestCase):
+class CoreTurnsTest(unittest.TestCase):
     def test_a_worker_killed_while_it_holds_a_core_does_not_keep_it(self):
         with tempfile.TemporaryDirectory() as lock_dir:
-            cores = SharedCores(Model(), 1, lock_dir)
+            cores = CoreTurns(1, lock_dir)
             self.addCleanup(cores.close)
             pid = os.fork()
             if pid == 0:
-                with cores.core():
+                with cores.turn():
                     os.kill(os.getpid(), signal.SIGKILL)
             _, status = os.waitpid(pid, 0)
             self.assertEqual(os.waitstatus_to_exitcode(status), -signal.SIGKILL)
             answered = []
-            thread = threading.Thread(target=lambda: answered.append(cores.recognize_batch([b"x"])), daemon=True)
+            model = TakingTurns(Model(), cores)
+            thread = threading.Thread(target=lambda: answered.append(model.recognize_batch([b"x"])), daemon=True)
             thread.start()
             thread.join(5)
             self.assertEqual(answered, [["Paul"]], "the core stayed taken after its holder died")
 
     def test_a_worker_killed_while_it_waits_for_a_core_does_not_block_the_others(self):
         with tempfile.TemporaryDirectory() as lock_dir:
-            cores = SharedCores(Model(), 1, lock_dir)
+            cores = CoreTurns(1, lock_dir)
             self.addCleanup(cores.close)
             ready, told = os.pipe()
             holder = os.fork()
             if holder == 0:
-                with cores.core():
+                with cores.turn():
                     os.write(told, b"!")
                     signal.pause()
             self.assertEqual(os.read(ready, 1), b"!")
             waiter = os.fork()
             if waiter == 0:
-                with cores.core():
+                with cores.turn():
                     os._exit(0)
             room = os.stat(cores.room_path).st_ino
             wait_until(lambda: holds_flock(waiter, room), 5, what="the waiter in the waiting room")
             answered = []
-            thread = threading.Thread(target=lambda: answered.append(cores.recognize_batch([b"x"])), daemon=True)
+            model = TakingTurns(Model(), cores)
+            thread = threading.Thread(target=lambda: answered.append(model.recognize_batch([b"x"])), daemon=True)
             try:
                 thread.start()
                 thread.join(0.5)
@@ -76,7 +78,7 @@ class SharedCoresTest(unittest.TestCase):
 
     def test_no_more_inferences_at_once_than_cores(self):
         with tempfile.TemporaryDirectory() as lock_dir:
-            cores = SharedCores(Model(), 2, lock_dir)
+            cores = CoreTurns(2, lock_dir)
             self.addCleanup(cores.close)
             held = []
             children = []
@@ -84,7 +86,7 @@ class SharedCoresTest(unittest.TestCase):
             for _ in range(2):
                 pid = os.fork()
                 if pid == 0:
-                    with cores.core():
+                    with cores.turn():
                         os.write(told, b"!")
                         signal.pause()
                 children.append(pid)
@@ -92,7 +94,7 @@ class SharedCoresTest(unittest.TestCase):
                 self.assertEqual(os.read(ready, 1) + os.read(ready, 1), b"!!", "both children hold a core")
 
                 def third():
-                    with cores.core():
+                    with cores.turn():
                         held.append(1)
 
                 thread = threading.Thread(target=third, daemon=True)

@@ -5,7 +5,7 @@ before the first can answer, and each holds its own copy of the model. Forked fr
 that has already loaded it, a worker is ready in milliseconds and shares the loaded pages with its
 siblings. Each forked worker runs worker.py's own loop (`worker.serve`) with its own AWS clients,
 signal handling and log file, so it behaves as the worker.py of an app instance does; the one
-difference is that the workers take turns at this machine's cores (SharedCores).
+difference is that the workers take turns at this machine's cores (CoreTurns).
 
 Fork safety: this process stays single-threaded (torch is limited to one thread, set before the
 model loads, so no OpenMP pool exists at fork time: each worker makes its own) and makes no AWS
@@ -109,18 +109,16 @@ def run_child(config, recognizer, name):
         os._exit(code)
 
 
-class SharedCores:
-    """The model as the forked workers see it: at most as many inferences at a time as cores.
+class CoreTurns:
+    """Turns at this machine's cores, across processes: at most `cores` holders at a time.
 
     On AWS each instance has its own cores; here 15 "instances" share this machine's. Fifteen
     inferences at once on 2 cores thrash caches and take far more CPU per image than two at a
-    time, so the workers queue for a turn instead. Each turn is a lock file held with
-    flock while an inference runs: the kernel releases it when its holder dies, even by kill -9, so a
-    killed worker cannot keep a core (a semaphore would stay taken)."""
+    time, so the workers queue for a turn instead. Each turn is a lock file held with flock: the
+    kernel releases it when its holder dies, even by kill -9, so a killed worker cannot keep a core
+    (a semaphore would stay taken)."""
 
-    def __init__(self, recognizer, cores, lock_dir):
-        self.recognizer = recognizer
-        self.stand_in = recognizer.stand_in
+    def __init__(self, cores, lock_dir):
         self.paths = [Path(lock_dir) / f"core-{n}.lock" for n in range(cores)]
         self.room_path = Path(lock_dir) / "waiting-room.lock"
         for path in (*self.paths, self.room_path):
@@ -138,7 +136,8 @@ class SharedCores:
         return self._room, self._files
 
     @contextlib.contextmanager
-    def core(self):
+    def turn(self):
+        """Hold a turn for the block."""
         held = self._take()
         try:
             yield
@@ -164,15 +163,24 @@ class SharedCores:
         finally:
             fcntl.flock(room, fcntl.LOCK_UN)
 
-    def recognize_batch(self, images):
-        with self.core():
-            return self.recognizer.recognize_batch(images)
-
     def close(self):
         for file in [*(self._files or []), self._room]:
             if file:
                 file.close()
         self._files = self._room = self._opened_by = None
+
+
+class TakingTurns:
+    """The model as the forked workers see it: each batch waits for a turn at the cores."""
+
+    def __init__(self, recognizer, turns):
+        self.recognizer = recognizer
+        self.turns = turns
+        self.stand_in = recognizer.stand_in
+
+    def recognize_batch(self, images):
+        with self.turns.turn():
+            return self.recognizer.recognize_batch(images)
 
 
 def preload_aws_clients(config):
@@ -252,11 +260,12 @@ def main():
     common.stop_on_signals(stop)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="face-rec-cores-") as lock_dir:
-        recognizer = SharedCores(worker.load_recognizer(config), CORES, lock_dir)
+        turns = CoreTurns(CORES, lock_dir)
+        recognizer = TakingTurns(worker.load_recognizer(config), turns)
         preload_aws_clients(config)
         print(f"{READY} pid={os.getpid()} cores={CORES}", flush=True)
         ForkServer(config, recognizer).serve(stop)
-        recognizer.close()
+        turns.close()
 
 
 if __name__ == "__main__":
