@@ -118,8 +118,9 @@ class CoreTurnsTest(unittest.TestCase):
 
 class ProtocolTest(unittest.TestCase):
     def test_each_side_reads_what_the_other_writes(self):
-        self.assertEqual(parse_command(start_command("i-0abc", "app-tier-instance-3")), ("i-0abc", "app-tier-instance-3"))
-        for event in (Event("forked", "i-0abc", 4242), Event("exited", "i-0abc", 4242, -15), Event("exited", "i-1", 7, 78)):
+        command = start_command("i-0abc", "app-tier-instance-3")
+        self.assertEqual(parse_command(command), ("i-0abc", "app-tier-instance-3"))
+        for event in (Event("forked", "i-0a", 4242), Event("exited", "i-0a", 4242, -15), Event("exited", "i-1", 7, 78)):
             self.assertEqual(parse_event(event.line()), event)
 
     def test_log_lines_and_bad_commands_are_not_taken_for_protocol(self):

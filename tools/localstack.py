@@ -7,8 +7,9 @@ launcher here runs one worker process (worker.py's loop, forked by tools/forkser
 model already loaded) per pool instance that moto shows running, and SIGTERMs it when the instance
 stops. With FR_SIMULATE=aws a worker starts only after the boot delay a real instance takes
 (tools/awslike.py), and when a web host is provisioned into moto (provision --with-web), the
-autoscaler here is taken for the one on that host: it is stopped when the host shuts down. Logs go to var/logs/. Ctrl-C (SIGINT) or SIGTERM stops everything, in the reverse order of
-starting: workers after the web tier (requests in progress are answered), moto last.
+autoscaler here is taken for the one on that host: it is stopped when the host shuts down. Logs
+go to var/logs/. Ctrl-C (SIGINT) or SIGTERM stops everything, in the reverse order of starting:
+workers after the web tier (requests in progress are answered), moto last.
 """
 import dataclasses
 import logging
