@@ -13,10 +13,9 @@ call, so no connection exists to be shared; children make their own clients afte
 preload_aws_clients).
 
 Threads: two inferences run at a time, each on both cores, with OpenMP's waiting threads sleeping
-(the launcher sets OMP_WAIT_POLICY=PASSIVE). Measured on 2 cores, 100-upload bursts (tools/bench.py):
-2 at a time x 1 thread 18.5 images/s; 1 x 2 threads 12-16 (a thread that moto preempts stalls the
-whole inference, and spinning threads burn the core moto needs); 2 x 2 threads, passive, 20.9-22.3:
-split over two threads, each layer's working set fits the per-core caches better.
+(the launcher sets OMP_WAIT_POLICY=PASSIVE): of the ways tried, the fastest on 2 cores beside moto
+(a thread moto preempts stalls a whole inference, and spinning threads burn the core moto needs);
+the README's Performance section has the numbers.
 
 Protocol, one line each, written and read by the functions below (both sides: the launcher in
 tools/localstack.py uses start_command and parse_event). On stdin: `start INSTANCE_ID NAME` forks a
