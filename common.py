@@ -73,11 +73,11 @@ class Config:
         return f"{self.prefix}-out-bucket"
 
     @property
-    def req_queue(self):
+    def request_queue(self):
         return f"{self.prefix}-req-queue"
 
     @property
-    def resp_queue(self):
+    def response_queue(self):
         return f"{self.prefix}-resp-queue"
 
     @property
@@ -254,8 +254,8 @@ def error_code(error):
 def queue_urls(sqs, config):
     """(request queue URL, response queue URL); they are created by provisioning, not here."""
     return (
-        sqs.get_queue_url(QueueName=config.req_queue)["QueueUrl"],
-        sqs.get_queue_url(QueueName=config.resp_queue)["QueueUrl"],
+        sqs.get_queue_url(QueueName=config.request_queue)["QueueUrl"],
+        sqs.get_queue_url(QueueName=config.response_queue)["QueueUrl"],
     )
 
 
@@ -303,23 +303,24 @@ def read_state(config, name, max_age=None):
 
 @dataclass(frozen=True)
 class Request:
-    """Web tier -> worker: the image is in the input bucket under `key`."""
+    """Web tier -> worker: the image of file stem `stem` is in the input bucket under `key`."""
 
     id: str
     key: str
-    name: str
+    stem: str
     reply_to: str
 
 
 @dataclass(frozen=True)
 class Reply:
-    """Worker -> web tier: exactly one of `result` (the person's name) and `error` is set.
+    """Worker -> web tier, for the image of file stem `stem`: exactly one of `name` (the person's) and
+    `error` is set.
 
     `model_ms` is the worker's time in the model, so the web tier can tell what the plumbing cost."""
 
     id: str
-    name: str
-    result: str | None = None
+    stem: str
+    name: str | None = None
     error: str | None = None
     model_ms: str | None = None
 
@@ -341,8 +342,8 @@ def decode(kind, body):
         raise ValueError(f"not a {kind.__name__} message: {e}") from None
     if not all(isinstance(v, (str, type(None))) for v in message.__dict__.values()):
         raise ValueError(f"not a {kind.__name__} message: fields must be strings")
-    if kind is Reply and (message.result is None) == (message.error is None):
-        raise ValueError("a Reply has exactly one of result and error")
+    if kind is Reply and (message.name is None) == (message.error is None):
+        raise ValueError("a Reply has exactly one of name and error")
     return message
 
 

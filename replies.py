@@ -168,7 +168,7 @@ class Replies:
             except ValueError:
                 continue
             claimed = self.pending.deliver(request.id, DeadLettered(request.id))
-            log.error("event=dead_letter id=%s stem=%s client_told=%s", request.id, request.name, claimed)
+            log.error("event=dead_letter id=%s stem=%s client_told=%s", request.id, request.stem, claimed)
         # Kept in the dead-letter queue for the operator, hidden so that it is not read again soon.
         self.sqs.change_message_visibility_batch(
             QueueUrl=self.dead_letter_url,

@@ -7,6 +7,7 @@ Prometheus' text format. Status also samples a few numbers every 2 s for the sta
 (the last five minutes of running instances, request-queue depth and answers per second). The page
 that shows it all is pages/status.html (it draws the chart itself), and the JSON of /status.
 """
+import math
 import threading
 import time
 from collections import Counter, deque
@@ -17,10 +18,12 @@ import pool
 # Latency quantiles are over this many recent answers.
 LATENCY_WINDOW = 1000
 STATUS_CACHE_SECONDS = 1.0
-# The status page's chart: a sample every HISTORY_SECONDS (each costs a few AWS calls), the last
+# The status page's chart: a sample every HISTORY_SECONDS (two cheap AWS calls), the last
 # HISTORY_SAMPLES of them (5 min).
 HISTORY_SECONDS = 2.0
 HISTORY_SAMPLES = 150
+# The chart's sampler describes the pool in full this often (a member may have been replaced).
+POOL_REFRESH_SECONDS = 60
 
 
 class Metrics:
@@ -95,17 +98,27 @@ class Status:
         return list(self.history)
 
     def sample(self, stop):
-        """Every HISTORY_SECONDS until `stop` is set: keep a sample of what the chart shows."""
-        last = None
+        """Every HISTORY_SECONDS until `stop` is set: keep a sample of what the chart shows.
+
+        Cheaply, as the autoscaler does (this runs all the time, watched or not): the pool's members
+        are described once a minute and only their states asked for in between, and only the
+        request queue's depth is read."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        last, members, described = None, None, -math.inf
         while not stop.wait(HISTORY_SECONDS):
-            status = self.read()
-            now, answered = time.monotonic(), status["web"]["answered"]
+            now, answered = time.monotonic(), self.web()["answered"]
             rate = 0.0 if last is None else (answered - last[1]) / (now - last[0])
             last = (now, answered)
-            request = (status["queues"] or {}).get("request")
-            depth = request["visible"] + request["in_flight"] if request else None
-            self.history.append([round(time.time(), 1), (status["app_instances"] or {}).get("running"), depth,
-                                 round(rate, 2)])
+            try:
+                if members is None or now - described > POOL_REFRESH_SECONDS:
+                    members, described = [i["id"] for i in pool.describe(self.ec2, self.config)], now
+                states = pool.instance_states(self.ec2, members)
+                running = sum(state == "running" for state in states.values())
+                depth = sum(common.queue_depth(self.sqs, self.queues["request"]))
+            except (BotoCoreError, ClientError):
+                running = depth = members = None
+            self.history.append([round(time.time(), 1), running, depth, round(rate, 2)])
 
 
 def prometheus_text(status):

@@ -170,14 +170,14 @@ class WebTier:
         answered = time.monotonic()
         log.info(
             "event=answered id=%s stem=%s result=%s error=%s ms=%.1f model_ms=%s put_ms=%.1f send_ms=%.1f wait_ms=%.1f",
-            request_id, stem, outcome.result, outcome.error, (answered - started) * 1000, outcome.model_ms,
+            request_id, stem, outcome.name, outcome.error, (answered - started) * 1000, outcome.model_ms,
             (stored - started) * 1000, (queued - stored) * 1000, (answered - queued) * 1000,
         )
         if outcome.error:
             raise HttpError(422, outcome.error)
         if digest:
-            self.cache.put(digest, outcome.result)
-        return f"{stem}:{outcome.result}", outcome.model_ms
+            self.cache.put(digest, outcome.name)
+        return f"{stem}:{outcome.name}", outcome.model_ms
 
     def _store_cached(self, key, body, stem, name):
         """What a worker would have written for this upload: the image, and stem -> name."""

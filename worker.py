@@ -2,7 +2,7 @@
 
 Loads the model once (FR_WEIGHTS, FR_GALLERY), then long-polls the request queue for up to FR_BATCH
 requests at a time. It reads their images from the input bucket (in parallel), recognises them in
-one pass through the model, sends `{id, name, result}` (or `{id, name, error}` for an image it
+one pass through the model, sends `{id, stem, name}` (or `{id, stem, error}` for an image it
 cannot name) to each message's reply queue in one call, then, off the critical path, writes
 `stem -> name` to the output bucket and only then deletes the requests. While it works, a heartbeat
 keeps the messages invisible. A request whose handling fails unexpectedly, or whose worker dies, is
@@ -37,7 +37,7 @@ class Worker:
     def run(self, stop):
         from botocore.exceptions import BotoCoreError, ClientError
 
-        log.info("event=ready queue=%s batch=%d", self.config.req_queue, self.config.batch)
+        log.info("event=ready queue=%s batch=%d", self.config.request_queue, self.config.batch)
         while not stop.is_set():
             try:
                 messages = self.sqs.receive_message(
@@ -73,7 +73,7 @@ class Worker:
         if not jobs:
             return
         for _, request in jobs:
-            log.info("event=received id=%s stem=%s", request.id, request.name)
+            log.info("event=received id=%s stem=%s", request.id, request.stem)
         heartbeat = Heartbeat(self.sqs, self.request_url, [m["ReceiptHandle"] for m, _ in jobs],
                               self.config.visibility_timeout)
         with heartbeat:
@@ -95,11 +95,11 @@ class Worker:
         for index, request in enumerate(requests):
             outcome = outcomes.get(index)
             if outcome is None:
-                replies.append(Reply(request.id, request.name, error="the image is no longer in the input bucket"))
+                replies.append(Reply(request.id, request.stem, error="the image is no longer in the input bucket"))
             elif isinstance(outcome, str):
-                replies.append(Reply(request.id, request.name, result=outcome, model_ms=model_ms))
+                replies.append(Reply(request.id, request.stem, name=outcome, model_ms=model_ms))
             else:
-                replies.append(Reply(request.id, request.name, error=str(outcome), model_ms=model_ms))
+                replies.append(Reply(request.id, request.stem, error=str(outcome), model_ms=model_ms))
         return replies
 
     def _fetch(self, request):
@@ -129,8 +129,8 @@ class Worker:
         with heartbeat:
             try:
                 for (_, request), reply in zip(jobs, replies):
-                    if reply.result is not None:
-                        self.s3.put_object(Bucket=self.config.out_bucket, Key=request.name, Body=reply.result.encode())
+                    if reply.name is not None:
+                        self.s3.put_object(Bucket=self.config.out_bucket, Key=request.stem, Body=reply.name.encode())
                 self._delete([message for message, _ in jobs])
             except Exception:
                 log.exception("event=finish_failed ids=%s", ",".join(request.id for _, request in jobs))
@@ -140,7 +140,7 @@ class Worker:
             log.info(
                 "event=done id=%s stem=%s result=%s error=%s batch=%d ms=%.0f model_ms=%s before_model_ms=%.1f "
                 "reply_ms=%.1f after_reply_ms=%.1f",
-                request.id, request.name, reply.result, reply.error, len(jobs), (done - timing["started"]) * 1000,
+                request.id, request.stem, reply.name, reply.error, len(jobs), (done - timing["started"]) * 1000,
                 reply.model_ms, (timing["answered"] - timing["started"]) * 1000 - float(reply.model_ms or 0),
                 (timing["sent"] - timing["answered"]) * 1000, (done - timing["sent"]) * 1000,
             )

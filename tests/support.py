@@ -109,7 +109,7 @@ class Service:
         return self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
 
     def assert_queues_drain(self):
-        for name in (self.config.req_queue, self.config.resp_queue):
+        for name in (self.config.request_queue, self.config.response_queue):
             url = self.queue_url(name)
             wait_until(lambda: sum(common.queue_depth(self.sqs, url)) == 0, 10, what=f"{name} empty")
 

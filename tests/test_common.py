@@ -10,14 +10,14 @@ class ConfigTest(unittest.TestCase):
         config = load_config({})
         self.assertEqual((config.port, config.max_instances, config.endpoint_url), (8000, 15, None))
         self.assertEqual(
-            (config.in_bucket, config.out_bucket, config.req_queue, config.resp_queue),
+            (config.in_bucket, config.out_bucket, config.request_queue, config.response_queue),
             ("face-rec-in-bucket", "face-rec-out-bucket", "face-rec-req-queue", "face-rec-resp-queue"),
         )
 
     def test_values_are_parsed_and_relative_paths_are_from_the_project(self):
         config = load_config({"FR_PREFIX": "t1", "FR_PORT": "0", "FR_REQUEST_TIMEOUT": "2.5",
                               "FR_WEIGHTS": "w.pt", "FR_ENDPOINT_URL": "http://127.0.0.1:5000"})
-        self.assertEqual((config.req_queue, config.port, config.request_timeout), ("t1-req-queue", 0, 2.5))
+        self.assertEqual((config.request_queue, config.port, config.request_timeout), ("t1-req-queue", 0, 2.5))
         self.assertEqual(config.weights, common.PROJECT_DIR / "w.pt")
         self.assertEqual(config.endpoint_url, "http://127.0.0.1:5000")
 
@@ -43,7 +43,7 @@ class MessageTest(unittest.TestCase):
     def test_request_and_reply_round_trip(self):
         request = Request(uuid.uuid4().hex, "id/test_00.jpg", "test_00", "http://q/resp")
         self.assertEqual(decode(Request, encode(request)), request)
-        for reply in (Reply("i", "test_00", result="Paul"), Reply("i", "x", error="no face found")):
+        for reply in (Reply("i", "test_00", name="Paul"), Reply("i", "x", error="no face found")):
             self.assertEqual(decode(Reply, encode(reply)), reply)
 
     def test_the_largest_request_the_web_tier_makes_fits_the_queue_limit(self):

@@ -156,8 +156,8 @@ class ProvisionTest(Deployment):
 
     def check_policies(self):
         account, region, c = "123456789012", "us-east-1", self.config
-        req = f"arn:aws:sqs:{region}:{account}:{c.req_queue}"
-        resp = f"arn:aws:sqs:{region}:{account}:{c.resp_queue}"
+        req = f"arn:aws:sqs:{region}:{account}:{c.request_queue}"
+        resp = f"arn:aws:sqs:{region}:{account}:{c.response_queue}"
         app = statements(self.clients["iam"], c.role("app"))
         self.assertEqual(app, {
             "s3:GetObject": [f"arn:aws:s3:::{c.in_bucket}/*"],

@@ -70,8 +70,8 @@ class RecognizerTest(unittest.TestCase):
         weights, _ = stand_in_files()
         with tempfile.TemporaryDirectory() as scratch:
             out = Path(scratch, "gallery.pt")
-            subprocess.run([PYTHON, "-m", "model", "enroll", str(IMAGES), str(LABELS), str(out)],
-                           env=child_env(FR_WEIGHTS=weights), check=True, capture_output=True, timeout=300)
+            subprocess.run([PYTHON, "-m", "model", "enroll", "--weights", str(weights), str(IMAGES), str(LABELS),
+                            str(out)], env=child_env(), check=True, capture_output=True, timeout=300)
             gallery = Gallery.load(out)
             self.assertEqual(sorted(set(gallery.names)), sorted(set(self.expected.values())))
             recognizer = Recognizer(weights, out, threads=1)

@@ -6,6 +6,7 @@ import unittest
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
+import common
 from tests.support import (
     IMAGES, LABELS, PYTHON, Service, child_env, expected_answers, request, upload, wait_until,
 )
@@ -47,11 +48,17 @@ class PipelineTest(Service, unittest.TestCase):
 
     def test_model_command_line_gives_the_service_answer(self):
         stems = ["test_00", "test_04", "test_09"]
-        env = child_env(FR_WEIGHTS=self.weights, FR_GALLERY=self.gallery)
-        printed = subprocess.run([PYTHON, "-m", "model", *[str(IMAGES / f"{s}.jpg") for s in stems]],
-                                 env=env, capture_output=True, text=True, check=True, timeout=120).stdout
+        images = [str(IMAGES / f"{s}.jpg") for s in stems]
         served = "".join(upload(self.url, f"{s}.jpg", self.read_image(s))[1] for s in stems)
-        self.assertEqual(printed, served)
+        for command, env in (
+            # The model alone, told its files; and the same with the files the service's workers use.
+            (["-m", "model", "--weights", str(self.weights), "--gallery", str(self.gallery)], child_env()),
+            (["-m", "tools.recognize"], child_env(FR_WEIGHTS=self.weights, FR_GALLERY=self.gallery)),
+        ):
+            with self.subTest(command=command[1]):
+                printed = subprocess.run([PYTHON, *command, *images], env=env, capture_output=True, text=True,
+                                         check=True, timeout=120, cwd=common.PROJECT_DIR).stdout
+                self.assertEqual(printed, served)
 
     def test_an_image_without_a_face_is_422_and_the_next_upload_is_answered(self):
         from PIL import Image

@@ -107,14 +107,14 @@ class FaultTest(Service, unittest.TestCase):
         cls.start_service(workers=0, FR_REQUEST_TIMEOUT=10, FR_VISIBILITY_TIMEOUT=1)
 
     def tearDown(self):
-        for url in (self.queue_url(self.config.req_queue), self.queue_url(self.config.resp_queue)):
+        for url in (self.queue_url(self.config.request_queue), self.queue_url(self.config.response_queue)):
             self.sqs.purge_queue(QueueUrl=url)
 
     def test_no_answer_in_time_is_504(self):
         self.assertEqual(upload(self.url, "test_00.jpg", GOOD), (504, "no answer within 10 s\n"))
 
     def test_a_request_workers_keep_failing_on_ends_in_502_and_stays_in_the_dead_letter_queue(self):
-        request_url = self.queue_url(self.config.req_queue)
+        request_url = self.queue_url(self.config.request_queue)
         dead_letters = self.queue_url(self.config.dead_letter_queue)
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(upload, self.url, "test_00.jpg", GOOD)
@@ -132,9 +132,9 @@ class FaultTest(Service, unittest.TestCase):
         self.assertEqual(queue_depth(self.sqs, dead_letters), (0, 1), "kept, hidden, for the operator")
 
     def test_replies_nobody_waits_for_are_deleted(self):
-        reply_url = self.queue_url(self.config.resp_queue)
+        reply_url = self.queue_url(self.config.response_queue)
         for n in range(5):
-            self.sqs.send_message(QueueUrl=reply_url, MessageBody=common.encode(Reply(f"gone{n}", "x", result="Paul")))
+            self.sqs.send_message(QueueUrl=reply_url, MessageBody=common.encode(Reply(f"gone{n}", "x", name="Paul")))
         self.sqs.send_message(QueueUrl=reply_url, MessageBody="not a reply")
         wait_until(lambda: sum(queue_depth(self.sqs, reply_url)) == 0, 10, what="response queue empty")
 
@@ -163,7 +163,7 @@ class FaultTest(Service, unittest.TestCase):
         replies = self.sqs.create_queue(QueueName="svc-gone-replies")["QueueUrl"]
         worker = self.start_worker("gone")
         self.addCleanup(worker.stop)
-        self.sqs.send_message(QueueUrl=self.queue_url(self.config.req_queue),
+        self.sqs.send_message(QueueUrl=self.queue_url(self.config.request_queue),
                               MessageBody=common.encode(Request("gone1", "gone1/x.jpg", "x", replies)))
         received = wait_until(lambda: self.sqs.receive_message(QueueUrl=replies, WaitTimeSeconds=1).get("Messages"),
                               10, what="a reply")
@@ -212,23 +212,23 @@ class PendingTest(unittest.TestCase):
     def test_a_duplicate_or_unknown_reply_is_ignored(self):
         pending = Pending()
         slot = pending.register("a")
-        self.assertTrue(pending.deliver("a", Reply("a", "n", result="Paul")))
-        self.assertFalse(pending.deliver("a", Reply("a", "n", result="Bob")), "duplicate delivery")
-        self.assertEqual(slot.outcome.result, "Paul")
-        self.assertFalse(pending.deliver("b", Reply("b", "n", result="Paul")), "nobody waits for b")
+        self.assertTrue(pending.deliver("a", Reply("a", "n", name="Paul")))
+        self.assertFalse(pending.deliver("a", Reply("a", "n", name="Bob")), "duplicate delivery")
+        self.assertEqual(slot.outcome.name, "Paul")
+        self.assertFalse(pending.deliver("b", Reply("b", "n", name="Paul")), "nobody waits for b")
         pending.remove("a")
-        self.assertFalse(pending.deliver("a", Reply("a", "n", result="Paul")))
+        self.assertFalse(pending.deliver("a", Reply("a", "n", name="Paul")))
         self.assertEqual(len(pending), 0)
 
     def test_many_threads_get_their_own_outcomes(self):
         pending = Pending()
         slots = {str(n): pending.register(str(n)) for n in range(200)}
-        threads = [threading.Thread(target=pending.deliver, args=(i, Reply(i, "n", result=i))) for i in slots]
+        threads = [threading.Thread(target=pending.deliver, args=(i, Reply(i, "n", name=i))) for i in slots]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        self.assertEqual({i: s.outcome.result for i, s in slots.items()}, {i: i for i in slots})
+        self.assertEqual({i: s.outcome.name for i, s in slots.items()}, {i: i for i in slots})
 
 
 if __name__ == "__main__":

@@ -63,9 +63,9 @@ def arns(config, account):
         "in_objects": f"arn:aws:s3:::{config.in_bucket}/*",
         "out_objects": f"arn:aws:s3:::{config.out_bucket}/*",
         "code_object": f"arn:aws:s3:::{config.deploy_bucket}/{CODE_KEY}",
-        "req_queue": f"{sqs}:{config.req_queue}",
+        "request_queue": f"{sqs}:{config.request_queue}",
         "dead_letter_queue": f"{sqs}:{config.dead_letter_queue}",
-        "resp_queue": f"{sqs}:{config.resp_queue}",
+        "response_queue": f"{sqs}:{config.response_queue}",
         "instances": f"arn:aws:ec2:{config.region}:{account}:instance/*",
         "app_role": f"arn:aws:iam::{account}:role/{config.role('app')}",
     }
@@ -86,9 +86,9 @@ def web_policy(config, account):
         # The output bucket: what a worker would have written, for answers from the result cache.
         _statement(["s3:PutObject"], [a["in_objects"], a["out_objects"]]),
         _statement(["s3:GetObject"], [a["code_object"]]),
-        _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"], [a["req_queue"]]),
+        _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"], [a["request_queue"]]),
         _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:DeleteMessage"],
-                   [a["resp_queue"]]),
+                   [a["response_queue"]]),
         # Dead letters: tell the waiting client, then hide the message (kept for the operator);
         # their count is on the status page.
         _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:ChangeMessageVisibility"],
@@ -123,8 +123,8 @@ def app_policy(config, account):
         _statement(["s3:ListBucket"], [a["in_bucket"]]),
         _statement(["s3:PutObject"], [a["out_objects"]]),
         _statement(["sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
-                   [a["req_queue"]]),
-        _statement(["sqs:GetQueueUrl", "sqs:SendMessage"], [a["resp_queue"]]),
+                   [a["request_queue"]]),
+        _statement(["sqs:GetQueueUrl", "sqs:SendMessage"], [a["response_queue"]]),
     ]}
 
 
@@ -282,12 +282,12 @@ class Provisioner:
         size = str(common.MAX_MESSAGE_BYTES)
         dlq_arn = self.ensure_queue(config.dead_letter_queue, {"MaximumMessageSize": size,
                                                                "MessageRetentionPeriod": "1209600"})
-        self.ensure_queue(config.req_queue, {
+        self.ensure_queue(config.request_queue, {
             "MaximumMessageSize": size,
             "VisibilityTimeout": str(config.visibility_timeout),
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVES)}),
         })
-        self.ensure_queue(config.resp_queue, {"MaximumMessageSize": size})
+        self.ensure_queue(config.response_queue, {"MaximumMessageSize": size})
         account = self.account()
         # SSM: an operator can get a shell on the web host without SSH (it has no key pair, no port 22).
         self.ensure_role("web", web_policy(config, account), managed=[SSM_POLICY])
@@ -366,7 +366,7 @@ class Provisioner:
             for what in (f"{common.WEB_HOST_NAME} (first, waited on: its autoscaler must stop before the pool)",
                          f"every other instance tagged {common.PREFIX_TAG}={config.prefix}", "Elastic IP",
                          f"security group {config.prefix}-web",
-                         *(f"queue {q}" for q in (config.req_queue, config.resp_queue, config.dead_letter_queue)),
+                         *(f"queue {q}" for q in (config.request_queue, config.response_queue, config.dead_letter_queue)),
                          *(f"bucket {b} and its objects" for b in (config.in_bucket, config.out_bucket, config.deploy_bucket)),
                          *(f"IAM role + instance profile {config.role(t)}" for t in ("web", "app")),
                          "app-tier images and their snapshots" if images else "app-tier images: kept (--images removes them)"):
@@ -384,7 +384,7 @@ class Provisioner:
             common.while_refused(lambda: self.ec2.delete_security_group(GroupId=group["GroupId"]),
                                  refused_with("DependencyViolation"), INSTANCE_PATIENCE, self.waiting)
             self.out(f"{'removed':<12} security group {group['GroupName']}")
-        for name in (config.req_queue, config.resp_queue, config.dead_letter_queue):
+        for name in (config.request_queue, config.response_queue, config.dead_letter_queue):
             try:
                 self.sqs.delete_queue(QueueUrl=self.sqs.get_queue_url(QueueName=name)["QueueUrl"])
                 self.out(f"{'removed':<12} queue {name} (its name can be used again after 60 s)")
