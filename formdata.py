@@ -1,8 +1,8 @@
 """multipart/form-data (RFC 7578), as browsers and `curl -F` send uploads: an I/O-free push parser.
 
-The caller reads the bytes (from a socket, a file, a test's list of chunks) and feeds them;
-`MultipartParser` returns the parts with their bodies spooled to temporary files (memory bounded
-whatever the upload's size). Every refusal is an HttpError carrying its HTTP status and a one-line
+The caller reads the bytes (from a socket, a file, a test's list of chunks) and feeds them, and
+decides where each part's body goes (`new_body`: by default a file spooled to disk past 1 MiB, so
+memory is bounded whatever the upload's size); `MultipartParser` returns the parts. Every refusal is an HttpError carrying its HTTP status and a one-line
 reason for the client (415 not multipart, 400 malformed), as in defnull/multipart. The web tier
 (web.py) is its only user; the tests feed it every way a body can be split.
 """
@@ -12,7 +12,7 @@ from email.message import Message
 # Part headers are small (a name, a file name, a type); a larger block is refused.
 MAX_PART_HEADER_BYTES = 16 * 1024
 MAX_PARTS = 16
-# A part body larger than this goes to a temporary file (under TMPDIR), not memory.
+# By default, a part body larger than this goes to a temporary file (under TMPDIR), not memory.
 SPOOL_BYTES = 1024 * 1024
 
 
@@ -25,14 +25,19 @@ class HttpError(Exception):
         self.reason = reason
 
 
-class Part:
-    """One part of a multipart/form-data body; `body` is a spooled file positioned at its end."""
+def spooled():
+    """The default home of a part's body: memory up to SPOOL_BYTES, a temporary file past them."""
+    return tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
 
-    def __init__(self, headers):
+
+class Part:
+    """One part of a multipart/form-data body; `body` (a file the caller chose) is at its end."""
+
+    def __init__(self, headers, body):
         disposition = _header_params(headers.get("content-disposition", ""))
         self.name = disposition.get_param("name", header="content-disposition")
         self.filename = disposition.get_param("filename", header="content-disposition")
-        self.body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+        self.body = body
         self.size = 0
 
     def write(self, data):
@@ -43,11 +48,12 @@ class Part:
 class MultipartParser:
     """An I/O-free push parser for multipart/form-data (RFC 7578): `feed` bytes, then `close`.
 
-    Errors are HttpError(400, reason). Memory is bounded: part bodies are spooled, and part headers
-    are limited to `max_header_bytes`.
+    Errors are HttpError(400, reason). Part headers are limited to `max_header_bytes`; each part's
+    body is written to a new `new_body()` file object.
     """
 
-    def __init__(self, boundary, max_header_bytes=MAX_PART_HEADER_BYTES, max_parts=MAX_PARTS):
+    def __init__(self, boundary, max_header_bytes=MAX_PART_HEADER_BYTES, max_parts=MAX_PARTS, new_body=spooled):
+        self.new_body = new_body
         self.delimiter = b"--" + boundary
         self.body_end = b"\r\n" + self.delimiter
         self.max_header_bytes = max_header_bytes
@@ -101,7 +107,7 @@ class MultipartParser:
                 return False
             if len(self.parts) == self.max_parts:
                 raise HttpError(400, f"too many multipart parts (limit {self.max_parts})")
-            self.parts.append(Part(_parse_header_block(bytes(buf[2:at]))))
+            self.parts.append(Part(_parse_header_block(bytes(buf[2:at])), self.new_body()))
             del buf[: at + 4]
             self.state = "body"
             return True

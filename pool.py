@@ -22,6 +22,8 @@ APP_TIER_NAME = "app-tier-instance"
 ACTIVE_STATES = ("pending", "running")
 # Members of the pool; shutting-down and terminated instances are gone from it.
 POOL_STATES = ("pending", "running", "stopping", "stopped")
+# Every state but terminated: what may still run, or be billed.
+LIVE_STATES = (*POOL_STATES, "shutting-down")
 # The states EC2 accepts StartInstances and StopInstances in, and changes something.
 STARTABLE = ("stopped",)
 STOPPABLE = ("running",)

@@ -1,3 +1,4 @@
+import io
 import unittest
 
 from formdata import HttpError, MultipartParser, boundary_of
@@ -21,6 +22,15 @@ def contents(part):
 
 
 class MultipartParserTest(unittest.TestCase):
+    def test_the_caller_decides_where_part_bodies_go(self):
+        _, body = multipart([("note", None, b"hello"), ("inputFile", "a.jpg", b"\xff\xd8jpeg")], BOUNDARY)
+        made = []
+        parser = MultipartParser(BOUNDARY.encode(), new_body=lambda: made.append(io.BytesIO()) or made[-1])
+        parser.feed(body)
+        parts = parser.close()
+        self.assertEqual([part.body for part in parts], made)
+        self.assertEqual([b.getvalue() for b in made], [b"hello", b"\xff\xd8jpeg"])
+
     def test_parts_are_split_with_names_filenames_and_exact_bytes(self):
         image = bytes(range(256)) * 40 + b"\r\n--" + b"----bnd4"  # looks like a boundary, is not
         _, body = multipart([("note", None, b"hello"), ("inputFile", "test_00.jpg", image)], BOUNDARY)

@@ -116,12 +116,12 @@ class WebHost:
         if self.id is None:
             if time.monotonic() - self.looked >= WEB_HOST_LOOK_SECONDS:
                 self.looked = time.monotonic()
-                hosts = pool.ours(self.ec2, self.config, [common.WEB_HOST_NAME], ["pending", "running"])
+                hosts = pool.ours(self.ec2, self.config, [common.WEB_HOST_NAME], pool.ACTIVE_STATES)
                 if hosts:
                     self.id = hosts[0]["id"]
                     log.info("event=web_host_found instance=%s detail=the autoscaler here stands for its", self.id)
             return False
-        return pool.instance_states(self.ec2, [self.id]).get(self.id) not in ("pending", "running")
+        return pool.instance_states(self.ec2, [self.id]).get(self.id) not in pool.ACTIVE_STATES
 
 
 def run(config, stop):

@@ -184,7 +184,7 @@ class Provisioner:
 
     def _live_instances(self):
         pages = self.ec2.get_paginator("describe_instances").paginate(
-            Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
+            Filters=[{"Name": "instance-state-name", "Values": list(pool.ACTIVE_STATES)}])
         return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
     def ensure_bucket(self, name):
@@ -262,7 +262,7 @@ class Provisioner:
             return self.say("", what)
         created = pool.repair(self.ec2, config, pool.describe(self.ec2, config), patience=PROFILE_PATIENCE)
         members = pool.describe(self.ec2, config)
-        if self._ours([common.WEB_HOST_NAME], ["pending", "running"]):
+        if self._ours([common.WEB_HOST_NAME], pool.ACTIVE_STATES):
             return self.say(f"created {len(created)}" if created else "exists",
                             f"{what} (states left to the autoscaler on {common.WEB_HOST_NAME})")
         active = [i["id"] for i in members if i["state"] in pool.ACTIVE_STATES]
@@ -307,7 +307,7 @@ class Provisioner:
         self.s3.put_object(Bucket=config.deploy_bucket, Key=CODE_KEY, Body=code_archive())
         self.say("uploaded", f"code archive s3://{config.deploy_bucket}/{CODE_KEY}")
         group = self._web_security_group()
-        existing = self._ours([common.WEB_HOST_NAME], ["pending", "running", "stopping", "stopped"])
+        existing = self._ours([common.WEB_HOST_NAME], pool.POOL_STATES)
         if existing:
             instance, state = existing[0]["id"], "exists"
             if existing[0]["state"] in ("stopping", "stopped"):
@@ -400,7 +400,7 @@ class Provisioner:
         """Terminate our instances named `names` and wait until they are; again, should more appear
         meanwhile (launched by an autoscaler that was still stepping)."""
         for _ in range(TEARDOWN_ROUNDS):
-            live = self._ours(names, ["pending", "running", "stopping", "stopped", "shutting-down"])
+            live = self._ours(names, pool.LIVE_STATES)
             if not live:
                 return
             ids = [i["id"] for i in live]
@@ -457,8 +457,7 @@ class Provisioner:
 
     def remaining(self):
         """What of ours is still there and may be billed: [(kind, id)]."""
-        left = [("instance", i["id"]) for i in self._ours(["*"], ["pending", "running", "stopping", "stopped",
-                                                                  "shutting-down"])]
+        left = [("instance", i["id"]) for i in self._ours(["*"], pool.LIVE_STATES)]
         left += [("address", a["AllocationId"]) for a in self.ec2.describe_addresses(Filters=[
             {"Name": f"tag:{common.PREFIX_TAG}", "Values": [self.config.prefix]}])["Addresses"]]
         left += [("volume", v["VolumeId"]) for v in self.ec2.describe_volumes(Filters=[
