@@ -44,13 +44,15 @@ def state_dir(name):
     return path
 
 
-def start_moto(testcase, port=0):
-    """A fresh moto server (on a free port unless `port`), kept as `testcase.moto`, its FR_STATE_DIR
-    (where the AWS-like journal is) as `testcase.moto_state`; its endpoint URL."""
-    name = f"moto-{getattr(testcase, '__name__', type(testcase).__name__)}"
+def start_moto(testcase, port=0, name=None, **fr):
+    """A fresh moto server (on a free port unless `port`; `fr`: FR_* settings, such as another
+    FR_SIMULATE_TIME_SCALE), kept as `testcase.moto`, its FR_STATE_DIR (where the AWS-like journal
+    is) as `testcase.moto_state`; its endpoint URL."""
+    name = name or f"moto-{getattr(testcase, '__name__', type(testcase).__name__)}"
     testcase.moto_state = state_dir(name)
     testcase.moto, match = start(testcase, name, [*MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)],
-                                 child_env(FR_STATE_DIR=testcase.moto_state), r"Running on (http://127\.0\.0\.1:\d+)")
+                                 child_env(FR_STATE_DIR=testcase.moto_state, **fr),
+                                 r"Running on (http://127\.0\.0\.1:\d+)")
     return match[1]
 
 

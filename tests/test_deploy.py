@@ -105,7 +105,10 @@ class ProvisionTest(Deployment):
         self.assertEqual(refusals(self.moto_state), [])
 
     def test_provision_right_after_teardown_waits_for_the_queue_names(self):
-        env = dict(self.env, FR_PREFIX="again")
+        # A moto of its own where a queue name is refused for 30 s, far longer than a teardown and the
+        # start of a provision take even on a slow machine; no pool (no FR_AMI_ID), so no instance waits.
+        endpoint = start_moto(self, name="moto-queue-names", FR_SIMULATE_TIME_SCALE=0.5)
+        env = child_env(FR_PREFIX="again", FR_ENDPOINT_URL=endpoint)
         said = [self.setup_sh_env(env, command) for command in ("provision", "teardown", "provision", "teardown")]
         self.assertIn("waiting      QueueDeletedRecently", said[2])
         self.assertIn("left         nothing tagged", said[3])
