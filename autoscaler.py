@@ -28,9 +28,6 @@ from common import queue_depth
 
 log = logging.getLogger("autoscaler")
 
-# The pool is described in full at least this often, even when every member still looks as expected
-# (to see an instance tagged into it from outside).
-POOL_REFRESH_SECONDS = 60
 # The web tier rewrites its count at least every second; older than this, it is gone.
 WEB_STATE_MAX_AGE = 3.0
 
@@ -79,29 +76,7 @@ class Autoscaler:
         self.last = None
         self.idle_since = None
         self.unexplained_since = None
-        self.pool = None  # [{id, name}] from pool.describe
-        self.pool_described = 0.0
-
-    def observe_pool(self):
-        """The pool as pool.describe gives it ({id, name, state}, by number), cheaply: its members
-        are remembered and only their states are asked for (pool.instance_states), unless one of
-        them is gone or terminated, the pool is incomplete (being repaired, or not yet provisioned)
-        or the memory is old, when the pool is described in full again."""
-        from botocore.exceptions import ClientError
-
-        remembered = self.pool is not None and len(self.pool) >= self.config.max_instances
-        if remembered and time.monotonic() - self.pool_described < POOL_REFRESH_SECONDS:
-            try:
-                states = pool.instance_states(self.ec2, [i["id"] for i in self.pool])
-            except ClientError as e:  # an instance deleted since: InvalidInstanceID.NotFound
-                log.info("event=pool_changed error=%s", e)
-                states = {}
-            if all(states.get(i["id"]) in pool.POOL_STATES for i in self.pool):
-                return [dict(i, state=states[i["id"]]) for i in self.pool]
-        members = pool.describe(self.ec2, self.config)
-        self.pool = [{"id": i["id"], "name": i["name"]} for i in members]
-        self.pool_described = time.monotonic()
-        return members
+        self.watch = pool.Watch(ec2, config)
 
     def observe_work(self):
         """(waiting, visible, in flight): the web tier's count (None without a web tier) and SQS's."""
@@ -118,7 +93,7 @@ class Autoscaler:
             return members
         try:
             if pool.repair(self.ec2, self.config, members):
-                return self.observe_pool()  # described again: the pool remembered is incomplete
+                return self.watch.observe()  # described again: the pool remembered is incomplete
         except ClientError as e:
             log.warning("event=repair_failed error=%s", e)
         return members
@@ -126,7 +101,7 @@ class Autoscaler:
     def step(self):
         """Observe, decide, act once; the decision as a dict."""
         waiting, sqs_visible, sqs_in_flight = self.observe_work()
-        members = self.repair(self.observe_pool())
+        members = self.repair(self.watch.observe())
         now = time.monotonic()
         if waiting is not None and sqs_visible + sqs_in_flight > waiting:
             self.unexplained_since = self.unexplained_since or now

@@ -27,6 +27,9 @@ LIVE_STATES = (*POOL_STATES, "shutting-down")
 # The states EC2 accepts StartInstances and StopInstances in, and changes something.
 STARTABLE = ("stopped",)
 STOPPABLE = ("running",)
+# Watch describes the pool in full at least this often, even when every member still looks as
+# expected (to see an instance tagged into it from outside).
+REFRESH_SECONDS = 60
 # Waiting for instance states: polls start fast (the local stack is quick) and slow down to this.
 POLL_MAX_SECONDS = 2.0
 
@@ -76,6 +79,38 @@ def instance_states(ec2, ids=None):
     for page in ec2.get_paginator("describe_instance_status").paginate(**args):
         states.update({s["InstanceId"]: s["InstanceState"]["Name"] for s in page["InstanceStatuses"]})
     return states
+
+
+class Watch:
+    """The pool's members and their states, observed cheaply, for whoever asks often (the
+    autoscaler every step, the status page's chart): the members are remembered and only their
+    states asked for (instance_states), unless one of them is gone or terminated, the pool is
+    incomplete (being repaired, or not yet provisioned) or the memory is REFRESH_SECONDS old, when
+    the pool is described in full again."""
+
+    def __init__(self, ec2, config):
+        self.ec2 = ec2
+        self.config = config
+        self.members = None  # [{id, name}] from describe
+        self.described = 0.0
+
+    def observe(self):
+        """The pool as describe gives it: a list of {id, name, state}, by instance number."""
+        from botocore.exceptions import ClientError
+
+        remembered = self.members is not None and len(self.members) >= self.config.max_instances
+        if remembered and time.monotonic() - self.described < REFRESH_SECONDS:
+            try:
+                states = instance_states(self.ec2, [i["id"] for i in self.members])
+            except ClientError as e:  # an instance deleted since: InvalidInstanceID.NotFound
+                log.info("event=pool_changed error=%s", e)
+                states = {}
+            if all(states.get(i["id"]) in POOL_STATES for i in self.members):
+                return [dict(i, state=states[i["id"]]) for i in self.members]
+        members = describe(self.ec2, self.config)
+        self.members = [{"id": i["id"], "name": i["name"]} for i in members]
+        self.described = time.monotonic()
+        return members
 
 
 def plan(pool, target):

@@ -7,7 +7,6 @@ Prometheus' text format. Status also samples a few numbers every 2 s for the sta
 (the last five minutes of running instances, request-queue depth and answers per second). The page
 that shows it all is pages/status.html (it draws the chart itself), and the JSON of /status.
 """
-import math
 import threading
 import time
 from collections import Counter, deque
@@ -22,8 +21,6 @@ STATUS_CACHE_SECONDS = 1.0
 # HISTORY_SAMPLES of them (5 min).
 HISTORY_SECONDS = 2.0
 HISTORY_SAMPLES = 150
-# The chart's sampler describes the pool in full this often (a member may have been replaced).
-POOL_REFRESH_SECONDS = 60
 
 
 class Metrics:
@@ -100,24 +97,20 @@ class Status:
     def sample(self, stop):
         """Every HISTORY_SECONDS until `stop` is set: keep a sample of what the chart shows.
 
-        Cheaply, as the autoscaler does (this runs all the time, watched or not): the pool's members
-        are described once a minute and only their states asked for in between, and only the
-        request queue's depth is read."""
+        Cheaply, as the autoscaler does (this runs all the time, watched or not): the pool through a
+        pool.Watch, and only the request queue's depth."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        last, members, described = None, None, -math.inf
+        last, watch = None, pool.Watch(self.ec2, self.config)
         while not stop.wait(HISTORY_SECONDS):
             now, answered = time.monotonic(), self.web()["answered"]
             rate = 0.0 if last is None else (answered - last[1]) / (now - last[0])
             last = (now, answered)
             try:
-                if members is None or now - described > POOL_REFRESH_SECONDS:
-                    members, described = [i["id"] for i in pool.describe(self.ec2, self.config)], now
-                states = pool.instance_states(self.ec2, members)
-                running = sum(state == "running" for state in states.values())
+                running = sum(i["state"] == "running" for i in watch.observe())
                 depth = sum(common.queue_depth(self.sqs, self.queues["request"]))
             except (BotoCoreError, ClientError):
-                running = depth = members = None
+                running = depth = None
             self.history.append([round(time.time(), 1), running, depth, round(rate, 2)])
 
 

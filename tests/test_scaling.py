@@ -82,7 +82,8 @@ class ScalingTest(unittest.TestCase):
 
 
 class PoolObservationTest(unittest.TestCase):
-    """The autoscaler asks moto only for states, and describes the pool again when it may have changed."""
+    """The autoscaler (and the status chart) ask moto only for states, through pool.Watch, and describe
+    the pool again when it may have changed."""
 
     @classmethod
     def setUpClass(cls):
@@ -95,16 +96,16 @@ class PoolObservationTest(unittest.TestCase):
         described = []
         self.ec2.meta.events.register("before-call.ec2.DescribeInstances", lambda **_: described.append(1))
         scaler = Autoscaler(self.config, self.sqs, self.ec2)
-        members = scaler.observe_pool()
+        members = scaler.watch.observe()
         self.assertEqual(len(members), MAX_INSTANCES)
         self.ec2.start_instances(InstanceIds=[members[2]["id"]])
-        observed = scaler.observe_pool()
+        observed = scaler.watch.observe()
         self.assertEqual(len(described), 1, "the pool was described again while nothing but a state changed")
         self.assertEqual(observed, pool.describe(self.ec2, self.config))
         self.assertIn(observed[2]["state"], pool.ACTIVE_STATES)
 
         self.ec2.terminate_instances(InstanceIds=[members[6]["id"]])
-        observed = scaler.observe_pool()
+        observed = scaler.watch.observe()
         self.assertEqual(len(described), 3, "a terminated member must make the autoscaler describe the pool")
         self.assertEqual([i["id"] for i in observed], [i["id"] for i in members if i["id"] != members[6]["id"]])
 
@@ -114,9 +115,9 @@ class PoolObservationTest(unittest.TestCase):
         gone = [i["id"] for i in pool.describe(self.ec2, config)]
         self.ec2.terminate_instances(InstanceIds=gone)
         scaler = Autoscaler(config, self.sqs, self.ec2)
-        self.assertEqual(scaler.observe_pool(), [])
+        self.assertEqual(scaler.watch.observe(), [])
         pool.repair(self.ec2, config, [])  # as a provisioning run would, while the autoscaler runs
-        self.assertEqual(len(scaler.observe_pool()), MAX_INSTANCES)
+        self.assertEqual(len(scaler.watch.observe()), MAX_INSTANCES)
 
 
 class LocalStackTest(unittest.TestCase):
