@@ -8,8 +8,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from facenet_pytorch import MTCNN, InceptionResnetV1
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,12 @@ log = logging.getLogger(__name__)
 MTCNN_OPTIONS = dict(image_size=240, margin=0, min_face_size=20)
 # Decompression-bomb guard: a small upload must not expand to gigabytes of pixels.
 MAX_PIXELS = 25_000_000
+# Larger images are scaled down before detection: MTCNN's image pyramid on a 24-megapixel photo
+# takes ~1.5 GB, more than an app instance has. A face that fills a tenth of such an image is
+# still ~100 px here, well above the detector's smallest face.
+MAX_SIDE = 1024
+# Smaller than the smallest face MTCNN looks for: its first network cannot even run on it.
+MIN_SIDE = MTCNN_OPTIONS["min_face_size"]
 STAND_IN_SEED = 546
 STAND_IN_MARKER = "fr-stand-in-weights"
 
@@ -119,8 +126,21 @@ class Recognizer:
     def embed_batch(self, images):
         """For each image (bytes), its face's embedding or the ModelError it raised.
 
-        MTCNN detects on images of the same size together; the faces found are embedded together.
-        """
+        One image's failure is never its neighbours': when the batch fails as a whole (a bug in
+        the detector on an odd image, say), each image is tried alone, and one that fails alone
+        gets a ModelError of its own."""
+        try:
+            return self._embed_together(images)
+        except Exception:
+            if len(images) == 1:
+                log.exception("event=model_failed")
+                return [ModelError("the model failed on this image")]
+            log.warning("event=batch_failed images=%d detail=trying each image alone", len(images))
+            return [result for data in images for result in self.embed_batch([data])]
+
+    def _embed_together(self, images):
+        """embed_batch's one pass: MTCNN detects on images of one size together, then the faces
+        found are embedded together."""
         results = [None] * len(images)
         by_size = {}
         for index, data in enumerate(images):
@@ -153,7 +173,8 @@ def _only(results):
 
 
 def decode_image(data):
-    """An RGB PIL image from bytes, or BadImage with the reason."""
+    """An RGB PIL image from bytes, upright (EXIF orientation applied), 8 bits per channel and at
+    most MAX_SIDE pixels on a side; or BadImage with the reason."""
     if not data:
         raise BadImage("the file is empty")
     try:
@@ -162,13 +183,36 @@ def decode_image(data):
             image = Image.open(io.BytesIO(data))
             if image.width * image.height > MAX_PIXELS:
                 raise BadImage(f"image too large: {image.width}x{image.height} pixels (limit {MAX_PIXELS})")
-            return image.convert("RGB")
+            if min(image.size) < MIN_SIDE:
+                raise BadImage(f"image too small: {image.width}x{image.height} pixels "
+                               f"(a face needs {MIN_SIDE}x{MIN_SIDE})")
+            # JPEG decodes straight to a smaller scale (1/2, 1/4, 1/8): the full image is never in memory.
+            image.draft("RGB", (MAX_SIDE, MAX_SIDE))
+            image = ImageOps.exif_transpose(image)
+            image = _eight_bit(image)
+            image.thumbnail((MAX_SIDE, MAX_SIDE))
+            image = image.convert("RGB")
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadImage(f"image too large (limit {MAX_PIXELS} pixels)") from None
     except Exception as e:
         raise BadImage(f"not a readable image ({type(e).__name__})") from None
+    return image
+
+
+def _eight_bit(image):
+    """`image` with 8-bit values: Pillow's own conversion of 16-bit and float images clips at 255,
+    which turns a 16-bit PNG white. 16-bit values are scaled by 255/65535, others to their range."""
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
+        return image
+    values = numpy.asarray(image, dtype=numpy.float64)
+    if image.mode.startswith("I;16"):
+        low, high = 0.0, 65535.0
+    else:
+        low, high = float(values.min()), float(values.max())
+    scaled = (values - low) * (255.0 / max(high - low, 1e-9))
+    return Image.fromarray(scaled.clip(0, 255).astype(numpy.uint8))
 
 
 def enroll(recognizer, images_dir, labels_csv):

@@ -1,13 +1,18 @@
 """The model library on its own: weight files, galleries, batches, bad images."""
+import io
 import subprocess
 import tempfile
 import unittest
 from pathlib import Path
+from unittest import mock
 
+import numpy
 import torch
 from facenet_pytorch import InceptionResnetV1
+from PIL import Image
 
-from model import BadImage, Gallery, NoFace, Recognizer, load_weights
+from model import BadImage, Gallery, ModelError, NoFace, Recognizer, load_weights
+from model.recognizer import MAX_SIDE, decode_image
 from tests.support import FIXTURES, IMAGES, LABELS, PYTHON, child_env, expected_answers, image_bytes, stand_in_files
 
 
@@ -62,6 +67,53 @@ class RecognizerTest(unittest.TestCase):
         self.assertIsInstance(results[3], NoFace)
         self.assertIsInstance(results[4], NoFace)
 
+    def test_a_tiny_image_is_its_own_error_and_its_batch_is_answered(self):
+        # MTCNN raises on an image smaller than its first network's window, failing the whole batch.
+        good = (IMAGES / "test_00.jpg").read_bytes()
+        for size in [(1, 1), (3, 5), (12, 12), (19, 400)]:
+            with self.subTest(size=size):
+                results = self.recognizer.recognize_batch([image_bytes(size, kind="PNG"), good, good, good])
+                self.assertIsInstance(results[0], BadImage)
+                self.assertIn("too small", str(results[0]))
+                self.assertEqual(results[1:], [self.expected["test_00"]] * 3)
+
+    def test_a_model_failure_on_one_image_stays_that_images(self):
+        faces = self.recognizer.faces
+
+        def fails_on_odd_sizes(images):
+            if any(image.size == (65, 65) for image in images):
+                raise RuntimeError("detector bug")
+            return faces(images)
+
+        good = (IMAGES / "test_00.jpg").read_bytes()
+        odd = encoded(Image.open(IMAGES / "test_01.jpg").resize((65, 65)))
+        with mock.patch.object(self.recognizer, "faces", side_effect=fails_on_odd_sizes), \
+                self.assertLogs("model.recognizer", "ERROR"):
+            results = self.recognizer.recognize_batch([odd, good, odd])
+        self.assertEqual(results[1], self.expected["test_00"])
+        for result in (results[0], results[2]):
+            self.assertIsInstance(result, ModelError)
+            self.assertIn("model failed", str(result))
+
+    def test_images_as_phones_and_cameras_make_them_are_named(self):
+        face = Image.open(IMAGES / "test_00.jpg")
+        exif = Image.Exif()
+        exif[0x0112] = 8  # stored turned a quarter anticlockwise; viewers turn it back
+        turned = encoded(face.transpose(Image.Transpose.ROTATE_90), "JPEG", exif=exif.tobytes(), quality=95)
+        sixteen_bit = encoded(Image.fromarray(numpy.asarray(face.convert("L")).astype(numpy.uint16) * 257), "PNG")
+        self.assertEqual(Image.open(io.BytesIO(sixteen_bit)).mode, "I;16")
+        large = face.resize((4800, 4800), Image.Resampling.BICUBIC)
+        cases = {
+            "EXIF-rotated JPEG": turned,
+            "16-bit grey PNG": sixteen_bit,
+            "23-megapixel JPEG": encoded(large, "JPEG", quality=90),
+            "23-megapixel PNG": encoded(large, "PNG", compress_level=1),
+        }
+        for name, data in cases.items():
+            with self.subTest(name):
+                self.assertLessEqual(max(decode_image(data).size), MAX_SIDE)
+                self.assertEqual(self.recognizer.recognize(data), self.expected["test_00"])
+
     def test_decompression_bombs_are_refused_before_decoding(self):
         with self.assertRaisesRegex(BadImage, "too large"):
             self.recognizer.recognize(image_bytes((6000, 6000), kind="PNG"))
@@ -76,6 +128,12 @@ class RecognizerTest(unittest.TestCase):
             self.assertEqual(sorted(set(gallery.names)), sorted(set(self.expected.values())))
             recognizer = Recognizer(weights, out, threads=1)
             self.assertEqual(recognizer.recognize((IMAGES / "test_08.jpg").read_bytes()), self.expected["test_08"])
+
+
+def encoded(image, kind="PNG", **options):
+    out = io.BytesIO()
+    image.save(out, kind, **options)
+    return out.getvalue()
 
 
 if __name__ == "__main__":

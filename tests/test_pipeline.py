@@ -85,6 +85,19 @@ class PipelineTest(Service, unittest.TestCase):
         self.assertEqual(answers, expected)
         self.assert_queues_drain()
 
+    def test_a_tiny_image_is_422_at_once_and_the_three_in_its_batch_are_answered(self):
+        from tests.support import image_bytes
+
+        jobs = [(f"{s}.jpg", self.read_image(s)) for s in ("test_00", "test_01", "test_02")]
+        jobs.insert(1, ("tiny.png", image_bytes((1, 1), kind="PNG")))
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            answers = list(pool.map(lambda job: upload(self.url, *job), jobs))
+        self.assertEqual(answers[1], (422, "image too small: 1x1 pixels (a face needs 20x20)\n"))
+        self.assertEqual(answers[:1] + answers[2:],
+                         [(200, f"{name[:-4]}:{self.expected[name[:-4]]}\n") for name, _ in jobs if name != "tiny.png"])
+        self.assert_queues_drain()
+        self.assertEqual(sum(common.queue_depth(self.sqs, self.queue_url(self.config.dead_letter_queue))), 0)
+
     def test_requests_that_are_not_uploads_get_a_clear_status(self):
         content_type, body = "multipart/form-data; boundary=b", b"--b\r\nContent-Disposition: form-data; name=x\r\n\r\n1\r\n--b--\r\n"
         cases = [
