@@ -1,4 +1,5 @@
 import io
+import time
 import unittest
 
 from formdata import HttpError, MultipartParser, boundary_of
@@ -8,8 +9,8 @@ from web import upload_key
 BOUNDARY = "----bnd42"
 
 
-def parse(body, chunk=None, boundary=BOUNDARY):
-    parser = MultipartParser(boundary.encode())
+def parse(body, chunk=None, boundary=BOUNDARY, **limits):
+    parser = MultipartParser(boundary.encode(), **limits)
     step = chunk or len(body) or 1
     for at in range(0, len(body), step):
         parser.feed(body[at : at + step])
@@ -59,6 +60,19 @@ class MultipartParserTest(unittest.TestCase):
                 f"\r\n\r\nx\r\n--{BOUNDARY}--\r\n").encode()
         self.assertEqual(parse(body)[0].filename, 'a "b"; c.jpg')
 
+    def test_rfc_2231_file_names_are_read(self):
+        body = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"inputFile\"; filename*=UTF-8''Zo%C3%AB.jpg"
+                f"\r\n\r\nx\r\n--{BOUNDARY}--\r\n").encode()
+        self.assertEqual(parse(body)[0].filename, "Zoë.jpg")
+
+    def test_a_disposition_built_to_be_slow_to_parse_is_refused_at_once(self):
+        disposition = 'form-data; name="inputFile"; filename="' + ";" * 60000
+        body = f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\nx\r\n--{BOUNDARY}--\r\n".encode()
+        started = time.process_time()
+        with self.assertRaisesRegex(HttpError, "Content-Disposition header too long"):
+            parse(body, max_header_bytes=100_000)
+        self.assertLess(time.process_time() - started, 0.2, "CPU seconds")
+
     def test_malformed_bodies_are_400_with_a_reason(self):
         _, good = multipart([("inputFile", "a.jpg", b"data")], BOUNDARY)
         cases = {
@@ -68,6 +82,9 @@ class MultipartParserTest(unittest.TestCase):
             "garbage after boundary": f"--{BOUNDARY}xx\r\n".encode(),
             "header without colon": f"--{BOUNDARY}\r\nnonsense\r\n\r\nx\r\n--{BOUNDARY}--".encode(),
             "huge part headers": f"--{BOUNDARY}\r\nX: {'a' * 20000}".encode(),
+            "huge part headers, whole": f"--{BOUNDARY}\r\nX: {'a' * 20000}\r\n\r\nx\r\n--{BOUNDARY}--".encode(),
+            "many part headers, whole": (f"--{BOUNDARY}\r\n" + "X: aaaaaaaaaaaaaaaaaaaaaaa\r\n" * 2000
+                                         + f"\r\nx\r\n--{BOUNDARY}--").encode(),
         }
         for name, body in cases.items():
             with self.subTest(name):
@@ -95,6 +112,13 @@ class BoundaryTest(unittest.TestCase):
                 with self.assertRaises(HttpError) as caught:
                     boundary_of(value)
                 self.assertEqual(caught.exception.status, status)
+
+    def test_a_content_type_built_to_be_slow_to_parse_is_refused_at_once(self):
+        started = time.process_time()
+        with self.assertRaisesRegex(HttpError, "Content-Type header too long") as caught:
+            boundary_of('multipart/form-data; boundary=x; a="' + ";" * 60000)
+        self.assertLess(time.process_time() - started, 0.2, "CPU seconds")
+        self.assertEqual(caught.exception.status, 400)
 
 
 class UploadKeyTest(unittest.TestCase):
