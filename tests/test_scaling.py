@@ -1,6 +1,7 @@
 """End to end on the whole local stack (`tools/localstack.py`, what `./setup.sh local` runs):
 moto, web tier, autoscaler and the launcher's worker processes, all on 127.0.0.1."""
 import dataclasses
+import re
 import signal
 import threading
 import time
@@ -15,7 +16,7 @@ from tests.support import (
     IMAGES, aws, child_env, expected_answers, refusals, running_instances, stand_in_files, start, start_moto,
     state_dir, upload, wait_until,
 )
-from tools.localstack import LOCAL_STACK
+from tools.localstack import LOCAL_STACK, LOG_DIR
 from tools.provision import provision
 from tools.procs import alive, descendants
 
@@ -52,11 +53,24 @@ class ScalingTest(unittest.TestCase):
         cls.state = state_dir("scaling")
         env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX="scaling", FR_POLL_WAIT=1, FR_STATE_DIR=cls.state,
                         FR_WEIGHTS=weights, FR_GALLERY=gallery, FR_MAX_INSTANCES=MAX_INSTANCES)
-        _, ready = start(cls, "localstack", LOCAL_STACK, env,
-                         r"event=ready url=(\S+) endpoint=(\S+)")
+        cls.stack, ready = start(cls, "localstack", LOCAL_STACK, env,
+                                 r"event=ready url=(\S+) endpoint=(\S+)")
         cls.url, endpoint = ready[1], ready[2]
         cls.ec2, cls.sqs = aws(endpoint, "ec2"), aws(endpoint, "sqs")
         cls.config = common.load_config({"FR_PREFIX": "scaling"})
+
+    def test_an_instance_started_again_keeps_the_log_of_its_earlier_run(self):
+        for _ in range(2):
+            wait_until(lambda: {i["state"] for i in pool.describe(self.ec2, self.config)} == {"stopped"}, 30,
+                       what="every instance stopped")
+            self.assertEqual(upload(self.url, "test_00.jpg", (IMAGES / "test_00.jpg").read_bytes()),
+                             (200, "test_00:Paul\n"))
+        # Stopped members start lowest number first: both requests were answered by instance 1.
+        ours = {match[1] for match in re.finditer(r"event=worker_started instance=\S+ pid=(\d+)", self.stack.tail(1000))}
+        log = (LOG_DIR / "app-tier-instance-1.log").read_text()
+        forked = set(re.findall(r"event=worker_forked name=app-tier-instance-1 pid=(\d+)", log))
+        self.assertEqual(len(forked & ours), 2, f"this stack's workers {ours}, in the log {forked}")
+        wait_until(lambda: running_instances(self.ec2) == 0, 30, what="0 running instances")
 
     def test_burst_scales_to_15_never_more_and_back_to_0_within_2_s(self):
         # On the AWS-like stack: instances take time to start and stop, EC2 refuses calls in the

@@ -19,7 +19,8 @@ the README's Performance section has the numbers.
 
 Protocol, one line each, written and read by the functions below (both sides: the launcher in
 tools/localstack.py uses start_command and parse_event). On stdin: `start INSTANCE_ID NAME` forks a
-worker for that instance (its log is var/logs/NAME.log). On stdout: READY once, then `event=forked
+worker for that instance (its log is var/logs/NAME.log, appended to: the evidence of an
+instance's earlier runs stays). On stdout: READY once, then `event=forked
 instance=ID pid=PID` and `event=exited instance=ID pid=PID code=CODE`. To stop one worker, SIGTERM
 its pid (warm stop, as on an instance). SIGTERM/SIGINT to this process, or its stdin closing, stops
 every worker warmly and then exits.
@@ -91,7 +92,7 @@ def run_child(config, recognizer, name):
     code = 0
     try:
         die_with_parent()
-        log_fd = os.open(LOG_DIR / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        log_fd = os.open(LOG_DIR / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)

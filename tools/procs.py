@@ -65,7 +65,7 @@ class Child:
         self._lines = deque(maxlen=KEEP_LINES)
         self.count = 0  # lines read so far, including those no longer kept
         self._changed = threading.Condition()
-        self._log = open(log_path, "w", buffering=1) if log_path else None
+        self._log = open(log_path, "a", buffering=1) if log_path else None
         self.popen = subprocess.Popen(
             args, env=env, cwd=cwd, stdin=subprocess.PIPE if commands else subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, errors="replace",
