@@ -42,6 +42,8 @@ class Config:
     visibility_timeout: int = 30
     batch: int = 4
     client_timeout: float = 30.0
+    receive_deadline: float = 60.0
+    max_connections: int = 512
     max_instances: int = 15
     scale_interval: float = 0.5
     scale_in_grace: float = 0.5
@@ -155,6 +157,8 @@ _VARIABLES = {
     "FR_VISIBILITY_TIMEOUT": ("visibility_timeout", _positive(int)),
     "FR_BATCH": ("batch", _within(1, 10, " (messages per SQS receive)")),
     "FR_CLIENT_TIMEOUT": ("client_timeout", _positive(float)),
+    "FR_RECEIVE_DEADLINE": ("receive_deadline", _positive(float)),
+    "FR_MAX_CONNECTIONS": ("max_connections", _positive(int)),
     "FR_MAX_INSTANCES": ("max_instances", _positive(int)),
     "FR_SCALE_INTERVAL": ("scale_interval", _positive(float)),
     "FR_SCALE_IN_GRACE": ("scale_in_grace", lambda text: max(0.0, float(text))),

@@ -22,12 +22,15 @@ exact count of the work). Stops on SIGTERM/SIGINT: stops accepting, lets request
 progress finish, exits 0; a second signal exits at once.
 """
 import hashlib
+import io
 import json
 import logging
 import re
 import socket
+import sys
 import threading
 import time
+import traceback
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +54,8 @@ LINGER_SECONDS = 1
 LINGER_BYTES = 1024 * 1024
 MAX_STEM_CHARS = 100
 UPLOAD_FIELD = "inputFile"
+# The methods this tier serves (HEAD for the GET routes); any other known method gets 405 with them.
+ALLOW = "GET, HEAD, POST"
 
 
 def upload_key(request_id, filename):
@@ -119,17 +124,32 @@ class WebTier:
         self.status = Status(config, sqs, ec2, queues, lambda: dict(
             self.metrics.snapshot(), in_flight=len(self.replies), cache_hits=self.cache.hits if self.cache else None))
 
-    def read_upload(self, headers, rfile):
-        """The `inputFile` part of a POST body, checked for size and form."""
-        length = headers.get("Content-Length")
-        if length is None:
+    def check_upload(self, path, headers):
+        """(body length, multipart boundary) of an upload, from its request line and headers: what
+        can be refused before the body is read (HttpError), here and for `Expect: 100-continue`.
+
+        Framing a proxy in front could read differently from us is refused (RFC 9112 6.3): a
+        Content-Length beside a Transfer-Encoding, or two different Content-Lengths."""
+        if path != "/":
+            raise HttpError(404, "not found: POST images to /")
+        lengths = {value.strip() for value in headers.get_all("Content-Length", [])}
+        if lengths and "Transfer-Encoding" in headers:
+            raise HttpError(400, "both Content-Length and Transfer-Encoding: send one")
+        if not lengths:
             raise HttpError(411, "Content-Length required")
-        if not length.isdigit():
+        if len(lengths) > 1:
+            raise HttpError(400, "conflicting Content-Length headers")
+        (length,) = lengths
+        if not (length.isascii() and length.isdigit()):
             raise HttpError(400, "bad Content-Length")
-        remaining = int(length)
-        if remaining > self.config.max_body:
+        if int(length) > self.config.max_body:
             raise HttpError(413, f"body too large (limit {self.config.max_body} bytes)")
-        parser = MultipartParser(boundary_of(headers.get("Content-Type")))
+        return int(length), boundary_of(headers.get("Content-Type"))
+
+    def read_upload(self, path, headers, rfile):
+        """The `inputFile` part of a POST body, checked for size and form."""
+        remaining, boundary = self.check_upload(path, headers)
+        parser = MultipartParser(boundary)
         while remaining:
             chunk = rfile.read(min(READ_CHUNK, remaining))
             if not chunk:
@@ -193,19 +213,85 @@ class WebTier:
             self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
         return True
 
+class DeadlineReader(io.RawIOBase):
+    """A connection's reading side that ends in TimeoutError once the request has taken longer
+    than `deadline` seconds since the connection was accepted, or the client has been silent for
+    `idle` seconds: a client sending a byte a second holds its thread no longer than `deadline`."""
+
+    def __init__(self, connection, deadline, idle):
+        self.connection = connection
+        self.due = time.monotonic() + deadline
+        self.idle = idle
+        self.timed_out = False
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        left = self.due - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError("request not received by its deadline")
+            self.connection.settimeout(min(self.idle, left))
+            return self.connection.recv_into(buffer)
+        except TimeoutError:
+            self.timed_out = True
+            raise
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "face-rec"
+    # HTTP/1.1 so that `Expect: 100-continue` is answered; every response still closes its
+    # connection, so a connection is one request and its thread is free after it.
+    protocol_version = "HTTP/1.1"
     # An unparseable request is answered with a status line (http.server's default is HTTP/0.9: none).
     default_request_version = "HTTP/1.0"
 
     def setup(self):
-        # A client that goes silent mid-request frees its thread after this long.
-        self.timeout = self.server.tier.config.client_timeout
         super().setup()
+        config = self.tier.config
+        self.responded = False
+        # What parse_request sets, for a 408 to a client that never sent a whole request line.
+        self.command, self.requestline, self.request_version = None, "", self.default_request_version
+        self.rfile = io.BufferedReader(DeadlineReader(self.connection, config.receive_deadline, config.client_timeout))
 
     @property
     def tier(self):
         return self.server.tier
+
+    def handle_one_request(self):
+        """http.server's, with every request answered: 408 when it did not arrive in time, one line
+        of log (not a traceback) for a client that went away, and a last-resort 500."""
+        try:
+            super().handle_one_request()
+        except ConnectionError as e:
+            log.info("event=client_gone client=%s error=%s", self.client_address[0], type(e).__name__)
+        except Exception as e:
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            log.error("event=handler_failed client=%s error=%r at=%s:%s", self.client_address[0], e,
+                      where.filename.rsplit("/", 1)[-1], where.lineno)
+            self.answer_if_unanswered(500, "internal error")
+        if self.rfile.raw.timed_out:
+            self.answer_if_unanswered(408, "request not received in time")
+        self.close_connection = True
+
+    def answer_if_unanswered(self, status, text):
+        if self.responded:
+            return
+        try:
+            self.send_text(status, text)
+        except OSError:
+            pass
+
+    def handle_expect_100(self):
+        """Refuse an upload before its body is sent (curl waits for this), or ask for the body."""
+        if self.command == "POST":
+            try:
+                self.tier.check_upload(self.path, self.headers)
+            except HttpError as e:
+                self.tier.metrics.record(self.send_text(e.status, e.reason), 0)
+                return False
+        return super().handle_expect_100()
 
     def do_POST(self):
         started = time.monotonic()
@@ -217,9 +303,7 @@ class Handler(BaseHTTPRequestHandler):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            if self.path != "/":
-                raise HttpError(404, "not found: POST images to /")
-            part = self.tier.read_upload(self.headers, self.rfile)
+            part = self.tier.read_upload(self.path, self.headers, self.rfile)
             answer, model_ms = self.tier.recognize(part.filename, part.body)
             return self.send_text(200, answer, extra={"X-Model-Ms": model_ms} if model_ms else None)
         except HttpError as e:
@@ -231,7 +315,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_text(503, "storage or queue unavailable, try again")
         except TimeoutError:
             log.info("event=client_timeout client=%s", self.client_address[0])
-            return self.send_text(408, "request not received in time")
+            self.answer_if_unanswered(408, "request not received in time")
+            return 408
 
     def do_GET(self):
         url = urlsplit(self.path)
@@ -251,11 +336,14 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.send_text(404, "not found")
 
+    # The GET routes' headers, without their bodies (send_body leaves them out).
+    do_HEAD = do_GET
+
     def refuse_method(self):
         self.send_text(405, f"{self.command} not allowed: GET / for the page, POST / to upload",
-                       extra={"Allow": "GET, POST"})
+                       extra={"Allow": ALLOW})
 
-    do_PUT = do_DELETE = do_PATCH = refuse_method
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = refuse_method
 
     def send_text(self, status, text, extra=None):
         """A one-line text/plain response (`extra`: more headers); returns `status`."""
@@ -267,12 +355,16 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for name, value in (extra or {}).items():
             self.send_header(name, value)
-        if status >= 400:
-            # The rest of the body may be unread: the connection cannot be reused.
-            self.send_header("Connection", "close")
-            self.close_connection = True
+        # One request per connection (see protocol_version); after a refusal the rest of the body
+        # may be unread anyway.
+        self.send_header("Connection", "close")
+        self.close_connection = True
+        # The reading side may have left a nearly spent timeout: a client gets this long to take the answer.
+        self.connection.settimeout(self.tier.config.client_timeout)
         self.end_headers()
-        self.wfile.write(body)
+        self.responded = True
+        if self.command != "HEAD":
+            self.wfile.write(body)
         return status
 
     def linger(self):
@@ -315,9 +407,55 @@ def load_pages():
 
 
 class Server(ThreadingHTTPServer):
+    """A thread per connection, at most FR_MAX_CONNECTIONS of them: past that a connection gets a
+    503 at once, from the accepting thread, and is closed."""
+
     request_queue_size = LISTEN_BACKLOG
     # Requests in progress finish on shutdown (server_close joins their threads).
     daemon_threads = False
+
+    def __init__(self, address, handler, tier, pages):
+        super().__init__(address, handler)
+        self.tier = tier
+        self.pages = pages
+        self.connections = threading.BoundedSemaphore(tier.config.max_connections)
+
+    def process_request(self, request, client_address):
+        if not self.connections.acquire(blocking=False):
+            self.refuse(request, client_address)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.connections.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connections.release()
+
+    def refuse(self, request, client_address):
+        """A 503 without a thread: written only if the socket takes it at once, then closed."""
+        limit = self.tier.config.max_connections
+        text = f"too many connections (limit {limit}), try again\n".encode()
+        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                f"Content-Length: {len(text)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
+        log.warning("event=connection_refused client=%s limit=%d", client_address[0], limit)
+        try:
+            request.setblocking(False)
+            request.send(head + text)
+            request.shutdown(socket.SHUT_WR)
+            # Unread input makes close() reset the connection, and the client might then miss the 503.
+            request.recv(LINGER_BYTES)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def handle_error(self, request, client_address):
+        """Whatever escapes a handler (Handler.handle_one_request catches what it can): one line."""
+        log.warning("event=connection_error client=%s error=%r", client_address[0], sys.exc_info()[1])
 
 
 def main():
@@ -332,9 +470,7 @@ def main():
         common.client(config, "ec2"),
     )
     pages = load_pages()
-    server = Server((config.host, config.port), Handler)
-    server.tier = tier
-    server.pages = pages
+    server = Server((config.host, config.port), Handler, tier, pages)
     # Requests still in progress at shutdown need the pollers: they stop after those are done.
     pollers_stop = threading.Event()
     pollers = tier.replies.threads(pollers_stop)

@@ -94,8 +94,8 @@ class Service:
         cls.sqs, cls.s3 = aws(cls.endpoint, "sqs"), aws(cls.endpoint, "s3")
         cls.provision()
         cls.env = child_env(FR_PORT=0, FR_WEIGHTS=cls.weights, FR_GALLERY=cls.gallery, FR_TORCH_THREADS=1, **settings)
-        _, listening = start(cls, f"{cls.__name__}-web", [PYTHON, "web.py"], cls.env,
-                             r"event=listening host=\S+ port=(\d+)")
+        cls.web, listening = start(cls, f"{cls.__name__}-web", [PYTHON, "web.py"], cls.env,
+                                 r"event=listening host=\S+ port=(\d+)")
         cls.url = f"http://127.0.0.1:{listening[1]}/"
         cls.workers = [cls.start_worker(n) for n in range(workers)]
 

@@ -24,9 +24,14 @@ def post(body, content_type, extra=b""):
     return head + extra + b"\r\n" + body
 
 
-def form(filename, data, field="inputFile"):
+def form(filename, data, field="inputFile", extra=b""):
     content_type, body = multipart([(field, filename, data)], boundary="BOUNDARY")
-    return post(body, content_type)
+    return post(body, content_type, extra)
+
+
+def part(disposition, data):
+    """A multipart body (boundary BOUNDARY) of one part with this Content-Disposition."""
+    return f"--BOUNDARY\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n--BOUNDARY--\r\n"
 
 
 class BadInputTest(Service, unittest.TestCase):
@@ -67,6 +72,23 @@ class BadInputTest(Service, unittest.TestCase):
              431, ""),
             ("long header", b"GET / HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n", 431, ""),
             ("garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400, ""),
+            # Header bytes are read as Latin-1, where 0xb2 is "²": a digit to str.isdigit, not to int().
+            ("non-ASCII digit length", post(b"x", "multipart/form-data; boundary=B").replace(b"Length: 1", b"Length: \xb2"),
+             400, "bad Content-Length"),
+            ("length and chunked", form("a.jpg", GOOD, extra=b"Transfer-Encoding: chunked\r\n"), 400,
+             "both Content-Length and Transfer-Encoding"),
+            ("two lengths", form("a.jpg", GOOD, extra=b"Content-Length: 5\r\n"), 400, "conflicting Content-Length"),
+            ("slow Content-Type", post(b"x", 'multipart/form-data; boundary=x; a="' + ";" * 60000), 400,
+             "Content-Type header too long"),
+            ("slow Content-Disposition", post(part('form-data; name="inputFile"; filename="' + ";" * 15000, GOOD),
+                                              "multipart/form-data; boundary=BOUNDARY"), 400,
+             "Content-Disposition header too long"),
+            ("part headers too large", post(part('form-data; name="inputFile"; filename="a.jpg"\r\nX: '
+                                                 + "a" * 20000, GOOD), "multipart/form-data; boundary=BOUNDARY"),
+             400, "part headers too large"),
+            ("OPTIONS", b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 405, "not allowed"),
+            ("TRACE", b"TRACE / HTTP/1.1\r\nHost: x\r\n\r\n", 405, "not allowed"),
+            ("CONNECT", b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n", 405, "not allowed"),
         ]
         for name, data, status, reason in cases:
             with self.subTest(name):
@@ -91,6 +113,11 @@ class BadInputTest(Service, unittest.TestCase):
         keys = [o["Key"] for o in self.s3.list_objects_v2(Bucket=self.config.in_bucket)["Contents"]]
         for key in keys:
             self.assertRegex(key, r"^[0-9a-f]{32}/[A-Za-z0-9._-]{1,105}$")
+
+    def test_an_rfc_2231_file_name_is_answered(self):
+        data = post(part("form-data; name=inputFile; filename*=UTF-8''Zo%C3%AB%20Face.jpg", GOOD),
+                    "multipart/form-data; boundary=BOUNDARY")
+        self.assertEqual(raw_request(self.url, data), (200, "Zo__Face:Paul\n"))
 
     def test_a_client_that_goes_silent_mid_body_is_timed_out_and_freed(self):
         data = form("a.jpg", GOOD)
