@@ -13,12 +13,15 @@ One poller thread long-polls the response queue and delivers each Reply to its s
 the batch; a reply nobody waits for (its request timed out, was answered already: SQS may deliver
 a message twice; or this tier restarted) is logged and deleted. Another poller watches the
 dead-letter queue: a request the workers failed on repeatedly is delivered as DeadLettered (the
-client gets a 502 at once, not a timeout) and the message is kept, hidden, for the operator. A third
+client gets a 502 at once, not a timeout) and the message is kept for the operator, hidden for as
+long as SQS allows (12 hours from each receive), and only logged again when it comes back. A third
 thread keeps FR_STATE_DIR/web.json saying how many requests wait: the autoscaler's exact count of
 the work (autoscaler.py).
 """
 import logging
 import threading
+import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -27,8 +30,13 @@ from common import Reply, Request
 
 log = logging.getLogger("web")
 
-# SQS's longest visibility timeout: a dead letter the clients were told of stays hidden this long.
-DEAD_LETTER_HIDE = 12 * 60 * 60
+# SQS hides a received message for at most 12 hours from the receive (ChangeMessageVisibility
+# reference: a longer total is refused), so a dead letter is hidden for that, less the time since
+# the receive and a margin for clocks, and is read again twice a day.
+MAX_HIDE = 12 * 60 * 60
+HIDE_MARGIN = 60
+# Dead letters seen, remembered (by SQS message id) so that each is reported as an error once.
+REMEMBERED_DEAD_LETTERS = 10_000
 # web.json is rewritten at least this often (autoscaler.WEB_STATE_MAX_AGE allows for three misses).
 WEB_STATE_SECONDS = 1.0
 
@@ -93,6 +101,7 @@ class Replies:
         self.reply_url = reply_url
         self.dead_letter_url = dead_letter_url
         self.pending = Pending()
+        self.dead_letters_seen = OrderedDict()
 
     @contextmanager
     def waiting(self, request_id):
@@ -137,16 +146,17 @@ class Replies:
 
         while not stop.is_set():
             try:
+                asked = time.monotonic()
                 messages = self.sqs.receive_message(
                     QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=self.config.poll_wait
                 ).get("Messages", [])
                 if messages:
-                    take(messages)
+                    take(messages, asked)
             except (BotoCoreError, ClientError) as e:
                 log.warning("event=poll_failed queue=%s error=%s", url.rsplit("/", 1)[-1], e)
                 stop.wait(1)
 
-    def _take_replies(self, messages):
+    def _take_replies(self, messages, asked):
         for message in messages:
             try:
                 reply = common.decode(Reply, message["Body"])
@@ -161,16 +171,35 @@ class Replies:
             QueueUrl=self.reply_url, Entries=common.receipt_entries(m["ReceiptHandle"] for m in messages)
         )
 
-    def _take_dead_letters(self, messages):
+    def _take_dead_letters(self, messages, asked):
+        """Tell each waiting client its request was dead-lettered, once; keep the messages, hidden.
+        `asked`: when the receive that brought them was made (monotonic)."""
         for message in messages:
             try:
                 request = common.decode(Request, message["Body"])
             except ValueError:
-                continue
-            claimed = self.pending.deliver(request.id, DeadLettered(request.id))
-            log.error("event=dead_letter id=%s stem=%s client_told=%s", request.id, request.stem, claimed)
-        # Kept in the dead-letter queue for the operator, hidden so that it is not read again soon.
-        self.sqs.change_message_visibility_batch(
+                request = None
+            if self._seen_before(message["MessageId"]):
+                log.info("event=dead_letter_again id=%s", request.id if request else "?")
+            elif request is None:
+                log.error("event=dead_letter id=? detail=not a request: kept for the operator")
+            else:
+                claimed = self.pending.deliver(request.id, DeadLettered(request.id))
+                log.error("event=dead_letter id=%s stem=%s client_told=%s", request.id, request.stem, claimed)
+        hide = int(MAX_HIDE - (time.monotonic() - asked) - HIDE_MARGIN)
+        result = self.sqs.change_message_visibility_batch(
             QueueUrl=self.dead_letter_url,
-            Entries=common.receipt_entries((m["ReceiptHandle"] for m in messages), VisibilityTimeout=DEAD_LETTER_HIDE),
+            Entries=common.receipt_entries((m["ReceiptHandle"] for m in messages), VisibilityTimeout=hide),
         )
+        for failed in result.get("Failed", []):
+            log.warning("event=dead_letter_not_hidden code=%s detail=%s", failed.get("Code"), failed.get("Message"))
+        log.info("event=dead_letters_hidden count=%d seconds=%d", len(result.get("Successful", [])), hide)
+
+    def _seen_before(self, message_id):
+        """Whether this dead letter was reported before (then it is remembered afresh)."""
+        seen = message_id in self.dead_letters_seen
+        self.dead_letters_seen[message_id] = True
+        self.dead_letters_seen.move_to_end(message_id)
+        while len(self.dead_letters_seen) > REMEMBERED_DEAD_LETTERS:
+            self.dead_letters_seen.popitem(last=False)
+        return seen

@@ -83,6 +83,17 @@ class AwsLikeTest(unittest.TestCase):
         wait_until(lambda: visible() == "1", 10, what="the count to show the message")
         self.assertGreaterEqual(time.monotonic() - sent, SECONDS["sqs_count_lag"] - 0.2)
 
+    def test_a_message_can_be_hidden_for_12_hours_from_its_receive_not_from_its_send(self):
+        url = self.sqs.create_queue(QueueName="hidden")["QueueUrl"]
+        # Sent now, received 2 s later: moto alone counts the 12 hours from the send.
+        self.sqs.send_message(QueueUrl=url, MessageBody="kept", DelaySeconds=2)
+        (message,) = wait_until(lambda: self.sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5).get("Messages"), 10,
+                                what="the delayed message")
+        handle = message["ReceiptHandle"]
+        self.sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=43200 - 1)
+        with self.assertRaisesRegex(Exception, "InvalidParameterValue"):
+            self.sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=43200)
+
     def test_a_deleted_queue_name_is_refused_for_a_while(self):
         url = self.sqs.create_queue(QueueName="reused")["QueueUrl"]
         self.sqs.delete_queue(QueueUrl=url)

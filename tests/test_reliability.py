@@ -2,12 +2,13 @@
 import re
 import signal
 import threading
+import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 
 import common
 from common import Reply, Request, queue_depth
-from replies import Pending
+from replies import DeadLettered, Pending, Replies
 from tests.support import (
     IMAGES, PYTHON, Service, image_bytes, multipart, raw_request, start, start_moto, upload, wait_until,
 )
@@ -143,6 +144,8 @@ class FaultTest(Service, unittest.TestCase):
     def test_a_request_workers_keep_failing_on_ends_in_502_and_stays_in_the_dead_letter_queue(self):
         request_url = self.queue_url(self.config.request_queue)
         dead_letters = self.queue_url(self.config.dead_letter_queue)
+        # Were the web tier's hide refused, the dead letter would be back after this.
+        self.sqs.set_queue_attributes(QueueUrl=dead_letters, Attributes={"VisibilityTimeout": "1"})
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(upload, self.url, "test_00.jpg", GOOD)
             # Three workers in turn take the message and die without deleting it.
@@ -157,6 +160,8 @@ class FaultTest(Service, unittest.TestCase):
         self.assertEqual(status, 502)
         self.assertIn("could not be processed", body)
         self.assertEqual(queue_depth(self.sqs, dead_letters), (0, 1), "kept, hidden, for the operator")
+        self.web.wait_for(r"event=dead_letters_hidden count=1 seconds=43\d\d\d", 10)
+        self.assertNotIn("Messages", self.sqs.receive_message(QueueUrl=dead_letters, WaitTimeSeconds=3))
 
     def test_replies_nobody_waits_for_are_deleted(self):
         reply_url = self.queue_url(self.config.response_queue)
@@ -233,6 +238,23 @@ class MotoRestartTest(Service, unittest.TestCase):
         self.provision()
         wait_until(lambda: upload(self.url, "test_00.jpg", GOOD) == GOOD_ANSWER, 30, interval=0.5,
                    what="answers again after moto restarted")
+
+
+class DeadLetterTest(unittest.TestCase):
+    def test_a_dead_letter_read_again_is_reported_once(self):
+        class Queue:
+            def change_message_visibility_batch(self, QueueUrl, Entries):
+                return {"Successful": [{"Id": entry["Id"]} for entry in Entries]}
+
+        replies = Replies(common.load_config({}), Queue(), "reply-url", "dead-letter-url")
+        message = {"MessageId": "m1", "ReceiptHandle": "r1", "Body": common.encode(Request("a", "a/x.jpg", "x", "q"))}
+        with replies.waiting("a") as slot, self.assertLogs("web", "INFO") as logged:
+            replies._take_dead_letters([message], time.monotonic())
+            replies._take_dead_letters([dict(message, ReceiptHandle="r2")], time.monotonic())
+        self.assertEqual(slot.outcome, DeadLettered("a"))
+        errors = [line for line in logged.output if line.startswith("ERROR")]
+        self.assertEqual(len(errors), 1, logged.output)
+        self.assertTrue(any("event=dead_letter_again id=a" in line for line in logged.output))
 
 
 class PendingTest(unittest.TestCase):

@@ -14,6 +14,9 @@ none of that. Here:
   `profile_propagation` seconds ago, with EC2's "Invalid IAM Instance Profile name".
 - SQS's ApproximateNumberOf* attributes report the queue as it was `sqs_count_lag` seconds ago.
 - CreateQueue refuses a name deleted less than `queue_name_reuse` seconds ago (QueueDeletedRecently).
+- A message's visibility may be extended to at most 12 hours after the receive that gave its
+  receipt handle (ChangeMessageVisibility reference); moto counts them from when it was sent, so
+  that a message older than 12 hours could never be hidden again.
 - DeleteSecurityGroup is refused (DependencyViolation) while an instance not yet terminated uses it.
 - Service Quotas answers for the On-Demand Standard vCPU quota (moto knows only VPC quotas), with
   EC2_STANDARD_VCPUS.
@@ -150,8 +153,9 @@ def install(scale, state_dir):
     from moto.ec2.models.security_groups import SecurityGroupBackend
     from moto.iam.models import IAMBackend
     from moto.servicequotas.models import ServiceQuotasBackend
-    from moto.sqs.exceptions import SQSException
-    from moto.sqs.models import Queue, SQSBackend
+    from moto.core.utils import unix_time_millis
+    from moto.sqs.exceptions import ReceiptHandleIsInvalid, SQSException
+    from moto.sqs.models import MAXIMUM_VISIBILITY_TIMEOUT, Message, Queue, SQSBackend
 
     sim = Simulation(scale, state_dir)
     original = {name: getattr(Instance, name) for name in ("__init__", "start", "stop", "terminate")}
@@ -228,6 +232,27 @@ def install(scale, state_dir):
         queue_deleter(self, queue_name)
         sim.queues_deleted[(self.account_id, self.region_name, queue_name)] = time.monotonic()
 
+    def mark_received(self, *args, **kwargs):
+        message_received(self, *args, **kwargs)
+        self.sim_received_ms = unix_time_millis()
+
+    def change_message_visibility(self, queue_name, receipt_handle, visibility_timeout):
+        """moto's, with the 12-hour cap counted from the last receive, as AWS counts it."""
+        queue = self.get_queue(queue_name)
+        for message in queue._messages:
+            if message.had_receipt_handle(receipt_handle):
+                received = getattr(message, "sim_received_ms", message.sent_timestamp)
+                if unix_time_millis() + int(visibility_timeout) * 1000 - received > MAXIMUM_VISIBILITY_TIMEOUT * 1000:
+                    raise SQSException("InvalidParameterValue",
+                                       f"Value {visibility_timeout} for parameter VisibilityTimeout is invalid. Reason: "
+                                       f"Total VisibilityTimeout for the message is beyond the limit "
+                                       f"[{MAXIMUM_VISIBILITY_TIMEOUT} seconds]")
+                message.change_visibility(visibility_timeout)
+                if message.visible and message in queue.pending_messages:
+                    queue.pending_messages.remove(message)
+                return
+        raise ReceiptHandleIsInvalid
+
     def get_service_quota(self, service_code, quota_code):
         if (service_code, quota_code) == ("ec2", VCPU_QUOTA_CODE):
             return {"ServiceCode": "ec2", "QuotaCode": quota_code, "Value": EC2_STANDARD_VCPUS, "Unit": "None",
@@ -238,6 +263,7 @@ def install(scale, state_dir):
     ServiceQuotasBackend.get_service_quota = get_service_quota
     delete_group = SecurityGroupBackend.delete_security_group
     queue_constructor, queue_creator, queue_deleter = Queue.__init__, SQSBackend.create_queue, SQSBackend.delete_queue
+    message_received = Message.mark_received
     Instance.__init__ = instance_init
     Instance.terminate = terminate
     InstanceBackend.run_instances = patched_run_instances
@@ -249,6 +275,8 @@ def install(scale, state_dir):
     Queue.__init__ = queue_init
     SQSBackend.create_queue = create_queue
     SQSBackend.delete_queue = delete_queue
+    Message.mark_received = mark_received
+    SQSBackend.change_message_visibility = change_message_visibility
     for index, name in enumerate(LAGGED_COUNTS, start=1):
         sim.true_counts.append(getattr(Queue, name))
         setattr(Queue, name, property(lambda queue, index=index: sim.lagged(queue, index)))
