@@ -1,17 +1,21 @@
 """Load client: uploads images to the service at a given concurrency and checks the answers.
 
     .venv/bin/python -m tools.loadgen [--url URL] [--images DIR] [--count N] [--concurrency C]
-                                      [--expected CSV | --no-expected]
+                                      [--expected CSV | --no-expected] [--distinct] [--drained SECONDS]
 
 With no arguments it reproduces the course grader's test against `./setup.sh local`: the 100
 fixture images, all at once, checked against face_images_100.csv. The images of the folder are
-repeated as needed to make N uploads. Prints a live progress line, then a summary (count, wrong
-answers, errors by status, p50/p95/max latency, throughput); exits 1 if any answer was wrong or
-failed. Standard library only: it is also the HTTP client of the tests and the benchmark.
+repeated as needed to make N uploads; with --distinct each upload's bytes differ (a JPEG comment
+carries its number), so no cache or deduplication can answer one from another. Prints a live
+progress line, then a summary (count, wrong answers, errors by status, p50/p95/max latency,
+throughput); with --drained, it then waits up to SECONDS for the service's /status to show every
+queue (the dead-letter queue included) empty. Exits 1 if any answer was wrong or failed, or a
+queue did not drain. Standard library only: it is also the HTTP client of the tests and the benchmark.
 """
 import argparse
 import csv
 import http.client
+import json
 import sys
 import threading
 import time
@@ -72,10 +76,36 @@ def read_expected(path):
         return {row["Image"]: row["Results"] for row in csv.DictReader(f)}
 
 
-def jobs_from(images, count):
-    """`count` uploads (file name, bytes) of the image files `images`, repeated as needed."""
+def jobs_from(images, count, distinct=False):
+    """`count` uploads (file name, bytes) of the image files `images`, repeated as needed; with
+    `distinct`, each JPEG marked with its upload's number in a comment segment."""
     payloads = {path: path.read_bytes() for path in images}
-    return [(images[i % len(images)].name, payloads[images[i % len(images)]]) for i in range(count)]
+    jobs = [(images[i % len(images)].name, payloads[images[i % len(images)]]) for i in range(count)]
+    return [(name, numbered(data, i)) for i, (name, data) in enumerate(jobs)] if distinct else jobs
+
+
+def numbered(jpeg, number):
+    """The JPEG `jpeg` with a comment (COM) segment carrying `number` after its start marker:
+    other bytes, the same image."""
+    if jpeg[:2] != b"\xff\xd8":
+        raise ValueError("--distinct needs JPEG images")
+    text = f"upload {number}".encode()
+    return jpeg[:2] + b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text + jpeg[2:]
+
+
+def queues_drained(url, within):
+    """Seconds until the service's /status shows every queue empty, or None after `within` s.
+    (Its depths are SQS's approximate counts: on AWS, and on the AWS-like stack, they trail the
+    truth by up to a minute.)"""
+    started = time.monotonic()
+    pause = threading.Event()
+    while time.monotonic() - started < within:
+        status, text = request(url.rstrip("/") + "/status?format=json", "GET")
+        queues = json.loads(text).get("queues") if status == 200 else None
+        if queues and all(n == 0 for depth in queues.values() for n in depth.values()):
+            return round(time.monotonic() - started, 1)
+        pause.wait(1)
+    return None
 
 
 class Run:
@@ -150,18 +180,24 @@ def main(argv=None):
     parser.add_argument("--expected", type=Path, default=FIXTURES / "face_images_100.csv",
                         help="CSV of Image,Results rows to check answers against")
     parser.add_argument("--no-expected", action="store_true", help="do not check the answers")
+    parser.add_argument("--distinct", action="store_true", help="make each upload's bytes different")
+    parser.add_argument("--drained", type=float, metavar="SECONDS",
+                        help="then wait up to SECONDS for every queue of the service to be empty")
     args = parser.parse_args(argv)
     images = sorted(p for p in args.images.iterdir() if p.is_file())
     if not images:
         parser.error(f"no images in {args.images}")
     expected = None if args.no_expected else read_expected(args.expected)
-    run = Run(args.url, jobs_from(images, args.count), args.concurrency, expected, show_progress)
+    run = Run(args.url, jobs_from(images, args.count, args.distinct), args.concurrency, expected, show_progress)
     summary = run.go()
+    if args.drained is not None:
+        summary["queues_empty_after_s"] = queues_drained(args.url, args.drained)
     print(file=sys.stderr)
     width = max(map(len, summary))
     for key, value in summary.items():
         print(f"{key:<{width}}  {value}")
-    return 0 if summary["ok"] == summary["count"] else 1
+    drained = args.drained is None or summary["queues_empty_after_s"] is not None
+    return 0 if summary["ok"] == summary["count"] and drained else 1
 
 
 if __name__ == "__main__":
