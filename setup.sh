@@ -180,6 +180,10 @@ install_host() {
     fi
     run install -d -m 0755 "$PREFIX_DIR" "$PREFIX_DIR/app"
     (cd "$ROOT" && run cp -r "${CODE[@]}" "$PREFIX_DIR/app/")
+    # journald keeps the services' logs on disk, across restarts and reboots, once this exists:
+    # the evidence of a failure is still there when someone looks.
+    run install -d -m 2755 -g systemd-journal /var/log/journal
+    run journalctl --flush
     if [ "$role" = app ]; then
         install_requirements python3.11 "$PREFIX_DIR/venv" requirements-web.txt
         # torch and torchvision from the CPU index first (the versions requirements.txt pins; a
