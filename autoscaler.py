@@ -32,8 +32,8 @@ log = logging.getLogger("autoscaler")
 WEB_STATE_MAX_AGE = 3.0
 
 
-def desired(visible, in_flight, running, max_instances, idle_seconds=math.inf, grace=0.0):
-    """How many app instances should run.
+def desired(visible, in_flight, running, max_instances, idle_seconds=math.inf, grace=0.0, floor=0):
+    """How many app instances should run, never fewer than `floor` (the warm floor).
 
     Every message waiting or being worked on wants an instance (in-flight ones included: a busy
     instance is never idle), capped at `max_instances`. While messages are still waiting, no
@@ -43,11 +43,11 @@ def desired(visible, in_flight, running, max_instances, idle_seconds=math.inf, g
     in the moment between its requests.
     """
     if visible + in_flight == 0 and idle_seconds < grace:
-        return min(running, max_instances)
+        return max(min(running, max_instances), floor)
     target = min(max_instances, visible + in_flight)
     if visible > 0:
         target = max(target, min(running, max_instances))
-    return target
+    return max(target, floor)
 
 
 def work(waiting, visible, in_flight, unexplained_for, lag):
@@ -77,6 +77,7 @@ class Autoscaler:
         self.idle_since = None
         self.unexplained_since = None
         self.watch = pool.Watch(ec2, config)
+        self.hibernation_refused = False
 
     def observe_work(self):
         """(waiting, visible, in flight): the web tier's count (None without a web tier) and SQS's."""
@@ -115,12 +116,13 @@ class Autoscaler:
             self.idle_since = now
         idle = now - self.idle_since if self.idle_since is not None else 0.0
         active = [i for i in members if i["state"] in pool.ACTIVE_STATES]
-        target = desired(visible, in_flight, len(active), self.config.max_instances, idle, self.config.scale_in_grace)
+        target = desired(visible, in_flight, len(active), self.config.max_instances, idle, self.config.scale_in_grace,
+                         self.config.min_instances)
         started, stopped = pool.plan(members, target)
         if started:
             self.ec2.start_instances(InstanceIds=started)
         if stopped:
-            self.ec2.stop_instances(InstanceIds=stopped)
+            self.stop([i for i in members if i["id"] in stopped])
         decision = dict(waiting=waiting, visible=visible, in_flight=in_flight, running=len(active), desired=target,
                         started=len(started), stopped=len(stopped))
         if started or stopped or decision != self.last:
@@ -128,6 +130,13 @@ class Autoscaler:
             common.write_state(self.config, common.AUTOSCALER_STATE, **decision)
         self.last = decision
         return decision
+
+    def stop(self, members):
+        """Hibernate (FR_HIBERNATE) or stop `members`; a refused hibernation is a plain stop, said once."""
+        refused = pool.stop(self.ec2, members, self.config.hibernate)
+        if refused and not self.hibernation_refused:
+            log.warning("event=hibernation_refused detail=stopped plainly instead (said once) error=%s", refused)
+        self.hibernation_refused = self.hibernation_refused or bool(refused)
 
     def run(self, stop):
         from botocore.exceptions import BotoCoreError, ClientError

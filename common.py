@@ -45,6 +45,10 @@ class Config:
     receive_deadline: float = 60.0
     max_connections: int = 512
     max_instances: int = 15
+    # Instances kept running when there is no work (paid for, to answer at once).
+    min_instances: int = 0
+    # Stop app instances by hibernating them (their worker resumes with the model loaded).
+    hibernate: bool = True
     scale_interval: float = 0.5
     scale_in_grace: float = 0.5
     ami_id: str = ""
@@ -160,6 +164,8 @@ _VARIABLES = {
     "FR_RECEIVE_DEADLINE": ("receive_deadline", _positive(float)),
     "FR_MAX_CONNECTIONS": ("max_connections", _positive(int)),
     "FR_MAX_INSTANCES": ("max_instances", _positive(int)),
+    "FR_MIN_INSTANCES": ("min_instances", _within(0, 1000, " (instances kept running when idle)")),
+    "FR_HIBERNATE": ("hibernate", lambda text: bool(_within(0, 1, " (1: hibernate, 0: plain stop)")(text))),
     "FR_SCALE_INTERVAL": ("scale_interval", _positive(float)),
     "FR_SCALE_IN_GRACE": ("scale_in_grace", lambda text: max(0.0, float(text))),
     "FR_AMI_ID": ("ami_id", str),
@@ -191,7 +197,10 @@ def load_config(environ):
     unknown = sorted(k for k in environ if k.startswith("FR_") and k not in _VARIABLES)
     if unknown:
         raise ConfigError(f"unknown variable {unknown[0]} (see README: Configuration)")
-    return Config(**values)
+    config = Config(**values)
+    if config.min_instances > config.max_instances:
+        raise ConfigError(f"FR_MIN_INSTANCES={config.min_instances}: more than FR_MAX_INSTANCES={config.max_instances}")
+    return config
 
 
 def load_config_or_exit(environ=os.environ):

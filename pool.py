@@ -7,6 +7,13 @@ from the EC2 API reference rather than from moto: an instance is created `pendin
 created stopped), StopInstances is refused (IncorrectInstanceState) for a `pending` instance and
 StartInstances for a `stopping` one, and RunInstances refuses an instance profile that IAM has not
 yet propagated ("Invalid IAM Instance Profile name"), for seconds to minutes after it is created.
+
+Hibernation (FR_HIBERNATE): a member is launched for it (it cannot be enabled later: an encrypted
+root volume large enough for the RAM beside the system), and stopped with Hibernate=True, so that
+a start resumes its worker with the model in memory. EC2 refuses the whole StopInstances call
+(UnsupportedHibernationConfiguration) when an instance named was not launched for it: those are
+then stopped plainly. An image cannot be made of an instance launched for hibernation, so the app
+image is baked from a plain instance (tools/provision.py bake-ami) and only the pool hibernates.
 """
 import logging
 import threading
@@ -32,6 +39,12 @@ STOPPABLE = ("running",)
 REFRESH_SECONDS = 60
 # Waiting for instance states: polls start fast (the local stack is quick) and slow down to this.
 POLL_MAX_SECONDS = 2.0
+# A member launched for hibernation: Amazon Linux 2023's root device, encrypted (with the account's
+# default EBS key), as large as the image's 8 GB system plus the RAM (t3.small: 2 GiB) with room.
+ROOT_DEVICE = "/dev/xvda"
+ROOT_VOLUME_GB = 16
+# StopInstances' refusals of a hibernation EC2 cannot do for an instance named.
+HIBERNATION_REFUSED = ("UnsupportedHibernationConfiguration", "UnsupportedOperation")
 
 
 def instance_name(index):
@@ -44,7 +57,7 @@ def tags(config, name):
 
 def ours(ec2, config, names, states):
     """Instances tagged ours with a Name among `names` (wildcards allowed) in `states`:
-    a list of {id, name, state}."""
+    a list of {id, name, state, hibernates}: `hibernates` when launched for hibernation."""
     found = []
     pages = ec2.get_paginator("describe_instances").paginate(Filters=[
         {"Name": f"tag:{PREFIX_TAG}", "Values": [config.prefix]},
@@ -55,7 +68,8 @@ def ours(ec2, config, names, states):
         for reservation in page["Reservations"]:
             for instance in reservation["Instances"]:
                 name = next((t["Value"] for t in instance.get("Tags", []) if t["Key"] == "Name"), "")
-                found.append({"id": instance["InstanceId"], "name": name, "state": instance["State"]["Name"]})
+                found.append({"id": instance["InstanceId"], "name": name, "state": instance["State"]["Name"],
+                              "hibernates": instance.get("HibernationOptions", {}).get("Configured", False)})
     return found
 
 
@@ -64,7 +78,7 @@ def _index(name):
 
 
 def describe(ec2, config):
-    """The pool's members: a list of {id, name, state}, by instance number."""
+    """The pool's members: a list of {id, name, state, hibernates}, by instance number."""
     return sorted(ours(ec2, config, [f"{APP_TIER_NAME}-*"], POOL_STATES), key=lambda i: _index(i["name"]))
 
 
@@ -91,11 +105,11 @@ class Watch:
     def __init__(self, ec2, config):
         self.ec2 = ec2
         self.config = config
-        self.members = None  # [{id, name}] from describe
+        self.members = None  # [{id, name, hibernates}] from describe
         self.described = 0.0
 
     def observe(self):
-        """The pool as describe gives it: a list of {id, name, state}, by instance number."""
+        """The pool as describe gives it: a list of {id, name, state, hibernates}, by instance number."""
         from botocore.exceptions import ClientError
 
         remembered = self.members is not None and len(self.members) >= self.config.max_instances
@@ -108,7 +122,7 @@ class Watch:
             if all(states.get(i["id"]) in POOL_STATES for i in self.members):
                 return [dict(i, state=states[i["id"]]) for i in self.members]
         members = describe(self.ec2, self.config)
-        self.members = [{"id": i["id"], "name": i["name"]} for i in members]
+        self.members = [{k: v for k, v in i.items() if k != "state"} for i in members]
         self.described = time.monotonic()
         return members
 
@@ -159,11 +173,42 @@ def repair(ec2, config, pool, patience=0.0):
         log.error("event=pool_incomplete missing=%d detail=FR_AMI_ID is not set, cannot create instances", len(names))
         return []
     for name in names:
-        run_instance(ec2, patience, ImageId=config.ami_id, InstanceType=config.instance_type,
-                     IamInstanceProfile={"Name": config.role("app")},
+        run_instance(ec2, patience, **launch_arguments(config),
                      TagSpecifications=[{"ResourceType": "instance", "Tags": tags(config, name)}])
     log.info("event=pool_repaired created=%s", ",".join(names))
     return names
+
+
+def launch_arguments(config):
+    """RunInstances' arguments for a member (but its tags): for hibernation with FR_HIBERNATE."""
+    arguments = dict(ImageId=config.ami_id, InstanceType=config.instance_type,
+                     IamInstanceProfile={"Name": config.role("app")})
+    if config.hibernate:
+        arguments.update(HibernationOptions={"Configured": True}, BlockDeviceMappings=[{
+            "DeviceName": ROOT_DEVICE,
+            "Ebs": {"Encrypted": True, "VolumeSize": ROOT_VOLUME_GB, "VolumeType": "gp3", "DeleteOnTermination": True},
+        }])
+    return arguments
+
+
+def stop(ec2, members, hibernate):
+    """Stop `members` (as describe gives them): with `hibernate`, those launched for it hibernate.
+    A hibernation EC2 refuses is done as a plain stop; the refusal's text is returned (else None)."""
+    from botocore.exceptions import ClientError
+
+    sleepers = [i["id"] for i in members if hibernate and i.get("hibernates")]
+    plain = [i["id"] for i in members if i["id"] not in sleepers]
+    refused = None
+    if sleepers:
+        try:
+            ec2.stop_instances(InstanceIds=sleepers, Hibernate=True)
+        except ClientError as e:
+            if common.error_code(e) not in HIBERNATION_REFUSED:
+                raise
+            refused, plain = str(e), plain + sleepers
+    if plain:
+        ec2.stop_instances(InstanceIds=plain)
+    return refused
 
 
 def wait_for(ec2, ids, wanted, timeout):

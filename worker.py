@@ -9,6 +9,13 @@ keeps the messages invisible. A request whose handling fails unexpectedly, or wh
 not deleted: SQS shows it again after the visibility timeout (FR_VISIBILITY_TIMEOUT), and after a
 bounded number of receives moves it to the dead-letter queue, where the web tier sees it.
 
+An app instance may be hibernated at any moment (FR_HIBERNATE): the process is frozen where it is,
+for seconds or hours, and its connections are gone when it resumes (botocore retries a call cut
+short on a new one). A batch it held while frozen past the visibility timeout has been shown to
+other workers meanwhile: it is given up, not answered twice (whoever received it again answers).
+Time for that is read on CLOCK_BOOTTIME, which counts the time frozen (time.monotonic does not
+count a machine's hibernation).
+
 One worker runs per app instance (systemd on AWS, the local launcher in local mode). Stops on
 SIGTERM/SIGINT after finishing the batch in hand, and one its last long poll brings (exit 0); a
 second signal exits at once.
@@ -44,6 +51,9 @@ class Worker:
                     QueueUrl=self.request_url, MaxNumberOfMessages=self.config.batch,
                     WaitTimeSeconds=self.config.poll_wait,
                 ).get("Messages", [])
+                # When their visibility timeout started, as near as can be known: a call frozen
+                # mid-poll (or retried) may have begun long before SQS handed these out.
+                received = awake_clock()
             except (BotoCoreError, ClientError) as e:
                 log.warning("event=receive_failed error=%s", e)
                 stop.wait(1)
@@ -54,14 +64,15 @@ class Worker:
             # back, each return would count as a receive, and three instances stopped while a
             # request came in would send it to the dead-letter queue.
             try:
-                self.handle(messages)
+                self.handle(messages, received)
             except Exception:
                 # Left on the queue: retried after the visibility timeout, then dead-lettered.
                 log.exception("event=request_failed messages=%d", len(messages))
         self.after_reply.shutdown(wait=True)
 
-    def handle(self, messages):
-        """Answer a batch of requests: one pass through the model, one reply call."""
+    def handle(self, messages, received):
+        """Answer a batch of requests (`received` at this awake_clock time): one pass through the
+        model, one reply call."""
         started = time.monotonic()
         jobs = []
         for message in messages:
@@ -75,10 +86,14 @@ class Worker:
         for _, request in jobs:
             log.info("event=received id=%s stem=%s", request.id, request.stem)
         heartbeat = Heartbeat(self.sqs, self.request_url, [m["ReceiptHandle"] for m, _ in jobs],
-                              self.config.visibility_timeout)
+                              self.config.visibility_timeout, received)
         with heartbeat:
             replies = self.answer([request for _, request in jobs])
             answered = time.monotonic()
+            if heartbeat.lapsed():
+                log.warning("event=batch_given_up ids=%s detail=frozen past the visibility timeout: whoever "
+                            "received these again answers them", ",".join(r.id for _, r in jobs))
+                return
             self._send(jobs, replies)
         timing = dict(started=started, answered=answered, sent=time.monotonic())
         # The answers are on their way: the output writes and the deletes need not hold up the next batch.
@@ -153,15 +168,31 @@ class Worker:
         getattr(self.sqs, call)(QueueUrl=self.request_url, Entries=entries)
 
 
+def awake_clock():
+    """Seconds on a clock that goes on while the process is frozen or the machine hibernates."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 class Heartbeat:
     """Keeps messages invisible while their job runs, so the queue's visibility timeout can be
-    short: the messages of a worker that died reappear soon, those of a slow job never do."""
+    short: the messages of a worker that died reappear soon, those of a slow job never do.
 
-    def __init__(self, sqs, queue_url, receipts, timeout):
+    `hidden_at`: when their visibility timeout last started (the receive), on awake_clock. Once
+    that is more than `timeout` ago (the process was frozen, or extending failed), the messages may
+    have been shown to another worker: `lapsed()`, and the heartbeat stops extending them."""
+
+    def __init__(self, sqs, queue_url, receipts, timeout, hidden_at):
         self.sqs = sqs
         self.queue_url = queue_url
         self.entries = common.receipt_entries(receipts, VisibilityTimeout=timeout)
+        self.timeout = timeout
         self.every = timeout / 2
+        self.hidden_at = hidden_at
+        self.lost = False
+
+    def lapsed(self):
+        self.lost = self.lost or awake_clock() - self.hidden_at > self.timeout
+        return self.lost
 
     def __enter__(self):
         # A fresh thread each time: a job holds its messages through two stages.
@@ -177,9 +208,11 @@ class Heartbeat:
     def _beat(self):
         from botocore.exceptions import BotoCoreError, ClientError
 
-        while not self.done.wait(self.every):
+        while not self.done.wait(self.every) and not self.lapsed():
             try:
+                extending = awake_clock()
                 self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=self.entries)
+                self.hidden_at = extending
             except (BotoCoreError, ClientError) as e:
                 log.warning("event=heartbeat_failed error=%s", e)
 

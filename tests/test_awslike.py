@@ -59,6 +59,19 @@ class AwsLikeTest(unittest.TestCase):
         self.ec2.stop_instances(InstanceIds=[instance])
         self.assertEqual(self.state(instance), "stopped")
 
+    def test_only_an_instance_launched_for_hibernation_hibernates(self):
+        plain, sleeper = self.running(), self.launch(HibernationOptions={"Configured": True})
+        wait_until(lambda: self.state(sleeper) == "running", 10, what="running")
+        with self.assertRaisesRegex(Exception, "UnsupportedHibernationConfiguration"):
+            self.ec2.stop_instances(InstanceIds=[plain, sleeper], Hibernate=True)
+        self.assertEqual({self.state(plain), self.state(sleeper)}, {"running"}, "refused whole")
+        self.ec2.stop_instances(InstanceIds=[sleeper], Hibernate=True)
+        self.ec2.stop_instances(InstanceIds=[plain])
+        wait_until(lambda: {self.state(plain), self.state(sleeper)} == {"stopped"}, 10, what="stopped")
+        reasons = {i["InstanceId"]: i["StateReason"]["Code"] for r in self.ec2.describe_instances(
+            InstanceIds=[plain, sleeper])["Reservations"] for i in r["Instances"]}
+        self.assertEqual(reasons, {plain: "Client.UserInitiatedShutdown", sleeper: "Client.UserInitiatedHibernate"})
+
     def test_a_new_instance_profile_is_refused_until_iam_has_propagated_it(self):
         self.iam.create_role(RoleName="fresh", AssumeRolePolicyDocument="{}")
         self.iam.create_instance_profile(InstanceProfileName="fresh")

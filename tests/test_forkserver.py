@@ -119,7 +119,9 @@ class CoreTurnsTest(unittest.TestCase):
 class ProtocolTest(unittest.TestCase):
     def test_each_side_reads_what_the_other_writes(self):
         command = start_command("i-0abc", "app-tier-instance-3")
-        self.assertEqual(parse_command(command), ("i-0abc", "app-tier-instance-3"))
+        self.assertEqual(parse_command(command), ("i-0abc", "app-tier-instance-3", None))
+        command = start_command("i-0abc", "app-tier-instance-3", "http://127.0.0.1:4242")
+        self.assertEqual(parse_command(command), ("i-0abc", "app-tier-instance-3", "http://127.0.0.1:4242"))
         for event in (Event("forked", "i-0a", 4242), Event("exited", "i-0a", 4242, -15), Event("exited", "i-1", 7, 78)):
             self.assertEqual(parse_event(event.line()), event)
 

@@ -5,10 +5,12 @@ import threading
 import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import common
 from common import Reply, Request, queue_depth
 from replies import DeadLettered, Pending, Replies
+from tools.netlink import Link
 from tests.support import (
     IMAGES, PYTHON, Service, image_bytes, multipart, raw_request, start, start_moto, upload, wait_until,
 )
@@ -221,6 +223,65 @@ class FaultTest(Service, unittest.TestCase):
             self.assertEqual(answer.result(), GOOD_ANSWER)
         self.assertEqual(worker.popen.wait(10), 0)
         worker.wait_for(f"event=done id={request_id}", 1)
+
+
+class HibernationTest(Service, unittest.TestCase):
+    """A worker frozen as hibernation freezes it: SIGSTOP, and its network link to moto cut."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.start_service(workers=0, FR_REQUEST_TIMEOUT=30, FR_VISIBILITY_TIMEOUT=1)
+
+    def frozen_worker(self, name, **fr):
+        """A worker reaching moto through a Link of its own: (worker, link)."""
+        link = Link((urlsplit(self.endpoint).hostname, urlsplit(self.endpoint).port))
+        self.addCleanup(link.close)
+        worker, _ = start(self, name, [PYTHON, "worker.py"], dict(self.env, FR_ENDPOINT_URL=link.url, **fr),
+                          "event=ready")
+        self.addCleanup(worker.stop)
+        return worker, link
+
+    def assert_nothing_dead_lettered(self):
+        self.assertEqual(queue_depth(self.sqs, self.queue_url(self.config.dead_letter_queue)), (0, 0))
+
+    def test_a_worker_frozen_mid_batch_gives_it_up_and_the_request_is_answered_once(self):
+        for attempt in range(3):
+            worker, link = self.frozen_worker(f"frozen-batch-{attempt}")
+            with ThreadPoolExecutor(1) as pool:
+                answer = pool.submit(upload, self.url, "test_00.jpg", GOOD)
+                request_id = worker.wait_for(r"event=received id=(\w+)", 30)[1]
+                worker.signal(signal.SIGSTOP)
+                link.cut()
+                if answer.done():
+                    worker.signal(signal.SIGCONT)
+                    continue  # answered before the freeze landed: no test; try again
+                # Past the visibility timeout, another worker receives the request and answers it.
+                rescuer = self.start_worker(f"rescuer-of-frozen-{attempt}")
+                self.addCleanup(rescuer.stop)
+                self.assertEqual(answer.result(), GOOD_ANSWER)
+            worker.signal(signal.SIGCONT)
+            worker.wait_for(f"event=batch_given_up ids={request_id}", 30)
+            self.assertEqual(upload(self.url, "test_00.jpg", GOOD), GOOD_ANSWER, "both workers work on")
+            self.assertFalse([line for line in self.web.lines if f"unclaimed_reply id={request_id}" in line],
+                             "answered twice")
+            self.assert_nothing_dead_lettered()
+            return
+        self.fail("the worker always answered before it could be frozen")
+
+    def test_a_worker_frozen_mid_long_poll_resumes_and_the_request_it_missed_is_answered(self):
+        worker, link = self.frozen_worker("frozen-poll", FR_POLL_WAIT="10")
+        before = link.requests
+        wait_until(lambda: link.requests > before, 10, what="the long poll sent")
+        worker.signal(signal.SIGSTOP)
+        link.cut()
+        request_url = self.queue_url(self.config.request_queue)
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(upload, self.url, "test_00.jpg", GOOD)
+            # moto's side of the cut long poll takes the request and answers it to nobody.
+            wait_until(lambda: queue_depth(self.sqs, request_url) == (0, 1), 15, what="the request taken")
+            worker.signal(signal.SIGCONT)
+            self.assertEqual(answer.result(), GOOD_ANSWER)
+        self.assert_nothing_dead_lettered()
 
 
 class MotoRestartTest(Service, unittest.TestCase):

@@ -6,7 +6,7 @@ from pool import missing, plan
 
 class DesiredTest(unittest.TestCase):
     def test_table(self):
-        # (visible, in_flight, running, max[, idle seconds, grace]) -> desired
+        # (visible, in_flight, running, max[, idle seconds, grace, floor]) -> desired
         cases = [
             ((0, 0, 0, 15), 0, "empty: nothing runs"),
             ((0, 0, 7, 15), 0, "empty with instances up: all stop"),
@@ -23,6 +23,11 @@ class DesiredTest(unittest.TestCase):
             ((0, 0, 3, 15, 0.5, 0.5), 0, "work gone for the grace: stop them all"),
             ((0, 0, 20, 15, 0.1, 0.5), 15, "within the grace, still never more than max"),
             ((0, 1, 3, 15, 0.0, 0.5), 1, "the grace is only for no work at all"),
+            ((0, 0, 0, 15, 9.0, 0.5, 1), 1, "warm floor: one runs with no work"),
+            ((0, 0, 15, 15, 9.0, 0.5, 2), 2, "warm floor: back to the floor, not to 0"),
+            ((0, 0, 5, 15, 0.1, 0.5, 2), 5, "warm floor: within the grace, keep them"),
+            ((100, 0, 1, 15, 0.0, 0.5, 1), 15, "warm floor: a burst still reaches max"),
+            ((3, 0, 0, 15, 0.0, 0.5, 5), 5, "warm floor above the work"),
         ]
         for args, expected, why in cases:
             with self.subTest(why, args=args):

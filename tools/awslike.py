@@ -10,6 +10,10 @@ none of that. Here:
   instance named is in a state EC2 refuses (start: stopping, shutting-down, terminated; stop:
   pending, shutting-down, terminated). Starting a running instance and stopping a stopped one are
   accepted and change nothing, as on EC2.
+- StopInstances with Hibernate=True is refused whole (UnsupportedHibernationConfiguration) when
+  an instance named was not launched with HibernationOptions.Configured; otherwise its StateReason
+  says Client.UserInitiatedHibernate, as EC2's does, which the local launcher reads to freeze the
+  instance's worker instead of stopping it, and to resume it `resume` seconds after it runs again.
 - RunInstances refuses an instance profile created (or given its role) less than
   `profile_propagation` seconds ago, with EC2's "Invalid IAM Instance Profile name".
 - SQS's ApproximateNumberOf* attributes report the queue as it was `sqs_count_lag` seconds ago.
@@ -37,6 +41,7 @@ from collections import deque
 TIMINGS = {
     "pending": 5.0,
     "boot": 17.0,
+    "resume": 5.0,
     "stopping": 30.0,
     "shutting_down": 30.0,
     "profile_propagation": 10.0,
@@ -84,9 +89,12 @@ class Simulation:
         self.queues_deleted = {}  # (account, region, name) -> monotonic time
         self.queues = weakref.WeakSet()
         self.true_counts = []  # moto's own ApproximateNumberOf* properties, in LAGGED_COUNTS order
+        self.request = threading.local()  # what moto's backend is not told of the call in progress
 
-    def record(self, action, instances, refused=None):
+    def record(self, action, instances, refused=None, hibernate=None):
         entry = {"at": time.time(), "action": action, "instances": instances, "refused": refused}
+        if hibernate is not None:
+            entry["hibernate"] = hibernate
         with self._lock:
             self._journal.write(json.dumps(entry) + "\n")
 
@@ -114,6 +122,18 @@ class Simulation:
                 verb = "started" if action == "StartInstances" else "stopped"
                 raise EC2ClientError("IncorrectInstanceState",
                                      f"The instance '{instance.id}' is not in a state from which it can be {verb}.")
+
+    def check_hibernation(self, instances):
+        """Refuse the whole hibernation, as EC2 does, when an instance was not launched for it."""
+        from moto.ec2.exceptions import EC2ClientError
+
+        for instance in instances:
+            if str((instance.hibernation_options or {}).get("Configured")).lower() != "true":
+                self.record("StopInstances", [i.id for i in instances], refused=f"{instance.id} not configured",
+                            hibernate=True)
+                raise EC2ClientError("UnsupportedHibernationConfiguration",
+                                     "The instance can't be hibernated because it was not configured at launch "
+                                     f"for hibernation: {instance.id}")
 
     def profile_is_new(self, name):
         changed = self.profiles_changed.get(name)
@@ -149,7 +169,8 @@ def set_state(instance, name):
 def install(scale, state_dir):
     """Patch moto (in this process) to behave as described above."""
     from moto.ec2.exceptions import DependencyViolationError, InvalidParameterValue
-    from moto.ec2.models.instances import Instance, InstanceBackend
+    from moto.ec2.models.instances import Instance, InstanceBackend, StateReason
+    from moto.ec2.responses.instances import InstanceResponse
     from moto.ec2.models.security_groups import SecurityGroupBackend
     from moto.iam.models import IAMBackend
     from moto.servicequotas.models import ServiceQuotasBackend
@@ -181,16 +202,30 @@ def install(scale, state_dir):
         def change(self, instance_ids):
             instances = self.get_multi_instances_by_id(instance_ids)
             sim.check(action, instances)
+            hibernate = action == "StopInstances" and getattr(sim.request, "hibernate", False)
+            if hibernate:
+                sim.check_hibernation(instances)
             changed = []
             for instance in instances:
                 previous = copy.copy(instance._state)
                 if previous.name == changes:
                     original[method](instance)
+                    if hibernate:
+                        instance.state_reason = StateReason("Client.UserInitiatedHibernate: User initiated hibernate",
+                                                            "Client.UserInitiatedHibernate")
                     sim.move(instance, through, to, sim.t[timing])
                 changed.append((instance, previous))
-            sim.record(action, instance_ids)
+            sim.record(action, instance_ids, hibernate=hibernate or None)
             return changed
         return change
+
+    def stop_instances_response(self):
+        """moto's StopInstances, with its Hibernate parameter seen (moto ignores it)."""
+        sim.request.hibernate = self._get_bool_param("Hibernate", False)
+        try:
+            return stop_response(self)
+        finally:
+            sim.request.hibernate = False
 
     def terminate(self):
         previous = copy.copy(self._state)
@@ -264,6 +299,8 @@ def install(scale, state_dir):
     delete_group = SecurityGroupBackend.delete_security_group
     queue_constructor, queue_creator, queue_deleter = Queue.__init__, SQSBackend.create_queue, SQSBackend.delete_queue
     message_received = Message.mark_received
+    stop_response = InstanceResponse.stop_instances
+    InstanceResponse.stop_instances = stop_instances_response
     Instance.__init__ = instance_init
     Instance.terminate = terminate
     InstanceBackend.run_instances = patched_run_instances

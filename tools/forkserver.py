@@ -18,7 +18,7 @@ Threads: two inferences run at a time, each on both cores, with OpenMP's waiting
 the README's Performance section has the numbers.
 
 Protocol, one line each, written and read by the functions below (both sides: the launcher in
-tools/localstack.py uses start_command and parse_event). On stdin: `start INSTANCE_ID NAME` forks a
+tools/localstack.py uses start_command and parse_event). On stdin: `start INSTANCE_ID NAME [ENDPOINT]` forks a
 worker for that instance (its log is var/logs/NAME.log, appended to: the evidence of an
 instance's earlier runs stays). On stdout: READY once, then `event=forked
 instance=ID pid=PID` and `event=exited instance=ID pid=PID code=CODE`. To stop one worker, SIGTERM
@@ -52,15 +52,18 @@ READY = "event=forkserver_ready"
 EVENT = re.compile(r"event=(forked|exited) instance=(\S+) pid=(\d+)(?: code=(-?\d+))?$")
 
 
-def start_command(instance_id, name):
-    """The launcher's command: fork a worker for this instance."""
-    return f"start {instance_id} {name}"
+def start_command(instance_id, name, endpoint=None):
+    """The launcher's command: fork a worker for this instance (reaching AWS at `endpoint`, when
+    the instance has a network link of its own, else at FR_ENDPOINT_URL)."""
+    return f"start {instance_id} {name}" + (f" {endpoint}" if endpoint else "")
 
 
 def parse_command(line):
-    """(instance id, name) of a start command, or None for any other line."""
+    """(instance id, name, endpoint or None) of a start command, or None for any other line."""
     words = line.split()
-    return (words[1], words[2]) if len(words) == 3 and words[0] == "start" else None
+    if words[:1] == ["start"] and len(words) in (3, 4):
+        return words[1], words[2], (words[3] if len(words) == 4 else None)
+    return None
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ def parse_event(line):
     return Event(match[1], match[2], int(match[3]), None if match[4] is None else int(match[4]))
 
 
-def run_child(config, recognizer, name):
+def run_child(config, recognizer, name, endpoint=None):
     """In the forked child: become one worker, never return."""
     import torch  # loaded already (the model): imported here so that the launcher can import the protocol
 
@@ -100,7 +103,7 @@ def run_child(config, recognizer, name):
         common.stop_on_signals(stop)
         torch.set_num_threads(CORES)
         log.info("event=worker_forked name=%s pid=%d", name, os.getpid())
-        worker.serve(config, recognizer, stop)
+        worker.serve(dataclasses.replace(config, endpoint_url=endpoint or config.endpoint_url), recognizer, stop)
     except BaseException:
         log.exception("event=worker_failed name=%s", name)
         code = 1
@@ -224,10 +227,10 @@ class ForkServer:
                 log.warning("event=bad_command line=%r", line)
         return True
 
-    def fork(self, instance_id, name):
+    def fork(self, instance_id, name, endpoint):
         pid = os.fork()
         if pid == 0:
-            run_child(self.config, self.recognizer, name)
+            run_child(self.config, self.recognizer, name, endpoint)
         self.children[pid] = instance_id
         print(Event("forked", instance_id, pid).line(), flush=True)
 
@@ -244,6 +247,7 @@ class ForkServer:
     def stop_all(self):
         for pid in self.children:
             os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGCONT)  # a hibernated instance's worker is frozen
         while self.children:
             self.exited(*os.waitpid(-1, 0))
 

@@ -6,7 +6,9 @@ they run on AWS, only with FR_ENDPOINT_URL pointing at moto. In place of EC2 boo
 launcher here runs one worker process (worker.py's loop, forked by tools/forkserver.py with the
 model already loaded) per pool instance that moto shows running, and SIGTERMs it when the instance
 stops. With FR_SIMULATE=aws a worker starts only after the boot delay a real instance takes
-(tools/awslike.py), and when a web host is provisioned into moto (provision --with-web), the
+(tools/awslike.py); each worker reaches moto through a network link of its own (tools/netlink.py),
+and an instance that hibernates has its worker frozen (SIGSTOP) and its link cut, then resumed
+(SIGCONT) the resume delay after the instance runs again, model loaded and all; and when a web host is provisioned into moto (provision --with-web), the
 autoscaler here is taken for the one on that host: it is stopped when the host shuts down. Logs
 go to var/logs/. Ctrl-C (SIGINT) or SIGTERM stops everything, in the reverse order of starting:
 workers after the web tier (requests in progress are answered), moto last.
@@ -23,6 +25,7 @@ import time
 import common
 import pool
 from tools import awslike
+from tools.netlink import Link
 from tools.forkserver import READY, parse_event, start_command
 from tools.procs import Child
 from tools.provision import provision
@@ -41,17 +44,24 @@ LAUNCH_INTERVAL = 0.2
 # How often the launcher looks for a web host in moto, until it finds one.
 WEB_HOST_LOOK_SECONDS = 2.0
 START_TIMEOUT = 60
+# EC2's StateReason code of an instance stopped by hibernating.
+HIBERNATE_REASON = "Client.UserInitiatedHibernate"
 
 
 class Launcher:
     """Local stand-in for instances booting: a worker per running pool instance, forked by the
-    fork server (tools/forkserver.py) from a process that has the model loaded already."""
+    fork server (tools/forkserver.py) from a process that has the model loaded already; with
+    `links` ((host, port) of moto), each through a Link of its own, so that hibernation can cut it."""
 
-    def __init__(self, config, ec2, forkserver, boot_delay=0.0):
+    def __init__(self, config, ec2, forkserver, boot_delay=0.0, resume_delay=0.0, links=None):
         self.config = config
         self.ec2 = ec2
         self.forkserver = forkserver
         self.boot_delay = boot_delay
+        self.resume_delay = resume_delay
+        self.upstream = links
+        self.links = {}  # instance id -> Link
+        self.frozen = set()  # instances hibernated: their workers stopped with SIGSTOP
         self.running_since = {}  # instance id -> when the launcher first saw it running
         self.seen = 0
         self.workers = {}  # instance id -> worker pid (None until forked)
@@ -68,6 +78,7 @@ class Launcher:
             else:
                 self.workers.pop(event.instance, None)
                 self.stopping.discard(event.instance)
+                self.frozen.discard(event.instance)
                 log.info("event=worker_exited instance=%s pid=%s code=%s", event.instance, event.pid, event.code)
                 if event.code == common.EX_CONFIG:
                     self.broken.add(event.instance)
@@ -84,21 +95,51 @@ class Launcher:
             self.names.update({instance_id: None for instance_id in ids - self.names.keys()})
         return {instance_id: self.names[instance_id] for instance_id in ids if self.names[instance_id]}
 
+    def hibernated(self, ids):
+        """Those of the instances `ids` that were hibernated, not stopped (EC2's StateReason)."""
+        if not ids:
+            return set()
+        pages = self.ec2.get_paginator("describe_instances").paginate(InstanceIds=list(ids))
+        return {i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]
+                if i.get("StateReason", {}).get("Code") == HIBERNATE_REASON}
+
     def step(self):
         self.read_events()
         running = self.running()
         now = time.monotonic()
         self.running_since = {i: self.running_since.get(i, now) for i in running}
-        for instance_id, pid in self.workers.items():
-            if pid and instance_id not in running and instance_id not in self.stopping:
+        leaving = {i: pid for i, pid in self.workers.items()
+                   if pid and i not in running and i not in self.stopping and i not in self.frozen}
+        sleeping = self.hibernated(leaving)
+        for instance_id, pid in leaving.items():
+            if instance_id in sleeping:
+                # As hibernation does: the process stops where it is; its connections do not survive.
+                os.kill(pid, signal.SIGSTOP)
+                self.links[instance_id].cut()
+                self.frozen.add(instance_id)
+                log.info("event=worker_frozen instance=%s pid=%s", instance_id, pid)
+            else:
                 os.kill(pid, signal.SIGTERM)
                 self.stopping.add(instance_id)
                 log.info("event=worker_stopping instance=%s pid=%s", instance_id, pid)
         for instance_id, name in running.items():
-            booted = now - self.running_since[instance_id] >= self.boot_delay
-            if booted and instance_id not in self.workers and instance_id not in self.broken:
-                self.forkserver.send(start_command(instance_id, name))
+            up_for = now - self.running_since[instance_id]
+            if instance_id in self.frozen:
+                if up_for >= self.resume_delay:
+                    os.kill(self.workers[instance_id], signal.SIGCONT)
+                    self.frozen.discard(instance_id)
+                    log.info("event=worker_resumed instance=%s pid=%s", instance_id, self.workers[instance_id])
+            elif up_for >= self.boot_delay and instance_id not in self.workers and instance_id not in self.broken:
+                self.forkserver.send(start_command(instance_id, name, self.link(instance_id)))
                 self.workers[instance_id] = None
+
+    def link(self, instance_id):
+        """The endpoint of the instance's own network link (None without links: FR_ENDPOINT_URL)."""
+        if self.upstream is None:
+            return None
+        if instance_id not in self.links:
+            self.links[instance_id] = Link(self.upstream)
+        return self.links[instance_id].url
 
 
 class WebHost:
@@ -153,8 +194,12 @@ def run(config, stop):
         services.append(scaler)
         scaler.wait_for("event=ready", START_TIMEOUT)
         forkserver.wait_for(READY, START_TIMEOUT)
-        boot_delay = awslike.timings(config.simulate_time_scale)["boot"] if config.simulate == "aws" else 0.0
-        launcher = Launcher(config, ec2, forkserver, boot_delay)
+        if config.simulate == "aws":
+            timings = awslike.timings(config.simulate_time_scale)
+            launcher = Launcher(config, ec2, forkserver, timings["boot"], timings["resume"],
+                                links=("127.0.0.1", int(moto_port)))
+        else:
+            launcher = Launcher(config, ec2, forkserver)
         web_host = WebHost(config, ec2)
         retired = set()  # services stopped on purpose
         log.info("event=ready url=http://%s:%s/ endpoint=%s logs=%s", config.host, port, endpoint, LOG_DIR)
