@@ -30,6 +30,8 @@ from common import Reply, Request
 
 log = logging.getLogger("worker")
 
+AWS_RETRY_SECONDS = 1.0
+
 
 class Worker:
     def __init__(self, config, recognizer, s3, sqs):
@@ -235,8 +237,21 @@ def clients(config):
 
 
 def serve(config, recognizer, stop):
-    """Take requests until `stop` is set (the clients are made here: after a fork, never before)."""
-    Worker(config, recognizer, *clients(config)).run(stop)
+    """Take requests until `stop` is set (the clients are made here: after a fork, never before).
+
+    AWS may not be reachable yet (the unit starts before the network is up, so that the model loads
+    meanwhile): the queues are looked up again every AWS_RETRY_SECONDS until they answer."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    s3, sqs = clients(config)
+    while not stop.is_set():
+        try:
+            worker = Worker(config, recognizer, s3, sqs)
+        except (BotoCoreError, ClientError) as e:
+            log.warning("event=aws_unreachable error=%s retry_in=%s", e, AWS_RETRY_SECONDS)
+            stop.wait(AWS_RETRY_SECONDS)
+            continue
+        worker.run(stop)
     log.info("event=stopped")
 
 

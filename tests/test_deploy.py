@@ -75,6 +75,11 @@ class Deployment(unittest.TestCase):
         self.assertEqual(names, sorted(f"app-tier-instance-{n}" for n in range(1, 16)))
         self.assertEqual({i["State"]["Name"] for i in members}, {"stopped"})
         self.assertEqual({i["ImageId"] for i in members}, {"ami-0app"})
+        # Launched for hibernation: it cannot be turned on later.
+        self.assertEqual({i["HibernationOptions"]["Configured"] for i in members}, {True})
+        volumes = self.clients["ec2"].describe_volumes(Filters=[
+            {"Name": "attachment.instance-id", "Values": [i["InstanceId"] for i in members]}])["Volumes"]
+        self.assertEqual({(v["Encrypted"], v["Size"]) for v in volumes}, {(True, pool.ROOT_VOLUME_GB)})
         web = self.instances("web-instance", ["running"], prefix=prefix)
         self.assertEqual(len(web), 1)
         self.assertEqual(len(self.instances(prefix=prefix)), 16)
@@ -121,6 +126,18 @@ class ProvisionTest(Deployment):
         self.assertIn("34 needed", done.stderr)
         self.assertIn("at most FR_MAX_INSTANCES=15 fits", done.stderr)
         self.assertEqual(self.clients["sqs"].list_queues(QueueNamePrefix="quota").get("QueueUrls", []), [])
+
+    def test_bake_ami_refuses_an_instance_launched_for_hibernation(self):
+        ec2 = self.clients["ec2"]
+        bake = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1,
+                                 HibernationOptions={"Configured": True})["Instances"][0]["InstanceId"]
+        self.addCleanup(ec2.terminate_instances, InstanceIds=[bake])
+        done = subprocess.run(["./setup.sh", "bake-ami", bake], cwd=common.PROJECT_DIR, env=dict(self.env, FR_PREFIX="hib"),
+                              capture_output=True, text=True, timeout=300)
+        self.assertNotEqual(done.returncode, 0)
+        self.assertIn("launched for hibernation", done.stderr)
+        self.assertEqual(ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:fr-prefix", "Values": ["hib"]}])[
+            "Images"], [])
 
     def test_bake_ami_tags_stops_images_and_terminates_the_bake_instance(self):
         ec2 = self.clients["ec2"]

@@ -1,6 +1,7 @@
 """Bad input, faults and recovery, against the real processes on 127.0.0.1."""
 import re
 import signal
+import socket
 import threading
 import time
 import unittest
@@ -12,7 +13,8 @@ from common import Reply, Request, queue_depth
 from replies import DeadLettered, Pending, Replies
 from tools.netlink import Link
 from tests.support import (
-    IMAGES, PYTHON, Service, image_bytes, multipart, raw_request, start, start_moto, upload, wait_until,
+    IMAGES, PYTHON, Service, child_env, image_bytes, multipart, raw_request, stand_in_files, start, start_moto, upload,
+    wait_until,
 )
 
 GOOD = (IMAGES / "test_00.jpg").read_bytes()
@@ -282,6 +284,22 @@ class HibernationTest(Service, unittest.TestCase):
             worker.signal(signal.SIGCONT)
             self.assertEqual(answer.result(), GOOD_ANSWER)
         self.assert_nothing_dead_lettered()
+
+
+class EarlyStartTest(Service, unittest.TestCase):
+    def test_a_worker_started_before_aws_answers_loads_its_model_and_waits(self):
+        # As on an instance booting: the unit starts before the network is up.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        weights, gallery = stand_in_files()
+        env = child_env(FR_PREFIX="svc", FR_ENDPOINT_URL=f"http://127.0.0.1:{port}", FR_POLL_WAIT=1,
+                        FR_WEIGHTS=weights, FR_GALLERY=gallery, FR_TORCH_THREADS=1)
+        worker, _ = start(self, "early-worker", [PYTHON, "worker.py"], env, "event=aws_unreachable")
+        worker.wait_for("event=model_loaded", 1)
+        type(self).start_service(workers=0, moto_port=port)
+        worker.wait_for("event=ready", 30)
+        self.assertEqual(upload(self.url, "test_00.jpg", GOOD), GOOD_ANSWER)
 
 
 class MotoRestartTest(Service, unittest.TestCase):

@@ -16,6 +16,7 @@ from tests.support import (
     IMAGES, aws, child_env, expected_answers, refusals, running_instances, stand_in_files, start, start_moto,
     state_dir, upload, wait_until,
 )
+from tools import awslike
 from tools.localstack import LOCAL_STACK, LOG_DIR
 from tools.provision import provision
 from tools.procs import alive, descendants
@@ -59,18 +60,22 @@ class ScalingTest(unittest.TestCase):
         cls.ec2, cls.sqs = aws(endpoint, "ec2"), aws(endpoint, "sqs")
         cls.config = common.load_config({"FR_PREFIX": "scaling"})
 
-    def test_an_instance_started_again_keeps_the_log_of_its_earlier_run(self):
-        for _ in range(2):
-            wait_until(lambda: {i["state"] for i in pool.describe(self.ec2, self.config)} == {"stopped"}, 30,
-                       what="every instance stopped")
-            self.assertEqual(upload(self.url, "test_00.jpg", (IMAGES / "test_00.jpg").read_bytes()),
-                             (200, "test_00:Paul\n"))
+    def test_a_hibernated_instance_resumes_its_worker_with_the_model_loaded(self):
+        # The next test starts from 0 running, whatever happens here.
+        self.addCleanup(wait_until, lambda: running_instances(self.ec2) == 0, 30, what="0 running instances")
+        answers = upload_twice_with_scale_in_between(self.ec2, self.config, self.url)
+        self.assertEqual(answers, [(200, "test_00:Paul\n")] * 2)
         # Stopped members start lowest number first: both requests were answered by instance 1.
-        ours = {match[1] for match in re.finditer(r"event=worker_started instance=\S+ pid=(\d+)", self.stack.tail(1000))}
-        log = (LOG_DIR / "app-tier-instance-1.log").read_text()
-        forked = set(re.findall(r"event=worker_forked name=app-tier-instance-1 pid=(\d+)", log))
-        self.assertEqual(len(forked & ours), 2, f"this stack's workers {ours}, in the log {forked}")
-        wait_until(lambda: running_instances(self.ec2) == 0, 30, what="0 running instances")
+        forked = workers_forked(self.stack, "app-tier-instance-1")
+        self.assertEqual(len(forked), 1, "one worker, frozen and resumed, not a second one started")
+        (pid,) = forked
+        lines = self.stack.tail(1000)
+        self.assertIn(f"event=worker_frozen instance={instance_id(self.ec2, self.config, 1)} pid={pid}", lines)
+        self.assertIn(f"event=worker_resumed instance={instance_id(self.ec2, self.config, 1)} pid={pid}", lines)
+        stops = [e for e in awslike.read_journal(self.state) if e["action"] == "StopInstances"]
+        hibernated = [e.get("hibernate") for e in stops]
+        self.assertEqual(hibernated[:2], [None, True], "provisioning's plain stop, then the autoscaler's hibernation")
+        self.assertTrue(all(hibernated[1:]), hibernated)
 
     def test_burst_scales_to_15_never_more_and_back_to_0_within_2_s(self):
         # On the AWS-like stack: instances take time to start and stop, EC2 refuses calls in the
@@ -93,6 +98,27 @@ class ScalingTest(unittest.TestCase):
         self.assertEqual(refusals(self.state), [])
         for url in common.queue_urls(self.sqs, self.config):
             wait_until(lambda: sum(queue_depth(self.sqs, url)) == 0, 10, what=f"{url} empty")
+
+
+def upload_twice_with_scale_in_between(ec2, config, url):
+    """Two uploads of test_00, each from a pool all stopped: their answers."""
+    answers = []
+    for _ in range(2):
+        wait_until(lambda: {i["state"] for i in pool.describe(ec2, config)} == {"stopped"}, 30,
+                   what="every instance stopped")
+        answers.append(upload(url, "test_00.jpg", (IMAGES / "test_00.jpg").read_bytes()))
+    return answers
+
+
+def workers_forked(stack, name):
+    """The pids of the workers this stack forked for instance `name` (its log may hold older runs')."""
+    ours = {match[1] for match in re.finditer(r"event=worker_started instance=\S+ pid=(\d+)", stack.tail(1000))}
+    log = (LOG_DIR / f"{name}.log").read_text()
+    return set(re.findall(rf"event=worker_forked name={name} pid=(\d+)", log)) & ours
+
+
+def instance_id(ec2, config, number):
+    return next(i["id"] for i in pool.describe(ec2, config) if i["name"] == pool.instance_name(number))
 
 
 class PoolObservationTest(unittest.TestCase):
@@ -134,13 +160,31 @@ class PoolObservationTest(unittest.TestCase):
         self.assertEqual(len(scaler.watch.observe()), MAX_INSTANCES)
 
 
+    def test_a_refused_hibernation_is_a_plain_stop_said_once(self):
+        # A pool launched without hibernation, believed to hibernate: EC2 refuses the whole call.
+        config = dataclasses.replace(self.config, prefix="observe-plain", hibernate=False)
+        provision(config, lambda service: aws(config.endpoint_url, service))
+        members = pool.describe(self.ec2, config)
+        self.assertFalse(any(i["hibernates"] for i in members))
+        self.ec2.start_instances(InstanceIds=[i["id"] for i in members[:4]])
+        pool.wait_for(self.ec2, [i["id"] for i in members[:4]], ["running"], 10)
+        scaler = Autoscaler(dataclasses.replace(config, hibernate=True), self.sqs, self.ec2)
+        with self.assertLogs("autoscaler", "WARNING") as logged:
+            for pair in (members[:2], members[2:4]):
+                scaler.stop([dict(i, hibernates=True) for i in pair])
+        (line,) = logged.output
+        self.assertIn("event=hibernation_refused", line)
+        self.assertIn("UnsupportedHibernationConfiguration", line)
+        pool.wait_for(self.ec2, [i["id"] for i in members[:4]], ["stopped"], 10)
+
+
 class LocalStackTest(unittest.TestCase):
     """Each test here runs its own stack: they stop or damage it."""
 
-    def start_stack(self, prefix):
+    def start_stack(self, prefix, **fr):
         weights, gallery = stand_in_files()
         env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX=prefix, FR_POLL_WAIT=1, FR_WEIGHTS=weights,
-                        FR_GALLERY=gallery, FR_STATE_DIR=common.PROJECT_DIR / f"var/state-{prefix}")
+                        FR_GALLERY=gallery, FR_STATE_DIR=common.PROJECT_DIR / f"var/state-{prefix}", **fr)
         stack, ready = start(self, f"{prefix}-localstack", LOCAL_STACK, env,
                              r"event=ready url=(\S+) endpoint=(\S+)")
         return stack, ready[1], aws(ready[2], "ec2")
@@ -170,6 +214,29 @@ class LocalStackTest(unittest.TestCase):
         # EC2 cannot create an instance stopped: the repair runs it, then stops it.
         (replaced,) = wait_until(replacement, 10, what="a stopped app-tier-instance-7 in a pool of 15")
         self.assertNotEqual(replaced["id"], victim["id"])
+
+    def test_with_plain_stops_an_instance_started_again_boots_a_new_worker_and_keeps_the_old_log(self):
+        stack, url, ec2 = self.start_stack("plain", FR_HIBERNATE=0)
+        config = common.load_config({"FR_PREFIX": "plain"})
+        self.assertEqual(upload_twice_with_scale_in_between(ec2, config, url), [(200, "test_00:Paul\n")] * 2)
+        self.assertEqual(len(workers_forked(stack, "app-tier-instance-1")), 2,
+                         "two workers in one log: the first run's lines were kept")
+
+    def test_a_warm_floor_keeps_its_instances_running_when_idle_and_a_burst_still_reaches_15(self):
+        stack, url, ec2 = self.start_stack("floor", FR_MIN_INSTANCES=2)
+        wait_until(lambda: running_instances(ec2) == 2, 30, what="the floor of 2 running with no work")
+        expected = expected_answers()
+        sampler = Sampler(ec2)
+        with ThreadPoolExecutor(len(expected)) as clients:
+            answers = list(clients.map(lambda s: upload(url, f"{s}.jpg", (IMAGES / f"{s}.jpg").read_bytes()),
+                                       sorted(expected)))
+        last_answer = time.monotonic()
+        wait_until(lambda: running_instances(ec2) == 2, SCALE_IN_LIMIT, interval=0.1, what="back to the floor of 2")
+        scaled_in = time.monotonic() - last_answer
+        counts = sampler.finish()
+        self.assertEqual(answers, [(200, f"{s}:{expected[s]}\n") for s in sorted(expected)])
+        self.assertEqual((min(counts), max(counts)), (2, MAX_INSTANCES), f"samples: {counts}")
+        self.assertLessEqual(scaled_in, SCALE_IN_LIMIT)
 
     def config(self):
         return common.load_config({"FR_PREFIX": "repair"})

@@ -2,11 +2,15 @@
 and writes the same numbers as JSON (var/bench.json), so runs can be compared across commits.
 
     .venv/bin/python -m tools.bench [--requests 100] [--concurrency 100] [--sequential 50] [--aws-like SCALE]
+                                    [--hibernate 0|1] [--min-instances N]
 
 `--aws-like SCALE` runs the stack AWS-like (FR_SIMULATE=aws, tools/awslike.py) with AWS's timings
 times SCALE (1: as on AWS): instances take time in `pending`, boot before their worker starts,
 take time to stop, SQS's counts trail the truth; the cold start is then split into those steps.
-Without it, moto starts instances at once (the stack's own costs, comparable across commits).
+A second burst follows once every instance has stopped after the first: from hibernation (a
+worker resumed, `--hibernate 1`, the default) or from a plain stop (a fresh boot, `--hibernate 0`),
+and with `--min-instances N` from a warm floor of N running instances. Without --aws-like, moto
+starts instances at once (the stack's own costs, comparable across commits).
 
 In one run on this machine (absolute times are noisy on a shared 2-core machine; ratios hold):
 - direct: images/s through the model in this process, all cores, one image at a time (the goal's
@@ -36,6 +40,7 @@ from datetime import datetime
 from pathlib import Path
 
 import common
+import pool
 from tools import awslike
 from tools.harness import (
     IMAGES, PYTHON, aws, child_env, expected_answers, running_instances, stand_in_files, wait_until,
@@ -78,15 +83,16 @@ def model_direct(weights, gallery, images, batch, rounds=3):
     return best(1), best(batch)
 
 
-def worker_start(weights, gallery):
-    """(import s, model load s) of a fresh process, as systemd starts worker.py on an app instance."""
-    code = ("import time; t = time.monotonic(); import torch, facenet_pytorch, worker; i = time.monotonic() - t; "
-            "from model import Recognizer; t = time.monotonic(); Recognizer(*__import__('sys').argv[1:]); "
-            "print(i, time.monotonic() - t)")
-    done = subprocess.run([PYTHON, "-c", code, str(weights), str(gallery)], capture_output=True, text=True,
-                          check=True, cwd=common.PROJECT_DIR)
-    imported, loaded = map(float, done.stdout.split())
-    return round(imported, 2), round(loaded, 2)
+def worker_start(weights, gallery, image):
+    """(import s, model load s, first inference s) of a fresh process, as systemd starts worker.py
+    on an app instance."""
+    code = ("import sys, time; t = time.monotonic(); import torch, facenet_pytorch, worker; i = time.monotonic() - t; "
+            "from model import Recognizer; t = time.monotonic(); r = Recognizer(*sys.argv[1:3]); "
+            "m = time.monotonic() - t; data = open(sys.argv[3], 'rb').read(); t = time.monotonic(); "
+            "r.recognize(data); print(i, m, time.monotonic() - t)")
+    done = subprocess.run([PYTHON, "-c", code, str(weights), str(gallery), str(image)], capture_output=True,
+                          text=True, check=True, cwd=common.PROJECT_DIR)
+    return tuple(round(float(seconds), 2) for seconds in done.stdout.split())
 
 
 def plumbing_floor(endpoint, rounds=50):
@@ -203,6 +209,29 @@ def cold_start_split(t0, first_answer, timings=None):
     return steps
 
 
+def second_burst(url, ec2, jobs, expected, concurrency, timings, stack_log):
+    """A burst from a pool stopped after the first one (hibernated, or plainly stopped), split into
+    its steps: the first answer, and all answered."""
+    config = common.load_config({"FR_PREFIX": "bench"})
+    wait_until(lambda: not {i["state"] for i in pool.describe(ec2, config)} & {"stopping", "pending"},
+               timings["stopping"] * 2 + 60, interval=0.5, what="every instance stopped after the first burst")
+    t0 = time.time()
+    burst = Run(url, jobs, concurrency, expected).go()
+    first = t0 + burst["first_answer_s"]
+    steps = {"wrong_or_failed": burst["count"] - burst["ok"], "first_answer_s": burst["first_answer_s"],
+             "all_answered_s": burst["seconds"]}
+    decided = log_time(LOG_DIR / "autoscaler.log", r"event=decision .* started=[1-9]", t0)
+    resumed = log_time(stack_log, "event=worker_resumed", t0)
+    if resumed and resumed < first:
+        steps.update(scale_decision_s=round(decided - t0, 3), ec2_pending_s=round(timings["pending"], 3),
+                     resume_s=round(timings["resume"], 3), launcher_lag_s=round(
+                         resumed - decided - timings["pending"] - timings["resume"], 3),
+                     resumed_to_first_answer_s=round(first - resumed, 3))
+    else:
+        steps["split"] = cold_start_split(t0, first, timings)
+    return steps
+
+
 def distinct_variant(data, n):
     """The same JPEG with a trailing comment: same picture and answer, different bytes and hash."""
     return data + f"bench-{n}-{time.time_ns()}".encode()
@@ -229,6 +258,8 @@ def main():
     parser.add_argument("--json", default="var/bench.json")
     parser.add_argument("--aws-like", type=float, metavar="SCALE",
                         help="AWS-like stack with AWS's timings times SCALE (1: as on AWS)")
+    parser.add_argument("--hibernate", type=int, choices=(0, 1), default=1, help="FR_HIBERNATE of the stack")
+    parser.add_argument("--min-instances", type=int, default=0, help="FR_MIN_INSTANCES: the warm floor")
     args = parser.parse_args()
     simulation = ({"FR_SIMULATE": "aws", "FR_SIMULATE_TIME_SCALE": args.aws_like} if args.aws_like
                   else {"FR_SIMULATE": ""})
@@ -240,12 +271,15 @@ def main():
     fixtures = [(stem, (IMAGES / f"{stem}.jpg").read_bytes()) for stem in stems]
     batch = common.load_config({}).batch  # the stack's: child_env passes no FR_* of this shell on
     direct, direct_batched = model_direct(weights, gallery, [data for _, data in fixtures], batch)
-    imported, loaded = worker_start(weights, gallery)
+    imported, loaded, first_inference = worker_start(weights, gallery, IMAGES / f"{stems[0]}.jpg")
 
     env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX="bench", FR_WEIGHTS=weights, FR_GALLERY=gallery,
-                    FR_CACHE_SIZE=10000, FR_STATE_DIR=str(common.PROJECT_DIR / "var/bench-state"), **simulation)
-    stack = Child("localstack", LOCAL_STACK, env, cwd=common.PROJECT_DIR)
-    results = {"requests": args.requests, "concurrency": args.concurrency, "aws_like_time_scale": args.aws_like}
+                    FR_CACHE_SIZE=10000, FR_STATE_DIR=str(common.PROJECT_DIR / "var/bench-state"),
+                    FR_HIBERNATE=args.hibernate, FR_MIN_INSTANCES=args.min_instances, **simulation)
+    stack_log = LOG_DIR / "bench-localstack.log"
+    stack = Child("localstack", LOCAL_STACK, env, log_path=stack_log, cwd=common.PROJECT_DIR)
+    results = {"requests": args.requests, "concurrency": args.concurrency, "aws_like_time_scale": args.aws_like,
+               "hibernate": args.hibernate, "min_instances": args.min_instances}
     try:
         # An AWS-like stack provisions its pool as on AWS: launched, waited on until running, stopped.
         ready = stack.wait_for(r"event=ready url=(\S+) endpoint=(\S+)", 120 + (timings or {}).get("stopping", 0) * 3)
@@ -254,6 +288,7 @@ def main():
         model_load = Path(LOG_DIR / "forkserver.log").read_text()
         results["worker_process_import_s"] = imported
         results["worker_process_model_load_s"] = loaded
+        results["worker_process_first_inference_s"] = first_inference
         results["local_forkserver_model_load_once_s"] = float(
             re.search(r"event=model_loaded seconds=([\d.]+)", model_load)[1])
         processes = Processes(stack.pid)
@@ -280,8 +315,8 @@ def main():
         processes.sample_memory()  # once more with every worker still up, however short the burst
         cpu = {role: round(seconds - cpu_before.get(role, 0.0), 2) for role, seconds in processes.cpu_by_role().items()}
         last_answer = time.monotonic()
-        wait_until(lambda: running_instances(ec2) == 0, 60, interval=0.02, what="scale-in to 0")
-        results["scale_in_to_zero_s"] = round(time.monotonic() - last_answer, 2)
+        wait_until(lambda: running_instances(ec2) == args.min_instances, 60, interval=0.02, what="scale-in")
+        results["scale_in_s"] = round(time.monotonic() - last_answer, 2)
         stop_sampling.set()
         sampler.join()
         request_url = sqs.get_queue_url(QueueName="bench-req-queue")["QueueUrl"]
@@ -305,6 +340,9 @@ def main():
         # The load generator (this process: 100 client threads, and the memory sampler) shares the cores too.
         results["burst_cpu_seconds_load_generator"] = round(client_cpu, 2)
         results["cold_start"] = cold_start_split(t0, t0 + burst["first_answer_s"], timings)
+        if timings:
+            again = [(name, distinct_variant(data, f"again-{n}")) for n, (name, data) in enumerate(jobs)]
+            results["second_burst"] = second_burst(url, ec2, again, expected, args.concurrency, timings, stack_log)
         peak = processes.peak
         workers = peak.get("worker", {})
         results["workers_peak"] = workers.get("count", 0)
@@ -338,7 +376,7 @@ def main():
         print(f"{key:<{width}}  {value}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    return 1 if results["burst_wrong_or_failed"] else 0
+    return 1 if results["burst_wrong_or_failed"] or results.get("second_burst", {}).get("wrong_or_failed") else 0
 
 
 if __name__ == "__main__":

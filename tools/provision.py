@@ -471,10 +471,15 @@ class Provisioner:
     def bake_ami(self, instance_id):
         """An AMI of an instance set up with `setup.sh app`: the app-tier image for FR_AMI_ID.
 
-        The instance is tagged ours first (so that teardown finds it, should this stop half-way),
+        The instance must not be launched for hibernation (EC2 makes no image of one: the pool is
+        launched for it from this image instead). It is tagged ours first (so that teardown finds it, should this stop half-way),
         stopped (its worker would otherwise take requests, and the image is made of a quiet disk),
         imaged, and terminated once the image is available."""
         name = f"{self.config.prefix}-app-tier-{instance_id}"
+        (reservation,) = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        if reservation["Instances"][0].get("HibernationOptions", {}).get("Configured"):
+            raise SystemExit(f"error: {instance_id} was launched for hibernation, and EC2 makes no image of such an "
+                             "instance: run ./setup.sh app on an instance launched without it")
         if self.dry_run:
             for what in (f"tag {instance_id} {common.PREFIX_TAG}={self.config.prefix}, stop it",
                          f"image {name} from {instance_id}", f"terminate {instance_id}"):
