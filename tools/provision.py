@@ -472,19 +472,19 @@ class Provisioner:
         """An AMI of an instance set up with `setup.sh app`: the app-tier image for FR_AMI_ID.
 
         The instance must not be launched for hibernation (EC2 makes no image of one: the pool is
-        launched for it from this image instead). It is tagged ours first (so that teardown finds it, should this stop half-way),
-        stopped (its worker would otherwise take requests, and the image is made of a quiet disk),
-        imaged, and terminated once the image is available."""
+        launched for it, from this image). It is tagged ours first (so that teardown finds it,
+        should this stop half-way), stopped (its worker would otherwise take requests, and the
+        image is made of a quiet disk), imaged, and terminated once the image is available."""
         name = f"{self.config.prefix}-app-tier-{instance_id}"
-        (reservation,) = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-        if reservation["Instances"][0].get("HibernationOptions", {}).get("Configured"):
-            raise SystemExit(f"error: {instance_id} was launched for hibernation, and EC2 makes no image of such an "
-                             "instance: run ./setup.sh app on an instance launched without it")
         if self.dry_run:
             for what in (f"tag {instance_id} {common.PREFIX_TAG}={self.config.prefix}, stop it",
                          f"image {name} from {instance_id}", f"terminate {instance_id}"):
                 self.out(f"{'would':<12} {what}")
             return None
+        (reservation,) = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        if reservation["Instances"][0].get("HibernationOptions", {}).get("Configured"):
+            raise SystemExit(f"error: {instance_id} was launched for hibernation, and EC2 makes no image of such an "
+                             "instance: run ./setup.sh app on an instance launched without it")
         self.ec2.create_tags(Resources=[instance_id], Tags=pool.tags(self.config, BAKE_NAME))
         self.ec2.stop_instances(InstanceIds=[instance_id])
         pool.wait_for(self.ec2, [instance_id], ["stopped"], INSTANCE_PATIENCE)
