@@ -268,6 +268,10 @@ role_app() {
     fi
     # Enabled, so that starting a stopped instance brings its worker online.
     enable_units face-worker.service
+    # Enabled, never started here: it runs when the machine goes to sleep (hibernation).
+    run install -m 0644 "$ROOT/systemd/face-worker-sleep.service" /etc/systemd/system/
+    run systemctl daemon-reload
+    run systemctl enable face-worker-sleep.service
     say "app host ready: make the pool image with ./setup.sh bake-ami <this instance id>"
 }
 

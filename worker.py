@@ -9,10 +9,16 @@ keeps the messages invisible. A request whose handling fails unexpectedly, or wh
 not deleted: SQS shows it again after the visibility timeout (FR_VISIBILITY_TIMEOUT), and after a
 bounded number of receives moves it to the dead-letter queue, where the web tier sees it.
 
-An app instance may be hibernated at any moment (FR_HIBERNATE): the process is frozen where it is,
-for seconds or hours, and its connections are gone when it resumes (botocore retries a call cut
-short on a new one). A batch it held while frozen past the visibility timeout has been shown to
-other workers meanwhile: it is given up, not answered twice (whoever received it again answers).
+An app instance may be hibernated (FR_HIBERNATE): the process is frozen where it is, for seconds
+or hours, and its connections die meanwhile without a word reaching it. Two hooks (on AWS,
+systemd/face-worker-sleep.service runs `worker.py --pause` before the machine hibernates and
+`worker.py --resume` after; in local mode the launcher sends the same signals) make that clean:
+SIGUSR1 asks the worker to finish the poll and the batch in hand and take no more, and it says in
+FR_STATE_DIR/worker.json when it has (a request SQS would hand to a frozen poll waits out the
+visibility timeout); SIGUSR2 lets it go on, on new connections. Without the hooks it still holds:
+SIGUSR2 breaks a long poll left waiting on a dead connection, a call on one is retried by
+botocore, and a batch held while frozen past the visibility timeout has been shown to other
+workers meanwhile, so it is given up, not answered twice (whoever received it again answers).
 Time for that is read on CLOCK_BOOTTIME, which counts the time frozen (time.monotonic does not
 count a machine's hibernation).
 
@@ -20,7 +26,11 @@ One worker runs per app instance (systemd on AWS, the local launcher in local mo
 SIGTERM/SIGINT after finishing the batch in hand, and one its last long poll brings (exit 0); a
 second signal exits at once.
 """
+import argparse
 import logging
+import os
+import signal
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,14 +41,46 @@ from common import Reply, Request
 log = logging.getLogger("worker")
 
 AWS_RETRY_SECONDS = 1.0
+# The hibernation hooks' protocol (both sides are here: Hibernation, and hook() below).
+PAUSE_SIGNAL = signal.SIGUSR1
+RESUME_SIGNAL = signal.SIGUSR2
+WORKER_STATE = "worker.json"
+# How long `--pause` waits for the worker, beyond its long poll: a batch in hand is finished first.
+PAUSE_PATIENCE = 30.0
+
+
+class Resumed(BaseException):
+    """Raised by the resume signal's handler in a long poll waiting on a connection that died while
+    the machine hibernated: nothing else interrupts a blocked read. Not an Exception, so that no
+    library's error handling takes it for its own."""
+
+
+class Hibernation:
+    """The worker's side of the hibernation hooks: what the signals asked, as events."""
+
+    def __init__(self):
+        self.pause = threading.Event()
+        self.resumed = threading.Event()
+        self.polling = False
+
+    def install(self):
+        signal.signal(PAUSE_SIGNAL, lambda signum, frame: self.pause.set())
+        signal.signal(RESUME_SIGNAL, self._on_resume)
+
+    def _on_resume(self, signum, frame):
+        self.pause.clear()
+        self.resumed.set()
+        if self.polling:
+            raise Resumed()
 
 
 class Worker:
-    def __init__(self, config, recognizer, s3, sqs):
+    def __init__(self, config, recognizer, s3, sqs, hibernation=None):
         self.config = config
         self.recognizer = recognizer
         self.s3 = s3
         self.sqs = sqs
+        self.hibernation = hibernation or Hibernation()
         self.request_url, _ = common.queue_urls(sqs, config)
         self.fetcher = ThreadPoolExecutor(config.batch, thread_name_prefix="fetch")
         self.after_reply = ThreadPoolExecutor(1, thread_name_prefix="after-reply")
@@ -47,19 +89,32 @@ class Worker:
         from botocore.exceptions import BotoCoreError, ClientError
 
         log.info("event=ready queue=%s batch=%d", self.config.request_queue, self.config.batch)
+        common.write_state(self.config, WORKER_STATE, pid=os.getpid(), paused=False)
+        hibernation = self.hibernation
         while not stop.is_set():
+            if hibernation.pause.is_set():
+                self.sleep(stop)
+            if hibernation.resumed.is_set():
+                hibernation.resumed.clear()
+                self.reconnect()
             try:
+                hibernation.polling = True
                 messages = self.sqs.receive_message(
                     QueueUrl=self.request_url, MaxNumberOfMessages=self.config.batch,
                     WaitTimeSeconds=self.config.poll_wait,
                 ).get("Messages", [])
+                hibernation.polling = False
                 # When their visibility timeout started, as near as can be known: a call frozen
                 # mid-poll (or retried) may have begun long before SQS handed these out.
                 received = awake_clock()
+            except Resumed:
+                continue  # the machine hibernated in this poll: reconnected above
             except (BotoCoreError, ClientError) as e:
                 log.warning("event=receive_failed error=%s", e)
                 stop.wait(1)
                 continue
+            finally:
+                hibernation.polling = False
             if not messages:
                 continue
             # Received while stopping too, they are work in hand: finished before the exit. Given
@@ -71,6 +126,21 @@ class Worker:
                 # Left on the queue: retried after the visibility timeout, then dead-lettered.
                 log.exception("event=request_failed messages=%d", len(messages))
         self.after_reply.shutdown(wait=True)
+
+    def sleep(self, stop):
+        """Before the machine hibernates: with the work in hand done, say so and wait to resume."""
+        self.after_reply.submit(lambda: None).result()  # the outputs and deletes in hand are done
+        common.write_state(self.config, WORKER_STATE, pid=os.getpid(), paused=True)
+        log.info("event=paused detail=ready to hibernate")
+        while self.hibernation.pause.is_set() and not stop.is_set():
+            stop.wait(0.1)
+        common.write_state(self.config, WORKER_STATE, pid=os.getpid(), paused=False)
+        log.info("event=resumed")
+
+    def reconnect(self):
+        """New clients, so new connections: the old ones died while the machine hibernated."""
+        self.s3, self.sqs = clients(self.config)
+        log.info("event=reconnected")
 
     def handle(self, messages, received):
         """Answer a batch of requests (`received` at this awake_clock time): one pass through the
@@ -244,9 +314,11 @@ def serve(config, recognizer, stop):
     from botocore.exceptions import BotoCoreError, ClientError
 
     s3, sqs = clients(config)
+    hibernation = Hibernation()
+    hibernation.install()
     while not stop.is_set():
         try:
-            worker = Worker(config, recognizer, s3, sqs)
+            worker = Worker(config, recognizer, s3, sqs, hibernation)
         except (BotoCoreError, ClientError) as e:
             log.warning("event=aws_unreachable error=%s retry_in=%s", e, AWS_RETRY_SECONDS)
             stop.wait(AWS_RETRY_SECONDS)
@@ -255,13 +327,51 @@ def serve(config, recognizer, stop):
     log.info("event=stopped")
 
 
-def main():
+def paused(config):
+    """Whether the worker of FR_STATE_DIR has said it is ready to hibernate."""
+    state = common.read_state(config, WORKER_STATE)
+    return bool(state and state["paused"])
+
+
+def hook(config, action):
+    """`--pause`: ask the worker to finish its work in hand and take no more, and wait until it
+    has (at most its long poll plus PAUSE_PATIENCE: hibernation goes ahead regardless);
+    `--resume`: let it go on. Exit status 0 either way: a hook must not stop the machine's sleep."""
+    state = common.read_state(config, WORKER_STATE)
+    if not state:
+        log.warning("event=hook_without_worker action=%s", action)
+        return 0
+    try:
+        os.kill(state["pid"], PAUSE_SIGNAL if action == "pause" else RESUME_SIGNAL)
+    except ProcessLookupError:
+        log.warning("event=hook_worker_gone action=%s pid=%s", action, state["pid"])
+        return 0
+    deadline = time.monotonic() + config.poll_wait + PAUSE_PATIENCE
+    pause = threading.Event()
+    if action == "pause":
+        while not paused(config) and time.monotonic() < deadline:
+            pause.wait(0.1)
+        log.info("event=hook action=pause pid=%s paused=%s", state["pid"], paused(config))
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="The app-tier worker (and its hibernation hooks).")
+    hooks = parser.add_mutually_exclusive_group()
+    hooks.add_argument("--pause", action="store_const", const="pause", dest="hook",
+                       help="before hibernation: have the running worker finish and wait")
+    hooks.add_argument("--resume", action="store_const", const="resume", dest="hook",
+                       help="after hibernation: let the running worker go on")
+    args = parser.parse_args(argv)
     config = common.load_config_or_exit()
     common.setup_logging(config.log_level)
+    if args.hook:
+        return hook(config, args.hook)
     stop = threading.Event()
     common.stop_on_signals(stop)
     serve(config, load_recognizer(config), stop)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

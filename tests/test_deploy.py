@@ -319,7 +319,8 @@ class ScriptsTest(unittest.TestCase):
         if not shutil.which("systemd-analyze"):
             self.skipTest("systemd-analyze not installed")
         units = sorted((common.PROJECT_DIR / "systemd").glob("*.service"))
-        self.assertEqual([u.name for u in units], ["face-autoscaler.service", "face-web.service", "face-worker.service"])
+        self.assertEqual([u.name for u in units], ["face-autoscaler.service", "face-web.service",
+                                                    "face-worker-sleep.service", "face-worker.service"])
         shared = (common.PROJECT_DIR / "systemd/face-.service.d/common.conf").read_text()
         for line in ("RestartPreventExitStatus=78", "NoNewPrivileges=yes", "ProtectSystem=strict", "User=face-rec"):
             self.assertIn(f"\n{line}\n", shared)

@@ -1,7 +1,9 @@
 """Bad input, faults and recovery, against the real processes on 127.0.0.1."""
+import dataclasses
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 import unittest
@@ -13,9 +15,10 @@ from common import Reply, Request, queue_depth
 from replies import DeadLettered, Pending, Replies
 from tools.netlink import Link
 from tests.support import (
-    IMAGES, PYTHON, Service, child_env, image_bytes, multipart, raw_request, stand_in_files, start, start_moto, upload,
-    wait_until,
+    IMAGES, PYTHON, Service, child_env, image_bytes, multipart, raw_request, stand_in_files, start, start_moto,
+    state_dir, upload, wait_until,
 )
+from worker import WORKER_STATE
 
 GOOD = (IMAGES / "test_00.jpg").read_bytes()
 GOOD_ANSWER = (200, "test_00:Paul\n")
@@ -232,7 +235,7 @@ class HibernationTest(Service, unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.start_service(workers=0, FR_REQUEST_TIMEOUT=30, FR_VISIBILITY_TIMEOUT=1)
+        cls.start_service(workers=0, FR_REQUEST_TIMEOUT=60, FR_VISIBILITY_TIMEOUT=1)
 
     def frozen_worker(self, name, **fr):
         """A worker reaching moto through a Link of its own: (worker, link)."""
@@ -270,12 +273,10 @@ class HibernationTest(Service, unittest.TestCase):
             return
         self.fail("the worker always answered before it could be frozen")
 
-    def test_a_worker_frozen_mid_long_poll_resumes_and_the_request_it_missed_is_answered(self):
-        worker, link = self.frozen_worker("frozen-poll", FR_POLL_WAIT="10")
-        before = link.requests
-        wait_until(lambda: link.requests > before, 10, what="the long poll sent")
-        worker.signal(signal.SIGSTOP)
-        link.cut()
+    def test_a_worker_frozen_mid_long_poll_without_the_hooks_still_answers_the_request_it_missed(self):
+        # No hook: its long poll waits on a dead connection until the read timeout (poll + 10 s).
+        worker, link = self.frozen_worker("frozen-poll", FR_POLL_WAIT="3")
+        self.freeze_mid_poll(worker, link)
         request_url = self.queue_url(self.config.request_queue)
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(upload, self.url, "test_00.jpg", GOOD)
@@ -284,6 +285,35 @@ class HibernationTest(Service, unittest.TestCase):
             worker.signal(signal.SIGCONT)
             self.assertEqual(answer.result(), GOOD_ANSWER)
         self.assert_nothing_dead_lettered()
+
+    def test_with_the_hooks_a_worker_pauses_before_the_freeze_and_goes_on_at_once_after(self):
+        state = state_dir("hooks")
+        worker, link = self.frozen_worker("hooked", FR_POLL_WAIT="3", FR_STATE_DIR=state)
+        hook_env = dict(self.env, FR_STATE_DIR=state)
+        done = subprocess.run([PYTHON, "worker.py", "--pause"], env=hook_env, cwd=common.PROJECT_DIR, timeout=60)
+        self.assertEqual(done.returncode, 0)
+        self.assertTrue(common.read_state(dataclasses.replace(self.config, state_dir=state), WORKER_STATE)["paused"])
+        worker.signal(signal.SIGSTOP)
+        link.cut()
+        request_url = self.queue_url(self.config.request_queue)
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(upload, self.url, "test_00.jpg", GOOD)
+            # Paused before the freeze, it had no poll for SQS to hand the request to.
+            wait_until(lambda: queue_depth(self.sqs, request_url) == (1, 0), 15, what="the request waiting")
+            worker.signal(signal.SIGCONT)
+            subprocess.run([PYTHON, "worker.py", "--resume"], env=hook_env, cwd=common.PROJECT_DIR, timeout=60,
+                           check=True)
+            self.assertEqual(answer.result(), GOOD_ANSWER)
+        worker.wait_for("event=reconnected", 5)
+        self.assertFalse([line for line in worker.lines if "receive_failed" in line], "no call on a dead connection")
+        self.assert_nothing_dead_lettered()
+
+    def freeze_mid_poll(self, worker, link):
+        """SIGSTOP the worker once its long poll is on its way, and cut its link."""
+        before = link.requests
+        wait_until(lambda: link.requests > before, 10, what="the long poll sent")
+        worker.signal(signal.SIGSTOP)
+        link.cut()
 
 
 class EarlyStartTest(Service, unittest.TestCase):

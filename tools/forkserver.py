@@ -88,6 +88,14 @@ def parse_event(line):
     return Event(match[1], match[2], int(match[3]), None if match[4] is None else int(match[4]))
 
 
+def worker_config(config, name, endpoint=None):
+    """The configuration of the worker of instance `name`: an FR_STATE_DIR of its own (where its
+    hibernation hooks' state is, as on an instance of its own), and `endpoint` when the instance
+    has a network link of its own."""
+    return dataclasses.replace(config, endpoint_url=endpoint or config.endpoint_url,
+                               state_dir=Path(config.state_dir) / "instances" / name)
+
+
 def run_child(config, recognizer, name, endpoint=None):
     """In the forked child: become one worker, never return."""
     import torch  # loaded already (the model): imported here so that the launcher can import the protocol
@@ -103,7 +111,7 @@ def run_child(config, recognizer, name, endpoint=None):
         common.stop_on_signals(stop)
         torch.set_num_threads(CORES)
         log.info("event=worker_forked name=%s pid=%d", name, os.getpid())
-        worker.serve(dataclasses.replace(config, endpoint_url=endpoint or config.endpoint_url), recognizer, stop)
+        worker.serve(worker_config(config, name, endpoint), recognizer, stop)
     except BaseException:
         log.exception("event=worker_failed name=%s", name)
         code = 1

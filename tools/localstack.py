@@ -6,10 +6,13 @@ they run on AWS, only with FR_ENDPOINT_URL pointing at moto. In place of EC2 boo
 launcher here runs one worker process (worker.py's loop, forked by tools/forkserver.py with the
 model already loaded) per pool instance that moto shows running, and SIGTERMs it when the instance
 stops. With FR_SIMULATE=aws a worker starts only after the boot delay a real instance takes
-(tools/awslike.py); each worker reaches moto through a network link of its own (tools/netlink.py),
-and an instance that hibernates has its worker frozen (SIGSTOP) and its link cut, then resumed
-(SIGCONT) the resume delay after the instance runs again, model loaded and all; and when a web host is provisioned into moto (provision --with-web), the
-autoscaler here is taken for the one on that host: it is stopped when the host shuts down. Logs
+(tools/awslike.py); each worker reaches moto through a network link of its own (tools/netlink.py).
+An instance that hibernates has its worker asked to pause (worker.py's pre-hibernation hook, as
+systemd runs it on AWS), then frozen (SIGSTOP) and its link cut; the resume delay after the
+instance runs again, it is thawed (SIGCONT) and told to go on (the post-hibernation hook), model
+loaded and all. When a web host
+is provisioned into moto (provision --with-web), the autoscaler here is taken for the one on that
+host: it is stopped when the host shuts down. Logs
 go to var/logs/. Ctrl-C (SIGINT) or SIGTERM stops everything, in the reverse order of starting:
 workers after the web tier (requests in progress are answered), moto last.
 """
@@ -24,9 +27,10 @@ import time
 
 import common
 import pool
+import worker
 from tools import awslike
+from tools.forkserver import READY, parse_event, start_command, worker_config
 from tools.netlink import Link
-from tools.forkserver import READY, parse_event, start_command
 from tools.procs import Child
 from tools.provision import provision
 
@@ -61,6 +65,7 @@ class Launcher:
         self.resume_delay = resume_delay
         self.upstream = links
         self.links = {}  # instance id -> Link
+        self.pausing = {}  # instances hibernating -> when to freeze their workers, paused or not
         self.frozen = set()  # instances hibernated: their workers stopped with SIGSTOP
         self.running_since = {}  # instance id -> when the launcher first saw it running
         self.seen = 0
@@ -79,6 +84,7 @@ class Launcher:
                 self.workers.pop(event.instance, None)
                 self.stopping.discard(event.instance)
                 self.frozen.discard(event.instance)
+                self.pausing.pop(event.instance, None)
                 log.info("event=worker_exited instance=%s pid=%s code=%s", event.instance, event.pid, event.code)
                 if event.code == common.EX_CONFIG:
                     self.broken.add(event.instance)
@@ -108,25 +114,33 @@ class Launcher:
         running = self.running()
         now = time.monotonic()
         self.running_since = {i: self.running_since.get(i, now) for i in running}
-        leaving = {i: pid for i, pid in self.workers.items()
-                   if pid and i not in running and i not in self.stopping and i not in self.frozen}
+        leaving = {i: pid for i, pid in self.workers.items() if pid and i not in running
+                   and i not in self.stopping and i not in self.frozen and i not in self.pausing}
         sleeping = self.hibernated(leaving)
         for instance_id, pid in leaving.items():
             if instance_id in sleeping:
-                # As hibernation does: the process stops where it is; its connections do not survive.
-                os.kill(pid, signal.SIGSTOP)
-                self.links[instance_id].cut()
-                self.frozen.add(instance_id)
-                log.info("event=worker_frozen instance=%s pid=%s", instance_id, pid)
+                # The OS runs its sleep hooks first: the worker finishes its poll and batch in hand.
+                os.kill(pid, worker.PAUSE_SIGNAL)
+                self.pausing[instance_id] = now + self.config.poll_wait + worker.PAUSE_PATIENCE
+                log.info("event=worker_pausing instance=%s pid=%s", instance_id, pid)
             else:
                 os.kill(pid, signal.SIGTERM)
                 self.stopping.add(instance_id)
                 log.info("event=worker_stopping instance=%s pid=%s", instance_id, pid)
+        for instance_id, due in list(self.pausing.items()):
+            if now >= due or worker.paused(worker_config(self.config, self.names[instance_id])):
+                # As hibernation does: the process stops where it is; its connections do not survive.
+                os.kill(self.workers[instance_id], signal.SIGSTOP)
+                self.links[instance_id].cut()
+                del self.pausing[instance_id]
+                self.frozen.add(instance_id)
+                log.info("event=worker_frozen instance=%s pid=%s", instance_id, self.workers[instance_id])
         for instance_id, name in running.items():
             up_for = now - self.running_since[instance_id]
             if instance_id in self.frozen:
                 if up_for >= self.resume_delay:
                     os.kill(self.workers[instance_id], signal.SIGCONT)
+                    os.kill(self.workers[instance_id], worker.RESUME_SIGNAL)
                     self.frozen.discard(instance_id)
                     log.info("event=worker_resumed instance=%s pid=%s", instance_id, self.workers[instance_id])
             elif up_for >= self.boot_delay and instance_id not in self.workers and instance_id not in self.broken:

@@ -1,12 +1,18 @@
 """The network link of a simulated app instance: a TCP relay between one worker and moto whose
-connections can all be cut at once. The local launcher (tools/localstack.py) gives each worker its
-own link on the AWS-like stack, and cuts it when the instance hibernates: on AWS, an instance's
-TCP connections do not survive hours of hibernation, and a long poll in flight when it froze is
-answered to nobody. The tests use it to freeze a worker the same way.
+connections can all be cut at once, as hibernation cuts them. The local launcher
+(tools/localstack.py) gives each worker its own link on the AWS-like stack and cuts it when the
+instance hibernates; the tests use it to freeze a worker the same way.
+
+What a cut does is what hours of hibernation do to an instance's TCP connections: the far end
+(moto) answers into nothing (a long poll in flight hands its messages to nobody), and no word of
+it reaches the instance, whose whole kernel was frozen: its side of each connection still looks
+open. A call waiting for an answer on one waits until its read timeout; a new request sent on one
+is answered with a reset (the server has long forgotten the connection), and botocore retries it.
 """
 import logging
 import socket
 import threading
+from contextlib import suppress
 
 log = logging.getLogger("netlink")
 
@@ -21,22 +27,27 @@ class Link:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self._lock = threading.Lock()
-        self._open = set()  # every socket of a relayed connection, both ends
-        self.requests = 0  # chunks relayed towards upstream: a request sent shows here
+        self._relayed = {}  # the worker's end of each connection relayed now -> moto's end
+        self._cut = set()  # the worker's ends of connections cut: silent until used, then reset
+        self.requests = 0  # chunks relayed towards moto: a request sent shows here
         threading.Thread(target=self._accept, name="link-accept", daemon=True).start()
 
     def cut(self):
-        """End every connection open now, at both ends: the worker finds its connections closed
-        (a request in flight fails, and botocore retries it on a new one) and moto answers nobody."""
+        """Cut every connection relayed now (see the module's docstring)."""
         with self._lock:
-            sockets, self._open = self._open, set()
-        for sock in sockets:
-            _end(sock)
-        log.info("event=link_cut connections=%d", len(sockets) // 2)
+            relayed, self._relayed = self._relayed, {}
+            self._cut |= relayed.keys()
+        for far in relayed.values():
+            _close(far)
+        log.info("event=link_cut connections=%d", len(relayed))
 
     def close(self):
         self.listener.close()
         self.cut()
+        with self._lock:
+            cut, self._cut = self._cut, set()
+        for near in cut:
+            _close(near)
 
     def _accept(self):
         while True:
@@ -50,26 +61,57 @@ class Link:
                 near.close()
                 continue
             with self._lock:
-                self._open |= {near, far}
-            for source, sink, outward in ((near, far, True), (far, near, False)):
-                threading.Thread(target=self._pump, args=(source, sink, outward), name="link-pump",
-                                 daemon=True).start()
+                self._relayed[near] = far
+            threading.Thread(target=self._outward, args=(near, far), name="link-out", daemon=True).start()
+            threading.Thread(target=self._inward, args=(near, far), name="link-in", daemon=True).start()
 
-    def _pump(self, source, sink, outward):
-        """Copy one direction; when it ends, the whole connection ends (HTTP needs no half-close)."""
+    def _outward(self, near, far):
+        """The worker's requests to moto; after a cut, the first byte the worker sends is reset."""
         try:
-            while data := source.recv(CHUNK):
-                sink.sendall(data)
-                self.requests += outward
+            while data := near.recv(CHUNK):
+                if self._is_cut(near):
+                    self._reset(near)
+                    return
+                far.sendall(data)
+                self.requests += 1
+        except OSError:
+            if self._is_cut(near):
+                self._reset(near)
+                return
+        self._end(near, far)
+
+    def _inward(self, near, far):
+        """moto's answers to the worker; after a cut, nothing more reaches it."""
+        try:
+            while data := far.recv(CHUNK):
+                near.sendall(data)
         except OSError:
             pass
+        if not self._is_cut(near):
+            self._end(near, far)
+
+    def _is_cut(self, near):
         with self._lock:
-            self._open -= {source, sink}
-        _end(sink)
-        source.close()
+            return near in self._cut
+
+    def _reset(self, near):
+        """Close with a reset: what a peer that has forgotten the connection answers."""
+        with self._lock:
+            self._cut.discard(near)
+        with suppress(OSError):
+            near.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        near.close()
+
+    def _end(self, near, far):
+        """A connection one side closed: close both (HTTP needs no half-close)."""
+        with self._lock:
+            self._relayed.pop(near, None)
+            self._cut.discard(near)
+        _close(far)
+        _close(near)
 
 
-def _end(sock):
+def _close(sock):
     """Shut a socket down (waking a thread blocked reading it), then close it."""
     try:
         sock.shutdown(socket.SHUT_RDWR)
