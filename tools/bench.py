@@ -291,6 +291,11 @@ def main():
         results["worker_process_first_inference_s"] = first_inference
         results["local_forkserver_model_load_once_s"] = float(
             re.search(r"event=model_loaded seconds=([\d.]+)", model_load)[1])
+        if args.min_instances:
+            # The warm floor is started with the stack: the burst starts once it answers.
+            wait_until(lambda: upload(url, "test_00.jpg", fixtures[0][1]) == (200, "test_00:Paul\n"), 120,
+                       interval=0.5, what="the warm floor answering")
+            wait_until(lambda: running_instances(ec2) == args.min_instances, 60, what="back to the warm floor")
         processes = Processes(stack.pid)
         stop_sampling = threading.Event()
 
