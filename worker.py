@@ -88,8 +88,9 @@ class Worker:
     def run(self, stop):
         from botocore.exceptions import BotoCoreError, ClientError
 
-        log.info("event=ready queue=%s batch=%d", self.config.request_queue, self.config.batch)
         common.write_state(self.config, WORKER_STATE, pid=os.getpid(), paused=False)
+        # Polling follows at once (a test that stops a polling worker relies on it).
+        log.info("event=ready queue=%s batch=%d", self.config.request_queue, self.config.batch)
         hibernation = self.hibernation
         while not stop.is_set():
             if hibernation.pause.is_set():
