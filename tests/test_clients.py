@@ -1,5 +1,6 @@
 """Hostile and careless clients against the real web tier: what a client can hold (threads,
 connections, CPU) is bounded, and every request gets an answer."""
+import os
 import selectors
 import socket
 import time
@@ -163,6 +164,22 @@ class ClientLimitsTest(Service, unittest.TestCase):
                 self.assertIn("405", head.split("\r\n")[0])
                 self.assertIn("\r\nAllow: GET, HEAD, POST", head)
 
+    def test_headers_built_to_be_slow_to_parse_are_refused_for_little_cpu(self):
+        # The email package's parameter parser is quadratic: 60,000 `;` once took seconds of CPU.
+        slow = 'a="' + ";" * 60000
+        disposition = f'form-data; name="inputFile"; filename="a.jpg"; {slow[:15000]}'
+        body = f"--B\r\nContent-Disposition: {disposition}\r\n\r\nx\r\n--B--\r\n".encode()
+        requests = [
+            upload_head(1).replace(b"boundary=BOUNDARY", f"boundary=x; {slow}".encode()) + b"x",
+            upload_head(len(body)).replace(b"boundary=BOUNDARY", b"boundary=B") + body,
+        ]
+        before = cpu_seconds(self.web.pid)
+        for data in requests * 4:
+            status, text = raw_request(self.url, data)
+            self.assertEqual(status, 400, text)
+            self.assertIn("header too long", text)
+        self.assertLess(cpu_seconds(self.web.pid) - before, 1.0, "CPU seconds for 8 such requests")
+
     def test_clients_that_go_away_early_are_one_log_line_each(self):
         seen = self.web.count
         data = upload_head(len(GOOD) + 1000) + GOOD[:2000]
@@ -172,6 +189,12 @@ class ClientLimitsTest(Service, unittest.TestCase):
                 connection.sendall(data)
         wait_until(lambda: sum("event=client_gone" in line for line in self.web.since(seen)[1]) == 20, 10,
                    what="a client_gone line for each")
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds process `pid` has used (/proc/PID/stat)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class LastResortTest(unittest.TestCase):
