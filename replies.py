@@ -20,7 +20,6 @@ the work (autoscaler.py).
 """
 import logging
 import threading
-import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,10 +30,10 @@ from common import Reply, Request
 log = logging.getLogger("web")
 
 # SQS hides a received message for at most 12 hours from the receive (ChangeMessageVisibility
-# reference: a longer total is refused), so a dead letter is hidden for that, less the time since
-# the receive and a margin for clocks, and is read again twice a day.
-MAX_HIDE = 12 * 60 * 60
-HIDE_MARGIN = 60
+# reference: a longer total is refused), so a dead letter is hidden for that less a margin, which
+# covers the time from SQS handing it out to our call (at most a long poll of 20 s), and is read
+# again twice a day.
+DEAD_LETTER_HIDE = 12 * 60 * 60 - 60
 # Dead letters seen, remembered (by SQS message id) so that each is reported as an error once.
 REMEMBERED_DEAD_LETTERS = 10_000
 # web.json is rewritten at least this often (autoscaler.WEB_STATE_MAX_AGE allows for three misses).
@@ -146,17 +145,16 @@ class Replies:
 
         while not stop.is_set():
             try:
-                asked = time.monotonic()
                 messages = self.sqs.receive_message(
                     QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=self.config.poll_wait
                 ).get("Messages", [])
                 if messages:
-                    take(messages, asked)
+                    take(messages)
             except (BotoCoreError, ClientError) as e:
                 log.warning("event=poll_failed queue=%s error=%s", url.rsplit("/", 1)[-1], e)
                 stop.wait(1)
 
-    def _take_replies(self, messages, asked):
+    def _take_replies(self, messages):
         for message in messages:
             try:
                 reply = common.decode(Reply, message["Body"])
@@ -171,9 +169,8 @@ class Replies:
             QueueUrl=self.reply_url, Entries=common.receipt_entries(m["ReceiptHandle"] for m in messages)
         )
 
-    def _take_dead_letters(self, messages, asked):
-        """Tell each waiting client its request was dead-lettered, once; keep the messages, hidden.
-        `asked`: when the receive that brought them was made (monotonic)."""
+    def _take_dead_letters(self, messages):
+        """Tell each waiting client its request was dead-lettered, once; keep the messages, hidden."""
         for message in messages:
             try:
                 request = common.decode(Request, message["Body"])
@@ -186,14 +183,13 @@ class Replies:
             else:
                 claimed = self.pending.deliver(request.id, DeadLettered(request.id))
                 log.error("event=dead_letter id=%s stem=%s client_told=%s", request.id, request.stem, claimed)
-        hide = int(MAX_HIDE - (time.monotonic() - asked) - HIDE_MARGIN)
         result = self.sqs.change_message_visibility_batch(
             QueueUrl=self.dead_letter_url,
-            Entries=common.receipt_entries((m["ReceiptHandle"] for m in messages), VisibilityTimeout=hide),
+            Entries=common.receipt_entries((m["ReceiptHandle"] for m in messages), VisibilityTimeout=DEAD_LETTER_HIDE),
         )
         for failed in result.get("Failed", []):
             log.warning("event=dead_letter_not_hidden code=%s detail=%s", failed.get("Code"), failed.get("Message"))
-        log.info("event=dead_letters_hidden count=%d seconds=%d", len(result.get("Successful", [])), hide)
+        log.info("event=dead_letters_hidden count=%d seconds=%d", len(result.get("Successful", [])), DEAD_LETTER_HIDE)
 
     def _seen_before(self, message_id):
         """Whether this dead letter was reported before (then it is remembered afresh)."""

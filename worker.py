@@ -104,6 +104,7 @@ class Worker:
                     QueueUrl=self.request_url, MaxNumberOfMessages=self.config.batch,
                     WaitTimeSeconds=self.config.poll_wait,
                 ).get("Messages", [])
+                # At once, not only in `finally`: a resume signal from here on must not drop these.
                 hibernation.polling = False
                 # When their visibility timeout started, as near as can be known: a call frozen
                 # mid-poll (or retried) may have begun long before SQS handed these out.

@@ -5,7 +5,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -358,8 +357,8 @@ class DeadLetterTest(unittest.TestCase):
         replies = Replies(common.load_config({}), Queue(), "reply-url", "dead-letter-url")
         message = {"MessageId": "m1", "ReceiptHandle": "r1", "Body": common.encode(Request("a", "a/x.jpg", "x", "q"))}
         with replies.waiting("a") as slot, self.assertLogs("web", "INFO") as logged:
-            replies._take_dead_letters([message], time.monotonic())
-            replies._take_dead_letters([dict(message, ReceiptHandle="r2")], time.monotonic())
+            replies._take_dead_letters([message])
+            replies._take_dead_letters([dict(message, ReceiptHandle="r2")])
         self.assertEqual(slot.outcome, DeadLettered("a"))
         errors = [line for line in logged.output if line.startswith("ERROR")]
         self.assertEqual(len(errors), 1, logged.output)
