@@ -30,6 +30,8 @@ log = logging.getLogger("autoscaler")
 
 # The web tier rewrites its count at least every second; older than this, it is gone.
 WEB_STATE_MAX_AGE = 3.0
+# How often members are looked at for a hibernation EC2 would no longer support (60 days).
+REFRESH_CHECK_SECONDS = 3600
 
 
 def desired(visible, in_flight, running, max_instances, idle_seconds=math.inf, grace=0.0, floor=0):
@@ -77,7 +79,11 @@ class Autoscaler:
         self.idle_since = None
         self.unexplained_since = None
         self.watch = pool.Watch(ec2, config)
-        self.hibernation_refused = False
+        self.launches = pool.Launches()
+        self.warm = set()  # members this autoscaler hibernated: started first, they resume loaded
+        self.stale = set()  # members hibernated too long, to start (and stop plainly)
+        self.refresh_due = -math.inf
+        self.wall_clock = time.time
 
     def observe_work(self):
         """(waiting, visible, in flight): the web tier's count (None without a web tier) and SQS's."""
@@ -90,10 +96,10 @@ class Autoscaler:
         propagated yet, a quota) is logged and tried again next step: scaling goes on meanwhile."""
         from botocore.exceptions import ClientError
 
-        if len(members) >= self.config.max_instances:
+        if len(members) >= self.config.pool_size:
             return members
         try:
-            if pool.repair(self.ec2, self.config, members):
+            if pool.repair(self.ec2, self.config, members, launches=self.launches):
                 return self.watch.observe()  # described again: the pool remembered is incomplete
         except ClientError as e:
             log.warning("event=repair_failed error=%s", e)
@@ -118,11 +124,13 @@ class Autoscaler:
         active = [i for i in members if i["state"] in pool.ACTIVE_STATES]
         target = desired(visible, in_flight, len(active), self.config.max_instances, idle, self.config.scale_in_grace,
                          self.config.min_instances)
-        started, stopped = pool.plan(members, target)
+        started, stopped = pool.plan(members, target, self.warm)
+        started += [i for i in self.refresh(members, len(active) + len(started)) if i not in started]
         if started:
             self.ec2.start_instances(InstanceIds=started)
+            self.warm.difference_update(started)
         if stopped:
-            self.stop([i for i in members if i["id"] in stopped])
+            self.stop(stopped, members)
         decision = dict(waiting=waiting, visible=visible, in_flight=in_flight, running=len(active), desired=target,
                         started=len(started), stopped=len(stopped))
         if started or stopped or decision != self.last:
@@ -131,12 +139,32 @@ class Autoscaler:
         self.last = decision
         return decision
 
-    def stop(self, members):
-        """Hibernate (FR_HIBERNATE) or stop `members`; a refused hibernation is a plain stop, said once."""
-        refused = pool.stop(self.ec2, members, self.config.hibernate)
-        if refused and not self.hibernation_refused:
-            log.warning("event=hibernation_refused detail=stopped plainly instead (said once) error=%s", refused)
-        self.hibernation_refused = self.hibernation_refused or bool(refused)
+    def stop(self, ids, members):
+        """Hibernate (FR_HIBERNATE) or stop the members `ids`; each one stopped plainly though
+        hibernation is on is one line saying why."""
+        hibernated, plain = pool.stop(self.ec2, ids, self.config)
+        self.warm.update(hibernated)
+        names = {i["id"]: i["name"] for i in members}
+        for instance, why in plain.items():
+            if why is not None:
+                log.info("event=stopped_plainly instance=%s name=%s reason=%s", instance, names.get(instance),
+                         common.logfmt_value(why))
+
+    def refresh(self, members, active):
+        """Members hibernated for pool.HIBERNATION_REFRESH_DAYS, to start beside `active` ones while
+        fewer than FR_MAX_INSTANCES would run: started, they are stopped plainly at the next scale-in
+        (they have just started), which EC2 supports for as long as they stay stopped."""
+        if time.monotonic() >= self.refresh_due:
+            self.refresh_due = time.monotonic() + REFRESH_CHECK_SECONDS
+            self.stale = set(pool.stale_hibernations(self.ec2, self.config, self.wall_clock()))
+        chosen = [i["id"] for i in members if i["id"] in self.stale and i["state"] in pool.STARTABLE]
+        chosen = chosen[:max(0, self.config.max_instances - active)]
+        for instance in chosen:
+            log.info("event=hibernation_refresh instance=%s detail=hibernated %d days or more: started, to stop "
+                     "plainly", instance, pool.HIBERNATION_REFRESH_DAYS)
+        self.stale.difference_update(chosen)
+        self.warm.difference_update(chosen)
+        return chosen
 
     def run(self, stop):
         from botocore.exceptions import BotoCoreError, ClientError

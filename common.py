@@ -45,10 +45,17 @@ class Config:
     receive_deadline: float = 60.0
     max_connections: int = 512
     max_instances: int = 15
+    # Members beyond max_instances, kept stopped: a burst that comes while others are still
+    # stopping starts these (None: as many as max_instances).
+    spare_instances: int | None = None
     # Instances kept running when there is no work (paid for, to answer at once).
     min_instances: int = 0
     # Stop app instances by hibernating them (their worker resumes with the model loaded).
     hibernate: bool = True
+    # A member is hibernated only this long after its launch and after its last start; sooner,
+    # the guest would drop the request (pool.hibernation_unready says why).
+    hibernate_after_launch: float = 120.0
+    hibernate_after_start: float = 60.0
     scale_interval: float = 0.5
     scale_in_grace: float = 0.5
     ami_id: str = ""
@@ -93,6 +100,11 @@ class Config:
     @property
     def deploy_bucket(self):
         return f"{self.prefix}-deploy-bucket"
+
+    @property
+    def pool_size(self):
+        """Members of the app-tier pool: at most max_instances of them run at once."""
+        return self.max_instances + (self.max_instances if self.spare_instances is None else self.spare_instances)
 
     def role(self, tier):
         """IAM role and instance profile name of a tier ("web" or "app")."""
@@ -165,6 +177,9 @@ _VARIABLES = {
     "FR_MAX_CONNECTIONS": ("max_connections", _positive(int)),
     "FR_MAX_INSTANCES": ("max_instances", _positive(int)),
     "FR_MIN_INSTANCES": ("min_instances", _within(0, 1000, " (instances kept running when idle)")),
+    "FR_SPARE_INSTANCES": ("spare_instances", _within(0, 1000, " (stopped members beyond FR_MAX_INSTANCES)")),
+    "FR_HIBERNATE_AFTER_LAUNCH": ("hibernate_after_launch", lambda text: max(0.0, float(text))),
+    "FR_HIBERNATE_AFTER_START": ("hibernate_after_start", lambda text: max(0.0, float(text))),
     "FR_HIBERNATE": ("hibernate", lambda text: bool(_within(0, 1, " (1: hibernate, 0: plain stop)")(text))),
     "FR_SCALE_INTERVAL": ("scale_interval", _positive(float)),
     "FR_SCALE_IN_GRACE": ("scale_in_grace", lambda text: max(0.0, float(text))),
@@ -365,6 +380,14 @@ def quantile(ordered, q):
     if not ordered:
         return None
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 6)
+
+
+def logfmt_value(value):
+    """`value` as a logfmt field's value: quoted when it holds a space, `=` or a quote."""
+    text = str(value)
+    if any(c in text for c in ' ="') or not text:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
 
 
 def setup_logging(level="INFO"):

@@ -8,16 +8,35 @@ created stopped), StopInstances is refused (IncorrectInstanceState) for a `pendi
 StartInstances for a `stopping` one, and RunInstances refuses an instance profile that IAM has not
 yet propagated ("Invalid IAM Instance Profile name"), for seconds to minutes after it is created.
 
+EC2 is eventually consistent: an instance just launched may be missing from DescribeInstances,
+and calls naming it refused with InvalidInstanceID.NotFound, for a while. A member missing from a
+describe is launched again with the same ClientToken (`Launches`), which EC2 answers with the
+instance it made the first time, and every wait treats an unknown instance as not there yet.
+
+The pool has FR_MAX_INSTANCES + FR_SPARE_INSTANCES members, never more than FR_MAX_INSTANCES of them
+pending or running: a burst that comes while members are still `stopping` (EC2 will not start
+those) starts spare ones instead. Launching respects the same bound (`repair` launches at most
+what may run), so the vCPU quota that fits FR_MAX_INSTANCES running fits every launch.
+
 Hibernation (FR_HIBERNATE): a member is launched for it (it cannot be enabled later: an encrypted
-root volume large enough for the RAM beside the system), and stopped with Hibernate=True, so that
-a start resumes its worker with the model in memory. EC2 refuses the whole StopInstances call
-(UnsupportedHibernationConfiguration) when an instance named was not launched for it: those are
-then stopped plainly. An image cannot be made of an instance launched for hibernation, so the app
-image is baked from a plain instance (tools/provision.py bake-ami) and only the pool hibernates.
+root volume as large as the image's plus the swap file the RAM is written to), and stopped with
+Hibernate=True, so that a start resumes its worker with the model in memory. StopInstances only
+presses the instance's sleep button: the hibernation agent in the guest (aws/amazon-ec2-hibinit-agent)
+does the rest, and ignores the button within 30 s of its last resume; nor can it hibernate in the
+minutes after launch, while it sets its swap file up. EC2 then leaves the instance `stopping`,
+billed and unstartable, until it forces it off. So a member is only hibernated once it is ready
+by what EC2 reports (`hibernation_unready`); the others are stopped plainly, and the log says
+which and why. EC2 refuses the whole StopInstances call (UnsupportedHibernationConfiguration) when
+one member named cannot hibernate: each is then asked alone, and only those refused stop plainly.
+An image cannot be made of an instance launched for hibernation, so the app image is baked from a
+plain instance (tools/provision.py bake-ami) and only the pool hibernates.
 """
 import logging
+import math
 import threading
 import time
+import uuid
+from datetime import datetime, timezone
 
 import common
 from common import PREFIX_TAG
@@ -39,12 +58,22 @@ STOPPABLE = ("running",)
 REFRESH_SECONDS = 60
 # Waiting for instance states: polls start fast (the local stack is quick) and slow down to this.
 POLL_MAX_SECONDS = 2.0
-# A member launched for hibernation: Amazon Linux 2023's root device, encrypted (with the account's
-# default EBS key), as large as the image's 8 GB system plus the RAM (t3.small: 2 GiB) with room.
+# A member launched for hibernation: its root volume (the image's root device, encrypted with the
+# account's default EBS key) holds the image's system and the agent's swap file, which is the larger
+# of the RAM and 4000 MB (hibinit-config.cfg: percentage-of-ram = 100, target-size-mb = 4000), and
+# a GiB of room. Amazon Linux 2023's device and system size when the image cannot be described.
 ROOT_DEVICE = "/dev/xvda"
-ROOT_VOLUME_GB = 16
+IMAGE_GB = 8
+AGENT_SWAP_MIB = 4000
 # StopInstances' refusals of a hibernation EC2 cannot do for an instance named.
 HIBERNATION_REFUSED = ("UnsupportedHibernationConfiguration", "UnsupportedOperation")
+# EC2 does not support keeping an instance hibernated for more than 60 days (User Guide, hibernation
+# limitations): a member hibernated this long is started, and stopped plainly, well before.
+HIBERNATION_REFRESH_DAYS = 50
+# EC2's StateReason code of an instance stopped by hibernating.
+HIBERNATE_REASON = "Client.UserInitiatedHibernate"
+# A ClientToken is reused for a member's launch until the member is seen, at most this long.
+LAUNCH_TOKEN_SECONDS = 600
 
 
 def instance_name(index):
@@ -58,19 +87,52 @@ def tags(config, name):
 def ours(ec2, config, names, states):
     """Instances tagged ours with a Name among `names` (wildcards allowed) in `states`:
     a list of {id, name, state, hibernates}: `hibernates` when launched for hibernation."""
-    found = []
     pages = ec2.get_paginator("describe_instances").paginate(Filters=[
         {"Name": f"tag:{PREFIX_TAG}", "Values": [config.prefix]},
         {"Name": "tag:Name", "Values": list(names)},
         {"Name": "instance-state-name", "Values": list(states)},
     ])
+    return [{k: v for k, v in i.items() if k in ("id", "name", "state", "hibernates")} for i in _instances(pages)]
+
+
+def details(ec2, ids):
+    """What EC2 says of the instances `ids` beyond ours(): `launched` (the first launch: the primary
+    network interface's attach time, which a start does not change), `started` (LaunchTime, which
+    EC2 sets at every start), `hibernated_at` (when a member stopped by hibernating was stopped, else
+    None), as epoch seconds; {id: dict}."""
+    if not ids:
+        return {}
+    pages = ec2.get_paginator("describe_instances").paginate(InstanceIds=list(ids))
+    return {i["id"]: i for i in _instances(pages)}
+
+
+def _instances(pages):
+    found = []
     for page in pages:
         for reservation in page["Reservations"]:
             for instance in reservation["Instances"]:
                 name = next((t["Value"] for t in instance.get("Tags", []) if t["Key"] == "Name"), "")
+                started = instance["LaunchTime"].timestamp()
+                attached = [n["Attachment"]["AttachTime"] for n in instance.get("NetworkInterfaces", [])
+                            if n.get("Attachment", {}).get("DeviceIndex") == 0 and "AttachTime" in n["Attachment"]]
+                hibernated = (instance["State"]["Name"] == "stopped"
+                              and instance.get("StateReason", {}).get("Code") == HIBERNATE_REASON)
                 found.append({"id": instance["InstanceId"], "name": name, "state": instance["State"]["Name"],
-                              "hibernates": instance.get("HibernationOptions", {}).get("Configured", False)})
+                              "hibernates": instance.get("HibernationOptions", {}).get("Configured", False),
+                              "launched": attached[0].timestamp() if attached else started, "started": started,
+                              "hibernated_at": _transition_time(instance) if hibernated else None})
     return found
+
+
+def _transition_time(instance):
+    """When EC2 says the instance last changed state by request: StateTransitionReason reads
+    "User initiated (2026-11-30 14:00:00 GMT)" (epoch seconds; None if it does not)."""
+    reason = instance.get("StateTransitionReason", "")
+    try:
+        stamp = reason[reason.index("(") + 1: reason.index("(") + 20]
+        return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
 
 
 def _index(name):
@@ -112,7 +174,7 @@ class Watch:
         """The pool as describe gives it: a list of {id, name, state, hibernates}, by instance number."""
         from botocore.exceptions import ClientError
 
-        remembered = self.members is not None and len(self.members) >= self.config.max_instances
+        remembered = self.members is not None and len(self.members) >= self.config.pool_size
         if remembered and time.monotonic() - self.described < REFRESH_SECONDS:
             try:
                 states = instance_states(self.ec2, [i["id"] for i in self.members])
@@ -127,17 +189,19 @@ class Watch:
         return members
 
 
-def plan(pool, target):
+def plan(pool, target, warm=()):
     """(ids to start, ids to stop) to bring the pool's active members towards `target`.
 
-    Only calls EC2 accepts: stopped members are started (lowest numbers first; a member still
-    stopping is started on a later step), running members are stopped (highest numbers first; a
+    Only calls EC2 accepts: stopped members are started (those in `warm`, hibernated with their
+    worker loaded, first; then lowest numbers first; a member still stopping is not started: a
+    spare is, or it is on a later step), running members are stopped (highest numbers first; a
     pending one is stopped on a later step, once it runs). A state read a moment late is safe too:
     EC2 also accepts starting a pending member and stopping a stopping one. A busy worker that is
     stopped finishes its batch first."""
     active = [i for i in pool if i["state"] in ACTIVE_STATES]
     if target > len(active):
-        return [i["id"] for i in pool if i["state"] in STARTABLE][: target - len(active)], []
+        startable = sorted((i for i in pool if i["state"] in STARTABLE), key=lambda i: i["id"] not in warm)
+        return [i["id"] for i in startable][: target - len(active)], []
     surplus = len(active) - target
     stoppable = [i["id"] for i in active if i["state"] in STOPPABLE]
     return [], stoppable[max(0, len(stoppable) - surplus):] if surplus else []
@@ -163,52 +227,155 @@ def run_instance(ec2, patience=0.0, **arguments):
         profile_not_ready, patience, lambda error, pause: log.info("event=profile_not_ready retry_in=%.1f", pause))
 
 
-def repair(ec2, config, pool, patience=0.0):
-    """Launch the members missing from `pool` (they start `pending` and run: whoever owns the pool's
-    states stops them once they run); their names. `patience`: see run_instance."""
-    names = missing(pool, config.max_instances)
+class Launches:
+    """The launches of one process, each made at most once: a member missing from a describe is
+    launched with the ClientToken of its earlier launch while that one may still be unseen (EC2
+    answers with the instance it made then), and with a new token once it was seen (its next
+    generation: the member was terminated since)."""
+
+    def __init__(self):
+        self.tokens = {}  # member name -> (ClientToken, monotonic time it was made)
+
+    def token(self, name, fresh=False):
+        token, made = self.tokens.get(name, (None, -math.inf))
+        if fresh or time.monotonic() - made > LAUNCH_TOKEN_SECONDS:
+            token, made = f"{name}-{uuid.uuid4().hex}", time.monotonic()
+            self.tokens[name] = (token, made)
+        return token
+
+    def seen(self, pool):
+        for member in pool:
+            self.tokens.pop(member["name"], None)
+
+
+def repair(ec2, config, pool, patience=0.0, launches=None):
+    """Launch the members missing from `pool`, at most as many as may run beside its active ones
+    (they start `pending` and run: whoever owns the pool's states stops them once they run; the
+    rest follow on a later call); {name: instance id} of those launched. `patience`: see
+    run_instance; `launches`: the process's Launches (a call without one cannot know of earlier
+    launches not yet visible)."""
+    launches = launches or Launches()
+    launches.seen(pool)
+    names = missing(pool, config.pool_size)
     if not names:
-        return []
+        return {}
     if not config.ami_id:
         log.error("event=pool_incomplete missing=%d detail=FR_AMI_ID is not set, cannot create instances", len(names))
-        return []
-    for name in names:
-        run_instance(ec2, patience, **launch_arguments(config),
-                     TagSpecifications=[{"ResourceType": "instance", "Tags": tags(config, name)}])
-    log.info("event=pool_repaired created=%s", ",".join(names))
-    return names
+        return {}
+    room = config.max_instances - sum(i["state"] in ACTIVE_STATES for i in pool)
+    arguments = launch_arguments(ec2, config)
+    launched = {}
+    for name in names[:max(room, 0)]:
+        launched[name] = launch(ec2, launches, name, patience, **arguments,
+                                TagSpecifications=[{"ResourceType": "instance", "Tags": tags(config, name)}])
+    if launched:
+        log.info("event=pool_repaired launched=%s waiting=%d", ",".join(launched), len(names) - len(launched))
+    return launched
 
 
-def launch_arguments(config):
+def launch(ec2, launches, name, patience, **arguments):
+    """RunInstances of member `name`, idempotent (its ClientToken); its instance id."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return run_instance(ec2, patience, ClientToken=launches.token(name), **arguments)
+    except ClientError as e:
+        # The earlier launch of this token ended terminated before it was ever seen: a new one.
+        if common.error_code(e) != "IdempotentInstanceTerminated":
+            raise
+        return run_instance(ec2, patience, ClientToken=launches.token(name, fresh=True), **arguments)
+
+
+def launch_arguments(ec2, config):
     """RunInstances' arguments for a member (but its tags): for hibernation with FR_HIBERNATE."""
     arguments = dict(ImageId=config.ami_id, InstanceType=config.instance_type,
                      IamInstanceProfile={"Name": config.role("app")})
     if config.hibernate:
+        device, size = root_volume(ec2, config)
         arguments.update(HibernationOptions={"Configured": True}, BlockDeviceMappings=[{
-            "DeviceName": ROOT_DEVICE,
-            "Ebs": {"Encrypted": True, "VolumeSize": ROOT_VOLUME_GB, "VolumeType": "gp3", "DeleteOnTermination": True},
+            "DeviceName": device,
+            "Ebs": {"Encrypted": True, "VolumeSize": size, "VolumeType": "gp3", "DeleteOnTermination": True},
         }])
     return arguments
 
 
-def stop(ec2, members, hibernate):
-    """Stop `members` (as describe gives them): with `hibernate`, those launched for it hibernate.
-    A hibernation EC2 refuses is done as a plain stop; the refusal's text is returned (else None)."""
+def root_volume(ec2, config):
+    """(device name, GiB) of a member's root volume for hibernation: the image's root snapshot
+    (RunInstances refuses a smaller volume) plus the agent's swap file and a GiB of room."""
     from botocore.exceptions import ClientError
 
-    sleepers = [i["id"] for i in members if hibernate and i.get("hibernates")]
-    plain = [i["id"] for i in members if i["id"] not in sleepers]
-    refused = None
-    if sleepers:
-        try:
+    device, image_gb = ROOT_DEVICE, IMAGE_GB
+    try:
+        images = ec2.describe_images(ImageIds=[config.ami_id])["Images"]
+    except ClientError as e:  # the local stack's placeholder image: Amazon Linux 2023's sizes
+        log.info("event=image_not_described image=%s error=%s", config.ami_id, common.error_code(e))
+        images = []
+    for image in images:
+        device = image.get("RootDeviceName", device)
+        image_gb = next((m["Ebs"]["VolumeSize"] for m in image.get("BlockDeviceMappings", [])
+                         if m.get("DeviceName") == device and "VolumeSize" in m.get("Ebs", {})), image_gb)
+    ram_mib = ec2.describe_instance_types(InstanceTypes=[config.instance_type])["InstanceTypes"][0]["MemoryInfo"]["SizeInMiB"]
+    return device, image_gb + math.ceil(max(ram_mib, AGENT_SWAP_MIB) / 1024) + 1
+
+
+def hibernation_unready(member, now, config):
+    """Why the guest would not hibernate `member` (as details() gives it) at epoch time `now`, or
+    None when it would. The agent ignores the sleep button within 30 s of its last resume
+    (acpid.sleep.sh, STALE_THRESHOLD); EC2's start and the guest's resume come before that, hence
+    FR_HIBERNATE_AFTER_START from EC2's LaunchTime. In the first minutes after launch the agent is
+    still setting its swap file up (EC2's troubleshooting guide: wait about two minutes)."""
+    if not member.get("hibernates"):
+        return "not launched for hibernation"
+    since_launch = now - member["launched"]
+    if since_launch < config.hibernate_after_launch:
+        return f"launched {since_launch:.0f} s ago, under FR_HIBERNATE_AFTER_LAUNCH={config.hibernate_after_launch:g}"
+    since_start = now - member["started"]
+    if since_start < config.hibernate_after_start:
+        return f"started {since_start:.0f} s ago, under FR_HIBERNATE_AFTER_START={config.hibernate_after_start:g}"
+    return None
+
+
+def stale_hibernations(ec2, config, now):
+    """Ids of members hibernated HIBERNATION_REFRESH_DAYS ago or longer."""
+    members = ours(ec2, config, [f"{APP_TIER_NAME}-*"], ["stopped"])
+    limit = now - HIBERNATION_REFRESH_DAYS * 86400
+    return [i for i, d in details(ec2, [m["id"] for m in members]).items()
+            if d["hibernated_at"] is not None and d["hibernated_at"] <= limit]
+
+
+def stop(ec2, ids, config):
+    """Stop the members `ids`: with FR_HIBERNATE, each that the guest would hibernate now
+    (hibernation_unready) hibernates; the others, and any whose hibernation EC2 refuses, stop
+    plainly. (hibernated ids, {id: why it was stopped plainly}); why is None without FR_HIBERNATE."""
+    from botocore.exceptions import ClientError
+
+    if not config.hibernate:
+        ec2.stop_instances(InstanceIds=list(ids))
+        return [], dict.fromkeys(ids)
+    now = time.time()
+    found = details(ec2, ids)
+    plain = {i: hibernation_unready(found[i], now, config) if i in found else "not described" for i in ids}
+    sleepers = [i for i, why in plain.items() if why is None]
+    for i in sleepers:
+        del plain[i]
+    try:
+        if sleepers:
             ec2.stop_instances(InstanceIds=sleepers, Hibernate=True)
-        except ClientError as e:
-            if common.error_code(e) not in HIBERNATION_REFUSED:
-                raise
-            refused, plain = str(e), plain + sleepers
+    except ClientError as e:
+        if common.error_code(e) not in HIBERNATION_REFUSED:
+            raise
+        # Refused whole for one of them: asked one by one, only those refused stop plainly.
+        for i in list(sleepers):
+            try:
+                ec2.stop_instances(InstanceIds=[i], Hibernate=True)
+            except ClientError as alone:
+                if common.error_code(alone) not in HIBERNATION_REFUSED:
+                    raise
+                sleepers.remove(i)
+                plain[i] = f"refused by EC2: {common.error_code(alone)}"
     if plain:
-        ec2.stop_instances(InstanceIds=plain)
-    return refused
+        ec2.stop_instances(InstanceIds=list(plain))
+    return sleepers, plain
 
 
 def wait_for(ec2, ids, wanted, timeout):

@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import common
 from common import Reply, Request
@@ -88,7 +89,7 @@ class Worker:
     def run(self, stop):
         from botocore.exceptions import BotoCoreError, ClientError
 
-        common.write_state(self.config, WORKER_STATE, pid=os.getpid(), paused=False)
+        write_worker_state(self.config, paused=False)
         # Polling follows at once (a test that stops a polling worker relies on it).
         log.info("event=ready queue=%s batch=%d", self.config.request_queue, self.config.batch)
         hibernation = self.hibernation
@@ -132,11 +133,11 @@ class Worker:
     def sleep(self, stop):
         """Before the machine hibernates: with the work in hand done, say so and wait to resume."""
         self.after_reply.submit(lambda: None).result()  # the outputs and deletes in hand are done
-        common.write_state(self.config, WORKER_STATE, pid=os.getpid(), paused=True)
-        log.info("event=paused detail=ready to hibernate")
+        write_worker_state(self.config, paused=True)
+        log.info("event=paused detail=\"ready to hibernate\"")
         while self.hibernation.pause.is_set() and not stop.is_set():
             stop.wait(0.1)
-        common.write_state(self.config, WORKER_STATE, pid=os.getpid(), paused=False)
+        write_worker_state(self.config, paused=False)
         log.info("event=resumed")
 
     def reconnect(self):
@@ -308,18 +309,22 @@ def clients(config):
     return common.client(config, "s3"), common.client(config, "sqs")
 
 
-def serve(config, recognizer, stop):
+def serve(config, recognizer, stop, hibernation=None):
     """Take requests until `stop` is set (the clients are made here: after a fork, never before).
 
     AWS may not be reachable yet (the unit starts before the network is up, so that the model loads
-    meanwhile): the queues are looked up again every AWS_RETRY_SECONDS until they answer."""
+    meanwhile), nor the instance's credentials (botocore looks them up once, when a client is made,
+    and a client made without them never has any): clients are made again, and the queues looked up,
+    every AWS_RETRY_SECONDS until they answer. `hibernation`: the hooks' handlers, installed
+    already (else here)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    s3, sqs = clients(config)
-    hibernation = Hibernation()
-    hibernation.install()
+    if hibernation is None:
+        hibernation = Hibernation()
+        hibernation.install()
     while not stop.is_set():
         try:
+            s3, sqs = clients(config)
             worker = Worker(config, recognizer, s3, sqs, hibernation)
         except (BotoCoreError, ClientError) as e:
             log.warning("event=aws_unreachable error=%s retry_in=%s", e, AWS_RETRY_SECONDS)
@@ -329,9 +334,30 @@ def serve(config, recognizer, stop):
     log.info("event=stopped")
 
 
+def boot_id():
+    """This boot of the machine (a hibernation keeps it; a reboot, or a stop and start, does not)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def write_worker_state(config, paused):
+    """Tell the hooks which process is the worker, on which boot, and whether it is paused."""
+    common.write_state(config, WORKER_STATE, pid=os.getpid(), boot=boot_id(), paused=paused)
+
+
+def read_worker_state(config):
+    """What the worker of this boot said (write_worker_state), or None: FR_STATE_DIR outlives a
+    reboot, and a file left by the worker of an earlier boot names a pid that is now another
+    process's."""
+    state = common.read_state(config, WORKER_STATE)
+    return state if state and state.get("boot") == boot_id() else None
+
+
 def paused(config):
     """Whether the worker of FR_STATE_DIR has said it is ready to hibernate."""
-    state = common.read_state(config, WORKER_STATE)
+    state = read_worker_state(config)
     return bool(state and state["paused"])
 
 
@@ -339,7 +365,7 @@ def hook(config, action):
     """`--pause`: ask the worker to finish its work in hand and take no more, and wait until it
     has (at most its long poll plus PAUSE_PATIENCE: hibernation goes ahead regardless);
     `--resume`: let it go on. Exit status 0 either way: a hook must not stop the machine's sleep."""
-    state = common.read_state(config, WORKER_STATE)
+    state = read_worker_state(config)
     if not state:
         log.warning("event=hook_without_worker action=%s", action)
         return 0
@@ -371,7 +397,12 @@ def main(argv=None):
         return hook(config, args.hook)
     stop = threading.Event()
     common.stop_on_signals(stop)
-    serve(config, load_recognizer(config), stop)
+    # Before the model loads (seconds): a hook's signal meanwhile is taken, not the default action
+    # (which ends the process), and the hooks find this process, not the worker of an earlier run.
+    hibernation = Hibernation()
+    hibernation.install()
+    write_worker_state(config, paused=False)
+    serve(config, load_recognizer(config), stop, hibernation)
     return 0
 
 

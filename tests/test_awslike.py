@@ -2,6 +2,7 @@
 import time
 import unittest
 
+import common
 import pool
 from tests.support import TIME_SCALE, aws, refusals, start_moto, wait_until
 from tools import awslike
@@ -17,10 +18,18 @@ class AwsLikeTest(unittest.TestCase):
         cls.ec2, cls.iam, cls.sqs = (aws(endpoint, name) for name in ("ec2", "iam", "sqs"))
 
     def state(self, instance):
-        return pool.instance_states(self.ec2, [instance])[instance]
+        """The instance's state, or None while EC2 does not know it yet (eventual consistency)."""
+        try:
+            return pool.instance_states(self.ec2, [instance])[instance]
+        except self.ec2.exceptions.ClientError as e:
+            self.assertEqual(common.error_code(e), "InvalidInstanceID.NotFound")
+            return None
 
     def launch(self, **arguments):
-        return self.ec2.run_instances(ImageId=IMAGE, MinCount=1, MaxCount=1, **arguments)["Instances"][0]["InstanceId"]
+        """A new instance, once describe calls show it (pending)."""
+        instance = self.ec2.run_instances(ImageId=IMAGE, MinCount=1, MaxCount=1, **arguments)["Instances"][0]["InstanceId"]
+        wait_until(lambda: self.state(instance), 10, what="the new instance visible")
+        return instance
 
     def running(self):
         instance = self.launch()
@@ -65,12 +74,58 @@ class AwsLikeTest(unittest.TestCase):
         with self.assertRaisesRegex(Exception, "UnsupportedHibernationConfiguration"):
             self.ec2.stop_instances(InstanceIds=[plain, sleeper], Hibernate=True)
         self.assertEqual({self.state(plain), self.state(sleeper)}, {"running"}, "refused whole")
-        self.ec2.stop_instances(InstanceIds=[sleeper], Hibernate=True)
-        self.ec2.stop_instances(InstanceIds=[plain])
-        wait_until(lambda: {self.state(plain), self.state(sleeper)} == {"stopped"}, 10, what="stopped")
-        reasons = {i["InstanceId"]: i["StateReason"]["Code"] for r in self.ec2.describe_instances(
-            InstanceIds=[plain, sleeper])["Reservations"] for i in r["Instances"]}
-        self.assertEqual(reasons, {plain: "Client.UserInitiatedShutdown", sleeper: "Client.UserInitiatedHibernate"})
+
+    def test_the_guest_hibernates_once_set_up_and_not_right_after_a_resume(self):
+        early, later = (self.launch(HibernationOptions={"Configured": True}) for _ in range(2))
+        launched = time.monotonic()
+        wait_until(lambda: {self.state(early), self.state(later)} == {"running"}, 10, what="running")
+        self.ec2.stop_instances(InstanceIds=[early], Hibernate=True)
+        self.assertIn("swap file", self.dropped(early))
+        # EC2 leaves it stopping, unstartable, until it forces it off: far past a stop's time.
+        stopping_until = time.monotonic() + SECONDS["stopping"] * 2
+        wait_until(lambda: time.monotonic() > stopping_until, 10, what="twice a stop's time")
+        self.assertEqual(self.state(early), "stopping")
+
+        wait_until(lambda: time.monotonic() - launched > SECONDS["agent_setup"], 10, what="the agent set up")
+        self.ec2.stop_instances(InstanceIds=[later], Hibernate=True)
+        wait_until(lambda: self.state(later) == "stopped", 10, what="stopped")
+        (described,) = self.ec2.describe_instances(InstanceIds=[later])["Reservations"][0]["Instances"]
+        self.assertEqual(described["StateReason"]["Code"], "Client.UserInitiatedHibernate")
+        # Resumed: the agent ignores the sleep button for its first 30 s.
+        self.ec2.start_instances(InstanceIds=[later])
+        wait_until(lambda: self.state(later) == "running", 10, what="running")
+        self.ec2.stop_instances(InstanceIds=[later], Hibernate=True)
+        self.assertIn("resumed", self.dropped(later))
+
+    def dropped(self, instance):
+        """Why the guest dropped the hibernation of `instance` (the journal's one entry for it)."""
+        (entry,) = [e for e in awslike.read_journal(self.moto_state)
+                    if e["action"] == "HibernationDropped" and e["instances"] == [instance]]
+        return entry["reason"]
+
+    def test_ec2_starts_its_launch_time_again_at_each_start_and_keeps_the_launch_on_the_interface(self):
+        instance = self.running()
+        first = self.describe(instance)
+        self.ec2.stop_instances(InstanceIds=[instance])
+        wait_until(lambda: self.state(instance) == "stopped", 10, what="stopped")
+        wait_until(lambda: time.time() - first["LaunchTime"].timestamp() > 1, 10, what="a second later")
+        self.ec2.start_instances(InstanceIds=[instance])
+        again = self.describe(instance)
+        self.assertGreater(again["LaunchTime"], first["LaunchTime"])
+        attached = [n["Attachment"]["AttachTime"] for n in (first, again) for n in n["NetworkInterfaces"]]
+        self.assertEqual(attached[0], attached[1])
+
+    def describe(self, instance):
+        return self.ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]
+
+    def test_a_client_token_of_terminated_instances_launches_nothing(self):
+        launch = dict(ImageId=IMAGE, MinCount=1, MaxCount=1, ClientToken="gone")
+        instance = self.ec2.run_instances(**launch)["Instances"][0]["InstanceId"]
+        wait_until(lambda: self.state(instance), 10, what="the new instance visible")
+        self.ec2.terminate_instances(InstanceIds=[instance])
+        wait_until(lambda: self.state(instance) == "terminated", 10, what="terminated")
+        with self.assertRaisesRegex(Exception, "IdempotentInstanceTerminated"):
+            self.ec2.run_instances(**launch)
 
     def test_a_new_instance_profile_is_refused_until_iam_has_propagated_it(self):
         self.iam.create_role(RoleName="fresh", AssumeRolePolicyDocument="{}")
@@ -121,6 +176,41 @@ class AwsLikeTest(unittest.TestCase):
             self.ec2.delete_security_group(GroupId=group)
         wait_until(lambda: self.state(instance) == "terminated", 10, what="terminated")
         self.ec2.delete_security_group(GroupId=group)
+
+
+class EventualConsistencyTest(unittest.TestCase):
+    """Closer to AWS's timings (a new instance unknown to describe calls for 0.6 s), so that the
+    moment after RunInstances is long enough to act in."""
+
+    @classmethod
+    def setUpClass(cls):
+        endpoint = start_moto(cls, FR_SIMULATE_TIME_SCALE=0.3)
+        cls.ec2, iam = aws(endpoint, "ec2"), aws(endpoint, "iam")
+        cls.config = common.load_config({"FR_PREFIX": "lag", "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": IMAGE,
+                                         "FR_MAX_INSTANCES": "3", "FR_SPARE_INSTANCES": "2", "FR_HIBERNATE": "0"})
+        iam.create_role(RoleName=cls.config.role("app"), AssumeRolePolicyDocument="{}")
+        iam.create_instance_profile(InstanceProfileName=cls.config.role("app"))
+        iam.add_role_to_instance_profile(InstanceProfileName=cls.config.role("app"), RoleName=cls.config.role("app"))
+
+    def test_a_new_instance_is_unknown_for_a_moment_and_its_client_token_launches_it_once(self):
+        launch = dict(ImageId=IMAGE, MinCount=1, MaxCount=1, ClientToken="once")
+        instance = self.ec2.run_instances(**launch)["Instances"][0]["InstanceId"]
+        with self.assertRaisesRegex(Exception, "InvalidInstanceID.NotFound"):
+            self.ec2.describe_instances(InstanceIds=[instance])
+        self.assertNotIn(instance, pool.instance_states(self.ec2))
+        self.assertEqual(self.ec2.run_instances(**launch)["Instances"][0]["InstanceId"], instance)
+
+    def test_pool_repair_launches_each_missing_member_once_while_describe_lags(self):
+        launches = pool.Launches()
+        # patience: IAM propagating the new instance profile first.
+        first = pool.repair(self.ec2, self.config, pool.describe(self.ec2, self.config), patience=10, launches=launches)
+        self.assertEqual(pool.describe(self.ec2, self.config), [], "the new members are not visible yet")
+        again = pool.repair(self.ec2, self.config, [], launches=launches)
+        self.assertEqual(again, first, "launched again: EC2 answers with the same instances")
+        self.assertEqual(sorted(first), [pool.instance_name(n) for n in (1, 2, 3)], "at most FR_MAX_INSTANCES at once")
+        made = [e for e in awslike.read_journal(self.moto_state) if e["action"] == "RunInstances" and e["instances"]
+                and set(e["instances"]) <= set(first.values())]
+        self.assertEqual([e.get("idempotent", False) for e in made], [False] * 3 + [True] * 3)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,21 @@ none of that. Here:
   an instance named was not launched with HibernationOptions.Configured; otherwise its StateReason
   says Client.UserInitiatedHibernate, as EC2's does, which the local launcher reads to freeze the
   instance's worker instead of stopping it, and to resume it `resume` seconds after it runs again.
+- The guest's hibernation agent (aws/amazon-ec2-hibinit-agent) decides whether a hibernation
+  happens: within `agent_setup` seconds of its launch (the agent is still making its swap file),
+  or within `agent_resume_threshold` seconds of its last resume (acpid.sleep.sh ignores the sleep
+  button then), the request is dropped: the instance stays `stopping` until EC2 forces it off
+  after `force_stop` seconds, then is `stopped` plainly (journalled as HibernationDropped).
+- EC2 is eventually consistent: an instance is missing from DescribeInstances and
+  DescribeInstanceStatus, and calls naming it get InvalidInstanceID.NotFound, for `describe_lag`
+  seconds after RunInstances (and `pending` for its `pending` seconds after that). RunInstances honours ClientToken (moto launches again): the same
+  token returns the instances it launched (IdempotentInstanceTerminated once they are gone).
+- LaunchTime is the time of the last start, as on EC2 (moto keeps the first launch's); the
+  primary network interface's AttachTime stays the launch's.
+- An image's root snapshot is as large as its instance's root volume (moto: always 15 GB), and
+  RunInstances refuses a root volume smaller than the snapshot (InvalidBlockDeviceMapping).
+- DeregisterImage honours DeleteAssociatedSnapshots (moto ignores it); otherwise its snapshots are
+  refused by DeleteSnapshot (InvalidSnapshot.InUse) for `snapshot_release` seconds after it.
 - RunInstances refuses an instance profile created (or given its role) less than
   `profile_propagation` seconds ago, with EC2's "Invalid IAM Instance Profile name".
 - SQS's ApproximateNumberOf* attributes report the queue as it was `sqs_count_lag` seconds ago.
@@ -32,6 +47,7 @@ so that tests can check what was asked of EC2 and when.
 """
 import copy
 import json
+import math
 import threading
 import time
 import weakref
@@ -47,6 +63,11 @@ TIMINGS = {
     "profile_propagation": 10.0,
     "sqs_count_lag": 60.0,
     "queue_name_reuse": 60.0,
+    "describe_lag": 2.0,
+    "agent_setup": 120.0,
+    "agent_resume_threshold": 30.0,
+    "force_stop": 1200.0,
+    "snapshot_release": 5.0,
 }
 STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
 # EC2 refuses these calls for an instance in these states.
@@ -57,6 +78,8 @@ REFUSED = {
 LAGGED_COUNTS = ("approximate_number_of_messages_delayed", "approximate_number_of_messages_not_visible",
                  "approximate_number_of_messages")
 JOURNAL_NAME = "simulation.jsonl"
+# EC2's StateReason code of an instance stopped by hibernating.
+HIBERNATE_REASON = "Client.UserInitiatedHibernate"
 # "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances", in vCPUs. Not AWS's figure
 # (it differs by account, and new accounts often get less): what the default deployment needs,
 # 15 t3.small + 1 t3.micro, so that the provisioning check works at its edge.
@@ -90,22 +113,26 @@ class Simulation:
         self.queues = weakref.WeakSet()
         self.true_counts = []  # moto's own ApproximateNumberOf* properties, in LAGGED_COUNTS order
         self.request = threading.local()  # what moto's backend is not told of the call in progress
+        self.launches = {}  # (account, region, ClientToken) -> the reservation RunInstances made
 
-    def record(self, action, instances, refused=None, hibernate=None):
+    def record(self, action, instances, refused=None, **extra):
+        """Journal one entry; `extra` fields with a None value are left out."""
         entry = {"at": time.time(), "action": action, "instances": instances, "refused": refused}
-        if hibernate is not None:
-            entry["hibernate"] = hibernate
+        entry.update({k: v for k, v in extra.items() if v is not None})
         with self._lock:
             self._journal.write(json.dumps(entry) + "\n")
 
     def move(self, instance, through, to, delay):
-        """Put `instance` in state `through` now and in `to` after `delay` s, unless it moves again first."""
+        """Put `instance` in state `through` now and in `to` after `delay` s, unless it moves again
+        first. Arrivals in `stopped` are journalled with the time spent in `through`."""
         instance.sim_generation = generation = getattr(instance, "sim_generation", 0) + 1
         set_state(instance, through)
 
         def arrive():
             if instance.sim_generation == generation:
                 set_state(instance, to)
+                if to == "stopped":
+                    self.record("Stopped", [instance.id], after=round(delay, 3))
 
         timer = threading.Timer(delay, arrive)
         timer.daemon = True
@@ -134,6 +161,22 @@ class Simulation:
                 raise EC2ClientError("UnsupportedHibernationConfiguration",
                                      "The instance can't be hibernated because it was not configured at launch "
                                      f"for hibernation: {instance.id}")
+
+    def guest_drops_hibernation(self, instance):
+        """Why the guest's hibernation agent would ignore the sleep button now, or None."""
+        now = time.monotonic()
+        since_launch = now - getattr(instance, "sim_launched", -math.inf)
+        if since_launch < self.t["agent_setup"]:
+            return f"launched {since_launch:.2f} s ago: the agent is still setting up its swap file"
+        since_resume = now - getattr(instance, "sim_resumed", -math.inf)
+        if since_resume < self.t["agent_resume_threshold"]:
+            return f"resumed {since_resume:.2f} s ago: the agent ignores the sleep button that soon"
+        return None
+
+    def hidden(self, instance):
+        """True while a new instance is not yet visible to describe calls (eventual consistency)."""
+        return (not getattr(self.request, "launching", False)
+                and time.monotonic() - getattr(instance, "sim_created", -math.inf) < self.t["describe_lag"])
 
     def profile_is_new(self, name):
         changed = self.profiles_changed.get(name)
@@ -168,13 +211,14 @@ def set_state(instance, name):
 
 def install(scale, state_dir):
     """Patch moto (in this process) to behave as described above."""
-    from moto.ec2.exceptions import DependencyViolationError, InvalidParameterValue
+    from moto.core.responses import ActionResult
+    from moto.core.utils import unix_time_millis, utcnow
+    from moto.ec2.exceptions import DependencyViolationError, EC2ClientError, InvalidParameterValue
     from moto.ec2.models.instances import Instance, InstanceBackend, StateReason
-    from moto.ec2.responses.instances import InstanceResponse
     from moto.ec2.models.security_groups import SecurityGroupBackend
+    from moto.ec2.responses.instances import InstanceResponse
     from moto.iam.models import IAMBackend
     from moto.servicequotas.models import ServiceQuotasBackend
-    from moto.core.utils import unix_time_millis
     from moto.sqs.exceptions import ReceiptHandleIsInvalid, SQSException
     from moto.sqs.models import MAXIMUM_VISIBILITY_TIMEOUT, Message, Queue, SQSBackend
 
@@ -184,7 +228,9 @@ def install(scale, state_dir):
 
     def instance_init(self, *args, **kwargs):
         original["__init__"](self, *args, **kwargs)
-        sim.move(self, "pending", "running", sim.t["pending"])
+        self.sim_created = self.sim_launched = time.monotonic()
+        # Pending as describe calls see it: from when the new instance becomes visible to them.
+        sim.move(self, "pending", "running", sim.t["describe_lag"] + sim.t["pending"])
 
     def patched_run_instances(self, image_id, count, user_data, security_group_names, **kwargs):
         profile = kwargs.get("iam_instance_profile_name")
@@ -192,9 +238,44 @@ def install(scale, state_dir):
             sim.record("RunInstances", [], refused=f"instance profile {profile} not yet propagated")
             raise InvalidParameterValue(
                 f"Value ({profile}) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name")
+        token = getattr(sim.request, "client_token", None)
+        check_root_volume(self, image_id, kwargs.get("block_device_mappings") or [])
         reservation = run_instances(self, image_id, count, user_data, security_group_names, **kwargs)
+        if token:
+            sim.launches[(self.account_id, self.region_name, token)] = reservation
         sim.record("RunInstances", [i.id for i in reservation.instances])
         return reservation
+
+    def check_root_volume(self, image_id, mappings):
+        """EC2 refuses a root volume smaller than the image's root snapshot."""
+        image = self.amis.get(image_id)
+        if image is None:
+            return
+        for mapping in mappings:
+            size = (mapping.get("Ebs") or {}).get("VolumeSize")
+            if mapping.get("DeviceName") == image.root_device_name and size and int(size) < image_gb(image):
+                sim.record("RunInstances", [], refused=f"root volume {size} GB < snapshot {image_gb(image)} GB")
+                raise EC2ClientError("InvalidBlockDeviceMapping",
+                                     f"Volume of size {size}GB is smaller than snapshot '{image.ebs_snapshot.id}', "
+                                     f"expect size >= {image_gb(image)}GB")
+
+    def run_instances_response(self):
+        """moto's RunInstances, with its ClientToken honoured (moto puts a default in its place and
+        launches again) and the new instance visible to the calls RunInstances makes itself."""
+        token = self._get_param("ClientToken")
+        earlier = sim.launches.get((self.current_account, self.region, token)) if token else None
+        if earlier is not None:
+            if all(i._state.name == "terminated" for i in earlier.instances):
+                raise EC2ClientError("IdempotentInstanceTerminated",
+                                     f"The client token {token} was used by instances now terminated")
+            sim.record("RunInstances", [i.id for i in earlier.instances], idempotent=True)
+            return ActionResult(earlier)
+        sim.request.client_token = token
+        sim.request.launching = True
+        try:
+            return run_response(self)
+        finally:
+            sim.request.client_token, sim.request.launching = None, False
 
     def state_change(action, changes, method, through, to, timing):
         """EC2's `action`: refused whole for a state EC2 refuses; an instance in state `changes` is
@@ -209,11 +290,22 @@ def install(scale, state_dir):
             for instance in instances:
                 previous = copy.copy(instance._state)
                 if previous.name == changes:
+                    resuming = getattr(instance.state_reason, "code", "") == HIBERNATE_REASON
                     original[method](instance)
+                    delay = sim.t[timing]
+                    if action == "StartInstances":
+                        instance.launch_time = utcnow()
+                        instance.sim_resumed = (time.monotonic() + sim.t["pending"] + sim.t["resume"] if resuming
+                                                else -math.inf)
                     if hibernate:
-                        instance.state_reason = StateReason("Client.UserInitiatedHibernate: User initiated hibernate",
-                                                            "Client.UserInitiatedHibernate")
-                    sim.move(instance, through, to, sim.t[timing])
+                        dropped = sim.guest_drops_hibernation(instance)
+                        if dropped:
+                            sim.record("HibernationDropped", [instance.id], reason=dropped)
+                            delay = sim.t["force_stop"]
+                        else:
+                            instance.state_reason = StateReason("Client.UserInitiatedHibernate: User initiated "
+                                                                "hibernate", HIBERNATE_REASON)
+                    sim.move(instance, through, to, delay)
                 changed.append((instance, previous))
             sim.record(action, instance_ids, hibernate=hibernate or None)
             return changed
@@ -299,8 +391,9 @@ def install(scale, state_dir):
     delete_group = SecurityGroupBackend.delete_security_group
     queue_constructor, queue_creator, queue_deleter = Queue.__init__, SQSBackend.create_queue, SQSBackend.delete_queue
     message_received = Message.mark_received
-    stop_response = InstanceResponse.stop_instances
+    stop_response, run_response = InstanceResponse.stop_instances, InstanceResponse.run_instances
     InstanceResponse.stop_instances = stop_instances_response
+    InstanceResponse.run_instances = run_instances_response
     Instance.__init__ = instance_init
     Instance.terminate = terminate
     InstanceBackend.run_instances = patched_run_instances
@@ -318,4 +411,80 @@ def install(scale, state_dir):
         sim.true_counts.append(getattr(Queue, name))
         setattr(Queue, name, property(lambda queue, index=index: sim.lagged(queue, index)))
     threading.Thread(target=sim.sample_queues, args=(threading.Event(),), name="sqs-lag", daemon=True).start()
+    install_consistency(sim)
+    install_images(sim)
     return sim
+
+
+def image_gb(image):
+    """The size of an image's root snapshot (moto's images are all 15 GB unless made here)."""
+    return getattr(image, "sim_root_gb", 15)
+
+
+def install_consistency(sim):
+    """New instances are invisible to describe calls, and calls naming them, for `describe_lag` s."""
+    from moto.ec2.models.instances import InstanceBackend
+
+    all_reservations = InstanceBackend.all_reservations
+
+    def visible_reservations(self, filters=None):
+        reservations = []
+        for reservation in all_reservations(self, filters):  # copies: their instance lists are ours to cut
+            if any(sim.hidden(i) for i in reservation.instances):
+                reservation.instances = [i for i in reservation.instances if not sim.hidden(i)]
+            if reservation.instances:
+                reservations.append(reservation)
+        return reservations
+
+    InstanceBackend.all_reservations = visible_reservations
+
+
+def install_images(sim):
+    """Images as large as their instance's root volume; their snapshots in use for a while after
+    DeregisterImage, or deleted by it with DeleteAssociatedSnapshots."""
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models.amis import Ami, AmiBackend
+    from moto.ec2.models.elastic_block_store import EBSBackend
+    from moto.ec2.responses.amis import AmisResponse
+
+    create_image, deregister_response = AmiBackend.create_image, AmisResponse.deregister_image
+    delete_snapshot, mappings = EBSBackend.delete_snapshot, Ami.block_device_mappings.fget
+    released = {}  # snapshot id -> (monotonic time it may be deleted, its image)
+
+    def patched_create_image(self, instance_id, *args, **kwargs):
+        image = create_image(self, instance_id, *args, **kwargs)
+        instance = self.get_instance(instance_id)
+        sizes = {device: volume.size for device, volume in instance.block_device_mapping.items()}
+        image.sim_root_gb = sizes.get(instance.root_device_name) or max(sizes.values(), default=15)
+        return image
+
+    def block_device_mappings(image):
+        found = mappings(image)
+        for mapping in found:
+            mapping["Ebs"]["VolumeSize"] = image_gb(image)
+        return found
+
+    def deregister_image(self):
+        image_id = self._get_param("ImageId")
+        snapshots = [s for s in self.ec2_backend.snapshots.values() if s.from_ami == image_id]
+        result = deregister_response(self)
+        for snapshot in snapshots:
+            if self._get_bool_param("DeleteAssociatedSnapshots", False):
+                self.ec2_backend.snapshots.pop(snapshot.id, None)
+            else:
+                released[snapshot.id] = (time.monotonic() + sim.t["snapshot_release"], image_id)
+        sim.record("DeregisterImage", [], image=image_id, snapshots=[s.id for s in snapshots],
+                   deleted=self._get_bool_param("DeleteAssociatedSnapshots", False))
+        return result
+
+    def patched_delete_snapshot(self, snapshot_id):
+        until, image_id = released.get(snapshot_id, (0, None))
+        if time.monotonic() < until:
+            sim.record("DeleteSnapshot", [], refused=f"{snapshot_id} in use by {image_id}")
+            raise EC2ClientError("InvalidSnapshot.InUse", f"The snapshot {snapshot_id} is currently in use by {image_id}")
+        return delete_snapshot(self, snapshot_id)
+
+    AmiBackend.create_image = patched_create_image
+    Ami.block_device_mappings = property(block_device_mappings)
+    AmisResponse.deregister_image = deregister_image
+    EBSBackend.delete_snapshot = patched_delete_snapshot

@@ -48,8 +48,6 @@ LAUNCH_INTERVAL = 0.2
 # How often the launcher looks for a web host in moto, until it finds one.
 WEB_HOST_LOOK_SECONDS = 2.0
 START_TIMEOUT = 60
-# EC2's StateReason code of an instance stopped by hibernating.
-HIBERNATE_REASON = "Client.UserInitiatedHibernate"
 
 
 class Launcher:
@@ -107,7 +105,7 @@ class Launcher:
             return set()
         pages = self.ec2.get_paginator("describe_instances").paginate(InstanceIds=list(ids))
         return {i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]
-                if i.get("StateReason", {}).get("Code") == HIBERNATE_REASON}
+                if i.get("StateReason", {}).get("Code") == pool.HIBERNATE_REASON}
 
     def step(self):
         self.read_events()
@@ -179,6 +177,16 @@ class WebHost:
         return pool.instance_states(self.ec2, [self.id]).get(self.id) not in pool.ACTIVE_STATES
 
 
+def scaler_env(config, env):
+    """The autoscaler's environment: on the AWS-like stack, the guest's hibernation rules are scaled
+    like every other delay, and so are the autoscaler's waits for them, unless set."""
+    if config.simulate != "aws":
+        return env
+    scale = config.simulate_time_scale
+    return {"FR_HIBERNATE_AFTER_LAUNCH": str(config.hibernate_after_launch * scale),
+            "FR_HIBERNATE_AFTER_START": str(config.hibernate_after_start * scale), **env}
+
+
 def run(config, stop):
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     # Dummy credentials: local mode never sends real ones anywhere, not even to moto.
@@ -203,7 +211,7 @@ def run(config, stop):
         web = Child("web", [PYTHON, str(common.PROJECT_DIR / "web.py")], env, log_path=LOG_DIR / "web.log")
         services.append(web)
         port = web.wait_for(r"event=listening host=\S+ port=(\d+)", START_TIMEOUT)[1]
-        scaler = Child("autoscaler", [PYTHON, str(common.PROJECT_DIR / "autoscaler.py")], env,
+        scaler = Child("autoscaler", [PYTHON, str(common.PROJECT_DIR / "autoscaler.py")], scaler_env(config, env),
                        log_path=LOG_DIR / "autoscaler.log")
         services.append(scaler)
         scaler.wait_for("event=ready", START_TIMEOUT)

@@ -176,7 +176,8 @@ class Provisioner:
         others = [i for i in self._live_instances() if not _tagged(i, common.PREFIX_TAG, config.prefix)]
         in_use = sum(i["CpuOptions"]["CoreCount"] * i["CpuOptions"]["ThreadsPerCore"] for i in others)
         fits = (quota - in_use - (vcpus[config.web_instance_type] if with_web else 0)) // vcpus[config.instance_type]
-        what = f"vCPU quota {VCPU_QUOTA}: {quota}, {in_use} in use by other instances, {need} needed for {wanted}"
+        what = (f"vCPU quota {VCPU_QUOTA}: {quota}, {in_use} in use by other instances, {need} needed for {wanted} "
+                f"running at once (the pool's {config.pool_size} members are launched {config.max_instances} at a time)")
         if need > quota - in_use:
             raise SystemExit(f"config error: {what}: at most FR_MAX_INSTANCES={max(fits, 0)} fits "
                              "(or ask AWS for more in Service Quotas)")
@@ -251,31 +252,58 @@ class Provisioner:
         self.say(state, what)
 
     def ensure_pool(self):
-        """All FR_MAX_INSTANCES members, stopped. EC2 creates an instance `pending` and refuses to stop
-        it until it runs: members are launched, waited on until they run, then stopped. Once the
-        web host runs, its autoscaler owns the members' states: only missing members are launched."""
+        """All FR_MAX_INSTANCES + FR_SPARE_INSTANCES members, stopped. EC2 creates an instance
+        `pending` and refuses to stop it until it runs: members are launched in waves of at most
+        FR_MAX_INSTANCES (what ensure_vcpus found room for), each wave waited on until it runs, then
+        stopped (plainly: too soon after launch to hibernate). The waits name the instances
+        RunInstances returned, so a member not yet visible to describe is still stopped. Once the
+        web host runs, its autoscaler owns the members' states: missing members are launched, one
+        wave, and it stops them and launches the rest."""
         config = self.config
-        what = f"pool of {config.max_instances} stopped {pool.APP_TIER_NAME}-N from {config.ami_id}"
+        what = (f"pool of {config.pool_size} stopped {pool.APP_TIER_NAME}-N ({config.max_instances} + "
+                f"{config.pool_size - config.max_instances} spare) from {config.ami_id}")
         if not config.ami_id:
             return self.out(f"{'skipped':<12} app-tier pool: set FR_AMI_ID (./setup.sh bake-ami makes one)")
         if self.dry_run:
-            return self.say("", what)
-        created = pool.repair(self.ec2, config, pool.describe(self.ec2, config), patience=PROFILE_PATIENCE)
-        members = pool.describe(self.ec2, config)
-        if self._ours([common.WEB_HOST_NAME], pool.ACTIVE_STATES):
+            return self.say("", f"{what}, launched {config.max_instances} at a time")
+        launches, created = pool.Launches(), {}
+        autoscaled = bool(self._ours([common.WEB_HOST_NAME], pool.ACTIVE_STATES))
+        while True:
+            members = pool.describe(self.ec2, config)
+            self._stop_active([i["id"] for i in members if i["state"] in pool.ACTIVE_STATES])
+            launched = pool.repair(self.ec2, config, members, PROFILE_PATIENCE, launches)
+            created.update(launched)
+            if autoscaled or not launched:
+                break
+            self._stop_active(list(launched.values()))
+        if autoscaled:
             return self.say(f"created {len(created)}" if created else "exists",
                             f"{what} (states left to the autoscaler on {common.WEB_HOST_NAME})")
-        active = [i["id"] for i in members if i["state"] in pool.ACTIVE_STATES]
-        pool.wait_for(self.ec2, active, ["running"], INSTANCE_PATIENCE)
-        if active:
-            self.ec2.stop_instances(InstanceIds=active)
-        pool.wait_for(self.ec2, [i["id"] for i in members], ["stopped"], INSTANCE_PATIENCE)
+        pool.wait_for(self.ec2, [i["id"] for i in pool.describe(self.ec2, config)], ["stopped"], INSTANCE_PATIENCE)
         self.say(f"created {len(created)}" if created else "exists", what)
+
+    def _stop_active(self, ids):
+        """Wait for the instances `ids` (pending or running) to run, stop them, wait until stopped."""
+        if ids:
+            pool.wait_for(self.ec2, ids, ["running"], INSTANCE_PATIENCE)
+            self.ec2.stop_instances(InstanceIds=ids)
+            pool.wait_for(self.ec2, ids, ["stopped"], INSTANCE_PATIENCE)
+
+    def ensure_default_vpc(self):
+        """The pool and the web host are launched into the region's default VPC: say so at once
+        when there is none (RunInstances would refuse every launch, half-way through)."""
+        if self.dry_run:
+            return self.say("", f"default VPC in {self.config.region}")
+        if not self.ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]:
+            raise SystemExit(f"config error: no default VPC in {self.config.region}: the instances are launched into "
+                             "it (make one with 'aws ec2 create-default-vpc', or use another FR_REGION)")
+        self.say("exists", f"default VPC in {self.config.region}")
 
     def provision(self, with_web=False):
         config = self.config
         if with_web and not config.web_cidr:
             raise SystemExit("config error: set FR_WEB_CIDR to the addresses that may reach port 8000")
+        self.ensure_default_vpc()
         self.ensure_vcpus(with_web)
         for bucket in (config.in_bucket, config.out_bucket, config.deploy_bucket):
             self.ensure_bucket(bucket)
@@ -349,11 +377,18 @@ class Provisioner:
                                                    TagSpecifications=[{"ResourceType": "security-group",
                                                                        "Tags": pool.tags(self.config, name)}])["GroupId"]
         rules = self.ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"]
-        if not any(r.get("FromPort") == WEB_PORT for r in rules):
-            self.ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[{
-                "IpProtocol": "tcp", "FromPort": WEB_PORT, "ToPort": WEB_PORT,
-                "IpRanges": [{"CidrIp": self.config.web_cidr}]}])
+        allowed = {r["CidrIp"] for rule in rules if rule.get("FromPort") == WEB_PORT for r in rule.get("IpRanges", [])}
+        # A changed FR_WEB_CIDR replaces the old rule: the addresses it named may reach port 8000 no more.
+        for cidr in sorted(allowed - {self.config.web_cidr}):
+            self.ec2.revoke_security_group_ingress(GroupId=group, IpPermissions=[self._web_rule(cidr)])
+            self.out(f"{'revoked':<12} port {WEB_PORT} from {cidr}")
+        if self.config.web_cidr not in allowed:
+            self.ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[self._web_rule(self.config.web_cidr)])
         return group
+
+    @staticmethod
+    def _web_rule(cidr):
+        return {"IpProtocol": "tcp", "FromPort": WEB_PORT, "ToPort": WEB_PORT, "IpRanges": [{"CidrIp": cidr}]}
 
     def teardown(self, images=False):
         """Remove everything `provision` made; with `images`, the app-tier images too.
@@ -441,7 +476,12 @@ class Provisioner:
             self.out(f"{'removed':<12} IAM role + instance profile {name}")
 
     def _images(self, remove):
-        """Our app-tier images (and their snapshots) cost storage while they exist: removed, or named."""
+        """Our app-tier images (and their snapshots) cost storage while they exist: removed, or named.
+
+        DeregisterImage deletes the image's snapshots itself (DeleteAssociatedSnapshots): deleted
+        after it, one by one, they are refused as in use for a moment, and once the image is gone
+        only their tag finds them. So snapshots tagged ours and left (by an older teardown, or one
+        stopped half-way) are deleted too, waiting out that refusal."""
         images = self.ec2.describe_images(Owners=["self"], Filters=[
             {"Name": f"tag:{common.PREFIX_TAG}", "Values": [self.config.prefix]}])["Images"]
         for image in images:
@@ -450,10 +490,15 @@ class Provisioner:
                 self.out(f"{'kept':<12} image {image['ImageId']} and snapshots {snapshots} (billed as EBS "
                          "snapshot storage; ./setup.sh teardown --images removes them)")
                 continue
-            self.ec2.deregister_image(ImageId=image["ImageId"])
-            for snapshot in snapshots:
-                self.ec2.delete_snapshot(SnapshotId=snapshot)
+            self.ec2.deregister_image(ImageId=image["ImageId"], DeleteAssociatedSnapshots=True)
             self.out(f"{'removed':<12} image {image['ImageId']} and snapshots {snapshots}")
+        if not remove:
+            return
+        for snapshot in self.ec2.describe_snapshots(OwnerIds=["self"], Filters=[
+                {"Name": f"tag:{common.PREFIX_TAG}", "Values": [self.config.prefix]}])["Snapshots"]:
+            common.while_refused(lambda: self.ec2.delete_snapshot(SnapshotId=snapshot["SnapshotId"]),
+                                 refused_with("InvalidSnapshot.InUse"), INSTANCE_PATIENCE, self.waiting)
+            self.out(f"{'removed':<12} snapshot {snapshot['SnapshotId']} (left by an earlier run)")
 
     def remaining(self):
         """What of ours is still there and may be billed: [(kind, id)]."""
