@@ -11,6 +11,7 @@ from pathlib import Path
 import common
 import pool
 from tests.support import PYTHON, aws, child_env, refusals, start_moto
+from tools import awslike
 from tools.provision import Provisioner, web_user_data
 
 PREFIX = "deploy"
@@ -69,26 +70,34 @@ class Deployment(unittest.TestCase):
         groups = self.clients["ec2"].describe_security_groups(Filters=[{"Name": "group-name", "Values": [f"{prefix}-web"]}])
         self.assertEqual(groups["SecurityGroups"], [])
 
-    def check_pool_and_web_host(self, prefix=PREFIX):
+    def check_pool_and_web_host(self, prefix=PREFIX, size=30):
+        # Every member once (a member launched twice, unseen by a describe, would be here twice),
+        # every one stopped (also those launched moments before provisioning described the pool).
         members = self.instances("app-tier-instance-*", prefix=prefix)
         names = sorted(next(t["Value"] for t in i["Tags"] if t["Key"] == "Name") for i in members)
-        self.assertEqual(names, sorted(f"app-tier-instance-{n}" for n in range(1, 16)))
+        self.assertEqual(names, sorted(f"app-tier-instance-{n}" for n in range(1, size + 1)))
         self.assertEqual({i["State"]["Name"] for i in members}, {"stopped"})
         self.assertEqual({i["ImageId"] for i in members}, {"ami-0app"})
         # Launched for hibernation: it cannot be turned on later.
         self.assertEqual({i["HibernationOptions"]["Configured"] for i in members}, {True})
         volumes = self.clients["ec2"].describe_volumes(Filters=[
             {"Name": "attachment.instance-id", "Values": [i["InstanceId"] for i in members]}])["Volumes"]
-        self.assertEqual({(v["Encrypted"], v["Size"]) for v in volumes}, {(True, pool.ROOT_VOLUME_GB)})
+        # ami-0app is no image moto knows: Amazon Linux 2023's 8 GB, the agent's 4000 MB swap file
+        # (t3.small's 2 GiB of RAM is less) and a GiB of room.
+        self.assertEqual({(v["Encrypted"], v["Size"]) for v in volumes}, {(True, 8 + 4 + 1)})
         web = self.instances("web-instance", ["running"], prefix=prefix)
         self.assertEqual(len(web), 1)
-        self.assertEqual(len(self.instances(prefix=prefix)), 16)
+        self.assertEqual(len(self.instances(prefix=prefix)), size + 1)
         addresses = self.clients["ec2"].describe_addresses(Filters=[{"Name": "tag:fr-prefix", "Values": [prefix]}])
         self.assertEqual([a.get("InstanceId") for a in addresses["Addresses"]], [web[0]["InstanceId"]])
-        group = self.clients["ec2"].describe_security_groups(GroupIds=[web[0]["SecurityGroups"][0]["GroupId"]])
+        self.check_web_rule(CIDR, prefix)
+
+    def check_web_rule(self, cidr, prefix=PREFIX):
+        (web,) = self.instances("web-instance", ["running"], prefix=prefix)
+        group = self.clients["ec2"].describe_security_groups(GroupIds=[web["SecurityGroups"][0]["GroupId"]])
         rules = group["SecurityGroups"][0]["IpPermissions"]
         self.assertEqual([(r["FromPort"], r["ToPort"], [x["CidrIp"] for x in r["IpRanges"]]) for r in rules],
-                         [(8000, 8000, [CIDR])])
+                         [(8000, 8000, [cidr])])
 
 
 class ProvisionTest(Deployment):
@@ -102,7 +111,11 @@ class ProvisionTest(Deployment):
 
         second = self.setup_sh("provision", "--with-web")
         self.assertNotIn("created", second)
-        self.assertEqual(len(self.instances()), 16)
+        self.assertEqual(len(self.instances()), 31)
+
+        # A changed FR_WEB_CIDR replaces the rule: the old addresses reach port 8000 no more.
+        self.setup_sh_env(dict(self.env, FR_WEB_CIDR="198.51.100.7/32"), "provision", "--with-web")
+        self.check_web_rule("198.51.100.7/32")
 
         self.assertIn("left         nothing tagged", self.setup_sh("teardown"))
         self.assertIn("left         nothing tagged", self.setup_sh("teardown"))
@@ -141,7 +154,9 @@ class ProvisionTest(Deployment):
 
     def test_bake_ami_tags_stops_images_and_terminates_the_bake_instance(self):
         ec2 = self.clients["ec2"]
-        bake = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        # Baked on a 30 GB root volume: the image's snapshot is as large, and so must its members' be.
+        bake = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1, BlockDeviceMappings=[
+            {"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 30}}])["Instances"][0]["InstanceId"]
         pool.wait_for(ec2, [bake], ["running"], 30)
         env = dict(self.env, FR_PREFIX="bake")
         out = self.setup_sh_env(env, "bake-ami", bake)
@@ -149,11 +164,51 @@ class ProvisionTest(Deployment):
         tags = {t["Key"]: t["Value"] for t in ec2.describe_images(ImageIds=[image])["Images"][0]["Tags"]}
         self.assertEqual(tags["fr-prefix"], "bake")
         self.assertIn(pool.instance_states(ec2, [bake])[bake], ("shutting-down", "terminated"))
+
+        self.setup_sh_env(dict(env, FR_AMI_ID=image, FR_MAX_INSTANCES="1", FR_SPARE_INSTANCES="0"), "provision")
+        (member,) = self.instances("app-tier-instance-*", prefix="bake")
+        (volume,) = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [member["InstanceId"]]}])[
+            "Volumes"]
+        self.assertEqual(volume["Size"], 30 + 4 + 1, "the image's snapshot, the agent's swap file, a GiB of room")
+
         kept = self.setup_sh_env(env, "teardown")
         self.assertIn(f"kept         image {image}", kept)
         self.assertIn(f"left         [('image', '{image}'), ('snapshot', 'snap-", kept)
         self.assertIn("left         nothing tagged", self.setup_sh_env(env, "teardown", "--images"))
+        deregistered = [e for e in awslike.read_journal(self.moto_state) if e["action"] == "DeregisterImage"]
+        self.assertEqual([(e["image"], e["deleted"]) for e in deregistered], [(image, True)])
         self.assertEqual(refusals(self.moto_state), [])
+
+    def test_teardown_removes_the_snapshots_an_earlier_teardown_left(self):
+        ec2 = self.clients["ec2"]
+        bake = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        pool.wait_for(ec2, [bake], ["running"], 30)
+        env = dict(self.env, FR_PREFIX="snaps")
+        image = re.search(r"image (ami-\w+)", self.setup_sh_env(env, "bake-ami", bake))[1]
+        # As an older teardown did: the image deregistered, its snapshot then refused as in use.
+        (snapshot,) = [m["Ebs"]["SnapshotId"] for m in ec2.describe_images(ImageIds=[image])["Images"][0][
+            "BlockDeviceMappings"]]
+        ec2.deregister_image(ImageId=image)
+        with self.assertRaisesRegex(Exception, "InvalidSnapshot.InUse"):
+            ec2.delete_snapshot(SnapshotId=snapshot)
+        out = self.setup_sh_env(env, "teardown", "--images")
+        self.assertIn(f"removed      snapshot {snapshot}", out)
+        self.assertIn("left         nothing tagged", out)
+
+    def test_provision_without_a_default_vpc_says_so_before_making_anything(self):
+        ec2 = aws(self.endpoint, "ec2", region="eu-west-1")
+        (vpc,) = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
+        for subnet in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["Subnets"]:
+            ec2.delete_subnet(SubnetId=subnet["SubnetId"])
+        ec2.delete_vpc(VpcId=vpc["VpcId"])
+        done = subprocess.run(["./setup.sh", "provision"], cwd=common.PROJECT_DIR, capture_output=True, text=True,
+                              env=dict(self.env, FR_PREFIX="novpc", FR_REGION="eu-west-1"), timeout=300)
+        self.assertNotEqual(done.returncode, 0)
+        self.assertEqual(done.stderr.strip().splitlines()[-1], "config error: no default VPC in eu-west-1: the "
+                         "instances are launched into it (make one with 'aws ec2 create-default-vpc', or use another "
+                         "FR_REGION)")
+        sqs = aws(self.endpoint, "sqs", region="eu-west-1")
+        self.assertEqual(sqs.list_queues(QueueNamePrefix="novpc").get("QueueUrls", []), [])
 
     def check_queues(self):
         sqs = self.clients["sqs"]
@@ -236,8 +291,9 @@ class RestartableProvisionTest(Deployment):
 
     def provisioner(self, prefix, on_call):
         """A Provisioner for `prefix` whose every AWS call, once made, is shown to on_call(service, operation)."""
+        # A pool of 3 launched 2 at a time: every kind of step, in two waves, at a fifth of the cost.
         config = common.load_config({"FR_PREFIX": prefix, "FR_ENDPOINT_URL": self.endpoint, "FR_AMI_ID": "ami-0app",
-                                     "FR_WEB_CIDR": CIDR})
+                                     "FR_WEB_CIDR": CIDR, "FR_MAX_INSTANCES": "2", "FR_SPARE_INSTANCES": "1"})
 
         def session(name):
             client = aws(self.endpoint, name)
@@ -252,7 +308,7 @@ class RestartableProvisionTest(Deployment):
         self.provisioner("steps", lambda *call: calls.append(call)).provision(with_web=True)
         self.provisioner("steps", lambda *call: None).teardown()
         changes = [call for call in calls if not read_only(call[1])]
-        # A step: a run of the same call (the pool's 15 RunInstances are one step, the web host's
+        # A step: a run of the same call (a wave's RunInstances are one step, the web host's
         # another), named by the call and how many times it was made before.
         steps = [(call, changes[:n].count(call)) for n, call in enumerate(changes) if n == 0 or changes[n - 1] != call]
         self.assertGreaterEqual(len(steps), 15, steps)
@@ -269,7 +325,7 @@ class RestartableProvisionTest(Deployment):
                 with self.assertRaises(InjectedFailure):
                     self.provisioner(prefix, crash_after).provision(with_web=True)
                 self.provisioner(prefix, lambda *done: None).provision(with_web=True)
-                self.check_pool_and_web_host(prefix)
+                self.check_pool_and_web_host(prefix, size=3)
                 self.provisioner(prefix, lambda *done: None).teardown()
                 self.check_all_gone(prefix)
         self.assertEqual(refusals(self.moto_state), [])

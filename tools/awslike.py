@@ -416,6 +416,9 @@ def install(scale, state_dir):
     return sim
 
 
+AL2023_ROOT = "/dev/xvda"
+
+
 def image_gb(image):
     """The size of an image's root snapshot (moto's images are all 15 GB unless made here)."""
     return getattr(image, "sim_root_gb", 15)
@@ -455,7 +458,10 @@ def install_images(sim):
         image = create_image(self, instance_id, *args, **kwargs)
         instance = self.get_instance(instance_id)
         sizes = {device: volume.size for device, volume in instance.block_device_mapping.items()}
-        image.sim_root_gb = sizes.get(instance.root_device_name) or max(sizes.values(), default=15)
+        # Amazon Linux 2023's root device (moto names every root /dev/sda1, and the volume mapped
+        # at launch /dev/xvda).
+        image.root_device_name = AL2023_ROOT
+        image.sim_root_gb = sizes.get(AL2023_ROOT) or sizes.get(instance.root_device_name) or 15
         return image
 
     def block_device_mappings(image):

@@ -50,10 +50,10 @@ def child_env(**fr):
     return env
 
 
-def aws(endpoint, service):
+def aws(endpoint, service, region="us-east-1"):
     import boto3
 
-    return boto3.client(service, region_name="us-east-1", endpoint_url=endpoint,
+    return boto3.client(service, region_name=region, endpoint_url=endpoint,
                         aws_access_key_id="test", aws_secret_access_key="test")
 
 
