@@ -72,6 +72,8 @@ HIBERNATION_REFUSED = ("UnsupportedHibernationConfiguration", "UnsupportedOperat
 HIBERNATION_REFRESH_DAYS = 50
 # EC2's StateReason code of an instance stopped by hibernating.
 HIBERNATE_REASON = "Client.UserInitiatedHibernate"
+# EC2 gives LaunchTime and AttachTime in whole seconds: a time read from them may be this much early.
+EC2_TIME_RESOLUTION = 1.0
 # A ClientToken is reused for a member's launch until the member is seen, at most this long.
 LAUNCH_TOKEN_SECONDS = 600
 
@@ -326,10 +328,10 @@ def hibernation_unready(member, now, config):
     still setting its swap file up (EC2's troubleshooting guide: wait about two minutes)."""
     if not member.get("hibernates"):
         return "not launched for hibernation"
-    since_launch = now - member["launched"]
+    since_launch = now - member["launched"] - EC2_TIME_RESOLUTION
     if since_launch < config.hibernate_after_launch:
         return f"launched {since_launch:.0f} s ago, under FR_HIBERNATE_AFTER_LAUNCH={config.hibernate_after_launch:g}"
-    since_start = now - member["started"]
+    since_start = now - member["started"] - EC2_TIME_RESOLUTION
     if since_start < config.hibernate_after_start:
         return f"started {since_start:.0f} s ago, under FR_HIBERNATE_AFTER_START={config.hibernate_after_start:g}"
     return None

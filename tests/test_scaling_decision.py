@@ -1,7 +1,8 @@
 import unittest
 
+import common
 from autoscaler import desired, work
-from pool import missing, plan
+from pool import hibernation_unready, missing, plan
 
 
 class DesiredTest(unittest.TestCase):
@@ -72,15 +73,42 @@ class PlanTest(unittest.TestCase):
             (["running", "running", "pending"], 1, [], [1, 2], "surplus taken from running ones only"),
             (["pending", "running"], 2, [], [], "pending counts as running"),
             (["stopped", "running"], 1, [], [], "already there"),
+            (["stopping"] * 2 + ["stopped"] * 2, 2, [3, 4], [], "a burst while members stop: spares start"),
+            (["running"] * 2 + ["stopped"] * 2, 2, [], [], "spares are never more than max: target is capped"),
         ]
         for states, target, start, stop, why in cases:
             with self.subTest(why, states=states, target=target):
                 members = [member(n, state) for n, state in enumerate(states, start=1)]
                 self.assertEqual(plan(members, target), ([f"i-{n}" for n in start], [f"i-{n}" for n in stop]))
 
+    def test_hibernated_members_start_first(self):
+        members = [member(n, "stopped") for n in range(1, 5)]
+        self.assertEqual(plan(members, 2, warm={"i-3", "i-4"}), (["i-3", "i-4"], []))
+        self.assertEqual(plan(members, 3, warm={"i-4"}), (["i-4", "i-1", "i-2"], []))
+
     def test_missing_members_by_name(self):
         self.assertEqual(missing([member(1, "stopped"), member(3, "running")], 4),
                          ["app-tier-instance-2", "app-tier-instance-4"])
+
+
+class HibernationReadinessTest(unittest.TestCase):
+    def test_table(self):
+        # The defaults: FR_HIBERNATE_AFTER_LAUNCH=120, FR_HIBERNATE_AFTER_START=60; EC2's times are
+        # whole seconds, so a second is allowed for.
+        config = common.load_config({})
+        now = 1_000_000.0
+        cases = [
+            ((True, 3600, 600), None, "launched and started long ago: ready"),
+            ((False, 3600, 600), "not launched for hibernation", "a plain member"),
+            ((True, 60, 60), "launched 59 s ago, under FR_HIBERNATE_AFTER_LAUNCH=120", "the agent still sets up"),
+            ((True, 3600, 20), "started 19 s ago, under FR_HIBERNATE_AFTER_START=60", "resumed moments ago"),
+            ((True, 3600, 60.5), "started 60 s ago, under FR_HIBERNATE_AFTER_START=60", "a second is allowed for"),
+            ((True, 3600, 61.5), None, "past it"),
+        ]
+        for (hibernates, launched_ago, started_ago), expected, why in cases:
+            with self.subTest(why):
+                member = dict(hibernates=hibernates, launched=now - launched_ago, started=now - started_ago)
+                self.assertEqual(hibernation_unready(member, now, config), expected)
 
 
 if __name__ == "__main__":

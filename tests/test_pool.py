@@ -1,0 +1,106 @@
+"""pool.stop against the AWS-like stack: which members hibernate, and what EC2 and the guest then do."""
+import dataclasses
+import time
+import unittest
+
+import common
+import pool
+from autoscaler import Autoscaler
+from tests.support import aws, start_moto, wait_until
+from tools import awslike
+from tools.provision import provision
+
+# The guest's agent is set up 1.2 s after launch (120 s at AWS's timings) and a stop takes 0.3 s.
+TIME_SCALE = 0.01
+SECONDS = awslike.timings(TIME_SCALE)
+
+
+class StopTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        endpoint = start_moto(cls, FR_SIMULATE_TIME_SCALE=TIME_SCALE)
+        cls.config = common.load_config({
+            "FR_PREFIX": "stop", "FR_STATE_DIR": str(cls.moto_state), "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": "ami-test", "FR_MAX_INSTANCES": "4",
+            "FR_SPARE_INSTANCES": "0", "FR_HIBERNATE_AFTER_LAUNCH": str(120 * TIME_SCALE),
+            "FR_HIBERNATE_AFTER_START": str(60 * TIME_SCALE)})
+        provision(cls.config, lambda service: aws(endpoint, service))
+        cls.ec2, cls.sqs = aws(endpoint, "ec2"), aws(endpoint, "sqs")
+
+    def setUp(self):
+        self.members = pool.describe(self.ec2, self.config)
+        self.ids = [i["id"] for i in self.members]
+        pool.wait_for(self.ec2, self.ids, ["stopped"], 10)
+
+    def start_all(self):
+        """Start every member and wait until each is ready to hibernate by what EC2 says."""
+        self.ec2.start_instances(InstanceIds=self.ids)
+        pool.wait_for(self.ec2, self.ids, ["running"], 10)
+        wait_until(lambda: not any(pool.hibernation_unready(d, time.time(), self.config)
+                                   for d in pool.details(self.ec2, self.ids).values()), 10, what="ready")
+
+    def reasons(self):
+        return {i: d["StateReason"]["Code"] for r in self.ec2.describe_instances(InstanceIds=self.ids)["Reservations"]
+                for d in r["Instances"] for i in [d["InstanceId"]]}
+
+    def test_one_member_refused_by_ec2_stops_plainly_and_the_others_hibernate(self):
+        self.start_all()
+        refused = self.ids[2]
+
+        def refuse_one(params, **_):
+            # As EC2 refuses a hibernation it cannot do: the whole call, for any one instance named.
+            if params.get("Hibernate") and refused in params["InstanceIds"]:
+                raise self.ec2.exceptions.ClientError(
+                    {"Error": {"Code": "UnsupportedHibernationConfiguration", "Message": refused}}, "StopInstances")
+
+        self.ec2.meta.events.register("before-parameter-build.ec2.StopInstances", refuse_one)
+        self.addCleanup(self.ec2.meta.events.unregister, "before-parameter-build.ec2.StopInstances", refuse_one)
+        scaler = Autoscaler(self.config, self.sqs, self.ec2)
+        with self.assertLogs("autoscaler", "INFO") as logged:
+            scaler.stop(self.ids, self.members)
+        pool.wait_for(self.ec2, self.ids, ["stopped"], 10)
+        hibernated = "Client.UserInitiatedHibernate"
+        self.assertEqual(self.reasons(), {i: "Client.UserInitiatedShutdown" if i == refused else hibernated
+                                          for i in self.ids})
+        (line,) = logged.output
+        self.assertIn(f"event=stopped_plainly instance={refused} name=app-tier-instance-3 "
+                      'reason="refused by EC2: UnsupportedHibernationConfiguration"', line)
+        self.assertEqual(scaler.warm, set(self.ids) - {refused}, "only the hibernated start first")
+
+    def test_members_started_moments_ago_stop_plainly_and_say_why(self):
+        self.start_all()
+        self.ec2.stop_instances(InstanceIds=self.ids[:2], Hibernate=True)
+        pool.wait_for(self.ec2, self.ids[:2], ["stopped"], 10)
+        self.ec2.start_instances(InstanceIds=self.ids[:2])
+        pool.wait_for(self.ec2, self.ids[:2], ["running"], 10)
+        scaler = Autoscaler(self.config, self.sqs, self.ec2)
+        with self.assertLogs("autoscaler", "INFO") as logged:
+            scaler.stop(self.ids, self.members)
+        pool.wait_for(self.ec2, self.ids, ["stopped"], 10)
+        self.assertEqual([e for e in awslike.read_journal(self.moto_state) if e["action"] == "HibernationDropped"], [],
+                         "asked of a guest that had just resumed, the agent would have dropped it")
+        self.assertEqual([line.split(" reason=")[0].rsplit(" ", 2)[1:] for line in logged.output],
+                         [[f"instance={i}", f"name=app-tier-instance-{n}"] for n, i in enumerate(self.ids[:2], 1)])
+        self.assertTrue(all('reason="started ' in line for line in logged.output), logged.output)
+        self.assertEqual(set(self.reasons().values()) - {"Client.UserInitiatedShutdown"}, {"Client.UserInitiatedHibernate"})
+
+    def test_a_member_hibernated_near_ec2s_60_days_is_started_to_be_stopped_plainly(self):
+        self.start_all()
+        self.ec2.stop_instances(InstanceIds=self.ids[:1], Hibernate=True)
+        self.ec2.stop_instances(InstanceIds=self.ids[1:])
+        pool.wait_for(self.ec2, self.ids, ["stopped"], 10)
+        scaler = Autoscaler(self.config, self.sqs, self.ec2)
+        scaler.wall_clock = lambda: time.time() + pool.HIBERNATION_REFRESH_DAYS * 86400
+        with self.assertLogs("autoscaler", "INFO") as logged:
+            decision = scaler.step()
+        self.assertEqual(decision["started"], 1)
+        self.assertIn(f"event=hibernation_refresh instance={self.ids[0]}", "\n".join(logged.output))
+        self.assertIn(pool.instance_states(self.ec2, self.ids[:1])[self.ids[0]], pool.ACTIVE_STATES)
+        # No work: once it runs, it is stopped, plainly (it has just started), and stays stopped.
+        wait_until(lambda: scaler.step() and self.reasons()[self.ids[0]] == "Client.UserInitiatedShutdown"
+                   and pool.instance_states(self.ec2, self.ids[:1])[self.ids[0]] == "stopped", 10,
+                   what="stopped plainly")
+        self.assertEqual(scaler.step()["started"], 0, "started once, not again")
+
+
+if __name__ == "__main__":
+    unittest.main()
