@@ -402,6 +402,7 @@ def main(argv=None):
     hibernation = Hibernation()
     hibernation.install()
     write_worker_state(config, paused=False)
+    log.info("event=starting pid=%d", os.getpid())
     serve(config, load_recognizer(config), stop, hibernation)
     return 0
 

@@ -1,10 +1,13 @@
 """Bad input, faults and recovery, against the real processes on 127.0.0.1."""
 import dataclasses
+import json
+import os
 import re
 import signal
 import socket
 import subprocess
 import threading
+import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -17,6 +20,7 @@ from tests.support import (
     IMAGES, PYTHON, Service, child_env, image_bytes, multipart, raw_request, stand_in_files, start, start_moto,
     state_dir, upload, wait_until,
 )
+import worker as worker_module
 from worker import WORKER_STATE
 
 GOOD = (IMAGES / "test_00.jpg").read_bytes()
@@ -313,6 +317,60 @@ class HibernationTest(Service, unittest.TestCase):
         wait_until(lambda: link.requests > before, 10, what="the long poll sent")
         worker.signal(signal.SIGSTOP)
         link.cut()
+
+
+class InstanceStartTest(Service, unittest.TestCase):
+    """What an app instance's worker meets as the machine starts: credentials not there yet, a
+    worker.json left by the worker of an earlier boot, the hooks' signals while the model loads."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.start_service(workers=0)
+
+    def worker(self, name, env, ready):
+        worker, _ = start(self, name, [PYTHON, "worker.py"], env, ready)
+        self.addCleanup(worker.stop)
+        return worker
+
+    def test_a_worker_started_before_the_instance_has_credentials_gets_them_when_they_come(self):
+        # As the instance profile's credentials, before the metadata service gives them out.
+        credentials = state_dir("late-credentials") / "credentials"
+        env = {k: v for k, v in self.env.items() if not k.startswith("AWS_")}
+        env.update(AWS_SHARED_CREDENTIALS_FILE=str(credentials), AWS_CONFIG_FILE=os.devnull,
+                   AWS_EC2_METADATA_DISABLED="true")
+        worker = self.worker("no-credentials", env, "event=aws_unreachable error=Unable to locate credentials")
+        credentials.parent.mkdir(parents=True, exist_ok=True)
+        credentials.write_text("[default]\naws_access_key_id = test\naws_secret_access_key = test\n")
+        worker.wait_for("event=ready", 30)
+        self.assertEqual(upload(self.url, "test_00.jpg", GOOD), GOOD_ANSWER)
+
+    def test_a_worker_json_of_an_earlier_boot_is_not_taken_for_the_present(self):
+        state = state_dir("earlier-boot")
+        state.mkdir(parents=True)
+        # Its pid is another process's now: the hook must not signal it (SIGUSR1 would end it).
+        bystander = subprocess.Popen([PYTHON, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+        self.addCleanup(bystander.wait)
+        self.addCleanup(bystander.stdin.close)
+        (state / WORKER_STATE).write_text(json.dumps({"pid": bystander.pid, "boot": "an-earlier-boot", "paused": True,
+                                                      "at": time.time()}))
+        hook = subprocess.run([PYTHON, "worker.py", "--pause"], env=dict(self.env, FR_STATE_DIR=str(state)),
+                              cwd=common.PROJECT_DIR, capture_output=True, text=True, timeout=60)
+        self.assertEqual(hook.returncode, 0)
+        self.assertIn("event=hook_without_worker action=pause", hook.stderr)
+        self.assertIsNone(bystander.poll(), "the hook signalled a process that is not the worker")
+        self.assertFalse(worker_module.paused(dataclasses.replace(self.config, state_dir=state)))
+
+    def test_the_hooks_signals_while_the_model_loads_do_not_end_the_worker(self):
+        state = state_dir("loading")
+        worker = self.worker("loading", dict(self.env, FR_STATE_DIR=str(state)), "event=starting")
+        config = dataclasses.replace(self.config, state_dir=state)
+        wait_until(lambda: (worker_module.read_worker_state(config) or {}).get("pid") == worker.pid, 10,
+                   what="the worker's pid told to the hooks")
+        self.assertFalse([line for line in worker.lines if "event=model_loaded" in line], "still loading")
+        worker.signal(worker_module.PAUSE_SIGNAL)
+        worker.signal(worker_module.RESUME_SIGNAL)
+        worker.wait_for("event=ready", 30)
+        self.assertEqual(upload(self.url, "test_00.jpg", GOOD), GOOD_ANSWER)
 
 
 class EarlyStartTest(Service, unittest.TestCase):
