@@ -253,9 +253,27 @@ role_web() {
     say "web host ready: the web tier listens on port 8000"
 }
 
+# The hibernation agent (aws/amazon-ec2-hibinit-agent; Amazon Linux 2023's package ec2-hibinit-agent)
+# makes, at a member's first boot, the swap file its RAM is written to, and hibernates the machine
+# when EC2 presses the sleep button, which acpid hands it. Enabled, not started: started here, it
+# would put its swap file into the image baked from this host.
+ensure_hibernation_agent() {
+    rpm -q ec2-hibinit-agent acpid >/dev/null 2>&1 || retry dnf install -y -q ec2-hibinit-agent acpid
+    run systemctl enable hibinit-agent.service acpid.service
+    if [ "$DRY_RUN" = 1 ]; then
+        say "would check: hibinit-agent.service and acpid.service enabled, /etc/acpi/actions/sleep.sh in place"
+        return
+    fi
+    systemctl is-enabled --quiet hibinit-agent.service || err "hibinit-agent.service is not enabled"
+    systemctl is-enabled --quiet acpid.service || err "acpid.service is not enabled"
+    [ -x /etc/acpi/actions/sleep.sh ] || err "the agent's sleep-button action /etc/acpi/actions/sleep.sh is missing"
+    say "hibernation agent: hibinit-agent and acpid enabled, sleep-button action in place"
+}
+
 role_app() {
     check_amazon_linux app
     install_host app
+    ensure_hibernation_agent
     run install -d -m 0755 "$MODEL_DIR"
     download "$WEIGHTS_URL" "$MODEL_DIR/$WEIGHTS_NAME" "$WEIGHTS_BYTES"
     download "$GALLERY_URL" "$MODEL_DIR/data.pt"

@@ -345,6 +345,12 @@ class ScriptsTest(unittest.TestCase):
                       "281cebca8662831adb987a874bdcb36e73f5b1c6dc5ee5878f305e985625d99b", out)
         self.assertIn(f"curl -fsSL --max-filesize 111898327 -o {weights}.part", out)
 
+    def test_setup_sh_app_installs_enables_and_checks_the_hibernation_agent(self):
+        out = self.dry_run("app")
+        self.assertIn("would run: dnf install -y -q ec2-hibinit-agent acpid", out)
+        self.assertIn("would run: systemctl enable hibinit-agent.service acpid.service", out)
+        self.assertIn("would check: hibinit-agent.service and acpid.service enabled, /etc/acpi/actions/sleep.sh", out)
+
     def test_setup_sh_web_restarts_the_units_so_a_second_run_runs_the_new_code(self):
         self.assertIn("would run: systemctl restart face-web.service face-autoscaler.service", self.dry_run("web"))
 
