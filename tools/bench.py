@@ -2,15 +2,17 @@
 and writes the same numbers as JSON (var/bench.json), so runs can be compared across commits.
 
     .venv/bin/python -m tools.bench [--requests 100] [--concurrency 100] [--sequential 50] [--aws-like SCALE]
-                                    [--hibernate 0|1] [--min-instances N]
+                                    [--hibernate 0|1] [--min-instances N] [--spare-instances N]
 
 `--aws-like SCALE` runs the stack AWS-like (FR_SIMULATE=aws, tools/awslike.py) with AWS's timings
 times SCALE (1: as on AWS): instances take time in `pending`, boot before their worker starts,
 take time to stop, SQS's counts trail the truth; the cold start is then split into those steps.
-A second burst follows once every instance has stopped after the first: from hibernation (a
-worker resumed, `--hibernate 1`, the default) or from a plain stop (a fresh boot, `--hibernate 0`),
-and with `--min-instances N` from a warm floor of N running instances. Without --aws-like, moto
-starts instances at once (the stack's own costs, comparable across commits).
+A back-to-back burst follows 5 s (AWS's, scaled) after the first one's scale-in, while its members
+are still stopping (spare members take it; `--spare-instances 0` shows it without them); then a
+second burst once every instance has stopped (after an idle spell): from hibernation where members
+ran long enough to be hibernated (`--hibernate 1`, the default), else from a plain stop (a fresh
+boot), and with `--min-instances N` from a warm floor of N running instances. Without --aws-like,
+moto starts instances at once (the stack's own costs, comparable across commits).
 
 In one run on this machine (absolute times are noisy on a shared 2-core machine; ratios hold):
 - direct: images/s through the model in this process, all cores, one image at a time (the goal's
@@ -232,6 +234,19 @@ def second_burst(url, ec2, jobs, expected, concurrency, timings, stack_log):
     return steps
 
 
+def back_to_back_burst(url, ec2, jobs, expected, concurrency, timings, after=5.0):
+    """A burst `after` seconds (AWS's, scaled as the stack's) after the previous burst's scale-in,
+    as a user who sends one batch after another does: its first answer, and all answered."""
+    config = common.load_config({"FR_PREFIX": "bench"})
+    delay = after * timings["stopping"] / awslike.TIMINGS["stopping"]
+    threading.Event().wait(delay)  # the scenario's pause, not a wait for anything
+    stopping = sum(i["state"] == "stopping" for i in pool.describe(ec2, config))
+    burst = Run(url, [(name, distinct_variant(data, "b2b")) for name, data in jobs], concurrency, expected).go()
+    return {"after_scale_in_s": round(delay, 2), "members_stopping_at_start": stopping,
+            "wrong_or_failed": burst["count"] - burst["ok"], "first_answer_s": burst["first_answer_s"],
+            "all_answered_s": burst["seconds"]}
+
+
 def distinct_variant(data, n):
     """The same JPEG with a trailing comment: same picture and answer, different bytes and hash."""
     return data + f"bench-{n}-{time.time_ns()}".encode()
@@ -260,6 +275,7 @@ def main():
                         help="AWS-like stack with AWS's timings times SCALE (1: as on AWS)")
     parser.add_argument("--hibernate", type=int, choices=(0, 1), default=1, help="FR_HIBERNATE of the stack")
     parser.add_argument("--min-instances", type=int, default=0, help="FR_MIN_INSTANCES: the warm floor")
+    parser.add_argument("--spare-instances", type=int, help="FR_SPARE_INSTANCES (default: as many as the maximum)")
     args = parser.parse_args()
     simulation = ({"FR_SIMULATE": "aws", "FR_SIMULATE_TIME_SCALE": args.aws_like} if args.aws_like
                   else {"FR_SIMULATE": ""})
@@ -275,14 +291,15 @@ def main():
 
     env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX="bench", FR_WEIGHTS=weights, FR_GALLERY=gallery,
                     FR_CACHE_SIZE=10000, FR_STATE_DIR=str(common.PROJECT_DIR / "var/bench-state"),
-                    FR_HIBERNATE=args.hibernate, FR_MIN_INSTANCES=args.min_instances, **simulation)
+                    FR_HIBERNATE=args.hibernate, FR_MIN_INSTANCES=args.min_instances, **simulation,
+                    **({} if args.spare_instances is None else {"FR_SPARE_INSTANCES": args.spare_instances}))
     stack_log = LOG_DIR / "bench-localstack.log"
     stack = Child("localstack", LOCAL_STACK, env, log_path=stack_log, cwd=common.PROJECT_DIR)
     results = {"requests": args.requests, "concurrency": args.concurrency, "aws_like_time_scale": args.aws_like,
-               "hibernate": args.hibernate, "min_instances": args.min_instances}
+               "hibernate": args.hibernate, "min_instances": args.min_instances, "spare_instances": args.spare_instances}
     try:
-        # An AWS-like stack provisions its pool as on AWS: launched, waited on until running, stopped.
-        ready = stack.wait_for(r"event=ready url=(\S+) endpoint=(\S+)", 120 + (timings or {}).get("stopping", 0) * 3)
+        # An AWS-like stack provisions its pool as on AWS: launched (in waves), waited on until running, stopped.
+        ready = stack.wait_for(r"event=ready url=(\S+) endpoint=(\S+)", 120 + (timings or {}).get("stopping", 0) * 5)
         url, endpoint = ready[1], ready[2]
         ec2, sqs = aws(endpoint, "ec2"), aws(endpoint, "sqs")
         model_load = Path(LOG_DIR / "forkserver.log").read_text()
@@ -346,6 +363,8 @@ def main():
         results["burst_cpu_seconds_load_generator"] = round(client_cpu, 2)
         results["cold_start"] = cold_start_split(t0, t0 + burst["first_answer_s"], timings)
         if timings:
+            results["back_to_back_burst"] = back_to_back_burst(url, ec2, jobs, expected, args.concurrency, timings)
+            wait_until(lambda: running_instances(ec2) == args.min_instances, 120, interval=0.1, what="scale-in")
             again = [(name, distinct_variant(data, f"again-{n}")) for n, (name, data) in enumerate(jobs)]
             results["second_burst"] = second_burst(url, ec2, again, expected, args.concurrency, timings, stack_log)
         peak = processes.peak
@@ -381,7 +400,9 @@ def main():
         print(f"{key:<{width}}  {value}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    return 1 if results["burst_wrong_or_failed"] or results.get("second_burst", {}).get("wrong_or_failed") else 0
+    failed = [results["burst_wrong_or_failed"]] + [results.get(k, {}).get("wrong_or_failed") for k in (
+        "back_to_back_burst", "second_burst")]
+    return 1 if any(failed) else 0
 
 
 if __name__ == "__main__":
