@@ -1,8 +1,9 @@
 """multipart/form-data (RFC 7578), as browsers and `curl -F` send uploads: an I/O-free push parser.
 
 The caller reads the bytes (from a socket, a file, a test's list of chunks) and feeds them, and
-decides where each part's body goes (`new_body`: by default a file spooled to disk past 1 MiB, so
-memory is bounded whatever the upload's size); `MultipartParser` returns the parts. Every refusal is an HttpError carrying its HTTP status and a one-line
+decides where each part's body goes (`new_body(part)`: by default a file spooled to disk past
+1 MiB; the web tier keeps only the part it uses and counts the others' bytes, so memory is bounded
+whatever the upload's size or shape); `MultipartParser` returns the parts. Every refusal is an HttpError carrying its HTTP status and a one-line
 reason for the client (415 not multipart, 400 malformed), as in defnull/multipart. The web tier
 (web.py) is its only user; the tests feed it every way a body can be split.
 """
@@ -31,18 +32,25 @@ class HttpError(Exception):
         self.reason = reason
 
 
-def spooled():
+def spooled(part=None):
     """The default home of a part's body: memory up to SPOOL_BYTES, a temporary file past them."""
     return tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+
+
+class Discarded:
+    """A part body nobody reads: its bytes are counted (Part.size) and dropped."""
+
+    def write(self, data):
+        pass
 
 
 class Part:
     """One part of a multipart/form-data body; `body` (a file the caller chose) is at its end."""
 
-    def __init__(self, headers, body):
+    def __init__(self, headers):
         disposition = _header_params(headers.get("content-disposition", ""), "Content-Disposition")
         self.name, self.filename = (_param(disposition, key, "content-disposition") for key in ("name", "filename"))
-        self.body = body
+        self.body = None
         self.size = 0
 
     def write(self, data):
@@ -54,7 +62,7 @@ class MultipartParser:
     """An I/O-free push parser for multipart/form-data (RFC 7578): `feed` bytes, then `close`.
 
     Errors are HttpError(400, reason). Part headers are limited to `max_header_bytes`; each part's
-    body is written to a new `new_body()` file object.
+    body is written to the file object `new_body(part)` returns, once its name is known.
     """
 
     def __init__(self, boundary, max_header_bytes=MAX_PART_HEADER_BYTES, max_parts=MAX_PARTS, new_body=spooled):
@@ -112,7 +120,9 @@ class MultipartParser:
                 return False
             if len(self.parts) == self.max_parts:
                 raise HttpError(400, f"too many multipart parts (limit {self.max_parts})")
-            self.parts.append(Part(_parse_header_block(bytes(buf[2:at])), self.new_body()))
+            part = Part(_parse_header_block(bytes(buf[2:at])))
+            part.body = self.new_body(part)
+            self.parts.append(part)
             del buf[: at + 4]
             self.state = "body"
             return True
@@ -156,9 +166,13 @@ def _header_params(value, header):
 
 def _param(message, key, header):
     """A parameter's value as text: `key="a.jpg"`, or RFC 2231's `key*=UTF-8''a.jpg` (browsers
-    send the latter for non-ASCII file names); None when absent."""
+    send the latter for non-ASCII file names); None when absent. A charset that cannot decode it
+    (`idna`, `punycode`, `undefined` raise UnicodeError) is HttpError 400."""
     value = message.get_param(key, header=header)
-    return None if value is None else collapse_rfc2231_value(value)
+    try:
+        return None if value is None else collapse_rfc2231_value(value)
+    except (UnicodeError, LookupError):
+        raise HttpError(400, f"{header} parameter {key}: a charset that cannot decode it") from None
 
 
 def boundary_of(content_type):

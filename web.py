@@ -41,7 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import common
 from common import Request
-from formdata import MAX_PARAMETERS_CHARS, HttpError, MultipartParser, boundary_of
+from formdata import MAX_PARAMETERS_CHARS, Discarded, HttpError, MultipartParser, boundary_of, spooled
 from replies import DeadLettered, Replies
 from status import Metrics, Status, prometheus_text
 
@@ -55,8 +55,14 @@ LINGER_SECONDS = 1
 LINGER_BYTES = 1024 * 1024
 MAX_STEM_CHARS = 100
 UPLOAD_FIELD = "inputFile"
-# The methods this tier serves (HEAD for the GET routes); any other known method gets 405 with them.
+# The methods this tier serves (HEAD for the GET routes); any other method gets 405 with them.
 ALLOW = "GET, HEAD, POST"
+# /healthz asks SQS at most this often.
+HEALTH_SECONDS = 1.0
+# Empty lines skipped before a request line (RFC 9112 2.2: a server SHOULD ignore at least one).
+MAX_EMPTY_LINES = 4
+# A header field line: a token, then at once the colon (RFC 9110 5.1, RFC 9112 5.1).
+HEADER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:")
 
 
 def upload_key(request_id, filename):
@@ -119,6 +125,7 @@ class WebTier:
         # S3 writes of cache hits, done after the answer is sent.
         self.background = ThreadPoolExecutor(4, thread_name_prefix="after-answer")
         self.request_url, self.reply_url = common.queue_urls(sqs, config)
+        self.health_lock, self.health_checked = threading.Lock(), -HEALTH_SECONDS
         self.dead_letter_url = sqs.get_queue_url(QueueName=config.dead_letter_queue)["QueueUrl"]
         self.replies = Replies(config, sqs, self.reply_url, self.dead_letter_url)
         queues = {"request": self.request_url, "response": self.reply_url, "dead_letter": self.dead_letter_url}
@@ -143,14 +150,16 @@ class WebTier:
         (length,) = lengths
         if not (length.isascii() and length.isdigit()):
             raise HttpError(400, "bad Content-Length")
-        if int(length) > self.config.max_body:
+        # Past 4300 digits int() refuses the text (Python's guard against quadratic conversion).
+        digits = length.lstrip("0") or "0"
+        if len(digits) > len(str(self.config.max_body)) or int(digits) > self.config.max_body:
             raise HttpError(413, f"body too large (limit {self.config.max_body} bytes)")
-        return int(length), boundary_of(headers.get("Content-Type"))
+        return int(digits), boundary_of(headers.get("Content-Type"))
 
     def read_upload(self, path, headers, rfile):
         """The `inputFile` part of a POST body, checked for size and form."""
         remaining, boundary = self.check_upload(path, headers)
-        parser = MultipartParser(boundary)
+        parser = MultipartParser(boundary, new_body=self.upload_body())
         while remaining:
             chunk = rfile.read(min(READ_CHUNK, remaining))
             if not chunk:
@@ -163,6 +172,20 @@ class WebTier:
                     raise HttpError(400, "the uploaded file is empty")
                 return part
         raise HttpError(400, f"no file field named {UPLOAD_FIELD}")
+
+    @staticmethod
+    def upload_body():
+        """new_body for the parser: the first `inputFile` file part is kept (spooled), every other
+        part only counted, so that a body of many parts costs no more memory than one."""
+        kept = []
+
+        def new_body(part):
+            if kept or part.name != UPLOAD_FIELD or part.filename is None:
+                return Discarded()
+            kept.append(part)
+            return spooled()
+
+        return new_body
 
     def recognize(self, filename, body):
         """(`stem:name`, the worker's model milliseconds) for an uploaded image, once a worker answered."""
@@ -210,8 +233,13 @@ class WebTier:
             log.warning("event=cached_store_failed key=%s error=%s", key, e)
 
     def healthy(self):
-        for url in (self.request_url, self.reply_url):
-            self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        """True when both queues answered within the last HEALTH_SECONDS (asked again, one caller
+        at a time, when not): a load balancer's checks, or a flood of them, cost SQS little."""
+        with self.health_lock:
+            if time.monotonic() - self.health_checked >= HEALTH_SECONDS:
+                for url in (self.request_url, self.reply_url):
+                    self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+                self.health_checked = time.monotonic()
         return True
 
 class DeadlineReader(io.RawIOBase):
@@ -238,6 +266,34 @@ class DeadlineReader(io.RawIOBase):
         except TimeoutError:
             self.timed_out = True
             raise
+
+
+class BadHeaderLine(Exception):
+    """A request header line we refuse (400): the reason."""
+
+
+class HeaderLines:
+    """The reading side while http.client reads a request's header lines: each line is checked as
+    it is read. The email parser behind http.client is lenient where leniency hides framing: a
+    line with whitespace before its colon, or none, silently ends the header block (a
+    Transfer-Encoding after it is never seen), and a bare CR splits a line in two. RFC 9112 5.1:
+    such a request is refused with 400; so are a NUL and a folded line (obs-fold)."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def readline(self, limit=-1):
+        line = self.source.readline(limit)
+        if line in (b"\r\n", b"\n", b""):
+            return line
+        content = line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
+        if b"\r" in content or b"\0" in content:
+            raise BadHeaderLine("a bare CR or a NUL in a header line")
+        if content[:1] in (b" ", b"\t"):
+            raise BadHeaderLine("a folded header line (obs-fold)")
+        if not HEADER_LINE.match(content):
+            raise BadHeaderLine("a malformed header line (a name, then at once a colon)")
+        return line
 
 
 class RequestHeaders(HTTPMessage):
@@ -288,6 +344,30 @@ class Handler(BaseHTTPRequestHandler):
         if self.rfile.raw.timed_out:
             self.answer_if_unanswered(408, "request not received in time")
         self.close_connection = True
+
+    def parse_request(self):
+        """http.server's, stricter: empty lines before the request line are skipped, header lines
+        are checked as they are read (HeaderLines), and a method this tier does not serve gets a
+        405 (http.server's 501 echoed the method back)."""
+        for _ in range(MAX_EMPTY_LINES):
+            if self.raw_requestline not in (b"\r\n", b"\n"):
+                break
+            self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.send_error(414)
+            return False
+        reading, self.rfile = self.rfile, HeaderLines(self.rfile)
+        try:
+            parsed = super().parse_request()
+        except BadHeaderLine as e:
+            self.send_text(400, str(e))
+            return False
+        finally:
+            self.rfile = reading
+        if parsed and not hasattr(self, f"do_{self.command}"):
+            self.refuse_method()
+            return False
+        return parsed
 
     def answer_if_unanswered(self, status, text):
         if self.responded:
@@ -354,8 +434,8 @@ class Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def refuse_method(self):
-        self.send_text(405, f"{self.command} not allowed: GET / for the page, POST / to upload",
-                       extra={"Allow": ALLOW})
+        # The method is not echoed: it is the client's bytes (up to 64 KiB of them).
+        self.send_text(405, "method not allowed: GET / for the page, POST / to upload", extra={"Allow": ALLOW})
 
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = refuse_method
 
@@ -385,13 +465,18 @@ class Handler(BaseHTTPRequestHandler):
         """After refusing a body we did not read: let the client read our answer before we close.
 
         Closing with unread input makes the kernel reset the connection, and a client still
-        sending would then see the reset instead of the status. Drain a bounded amount first."""
+        sending would then see the reset instead of the status. Drain a bounded amount first, for
+        at most LINGER_SECONDS in all and never past the connection's receive deadline: a client
+        dribbling a byte at a time holds its thread no longer on this path than on any other."""
         try:
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_WR)
-            self.connection.settimeout(LINGER_SECONDS)
+            until = min(time.monotonic() + LINGER_SECONDS, self.rfile.raw.due)
             drained = 0
-            while drained < LINGER_BYTES and (chunk := self.connection.recv(READ_CHUNK)):
+            while drained < LINGER_BYTES and (left := until - time.monotonic()) > 0:
+                self.connection.settimeout(left)
+                if not (chunk := self.connection.recv(READ_CHUNK)):
+                    break
                 drained += len(chunk)
         except OSError:
             pass

@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 MTCNN_OPTIONS = dict(image_size=240, margin=0, min_face_size=20)
 # Decompression-bomb guard: a small upload must not expand to gigabytes of pixels.
 MAX_PIXELS = 25_000_000
+# ... nor make the decoder pass over them again and again: each scan of a progressive JPEG is a pass
+# over the whole image (~2 ms at 16 megapixels, even decoded at 1/8 scale), and a 9 MB file can
+# hold 140,000 of them (minutes of CPU). Encoders write about ten; a thumbnail in the EXIF adds its
+# own. Counted by their SOS marker, which the entropy-coded data cannot contain (0xFF is stuffed).
+MAX_JPEG_SCANS = 100
 # Larger images are scaled down before detection: MTCNN's image pyramid on a 24-megapixel photo
 # takes ~1.5 GB, more than an app instance has. A face that fills a tenth of such an image is
 # still ~100 px here, well above the detector's smallest face.
@@ -186,6 +191,8 @@ def decode_image(data):
             if min(image.size) < MIN_SIDE:
                 raise BadImage(f"image too small: {image.width}x{image.height} pixels "
                                f"(a face needs {MIN_SIDE}x{MIN_SIDE})")
+            if image.format == "JPEG" and (scans := data.count(b"\xff\xda")) > MAX_JPEG_SCANS:
+                raise BadImage(f"too many JPEG scans: {scans} (limit {MAX_JPEG_SCANS})")
             # JPEG decodes straight to a smaller scale (1/2, 1/4, 1/8): the full image is never in memory.
             image.draft("RGB", (MAX_SIDE, MAX_SIDE))
             image = ImageOps.exif_transpose(image)

@@ -82,6 +82,33 @@ def image_bytes(size, color="white", kind="JPEG"):
     return out.getvalue()
 
 
+def jpeg_scans(data):
+    """(start, end) of each scan of a JPEG: its SOS segment and the entropy-coded data after it."""
+    found, at = [], 2
+    while data[at + 1] != 0xD9:  # EOI
+        length = int.from_bytes(data[at + 2:at + 4], "big")
+        end = at + 2 + length
+        if data[at + 1] == 0xDA:  # SOS: entropy-coded data up to the next marker (0xFF 0x00 is a stuffed 0xFF)
+            while not (data[end] == 0xFF and data[end + 1] not in (0x00, *range(0xD0, 0xD8))):
+                end += 1
+            found.append((at, end))
+        at = end
+    return found
+
+
+def scan_bomb(side, repeats):
+    """A flat grey progressive JPEG of side x side pixels whose smallest scan is sent `repeats`
+    times more: few bytes, each scan a pass of the decoder over the whole image."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("L", (side, side), 128).save(out, "JPEG", progressive=True)
+    data = out.getvalue()
+    start, end = min(jpeg_scans(data), key=lambda scan: scan[1] - scan[0])
+    eoi = len(data) - 2
+    return data[:eoi] + data[start:end] * repeats + data[eoi:]
+
+
 class Service:
     """moto + provisioned resources + the web tier (+ workers) for one test class."""
 

@@ -3,6 +3,7 @@ connections, CPU) is bounded, and every request gets an answer."""
 import os
 import selectors
 import socket
+import threading
 import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,12 @@ def read_all(connection):
     while chunk := connection.recv(65536):
         received += chunk
     return received
+
+
+def rss_mib(pid):
+    """A process's resident memory (MiB), as the kernel counts it."""
+    with open(f"/proc/{pid}/status") as status:
+        return int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024
 
 
 def upload_head(length, extra=""):
@@ -118,6 +125,59 @@ class ClientLimitsTest(Service, unittest.TestCase):
         self.assertEqual(late, set(), f"closed long after the {RECEIVE_DEADLINE} s deadline")
         answers = {answered.split(b"\r\n", 1)[0] for _, answered in dribblers.ended.values()}
         self.assertEqual(answers, {b"HTTP/1.1 408 Request Timeout"})
+
+    def test_after_an_early_answer_a_dribbling_client_holds_its_thread_no_longer_than_a_moment(self):
+        # Answered 404 at once, then still sending a byte every 0.3 s of the body it promised.
+        connections = [connect(self.url) for _ in range(20)]
+        self.addCleanup(lambda: [connection.close() for connection in connections])
+        opened = time.monotonic()
+        for connection in connections:
+            connection.sendall(b"POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+            connection.setblocking(False)
+        answers, closed = {}, {}
+        while len(closed) < len(connections) and time.monotonic() - opened < RECEIVE_DEADLINE + 10:
+            for connection in connections:
+                if connection in closed:
+                    continue
+                try:
+                    # The answer, then EOF: the server has shut its side (it still reads ours).
+                    while data := connection.recv(65536):
+                        answers[connection] = answers.get(connection, b"") + data
+                except (BlockingIOError, ConnectionResetError):
+                    pass
+                try:
+                    connection.send(b"x")
+                except OSError:  # reset: the server has closed the connection (a send's RST came back)
+                    closed[connection] = time.monotonic() - opened
+            threading.Event().wait(0.3)  # the client's own pace: a byte every 0.3 s
+        self.assertEqual(len(closed), 20, "every connection closed by the server")
+        self.assertEqual({a.split(b"\r\n", 1)[0] for a in answers.values()}, {b"HTTP/1.1 404 Not Found"})
+        self.assertLess(max(closed.values()), web.LINGER_SECONDS + 1.5, "seconds a connection was held")
+
+    def test_an_upload_of_many_parts_costs_the_memory_of_one_and_gives_it_back(self):
+        # 20 clients, each a 10 MiB body of 16 parts of 655 KB, all but its last 200 bytes sent: once
+        # sendall returns, the web tier has read all of it but what the socket buffers hold.
+        content_type, body = multipart([("inputFile", f"{n}.jpg", b"x" * 655_000) for n in range(16)], "BOUNDARY")
+        before = rss_mib(self.web.pid)
+        peak, connections = before, []
+        self.addCleanup(lambda: [connection.close() for connection in connections])
+        for _ in range(20):
+            connections.append(connect(self.url))
+            connections[-1].sendall(upload_head(len(body)) + body[:-200])
+            peak = max(peak, rss_mib(self.web.pid))
+        self.assertLess(peak - before, 60, f"MiB the web tier grew by (from {before:.0f} MiB)")
+        for connection in connections:
+            connection.close()
+        wait_until(lambda: rss_mib(self.web.pid) - before < 30, 10, what="the memory given back")
+
+    def test_a_flood_of_health_checks_costs_sqs_little(self):
+        calls = self.moto.count
+        with ThreadPoolExecutor(100) as clients:
+            answers = list(clients.map(lambda _: raw_request(self.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
+                                       range(100)))
+        self.assertEqual(set(answers), {(200, "ok\n")})
+        # Two calls per check, made at most once a second (the pollers and the chart add a few).
+        self.assertLess(self.moto.count - calls, 30, "calls to moto for 100 health checks")
 
     def test_past_the_connection_limit_a_client_gets_503_at_once_and_the_service_recovers(self):
         silent = [connect(self.url) for _ in range(MAX_CONNECTIONS)]

@@ -2,6 +2,7 @@
 import io
 import subprocess
 import tempfile
+import time
 import unittest
 from pathlib import Path
 from unittest import mock
@@ -13,7 +14,9 @@ from PIL import Image
 
 from model import BadImage, Gallery, ModelError, NoFace, Recognizer, load_weights
 from model.recognizer import MAX_SIDE, decode_image
-from tests.support import FIXTURES, IMAGES, LABELS, PYTHON, child_env, expected_answers, image_bytes, stand_in_files
+from tests.support import (
+    FIXTURES, IMAGES, LABELS, PYTHON, child_env, expected_answers, image_bytes, scan_bomb, stand_in_files,
+)
 
 
 class WeightsTest(unittest.TestCase):
@@ -117,6 +120,14 @@ class RecognizerTest(unittest.TestCase):
     def test_decompression_bombs_are_refused_before_decoding(self):
         with self.assertRaisesRegex(BadImage, "too large"):
             self.recognizer.recognize(image_bytes((6000, 6000), kind="PNG"))
+        # Under the pixel limit, but 10,000 passes over 16 megapixels: ~20 s of decoding.
+        started = time.process_time()
+        with self.assertRaisesRegex(BadImage, r"too many JPEG scans: 100\d\d \(limit 100\)"):
+            decode_image(scan_bomb(4000, 10_000))
+        self.assertLess(time.process_time() - started, 1.0, "refused before it was decoded")
+        progressive = encoded(Image.open(IMAGES / "test_00.jpg"), "JPEG", progressive=True)
+        self.assertGreater(progressive.count(b"\xff\xda"), 1)
+        self.assertEqual(self.recognizer.recognize(progressive), self.expected["test_00"])
 
     def test_enrol_command_builds_a_gallery_the_recognizer_uses(self):
         weights, _ = stand_in_files()

@@ -26,7 +26,7 @@ class MultipartParserTest(unittest.TestCase):
     def test_the_caller_decides_where_part_bodies_go(self):
         _, body = multipart([("note", None, b"hello"), ("inputFile", "a.jpg", b"\xff\xd8jpeg")], BOUNDARY)
         made = []
-        parser = MultipartParser(BOUNDARY.encode(), new_body=lambda: made.append(io.BytesIO()) or made[-1])
+        parser = MultipartParser(BOUNDARY.encode(), new_body=lambda part: made.append(io.BytesIO()) or made[-1])
         parser.feed(body)
         parts = parser.close()
         self.assertEqual([part.body for part in parts], made)

@@ -22,6 +22,8 @@ from tools.localstack import LOCAL_STACK
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
+# 15 members that may run and as many spares (FR_SPARE_INSTANCES's default).
+POOL_SIZE = 30
 
 
 def free_port():
@@ -110,7 +112,7 @@ class PagesTest(unittest.TestCase):
         # The autoscaler's decision and the depths are read at most once a second; SQS's counts trail
         # the truth (by 3 s on the AWS-like stack here) and stopped instances pass through `stopping`.
         status = wait_until(lambda: (s := self.status())["autoscaler"] and s["autoscaler"]["running"] == 0 and
-                            s["app_instances"]["stopped"] == 15 and s["queues"]["request"]["in_flight"] == 0 and s,
+                            s["app_instances"]["stopped"] == POOL_SIZE and s["queues"]["request"]["in_flight"] == 0 and s,
                             10, interval=0.3, what="status settles")
         web = status["web"]
         self.assertEqual(web["answered"] - before["answered"], 3)
@@ -119,7 +121,7 @@ class PagesTest(unittest.TestCase):
         self.assertGreater(web["latency_p95_s"], 0)
         self.assertEqual(status["queues"]["request"], {"visible": 0, "in_flight": 0})
         self.assertEqual(status["queues"]["dead_letter"], {"visible": 0, "in_flight": 0})
-        self.assertEqual(status["app_instances"], {"pending": 0, "running": 0, "stopping": 0, "stopped": 15})
+        self.assertEqual(status["app_instances"], {"pending": 0, "running": 0, "stopping": 0, "stopped": POOL_SIZE})
         self.assertEqual(status["autoscaler"]["desired"], 0)
         self.assertIsNone(status["error"])
 
@@ -129,7 +131,7 @@ class PagesTest(unittest.TestCase):
         self.assertEqual(values['face_rec_requests_total{status="200"}'], web["answered"])
         self.assertEqual(values['face_rec_requests_total{status="422"}'], web["errors"]["422"])
         self.assertEqual(values["face_rec_request_latency_seconds_count"], web["answered"])
-        self.assertEqual(values['face_rec_app_instances{state="stopped"}'], 15)
+        self.assertEqual(values['face_rec_app_instances{state="stopped"}'], POOL_SIZE)
         self.assertEqual(values['face_rec_queue_messages{queue="request",state="visible"}'], 0)
         self.assertEqual(values["face_rec_autoscaler_desired_instances"], 0)
         self.assertEqual(values["face_rec_aws_up"], 1)

@@ -17,8 +17,8 @@ from common import Reply, Request, queue_depth
 from replies import DeadLettered, Pending, Replies
 from tools.netlink import Link
 from tests.support import (
-    IMAGES, PYTHON, Service, child_env, image_bytes, multipart, raw_request, stand_in_files, start, start_moto,
-    state_dir, upload, wait_until,
+    IMAGES, PYTHON, Service, child_env, image_bytes, multipart, raw_request, scan_bomb, stand_in_files, start,
+    start_moto, state_dir, upload, wait_until,
 )
 import worker as worker_module
 from worker import WORKER_STATE
@@ -108,6 +108,19 @@ class BadInputTest(Service, unittest.TestCase):
                 self.assertIn(reason, body)
                 self.assertEqual(body.count("\n"), 1, f"one line: {body!r}")
                 self.assertEqual(upload(self.url, "test_00.jpg", GOOD), GOOD_ANSWER)
+
+    def test_a_decode_bomb_fails_alone_and_never_holds_up_the_images_beside_it(self):
+        bomb = scan_bomb(4000, 10_000)  # under the pixel limit; ~20 s of decoding without the scan limit
+        for attempt in ("first", "second"):
+            with self.subTest(attempt), ThreadPoolExecutor(4) as clients:
+                started = time.monotonic()
+                refused = clients.submit(upload, self.url, "bomb.jpg", bomb)
+                good = [clients.submit(upload, self.url, "test_00.jpg", GOOD) for _ in range(3)]
+                self.assertEqual([g.result() for g in good], [GOOD_ANSWER] * 3)
+                self.assertLess(time.monotonic() - started, 10, "the images beside the bomb waited for it")
+                status, body = refused.result()
+                self.assertEqual(status, 422)
+                self.assertRegex(body, r"^too many JPEG scans: 100\d\d \(limit 100\)\n$")
 
     def test_file_names_are_sanitised_and_never_name_the_key(self):
         cases = {
