@@ -300,12 +300,16 @@ class RequestHeaders(HTTPMessage):
     """http.server's request headers. The email parser behind them looks a multipart Content-Type's
     boundary up as it parses, with its parameter parser, whose time is quadratic in the header's
     length (60,000 `;` took 2 s of CPU before any of our code ran): past MAX_PARAMETERS_CHARS the
-    boundary is not looked up here, and boundary_of refuses the header (400)."""
+    boundary is not looked up here, and boundary_of refuses the header (400); nor is a boundary in
+    a charset that cannot decode it (idna, punycode: UnicodeError)."""
 
     def get_boundary(self, failobj=None):
         if len(self.get("content-type", "")) > MAX_PARAMETERS_CHARS:
             return failobj
-        return super().get_boundary(failobj)
+        try:
+            return super().get_boundary(failobj)
+        except (UnicodeError, LookupError):  # an RFC 2231 charset that cannot decode it: boundary_of says so
+            return failobj
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -100,6 +100,32 @@ class BadInputTest(Service, unittest.TestCase):
             ("OPTIONS", b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 405, "not allowed"),
             ("TRACE", b"TRACE / HTTP/1.1\r\nHost: x\r\n\r\n", 405, "not allowed"),
             ("CONNECT", b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n", 405, "not allowed"),
+            # Python's int() refuses text of over 4300 digits.
+            ("4301-digit length", post(b"x", "multipart/form-data; boundary=B").replace(b"Length: 1", b"Length: " + b"9" * 4301),
+             413, "body too large"),
+            ("zero-padded length", form("a.jpg", GOOD).replace(b"Content-Length: ", b"Content-Length: " + b"0" * 5000),
+             200, "a:Paul"),
+            ("idna boundary charset", post(b"x", "multipart/form-data; boundary*=idna''%00"), 400, "charset"),
+            ("undefined file name charset", post(part("form-data; name=inputFile; filename*=undefined''a.jpg", GOOD),
+                                                 "multipart/form-data; boundary=BOUNDARY"), 400, "charset"),
+            ("punycode name charset", post(part("form-data; name*=punycode''%FF; filename=a.jpg", GOOD),
+                                           "multipart/form-data; boundary=BOUNDARY"), 400, "charset"),
+            ("unknown method", b"FOO / HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method not allowed"),
+            ("PROPFIND", b"PROPFIND / HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method not allowed"),
+            ("lower-case get", b"get / HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method not allowed"),
+            ("an empty line first", b"\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200, "ok"),
+            ("space before a colon hides a Transfer-Encoding",
+             form("a.jpg", GOOD, extra=b"X-Foo : bar\r\nTransfer-Encoding: chunked\r\n"), 400, "malformed header line"),
+            ("a header line without a colon", form("a.jpg", GOOD, extra=b"X-Foo\r\n"), 400, "malformed header line"),
+            ("a bare CR splits a header", form("a.jpg", GOOD, extra=b"X-Foo: a\rTransfer-Encoding: chunked\r\n"), 400,
+             "bare CR"),
+            ("a NUL in a header", form("a.jpg", GOOD, extra=b"X-Foo: a\x00b\r\n"), 400, "NUL"),
+            ("a folded header line", form("a.jpg", GOOD, extra=b"X-Foo: a\r\n b\r\n"), 400, "obs-fold"),
+            ("100 header lines", b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(100)) + b"\r\n",
+             431, ""),
+            ("99 header lines", b"GET /healthz HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(99))
+             + b"\r\n", 200, "ok"),
+            ("HTTP/2.0", b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505, ""),
         ]
         for name, data, status, reason in cases:
             with self.subTest(name):
@@ -108,6 +134,11 @@ class BadInputTest(Service, unittest.TestCase):
                 self.assertIn(reason, body)
                 self.assertEqual(body.count("\n"), 1, f"one line: {body!r}")
                 self.assertEqual(upload(self.url, "test_00.jpg", GOOD), GOOD_ANSWER)
+
+    def test_a_method_is_never_echoed_back(self):
+        method = b"X" * 60000
+        status, body = raw_request(self.url, method + b" / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual((status, body), (405, "method not allowed: GET / for the page, POST / to upload\n"))
 
     def test_a_decode_bomb_fails_alone_and_never_holds_up_the_images_beside_it(self):
         bomb = scan_bomb(4000, 10_000)  # under the pixel limit; ~20 s of decoding without the scan limit
