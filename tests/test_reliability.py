@@ -260,8 +260,11 @@ class FaultTest(Service, unittest.TestCase):
     def test_a_request_received_by_a_stopping_worker_is_answered_not_given_back(self):
         # Given back, each return counts as a receive: three instances stopped after a burst sent the
         # next request to the dead-letter queue. The long poll makes the window wide.
-        worker, _ = start(self, "worker-stopping-poll", [PYTHON, "worker.py"], dict(self.env, FR_POLL_WAIT="10"),
-                          "event=ready")
+        # botocore's debug log says when the long poll is made: told to stop before, the worker
+        # would stop without polling, and the request would wait for nobody.
+        worker, _ = start(self, "worker-stopping-poll", [PYTHON, "worker.py"],
+                          dict(self.env, FR_POLL_WAIT="10", FR_LOG_LEVEL="DEBUG"),
+                          r"Making request for OperationModel\(name=ReceiveMessage\)")
         worker.signal(signal.SIGTERM)
         self.assertEqual(upload(self.url, "test_00.jpg", GOOD), GOOD_ANSWER)
         self.assertEqual(worker.popen.wait(15), 0)
