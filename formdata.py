@@ -3,8 +3,9 @@
 The caller reads the bytes (from a socket, a file, a test's list of chunks) and feeds them, and
 decides where each part's body goes (`new_body(part)`: by default a file spooled to disk past
 1 MiB; the web tier keeps only the part it uses and counts the others' bytes, so memory is bounded
-whatever the upload's size or shape); `MultipartParser` returns the parts. Every refusal is an HttpError carrying its HTTP status and a one-line
-reason for the client (415 not multipart, 400 malformed), as in defnull/multipart. The web tier
+whatever the upload's size or shape); `MultipartParser` returns the parts. Every refusal is an
+HttpError carrying its HTTP status and a one-line reason for the client (415 not multipart, 400
+malformed), as in defnull/multipart. The web tier
 (web.py) is its only user; the tests feed it every way a body can be split.
 """
 import tempfile

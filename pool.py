@@ -36,7 +36,7 @@ import math
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import common
 from common import PREFIX_TAG
@@ -132,7 +132,7 @@ def _transition_time(instance):
     reason = instance.get("StateTransitionReason", "")
     try:
         stamp = reason[reason.index("(") + 1: reason.index("(") + 20]
-        return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+        return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
     except ValueError:
         return None
 

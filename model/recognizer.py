@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy
 import torch
-from PIL import Image, ImageOps
 from facenet_pytorch import MTCNN, InceptionResnetV1
+from PIL import Image, ImageOps
 
 log = logging.getLogger(__name__)
 

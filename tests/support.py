@@ -8,7 +8,14 @@ from urllib.parse import urlsplit
 import common
 from tools import awslike, harness
 from tools.harness import (  # noqa: F401 (for the tests)
-    IMAGES, LABELS, PYTHON, aws, expected_answers, running_instances, stand_in_files, wait_until,
+    IMAGES,
+    LABELS,
+    PYTHON,
+    aws,
+    expected_answers,
+    running_instances,
+    stand_in_files,
+    wait_until,
 )
 from tools.loadgen import FIXTURES, multipart, request, upload  # noqa: F401 (for the tests)
 from tools.localstack import MOTO_SERVER

@@ -6,8 +6,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import common
 from tests.support import (
-    IMAGES, TIME_SCALE, aws, child_env, expected_answers, refusals, running_instances, stand_in_files, start,
-    state_dir, upload,
+    IMAGES,
+    TIME_SCALE,
+    aws,
+    child_env,
+    expected_answers,
+    refusals,
+    running_instances,
+    stand_in_files,
+    start,
+    state_dir,
+    upload,
 )
 from tools import awslike
 from tools.localstack import LOCAL_AMI, LOCAL_STACK

@@ -15,7 +15,15 @@ from PIL import Image
 from model import BadImage, Gallery, ModelError, NoFace, Recognizer, load_weights
 from model.recognizer import MAX_SIDE, decode_image
 from tests.support import (
-    FIXTURES, IMAGES, LABELS, PYTHON, child_env, expected_answers, image_bytes, scan_bomb, stand_in_files,
+    FIXTURES,
+    IMAGES,
+    LABELS,
+    PYTHON,
+    child_env,
+    expected_answers,
+    image_bytes,
+    scan_bomb,
+    stand_in_files,
 )
 
 

@@ -14,7 +14,16 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.support import (
-    IMAGES, aws, child_env, expected_answers, image_bytes, request, running_instances, stand_in_files, start, upload,
+    IMAGES,
+    aws,
+    child_env,
+    expected_answers,
+    image_bytes,
+    request,
+    running_instances,
+    stand_in_files,
+    start,
+    upload,
     wait_until,
 )
 from tools.localstack import LOCAL_STACK

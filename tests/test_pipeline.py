@@ -3,12 +3,20 @@ import json
 import subprocess
 import tempfile
 import unittest
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import common
 from tests.support import (
-    IMAGES, LABELS, PYTHON, Service, child_env, expected_answers, request, upload, wait_until,
+    IMAGES,
+    LABELS,
+    PYTHON,
+    Service,
+    child_env,
+    expected_answers,
+    request,
+    upload,
+    wait_until,
 )
 
 CONCURRENCY = 20
@@ -61,8 +69,9 @@ class PipelineTest(Service, unittest.TestCase):
                 self.assertEqual(printed, served)
 
     def test_an_image_without_a_face_is_422_and_the_next_upload_is_answered(self):
-        from PIL import Image
         import io
+
+        from PIL import Image
 
         blank = io.BytesIO()
         Image.new("RGB", (64, 64), "white").save(blank, "JPEG")
@@ -99,7 +108,8 @@ class PipelineTest(Service, unittest.TestCase):
         self.assertEqual(sum(common.queue_depth(self.sqs, self.queue_url(self.config.dead_letter_queue))), 0)
 
     def test_requests_that_are_not_uploads_get_a_clear_status(self):
-        content_type, body = "multipart/form-data; boundary=b", b"--b\r\nContent-Disposition: form-data; name=x\r\n\r\n1\r\n--b--\r\n"
+        content_type = "multipart/form-data; boundary=b"
+        body = b"--b\r\nContent-Disposition: form-data; name=x\r\n\r\n1\r\n--b--\r\n"
         cases = [
             (("PUT", b"", {}), 405),
             (("DELETE", b"", {}), 405),

@@ -1,5 +1,4 @@
 """pool.stop against the AWS-like stack: which members hibernate, and what EC2 and the guest then do."""
-import dataclasses
 import time
 import unittest
 
@@ -20,9 +19,9 @@ class StopTest(unittest.TestCase):
     def setUpClass(cls):
         endpoint = start_moto(cls, FR_SIMULATE_TIME_SCALE=TIME_SCALE)
         cls.config = common.load_config({
-            "FR_PREFIX": "stop", "FR_STATE_DIR": str(cls.moto_state), "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": "ami-test", "FR_MAX_INSTANCES": "4",
-            "FR_SPARE_INSTANCES": "0", "FR_HIBERNATE_AFTER_LAUNCH": str(120 * TIME_SCALE),
-            "FR_HIBERNATE_AFTER_START": str(60 * TIME_SCALE)})
+            "FR_PREFIX": "stop", "FR_STATE_DIR": str(cls.moto_state), "FR_ENDPOINT_URL": endpoint,
+            "FR_AMI_ID": "ami-test", "FR_MAX_INSTANCES": "4", "FR_SPARE_INSTANCES": "0",
+            "FR_HIBERNATE_AFTER_LAUNCH": str(120 * TIME_SCALE), "FR_HIBERNATE_AFTER_START": str(60 * TIME_SCALE)})
         provision(cls.config, lambda service: aws(endpoint, service))
         cls.ec2, cls.sqs = aws(endpoint, "ec2"), aws(endpoint, "sqs")
 

@@ -13,14 +13,26 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import common
+import worker as worker_module
 from common import Reply, Request, queue_depth
 from replies import DeadLettered, Pending, Replies
-from tools.netlink import Link
 from tests.support import (
-    IMAGES, PYTHON, Service, child_env, image_bytes, multipart, raw_request, scan_bomb, stand_in_files, start,
-    start_moto, state_dir, upload, wait_until,
+    IMAGES,
+    PYTHON,
+    Service,
+    child_env,
+    image_bytes,
+    multipart,
+    raw_request,
+    scan_bomb,
+    stand_in_files,
+    start,
+    start_moto,
+    state_dir,
+    upload,
+    wait_until,
 )
-import worker as worker_module
+from tools.netlink import Link
 from worker import WORKER_STATE
 
 GOOD = (IMAGES / "test_00.jpg").read_bytes()

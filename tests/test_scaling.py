@@ -13,13 +13,24 @@ import pool
 from autoscaler import Autoscaler
 from common import queue_depth
 from tests.support import (
-    IMAGES, TIME_SCALE, aws, child_env, expected_answers, refusals, running_instances, stand_in_files, start, start_moto,
-    state_dir, upload, wait_until,
+    IMAGES,
+    TIME_SCALE,
+    aws,
+    child_env,
+    expected_answers,
+    refusals,
+    running_instances,
+    stand_in_files,
+    start,
+    start_moto,
+    state_dir,
+    upload,
+    wait_until,
 )
 from tools import awslike
 from tools.localstack import LOCAL_STACK, LOG_DIR
-from tools.provision import provision
 from tools.procs import alive, descendants
+from tools.provision import provision
 
 MAX_INSTANCES = 15
 POOL_SIZE = 30  # with as many spare members (FR_SPARE_INSTANCES's default)

@@ -21,8 +21,9 @@ none of that. Here:
   after `force_stop` seconds, then is `stopped` plainly (journalled as HibernationDropped).
 - EC2 is eventually consistent: an instance is missing from DescribeInstances and
   DescribeInstanceStatus, and calls naming it get InvalidInstanceID.NotFound, for `describe_lag`
-  seconds after RunInstances (and `pending` for its `pending` seconds after that). RunInstances honours ClientToken (moto launches again): the same
-  token returns the instances it launched (IdempotentInstanceTerminated once they are gone).
+  seconds after RunInstances (and `pending` for its `pending` seconds after that). RunInstances
+  honours ClientToken (moto launches again): the same token returns the instances it launched
+  (IdempotentInstanceTerminated once they are gone).
 - LaunchTime is the time of the last start, as on EC2 (moto keeps the first launch's); the
   primary network interface's AttachTime stays the launch's.
 - An image's root snapshot is as large as its instance's root volume (moto: always 15 GB), and

@@ -20,9 +20,10 @@ In one run on this machine (absolute times are noisy on a shared 2-core machine;
   workers call it (printed beside it, so the batching's share of any gain is plain); and how long
   a fresh worker process takes to import torch and load the model (an app instance's start);
 - a burst of N fixture uploads at once against the local stack from 0 instances (each upload's
-  bytes made distinct, so that the result cache answers none): end-to-end images/s once answers flow, latency, CPU seconds used by each part of the stack,
-  the cold start split into its steps (from the services' logs), seconds from the last answer to
-  0 running instances, and the peak memory of workers and web tier (PSS: shared pages counted once);
+  bytes made distinct, so that the result cache answers none): end-to-end images/s once answers
+  flow, latency, CPU seconds used by each part of the stack, the cold start split into its steps
+  (from the services' logs), seconds from the last answer to 0 running instances, and the peak
+  memory of workers and web tier (PSS: shared pages counted once);
 - per-request pipeline overhead: sequential uploads of distinct bytes (a fixture with a trailing
   comment: same picture, new hash) against a warm worker, latency minus the worker's model time
   (X-Model-Ms), beside the floor: the same moto's own S3 put + SQS send-to-wake + S3 get +
@@ -45,10 +46,17 @@ import common
 import pool
 from tools import awslike
 from tools.harness import (
-    IMAGES, PYTHON, aws, child_env, expected_answers, running_instances, stand_in_files, wait_until,
+    IMAGES,
+    PYTHON,
+    aws,
+    child_env,
+    expected_answers,
+    running_instances,
+    stand_in_files,
+    wait_until,
 )
-from tools.localstack import LOCAL_STACK
 from tools.loadgen import Run, upload
+from tools.localstack import LOCAL_STACK
 from tools.procs import Child, children_by_parent
 
 LOG_DIR = common.PROJECT_DIR / "var/logs"
@@ -112,7 +120,7 @@ def plumbing_floor(endpoint, rounds=50):
         s3.get_object(Bucket="bench-floor", Key=str(n))["Body"].read()
         gets.append(time.perf_counter() - started)
     woke = []
-    for n in range(rounds):
+    for _ in range(rounds):
         receiver = threading.Thread(target=lambda: woke.append(
             (sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5), time.perf_counter())))
         receiver.start()
