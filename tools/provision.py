@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import subprocess
+import sys
 
 import common
 import pool
@@ -128,6 +129,10 @@ def app_policy(config, account):
     ]}
 
 
+class ProvisionError(Exception):
+    """What stops a provisioning step, in one line for the operator (main: stderr, exit status 1)."""
+
+
 class Provisioner:
     """Each `ensure_*` makes one resource exist as wanted and says so; `dry_run` only says.
 
@@ -179,7 +184,7 @@ class Provisioner:
         what = (f"vCPU quota {VCPU_QUOTA}: {quota}, {in_use} in use by other instances, {need} needed for {wanted} "
                 f"running at once (the pool's {config.pool_size} members are launched {config.max_instances} at a time)")
         if need > quota - in_use:
-            raise SystemExit(f"config error: {what}: at most FR_MAX_INSTANCES={max(fits, 0)} fits "
+            raise ProvisionError(f"config error: {what}: at most FR_MAX_INSTANCES={max(fits, 0)} fits "
                              "(or ask AWS for more in Service Quotas)")
         self.say("fits", what)
 
@@ -295,14 +300,14 @@ class Provisioner:
         if self.dry_run:
             return self.say("", f"default VPC in {self.config.region}")
         if not self.ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]:
-            raise SystemExit(f"config error: no default VPC in {self.config.region}: the instances are launched into "
+            raise ProvisionError(f"config error: no default VPC in {self.config.region}: the instances are launched into "
                              "it (make one with 'aws ec2 create-default-vpc', or use another FR_REGION)")
         self.say("exists", f"default VPC in {self.config.region}")
 
     def provision(self, with_web=False):
         config = self.config
         if with_web and not config.web_cidr:
-            raise SystemExit("config error: set FR_WEB_CIDR to the addresses that may reach port 8000")
+            raise ProvisionError("config error: set FR_WEB_CIDR to the addresses that may reach port 8000")
         self.ensure_default_vpc()
         self.ensure_vcpus(with_web)
         for bucket in (config.in_bucket, config.out_bucket, config.deploy_bucket):
@@ -442,7 +447,7 @@ class Provisioner:
             self.out(f"{'removing':<12} instances {', '.join(sorted(i['name'] + '=' + i['id'] for i in live))}")
             self.ec2.terminate_instances(InstanceIds=ids)
             pool.wait_for(self.ec2, ids, ["terminated"], INSTANCE_PATIENCE)
-        raise SystemExit(f"instances named {names} kept appearing after {TEARDOWN_ROUNDS} rounds: "
+        raise ProvisionError(f"instances named {names} kept appearing after {TEARDOWN_ROUNDS} rounds: "
                          "is an autoscaler still running somewhere?")
 
     def _remove_bucket(self, bucket):
@@ -528,7 +533,7 @@ class Provisioner:
             return None
         (reservation,) = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
         if reservation["Instances"][0].get("HibernationOptions", {}).get("Configured"):
-            raise SystemExit(f"error: {instance_id} was launched for hibernation, and EC2 makes no image of such an "
+            raise ProvisionError(f"error: {instance_id} was launched for hibernation, and EC2 makes no image of such an "
                              "instance: run ./setup.sh app on an instance launched without it")
         self.ec2.create_tags(Resources=[instance_id], Tags=pool.tags(self.config, BAKE_NAME))
         self.ec2.stop_instances(InstanceIds=[instance_id])
@@ -614,16 +619,21 @@ def main(argv=None):
     config = common.load_config_or_exit()
     common.setup_logging(config.log_level)
     provisioner = Provisioner(config, lambda name: common.client(config, name), dry_run=args.dry_run)
-    if args.command == "provision":
-        provisioner.provision(args.with_web)
-    elif args.command == "teardown":
-        provisioner.teardown(args.images)
-        if not args.dry_run:
-            left = provisioner.remaining()
-            print(f"{'left':<12} {left}" if left else f"{'left':<12} nothing tagged {common.PREFIX_TAG}={config.prefix}")
-    else:
-        provisioner.bake_ami(args.instance_id)
+    try:
+        if args.command == "provision":
+            provisioner.provision(args.with_web)
+        elif args.command == "teardown":
+            provisioner.teardown(args.images)
+            if not args.dry_run:
+                left = provisioner.remaining()
+                print(f"{'left':<12} {left}" if left else f"{'left':<12} nothing tagged {common.PREFIX_TAG}={config.prefix}")
+        else:
+            provisioner.bake_ami(args.instance_id)
+    except ProvisionError as e:
+        print(e, file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
