@@ -160,8 +160,8 @@ class Autoscaler:
         chosen = [i["id"] for i in members if i["id"] in self.stale and i["state"] in pool.STARTABLE]
         chosen = chosen[:max(0, self.config.max_instances - active)]
         for instance in chosen:
-            log.info("event=hibernation_refresh instance=%s detail=hibernated %d days or more: started, to stop "
-                     "plainly", instance, pool.HIBERNATION_REFRESH_DAYS)
+            log.info('event=hibernation_refresh instance=%s detail="hibernated %d days or more: started, to '
+                     'stop plainly"', instance, pool.HIBERNATION_REFRESH_DAYS)
         self.stale.difference_update(chosen)
         self.warm.difference_update(chosen)
         return chosen

@@ -262,7 +262,7 @@ def repair(ec2, config, pool, patience=0.0, launches=None):
     if not names:
         return {}
     if not config.ami_id:
-        log.error("event=pool_incomplete missing=%d detail=FR_AMI_ID is not set, cannot create instances", len(names))
+        log.error("event=pool_incomplete missing=%d detail=\"FR_AMI_ID is not set: cannot create instances\"", len(names))
         return {}
     room = config.max_instances - sum(i["state"] in ACTIVE_STATES for i in pool)
     arguments = launch_arguments(ec2, config)

@@ -179,7 +179,7 @@ class Replies:
             if self._seen_before(message["MessageId"]):
                 log.info("event=dead_letter_again id=%s", request.id if request else "?")
             elif request is None:
-                log.error("event=dead_letter id=? detail=not a request: kept for the operator")
+                log.error("event=dead_letter id=? detail=\"not a request: kept for the operator\"")
             else:
                 claimed = self.pending.deliver(request.id, DeadLettered(request.id))
                 log.error("event=dead_letter id=%s stem=%s client_told=%s", request.id, request.stem, claimed)

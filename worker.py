@@ -166,8 +166,8 @@ class Worker:
             replies = self.answer([request for _, request in jobs])
             answered = time.monotonic()
             if heartbeat.lapsed():
-                log.warning("event=batch_given_up ids=%s detail=frozen past the visibility timeout: whoever "
-                            "received these again answers them", ",".join(r.id for _, r in jobs))
+                log.warning('event=batch_given_up ids=%s detail="frozen past the visibility timeout: '
+                            'whoever received these again answers them"', ",".join(r.id for _, r in jobs))
                 return
             self._send(jobs, replies)
         timing = dict(started=started, answered=answered, sent=time.monotonic())

@@ -140,7 +140,7 @@ class Recognizer:
             if len(images) == 1:
                 log.exception("event=model_failed")
                 return [ModelError("the model failed on this image")]
-            log.warning("event=batch_failed images=%d detail=trying each image alone", len(images))
+            log.warning("event=batch_failed images=%d detail=\"trying each image alone\"", len(images))
             return [result for data in images for result in self.embed_batch([data])]
 
     def _embed_together(self, images):

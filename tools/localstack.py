@@ -172,7 +172,7 @@ class WebHost:
                 hosts = pool.ours(self.ec2, self.config, [common.WEB_HOST_NAME], pool.ACTIVE_STATES)
                 if hosts:
                     self.id = hosts[0]["id"]
-                    log.info("event=web_host_found instance=%s detail=the autoscaler here stands for its", self.id)
+                    log.info("event=web_host_found instance=%s detail=\"the autoscaler here stands for its\"", self.id)
             return False
         return pool.instance_states(self.ec2, [self.id]).get(self.id) not in pool.ACTIVE_STATES
 
@@ -230,11 +230,11 @@ def run(config, stop):
         while not stop.is_set():
             dead = [s.name for s in services if s.popen.poll() is not None and s not in retired]
             if dead:
-                log.error("event=service_died name=%s detail=see %s", ",".join(dead), LOG_DIR)
+                log.error("event=service_died name=%s detail=\"see %s\"", ",".join(dead), LOG_DIR)
                 return 1
             launcher.step()
             if scaler not in retired and web_host.shutting_down():
-                log.info("event=web_host_shutting_down instance=%s detail=stopping the autoscaler", web_host.id)
+                log.info("event=web_host_shutting_down instance=%s detail=\"stopping the autoscaler\"", web_host.id)
                 scaler.signal()
                 retired.add(scaler)
             stop.wait(LAUNCH_INTERVAL)
