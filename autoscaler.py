@@ -21,6 +21,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 
 import common
 import pool
@@ -69,6 +70,24 @@ def work(waiting, visible, in_flight, unexplained_for, lag):
     return known
 
 
+class RecentMost:
+    """The largest value seen over the last `span` seconds. SQS's counts may show any moment of the
+    last FR_SQS_COUNT_LAG seconds, so they are explained by the web tier's count as long as it was
+    that large at some moment of them; compared with its count of now, a burst longer than the lag
+    made the drained queue's old counts look like new work, and instances started after the end."""
+
+    def __init__(self, span):
+        self.span = span
+        self.seen = deque()  # (time, value), oldest first
+
+    def add(self, now, value):
+        """Note `value` at time `now`; the largest value of the last `span` seconds."""
+        self.seen.append((now, value))
+        while self.seen[0][0] < now - self.span:
+            self.seen.popleft()
+        return max(value for _, value in self.seen)
+
+
 class Autoscaler:
     def __init__(self, config, sqs, ec2):
         self.config = config
@@ -78,6 +97,7 @@ class Autoscaler:
         self.last = None
         self.idle_since = None
         self.unexplained_since = None
+        self.recent_waiting = RecentMost(config.sqs_count_lag)
         self.watch = pool.Watch(ec2, config)
         self.launches = pool.Launches()
         self.warm = set()  # members this autoscaler hibernated: started first, they resume loaded
@@ -110,7 +130,7 @@ class Autoscaler:
         waiting, sqs_visible, sqs_in_flight = self.observe_work()
         members = self.repair(self.watch.observe())
         now = time.monotonic()
-        if waiting is not None and sqs_visible + sqs_in_flight > waiting:
+        if waiting is not None and sqs_visible + sqs_in_flight > self.recent_waiting.add(now, waiting):
             self.unexplained_since = self.unexplained_since or now
         else:
             self.unexplained_since = None

@@ -122,7 +122,12 @@ class ScalingTest(unittest.TestCase):
                 self.assertLessEqual(scaled_in, SCALE_IN_LIMIT)
                 starts = [e for e in awslike.read_journal(self.state)[mark:] if e["action"] == "StartInstances"]
                 started.append((stopping, starts[0]["at"]))
+        # SQS's counts show the drained queue for their lag yet: no instance is started for them.
+        after = len(awslike.read_journal(self.state))
+        quiet_until = time.monotonic() + SECONDS["sqs_count_lag"] * 2 + 1
+        wait_until(lambda: time.monotonic() > quiet_until, 15, what="twice SQS's count lag")
         journal = awslike.read_journal(self.state)
+        self.assertEqual([e for e in journal[after:] if e["action"] == "StartInstances"], [], "started for old counts")
         self.assertEqual(refusals(self.state), [])
         self.assertEqual([e for e in journal if e["action"] == "HibernationDropped"], [])
         self.assertLessEqual(max(e["after"] for e in journal if e["action"] == "Stopped"), SECONDS["stopping"],

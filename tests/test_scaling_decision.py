@@ -1,7 +1,7 @@
 import unittest
 
 import common
-from autoscaler import desired, work
+from autoscaler import RecentMost, desired, work
 from pool import hibernation_unready, missing, plan
 
 
@@ -52,6 +52,15 @@ class WorkTest(unittest.TestCase):
         for args, expected, why in cases:
             with self.subTest(why, args=args):
                 self.assertEqual(work(*args), expected)
+
+
+class RecentMostTest(unittest.TestCase):
+    def test_the_largest_value_of_the_last_span(self):
+        # The web tier's waiting count, as the autoscaler notes it: SQS's counts up to 60 s old are
+        # explained by any of it, not only by the count of now.
+        recent = RecentMost(60)
+        notes = [(0, 100), (30, 40), (59, 0), (61, 0), (95, 5), (200, 0)]
+        self.assertEqual([recent.add(t, v) for t, v in notes], [100, 100, 100, 40, 5, 0])
 
 
 def member(number, state):

@@ -178,13 +178,14 @@ class WebHost:
 
 
 def scaler_env(config, env):
-    """The autoscaler's environment: on the AWS-like stack, the guest's hibernation rules are scaled
-    like every other delay, and so are the autoscaler's waits for them, unless set."""
+    """The autoscaler's environment: on the AWS-like stack, the guest's hibernation rules and SQS's
+    count lag are scaled like every other delay, and so are the autoscaler's waits for them, unless set."""
     if config.simulate != "aws":
         return env
     scale = config.simulate_time_scale
     return {"FR_HIBERNATE_AFTER_LAUNCH": str(config.hibernate_after_launch * scale),
-            "FR_HIBERNATE_AFTER_START": str(config.hibernate_after_start * scale), **env}
+            "FR_HIBERNATE_AFTER_START": str(config.hibernate_after_start * scale),
+            "FR_SQS_COUNT_LAG": str(config.sqs_count_lag * scale), **env}
 
 
 def run(config, stop):
