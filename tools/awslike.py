@@ -212,23 +212,29 @@ def set_state(instance, name):
 
 def install(scale, state_dir):
     """Patch moto (in this process) to behave as described above."""
-    from moto.core.responses import ActionResult
-    from moto.core.utils import unix_time_millis, utcnow
-    from moto.ec2.exceptions import DependencyViolationError, EC2ClientError, InvalidParameterValue
-    from moto.ec2.models.instances import Instance, InstanceBackend, StateReason
-    from moto.ec2.models.security_groups import SecurityGroupBackend
-    from moto.ec2.responses.instances import InstanceResponse
-    from moto.iam.models import IAMBackend
-    from moto.servicequotas.models import ServiceQuotasBackend
-    from moto.sqs.exceptions import ReceiptHandleIsInvalid, SQSException
-    from moto.sqs.models import MAXIMUM_VISIBILITY_TIMEOUT, Message, Queue, SQSBackend
-
     sim = Simulation(scale, state_dir)
-    original = {name: getattr(Instance, name) for name in ("__init__", "start", "stop", "terminate")}
-    run_instances = InstanceBackend.run_instances
+    install_launches(sim)
+    install_state_changes(sim)
+    install_account(sim)
+    install_sqs(sim)
+    install_consistency(sim)
+    install_images(sim)
+    return sim
+
+
+def install_launches(sim):
+    """RunInstances: a new instance profile refused for a while, ClientToken honoured, a root volume
+    smaller than the image's snapshot refused; a new instance `pending` for a while."""
+    from moto.core.responses import ActionResult
+    from moto.ec2.exceptions import EC2ClientError, InvalidParameterValue
+    from moto.ec2.models.instances import Instance, InstanceBackend
+    from moto.ec2.responses.instances import InstanceResponse
+
+    instance_constructor, run_instances = Instance.__init__, InstanceBackend.run_instances
+    run_response = InstanceResponse.run_instances
 
     def instance_init(self, *args, **kwargs):
-        original["__init__"](self, *args, **kwargs)
+        instance_constructor(self, *args, **kwargs)
         self.sim_created = self.sim_launched = time.monotonic()
         # Pending as describe calls see it: from when the new instance becomes visible to them.
         sim.move(self, "pending", "running", sim.t["describe_lag"] + sim.t["pending"])
@@ -239,11 +245,8 @@ def install(scale, state_dir):
             sim.record("RunInstances", [], refused=f"instance profile {profile} not yet propagated")
             raise InvalidParameterValue(
                 f"Value ({profile}) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name")
-        token = getattr(sim.request, "client_token", None)
         check_root_volume(self, image_id, kwargs.get("block_device_mappings") or [])
         reservation = run_instances(self, image_id, count, user_data, security_group_names, **kwargs)
-        if token:
-            sim.launches[(self.account_id, self.region_name, token)] = reservation
         sim.record("RunInstances", [i.id for i in reservation.instances])
         return reservation
 
@@ -264,19 +267,37 @@ def install(scale, state_dir):
         """moto's RunInstances, with its ClientToken honoured (moto puts a default in its place and
         launches again) and the new instance visible to the calls RunInstances makes itself."""
         token = self._get_param("ClientToken")
-        earlier = sim.launches.get((self.current_account, self.region, token)) if token else None
+        key = (self.current_account, self.region, token)
+        earlier = sim.launches.get(key) if token else None
         if earlier is not None:
             if all(i._state.name == "terminated" for i in earlier.instances):
                 raise EC2ClientError("IdempotentInstanceTerminated",
                                      f"The client token {token} was used by instances now terminated")
             sim.record("RunInstances", [i.id for i in earlier.instances], idempotent=True)
             return ActionResult(earlier)
-        sim.request.client_token = token
         sim.request.launching = True
         try:
-            return run_response(self)
+            result = run_response(self)
         finally:
-            sim.request.client_token, sim.request.launching = None, False
+            sim.request.launching = False
+        if token:
+            sim.launches[key] = result.result
+        return result
+
+    Instance.__init__ = instance_init
+    InstanceBackend.run_instances = patched_run_instances
+    InstanceResponse.run_instances = run_instances_response
+
+
+def install_state_changes(sim):
+    """StartInstances, StopInstances (Hibernate=True seen) and TerminateInstances: refused as EC2
+    refuses them, and taking time, as the guest's hibernation agent decides for a hibernation."""
+    from moto.core.utils import utcnow
+    from moto.ec2.models.instances import Instance, InstanceBackend, StateReason
+    from moto.ec2.responses.instances import InstanceResponse
+
+    original = {name: getattr(Instance, name) for name in ("start", "stop", "terminate")}
+    stop_response = InstanceResponse.stop_instances
 
     def state_change(action, changes, method, through, to, timing):
         """EC2's `action`: refused whole for a state EC2 refuses; an instance in state `changes` is
@@ -293,24 +314,30 @@ def install(scale, state_dir):
                 if previous.name == changes:
                     resuming = getattr(instance.state_reason, "code", "") == HIBERNATE_REASON
                     original[method](instance)
-                    delay = sim.t[timing]
                     if action == "StartInstances":
-                        instance.launch_time = utcnow()
-                        instance.sim_resumed = (time.monotonic() + sim.t["pending"] + sim.t["resume"] if resuming
-                                                else -math.inf)
-                    if hibernate:
-                        dropped = sim.guest_drops_hibernation(instance)
-                        if dropped:
-                            sim.record("HibernationDropped", [instance.id], reason=dropped)
-                            delay = sim.t["force_stop"]
-                        else:
-                            instance.state_reason = StateReason("Client.UserInitiatedHibernate: User initiated "
-                                                                "hibernate", HIBERNATE_REASON)
+                        started(instance, resuming)
+                    delay = hibernating(instance) if hibernate else sim.t[timing]
                     sim.move(instance, through, to, delay)
                 changed.append((instance, previous))
             sim.record(action, instance_ids, hibernate=hibernate or None)
             return changed
         return change
+
+    def started(instance, resuming):
+        """EC2's LaunchTime is the last start's; a guest resumed from hibernation has its agent's
+        resumed_at after `pending` and the resume."""
+        instance.launch_time = utcnow()
+        instance.sim_resumed = time.monotonic() + sim.t["pending"] + sim.t["resume"] if resuming else -math.inf
+
+    def hibernating(instance):
+        """Seconds `instance` spends stopping: a stop's, or EC2's force-stop time when its guest drops
+        the hibernation."""
+        dropped = sim.guest_drops_hibernation(instance)
+        if dropped:
+            sim.record("HibernationDropped", [instance.id], reason=dropped)
+            return sim.t["force_stop"]
+        instance.state_reason = StateReason("Client.UserInitiatedHibernate: User initiated hibernate", HIBERNATE_REASON)
+        return sim.t["stopping"]
 
     def stop_instances_response(self):
         """moto's StopInstances, with its Hibernate parameter seen (moto ignores it)."""
@@ -328,6 +355,22 @@ def install(scale, state_dir):
             sim.record("TerminateInstances", [self.id])
         return previous
 
+    InstanceResponse.stop_instances = stop_instances_response
+    Instance.terminate = terminate
+    InstanceBackend.start_instances = state_change("StartInstances", "stopped", "start", "pending", "running", "pending")
+    InstanceBackend.stop_instances = state_change("StopInstances", "running", "stop", "stopping", "stopped", "stopping")
+
+
+def install_account(sim):
+    """A security group in use by an instance not yet terminated, IAM's propagation of instance
+    profiles, and the vCPU quota."""
+    from moto.ec2.exceptions import DependencyViolationError
+    from moto.ec2.models.security_groups import SecurityGroupBackend
+    from moto.iam.models import IAMBackend
+    from moto.servicequotas.models import ServiceQuotasBackend
+
+    delete_group, quota_getter = SecurityGroupBackend.delete_security_group, ServiceQuotasBackend.get_service_quota
+
     def delete_security_group(self, name=None, group_id=None):
         group = self.get_security_group_by_name_or_id(group_id or name)
         users = [i.id for i in self.all_instances() if i._state.name != "terminated"
@@ -342,6 +385,28 @@ def install(scale, state_dir):
             sim.profiles_changed[profile_name] = time.monotonic()
             return result
         return patched
+
+    def get_service_quota(self, service_code, quota_code):
+        if (service_code, quota_code) == ("ec2", VCPU_QUOTA_CODE):
+            return {"ServiceCode": "ec2", "QuotaCode": quota_code, "Value": EC2_STANDARD_VCPUS, "Unit": "None",
+                    "QuotaName": "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances"}
+        return quota_getter(self, service_code, quota_code)
+
+    SecurityGroupBackend.delete_security_group = delete_security_group
+    IAMBackend.create_instance_profile = profile_changed(IAMBackend.create_instance_profile)
+    IAMBackend.add_role_to_instance_profile = profile_changed(IAMBackend.add_role_to_instance_profile)
+    ServiceQuotasBackend.get_service_quota = get_service_quota
+
+
+def install_sqs(sim):
+    """SQS's counts lagging, queue names not reusable at once, the 12-hour visibility cap counted
+    from the receive."""
+    from moto.core.utils import unix_time_millis
+    from moto.sqs.exceptions import ReceiptHandleIsInvalid, SQSException
+    from moto.sqs.models import MAXIMUM_VISIBILITY_TIMEOUT, Message, Queue, SQSBackend
+
+    queue_constructor, queue_creator, queue_deleter = Queue.__init__, SQSBackend.create_queue, SQSBackend.delete_queue
+    message_received = Message.mark_received
 
     def queue_init(self, *args, **kwargs):
         queue_constructor(self, *args, **kwargs)
@@ -381,28 +446,6 @@ def install(scale, state_dir):
                 return
         raise ReceiptHandleIsInvalid
 
-    def get_service_quota(self, service_code, quota_code):
-        if (service_code, quota_code) == ("ec2", VCPU_QUOTA_CODE):
-            return {"ServiceCode": "ec2", "QuotaCode": quota_code, "Value": EC2_STANDARD_VCPUS, "Unit": "None",
-                    "QuotaName": "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances"}
-        return quota_getter(self, service_code, quota_code)
-
-    quota_getter = ServiceQuotasBackend.get_service_quota
-    ServiceQuotasBackend.get_service_quota = get_service_quota
-    delete_group = SecurityGroupBackend.delete_security_group
-    queue_constructor, queue_creator, queue_deleter = Queue.__init__, SQSBackend.create_queue, SQSBackend.delete_queue
-    message_received = Message.mark_received
-    stop_response, run_response = InstanceResponse.stop_instances, InstanceResponse.run_instances
-    InstanceResponse.stop_instances = stop_instances_response
-    InstanceResponse.run_instances = run_instances_response
-    Instance.__init__ = instance_init
-    Instance.terminate = terminate
-    InstanceBackend.run_instances = patched_run_instances
-    InstanceBackend.start_instances = state_change("StartInstances", "stopped", "start", "pending", "running", "pending")
-    InstanceBackend.stop_instances = state_change("StopInstances", "running", "stop", "stopping", "stopped", "stopping")
-    SecurityGroupBackend.delete_security_group = delete_security_group
-    IAMBackend.create_instance_profile = profile_changed(IAMBackend.create_instance_profile)
-    IAMBackend.add_role_to_instance_profile = profile_changed(IAMBackend.add_role_to_instance_profile)
     Queue.__init__ = queue_init
     SQSBackend.create_queue = create_queue
     SQSBackend.delete_queue = delete_queue
@@ -412,9 +455,6 @@ def install(scale, state_dir):
         sim.true_counts.append(getattr(Queue, name))
         setattr(Queue, name, property(lambda queue, index=index: sim.lagged(queue, index)))
     threading.Thread(target=sim.sample_queues, args=(threading.Event(),), name="sqs-lag", daemon=True).start()
-    install_consistency(sim)
-    install_images(sim)
-    return sim
 
 
 AL2023_ROOT = "/dev/xvda"
@@ -472,16 +512,15 @@ def install_images(sim):
         return found
 
     def deregister_image(self):
-        image_id = self._get_param("ImageId")
+        image_id, delete = self._get_param("ImageId"), self._get_bool_param("DeleteAssociatedSnapshots", False)
         snapshots = [s for s in self.ec2_backend.snapshots.values() if s.from_ami == image_id]
         result = deregister_response(self)
         for snapshot in snapshots:
-            if self._get_bool_param("DeleteAssociatedSnapshots", False):
+            if delete:
                 self.ec2_backend.snapshots.pop(snapshot.id, None)
             else:
                 released[snapshot.id] = (time.monotonic() + sim.t["snapshot_release"], image_id)
-        sim.record("DeregisterImage", [], image=image_id, snapshots=[s.id for s in snapshots],
-                   deleted=self._get_bool_param("DeleteAssociatedSnapshots", False))
+        sim.record("DeregisterImage", [], image=image_id, snapshots=[s.id for s in snapshots], deleted=delete)
         return result
 
     def patched_delete_snapshot(self, snapshot_id):
