@@ -183,7 +183,6 @@ class Autoscaler:
             log.info('event=hibernation_refresh instance=%s detail="hibernated %d days or more: started, to '
                      'stop plainly"', instance, pool.HIBERNATION_REFRESH_DAYS)
         self.stale.difference_update(chosen)
-        self.warm.difference_update(chosen)
         return chosen
 
     def run(self, stop):

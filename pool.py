@@ -89,41 +89,46 @@ def tags(config, name):
 def ours(ec2, config, names, states):
     """Instances tagged ours with a Name among `names` (wildcards allowed) in `states`:
     a list of {id, name, state, hibernates}: `hibernates` when launched for hibernation."""
-    pages = ec2.get_paginator("describe_instances").paginate(Filters=[
-        {"Name": f"tag:{PREFIX_TAG}", "Values": [config.prefix]},
-        {"Name": "tag:Name", "Values": list(names)},
-        {"Name": "instance-state-name", "Values": list(states)},
-    ])
-    return [{k: v for k, v in i.items() if k in ("id", "name", "state", "hibernates")} for i in _instances(pages)]
+    pages = ec2.get_paginator("describe_instances").paginate(Filters=_filters(config, names, states))
+    return [_member(i) for i in _instances(pages)]
+
+
+def _filters(config, names, states):
+    """DescribeInstances' filters for instances tagged ours, named among `names`, in `states`."""
+    return [{"Name": f"tag:{PREFIX_TAG}", "Values": [config.prefix]}, {"Name": "tag:Name", "Values": list(names)},
+            {"Name": "instance-state-name", "Values": list(states)}]
 
 
 def details(ec2, ids):
-    """What EC2 says of the instances `ids` beyond ours(): `launched` (the first launch: the primary
-    network interface's attach time, which a start does not change), `started` (LaunchTime, which
-    EC2 sets at every start), `hibernated_at` (when a member stopped by hibernating was stopped, else
-    None), as epoch seconds; {id: dict}."""
+    """What EC2 says of the instances `ids` beyond ours(); {id: dict} (see _detailed)."""
     if not ids:
         return {}
     pages = ec2.get_paginator("describe_instances").paginate(InstanceIds=list(ids))
-    return {i["id"]: i for i in _instances(pages)}
+    return {i["InstanceId"]: _detailed(i) for i in _instances(pages)}
 
 
 def _instances(pages):
-    found = []
-    for page in pages:
-        for reservation in page["Reservations"]:
-            for instance in reservation["Instances"]:
-                name = next((t["Value"] for t in instance.get("Tags", []) if t["Key"] == "Name"), "")
-                started = instance["LaunchTime"].timestamp()
-                attached = [n["Attachment"]["AttachTime"] for n in instance.get("NetworkInterfaces", [])
-                            if n.get("Attachment", {}).get("DeviceIndex") == 0 and "AttachTime" in n["Attachment"]]
-                hibernated = (instance["State"]["Name"] == "stopped"
-                              and instance.get("StateReason", {}).get("Code") == HIBERNATE_REASON)
-                found.append({"id": instance["InstanceId"], "name": name, "state": instance["State"]["Name"],
-                              "hibernates": instance.get("HibernationOptions", {}).get("Configured", False),
-                              "launched": attached[0].timestamp() if attached else started, "started": started,
-                              "hibernated_at": _transition_time(instance) if hibernated else None})
-    return found
+    return [instance for page in pages for reservation in page["Reservations"] for instance in reservation["Instances"]]
+
+
+def _member(instance):
+    """{id, name, state, hibernates} of a described instance."""
+    return {"id": instance["InstanceId"], "state": instance["State"]["Name"],
+            "name": next((t["Value"] for t in instance.get("Tags", []) if t["Key"] == "Name"), ""),
+            "hibernates": instance.get("HibernationOptions", {}).get("Configured", False)}
+
+
+def _detailed(instance):
+    """_member's fields and `launched` (the first launch: the primary network interface's attach
+    time, which a start does not change), `started` (LaunchTime, which EC2 sets at every start),
+    `hibernated_at` (when a member stopped by hibernating was stopped, else None), epoch seconds."""
+    started = instance["LaunchTime"].timestamp()
+    attached = [n["Attachment"]["AttachTime"] for n in instance.get("NetworkInterfaces", [])
+                if n.get("Attachment", {}).get("DeviceIndex") == 0 and "AttachTime" in n["Attachment"]]
+    hibernated = (instance["State"]["Name"] == "stopped"
+                  and instance.get("StateReason", {}).get("Code") == HIBERNATE_REASON)
+    return dict(_member(instance), launched=attached[0].timestamp() if attached else started, started=started,
+                hibernated_at=_transition_time(instance) if hibernated else None)
 
 
 def _transition_time(instance):
@@ -339,10 +344,9 @@ def hibernation_unready(member, now, config):
 
 def stale_hibernations(ec2, config, now):
     """Ids of members hibernated HIBERNATION_REFRESH_DAYS ago or longer."""
-    members = ours(ec2, config, [f"{APP_TIER_NAME}-*"], ["stopped"])
+    pages = ec2.get_paginator("describe_instances").paginate(Filters=_filters(config, [f"{APP_TIER_NAME}-*"], ["stopped"]))
     limit = now - HIBERNATION_REFRESH_DAYS * 86400
-    return [i for i, d in details(ec2, [m["id"] for m in members]).items()
-            if d["hibernated_at"] is not None and d["hibernated_at"] <= limit]
+    return [d["id"] for d in map(_detailed, _instances(pages)) if d["hibernated_at"] is not None and d["hibernated_at"] <= limit]
 
 
 def stop(ec2, ids, config):

@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import re
 import socket
 import sys
@@ -77,6 +78,11 @@ def upload_key(request_id, filename):
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".")[:MAX_STEM_CHARS] or "upload"
     ext = f".{ext.lower()}" if re.fullmatch(r"[A-Za-z0-9]{1,5}", ext) else ""
     return stem, f"{request_id}/{stem}{ext}"
+
+
+def is_upload(part):
+    """Whether a multipart part is an uploaded file in the `inputFile` field."""
+    return part.name == UPLOAD_FIELD and part.filename is not None
 
 
 class ResultCache:
@@ -152,9 +158,10 @@ class WebTier:
             raise HttpError(400, "bad Content-Length")
         # Past 4300 digits int() refuses the text (Python's guard against quadratic conversion).
         digits = length.lstrip("0") or "0"
-        if len(digits) > len(str(self.config.max_body)) or int(digits) > self.config.max_body:
+        size = int(digits) if len(digits) <= len(str(self.config.max_body)) else math.inf
+        if size > self.config.max_body:
             raise HttpError(413, f"body too large (limit {self.config.max_body} bytes)")
-        return int(digits), boundary_of(headers.get("Content-Type"))
+        return size, boundary_of(headers.get("Content-Type"))
 
     def read_upload(self, path, headers, rfile):
         """The `inputFile` part of a POST body, checked for size and form."""
@@ -167,7 +174,7 @@ class WebTier:
             parser.feed(chunk)
             remaining -= len(chunk)
         for part in parser.close():
-            if part.name == UPLOAD_FIELD and part.filename is not None:
+            if is_upload(part):
                 if not part.size:
                     raise HttpError(400, "the uploaded file is empty")
                 return part
@@ -180,7 +187,7 @@ class WebTier:
         kept = []
 
         def new_body(part):
-            if kept or part.name != UPLOAD_FIELD or part.filename is None:
+            if kept or not is_upload(part):
                 return Discarded()
             kept.append(part)
             return spooled()

@@ -185,7 +185,7 @@ class Provisioner:
                 f"running at once (the pool's {config.pool_size} members are launched {config.max_instances} at a time)")
         if need > quota - in_use:
             raise ProvisionError(f"config error: {what}: at most FR_MAX_INSTANCES={max(fits, 0)} fits "
-                             "(or ask AWS for more in Service Quotas)")
+                                 "(or ask AWS for more in Service Quotas)")
         self.say("fits", what)
 
     def _live_instances(self):
@@ -300,8 +300,8 @@ class Provisioner:
         if self.dry_run:
             return self.say("", f"default VPC in {self.config.region}")
         if not self.ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]:
-            raise ProvisionError(f"config error: no default VPC in {self.config.region}: the instances are launched into "
-                             "it (make one with 'aws ec2 create-default-vpc', or use another FR_REGION)")
+            raise ProvisionError(f"config error: no default VPC in {self.config.region}: the instances are launched "
+                                 "into it (make one with 'aws ec2 create-default-vpc', or use another FR_REGION)")
         self.say("exists", f"default VPC in {self.config.region}")
 
     def provision(self, with_web=False):
@@ -448,7 +448,7 @@ class Provisioner:
             self.ec2.terminate_instances(InstanceIds=ids)
             pool.wait_for(self.ec2, ids, ["terminated"], INSTANCE_PATIENCE)
         raise ProvisionError(f"instances named {names} kept appearing after {TEARDOWN_ROUNDS} rounds: "
-                         "is an autoscaler still running somewhere?")
+                             "is an autoscaler still running somewhere?")
 
     def _remove_bucket(self, bucket):
         try:
@@ -533,8 +533,8 @@ class Provisioner:
             return None
         (reservation,) = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
         if reservation["Instances"][0].get("HibernationOptions", {}).get("Configured"):
-            raise ProvisionError(f"error: {instance_id} was launched for hibernation, and EC2 makes no image of such an "
-                             "instance: run ./setup.sh app on an instance launched without it")
+            raise ProvisionError(f"error: {instance_id} was launched for hibernation, and EC2 makes no image of such "
+                                 "an instance: run ./setup.sh app on an instance launched without it")
         self.ec2.create_tags(Resources=[instance_id], Tags=pool.tags(self.config, BAKE_NAME))
         self.ec2.stop_instances(InstanceIds=[instance_id])
         pool.wait_for(self.ec2, [instance_id], ["stopped"], INSTANCE_PATIENCE)
