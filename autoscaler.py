@@ -71,19 +71,21 @@ def work(waiting, visible, in_flight, unexplained_for, lag):
 
 
 class RecentMost:
-    """The largest value seen over the last `span` seconds. SQS's counts may show any moment of the
-    last FR_SQS_COUNT_LAG seconds, so they are explained by the web tier's count as long as it was
-    that large at some moment of them; compared with its count of now, a burst longer than the lag
-    made the drained queue's old counts look like new work, and instances started after the end."""
+    """The largest value in effect over the last `span` seconds. SQS's counts may show any moment of
+    the last FR_SQS_COUNT_LAG seconds, so they are explained by the web tier's count as long as it
+    was that large at some moment of them; compared with its count of now, a burst longer than the
+    lag made the drained queue's old counts look like new work, and instances started after the end.
+    The value noted last before the span is still in effect at its start, so it is kept: without
+    it, counts from exactly `span` ago went unexplained and held instances past the last answer."""
 
     def __init__(self, span):
         self.span = span
-        self.seen = deque()  # (time, value), oldest first
+        self.seen = deque()  # (time, value), oldest first; the oldest may be older than the span
 
     def add(self, now, value):
-        """Note `value` at time `now`; the largest value of the last `span` seconds."""
+        """Note `value` at time `now`; the largest value in effect over the last `span` seconds."""
         self.seen.append((now, value))
-        while self.seen[0][0] < now - self.span:
+        while len(self.seen) > 1 and self.seen[1][0] <= now - self.span:
             self.seen.popleft()
         return max(value for _, value in self.seen)
 

@@ -57,10 +57,11 @@ class WorkTest(unittest.TestCase):
 class RecentMostTest(unittest.TestCase):
     def test_the_largest_value_of_the_last_span(self):
         # The web tier's waiting count, as the autoscaler notes it: SQS's counts up to 60 s old are
-        # explained by any of it, not only by the count of now.
+        # explained by any of it, not only by the count of now; a count noted before the last 60 s is
+        # the count at their start, until the next one.
         recent = RecentMost(60)
-        notes = [(0, 100), (30, 40), (59, 0), (61, 0), (95, 5), (200, 0)]
-        self.assertEqual([recent.add(t, v) for t, v in notes], [100, 100, 100, 40, 5, 0])
+        notes = [(0, 100), (30, 40), (59, 0), (61, 0), (91, 5), (95, 0), (200, 0)]
+        self.assertEqual([recent.add(t, v) for t, v in notes], [100, 100, 100, 100, 40, 40, 0])
 
 
 def member(number, state):
