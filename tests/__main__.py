@@ -1,18 +1,37 @@
 """`python -m tests`: the whole suite; `python -m tests unit`: the tests that start no process (in
 seconds, for while you work). Both print the slowest test classes (with their set-up: where the
-suite's time goes), then end with a plain `N passed, N failed, N skipped` line."""
+suite's time goes), then end with a plain `N passed, N failed, N skipped` line.
+
+The whole suite runs its test classes as separate processes, LANES at a time: most of a class's
+time is spent waiting on the processes it started (moto's simulated delays, timeouts, a long
+poll), so two lanes keep the two cores busy. Every class starts its own processes on ports of its
+own (port 0) with state and logs of its own, so classes never share anything but the machine. The
+pure tests (UNIT) are one job: they import torch once. The SLOW classes are started first, so that
+no lane is left with a long class at the end."""
+import json
+import subprocess
 import sys
 import time
 import unittest
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import common
+from tools.harness import stand_in_files
 
 # Pure code and the model library in this process: no moto, no service, no stack.
 UNIT = [
     "tests.test_common", "tests.test_scaling_decision", "tests.test_multipart", "tests.test_lint", "tests.test_model",
     "tests.test_forkserver.ProtocolTest", "tests.test_reliability.DeadLetterTest", "tests.test_reliability.PendingTest",
 ]
+LANES = 2
+# The classes that take a minute or more (the "slowest:" lines), longest first.
+SLOW = [
+    "tests.test_deploy.RestartableProvisionTest", "tests.test_scaling.LocalStackTest", "tests.test_scaling.ScalingTest",
+    "tests.test_deploy.ProvisionTest", "tests.test_reliability.HibernationTest", "tests.test_pipeline.PipelineTest",
+    "tests.test_reliability.FaultTest",
+]
+JOB_RESULT = "job-result: "
 
 
 class TimedResult(unittest.TextTestResult):
@@ -31,22 +50,74 @@ class TimedResult(unittest.TextTestResult):
         self.last = now
 
 
+def run(names):
+    """Run the tests `names` here: (passed, failed, skipped, {class: seconds})."""
+    suite = unittest.defaultTestLoader.loadTestsFromNames(names)
+    result = unittest.TextTestRunner(verbosity=2, resultclass=TimedResult, stream=sys.stdout).run(suite)
+    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    passed = result.testsRun - failed - len(result.skipped)
+    return passed, failed, len(result.skipped), dict(result.seconds)
+
+
+def classes():
+    """Every test class's name, discovered, SLOW ones first."""
+    found = set()
+    pending = [unittest.defaultTestLoader.discover(str(common.PROJECT_DIR / "tests"), top_level_dir=str(common.PROJECT_DIR))]
+    while pending:
+        for item in pending.pop():
+            if isinstance(item, unittest.TestSuite):
+                pending.append(item)
+            else:
+                found.add(item.id().rsplit(".", 1)[0])
+    return [c for c in SLOW if c in found] + sorted(found - set(SLOW))
+
+
+def jobs():
+    """The suite as jobs, one process each: the UNIT tests, then every other class alone."""
+    unit = [c for c in classes() if any(c == u or c.startswith(u + ".") for u in UNIT)]
+    return [[c] for c in classes() if c not in unit] + [UNIT]
+
+
+def run_job(names):
+    """Run `names` in a child process: (its output, (passed, failed, skipped, seconds))."""
+    done = subprocess.run([sys.executable, "-m", "tests", "--job", *names], cwd=common.PROJECT_DIR,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = done.stdout.rstrip().rsplit("\n", 1)[-1]
+    if done.returncode not in (0, 1) or not last.startswith(JOB_RESULT):
+        return done.stdout + f"\njob {names} ended with code {done.returncode}\n", (0, 1, 0, {})
+    return done.stdout, tuple(json.loads(last[len(JOB_RESULT):]))
+
+
+def run_all():
+    """Every job, LANES at a time, each one's output printed whole as it ends; the totals."""
+    stand_in_files()  # made once here, not by two jobs at once
+    totals, seconds = [0, 0, 0], {}
+    with ThreadPoolExecutor(LANES) as lanes:
+        for job in as_completed([lanes.submit(run_job, names) for names in jobs()]):
+            output, (passed, failed, skipped, spent) = job.result()
+            print(output, flush=True)
+            totals = [a + b for a, b in zip(totals, (passed, failed, skipped))]
+            seconds.update(spent)
+    return (*totals, seconds)
+
+
 def main(argv):
-    loader = unittest.defaultTestLoader
+    started = time.monotonic()
+    if argv[:1] == ["--job"]:
+        passed, failed, skipped, seconds = run(argv[1:])
+        print(JOB_RESULT + json.dumps([passed, failed, skipped, seconds]))
+        return 0 if failed == 0 else 1
     if argv == ["unit"]:
-        suite = loader.loadTestsFromNames(UNIT)
+        passed, failed, skipped, seconds = run(UNIT)
     elif not argv:
-        suite = loader.discover(str(common.PROJECT_DIR / "tests"), top_level_dir=str(common.PROJECT_DIR))
+        passed, failed, skipped, seconds = run_all()
     else:
         print("usage: python -m tests [unit]", file=sys.stderr)
         return 2
-    result = unittest.TextTestRunner(verbosity=2, resultclass=TimedResult).run(suite)
-    for name, seconds in sorted(result.seconds.items(), key=lambda item: -item[1])[:12]:
-        print(f"slowest: {seconds:6.1f} s  {name}")
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-    passed = result.testsRun - failed - len(result.skipped)
-    print(f"tests: {passed} passed, {failed} failed, {len(result.skipped)} skipped")
-    return 0 if result.wasSuccessful() and result.testsRun else 1
+    for name, spent in sorted(seconds.items(), key=lambda item: -item[1])[:12]:
+        print(f"slowest: {spent:6.1f} s  {name}")
+    print(f"tests: {passed} passed, {failed} failed, {skipped} skipped in {time.monotonic() - started:.0f} s")
+    return 0 if failed == 0 and passed else 1
 
 
 if __name__ == "__main__":
