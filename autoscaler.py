@@ -23,14 +23,15 @@ import threading
 import time
 from collections import deque
 
+import cloud
 import common
 import pool
-from common import queue_depth
+import settings
+import statefiles
+from cloud import queue_depth
 
 log = logging.getLogger("autoscaler")
 
-# The web tier rewrites its count at least every second; older than this, it is gone.
-WEB_STATE_MAX_AGE = 3.0
 # How often members are looked at for a hibernation EC2 would no longer support (60 days).
 REFRESH_CHECK_SECONDS = 3600
 
@@ -95,7 +96,7 @@ class Autoscaler:
         self.config = config
         self.sqs = sqs
         self.ec2 = ec2
-        self.request_url, _ = common.queue_urls(sqs, config)
+        self.request_url, _ = cloud.queue_urls(sqs, config)
         self.last = None
         self.idle_since = None
         self.unexplained_since = None
@@ -110,8 +111,7 @@ class Autoscaler:
     def observe_work(self):
         """(waiting, visible, in flight): the web tier's count (None without a web tier) and SQS's."""
         visible, in_flight = queue_depth(self.sqs, self.request_url)
-        web = common.read_state(self.config, common.WEB_STATE, max_age=WEB_STATE_MAX_AGE)
-        return (web["waiting"] if web else None), visible, in_flight
+        return statefiles.read_waiting(self.config), visible, in_flight
 
     def repair(self, members):
         """Launch missing members; the pool as it is then. A refusal (an instance profile IAM has not
@@ -157,7 +157,7 @@ class Autoscaler:
                         started=len(started), stopped=len(stopped))
         if started or stopped or decision != self.last:
             log.info("event=decision %s", " ".join(f"{k}={v}" for k, v in decision.items()))
-            common.write_state(self.config, common.AUTOSCALER_STATE, **decision)
+            statefiles.write_state(self.config, statefiles.AUTOSCALER_STATE, **decision)
         self.last = decision
         return decision
 
@@ -200,11 +200,11 @@ class Autoscaler:
 
 
 def main():
-    config = common.load_config_or_exit()
+    config = settings.load_config_or_exit()
     common.setup_logging(config.log_level)
     stop = threading.Event()
     common.stop_on_signals(stop)
-    Autoscaler(config, common.client(config, "sqs"), common.client(config, "ec2")).run(stop)
+    Autoscaler(config, cloud.client(config, "sqs"), cloud.client(config, "ec2")).run(stop)
     log.info("event=stopped")
 
 

@@ -38,8 +38,8 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-import common
-from common import PREFIX_TAG
+import cloud
+from settings import PREFIX_TAG
 
 log = logging.getLogger("pool")
 
@@ -222,14 +222,14 @@ def missing(pool, size):
 
 def profile_not_ready(error):
     """True for RunInstances' refusal of an instance profile IAM has not yet propagated."""
-    return (common.error_code(error) == "InvalidParameterValue"
+    return (cloud.error_code(error) == "InvalidParameterValue"
             and "iamInstanceProfile" in error.response.get("Error", {}).get("Message", ""))
 
 
 def run_instance(ec2, patience=0.0, **arguments):
     """RunInstances for one instance, made again while its instance profile is not yet usable, for
     up to `patience` seconds (IAM is eventually consistent); its id."""
-    return common.while_refused(
+    return cloud.while_refused(
         lambda: ec2.run_instances(MinCount=1, MaxCount=1, **arguments)["Instances"][0]["InstanceId"],
         profile_not_ready, patience, lambda error, pause: log.info("event=profile_not_ready retry_in=%.1f", pause))
 
@@ -288,7 +288,7 @@ def launch(ec2, launches, name, patience, **arguments):
         return run_instance(ec2, patience, ClientToken=launches.token(name), **arguments)
     except ClientError as e:
         # The earlier launch of this token ended terminated before it was ever seen: a new one.
-        if common.error_code(e) != "IdempotentInstanceTerminated":
+        if cloud.error_code(e) != "IdempotentInstanceTerminated":
             raise
         return run_instance(ec2, patience, ClientToken=launches.token(name, fresh=True), **arguments)
 
@@ -315,7 +315,7 @@ def root_volume(ec2, config):
     try:
         images = ec2.describe_images(ImageIds=[config.ami_id])["Images"]
     except ClientError as e:  # the local stack's placeholder image: Amazon Linux 2023's sizes
-        log.info("event=image_not_described image=%s error=%s", config.ami_id, common.error_code(e))
+        log.info("event=image_not_described image=%s error=%s", config.ami_id, cloud.error_code(e))
         images = []
     for image in images:
         device = image.get("RootDeviceName", device)
@@ -368,17 +368,17 @@ def stop(ec2, ids, config):
         if sleepers:
             ec2.stop_instances(InstanceIds=sleepers, Hibernate=True)
     except ClientError as e:
-        if common.error_code(e) not in HIBERNATION_REFUSED:
+        if cloud.error_code(e) not in HIBERNATION_REFUSED:
             raise
         # Refused whole for one of them: asked one by one, only those refused stop plainly.
         for i in list(sleepers):
             try:
                 ec2.stop_instances(InstanceIds=[i], Hibernate=True)
             except ClientError as alone:
-                if common.error_code(alone) not in HIBERNATION_REFUSED:
+                if cloud.error_code(alone) not in HIBERNATION_REFUSED:
                     raise
                 sleepers.remove(i)
-                plain[i] = f"refused by EC2: {common.error_code(alone)}"
+                plain[i] = f"refused by EC2: {cloud.error_code(alone)}"
     if plain:
         ec2.stop_instances(InstanceIds=list(plain))
     return sleepers, plain
@@ -395,7 +395,7 @@ def wait_for(ec2, ids, wanted, timeout):
         try:
             states = instance_states(ec2, ids)
         except ClientError as e:  # EC2 is eventually consistent: a new instance may not be known yet
-            if common.error_code(e) != "InvalidInstanceID.NotFound":
+            if cloud.error_code(e) != "InvalidInstanceID.NotFound":
                 raise
             states = {}
         waiting = {i: states.get(i) for i in ids if states.get(i) not in wanted}

@@ -1,5 +1,5 @@
 """Reply correlation: how an answer finds the request that waits for it. The web tier's side of
-the request/reply protocol; the messages are common.Request and common.Reply, the worker's side
+the request/reply protocol; the messages are Request and Reply, the worker's side
 is worker.py.
 
 A request thread registers a slot under its own request id (a uuid, never a file name) *before*
@@ -24,8 +24,9 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import common
-from common import Reply, Request
+import cloud
+import statefiles
+from messages import Reply, Request, decode
 
 log = logging.getLogger("web")
 
@@ -36,8 +37,6 @@ log = logging.getLogger("web")
 DEAD_LETTER_HIDE = 12 * 60 * 60 - 60
 # Dead letters seen, remembered (by SQS message id) so that each is reported as an error once.
 REMEMBERED_DEAD_LETTERS = 10_000
-# web.json is rewritten at least this often (autoscaler.WEB_STATE_MAX_AGE allows for three misses).
-WEB_STATE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -122,15 +121,15 @@ class Replies:
     def publish_waiting(self, stop):
         """Keep FR_STATE_DIR/web.json saying how many requests wait for an answer, for the
         autoscaler on this host (its exact count of the work): at once when the count changes,
-        and at least every WEB_STATE_SECONDS, so that a file gone stale means this tier is gone."""
+        and at least every statefiles.WEB_STATE_SECONDS, so that a file gone stale means this tier is gone."""
         while not stop.is_set():
-            self.pending.changed.wait(WEB_STATE_SECONDS)
+            self.pending.changed.wait(statefiles.WEB_STATE_SECONDS)
             self.pending.changed.clear()
             try:
-                common.write_state(self.config, common.WEB_STATE, waiting=len(self.pending))
+                statefiles.write_waiting(self.config, len(self.pending))
             except OSError as e:
                 log.warning("event=state_write_failed error=%s", e)
-                stop.wait(WEB_STATE_SECONDS)
+                stop.wait(statefiles.WEB_STATE_SECONDS)
 
     def poll_replies(self, stop):
         """Hand each reply on the response queue to its waiting request, until `stop` is set."""
@@ -157,7 +156,7 @@ class Replies:
     def _take_replies(self, messages):
         for message in messages:
             try:
-                reply = common.decode(Reply, message["Body"])
+                reply = decode(Reply, message["Body"])
             except ValueError as e:
                 log.warning("event=bad_reply error=%s", e)
                 continue
@@ -166,14 +165,14 @@ class Replies:
                 log.info("event=unclaimed_reply id=%s", reply.id)
         # After delivery: the waiting clients need not wait for the delete.
         self.sqs.delete_message_batch(
-            QueueUrl=self.reply_url, Entries=common.receipt_entries(m["ReceiptHandle"] for m in messages)
+            QueueUrl=self.reply_url, Entries=cloud.receipt_entries(m["ReceiptHandle"] for m in messages)
         )
 
     def _take_dead_letters(self, messages):
         """Tell each waiting client its request was dead-lettered, once; keep the messages, hidden."""
         for message in messages:
             try:
-                request = common.decode(Request, message["Body"])
+                request = decode(Request, message["Body"])
             except ValueError:
                 request = None
             if self._seen_before(message["MessageId"]):
@@ -185,7 +184,7 @@ class Replies:
                 log.error("event=dead_letter id=%s stem=%s client_told=%s", request.id, request.stem, claimed)
         result = self.sqs.change_message_visibility_batch(
             QueueUrl=self.dead_letter_url,
-            Entries=common.receipt_entries((m["ReceiptHandle"] for m in messages), VisibilityTimeout=DEAD_LETTER_HIDE),
+            Entries=cloud.receipt_entries((m["ReceiptHandle"] for m in messages), VisibilityTimeout=DEAD_LETTER_HIDE),
         )
         for failed in result.get("Failed", []):
             log.warning("event=dead_letter_not_hidden code=%s detail=%s", failed.get("Code"), failed.get("Message"))

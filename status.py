@@ -11,8 +11,9 @@ import threading
 import time
 from collections import Counter, deque
 
-import common
+import cloud
 import pool
+import statefiles
 
 # Latency quantiles are over this many recent answers.
 LATENCY_WINDOW = 1000
@@ -21,6 +22,13 @@ STATUS_CACHE_SECONDS = 1.0
 # HISTORY_SAMPLES of them (5 min).
 HISTORY_SECONDS = 2.0
 HISTORY_SAMPLES = 150
+
+
+def quantile(ordered, q):
+    """The q-quantile (nearest rank) of sorted values, or None when there are none."""
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 6)
 
 
 class Metrics:
@@ -47,8 +55,8 @@ class Metrics:
         return {
             "answered": by_status.get(200, 0),
             "errors": {str(k): v for k, v in sorted(by_status.items()) if k >= 400},
-            "latency_p50_s": common.quantile(recent, 0.5),
-            "latency_p95_s": common.quantile(recent, 0.95),
+            "latency_p50_s": quantile(recent, 0.5),
+            "latency_p95_s": quantile(recent, 0.95),
             "latency_sum_s": round(latency_sum, 6),
             "by_status": {str(k): v for k, v in sorted(by_status.items())},
         }
@@ -79,14 +87,14 @@ class Status:
             status = {"queues": None, "app_instances": None, "autoscaler": None, "error": None}
             try:
                 status["queues"] = {
-                    name: dict(zip(("visible", "in_flight"), common.queue_depth(self.sqs, url)))
+                    name: dict(zip(("visible", "in_flight"), cloud.queue_depth(self.sqs, url)))
                     for name, url in self.queues.items()
                 }
                 states = Counter(i["state"] for i in pool.describe(self.ec2, self.config))
                 status["app_instances"] = {state: states.get(state, 0) for state in pool.POOL_STATES}
             except Exception as e:
                 status["error"] = f"AWS unavailable: {type(e).__name__}"
-            status["autoscaler"] = common.read_state(self.config, common.AUTOSCALER_STATE)
+            status["autoscaler"] = statefiles.read_state(self.config, statefiles.AUTOSCALER_STATE)
             self._cache = (time.monotonic(), status)
             return dict(status, web=self.web())
 
@@ -108,7 +116,7 @@ class Status:
             last = (now, answered)
             try:
                 running = sum(i["state"] == "running" for i in watch.observe())
-                depth = sum(common.queue_depth(self.sqs, self.queues["request"]))
+                depth = sum(cloud.queue_depth(self.sqs, self.queues["request"]))
             except (BotoCoreError, ClientError):
                 running = depth = None
             self.history.append([round(time.time(), 1), running, depth, round(rate, 2)])

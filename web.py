@@ -15,7 +15,7 @@ the queues answer.
 With FR_CACHE_SIZE set, an image answered before (same sha256) is answered at once from memory;
 its upload and `stem -> name` are still written to the buckets, after the answer.
 
-Reads: FR_* configuration (common.py), the response and dead-letter queues, queue depths and the
+Reads: FR_* configuration (settings.py), the response and dead-letter queues, queue depths and the
 pool (for /status), FR_STATE_DIR/autoscaler.json. Writes: the input bucket, the request queue (and
 the output bucket for cache hits), FR_STATE_DIR/web.json (how many requests wait: the autoscaler's
 exact count of the work). Stops on SIGTERM/SIGINT: stops accepting, lets requests in
@@ -40,9 +40,11 @@ from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+import cloud
 import common
-from common import Request
+import settings
 from formdata import MAX_PARAMETERS_CHARS, Discarded, HttpError, MultipartParser, boundary_of, spooled
+from messages import Request, encode
 from replies import DeadLettered, Replies
 from status import Metrics, Status, prometheus_text
 
@@ -130,7 +132,7 @@ class WebTier:
         self.cache = ResultCache(config.cache_size) if config.cache_size else None
         # S3 writes of cache hits, done after the answer is sent.
         self.background = ThreadPoolExecutor(4, thread_name_prefix="after-answer")
-        self.request_url, self.reply_url = common.queue_urls(sqs, config)
+        self.request_url, self.reply_url = cloud.queue_urls(sqs, config)
         self.health_lock, self.health_checked = threading.Lock(), -HEALTH_SECONDS
         self.dead_letter_url = sqs.get_queue_url(QueueName=config.dead_letter_queue)["QueueUrl"]
         self.replies = Replies(config, sqs, self.reply_url, self.dead_letter_url)
@@ -209,7 +211,7 @@ class WebTier:
             body.seek(0)
             self.s3.put_object(Bucket=self.config.in_bucket, Key=key, Body=body)
             stored = time.monotonic()
-            message = common.encode(Request(request_id, key, stem, self.reply_url))
+            message = encode(Request(request_id, key, stem, self.reply_url))
             self.sqs.send_message(QueueUrl=self.request_url, MessageBody=message)
             queued = time.monotonic()
             if not slot.event.wait(self.config.request_timeout):
@@ -506,13 +508,13 @@ PAGES = {
     "/status": ("status.html", "text/html; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
-PAGES_DIR = common.PROJECT_DIR / "pages"
+PAGES_DIR = settings.PROJECT_DIR / "pages"
 
 
 def load_pages():
     """{URL path: (bytes, content type)} of PAGES; a missing file stops the process (exit 78)."""
     for name, _ in PAGES.values():
-        common.require_file(PAGES_DIR / name, "the pages ship with the code")
+        settings.require_file(PAGES_DIR / name, "the pages ship with the code")
     return {path: ((PAGES_DIR / name).read_bytes(), kind) for path, (name, kind) in PAGES.items()}
 
 
@@ -569,15 +571,15 @@ class Server(ThreadingHTTPServer):
 
 
 def main():
-    config = common.load_config_or_exit()
+    config = settings.load_config_or_exit()
     common.setup_logging(config.log_level)
     stop = threading.Event()
     common.stop_on_signals(stop)
     tier = WebTier(
         config,
-        common.client(config, "s3", AWS_CONNECTIONS),
-        common.client(config, "sqs", AWS_CONNECTIONS),
-        common.client(config, "ec2"),
+        cloud.client(config, "s3", AWS_CONNECTIONS),
+        cloud.client(config, "sqs", AWS_CONNECTIONS),
+        cloud.client(config, "ec2"),
     )
     pages = load_pages()
     server = Server((config.host, config.port), Handler, tier, pages)

@@ -36,8 +36,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cloud
 import common
-from common import Reply, Request
+import settings
+import statefiles
+from messages import Reply, Request, decode, encode
 
 log = logging.getLogger("worker")
 
@@ -82,7 +85,7 @@ class Worker:
         self.s3 = s3
         self.sqs = sqs
         self.hibernation = hibernation or Hibernation()
-        self.request_url, _ = common.queue_urls(sqs, config)
+        self.request_url, _ = cloud.queue_urls(sqs, config)
         self.fetcher = ThreadPoolExecutor(config.batch, thread_name_prefix="fetch")
         self.after_reply = ThreadPoolExecutor(1, thread_name_prefix="after-reply")
 
@@ -152,7 +155,7 @@ class Worker:
         jobs = []
         for message in messages:
             try:
-                jobs.append((message, common.decode(Request, message["Body"])))
+                jobs.append((message, decode(Request, message["Body"])))
             except ValueError as e:
                 log.warning("event=bad_request error=%s", e)
                 self._delete([message])
@@ -208,7 +211,7 @@ class Worker:
         for (_, request), reply in zip(jobs, replies):
             by_queue.setdefault(request.reply_to, []).append(reply)
         for queue_url, batch in by_queue.items():
-            entries = [{"Id": str(i), "MessageBody": common.encode(reply)} for i, reply in enumerate(batch)]
+            entries = [{"Id": str(i), "MessageBody": encode(reply)} for i, reply in enumerate(batch)]
             failed = self.sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
             if failed:
                 raise RuntimeError(f"{len(failed)} replies not sent: {failed[0].get('Message')}")
@@ -239,7 +242,7 @@ class Worker:
         self._batch("delete_message_batch", messages)
 
     def _batch(self, call, messages, **extra):
-        entries = common.receipt_entries((m["ReceiptHandle"] for m in messages), **extra)
+        entries = cloud.receipt_entries((m["ReceiptHandle"] for m in messages), **extra)
         getattr(self.sqs, call)(QueueUrl=self.request_url, Entries=entries)
 
 
@@ -259,7 +262,7 @@ class Heartbeat:
     def __init__(self, sqs, queue_url, receipts, timeout, hidden_at):
         self.sqs = sqs
         self.queue_url = queue_url
-        self.entries = common.receipt_entries(receipts, VisibilityTimeout=timeout)
+        self.entries = cloud.receipt_entries(receipts, VisibilityTimeout=timeout)
         self.timeout = timeout
         self.every = timeout / 2
         self.hidden_at = hidden_at
@@ -294,8 +297,8 @@ class Heartbeat:
 
 def load_recognizer(config):
     """The model, loaded once per process (or once per fork server, in local mode)."""
-    common.require_file(config.weights, "set FR_WEIGHTS, or run ./setup.sh local to make stand-in weights")
-    common.require_file(config.gallery, "set FR_GALLERY, or run ./setup.sh local to enrol a stand-in gallery")
+    settings.require_file(config.weights, "set FR_WEIGHTS, or run ./setup.sh local to make stand-in weights")
+    settings.require_file(config.gallery, "set FR_GALLERY, or run ./setup.sh local to enrol a stand-in gallery")
     from model import Recognizer
 
     started = time.monotonic()
@@ -306,7 +309,7 @@ def load_recognizer(config):
 
 def clients(config):
     """The worker's AWS clients: (S3, SQS)."""
-    return common.client(config, "s3"), common.client(config, "sqs")
+    return cloud.client(config, "s3"), cloud.client(config, "sqs")
 
 
 def serve(config, recognizer, stop, hibernation=None):
@@ -344,14 +347,14 @@ def boot_id():
 
 def write_worker_state(config, paused):
     """Tell the hooks which process is the worker, on which boot, and whether it is paused."""
-    common.write_state(config, WORKER_STATE, pid=os.getpid(), boot=boot_id(), paused=paused)
+    statefiles.write_state(config, WORKER_STATE, pid=os.getpid(), boot=boot_id(), paused=paused)
 
 
 def read_worker_state(config):
     """What the worker of this boot said (write_worker_state), or None: FR_STATE_DIR outlives a
     reboot, and a file left by the worker of an earlier boot names a pid that is now another
     process's."""
-    state = common.read_state(config, WORKER_STATE)
+    state = statefiles.read_state(config, WORKER_STATE)
     return state if state and state.get("boot") == boot_id() else None
 
 
@@ -391,7 +394,7 @@ def main(argv=None):
     hooks.add_argument("--resume", action="store_const", const="resume", dest="hook",
                        help="after hibernation: let the running worker go on")
     args = parser.parse_args(argv)
-    config = common.load_config_or_exit()
+    config = settings.load_config_or_exit()
     common.setup_logging(config.log_level)
     if args.hook:
         return hook(config, args.hook)

@@ -16,7 +16,7 @@ import unittest
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-import common
+import settings
 from tools.harness import stand_in_files
 
 # Pure code and the model library in this process: no moto, no service, no stack.
@@ -62,7 +62,7 @@ def run(names):
 def classes():
     """Every test class's name, discovered, SLOW ones first."""
     found = set()
-    pending = [unittest.defaultTestLoader.discover(str(common.PROJECT_DIR / "tests"), top_level_dir=str(common.PROJECT_DIR))]
+    pending = [unittest.defaultTestLoader.discover(str(settings.PROJECT_DIR / "tests"), top_level_dir=str(settings.PROJECT_DIR))]
     while pending:
         for item in pending.pop():
             if isinstance(item, unittest.TestSuite):
@@ -80,7 +80,7 @@ def jobs():
 
 def run_job(names):
     """Run `names` in a child process: (its output, (passed, failed, skipped, seconds))."""
-    done = subprocess.run([sys.executable, "-m", "tests", "--job", *names], cwd=common.PROJECT_DIR,
+    done = subprocess.run([sys.executable, "-m", "tests", "--job", *names], cwd=settings.PROJECT_DIR,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     last = done.stdout.rstrip().rsplit("\n", 1)[-1]
     if done.returncode not in (0, 1) or not last.startswith(JOB_RESULT):

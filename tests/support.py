@@ -5,7 +5,8 @@ import shutil
 import socket
 from urllib.parse import urlsplit
 
-import common
+import cloud
+import settings
 from tools import awslike, harness
 from tools.harness import (  # noqa: F401 (for the tests)
     IMAGES,
@@ -22,9 +23,9 @@ from tools.localstack import MOTO_SERVER
 from tools.procs import Child
 from tools.provision import provision
 
-LOG_DIR = common.PROJECT_DIR / "var/test-logs"
+LOG_DIR = settings.PROJECT_DIR / "var/test-logs"
 START_TIMEOUT = 60
-STATE_DIR = common.PROJECT_DIR / "var/test-state"
+STATE_DIR = settings.PROJECT_DIR / "var/test-state"
 # Every test runs on the AWS-like local stack (tools/awslike.py), its delays cut to this fraction
 # of AWS's: short, never zero (pending 0.25 s, stopping 1.5 s, SQS counts 3 s behind, ...).
 TIME_SCALE = 0.05
@@ -39,7 +40,7 @@ def child_env(**fr):
 def start(testcase, name, args, env, ready, timeout=START_TIMEOUT):
     """Start a child process, stopped at cleanup; returns (child, readiness match)."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    child = Child(name, args, env, log_path=LOG_DIR / f"{name}.log", cwd=common.PROJECT_DIR)
+    child = Child(name, args, env, log_path=LOG_DIR / f"{name}.log", cwd=settings.PROJECT_DIR)
     testcase.addClassCleanup(child.stop)
     return child, child.wait_for(ready, timeout)
 
@@ -123,11 +124,11 @@ class Service:
     def start_service(cls, workers=1, moto_port=0, **fr):
         cls.weights, cls.gallery = stand_in_files()
         cls.endpoint = start_moto(cls, moto_port)
-        settings = dict(FR_PREFIX="svc", FR_ENDPOINT_URL=cls.endpoint, FR_POLL_WAIT=1, FR_AMI_ID="ami-test", **fr)
-        cls.config = common.load_config({k: str(v) for k, v in settings.items()})
+        fr = dict(FR_PREFIX="svc", FR_ENDPOINT_URL=cls.endpoint, FR_POLL_WAIT=1, FR_AMI_ID="ami-test", **fr)
+        cls.config = settings.load_config({k: str(v) for k, v in fr.items()})
         cls.sqs, cls.s3 = aws(cls.endpoint, "sqs"), aws(cls.endpoint, "s3")
         cls.provision()
-        cls.env = child_env(FR_PORT=0, FR_WEIGHTS=cls.weights, FR_GALLERY=cls.gallery, FR_TORCH_THREADS=1, **settings)
+        cls.env = child_env(FR_PORT=0, FR_WEIGHTS=cls.weights, FR_GALLERY=cls.gallery, FR_TORCH_THREADS=1, **fr)
         cls.web, listening = start(cls, f"{cls.__name__}-web", [PYTHON, "web.py"], cls.env,
                                  r"event=listening host=\S+ port=(\d+)")
         cls.url = f"http://127.0.0.1:{listening[1]}/"
@@ -147,7 +148,7 @@ class Service:
     def assert_queues_drain(self):
         for name in (self.config.request_queue, self.config.response_queue):
             url = self.queue_url(name)
-            wait_until(lambda: sum(common.queue_depth(self.sqs, url)) == 0, 10, what=f"{name} empty")
+            wait_until(lambda: sum(cloud.queue_depth(self.sqs, url)) == 0, 10, what=f"{name} empty")
 
     def keys(self, bucket):
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)

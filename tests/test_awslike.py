@@ -2,8 +2,9 @@
 import time
 import unittest
 
-import common
+import cloud
 import pool
+import settings
 from tests.support import TIME_SCALE, aws, refusals, start_moto, wait_until
 from tools import awslike
 
@@ -22,7 +23,7 @@ class AwsLikeTest(unittest.TestCase):
         try:
             return pool.instance_states(self.ec2, [instance])[instance]
         except self.ec2.exceptions.ClientError as e:
-            self.assertEqual(common.error_code(e), "InvalidInstanceID.NotFound")
+            self.assertEqual(cloud.error_code(e), "InvalidInstanceID.NotFound")
             return None
 
     def launch(self, **arguments):
@@ -186,7 +187,7 @@ class EventualConsistencyTest(unittest.TestCase):
     def setUpClass(cls):
         endpoint = start_moto(cls, FR_SIMULATE_TIME_SCALE=0.3)
         cls.ec2, iam = aws(endpoint, "ec2"), aws(endpoint, "iam")
-        cls.config = common.load_config({"FR_PREFIX": "lag", "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": IMAGE,
+        cls.config = settings.load_config({"FR_PREFIX": "lag", "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": IMAGE,
                                          "FR_MAX_INSTANCES": "3", "FR_SPARE_INSTANCES": "2", "FR_HIBERNATE": "0"})
         iam.create_role(RoleName=cls.config.role("app"), AssumeRolePolicyDocument="{}")
         iam.create_instance_profile(InstanceProfileName=cls.config.role("app"))

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from urllib.parse import urlsplit
 
-import common
+import settings
 import web
 from tests.support import IMAGES, Service, multipart, raw_request, upload, wait_until
 
@@ -260,7 +260,7 @@ def cpu_seconds(pid):
 class LastResortTest(unittest.TestCase):
     def test_an_unexpected_failure_is_a_500_in_one_line_and_one_log_line(self):
         class Broken:
-            config = common.load_config({})
+            config = settings.load_config({})
             metrics = SimpleNamespace(record=lambda *args: None)
 
             def read_upload(self, path, headers, rfile):

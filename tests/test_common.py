@@ -1,8 +1,9 @@
 import unittest
 import uuid
 
-import common
-from common import Config, ConfigError, Reply, Request, decode, encode, load_config
+import settings
+from messages import MAX_MESSAGE_BYTES, Reply, Request, decode, encode
+from settings import Config, ConfigError, load_config
 
 
 class ConfigTest(unittest.TestCase):
@@ -18,7 +19,7 @@ class ConfigTest(unittest.TestCase):
         config = load_config({"FR_PREFIX": "t1", "FR_PORT": "0", "FR_REQUEST_TIMEOUT": "2.5",
                               "FR_WEIGHTS": "w.pt", "FR_ENDPOINT_URL": "http://127.0.0.1:5000"})
         self.assertEqual((config.request_queue, config.port, config.request_timeout), ("t1-req-queue", 0, 2.5))
-        self.assertEqual(config.weights, common.PROJECT_DIR / "w.pt")
+        self.assertEqual(config.weights, settings.PROJECT_DIR / "w.pt")
         self.assertEqual(config.endpoint_url, "http://127.0.0.1:5000")
 
     def test_a_bad_value_names_the_variable(self):
@@ -31,7 +32,7 @@ class ConfigTest(unittest.TestCase):
 
     def test_a_bad_value_stops_the_process_with_exit_78(self):
         with self.assertRaises(SystemExit) as caught:
-            common.load_config_or_exit({"FR_PORT": "x"})
+            settings.load_config_or_exit({"FR_PORT": "x"})
         self.assertEqual(caught.exception.code, 78)
 
     def test_config_is_frozen(self):
@@ -49,7 +50,7 @@ class MessageTest(unittest.TestCase):
     def test_the_largest_request_the_web_tier_makes_fits_the_queue_limit(self):
         queue_url = "https://sqs.ap-southeast-2.amazonaws.com/123456789012/" + "p" * 40 + "-resp-queue"
         request = Request(uuid.uuid4().hex, uuid.uuid4().hex + "/" + "s" * 100 + ".jpeg", "s" * 100, queue_url)
-        self.assertLessEqual(len(encode(request).encode()), common.MAX_MESSAGE_BYTES)
+        self.assertLessEqual(len(encode(request).encode()), MAX_MESSAGE_BYTES)
 
     def test_a_message_over_1_kb_is_refused_before_sending(self):
         with self.assertRaisesRegex(ValueError, "exceeds 1024"):

@@ -8,8 +8,9 @@ import tempfile
 import unittest
 from pathlib import Path
 
-import common
+import cloud
 import pool
+import settings
 from tests.support import PYTHON, aws, child_env, refusals, start_moto
 from tools import awslike
 from tools.provision import Provisioner, web_user_data
@@ -44,14 +45,14 @@ class Deployment(unittest.TestCase):
     def setUpClass(cls):
         cls.endpoint = start_moto(cls, FR_SIMULATE_TIME_SCALE=TIME_SCALE)
         cls.env = child_env(FR_PREFIX=PREFIX, FR_ENDPOINT_URL=cls.endpoint, FR_AMI_ID="ami-0app", FR_WEB_CIDR=CIDR)
-        cls.config = common.load_config({"FR_PREFIX": PREFIX})
+        cls.config = settings.load_config({"FR_PREFIX": PREFIX})
         cls.clients = {name: aws(cls.endpoint, name) for name in ("s3", "sqs", "ec2", "iam")}
 
     def setup_sh(self, *args):
         return self.setup_sh_env(self.env, *args)
 
     def setup_sh_env(self, env, *args):
-        done = subprocess.run(["./setup.sh", *args], cwd=common.PROJECT_DIR, env=env,
+        done = subprocess.run(["./setup.sh", *args], cwd=settings.PROJECT_DIR, env=env,
                               capture_output=True, text=True, timeout=300)
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
         return done.stdout
@@ -137,7 +138,7 @@ class ProvisionTest(Deployment):
 
     def test_provision_refuses_before_making_anything_when_the_vcpu_quota_is_too_small(self):
         env = dict(self.env, FR_PREFIX="quota", FR_MAX_INSTANCES="16")
-        done = subprocess.run(["./setup.sh", "provision", "--with-web"], cwd=common.PROJECT_DIR, env=env,
+        done = subprocess.run(["./setup.sh", "provision", "--with-web"], cwd=settings.PROJECT_DIR, env=env,
                               capture_output=True, text=True, timeout=300)
         self.assertNotEqual(done.returncode, 0)
         self.assertIn("34 needed", done.stderr)
@@ -149,7 +150,7 @@ class ProvisionTest(Deployment):
         bake = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1,
                                  HibernationOptions={"Configured": True})["Instances"][0]["InstanceId"]
         self.addCleanup(ec2.terminate_instances, InstanceIds=[bake])
-        done = subprocess.run(["./setup.sh", "bake-ami", bake], cwd=common.PROJECT_DIR, env=dict(self.env, FR_PREFIX="hib"),
+        done = subprocess.run(["./setup.sh", "bake-ami", bake], cwd=settings.PROJECT_DIR, env=dict(self.env, FR_PREFIX="hib"),
                               capture_output=True, text=True, timeout=300)
         self.assertNotEqual(done.returncode, 0)
         self.assertIn("launched for hibernation", done.stderr)
@@ -205,7 +206,7 @@ class ProvisionTest(Deployment):
         for subnet in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["Subnets"]:
             ec2.delete_subnet(SubnetId=subnet["SubnetId"])
         ec2.delete_vpc(VpcId=vpc["VpcId"])
-        done = subprocess.run(["./setup.sh", "provision"], cwd=common.PROJECT_DIR, capture_output=True, text=True,
+        done = subprocess.run(["./setup.sh", "provision"], cwd=settings.PROJECT_DIR, capture_output=True, text=True,
                               env=dict(self.env, FR_PREFIX="novpc", FR_REGION="eu-west-1"), timeout=300)
         self.assertNotEqual(done.returncode, 0)
         self.assertEqual(done.stderr.strip().splitlines()[-1], "config error: no default VPC in eu-west-1: the "
@@ -216,7 +217,7 @@ class ProvisionTest(Deployment):
 
     def check_queues(self):
         sqs = self.clients["sqs"]
-        request, reply = common.queue_urls(sqs, self.config)
+        request, reply = cloud.queue_urls(sqs, self.config)
         attributes = sqs.get_queue_attributes(QueueUrl=request, AttributeNames=["All"])["Attributes"]
         dlq = sqs.get_queue_url(QueueName=self.config.dead_letter_queue)["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -296,7 +297,7 @@ class RestartableProvisionTest(Deployment):
     def provisioner(self, prefix, on_call):
         """A Provisioner for `prefix` whose every AWS call, once made, is shown to on_call(service, operation)."""
         # A pool of 3 launched 2 at a time: every kind of step, in two waves, at a fifth of the cost.
-        config = common.load_config({"FR_PREFIX": prefix, "FR_ENDPOINT_URL": self.endpoint, "FR_AMI_ID": "ami-0app",
+        config = settings.load_config({"FR_PREFIX": prefix, "FR_ENDPOINT_URL": self.endpoint, "FR_AMI_ID": "ami-0app",
                                      "FR_WEB_CIDR": CIDR, "FR_MAX_INSTANCES": "2", "FR_SPARE_INSTANCES": "1"})
 
         def session(name):
@@ -337,7 +338,7 @@ class RestartableProvisionTest(Deployment):
 
 class ScriptsTest(unittest.TestCase):
     def dry_run(self, role):
-        done = subprocess.run(["./setup.sh", "--dry-run", role], cwd=common.PROJECT_DIR, env=child_env(),
+        done = subprocess.run(["./setup.sh", "--dry-run", role], cwd=settings.PROJECT_DIR, env=child_env(),
                               capture_output=True, text=True, timeout=300)
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
         return done.stdout
@@ -360,11 +361,11 @@ class ScriptsTest(unittest.TestCase):
 
     def test_the_hosts_get_every_module(self):
         copied = next(line for line in self.dry_run("web").splitlines() if line.startswith("would run: cp -r "))
-        modules = sorted(p.name for p in common.PROJECT_DIR.glob("*.py")) + ["pages"]
+        modules = sorted(p.name for p in settings.PROJECT_DIR.glob("*.py")) + ["pages"]
         self.assertEqual([m for m in modules if f" {m} " not in copied], [], copied)
 
     def test_web_host_user_data_retries_each_step_that_needs_the_network(self):
-        script = web_user_data(common.load_config({}))
+        script = web_user_data(settings.load_config({}))
         fetching = [line for line in script.splitlines() if "aws s3 cp" in line or "setup.sh web" in line]
         self.assertEqual(len(fetching), 2, script)
         self.assertTrue(all(line.startswith("retry ") for line in fetching), fetching)
@@ -372,22 +373,22 @@ class ScriptsTest(unittest.TestCase):
 
     def test_the_web_tier_spools_uploads_on_disk_not_in_the_tmpfs(self):
         # Amazon Linux 2023's /tmp is a tmpfs of half the RAM; tempfile (the web tier's spool) honours TMPDIR.
-        self.assertIn("Environment=TMPDIR=/var/tmp", (common.PROJECT_DIR / "systemd/face-web.service").read_text())
+        self.assertIn("Environment=TMPDIR=/var/tmp", (settings.PROJECT_DIR / "systemd/face-web.service").read_text())
 
     def test_setup_sh_passes_shellcheck(self):
         if not shutil.which("shellcheck"):
             self.skipTest("shellcheck not installed (./setup.sh test installs it where apt-get works)")
-        done = subprocess.run(["shellcheck", "setup.sh", ".ci/run"], cwd=common.PROJECT_DIR,
+        done = subprocess.run(["shellcheck", "setup.sh", ".ci/run"], cwd=settings.PROJECT_DIR,
                               capture_output=True, text=True)
         self.assertEqual((done.returncode, done.stdout), (0, ""))
 
     def test_systemd_units_pass_verify_with_what_they_share_in_one_drop_in(self):
         if not shutil.which("systemd-analyze"):
             self.skipTest("systemd-analyze not installed")
-        units = sorted((common.PROJECT_DIR / "systemd").glob("*.service"))
+        units = sorted((settings.PROJECT_DIR / "systemd").glob("*.service"))
         self.assertEqual([u.name for u in units], ["face-autoscaler.service", "face-web.service",
                                                     "face-worker-sleep.service", "face-worker.service"])
-        shared = (common.PROJECT_DIR / "systemd/face-.service.d/common.conf").read_text()
+        shared = (settings.PROJECT_DIR / "systemd/face-.service.d/common.conf").read_text()
         for line in ("RestartPreventExitStatus=78", "NoNewPrivileges=yes", "ProtectSystem=strict", "User=face-rec"):
             self.assertIn(f"\n{line}\n", shared)
             self.assertFalse([u.name for u in units if line in u.read_text()], f"{line} is repeated in a unit")
@@ -396,11 +397,11 @@ class ScriptsTest(unittest.TestCase):
             env_file.touch()
             # verify checks that ExecStart exists: point the units at this checkout instead of /opt.
             Path(scratch, "face-.service.d").mkdir()
-            for path in [*units, common.PROJECT_DIR / "systemd/face-.service.d/common.conf"]:
+            for path in [*units, settings.PROJECT_DIR / "systemd/face-.service.d/common.conf"]:
                 text = (path.read_text().replace("/opt/face-rec/venv/bin/python", PYTHON)
-                        .replace("/opt/face-rec/app", str(common.PROJECT_DIR))
+                        .replace("/opt/face-rec/app", str(settings.PROJECT_DIR))
                         .replace("/etc/face-recognition.env", str(env_file)))
-                Path(scratch, path.relative_to(common.PROJECT_DIR / "systemd")).write_text(text)
+                Path(scratch, path.relative_to(settings.PROJECT_DIR / "systemd")).write_text(text)
             # Found by name on a unit path: systemd then applies the prefix drop-in (given as files, it would not).
             done = subprocess.run(["systemd-analyze", "verify", *[u.name for u in units]], capture_output=True,
                                   text=True, env=dict(os.environ, SYSTEMD_UNIT_PATH=f"{scratch}:"))

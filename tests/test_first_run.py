@@ -4,7 +4,7 @@ import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 
-import common
+import settings
 from tests.support import (
     IMAGES,
     TIME_SCALE,
@@ -34,7 +34,7 @@ class FirstRunTest(unittest.TestCase):
         stack, ready = start(self, "first-run-localstack", LOCAL_STACK, env,
                              r"event=ready url=(\S+) endpoint=(\S+)")
         url, endpoint = ready[1], ready[2]
-        config = common.load_config({"FR_PREFIX": PREFIX, "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": LOCAL_AMI,
+        config = settings.load_config({"FR_PREFIX": PREFIX, "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": LOCAL_AMI,
                                      "FR_WEB_CIDR": "203.0.113.0/24"})
         provisioner = Provisioner(config, lambda name: aws(endpoint, name), out=lambda line: None)
         # The stack provisioned all but the web host; this adds it, whose autoscaler the stack's stands for.

@@ -6,7 +6,8 @@ import unittest
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import common
+import cloud
+import settings
 from tests.support import (
     IMAGES,
     LABELS,
@@ -65,7 +66,7 @@ class PipelineTest(Service, unittest.TestCase):
         ):
             with self.subTest(command=command[1]):
                 printed = subprocess.run([PYTHON, *command, *images], env=env, capture_output=True, text=True,
-                                         check=True, timeout=120, cwd=common.PROJECT_DIR).stdout
+                                         check=True, timeout=120, cwd=settings.PROJECT_DIR).stdout
                 self.assertEqual(printed, served)
 
     def test_an_image_without_a_face_is_422_and_the_next_upload_is_answered(self):
@@ -105,7 +106,7 @@ class PipelineTest(Service, unittest.TestCase):
         self.assertEqual(answers[:1] + answers[2:],
                          [(200, f"{name[:-4]}:{self.expected[name[:-4]]}\n") for name, _ in jobs if name != "tiny.png"])
         self.assert_queues_drain()
-        self.assertEqual(sum(common.queue_depth(self.sqs, self.queue_url(self.config.dead_letter_queue))), 0)
+        self.assertEqual(sum(cloud.queue_depth(self.sqs, self.queue_url(self.config.dead_letter_queue))), 0)
 
     def test_requests_that_are_not_uploads_get_a_clear_status(self):
         content_type = "multipart/form-data; boundary=b"

@@ -2,8 +2,8 @@
 import time
 import unittest
 
-import common
 import pool
+import settings
 from autoscaler import Autoscaler
 from tests.support import aws, start_moto, wait_until
 from tools import awslike
@@ -18,7 +18,7 @@ class StopTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         endpoint = start_moto(cls, FR_SIMULATE_TIME_SCALE=TIME_SCALE)
-        cls.config = common.load_config({
+        cls.config = settings.load_config({
             "FR_PREFIX": "stop", "FR_STATE_DIR": str(cls.moto_state), "FR_ENDPOINT_URL": endpoint,
             "FR_AMI_ID": "ami-test", "FR_MAX_INSTANCES": "4", "FR_SPARE_INSTANCES": "0",
             "FR_HIBERNATE_AFTER_LAUNCH": str(120 * TIME_SCALE), "FR_HIBERNATE_AFTER_START": str(60 * TIME_SCALE)})

@@ -12,9 +12,11 @@ import unittest
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-import common
+import settings
+import statefiles
 import worker as worker_module
-from common import Reply, Request, queue_depth
+from cloud import queue_depth
+from messages import Reply, Request, decode, encode
 from replies import DeadLettered, Pending, Replies
 from tests.support import (
     IMAGES,
@@ -232,7 +234,7 @@ class FaultTest(Service, unittest.TestCase):
     def test_replies_nobody_waits_for_are_deleted(self):
         reply_url = self.queue_url(self.config.response_queue)
         for n in range(5):
-            self.sqs.send_message(QueueUrl=reply_url, MessageBody=common.encode(Reply(f"gone{n}", "x", name="Paul")))
+            self.sqs.send_message(QueueUrl=reply_url, MessageBody=encode(Reply(f"gone{n}", "x", name="Paul")))
         self.sqs.send_message(QueueUrl=reply_url, MessageBody="not a reply")
         wait_until(lambda: sum(queue_depth(self.sqs, reply_url)) == 0, 10, what="response queue empty")
 
@@ -262,10 +264,10 @@ class FaultTest(Service, unittest.TestCase):
         worker = self.start_worker("gone")
         self.addCleanup(worker.stop)
         self.sqs.send_message(QueueUrl=self.queue_url(self.config.request_queue),
-                              MessageBody=common.encode(Request("gone1", "gone1/x.jpg", "x", replies)))
+                              MessageBody=encode(Request("gone1", "gone1/x.jpg", "x", replies)))
         received = wait_until(lambda: self.sqs.receive_message(QueueUrl=replies, WaitTimeSeconds=1).get("Messages"),
                               10, what="a reply")
-        self.assertEqual(common.decode(Reply, received[0]["Body"]).error, "the image is no longer in the input bucket")
+        self.assertEqual(decode(Reply, received[0]["Body"]).error, "the image is no longer in the input bucket")
         worker.wait_for("event=done id=gone1", 5)
         self.assertEqual([line for line in worker.lines if "event=received id=gone1" in line][1:], [], "retried")
 
@@ -352,9 +354,9 @@ class HibernationTest(Service, unittest.TestCase):
         state = state_dir("hooks")
         worker, link = self.frozen_worker("hooked", FR_POLL_WAIT="3", FR_STATE_DIR=state)
         hook_env = dict(self.env, FR_STATE_DIR=state)
-        done = subprocess.run([PYTHON, "worker.py", "--pause"], env=hook_env, cwd=common.PROJECT_DIR, timeout=60)
+        done = subprocess.run([PYTHON, "worker.py", "--pause"], env=hook_env, cwd=settings.PROJECT_DIR, timeout=60)
         self.assertEqual(done.returncode, 0)
-        self.assertTrue(common.read_state(dataclasses.replace(self.config, state_dir=state), WORKER_STATE)["paused"])
+        self.assertTrue(statefiles.read_state(dataclasses.replace(self.config, state_dir=state), WORKER_STATE)["paused"])
         worker.signal(signal.SIGSTOP)
         link.cut()
         request_url = self.queue_url(self.config.request_queue)
@@ -363,7 +365,7 @@ class HibernationTest(Service, unittest.TestCase):
             # Paused before the freeze, it had no poll for SQS to hand the request to.
             wait_until(lambda: queue_depth(self.sqs, request_url) == (1, 0), 15, what="the request waiting")
             worker.signal(signal.SIGCONT)
-            subprocess.run([PYTHON, "worker.py", "--resume"], env=hook_env, cwd=common.PROJECT_DIR, timeout=60,
+            subprocess.run([PYTHON, "worker.py", "--resume"], env=hook_env, cwd=settings.PROJECT_DIR, timeout=60,
                            check=True)
             self.assertEqual(answer.result(), GOOD_ANSWER)
         worker.wait_for("event=reconnected", 5)
@@ -413,7 +415,7 @@ class InstanceStartTest(Service, unittest.TestCase):
         (state / WORKER_STATE).write_text(json.dumps({"pid": bystander.pid, "boot": "an-earlier-boot", "paused": True,
                                                       "at": time.time()}))
         hook = subprocess.run([PYTHON, "worker.py", "--pause"], env=dict(self.env, FR_STATE_DIR=str(state)),
-                              cwd=common.PROJECT_DIR, capture_output=True, text=True, timeout=60)
+                              cwd=settings.PROJECT_DIR, capture_output=True, text=True, timeout=60)
         self.assertEqual(hook.returncode, 0)
         self.assertIn("event=hook_without_worker action=pause", hook.stderr)
         self.assertIsNone(bystander.poll(), "the hook signalled a process that is not the worker")
@@ -471,8 +473,8 @@ class DeadLetterTest(unittest.TestCase):
             def change_message_visibility_batch(self, QueueUrl, Entries):
                 return {"Successful": [{"Id": entry["Id"]} for entry in Entries]}
 
-        replies = Replies(common.load_config({}), Queue(), "reply-url", "dead-letter-url")
-        message = {"MessageId": "m1", "ReceiptHandle": "r1", "Body": common.encode(Request("a", "a/x.jpg", "x", "q"))}
+        replies = Replies(settings.load_config({}), Queue(), "reply-url", "dead-letter-url")
+        message = {"MessageId": "m1", "ReceiptHandle": "r1", "Body": encode(Request("a", "a/x.jpg", "x", "q"))}
         with replies.waiting("a") as slot, self.assertLogs("web", "INFO") as logged:
             replies._take_dead_letters([message])
             replies._take_dead_letters([dict(message, ReceiptHandle="r2")])

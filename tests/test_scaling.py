@@ -7,11 +7,13 @@ import threading
 import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-import common
+import cloud
 import pool
+import settings
 from autoscaler import Autoscaler
-from common import queue_depth
+from cloud import queue_depth
 from tests.support import (
     IMAGES,
     TIME_SCALE,
@@ -28,7 +30,7 @@ from tests.support import (
     wait_until,
 )
 from tools import awslike
-from tools.localstack import LOCAL_STACK, LOG_DIR
+from tools.localstack import LOCAL_STACK
 from tools.procs import alive, descendants
 from tools.provision import provision
 
@@ -72,7 +74,7 @@ class ScalingTest(unittest.TestCase):
                                  r"event=ready url=(\S+) endpoint=(\S+)")
         cls.url, endpoint = ready[1], ready[2]
         cls.ec2, cls.sqs = aws(endpoint, "ec2"), aws(endpoint, "sqs")
-        cls.config = common.load_config({"FR_PREFIX": "scaling"})
+        cls.config = settings.load_config({"FR_PREFIX": "scaling"})
 
     def test_a_member_that_ran_long_enough_hibernates_and_resumes_its_worker_with_the_model_loaded(self):
         # The next test starts from 0 running, whatever happens here.
@@ -86,7 +88,7 @@ class ScalingTest(unittest.TestCase):
         answers.append(upload_once_all_stopped(self.ec2, self.config, self.url))
         self.assertEqual(set(answers), {(200, "test_00:Paul\n")})
         # One upload after another: instance 1 (lowest number) answered them all, hibernated, resumed.
-        forked = workers_forked(self.stack, "app-tier-instance-1")
+        forked = workers_forked(self.stack, self.state, "app-tier-instance-1")
         self.assertEqual(len(forked), 1, "one worker, frozen and resumed, not a second one started")
         (pid,) = forked
         lines = self.stack.tail(1000)
@@ -136,7 +138,7 @@ class ScalingTest(unittest.TestCase):
             self.assertTrue(stopping, "the burst came while members were stopping")
             stopped_at = [e["at"] for e in journal if e["action"] == "Stopped" and e["instances"][0] in stopping]
             self.assertLess(first_start, max(stopped_at), "the burst waited for the stopping members: no spares")
-        for url in common.queue_urls(self.sqs, self.config):
+        for url in cloud.queue_urls(self.sqs, self.config):
             wait_until(lambda: sum(queue_depth(self.sqs, url)) == 0, 10, what=f"{url} empty")
 
 
@@ -154,15 +156,21 @@ def upload_once_all_stopped(ec2, config, url):
     return upload(url, "test_00.jpg", (IMAGES / "test_00.jpg").read_bytes())
 
 
-def workers_forked(stack, name):
-    """The pids of the workers this stack forked for instance `name` (its log may hold older runs')."""
+def workers_forked(stack, state, name):
+    """The pids of the workers this stack (of FR_STATE_DIR `state`) forked for instance `name` (its
+    log may hold older runs')."""
     ours = {match[1] for match in re.finditer(r"event=worker_started instance=\S+ pid=(\d+)", stack.tail(1000))}
-    log = (LOG_DIR / f"{name}.log").read_text()
+    log = (Path(state) / "logs" / f"{name}.log").read_text()
     return set(re.findall(rf"event=worker_forked name={name} pid=(\d+)", log)) & ours
 
 
 def instance_id(ec2, config, number):
     return next(i["id"] for i in pool.describe(ec2, config) if i["name"] == pool.instance_name(number))
+
+
+def stack_state(prefix):
+    """LocalStackTest's FR_STATE_DIR for the stack of `prefix`."""
+    return settings.PROJECT_DIR / f"var/state-{prefix}"
 
 
 class PoolObservationTest(unittest.TestCase):
@@ -172,7 +180,7 @@ class PoolObservationTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         endpoint = start_moto(cls)
-        cls.config = common.load_config({"FR_PREFIX": "observe", "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": "ami-test"})
+        cls.config = settings.load_config({"FR_PREFIX": "observe", "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": "ami-test"})
         provision(cls.config, lambda service: aws(endpoint, service))
         cls.ec2, cls.sqs = aws(endpoint, "ec2"), aws(endpoint, "sqs")
 
@@ -211,7 +219,7 @@ class LocalStackTest(unittest.TestCase):
     def start_stack(self, prefix, **fr):
         weights, gallery = stand_in_files()
         env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX=prefix, FR_POLL_WAIT=1, FR_WEIGHTS=weights,
-                        FR_GALLERY=gallery, FR_STATE_DIR=common.PROJECT_DIR / f"var/state-{prefix}", **fr)
+                        FR_GALLERY=gallery, FR_STATE_DIR=stack_state(prefix), **fr)
         stack, ready = start(self, f"{prefix}-localstack", LOCAL_STACK, env,
                              r"event=ready url=(\S+) endpoint=(\S+)")
         return stack, ready[1], aws(ready[2], "ec2")
@@ -244,9 +252,9 @@ class LocalStackTest(unittest.TestCase):
 
     def test_with_plain_stops_an_instance_started_again_boots_a_new_worker_and_keeps_the_old_log(self):
         stack, url, ec2 = self.start_stack("plain", FR_HIBERNATE=0)
-        config = common.load_config({"FR_PREFIX": "plain"})
+        config = settings.load_config({"FR_PREFIX": "plain"})
         self.assertEqual([upload_once_all_stopped(ec2, config, url) for _ in range(2)], [(200, "test_00:Paul\n")] * 2)
-        self.assertEqual(len(workers_forked(stack, "app-tier-instance-1")), 2,
+        self.assertEqual(len(workers_forked(stack, stack_state("plain"), "app-tier-instance-1")), 2,
                          "two workers in one log: the first run's lines were kept")
 
     def test_a_warm_floor_keeps_its_instances_running_when_idle_and_a_burst_still_reaches_15(self):
@@ -266,7 +274,7 @@ class LocalStackTest(unittest.TestCase):
         self.assertLessEqual(scaled_in, SCALE_IN_LIMIT)
 
     def config(self):
-        return common.load_config({"FR_PREFIX": "repair"})
+        return settings.load_config({"FR_PREFIX": "repair"})
 
 
 if __name__ == "__main__":

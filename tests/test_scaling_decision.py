@@ -1,6 +1,6 @@
 import unittest
 
-import common
+import settings
 from autoscaler import RecentMost, desired, work
 from pool import hibernation_unready, missing, plan
 
@@ -105,7 +105,7 @@ class HibernationReadinessTest(unittest.TestCase):
     def test_table(self):
         # The defaults: FR_HIBERNATE_AFTER_LAUNCH=120, FR_HIBERNATE_AFTER_START=60; EC2's times are
         # whole seconds, so a second is allowed for.
-        config = common.load_config({})
+        config = settings.load_config({})
         now = 1_000_000.0
         cases = [
             ((True, 3600, 600), None, "launched and started long ago: ready"),

@@ -42,8 +42,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import common
+import cloud
 import pool
+import settings
+import status
 from tools import awslike
 from tools.harness import (
     IMAGES,
@@ -59,7 +61,8 @@ from tools.loadgen import Run, upload
 from tools.localstack import LOCAL_STACK
 from tools.procs import Child, children_by_parent
 
-LOG_DIR = common.PROJECT_DIR / "var/logs"
+BENCH_STATE = settings.PROJECT_DIR / "var/bench-state"
+LOG_DIR = BENCH_STATE / "logs"  # the local stack's, in its FR_STATE_DIR
 # Reading a process's PSS (/proc/PID/smaps_rollup) walks its page tables: ~7 ms of CPU for a worker,
 # so sampling 17 processes every 0.25 s took a quarter of this machine from the burst it measures,
 # and every 2 s still 3 CPU-s of a 1000-upload burst. Memory changes slowly; it is also sampled once
@@ -101,7 +104,7 @@ def worker_start(weights, gallery, image):
             "m = time.monotonic() - t; data = open(sys.argv[3], 'rb').read(); t = time.monotonic(); "
             "r.recognize(data); print(i, m, time.monotonic() - t)")
     done = subprocess.run([PYTHON, "-c", code, str(weights), str(gallery), str(image)], capture_output=True,
-                          text=True, check=True, cwd=common.PROJECT_DIR)
+                          text=True, check=True, cwd=settings.PROJECT_DIR)
     return tuple(round(float(seconds), 2) for seconds in done.stdout.split())
 
 
@@ -222,7 +225,7 @@ def cold_start_split(t0, first_answer, timings=None):
 def second_burst(url, ec2, jobs, expected, concurrency, timings, stack_log):
     """A burst from a pool stopped after the first one (hibernated, or plainly stopped), split into
     its steps: the first answer, and all answered."""
-    config = common.load_config({"FR_PREFIX": "bench"})
+    config = settings.load_config({"FR_PREFIX": "bench"})
     wait_until(lambda: not {i["state"] for i in pool.describe(ec2, config)} & {"stopping", "pending"},
                timings["stopping"] * 2 + 60, interval=0.5, what="every instance stopped after the first burst")
     t0 = time.time()
@@ -245,7 +248,7 @@ def second_burst(url, ec2, jobs, expected, concurrency, timings, stack_log):
 def back_to_back_burst(url, ec2, jobs, expected, concurrency, timings, after=5.0):
     """A burst `after` seconds (AWS's, scaled as the stack's) after the previous burst's scale-in,
     as a user who sends one batch after another does: its first answer, and all answered."""
-    config = common.load_config({"FR_PREFIX": "bench"})
+    config = settings.load_config({"FR_PREFIX": "bench"})
     delay = after * timings["stopping"] / awslike.TIMINGS["stopping"]
     threading.Event().wait(delay)  # the scenario's pause, not a wait for anything
     stopping = sum(i["state"] == "stopping" for i in pool.describe(ec2, config))
@@ -293,16 +296,16 @@ def main():
     expected = expected_answers()
     stems = sorted(expected)
     fixtures = [(stem, (IMAGES / f"{stem}.jpg").read_bytes()) for stem in stems]
-    batch = common.load_config({}).batch  # the stack's: child_env passes no FR_* of this shell on
+    batch = settings.load_config({}).batch  # the stack's: child_env passes no FR_* of this shell on
     direct, direct_batched = model_direct(weights, gallery, [data for _, data in fixtures], batch)
     imported, loaded, first_inference = worker_start(weights, gallery, IMAGES / f"{stems[0]}.jpg")
 
     env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX="bench", FR_WEIGHTS=weights, FR_GALLERY=gallery,
-                    FR_CACHE_SIZE=10000, FR_STATE_DIR=str(common.PROJECT_DIR / "var/bench-state"),
+                    FR_CACHE_SIZE=10000, FR_STATE_DIR=str(BENCH_STATE),
                     FR_HIBERNATE=args.hibernate, FR_MIN_INSTANCES=args.min_instances, **simulation,
                     **({} if args.spare_instances is None else {"FR_SPARE_INSTANCES": args.spare_instances}))
     stack_log = LOG_DIR / "bench-localstack.log"
-    stack = Child("localstack", LOCAL_STACK, env, log_path=stack_log, cwd=common.PROJECT_DIR)
+    stack = Child("localstack", LOCAL_STACK, env, log_path=stack_log, cwd=settings.PROJECT_DIR)
     results = {"requests": args.requests, "concurrency": args.concurrency, "aws_like_time_scale": args.aws_like,
                "hibernate": args.hibernate, "min_instances": args.min_instances, "spare_instances": args.spare_instances}
     try:
@@ -350,7 +353,7 @@ def main():
         stop_sampling.set()
         sampler.join()
         request_url = sqs.get_queue_url(QueueName="bench-req-queue")["QueueUrl"]
-        wait_until(lambda: sum(common.queue_depth(sqs, request_url)) == 0, 10 + (timings or {}).get("sqs_count_lag", 0),
+        wait_until(lambda: sum(cloud.queue_depth(sqs, request_url)) == 0, 10 + (timings or {}).get("sqs_count_lag", 0),
                    what="request queue empty")
 
         results["model_direct_images_per_s"] = round(direct, 2)
@@ -387,8 +390,8 @@ def main():
         samples = sequential(url, args.sequential, fixtures)
         overhead = sorted(latency - model for latency, model in samples)
         floor = plumbing_floor(endpoint)
-        results["sequential_overhead_p50_ms"] = round(common.quantile(overhead, 0.5) * 1000, 1)
-        results["sequential_overhead_p95_ms"] = round(common.quantile(overhead, 0.95) * 1000, 1)
+        results["sequential_overhead_p50_ms"] = round(status.quantile(overhead, 0.5) * 1000, 1)
+        results["sequential_overhead_p95_ms"] = round(status.quantile(overhead, 0.95) * 1000, 1)
         results["sequential_model_p50_ms"] = round(statistics.median(m for _, m in samples) * 1000, 1)
         results.update(floor)
         results["overhead_over_floor"] = round(results["sequential_overhead_p50_ms"] / floor["floor_ms"], 2)

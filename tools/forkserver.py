@@ -19,7 +19,7 @@ the README's Performance section has the numbers.
 
 Protocol, one line each, written and read by the functions below (both sides: the launcher in
 tools/localstack.py uses start_command and parse_event). On stdin: `start INSTANCE_ID NAME [ENDPOINT]` forks a
-worker for that instance (its log is var/logs/NAME.log, appended to: the evidence of an
+worker for that instance (its log is FR_STATE_DIR/logs/NAME.log, appended to: the evidence of an
 instance's earlier runs stays). On stdout: READY once, then `event=forked
 instance=ID pid=PID` and `event=exited instance=ID pid=PID code=CODE`. To stop one worker, SIGTERM
 its pid (warm stop, as on an instance). SIGTERM/SIGINT to this process, or its stdin closing, stops
@@ -39,12 +39,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import common
+import settings
+import statefiles
 import worker
 from tools.procs import die_with_parent
 
 log = logging.getLogger("forkserver")
 
-LOG_DIR = common.PROJECT_DIR / "var/logs"
 TICK = 0.2
 CORES = os.cpu_count() or 1
 CORE_RETRY = 0.005
@@ -103,7 +104,7 @@ def run_child(config, recognizer, name, endpoint=None):
     code = 0
     try:
         die_with_parent()
-        log_fd = os.open(LOG_DIR / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log_fd = os.open(statefiles.log_dir(config) / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
@@ -266,11 +267,11 @@ class ForkServer:
 
 def main():
     # One torch thread here: no OpenMP pool exists to be broken by fork (each worker sets its own).
-    config = dataclasses.replace(common.load_config_or_exit(), torch_threads=1)
+    config = dataclasses.replace(settings.load_config_or_exit(), torch_threads=1)
     common.setup_logging(config.log_level)
     stop = threading.Event()
     common.stop_on_signals(stop)
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    statefiles.log_dir(config).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="face-rec-cores-") as lock_dir:
         turns = CoreTurns(CORES, lock_dir)
         recognizer = TakingTurns(worker.load_recognizer(config), turns)

@@ -6,12 +6,12 @@ import sys
 import threading
 import time
 
-import common
+import settings
 from tools.loadgen import FIXTURES, read_expected
 
 IMAGES = FIXTURES / "face_images_100"
 LABELS = FIXTURES / "face_images_100.csv"
-STAND_IN_DIR = common.PROJECT_DIR / "var/stand-in"
+STAND_IN_DIR = settings.PROJECT_DIR / "var/stand-in"
 PYTHON = sys.executable
 # Processes started here never see real credentials.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_SESSION_TOKEN": "test"}

@@ -13,7 +13,7 @@ instance runs again, it is thawed (SIGCONT) and told to go on (the post-hibernat
 loaded and all. When a web host
 is provisioned into moto (provision --with-web), the autoscaler here is taken for the one on that
 host: it is stopped when the host shuts down. Logs
-go to var/logs/. Ctrl-C (SIGINT) or SIGTERM stops everything, in the reverse order of starting:
+go to FR_STATE_DIR/logs/ (var/state/logs/). Ctrl-C (SIGINT) or SIGTERM stops everything, in the reverse order of starting:
 workers after the web tier (requests in progress are answered), moto last.
 """
 import dataclasses
@@ -25,8 +25,11 @@ import sys
 import threading
 import time
 
+import cloud
 import common
 import pool
+import settings
+import statefiles
 import worker
 from tools import awslike
 from tools.forkserver import READY, parse_event, start_command, worker_config
@@ -36,7 +39,6 @@ from tools.provision import provision
 
 log = logging.getLogger("localstack")
 
-LOG_DIR = common.PROJECT_DIR / "var/logs"
 PYTHON = sys.executable
 # Tools run as modules from the project directory (their processes are started with it as cwd).
 MOTO_SERVER = [PYTHON, "-m", "tools.motoserver"]
@@ -84,7 +86,7 @@ class Launcher:
                 self.frozen.discard(event.instance)
                 self.pausing.pop(event.instance, None)
                 log.info("event=worker_exited instance=%s pid=%s code=%s", event.instance, event.pid, event.code)
-                if event.code == common.EX_CONFIG:
+                if event.code == settings.EX_CONFIG:
                     self.broken.add(event.instance)
 
     def running(self):
@@ -169,7 +171,7 @@ class WebHost:
         if self.id is None:
             if time.monotonic() - self.looked >= WEB_HOST_LOOK_SECONDS:
                 self.looked = time.monotonic()
-                hosts = pool.ours(self.ec2, self.config, [common.WEB_HOST_NAME], pool.ACTIVE_STATES)
+                hosts = pool.ours(self.ec2, self.config, [settings.WEB_HOST_NAME], pool.ACTIVE_STATES)
                 if hosts:
                     self.id = hosts[0]["id"]
                     log.info("event=web_host_found instance=%s detail=\"the autoscaler here stands for its\"", self.id)
@@ -189,31 +191,32 @@ def scaler_env(config, env):
 
 
 def run(config, stop):
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    logs = statefiles.log_dir(config)
+    logs.mkdir(parents=True, exist_ok=True)
     # Dummy credentials: local mode never sends real ones anywhere, not even to moto.
     os.environ.update(AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", AWS_SESSION_TOKEN="local")
     services = []
     try:
         moto = Child("moto", [*MOTO_SERVER, "-H", "127.0.0.1", "-p", str(config.moto_port)],
-                     log_path=LOG_DIR / "moto.log", cwd=common.PROJECT_DIR)
+                     log_path=logs / "moto.log", cwd=settings.PROJECT_DIR)
         services.append(moto)
         moto_port = moto.wait_for(r"Running on http://127\.0\.0\.1:(\d+)", START_TIMEOUT)[1]
         endpoint = f"http://127.0.0.1:{moto_port}"
         config = dataclasses.replace(config, endpoint_url=endpoint, ami_id=config.ami_id or LOCAL_AMI)
         env = dict(os.environ, FR_ENDPOINT_URL=endpoint, FR_AMI_ID=config.ami_id)
-        ec2 = common.client(config, "ec2")
-        provision(config, lambda service: common.client(config, service))
+        ec2 = cloud.client(config, "ec2")
+        provision(config, lambda service: cloud.client(config, service))
         # Started before the web tier, so that it stops after it (the reverse order, below). Its
         # workers share the cores with each other and with moto: OpenMP threads that wait for work
         # sleep instead of spinning (read by libgomp as torch loads; see tools/forkserver.py).
         forkserver = Child("forkserver", FORK_SERVER, {**env, "OMP_WAIT_POLICY": "PASSIVE"},
-                           log_path=LOG_DIR / "forkserver.log", cwd=common.PROJECT_DIR, commands=True)
+                           log_path=logs / "forkserver.log", cwd=settings.PROJECT_DIR, commands=True)
         services.append(forkserver)
-        web = Child("web", [PYTHON, str(common.PROJECT_DIR / "web.py")], env, log_path=LOG_DIR / "web.log")
+        web = Child("web", [PYTHON, str(settings.PROJECT_DIR / "web.py")], env, log_path=logs / "web.log")
         services.append(web)
         port = web.wait_for(r"event=listening host=\S+ port=(\d+)", START_TIMEOUT)[1]
-        scaler = Child("autoscaler", [PYTHON, str(common.PROJECT_DIR / "autoscaler.py")], scaler_env(config, env),
-                       log_path=LOG_DIR / "autoscaler.log")
+        scaler = Child("autoscaler", [PYTHON, str(settings.PROJECT_DIR / "autoscaler.py")], scaler_env(config, env),
+                       log_path=logs / "autoscaler.log")
         services.append(scaler)
         scaler.wait_for("event=ready", START_TIMEOUT)
         forkserver.wait_for(READY, START_TIMEOUT)
@@ -225,13 +228,13 @@ def run(config, stop):
             launcher = Launcher(config, ec2, forkserver)
         web_host = WebHost(config, ec2)
         retired = set()  # services stopped on purpose
-        log.info("event=ready url=http://%s:%s/ endpoint=%s logs=%s", config.host, port, endpoint, LOG_DIR)
+        log.info("event=ready url=http://%s:%s/ endpoint=%s logs=%s", config.host, port, endpoint, logs)
         log.info("try: curl -F inputFile=@../shared/fixtures/face_images_100/test_00.jpg http://%s:%s/",
                  config.host, port)
         while not stop.is_set():
             dead = [s.name for s in services if s.popen.poll() is not None and s not in retired]
             if dead:
-                log.error("event=service_died name=%s detail=\"see %s\"", ",".join(dead), LOG_DIR)
+                log.error("event=service_died name=%s detail=\"see %s\"", ",".join(dead), logs)
                 return 1
             launcher.step()
             if scaler not in retired and web_host.shutting_down():
@@ -250,10 +253,10 @@ def run(config, stop):
 
 
 def main():
-    config = common.load_config_or_exit()
+    config = settings.load_config_or_exit()
     common.setup_logging(config.log_level)
-    common.require_file(config.weights, "run ./setup.sh local, which makes stand-in weights")
-    common.require_file(config.gallery, "run ./setup.sh local, which enrols a stand-in gallery")
+    settings.require_file(config.weights, "run ./setup.sh local, which makes stand-in weights")
+    settings.require_file(config.gallery, "run ./setup.sh local, which enrols a stand-in gallery")
     stop = threading.Event()
     common.stop_on_signals(stop)
     sys.exit(run(config, stop))

@@ -25,7 +25,7 @@ from moto.core.utils import unix_time
 from moto.server import main
 from moto.sqs.models import SQSBackend
 
-import common
+import settings
 from tools import awslike
 
 
@@ -39,7 +39,7 @@ backends.list_of_moto_modules = functools.cache(lambda listed=backends.list_of_m
 SQSBackend.is_message_valid_based_on_retention_period = _retained
 
 if __name__ == "__main__":
-    config = common.load_config_or_exit()
+    config = settings.load_config_or_exit()
     if config.simulate == "aws":
         awslike.install(config.simulate_time_scale, config.state_dir)
         print(f"motoserver: AWS-like ({awslike.timings(config.simulate_time_scale)})", file=sys.stderr)

@@ -27,8 +27,11 @@ import logging
 import subprocess
 import sys
 
+import cloud
 import common
 import pool
+import settings
+from messages import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("provision")
 
@@ -82,7 +85,7 @@ def _statement(actions, resources, condition=None):
 def web_policy(config, account):
     """Web host: the web tier (upload, request, replies) and the autoscaler (depth, our pool only)."""
     a = arns(config, account)
-    ours = {"StringEquals": {f"aws:ResourceTag/{common.PREFIX_TAG}": config.prefix}}
+    ours = {"StringEquals": {f"aws:ResourceTag/{settings.PREFIX_TAG}": config.prefix}}
     return {"Version": "2012-10-17", "Statement": [
         # The output bucket: what a worker would have written, for answers from the result cache.
         _statement(["s3:PutObject"], [a["in_objects"], a["out_objects"]]),
@@ -101,9 +104,9 @@ def web_policy(config, account):
         # part of RunInstances: tagging an existing instance as ours would let this role start and
         # stop any instance.
         _statement(["ec2:RunInstances"], [a["instances"]],
-                   {"StringEquals": {f"aws:RequestTag/{common.PREFIX_TAG}": config.prefix}}),
+                   {"StringEquals": {f"aws:RequestTag/{settings.PREFIX_TAG}": config.prefix}}),
         _statement(["ec2:CreateTags"], [a["instances"]], {"StringEquals": {
-            "ec2:CreateAction": "RunInstances", f"aws:RequestTag/{common.PREFIX_TAG}": config.prefix}}),
+            "ec2:CreateAction": "RunInstances", f"aws:RequestTag/{settings.PREFIX_TAG}": config.prefix}}),
         _statement(["ec2:RunInstances"], [
             f"arn:aws:ec2:{config.region}::image/*", f"arn:aws:ec2:{config.region}:{account}:subnet/*",
             f"arn:aws:ec2:{config.region}:{account}:network-interface/*",
@@ -152,7 +155,7 @@ class Provisioner:
         self.out(f"{'would ensure' if self.dry_run else state:<12} {what}")
 
     def waiting(self, error, pause):
-        self.out(f"{'waiting':<12} {common.error_code(error).rsplit('.', 1)[-1]}: again in {pause:.1f} s")
+        self.out(f"{'waiting':<12} {cloud.error_code(error).rsplit('.', 1)[-1]}: again in {pause:.1f} s")
 
     def account(self):
         if self.dry_run:
@@ -178,7 +181,7 @@ class Provisioner:
                 ServiceCode="ec2", QuotaCode=VCPU_QUOTA)["Quota"]["Value"])
         except (BotoCoreError, ClientError) as e:
             return self.out(f"{'unknown':<12} vCPU quota {VCPU_QUOTA} ({e}): make sure {wanted} fit")
-        others = [i for i in self._live_instances() if not _tagged(i, common.PREFIX_TAG, config.prefix)]
+        others = [i for i in self._live_instances() if not _tagged(i, settings.PREFIX_TAG, config.prefix)]
         in_use = sum(i["CpuOptions"]["CoreCount"] * i["CpuOptions"]["ThreadsPerCore"] for i in others)
         fits = (quota - in_use - (vcpus[config.web_instance_type] if with_web else 0)) // vcpus[config.instance_type]
         what = (f"vCPU quota {VCPU_QUOTA}: {quota}, {in_use} in use by other instances, {need} needed for {wanted} "
@@ -222,7 +225,7 @@ class Provisioner:
             state = "exists"
         except self.sqs.exceptions.QueueDoesNotExist:
             # A name deleted less than 60 s ago cannot be used again yet (a provision right after a teardown).
-            url = common.while_refused(lambda: self.sqs.create_queue(QueueName=name)["QueueUrl"],
+            url = cloud.while_refused(lambda: self.sqs.create_queue(QueueName=name)["QueueUrl"],
                                        refused_with("QueueDeletedRecently"), QUEUE_REUSE_PATIENCE, self.waiting)
             state = "created"
         self.sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
@@ -241,7 +244,7 @@ class Provisioner:
             state = "exists"
         except self.iam.exceptions.NoSuchEntityException:
             self.iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(EC2_TRUST),
-                                 Tags=[{"Key": common.PREFIX_TAG, "Value": self.config.prefix}])
+                                 Tags=[{"Key": settings.PREFIX_TAG, "Value": self.config.prefix}])
             state = "created"
         self.iam.put_role_policy(RoleName=name, PolicyName=name, PolicyDocument=json.dumps(policy))
         for arn in managed:
@@ -272,7 +275,7 @@ class Provisioner:
         if self.dry_run:
             return self.say("", f"{what}, launched {config.max_instances} at a time")
         launches, created = pool.Launches(), {}
-        autoscaled = bool(self._ours([common.WEB_HOST_NAME], pool.ACTIVE_STATES))
+        autoscaled = bool(self._ours([settings.WEB_HOST_NAME], pool.ACTIVE_STATES))
         while True:
             members = pool.describe(self.ec2, config)
             self._stop_active([i["id"] for i in members if i["state"] in pool.ACTIVE_STATES])
@@ -283,7 +286,7 @@ class Provisioner:
             self._stop_active(list(launched.values()))
         if autoscaled:
             return self.say(f"created {len(created)}" if created else "exists",
-                            f"{what} (states left to the autoscaler on {common.WEB_HOST_NAME})")
+                            f"{what} (states left to the autoscaler on {settings.WEB_HOST_NAME})")
         pool.wait_for(self.ec2, [i["id"] for i in pool.describe(self.ec2, config)], ["stopped"], INSTANCE_PATIENCE)
         self.say(f"created {len(created)}" if created else "exists", what)
 
@@ -312,7 +315,7 @@ class Provisioner:
         self.ensure_vcpus(with_web)
         for bucket in (config.in_bucket, config.out_bucket, config.deploy_bucket):
             self.ensure_bucket(bucket)
-        size = str(common.MAX_MESSAGE_BYTES)
+        size = str(MAX_MESSAGE_BYTES)
         dlq_arn = self.ensure_queue(config.dead_letter_queue, {"MaximumMessageSize": size,
                                                                "MessageRetentionPeriod": "1209600"})
         self.ensure_queue(config.request_queue, {
@@ -333,14 +336,14 @@ class Provisioner:
         """The web host, its security group and Elastic IP, each made only when missing: a run that
         stopped half-way (say between RunInstances and the address) is finished by the next."""
         config = self.config
-        what = f"{common.WEB_HOST_NAME} ({config.web_instance_type}, Elastic IP, port {WEB_PORT} open to {config.web_cidr})"
+        what = f"{settings.WEB_HOST_NAME} ({config.web_instance_type}, Elastic IP, port {WEB_PORT} open to {config.web_cidr})"
         if self.dry_run:
             self.say("", f"code archive s3://{config.deploy_bucket}/{CODE_KEY}")
             return self.say("", what)
         self.s3.put_object(Bucket=config.deploy_bucket, Key=CODE_KEY, Body=code_archive())
         self.say("uploaded", f"code archive s3://{config.deploy_bucket}/{CODE_KEY}")
         group = self._web_security_group()
-        existing = self._ours([common.WEB_HOST_NAME], pool.POOL_STATES)
+        existing = self._ours([settings.WEB_HOST_NAME], pool.POOL_STATES)
         if existing:
             instance, state = existing[0]["id"], "exists"
             if existing[0]["state"] in ("stopping", "stopped"):
@@ -353,7 +356,7 @@ class Provisioner:
                 self.ec2, PROFILE_PATIENCE, ImageId=image, InstanceType=config.web_instance_type,
                 SecurityGroupIds=[group], IamInstanceProfile={"Name": config.role("web")},
                 UserData=web_user_data(config),
-                TagSpecifications=[{"ResourceType": "instance", "Tags": pool.tags(config, common.WEB_HOST_NAME)}])
+                TagSpecifications=[{"ResourceType": "instance", "Tags": pool.tags(config, settings.WEB_HOST_NAME)}])
             state = "created"
         pool.wait_for(self.ec2, [instance], ["running"], INSTANCE_PATIENCE)
         address = self._web_address()
@@ -363,11 +366,11 @@ class Provisioner:
 
     def _web_address(self):
         found = self.ec2.describe_addresses(Filters=[
-            {"Name": f"tag:{common.PREFIX_TAG}", "Values": [self.config.prefix]}])["Addresses"]
+            {"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])["Addresses"]
         if found:
             return found[0]
         return self.ec2.allocate_address(Domain="vpc", TagSpecifications=[
-            {"ResourceType": "elastic-ip", "Tags": pool.tags(self.config, common.WEB_HOST_NAME)}])
+            {"ResourceType": "elastic-ip", "Tags": pool.tags(self.config, settings.WEB_HOST_NAME)}])
 
     def _ours(self, names, states):
         return pool.ours(self.ec2, self.config, names, states)
@@ -403,8 +406,8 @@ class Provisioner:
         none is left; then what they used (address, security group), queues, buckets and roles."""
         config = self.config
         if self.dry_run:
-            for what in (f"{common.WEB_HOST_NAME} (first, waited on: its autoscaler must stop before the pool)",
-                         f"every other instance tagged {common.PREFIX_TAG}={config.prefix}", "Elastic IP",
+            for what in (f"{settings.WEB_HOST_NAME} (first, waited on: its autoscaler must stop before the pool)",
+                         f"every other instance tagged {settings.PREFIX_TAG}={config.prefix}", "Elastic IP",
                          f"security group {config.prefix}-web",
                          *(f"queue {q}" for q in (config.request_queue, config.response_queue, config.dead_letter_queue)),
                          *(f"bucket {b} and its objects" for b in (config.in_bucket, config.out_bucket, config.deploy_bucket)),
@@ -412,16 +415,16 @@ class Provisioner:
                          "app-tier images and their snapshots" if images else "app-tier images: kept (--images removes them)"):
                 self.out(f"{'would remove':<12} {what}")
             return
-        self._terminate([common.WEB_HOST_NAME])
+        self._terminate([settings.WEB_HOST_NAME])
         self._terminate(["*"])
         for address in self.ec2.describe_addresses(Filters=[
-                {"Name": f"tag:{common.PREFIX_TAG}", "Values": [config.prefix]}])["Addresses"]:
+                {"Name": f"tag:{settings.PREFIX_TAG}", "Values": [config.prefix]}])["Addresses"]:
             self.ec2.release_address(AllocationId=address["AllocationId"])
             self.out(f"{'removed':<12} Elastic IP {address['PublicIp']}")
         for group in self.ec2.describe_security_groups(Filters=[
                 {"Name": "group-name", "Values": [f"{config.prefix}-web"]}])["SecurityGroups"]:
             # Refused while an instance that used it is still shutting down.
-            common.while_refused(lambda: self.ec2.delete_security_group(GroupId=group["GroupId"]),
+            cloud.while_refused(lambda: self.ec2.delete_security_group(GroupId=group["GroupId"]),
                                  refused_with("DependencyViolation"), INSTANCE_PATIENCE, self.waiting)
             self.out(f"{'removed':<12} security group {group['GroupName']}")
         for name in (config.request_queue, config.response_queue, config.dead_letter_queue):
@@ -488,7 +491,7 @@ class Provisioner:
         only their tag finds them. So snapshots tagged ours and left (by an older teardown, or one
         stopped half-way) are deleted too, waiting out that refusal."""
         images = self.ec2.describe_images(Owners=["self"], Filters=[
-            {"Name": f"tag:{common.PREFIX_TAG}", "Values": [self.config.prefix]}])["Images"]
+            {"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])["Images"]
         for image in images:
             snapshots = [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", []) if "Ebs" in m]
             if not remove:
@@ -500,8 +503,8 @@ class Provisioner:
         if not remove:
             return
         for snapshot in self.ec2.describe_snapshots(OwnerIds=["self"], Filters=[
-                {"Name": f"tag:{common.PREFIX_TAG}", "Values": [self.config.prefix]}])["Snapshots"]:
-            common.while_refused(lambda: self.ec2.delete_snapshot(SnapshotId=snapshot["SnapshotId"]),
+                {"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])["Snapshots"]:
+            cloud.while_refused(lambda: self.ec2.delete_snapshot(SnapshotId=snapshot["SnapshotId"]),
                                  refused_with("InvalidSnapshot.InUse"), INSTANCE_PATIENCE, self.waiting)
             self.out(f"{'removed':<12} snapshot {snapshot['SnapshotId']} (left by an earlier run)")
 
@@ -509,13 +512,13 @@ class Provisioner:
         """What of ours is still there and may be billed: [(kind, id)]."""
         left = [("instance", i["id"]) for i in self._ours(["*"], pool.LIVE_STATES)]
         left += [("address", a["AllocationId"]) for a in self.ec2.describe_addresses(Filters=[
-            {"Name": f"tag:{common.PREFIX_TAG}", "Values": [self.config.prefix]}])["Addresses"]]
+            {"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])["Addresses"]]
         left += [("volume", v["VolumeId"]) for v in self.ec2.describe_volumes(Filters=[
-            {"Name": f"tag:{common.PREFIX_TAG}", "Values": [self.config.prefix]}])["Volumes"]]
+            {"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])["Volumes"]]
         left += [("image", i["ImageId"]) for i in self.ec2.describe_images(Owners=["self"], Filters=[
-            {"Name": f"tag:{common.PREFIX_TAG}", "Values": [self.config.prefix]}])["Images"]]
+            {"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])["Images"]]
         left += [("snapshot", s["SnapshotId"]) for s in self.ec2.describe_snapshots(OwnerIds=["self"], Filters=[
-            {"Name": f"tag:{common.PREFIX_TAG}", "Values": [self.config.prefix]}])["Snapshots"]]
+            {"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])["Snapshots"]]
         return left
 
     def bake_ami(self, instance_id):
@@ -527,7 +530,7 @@ class Provisioner:
         image is made of a quiet disk), imaged, and terminated once the image is available."""
         name = f"{self.config.prefix}-app-tier-{instance_id}"
         if self.dry_run:
-            for what in (f"tag {instance_id} {common.PREFIX_TAG}={self.config.prefix}, stop it",
+            for what in (f"tag {instance_id} {settings.PREFIX_TAG}={self.config.prefix}, stop it",
                          f"image {name} from {instance_id}", f"terminate {instance_id}"):
                 self.out(f"{'would':<12} {what}")
             return None
@@ -557,8 +560,8 @@ def _tagged(instance, key, value):
 
 
 def refused_with(code):
-    """A `passing` test for common.while_refused: AWS's error `code` (query or JSON protocol form)."""
-    return lambda error: common.error_code(error).endswith(code)
+    """A `passing` test for cloud.while_refused: AWS's error `code` (query or JSON protocol form)."""
+    return lambda error: cloud.error_code(error).endswith(code)
 
 
 def web_user_data(config):
@@ -595,7 +598,7 @@ retry /opt/face-rec/src/setup.sh web
 
 def code_archive():
     """A tar.gz of the committed code (HEAD): what is deployed is what is in git."""
-    return subprocess.run(["git", "-C", str(common.PROJECT_DIR), "archive", "--format=tar.gz", "HEAD"],
+    return subprocess.run(["git", "-C", str(settings.PROJECT_DIR), "archive", "--format=tar.gz", "HEAD"],
                           capture_output=True, check=True).stdout
 
 
@@ -616,9 +619,9 @@ def main(argv=None):
     for command in commands.choices.values():
         command.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
-    config = common.load_config_or_exit()
+    config = settings.load_config_or_exit()
     common.setup_logging(config.log_level)
-    provisioner = Provisioner(config, lambda name: common.client(config, name), dry_run=args.dry_run)
+    provisioner = Provisioner(config, lambda name: cloud.client(config, name), dry_run=args.dry_run)
     try:
         if args.command == "provision":
             provisioner.provision(args.with_web)
@@ -626,7 +629,7 @@ def main(argv=None):
             provisioner.teardown(args.images)
             if not args.dry_run:
                 left = provisioner.remaining()
-                print(f"{'left':<12} {left}" if left else f"{'left':<12} nothing tagged {common.PREFIX_TAG}={config.prefix}")
+                print(f"{'left':<12} {left}" if left else f"{'left':<12} nothing tagged {settings.PREFIX_TAG}={config.prefix}")
         else:
             provisioner.bake_ami(args.instance_id)
     except ProvisionError as e:

@@ -9,11 +9,12 @@ the service's configuration, so that model/ imports nothing of the service.
 import sys
 
 import common
+import settings
 from model.__main__ import main as model_main
 
 
 def main(argv):
-    config = common.load_config_or_exit()
+    config = settings.load_config_or_exit()
     common.setup_logging(config.log_level)
     return model_main(["--weights", str(config.weights), "--gallery", str(config.gallery),
                        "--threads", str(config.torch_threads), *argv])

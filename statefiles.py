@@ -1,0 +1,55 @@
+"""What processes on one host leave each other in FR_STATE_DIR: small JSON files, written whole.
+
+web.json: the web tier's count of requests waiting for an answer, the autoscaler's exact count of
+the work (autoscaler.py); written by `write_waiting` at once when it changes and at least every
+WEB_STATE_SECONDS, read by `read_waiting`, which takes a file older than WEB_STATE_MAX_AGE for a
+web tier gone. autoscaler.json: the autoscaler's last decision, for the status page. The local
+stack's logs are in FR_STATE_DIR/logs (`log_dir`)."""
+import json
+import os
+import time
+from pathlib import Path
+
+AUTOSCALER_STATE = "autoscaler.json"
+WEB_STATE = "web.json"
+# web.json is rewritten at least this often; older than WEB_STATE_MAX_AGE (three misses), it is gone.
+WEB_STATE_SECONDS = 1.0
+WEB_STATE_MAX_AGE = 3.0
+
+
+def write_state(config, name, **fields):
+    """Leave `fields` (and the time) in FR_STATE_DIR/`name`, written whole, never half."""
+    path = Path(config.state_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(dict(fields, at=time.time())))
+    tmp.replace(path)
+
+
+def read_state(config, name, max_age=None):
+    """The fields left in FR_STATE_DIR/`name`, or None when there are none (or, with `max_age`,
+    when they are older than that many seconds: their writer is gone)."""
+    try:
+        fields = json.loads((Path(config.state_dir) / name).read_text())
+    except (OSError, ValueError):
+        return None
+    if max_age is not None and not time.time() - fields.get("at", 0) <= max_age:
+        return None
+    return fields
+
+
+def write_waiting(config, waiting):
+    """The web tier: `waiting` requests wait for an answer now."""
+    write_state(config, WEB_STATE, waiting=waiting)
+
+
+def read_waiting(config):
+    """The autoscaler: how many requests the web tier on this host waits on, or None when no web
+    tier runs here (no web.json, or one it stopped rewriting)."""
+    web = read_state(config, WEB_STATE, max_age=WEB_STATE_MAX_AGE)
+    return web["waiting"] if web else None
+
+
+def log_dir(config):
+    """Where the local stack's processes and its instances' workers log: FR_STATE_DIR/logs."""
+    return Path(config.state_dir) / "logs"
