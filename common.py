@@ -1,16 +1,49 @@
 """What every process does the same way: logging, one logfmt line per event, and stopping on
-SIGTERM/SIGINT."""
+SIGTERM/SIGINT.
+
+Every process logs through an EventLog: `log.info("answered", id=..., ms=12.5)` is the line
+`... INFO web event=answered id=... ms=12.5`, each value quoted when it holds a space, `=`, a quote
+or a line break, so that one line is one event whatever the values (an error's text, a path)."""
 import logging
 import os
 import sys
 
 
 def logfmt_value(value):
-    """`value` as a logfmt field's value: quoted when it holds a space, `=` or a quote."""
+    """`value` as a logfmt field's value: quoted when it holds a space, `=`, a quote or a line break."""
     text = str(value)
-    if any(c in text for c in ' ="') or not text:
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if any(c in text for c in ' ="\n\r') or not text:
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+        return '"' + escaped + '"'
     return text
+
+
+class EventLog:
+    """The log of one component (its logger's name): one logfmt line per event, `event=NAME` first."""
+
+    def __init__(self, name):
+        self.logger = logging.getLogger(name)
+
+    def log(self, level, event, fields, exc_info=False):
+        if self.logger.isEnabledFor(level):
+            line = " ".join([f"event={event}", *(f"{key}={logfmt_value(value)}" for key, value in fields.items())])
+            self.logger.log(level, "%s", line, exc_info=exc_info, stacklevel=3)
+
+    def debug(self, event, **fields):
+        self.log(logging.DEBUG, event, fields)
+
+    def info(self, event, **fields):
+        self.log(logging.INFO, event, fields)
+
+    def warning(self, event, **fields):
+        self.log(logging.WARNING, event, fields)
+
+    def error(self, event, **fields):
+        self.log(logging.ERROR, event, fields)
+
+    def exception(self, event, **fields):
+        """An error with the traceback of the exception being handled (lines after this one)."""
+        self.log(logging.ERROR, event, fields, exc_info=True)
 
 
 def setup_logging(level="INFO"):

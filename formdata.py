@@ -4,8 +4,8 @@ The caller reads the bytes (from a socket, a file, a test's list of chunks) and 
 decides where each part's body goes (`new_body(part)`: by default a file spooled to disk past
 1 MiB; the web tier keeps only the part it uses and counts the others' bytes, so memory is bounded
 whatever the upload's size or shape); `MultipartParser` returns the parts. Every refusal is an
-HttpError carrying its HTTP status and a one-line reason for the client (415 not multipart, 400
-malformed), as in defnull/multipart. The web tier
+MultipartError carrying the HTTP status it calls for and a one-line reason for the client (415
+not multipart, 400 malformed), as defnull/multipart's errors do. The web tier
 (web.py) is its only user; the tests feed it every way a body can be split.
 """
 import tempfile
@@ -24,8 +24,8 @@ MAX_PARTS = 16
 SPOOL_BYTES = 1024 * 1024
 
 
-class HttpError(Exception):
-    """A request we refuse: `status` and a one-line `reason` for the client."""
+class MultipartError(Exception):
+    """A body or Content-Type we refuse: the HTTP `status` it calls for and a one-line `reason`."""
 
     def __init__(self, status, reason):
         super().__init__(reason)
@@ -62,7 +62,7 @@ class Part:
 class MultipartParser:
     """An I/O-free push parser for multipart/form-data (RFC 7578): `feed` bytes, then `close`.
 
-    Errors are HttpError(400, reason). Part headers are limited to `max_header_bytes`; each part's
+    Errors are MultipartError(400, reason). Part headers are limited to `max_header_bytes`; each part's
     body is written to the file object `new_body(part)` returns, once its name is known.
     """
 
@@ -84,7 +84,7 @@ class MultipartParser:
     def close(self):
         """The parts, once the closing boundary has been seen."""
         if self.state != "end":
-            raise HttpError(400, "truncated multipart body: no closing boundary")
+            raise MultipartError(400, "truncated multipart body: no closing boundary")
         return self.parts
 
     def _step(self):
@@ -108,7 +108,7 @@ class MultipartParser:
                 self.state = "end"
                 return False
             if tail != b"\r\n":
-                raise HttpError(400, "malformed multipart body: bad boundary line")
+                raise MultipartError(400, "malformed multipart body: bad boundary line")
             # Keep the CRLF: the header block is then found by its CRLFCRLF even when empty.
             del buf[:after]
             self.state = "headers"
@@ -116,11 +116,11 @@ class MultipartParser:
         if self.state == "headers":
             at = buf.find(b"\r\n\r\n")
             if (len(buf) if at < 0 else at) > self.max_header_bytes:
-                raise HttpError(400, f"multipart part headers too large (limit {self.max_header_bytes} bytes)")
+                raise MultipartError(400, f"multipart part headers too large (limit {self.max_header_bytes} bytes)")
             if at < 0:
                 return False
             if len(self.parts) == self.max_parts:
-                raise HttpError(400, f"too many multipart parts (limit {self.max_parts})")
+                raise MultipartError(400, f"too many multipart parts (limit {self.max_parts})")
             part = Part(_parse_header_block(bytes(buf[2:at])))
             part.body = self.new_body(part)
             self.parts.append(part)
@@ -149,16 +149,16 @@ def _parse_header_block(block):
     for line in block.split(b"\r\n") if block else ():
         name, sep, value = line.partition(b":")
         if not sep:
-            raise HttpError(400, "malformed multipart part header")
+            raise MultipartError(400, "malformed multipart part header")
         headers[name.strip().lower().decode("latin-1")] = value.strip().decode("utf-8", "replace")
     return headers
 
 
 def _header_params(value, header):
     """A Message whose get_param parses `value`'s parameters (quoted strings, RFC 2231), or
-    HttpError 400 when `value` is too long to parse."""
+    MultipartError 400 when `value` is too long to parse."""
     if len(value) > MAX_PARAMETERS_CHARS:
-        raise HttpError(400, f"{header} header too long (limit {MAX_PARAMETERS_CHARS} characters)")
+        raise MultipartError(400, f"{header} header too long (limit {MAX_PARAMETERS_CHARS} characters)")
     message = Message()
     message["content-disposition"] = value
     message["content-type"] = value
@@ -168,22 +168,22 @@ def _header_params(value, header):
 def _param(message, key, header):
     """A parameter's value as text: `key="a.jpg"`, or RFC 2231's `key*=UTF-8''a.jpg` (browsers
     send the latter for non-ASCII file names); None when absent. A charset that cannot decode it
-    (`idna`, `punycode`, `undefined` raise UnicodeError) is HttpError 400."""
+    (`idna`, `punycode`, `undefined` raise UnicodeError) is MultipartError 400."""
     value = message.get_param(key, header=header)
     try:
         return None if value is None else collapse_rfc2231_value(value)
     except (UnicodeError, LookupError):
-        raise HttpError(400, f"{header} parameter {key}: a charset that cannot decode it") from None
+        raise MultipartError(400, f"{header} parameter {key}: a charset that cannot decode it") from None
 
 
 def boundary_of(content_type):
-    """The multipart boundary (bytes) of a request Content-Type, or HttpError 415/400."""
+    """The multipart boundary (bytes) of a request Content-Type, or MultipartError 415/400."""
     if not content_type:
-        raise HttpError(415, "Content-Type must be multipart/form-data")
+        raise MultipartError(415, "Content-Type must be multipart/form-data")
     params = _header_params(content_type, "Content-Type")
     if params.get_content_type() != "multipart/form-data":
-        raise HttpError(415, "Content-Type must be multipart/form-data")
+        raise MultipartError(415, "Content-Type must be multipart/form-data")
     boundary = _param(params, "boundary", "content-type")
     if not boundary or len(boundary) > 70:
-        raise HttpError(400, "multipart/form-data without a valid boundary")
+        raise MultipartError(400, "multipart/form-data without a valid boundary")
     return boundary.encode("latin-1", "replace")

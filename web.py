@@ -2,18 +2,17 @@
 
 `POST /` with a multipart field `inputFile` stores the image in the S3 input bucket under a key of
 our own making (`<request id>/<safe file name>`), sends a small JSON request to the SQS request
-queue and waits for the answer; the body of the reply is `stem:name` as text/plain. How the
-answer finds the waiting request (by request id, never by file name), and how a request the
-workers failed on repeatedly ends in a 502, not a hang, is replies.py; the upload's parsing is
-formdata.py; what /status and /metrics show is status.py; the pages are files in pages/.
+queue and waits for the answer; the body of the reply is `stem:name` as text/plain. This module is
+the HTTP side: routes, limits, statuses. What is done with an upload (and the result cache) is
+uploads.py; how the answer finds the waiting request (by request id, never by file name), and how a
+request the workers failed on repeatedly ends in a 502, not a hang, is replies.py; the upload's
+parsing is formdata.py; the guards on how http.server reads a request are httpguards.py; what
+/status and /metrics show is status.py; the pages are files in pages/.
 
 `GET /` is a page to upload images from a browser (it POSTs to / as curl does); `GET /status` shows
 queue depths, app instances, this tier's counters and the autoscaler's last decision (`?format=json`
 for machines); `GET /metrics` has the same in Prometheus text format; `GET /healthz` is 200 when
 the queues answer.
-
-With FR_CACHE_SIZE set, an image answered before (same sha256) is answered at once from memory;
-its upload and `stem -> name` are still written to the buckets, after the answer.
 
 Reads: FR_* configuration (settings.py), the response and dead-letter queues, queue depths and the
 pool (for /status), FR_STATE_DIR/autoscaler.json. Writes: the input bucket, the request queue (and
@@ -21,32 +20,27 @@ the output bucket for cache hits), FR_STATE_DIR/web.json (how many requests wait
 exact count of the work). Stops on SIGTERM/SIGINT: stops accepting, lets requests in
 progress finish, exits 0; a second signal exits at once.
 """
-import hashlib
 import io
 import json
 import logging
 import math
-import re
 import socket
 import sys
 import threading
 import time
 import traceback
-import uuid
-from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
-from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import cloud
 import common
 import settings
-from formdata import MAX_PARAMETERS_CHARS, Discarded, HttpError, MultipartParser, boundary_of, spooled
-from messages import Request, encode
-from replies import DeadLettered, Replies
+from formdata import Discarded, MultipartError, MultipartParser, boundary_of, spooled
+from httpguards import BadHeaderLine, DeadlineReader, HeaderLines, RequestHeaders
+from replies import Replies
 from status import Metrics, Status, prometheus_text
+from uploads import GaveUp, NoAnswer, NotRecognized, Uploads
 
 log = logging.getLogger("web")
 
@@ -56,7 +50,6 @@ AWS_CONNECTIONS = 100
 READ_CHUNK = 64 * 1024
 LINGER_SECONDS = 1
 LINGER_BYTES = 1024 * 1024
-MAX_STEM_CHARS = 100
 UPLOAD_FIELD = "inputFile"
 # The methods this tier serves (HEAD for the GET routes); any other method gets 405 with them.
 ALLOW = "GET, HEAD, POST"
@@ -64,22 +57,17 @@ ALLOW = "GET, HEAD, POST"
 HEALTH_SECONDS = 1.0
 # Empty lines skipped before a request line (RFC 9112 2.2: a server SHOULD ignore at least one).
 MAX_EMPTY_LINES = 4
-# A header field line: a token, then at once the colon (RFC 9110 5.1, RFC 9112 5.1).
-HEADER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:")
+# What an upload that is not an answer gets: uploads.py's outcomes, as HTTP statuses.
+OUTCOME_STATUS = {NoAnswer: 504, GaveUp: 502, NotRecognized: 422}
 
 
-def upload_key(request_id, filename):
-    """(stem, S3 key) for an uploaded file name: the client never chooses the key.
+class HttpError(Exception):
+    """An upload this tier refuses before it reaches the service: `status` and a one-line `reason`."""
 
-    The stem is the file name without directories or extension, reduced to [A-Za-z0-9._-].
-    """
-    base = re.split(r"[/\\]", filename or "")[-1]
-    stem, dot, ext = base.rpartition(".")
-    if not dot:
-        stem, ext = base, ""
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".")[:MAX_STEM_CHARS] or "upload"
-    ext = f".{ext.lower()}" if re.fullmatch(r"[A-Za-z0-9]{1,5}", ext) else ""
-    return stem, f"{request_id}/{stem}{ext}"
+    def __init__(self, status, reason):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
 
 
 def is_upload(part):
@@ -87,62 +75,28 @@ def is_upload(part):
     return part.name == UPLOAD_FIELD and part.filename is not None
 
 
-class ResultCache:
-    """Names of images answered before, by the sha256 of their bytes; the `size` most recent."""
-
-    def __init__(self, size):
-        self.size = size
-        self._names = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-
-    def get(self, digest):
-        with self._lock:
-            name = self._names.get(digest)
-            if name is not None:
-                self._names.move_to_end(digest)
-                self.hits += 1
-            return name
-
-    def put(self, digest, name):
-        with self._lock:
-            self._names[digest] = name
-            self._names.move_to_end(digest)
-            while len(self._names) > self.size:
-                self._names.popitem(last=False)
-
-
-def sha256_of(body):
-    digest = hashlib.sha256()
-    body.seek(0)
-    while chunk := body.read(READ_CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
 class WebTier:
-    """The service behind the HTTP handler: upload, enqueue, wait, answer."""
+    """What the HTTP handler serves: the uploads (uploads.py), the replies' pollers, the metrics
+    and status, and the checks of an upload's request (HttpError, MultipartError)."""
 
     def __init__(self, config, s3, sqs, ec2):
         self.config = config
-        self.s3 = s3
         self.sqs = sqs
-        self.ec2 = ec2
         self.metrics = Metrics()
-        self.cache = ResultCache(config.cache_size) if config.cache_size else None
-        # S3 writes of cache hits, done after the answer is sent.
-        self.background = ThreadPoolExecutor(4, thread_name_prefix="after-answer")
         self.request_url, self.reply_url = cloud.queue_urls(sqs, config)
         self.health_lock, self.health_checked = threading.Lock(), -HEALTH_SECONDS
         self.dead_letter_url = sqs.get_queue_url(QueueName=config.dead_letter_queue)["QueueUrl"]
         self.replies = Replies(config, sqs, self.reply_url, self.dead_letter_url)
+        self.uploads = Uploads(config, s3, sqs, self.request_url, self.reply_url, self.replies)
+        cache = self.uploads.cache
         queues = {"request": self.request_url, "response": self.reply_url, "dead_letter": self.dead_letter_url}
         self.status = Status(config, sqs, ec2, queues, lambda: dict(
-            self.metrics.snapshot(), in_flight=len(self.replies), cache_hits=self.cache.hits if self.cache else None))
+            self.metrics.snapshot(), in_flight=len(self.replies), cache_hits=cache.hits if cache else None))
 
     def check_upload(self, path, headers):
         """(body length, multipart boundary) of an upload, from its request line and headers: what
-        can be refused before the body is read (HttpError), here and for `Expect: 100-continue`.
+        can be refused before the body is read (HttpError,
+        MultipartError), here and for `Expect: 100-continue`.
 
         Framing a proxy in front could read differently from us is refused (RFC 9112 6.3): a
         Content-Length beside a Transfer-Encoding, or two different Content-Lengths."""
@@ -196,51 +150,6 @@ class WebTier:
 
         return new_body
 
-    def recognize(self, filename, body):
-        """(`stem:name`, the worker's model milliseconds) for an uploaded image, once a worker answered."""
-        request_id = uuid.uuid4().hex
-        stem, key = upload_key(request_id, filename)
-        started = time.monotonic()
-        digest = sha256_of(body) if self.cache else None
-        if digest and (name := self.cache.get(digest)):
-            self.background.submit(self._store_cached, key, body, stem, name)
-            log.info("event=answered id=%s stem=%s result=%s cache=hit ms=%.1f",
-                     request_id, stem, name, (time.monotonic() - started) * 1000)
-            return f"{stem}:{name}", None
-        with self.replies.waiting(request_id) as slot:
-            body.seek(0)
-            self.s3.put_object(Bucket=self.config.in_bucket, Key=key, Body=body)
-            stored = time.monotonic()
-            message = encode(Request(request_id, key, stem, self.reply_url))
-            self.sqs.send_message(QueueUrl=self.request_url, MessageBody=message)
-            queued = time.monotonic()
-            if not slot.event.wait(self.config.request_timeout):
-                log.warning("event=timeout id=%s stem=%s", request_id, stem)
-                raise HttpError(504, f"no answer within {self.config.request_timeout:g} s")
-        outcome = slot.outcome
-        if isinstance(outcome, DeadLettered):
-            raise HttpError(502, "the image could not be processed (the worker failed on it repeatedly)")
-        answered = time.monotonic()
-        log.info(
-            "event=answered id=%s stem=%s result=%s error=%s ms=%.1f model_ms=%s put_ms=%.1f send_ms=%.1f wait_ms=%.1f",
-            request_id, stem, outcome.name, outcome.error, (answered - started) * 1000, outcome.model_ms,
-            (stored - started) * 1000, (queued - stored) * 1000, (answered - queued) * 1000,
-        )
-        if outcome.error:
-            raise HttpError(422, outcome.error)
-        if digest:
-            self.cache.put(digest, outcome.name)
-        return f"{stem}:{outcome.name}", outcome.model_ms
-
-    def _store_cached(self, key, body, stem, name):
-        """What a worker would have written for this upload: the image, and stem -> name."""
-        try:
-            body.seek(0)
-            self.s3.put_object(Bucket=self.config.in_bucket, Key=key, Body=body)
-            self.s3.put_object(Bucket=self.config.out_bucket, Key=stem, Body=name.encode())
-        except Exception as e:
-            log.warning("event=cached_store_failed key=%s error=%s", key, e)
-
     def healthy(self):
         """True when both queues answered within the last HEALTH_SECONDS (asked again, one caller
         at a time, when not): a load balancer's checks, or a flood of them, cost SQS little."""
@@ -250,76 +159,6 @@ class WebTier:
                     self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
                 self.health_checked = time.monotonic()
         return True
-
-class DeadlineReader(io.RawIOBase):
-    """A connection's reading side that ends in TimeoutError once the request has taken longer
-    than `deadline` seconds since the connection was accepted, or the client has been silent for
-    `idle` seconds: a client sending a byte a second holds its thread no longer than `deadline`."""
-
-    def __init__(self, connection, deadline, idle):
-        self.connection = connection
-        self.due = time.monotonic() + deadline
-        self.idle = idle
-        self.timed_out = False
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        left = self.due - time.monotonic()
-        try:
-            if left <= 0:
-                raise TimeoutError("request not received by its deadline")
-            self.connection.settimeout(min(self.idle, left))
-            return self.connection.recv_into(buffer)
-        except TimeoutError:
-            self.timed_out = True
-            raise
-
-
-class BadHeaderLine(Exception):
-    """A request header line we refuse (400): the reason."""
-
-
-class HeaderLines:
-    """The reading side while http.client reads a request's header lines: each line is checked as
-    it is read. The email parser behind http.client is lenient where leniency hides framing: a
-    line with whitespace before its colon, or none, silently ends the header block (a
-    Transfer-Encoding after it is never seen), and a bare CR splits a line in two. RFC 9112 5.1:
-    such a request is refused with 400; so are a NUL and a folded line (obs-fold)."""
-
-    def __init__(self, source):
-        self.source = source
-
-    def readline(self, limit=-1):
-        line = self.source.readline(limit)
-        if line in (b"\r\n", b"\n", b""):
-            return line
-        content = line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
-        if b"\r" in content or b"\0" in content:
-            raise BadHeaderLine("a bare CR or a NUL in a header line")
-        if content[:1] in (b" ", b"\t"):
-            raise BadHeaderLine("a folded header line (obs-fold)")
-        if not HEADER_LINE.match(content):
-            raise BadHeaderLine("a malformed header line (a name, then at once a colon)")
-        return line
-
-
-class RequestHeaders(HTTPMessage):
-    """http.server's request headers. The email parser behind them looks a multipart Content-Type's
-    boundary up as it parses, with its parameter parser, whose time is quadratic in the header's
-    length (60,000 `;` took 2 s of CPU before any of our code ran): past MAX_PARAMETERS_CHARS the
-    boundary is not looked up here, and boundary_of refuses the header (400); nor is a boundary in
-    a charset that cannot decode it (idna, punycode: UnicodeError)."""
-
-    def get_boundary(self, failobj=None):
-        if len(self.get("content-type", "")) > MAX_PARAMETERS_CHARS:
-            return failobj
-        try:
-            return super().get_boundary(failobj)
-        except (UnicodeError, LookupError):  # an RFC 2231 charset that cannot decode it: boundary_of says so
-            return failobj
-
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "face-rec"
@@ -395,7 +234,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "POST":
             try:
                 self.tier.check_upload(self.path, self.headers)
-            except HttpError as e:
+            except (HttpError, MultipartError) as e:
                 self.tier.metrics.record(self.send_text(e.status, e.reason), 0)
                 return False
         return super().handle_expect_100()
@@ -411,12 +250,14 @@ class Handler(BaseHTTPRequestHandler):
 
         try:
             part = self.tier.read_upload(self.path, self.headers, self.rfile)
-            answer, model_ms = self.tier.recognize(part.filename, part.body)
+            answer, model_ms = self.tier.uploads.recognize(part.filename, part.body)
             return self.send_text(200, answer, extra={"X-Model-Ms": model_ms} if model_ms else None)
-        except HttpError as e:
+        except (HttpError, MultipartError) as e:
             self.send_text(e.status, e.reason)
             self.linger()
             return e.status
+        except tuple(OUTCOME_STATUS) as e:
+            return self.send_text(OUTCOME_STATUS[type(e)], str(e))
         except (BotoCoreError, ClientError) as e:
             log.warning("event=aws_error error=%s", e)
             return self.send_text(503, "storage or queue unavailable, try again")

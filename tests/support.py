@@ -3,6 +3,7 @@ what the benchmark needs too is in tools/harness.py."""
 import io
 import shutil
 import socket
+import unittest
 from urllib.parse import urlsplit
 
 import cloud
@@ -38,10 +39,14 @@ def child_env(**fr):
 
 
 def start(testcase, name, args, env, ready, timeout=START_TIMEOUT):
-    """Start a child process, stopped at cleanup; returns (child, readiness match)."""
+    """Start a child process, stopped at the cleanup of `testcase` (a test: when it ends; a test
+    class: when its last test has run); returns (child, readiness match)."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     child = Child(name, args, env, log_path=LOG_DIR / f"{name}.log", cwd=settings.PROJECT_DIR)
-    testcase.addClassCleanup(child.stop)
+    if isinstance(testcase, unittest.TestCase):
+        testcase.addCleanup(child.stop)
+    else:
+        testcase.addClassCleanup(child.stop)
     return child, child.wait_for(ready, timeout)
 
 

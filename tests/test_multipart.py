@@ -2,9 +2,9 @@ import io
 import time
 import unittest
 
-from formdata import HttpError, MultipartParser, boundary_of
+from formdata import MultipartError, MultipartParser, boundary_of
 from tests.support import multipart
-from web import upload_key
+from uploads import upload_key
 
 BOUNDARY = "----bnd42"
 
@@ -69,7 +69,7 @@ class MultipartParserTest(unittest.TestCase):
         disposition = 'form-data; name="inputFile"; filename="' + ";" * 60000
         body = f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\nx\r\n--{BOUNDARY}--\r\n".encode()
         started = time.process_time()
-        with self.assertRaisesRegex(HttpError, "Content-Disposition header too long"):
+        with self.assertRaisesRegex(MultipartError, "Content-Disposition header too long"):
             parse(body, max_header_bytes=100_000)
         self.assertLess(time.process_time() - started, 0.2, "CPU seconds")
 
@@ -88,14 +88,14 @@ class MultipartParserTest(unittest.TestCase):
         }
         for name, body in cases.items():
             with self.subTest(name):
-                with self.assertRaises(HttpError) as caught:
+                with self.assertRaises(MultipartError) as caught:
                     parse(body)
                 self.assertEqual(caught.exception.status, 400)
                 self.assertNotIn("\n", caught.exception.reason)
 
     def test_too_many_parts_is_400(self):
         _, body = multipart([("f", None, b"x")] * 17, BOUNDARY)
-        with self.assertRaises(HttpError) as caught:
+        with self.assertRaises(MultipartError) as caught:
             parse(body)
         self.assertEqual(caught.exception.status, 400)
 
@@ -109,13 +109,13 @@ class BoundaryTest(unittest.TestCase):
         for value, status in [(None, 415), ("", 415), ("image/jpeg", 415), ("application/json", 415),
                               ("multipart/form-data", 400), ("multipart/form-data; boundary=" + "b" * 71, 400)]:
             with self.subTest(value=value):
-                with self.assertRaises(HttpError) as caught:
+                with self.assertRaises(MultipartError) as caught:
                     boundary_of(value)
                 self.assertEqual(caught.exception.status, status)
 
     def test_a_content_type_built_to_be_slow_to_parse_is_refused_at_once(self):
         started = time.process_time()
-        with self.assertRaisesRegex(HttpError, "Content-Type header too long") as caught:
+        with self.assertRaisesRegex(MultipartError, "Content-Type header too long") as caught:
             boundary_of('multipart/form-data; boundary=x; a="' + ";" * 60000)
         self.assertLess(time.process_time() - started, 0.2, "CPU seconds")
         self.assertEqual(caught.exception.status, 400)
