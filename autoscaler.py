@@ -17,7 +17,6 @@ its counts can lag (FR_SQS_COUNT_LAG).
 The same code drives AWS or, in local mode, moto's EC2 API, where the local launcher runs a
 worker process per running instance. Stops on SIGTERM/SIGINT after the step in progress (exit 0).
 """
-import logging
 import math
 import threading
 import time
@@ -30,7 +29,7 @@ import settings
 import statefiles
 from cloud import queue_depth
 
-log = logging.getLogger("autoscaler")
+log = common.EventLog("autoscaler")
 
 # How often members are looked at for a hibernation EC2 would no longer support (60 days).
 REFRESH_CHECK_SECONDS = 3600
@@ -124,7 +123,7 @@ class Autoscaler:
             if pool.repair(self.ec2, self.config, members, launches=self.launches):
                 return self.watch.observe()  # described again: the pool remembered is incomplete
         except ClientError as e:
-            log.warning("event=repair_failed error=%s", e)
+            log.warning("repair_failed", error=e)
         return members
 
     def step(self):
@@ -156,7 +155,7 @@ class Autoscaler:
         decision = dict(waiting=waiting, visible=visible, in_flight=in_flight, running=len(active), desired=target,
                         started=len(started), stopped=len(stopped))
         if started or stopped or decision != self.last:
-            log.info("event=decision %s", " ".join(f"{k}={v}" for k, v in decision.items()))
+            log.info("decision", **decision)
             statefiles.write_state(self.config, statefiles.AUTOSCALER_STATE, **decision)
         self.last = decision
         return decision
@@ -169,8 +168,7 @@ class Autoscaler:
         names = {i["id"]: i["name"] for i in members}
         for instance, why in plain.items():
             if why is not None:
-                log.info("event=stopped_plainly instance=%s name=%s reason=%s", instance, names.get(instance),
-                         common.logfmt_value(why))
+                log.info("stopped_plainly", instance=instance, name=names.get(instance), reason=why)
 
     def refresh(self, members, active):
         """Members hibernated for pool.HIBERNATION_REFRESH_DAYS, to start beside `active` ones while
@@ -182,20 +180,20 @@ class Autoscaler:
         chosen = [i["id"] for i in members if i["id"] in self.stale and i["state"] in pool.STARTABLE]
         chosen = chosen[:max(0, self.config.max_instances - active)]
         for instance in chosen:
-            log.info('event=hibernation_refresh instance=%s detail="hibernated %d days or more: started, to '
-                     'stop plainly"', instance, pool.HIBERNATION_REFRESH_DAYS)
+            log.info("hibernation_refresh", instance=instance,
+                     detail=f"hibernated {pool.HIBERNATION_REFRESH_DAYS} days or more: started, to stop plainly")
         self.stale.difference_update(chosen)
         return chosen
 
     def run(self, stop):
         from botocore.exceptions import BotoCoreError, ClientError
 
-        log.info("event=ready max_instances=%d interval=%s", self.config.max_instances, self.config.scale_interval)
+        log.info("ready", max_instances=self.config.max_instances, interval=self.config.scale_interval)
         while not stop.is_set():
             try:
                 self.step()
             except (BotoCoreError, ClientError) as e:
-                log.warning("event=step_failed error=%s", e)
+                log.warning("step_failed", error=e)
             stop.wait(self.config.scale_interval)
 
 
@@ -205,7 +203,7 @@ def main():
     stop = threading.Event()
     common.stop_on_signals(stop)
     Autoscaler(config, cloud.client(config, "sqs"), cloud.client(config, "ec2")).run(stop)
-    log.info("event=stopped")
+    log.info("stopped")
 
 
 if __name__ == "__main__":

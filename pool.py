@@ -31,7 +31,6 @@ one member named cannot hibernate: each is then asked alone, and only those refu
 An image cannot be made of an instance launched for hibernation, so the app image is baked from a
 plain instance (tools/provision.py bake-ami) and only the pool hibernates.
 """
-import logging
 import math
 import threading
 import time
@@ -39,9 +38,10 @@ import uuid
 from datetime import UTC, datetime
 
 import cloud
+import common
 from settings import PREFIX_TAG
 
-log = logging.getLogger("pool")
+log = common.EventLog("pool")
 
 APP_TIER_NAME = "app-tier-instance"
 # Counted as running: a pending instance is about to take work.
@@ -186,7 +186,7 @@ class Watch:
             try:
                 states = instance_states(self.ec2, [i["id"] for i in self.members])
             except ClientError as e:  # an instance deleted since: InvalidInstanceID.NotFound
-                log.info("event=pool_changed error=%s", e)
+                log.info("pool_changed", error=e)
                 states = {}
             if all(states.get(i["id"]) in POOL_STATES for i in self.members):
                 return [dict(i, state=states[i["id"]]) for i in self.members]
@@ -231,7 +231,7 @@ def run_instance(ec2, patience=0.0, **arguments):
     up to `patience` seconds (IAM is eventually consistent); its id."""
     return cloud.while_refused(
         lambda: ec2.run_instances(MinCount=1, MaxCount=1, **arguments)["Instances"][0]["InstanceId"],
-        profile_not_ready, patience, lambda error, pause: log.info("event=profile_not_ready retry_in=%.1f", pause))
+        profile_not_ready, patience, lambda error, pause: log.info("profile_not_ready", retry_in=round(pause, 1)))
 
 
 class Launches:
@@ -267,7 +267,7 @@ def repair(ec2, config, pool, patience=0.0, launches=None):
     if not names:
         return {}
     if not config.ami_id:
-        log.error("event=pool_incomplete missing=%d detail=\"FR_AMI_ID is not set: cannot create instances\"", len(names))
+        log.error("pool_incomplete", missing=len(names), detail="FR_AMI_ID is not set: cannot create instances")
         return {}
     room = config.max_instances - sum(i["state"] in ACTIVE_STATES for i in pool)
     arguments = launch_arguments(ec2, config)
@@ -276,7 +276,7 @@ def repair(ec2, config, pool, patience=0.0, launches=None):
         launched[name] = launch(ec2, launches, name, patience, **arguments,
                                 TagSpecifications=[{"ResourceType": "instance", "Tags": tags(config, name)}])
     if launched:
-        log.info("event=pool_repaired launched=%s waiting=%d", ",".join(launched), len(names) - len(launched))
+        log.info("pool_repaired", launched=",".join(launched), waiting=len(names) - len(launched))
     return launched
 
 
@@ -315,7 +315,7 @@ def root_volume(ec2, config):
     try:
         images = ec2.describe_images(ImageIds=[config.ami_id])["Images"]
     except ClientError as e:  # the local stack's placeholder image: Amazon Linux 2023's sizes
-        log.info("event=image_not_described image=%s error=%s", config.ami_id, cloud.error_code(e))
+        log.info("image_not_described", image=config.ami_id, error=cloud.error_code(e))
         images = []
     for image in images:
         device = image.get("RootDeviceName", device)

@@ -18,17 +18,17 @@ long as SQS allows (12 hours from each receive), and only logged again when it c
 thread keeps FR_STATE_DIR/web.json saying how many requests wait: the autoscaler's exact count of
 the work (autoscaler.py).
 """
-import logging
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cloud
+import common
 import statefiles
 from messages import Reply, Request, decode
 
-log = logging.getLogger("web")
+log = common.EventLog("web")
 
 # SQS hides a received message for at most 12 hours from the receive (ChangeMessageVisibility
 # reference: a longer total is refused), so a dead letter is hidden for that less a margin, which
@@ -128,7 +128,7 @@ class Replies:
             try:
                 statefiles.write_waiting(self.config, len(self.pending))
             except OSError as e:
-                log.warning("event=state_write_failed error=%s", e)
+                log.warning("state_write_failed", error=e)
                 stop.wait(statefiles.WEB_STATE_SECONDS)
 
     def poll_replies(self, stop):
@@ -150,7 +150,7 @@ class Replies:
                 if messages:
                     take(messages)
             except (BotoCoreError, ClientError) as e:
-                log.warning("event=poll_failed queue=%s error=%s", url.rsplit("/", 1)[-1], e)
+                log.warning("poll_failed", queue=url.rsplit("/", 1)[-1], error=e)
                 stop.wait(1)
 
     def _take_replies(self, messages):
@@ -158,11 +158,11 @@ class Replies:
             try:
                 reply = decode(Reply, message["Body"])
             except ValueError as e:
-                log.warning("event=bad_reply error=%s", e)
+                log.warning("bad_reply", error=e)
                 continue
             if not self.pending.deliver(reply.id, reply):
                 # Its request timed out, was answered already, or this web tier restarted.
-                log.info("event=unclaimed_reply id=%s", reply.id)
+                log.info("unclaimed_reply", id=reply.id)
         # After delivery: the waiting clients need not wait for the delete.
         self.sqs.delete_message_batch(
             QueueUrl=self.reply_url, Entries=cloud.receipt_entries(m["ReceiptHandle"] for m in messages)
@@ -176,19 +176,19 @@ class Replies:
             except ValueError:
                 request = None
             if self._seen_before(message["MessageId"]):
-                log.info("event=dead_letter_again id=%s", request.id if request else "?")
+                log.info("dead_letter_again", id=request.id if request else "?")
             elif request is None:
-                log.error("event=dead_letter id=? detail=\"not a request: kept for the operator\"")
+                log.error("dead_letter", id="?", detail="not a request: kept for the operator")
             else:
                 claimed = self.pending.deliver(request.id, DeadLettered(request.id))
-                log.error("event=dead_letter id=%s stem=%s client_told=%s", request.id, request.stem, claimed)
+                log.error("dead_letter", id=request.id, stem=request.stem, client_told=claimed)
         result = self.sqs.change_message_visibility_batch(
             QueueUrl=self.dead_letter_url,
             Entries=cloud.receipt_entries((m["ReceiptHandle"] for m in messages), VisibilityTimeout=DEAD_LETTER_HIDE),
         )
         for failed in result.get("Failed", []):
-            log.warning("event=dead_letter_not_hidden code=%s detail=%s", failed.get("Code"), failed.get("Message"))
-        log.info("event=dead_letters_hidden count=%d seconds=%d", len(result.get("Successful", [])), DEAD_LETTER_HIDE)
+            log.warning("dead_letter_not_hidden", code=failed.get("Code"), detail=failed.get("Message"))
+        log.info("dead_letters_hidden", count=len(result.get("Successful", [])), seconds=DEAD_LETTER_HIDE)
 
     def _seen_before(self, message_id):
         """Whether this dead letter was reported before (then it is remembered afresh)."""

@@ -4,7 +4,6 @@ delivers it), and, with FR_CACHE_SIZE, answer an image seen before (same sha256)
 upload and `stem -> name` still written to the buckets after the answer. An outcome other than a
 name is one of the exceptions below; web.py maps each to its HTTP status."""
 import hashlib
-import logging
 import re
 import threading
 import time
@@ -12,13 +11,19 @@ import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
+import common
 from messages import Request, encode
 from replies import DeadLettered
 
-log = logging.getLogger("web")
+log = common.EventLog("web")
 
 MAX_STEM_CHARS = 100
 READ_CHUNK = 64 * 1024
+
+
+def milliseconds(start, end):
+    """Milliseconds from `start` to `end` (monotonic seconds), to a tenth, for the log."""
+    return round((end - start) * 1000, 1)
 
 
 class NoAnswer(Exception):
@@ -102,8 +107,7 @@ class Uploads:
         digest = sha256_of(body) if self.cache else None
         if digest and (name := self.cache.get(digest)):
             self.background.submit(self._store_cached, key, body, stem, name)
-            log.info("event=answered id=%s stem=%s result=%s cache=hit ms=%.1f",
-                     request_id, stem, name, (time.monotonic() - started) * 1000)
+            log.info("answered", id=request_id, stem=stem, result=name, cache="hit", ms=milliseconds(started, time.monotonic()))
             return f"{stem}:{name}", None
         with self.replies.waiting(request_id) as slot:
             body.seek(0)
@@ -113,17 +117,15 @@ class Uploads:
             self.sqs.send_message(QueueUrl=self.request_url, MessageBody=message)
             queued = time.monotonic()
             if not slot.event.wait(self.config.request_timeout):
-                log.warning("event=timeout id=%s stem=%s", request_id, stem)
+                log.warning("timeout", id=request_id, stem=stem)
                 raise NoAnswer(f"no answer within {self.config.request_timeout:g} s")
         outcome = slot.outcome
         if isinstance(outcome, DeadLettered):
             raise GaveUp("the image could not be processed (the worker failed on it repeatedly)")
         answered = time.monotonic()
-        log.info(
-            "event=answered id=%s stem=%s result=%s error=%s ms=%.1f model_ms=%s put_ms=%.1f send_ms=%.1f wait_ms=%.1f",
-            request_id, stem, outcome.name, outcome.error, (answered - started) * 1000, outcome.model_ms,
-            (stored - started) * 1000, (queued - stored) * 1000, (answered - queued) * 1000,
-        )
+        log.info("answered", id=request_id, stem=stem, result=outcome.name, error=outcome.error,
+                 ms=milliseconds(started, answered), model_ms=outcome.model_ms, put_ms=milliseconds(started, stored),
+                 send_ms=milliseconds(stored, queued), wait_ms=milliseconds(queued, answered))
         if outcome.error:
             raise NotRecognized(outcome.error)
         if digest:
@@ -137,4 +139,4 @@ class Uploads:
             self.s3.put_object(Bucket=self.config.in_bucket, Key=key, Body=body)
             self.s3.put_object(Bucket=self.config.out_bucket, Key=stem, Body=name.encode())
         except Exception as e:
-            log.warning("event=cached_store_failed key=%s error=%s", key, e)
+            log.warning("cached_store_failed", key=key, error=e)

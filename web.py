@@ -22,7 +22,6 @@ progress finish, exits 0; a second signal exits at once.
 """
 import io
 import json
-import logging
 import math
 import socket
 import sys
@@ -42,7 +41,7 @@ from replies import Replies
 from status import Metrics, Status, prometheus_text
 from uploads import GaveUp, NoAnswer, NotRecognized, Uploads
 
-log = logging.getLogger("web")
+log = common.EventLog("web")
 
 # The service promises 100 concurrent clients (the course grader's burst) with room to spare.
 LISTEN_BACKLOG = 256
@@ -187,11 +186,11 @@ class Handler(BaseHTTPRequestHandler):
         try:
             super().handle_one_request()
         except ConnectionError as e:
-            log.info("event=client_gone client=%s error=%s", self.client_address[0], type(e).__name__)
+            log.info("client_gone", client=self.client_address[0], error=type(e).__name__)
         except Exception as e:
             where = traceback.extract_tb(e.__traceback__)[-1]
-            log.error("event=handler_failed client=%s error=%r at=%s:%s", self.client_address[0], e,
-                      where.filename.rsplit("/", 1)[-1], where.lineno)
+            log.error("handler_failed", client=self.client_address[0], error=repr(e),
+                      at=f"{where.filename.rsplit('/', 1)[-1]}:{where.lineno}")
             self.answer_if_unanswered(500, "internal error")
         if self.rfile.raw.timed_out:
             self.answer_if_unanswered(408, "request not received in time")
@@ -259,10 +258,10 @@ class Handler(BaseHTTPRequestHandler):
         except tuple(OUTCOME_STATUS) as e:
             return self.send_text(OUTCOME_STATUS[type(e)], str(e))
         except (BotoCoreError, ClientError) as e:
-            log.warning("event=aws_error error=%s", e)
+            log.warning("aws_error", error=e)
             return self.send_text(503, "storage or queue unavailable, try again")
         except TimeoutError:
-            log.info("event=client_timeout client=%s", self.client_address[0])
+            log.info("client_timeout", client=self.client_address[0])
             self.answer_if_unanswered(408, "request not received in time")
             return 408
 
@@ -340,7 +339,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_text(code, message or HTTPStatus(code).phrase)
 
     def log_message(self, format, *args):
-        log.debug("event=http client=%s %s", self.client_address[0], format % args)
+        log.debug("http", client=self.client_address[0], detail=format % args)
 
 # The pages, read from pages/ once at start: URL path -> (file, content type). No external assets;
 # answers are put in with textContent, never as HTML.
@@ -395,7 +394,7 @@ class Server(ThreadingHTTPServer):
         text = f"too many connections (limit {limit}), try again\n".encode()
         head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
                 f"Content-Length: {len(text)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
-        log.warning("event=connection_refused client=%s limit=%d", client_address[0], limit)
+        log.warning("connection_refused", client=client_address[0], limit=limit)
         try:
             request.setblocking(False)
             request.send(head + text)
@@ -408,7 +407,7 @@ class Server(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address):
         """Whatever escapes a handler (Handler.handle_one_request catches what it can): one line."""
-        log.warning("event=connection_error client=%s error=%r", client_address[0], sys.exc_info()[1])
+        log.warning("connection_error", client=client_address[0], error=repr(sys.exc_info()[1]))
 
 
 def main():
@@ -433,14 +432,14 @@ def main():
     serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     serving.start()
     host, port = server.server_address[:2]
-    log.info("event=listening host=%s port=%s", host, port)
+    log.info("listening", host=host, port=port)
     stop.wait()
-    log.info("event=stopping pending=%d", len(tier.replies))
+    log.info("stopping", pending=len(tier.replies))
     server.shutdown()
     server.server_close()
     # A poller in a long poll returns within FR_POLL_WAIT; nothing waits for its answers any more.
     pollers_stop.set()
-    log.info("event=stopped")
+    log.info("stopped")
 
 
 if __name__ == "__main__":

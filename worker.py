@@ -27,7 +27,6 @@ SIGTERM/SIGINT after finishing the batch in hand, and one its last long poll bri
 second signal exits at once.
 """
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -42,7 +41,7 @@ import settings
 import statefiles
 from messages import Reply, Request, decode, encode
 
-log = logging.getLogger("worker")
+log = common.EventLog("worker")
 
 AWS_RETRY_SECONDS = 1.0
 # The hibernation hooks' protocol (both sides are here: Hibernation, and hook() below).
@@ -94,7 +93,7 @@ class Worker:
 
         write_worker_state(self.config, paused=False)
         # Polling follows at once (a test that stops a polling worker relies on it).
-        log.info("event=ready queue=%s batch=%d", self.config.request_queue, self.config.batch)
+        log.info("ready", queue=self.config.request_queue, batch=self.config.batch)
         hibernation = self.hibernation
         while not stop.is_set():
             if hibernation.pause.is_set():
@@ -116,7 +115,7 @@ class Worker:
             except Resumed:
                 continue  # the machine hibernated in this poll: reconnected above
             except (BotoCoreError, ClientError) as e:
-                log.warning("event=receive_failed error=%s", e)
+                log.warning("receive_failed", error=e)
                 stop.wait(1)
                 continue
             finally:
@@ -130,23 +129,23 @@ class Worker:
                 self.handle(messages, received)
             except Exception:
                 # Left on the queue: retried after the visibility timeout, then dead-lettered.
-                log.exception("event=request_failed messages=%d", len(messages))
+                log.exception("request_failed", messages=len(messages))
         self.after_reply.shutdown(wait=True)
 
     def sleep(self, stop):
         """Before the machine hibernates: with the work in hand done, say so and wait to resume."""
         self.after_reply.submit(lambda: None).result()  # the outputs and deletes in hand are done
         write_worker_state(self.config, paused=True)
-        log.info("event=paused detail=\"ready to hibernate\"")
+        log.info("paused", detail="ready to hibernate")
         while self.hibernation.pause.is_set() and not stop.is_set():
             stop.wait(0.1)
         write_worker_state(self.config, paused=False)
-        log.info("event=resumed")
+        log.info("resumed")
 
     def reconnect(self):
         """New clients, so new connections: the old ones died while the machine hibernated."""
         self.s3, self.sqs = clients(self.config)
-        log.info("event=reconnected")
+        log.info("reconnected")
 
     def handle(self, messages, received):
         """Answer a batch of requests (`received` at this awake_clock time): one pass through the
@@ -157,20 +156,20 @@ class Worker:
             try:
                 jobs.append((message, decode(Request, message["Body"])))
             except ValueError as e:
-                log.warning("event=bad_request error=%s", e)
+                log.warning("bad_request", error=e)
                 self._delete([message])
         if not jobs:
             return
         for _, request in jobs:
-            log.info("event=received id=%s stem=%s", request.id, request.stem)
+            log.info("received", id=request.id, stem=request.stem)
         heartbeat = Heartbeat(self.sqs, self.request_url, [m["ReceiptHandle"] for m, _ in jobs],
                               self.config.visibility_timeout, received)
         with heartbeat:
             replies = self.answer([request for _, request in jobs])
             answered = time.monotonic()
             if heartbeat.lapsed():
-                log.warning('event=batch_given_up ids=%s detail="frozen past the visibility timeout: '
-                            'whoever received these again answers them"', ",".join(r.id for _, r in jobs))
+                log.warning("batch_given_up", ids=",".join(r.id for _, r in jobs),
+                            detail="frozen past the visibility timeout: whoever received these again answers them")
                 return
             self._send(jobs, replies)
         timing = dict(started=started, answered=answered, sent=time.monotonic())
@@ -226,17 +225,15 @@ class Worker:
                         self.s3.put_object(Bucket=self.config.out_bucket, Key=request.stem, Body=reply.name.encode())
                 self._delete([message for message, _ in jobs])
             except Exception:
-                log.exception("event=finish_failed ids=%s", ",".join(request.id for _, request in jobs))
+                log.exception("finish_failed", ids=",".join(request.id for _, request in jobs))
                 return
         done = time.monotonic()
         for (_, request), reply in zip(jobs, replies):
-            log.info(
-                "event=done id=%s stem=%s result=%s error=%s batch=%d ms=%.0f model_ms=%s before_model_ms=%.1f "
-                "reply_ms=%.1f after_reply_ms=%.1f",
-                request.id, request.stem, reply.name, reply.error, len(jobs), (done - timing["started"]) * 1000,
-                reply.model_ms, (timing["answered"] - timing["started"]) * 1000 - float(reply.model_ms or 0),
-                (timing["sent"] - timing["answered"]) * 1000, (done - timing["sent"]) * 1000,
-            )
+            log.info("done", id=request.id, stem=request.stem, result=reply.name, error=reply.error, batch=len(jobs),
+                     ms=round((done - timing["started"]) * 1000), model_ms=reply.model_ms,
+                     before_model_ms=round((timing["answered"] - timing["started"]) * 1000 - float(reply.model_ms or 0), 1),
+                     reply_ms=round((timing["sent"] - timing["answered"]) * 1000, 1),
+                     after_reply_ms=round((done - timing["sent"]) * 1000, 1))
 
     def _delete(self, messages):
         self._batch("delete_message_batch", messages)
@@ -292,7 +289,7 @@ class Heartbeat:
                 self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=self.entries)
                 self.hidden_at = extending
             except (BotoCoreError, ClientError) as e:
-                log.warning("event=heartbeat_failed error=%s", e)
+                log.warning("heartbeat_failed", error=e)
 
 
 def load_recognizer(config):
@@ -303,7 +300,7 @@ def load_recognizer(config):
 
     started = time.monotonic()
     recognizer = Recognizer(config.weights, config.gallery, config.torch_threads)
-    log.info("event=model_loaded seconds=%.2f stand_in=%s", time.monotonic() - started, recognizer.stand_in)
+    log.info("model_loaded", seconds=round(time.monotonic() - started, 2), stand_in=recognizer.stand_in)
     return recognizer
 
 
@@ -330,11 +327,11 @@ def serve(config, recognizer, stop, hibernation=None):
             s3, sqs = clients(config)
             worker = Worker(config, recognizer, s3, sqs, hibernation)
         except (BotoCoreError, ClientError) as e:
-            log.warning("event=aws_unreachable error=%s retry_in=%s", e, AWS_RETRY_SECONDS)
+            log.warning("aws_unreachable", error=e, retry_in=AWS_RETRY_SECONDS)
             stop.wait(AWS_RETRY_SECONDS)
             continue
         worker.run(stop)
-    log.info("event=stopped")
+    log.info("stopped")
 
 
 def boot_id():
@@ -370,19 +367,19 @@ def hook(config, action):
     `--resume`: let it go on. Exit status 0 either way: a hook must not stop the machine's sleep."""
     state = read_worker_state(config)
     if not state:
-        log.warning("event=hook_without_worker action=%s", action)
+        log.warning("hook_without_worker", action=action)
         return 0
     try:
         os.kill(state["pid"], PAUSE_SIGNAL if action == "pause" else RESUME_SIGNAL)
     except ProcessLookupError:
-        log.warning("event=hook_worker_gone action=%s pid=%s", action, state["pid"])
+        log.warning("hook_worker_gone", action=action, pid=state["pid"])
         return 0
     deadline = time.monotonic() + config.poll_wait + PAUSE_PATIENCE
     pause = threading.Event()
     if action == "pause":
         while not paused(config) and time.monotonic() < deadline:
             pause.wait(0.1)
-        log.info("event=hook action=pause pid=%s paused=%s", state["pid"], paused(config))
+        log.info("hook", action="pause", pid=state["pid"], paused=paused(config))
     return 0
 
 
@@ -405,7 +402,7 @@ def main(argv=None):
     hibernation = Hibernation()
     hibernation.install()
     write_worker_state(config, paused=False)
-    log.info("event=starting pid=%d", os.getpid())
+    log.info("starting", pid=os.getpid())
     serve(config, load_recognizer(config), stop, hibernation)
     return 0
 

@@ -1,6 +1,7 @@
 import unittest
 import uuid
 
+import common
 import settings
 from messages import MAX_MESSAGE_BYTES, Reply, Request, decode, encode
 from settings import Config, ConfigError, load_config
@@ -64,6 +65,25 @@ class MessageTest(unittest.TestCase):
             with self.subTest(body=body):
                 with self.assertRaises(ValueError):
                     decode(kind, body)
+
+
+
+class EventLogTest(unittest.TestCase):
+    def test_one_line_per_event_with_values_quoted_where_logfmt_needs_it(self):
+        log = common.EventLog("test")
+        with self.assertLogs("test", "INFO") as logged:
+            log.info("failed", id="a1", error='no such key: "x y"\nsecond line', empty="", count=3)
+        self.assertEqual(logged.records[0].getMessage(),
+                         'event=failed id=a1 error="no such key: \\"x y\\"\\nsecond line" empty="" count=3')
+
+    def test_a_level_not_enabled_formats_nothing(self):
+        class Loud:
+            def __str__(self):
+                raise AssertionError("formatted")
+
+        with self.assertLogs("test", "INFO"):
+            common.EventLog("test").debug("quiet", value=Loud())
+            common.EventLog("test").info("said")
 
 
 if __name__ == "__main__":

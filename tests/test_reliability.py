@@ -399,7 +399,7 @@ class InstanceStartTest(Service, unittest.TestCase):
         env = {k: v for k, v in self.env.items() if not k.startswith("AWS_")}
         env.update(AWS_SHARED_CREDENTIALS_FILE=str(credentials), AWS_CONFIG_FILE=os.devnull,
                    AWS_EC2_METADATA_DISABLED="true")
-        worker = self.worker("no-credentials", env, "event=aws_unreachable error=Unable to locate credentials")
+        worker = self.worker("no-credentials", env, "event=aws_unreachable error=\"Unable to locate credentials")
         credentials.parent.mkdir(parents=True, exist_ok=True)
         credentials.write_text("[default]\naws_access_key_id = test\naws_secret_access_key = test\n")
         worker.wait_for("event=ready", 30)

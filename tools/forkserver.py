@@ -44,7 +44,7 @@ import statefiles
 import worker
 from tools.procs import die_with_parent
 
-log = logging.getLogger("forkserver")
+log = common.EventLog("forkserver")
 
 TICK = 0.2
 CORES = os.cpu_count() or 1
@@ -111,10 +111,10 @@ def run_child(config, recognizer, name, endpoint=None):
         stop = threading.Event()
         common.stop_on_signals(stop)
         torch.set_num_threads(CORES)
-        log.info("event=worker_forked name=%s pid=%d", name, os.getpid())
+        log.info("worker_forked", name=name, pid=os.getpid())
         worker.serve(worker_config(config, name, endpoint), recognizer, stop)
     except BaseException:
-        log.exception("event=worker_failed name=%s", name)
+        log.exception("worker_failed", name=name)
         code = 1
     finally:
         logging.shutdown()
@@ -233,7 +233,7 @@ class ForkServer:
             if command:
                 self.fork(*command)
             elif line.strip():
-                log.warning("event=bad_command line=%r", line)
+                log.warning("bad_command", line=repr(line))
         return True
 
     def fork(self, instance_id, name, endpoint):

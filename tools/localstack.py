@@ -17,7 +17,6 @@ go to FR_STATE_DIR/logs/ (var/state/logs/). Ctrl-C (SIGINT) or SIGTERM stops eve
 workers after the web tier (requests in progress are answered), moto last.
 """
 import dataclasses
-import logging
 import math
 import os
 import signal
@@ -37,7 +36,7 @@ from tools.netlink import Link
 from tools.procs import Child
 from tools.provision import provision
 
-log = logging.getLogger("localstack")
+log = common.EventLog("localstack")
 
 PYTHON = sys.executable
 # Tools run as modules from the project directory (their processes are started with it as cwd).
@@ -79,13 +78,13 @@ class Launcher:
         for event in filter(None, map(parse_event, lines)):
             if event.kind == "forked":
                 self.workers[event.instance] = event.pid
-                log.info("event=worker_started instance=%s pid=%s", event.instance, event.pid)
+                log.info("worker_started", instance=event.instance, pid=event.pid)
             else:
                 self.workers.pop(event.instance, None)
                 self.stopping.discard(event.instance)
                 self.frozen.discard(event.instance)
                 self.pausing.pop(event.instance, None)
-                log.info("event=worker_exited instance=%s pid=%s code=%s", event.instance, event.pid, event.code)
+                log.info("worker_exited", instance=event.instance, pid=event.pid, code=event.code)
                 if event.code == settings.EX_CONFIG:
                     self.broken.add(event.instance)
 
@@ -122,11 +121,11 @@ class Launcher:
                 # The OS runs its sleep hooks first: the worker finishes its poll and batch in hand.
                 os.kill(pid, worker.PAUSE_SIGNAL)
                 self.pausing[instance_id] = now + self.config.poll_wait + worker.PAUSE_PATIENCE
-                log.info("event=worker_pausing instance=%s pid=%s", instance_id, pid)
+                log.info("worker_pausing", instance=instance_id, pid=pid)
             else:
                 os.kill(pid, signal.SIGTERM)
                 self.stopping.add(instance_id)
-                log.info("event=worker_stopping instance=%s pid=%s", instance_id, pid)
+                log.info("worker_stopping", instance=instance_id, pid=pid)
         for instance_id, due in list(self.pausing.items()):
             if now >= due or worker.paused(worker_config(self.config, self.names[instance_id])):
                 # As hibernation does: the process stops where it is; its connections do not survive.
@@ -134,7 +133,7 @@ class Launcher:
                 self.links[instance_id].cut()
                 del self.pausing[instance_id]
                 self.frozen.add(instance_id)
-                log.info("event=worker_frozen instance=%s pid=%s", instance_id, self.workers[instance_id])
+                log.info("worker_frozen", instance=instance_id, pid=self.workers[instance_id])
         for instance_id, name in running.items():
             up_for = now - self.running_since[instance_id]
             if instance_id in self.frozen:
@@ -142,7 +141,7 @@ class Launcher:
                     os.kill(self.workers[instance_id], signal.SIGCONT)
                     os.kill(self.workers[instance_id], worker.RESUME_SIGNAL)
                     self.frozen.discard(instance_id)
-                    log.info("event=worker_resumed instance=%s pid=%s", instance_id, self.workers[instance_id])
+                    log.info("worker_resumed", instance=instance_id, pid=self.workers[instance_id])
             elif up_for >= self.boot_delay and instance_id not in self.workers and instance_id not in self.broken:
                 self.forkserver.send(start_command(instance_id, name, self.link(instance_id)))
                 self.workers[instance_id] = None
@@ -174,7 +173,7 @@ class WebHost:
                 hosts = pool.ours(self.ec2, self.config, [settings.WEB_HOST_NAME], pool.ACTIVE_STATES)
                 if hosts:
                     self.id = hosts[0]["id"]
-                    log.info("event=web_host_found instance=%s detail=\"the autoscaler here stands for its\"", self.id)
+                    log.info("web_host_found", instance=self.id, detail="the autoscaler here stands for its")
             return False
         return pool.instance_states(self.ec2, [self.id]).get(self.id) not in pool.ACTIVE_STATES
 
@@ -228,17 +227,17 @@ def run(config, stop):
             launcher = Launcher(config, ec2, forkserver)
         web_host = WebHost(config, ec2)
         retired = set()  # services stopped on purpose
-        log.info("event=ready url=http://%s:%s/ endpoint=%s logs=%s", config.host, port, endpoint, logs)
-        log.info("try: curl -F inputFile=@../shared/fixtures/face_images_100/test_00.jpg http://%s:%s/",
-                 config.host, port)
+        url = f"http://{config.host}:{port}/"
+        log.info("ready", url=url, endpoint=endpoint, logs=logs)
+        log.info("try", command=f"curl -F inputFile=@../shared/fixtures/face_images_100/test_00.jpg {url}")
         while not stop.is_set():
             dead = [s.name for s in services if s.popen.poll() is not None and s not in retired]
             if dead:
-                log.error("event=service_died name=%s detail=\"see %s\"", ",".join(dead), logs)
+                log.error("service_died", name=",".join(dead), detail=f"see {logs}")
                 return 1
             launcher.step()
             if scaler not in retired and web_host.shutting_down():
-                log.info("event=web_host_shutting_down instance=%s detail=\"stopping the autoscaler\"", web_host.id)
+                log.info("web_host_shutting_down", instance=web_host.id, detail="stopping the autoscaler")
                 scaler.signal()
                 retired.add(scaler)
             stop.wait(LAUNCH_INTERVAL)
@@ -246,10 +245,10 @@ def run(config, stop):
     finally:
         # The reverse of the start order: autoscaler, web tier (its requests in progress are answered
         # by the workers), fork server (its workers finish their images), moto.
-        log.info("event=stopping")
+        log.info("stopping")
         for service in reversed(services):
             service.stop()
-        log.info("event=stopped")
+        log.info("stopped")
 
 
 def main():

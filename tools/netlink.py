@@ -9,12 +9,13 @@ it reaches the instance, whose whole kernel was frozen: its side of each connect
 open. A call waiting for an answer on one waits until its read timeout; a new request sent on one
 is answered with a reset (the server has long forgotten the connection), and botocore retries it.
 """
-import logging
 import socket
 import threading
 from contextlib import suppress
 
-log = logging.getLogger("netlink")
+import common
+
+log = common.EventLog("netlink")
 
 CHUNK = 64 * 1024
 
@@ -39,7 +40,7 @@ class Link:
             self._cut |= relayed.keys()
         for far in relayed.values():
             _close(far)
-        log.info("event=link_cut connections=%d", len(relayed))
+        log.info("link_cut", connections=len(relayed))
 
     def close(self):
         self.listener.close()
