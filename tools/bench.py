@@ -276,7 +276,7 @@ def sequential(url, count, images):
     return samples
 
 
-def main():
+def arguments():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=100)
@@ -287,7 +287,84 @@ def main():
     parser.add_argument("--hibernate", type=int, choices=(0, 1), default=1, help="FR_HIBERNATE of the stack")
     parser.add_argument("--min-instances", type=int, default=0, help="FR_MIN_INSTANCES: the warm floor")
     parser.add_argument("--spare-instances", type=int, help="FR_SPARE_INSTANCES (default: as many as the maximum)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def burst(url, ec2, sqs, processes, jobs, expected, args, timings):
+    """The first burst, from a pool at rest: answers, latencies, CPU by role, scale-in."""
+    stop_sampling = threading.Event()
+
+    def sample():
+        while not stop_sampling.is_set():
+            processes.sample_memory()
+            stop_sampling.wait(SAMPLE_EVERY)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    cpu_before = processes.cpu_by_role()
+    t0 = time.time()
+    client_cpu = time.process_time()
+    answered = Run(url, jobs, args.concurrency, expected).go()
+    client_cpu = time.process_time() - client_cpu
+    processes.sample_memory()  # once more with every worker still up, however short the burst
+    cpu = {role: round(seconds - cpu_before.get(role, 0.0), 2) for role, seconds in processes.cpu_by_role().items()}
+    last_answer = time.monotonic()
+    wait_until(lambda: running_instances(ec2) == args.min_instances, 60, interval=0.02, what="scale-in")
+    results = {"scale_in_s": round(time.monotonic() - last_answer, 2)}
+    stop_sampling.set()
+    sampler.join()
+    request_url = sqs.get_queue_url(QueueName="bench-req-queue")["QueueUrl"]
+    wait_until(lambda: sum(cloud.queue_depth(sqs, request_url)) == 0, 10 + (timings or {}).get("sqs_count_lag", 0),
+               what="request queue empty")
+    results["burst_wrong_or_failed"] = answered["count"] - answered["ok"]
+    results["burst_first_answer_s"] = answered["first_answer_s"]
+    results["burst_seconds"] = answered["seconds"]
+    results["e2e_images_per_s_once_answering"] = round(
+        (answered["count"] - 1) / (answered["seconds"] - answered["first_answer_s"]), 2)
+    results["burst_latency_p50_s"] = answered["latency_p50_s"]
+    results["burst_latency_p95_s"] = answered["latency_p95_s"]
+    results["burst_cpu_seconds_by_role"] = cpu
+    # moto stands in for S3/SQS/EC2: on AWS its share of this machine's CPU is spent elsewhere.
+    results["burst_cpu_share_moto"] = round(cpu.get("moto", 0) / sum(cpu.values()), 2)
+    # The load generator (this process: 100 client threads, and the memory sampler) shares the cores too.
+    results["burst_cpu_seconds_load_generator"] = round(client_cpu, 2)
+    results["cold_start"] = cold_start_split(t0, t0 + answered["first_answer_s"], timings)
+    return results
+
+
+def memory(processes):
+    """The peak memory of the workers, the fork server and the web tier, sampled over the burst."""
+    peak = processes.peak
+    workers = peak.get("worker", {})
+    return {"workers_peak": workers.get("count", 0), "worker_pss_mib_max": round(workers.get("pss_mib_max", 0)),
+            "workers_plus_forkserver_pss_mib_total": round(
+                workers.get("pss_mib_total", 0) + peak.get("forkserver", {}).get("pss_mib_total", 0)),
+            "worker_rss_mib_max": round(workers.get("rss_mib_max", 0)),
+            "web_pss_mib_max": round(peak.get("web", {}).get("pss_mib_max", 0))}
+
+
+def one_at_a_time(url, endpoint, fixtures, count):
+    """Uploads one after another: the plumbing's time beside the model's, against its floor, and
+    answers from the result cache."""
+    samples = sequential(url, count, fixtures)
+    overhead = sorted(latency - model for latency, model in samples)
+    floor = plumbing_floor(endpoint)
+    results = {"sequential_overhead_p50_ms": round(status.quantile(overhead, 0.5) * 1000, 1),
+               "sequential_overhead_p95_ms": round(status.quantile(overhead, 0.95) * 1000, 1),
+               "sequential_model_p50_ms": round(statistics.median(m for _, m in samples) * 1000, 1), **floor}
+    results["overhead_over_floor"] = round(results["sequential_overhead_p50_ms"] / floor["floor_ms"], 2)
+    hits = []
+    for _ in range(count):
+        started = time.perf_counter()
+        answer = upload(url, "test_00.jpg", fixtures[0][1])
+        hits.append(time.perf_counter() - started)
+        assert answer == (200, "test_00:Paul\n"), answer
+    results["cache_hit_p50_ms"] = median_ms(hits)
+    return results
+
+
+def main():
+    args = arguments()
     simulation = ({"FR_SIMULATE": "aws", "FR_SIMULATE_TIME_SCALE": args.aws_like} if args.aws_like
                   else {"FR_SIMULATE": ""})
     timings = awslike.timings(args.aws_like) if args.aws_like else None
@@ -325,84 +402,21 @@ def main():
                        interval=0.5, what="the warm floor answering")
             wait_until(lambda: running_instances(ec2) == args.min_instances, 60, what="back to the warm floor")
         processes = Processes(stack.pid)
-        stop_sampling = threading.Event()
-
-        def sample():
-            while not stop_sampling.is_set():
-                processes.sample_memory()
-                stop_sampling.wait(SAMPLE_EVERY)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        cpu_before = processes.cpu_by_role()
-        t0 = time.time()
         # Distinct bytes for every upload, so that the result cache answers none of them.
-        jobs = []
-        for n in range(args.requests):
-            stem, data = fixtures[n % len(fixtures)]
-            jobs.append((f"{stem}.jpg", distinct_variant(data, n)))
-        run = Run(url, jobs, args.concurrency, expected)
-        client_cpu = time.process_time()
-        burst = run.go()
-        client_cpu = time.process_time() - client_cpu
-        processes.sample_memory()  # once more with every worker still up, however short the burst
-        cpu = {role: round(seconds - cpu_before.get(role, 0.0), 2) for role, seconds in processes.cpu_by_role().items()}
-        last_answer = time.monotonic()
-        wait_until(lambda: running_instances(ec2) == args.min_instances, 60, interval=0.02, what="scale-in")
-        results["scale_in_s"] = round(time.monotonic() - last_answer, 2)
-        stop_sampling.set()
-        sampler.join()
-        request_url = sqs.get_queue_url(QueueName="bench-req-queue")["QueueUrl"]
-        wait_until(lambda: sum(cloud.queue_depth(sqs, request_url)) == 0, 10 + (timings or {}).get("sqs_count_lag", 0),
-                   what="request queue empty")
-
+        jobs = [(f"{fixtures[n % len(fixtures)][0]}.jpg", distinct_variant(fixtures[n % len(fixtures)][1], n))
+                for n in range(args.requests)]
         results["model_direct_images_per_s"] = round(direct, 2)
         results["model_direct_batched_images_per_s"] = round(direct_batched, 2)
-        results["burst_wrong_or_failed"] = burst["count"] - burst["ok"]
-        results["burst_first_answer_s"] = burst["first_answer_s"]
-        results["burst_seconds"] = burst["seconds"]
-        steady = (burst["count"] - 1) / (burst["seconds"] - burst["first_answer_s"])
-        results["e2e_images_per_s_once_answering"] = round(steady, 2)
-        results["e2e_over_direct"] = round(steady / direct, 2)
-        results["e2e_over_direct_batched"] = round(steady / direct_batched, 2)
-        results["burst_latency_p50_s"] = burst["latency_p50_s"]
-        results["burst_latency_p95_s"] = burst["latency_p95_s"]
-        results["burst_cpu_seconds_by_role"] = cpu
-        # moto stands in for S3/SQS/EC2: on AWS its share of this machine's CPU is spent elsewhere.
-        results["burst_cpu_share_moto"] = round(cpu.get("moto", 0) / sum(cpu.values()), 2)
-        # The load generator (this process: 100 client threads, and the memory sampler) shares the cores too.
-        results["burst_cpu_seconds_load_generator"] = round(client_cpu, 2)
-        results["cold_start"] = cold_start_split(t0, t0 + burst["first_answer_s"], timings)
+        results.update(burst(url, ec2, sqs, processes, jobs, expected, args, timings))
+        results["e2e_over_direct"] = round(results["e2e_images_per_s_once_answering"] / direct, 2)
+        results["e2e_over_direct_batched"] = round(results["e2e_images_per_s_once_answering"] / direct_batched, 2)
         if timings:
             results["back_to_back_burst"] = back_to_back_burst(url, ec2, jobs, expected, args.concurrency, timings)
             wait_until(lambda: running_instances(ec2) == args.min_instances, 120, interval=0.1, what="scale-in")
             again = [(name, distinct_variant(data, f"again-{n}")) for n, (name, data) in enumerate(jobs)]
             results["second_burst"] = second_burst(url, ec2, again, expected, args.concurrency, timings, stack_log)
-        peak = processes.peak
-        workers = peak.get("worker", {})
-        results["workers_peak"] = workers.get("count", 0)
-        results["worker_pss_mib_max"] = round(workers.get("pss_mib_max", 0))
-        results["workers_plus_forkserver_pss_mib_total"] = round(
-            workers.get("pss_mib_total", 0) + peak.get("forkserver", {}).get("pss_mib_total", 0))
-        results["worker_rss_mib_max"] = round(workers.get("rss_mib_max", 0))
-        results["web_pss_mib_max"] = round(peak.get("web", {}).get("pss_mib_max", 0))
-
-        samples = sequential(url, args.sequential, fixtures)
-        overhead = sorted(latency - model for latency, model in samples)
-        floor = plumbing_floor(endpoint)
-        results["sequential_overhead_p50_ms"] = round(status.quantile(overhead, 0.5) * 1000, 1)
-        results["sequential_overhead_p95_ms"] = round(status.quantile(overhead, 0.95) * 1000, 1)
-        results["sequential_model_p50_ms"] = round(statistics.median(m for _, m in samples) * 1000, 1)
-        results.update(floor)
-        results["overhead_over_floor"] = round(results["sequential_overhead_p50_ms"] / floor["floor_ms"], 2)
-
-        hits = []
-        for _ in range(args.sequential):
-            started = time.perf_counter()
-            answer = upload(url, "test_00.jpg", fixtures[0][1])
-            hits.append(time.perf_counter() - started)
-            assert answer == (200, "test_00:Paul\n"), answer
-        results["cache_hit_p50_ms"] = median_ms(hits)
+        results.update(memory(processes))
+        results.update(one_at_a_time(url, endpoint, fixtures, args.sequential))
     finally:
         stack.stop()
 
@@ -414,7 +428,6 @@ def main():
     failed = [results["burst_wrong_or_failed"]] + [results.get(k, {}).get("wrong_or_failed") for k in (
         "back_to_back_burst", "second_burst")]
     return 1 if any(failed) else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
