@@ -14,10 +14,10 @@ from email.utils import collapse_rfc2231_value
 
 # Part headers are small (a name, a file name, a type); a larger block is refused.
 MAX_PART_HEADER_BYTES = 16 * 1024
-# The email package's parameter parser takes time quadratic in a header's length (60,000 `;` in
-# one header took 7 s of CPU), so a longer Content-Type or Content-Disposition is refused before
-# it is parsed. Real ones are far shorter: a boundary is at most 70 characters, a file name 255
-# bytes (765 characters percent-encoded); at this length the parse takes ~3 ms.
+# The email package's parameter parser takes time quadratic in a header's length (seconds of CPU
+# for a long one: docs/performance.md), so a longer Content-Type or Content-Disposition is refused
+# before it is parsed. Real ones are far shorter: a boundary is at most 70 characters, a file name
+# 255 bytes (765 characters percent-encoded); at this length the parse takes milliseconds.
 MAX_PARAMETERS_CHARS = 2048
 MAX_PARTS = 16
 # By default, a part body larger than this goes to a temporary file (under TMPDIR), not memory.

@@ -71,7 +71,7 @@ class HeaderLines:
 class RequestHeaders(HTTPMessage):
     """http.server's request headers. The email parser behind them looks a multipart Content-Type's
     boundary up as it parses, with its parameter parser, whose time is quadratic in the header's
-    length (60,000 `;` took 2 s of CPU before any of our code ran): past MAX_PARAMETERS_CHARS the
+    length (seconds of CPU before any of our code ran: docs/performance.md): past MAX_PARAMETERS_CHARS the
     boundary is not looked up here, and boundary_of refuses the header (400); nor is a boundary in
     a charset that cannot decode it (idna, punycode: UnicodeError)."""
 

@@ -153,8 +153,8 @@ def describe(ec2, config):
 
 def instance_states(ec2, ids=None):
     """{instance id: state name} of the instances `ids` in any state, or of every running instance
-    when `ids` is None. Asked several times a second, so asked with describe_instance_status: moto
-    answers it with ~4 ms of CPU where describing 15 instances in full takes ~20 ms."""
+    when `ids` is None. Asked several times a second, so asked with describe_instance_status, which
+    costs moto a fraction of a full describe (docs/performance.md, "Measurements behind the code")."""
     if ids is not None and not ids:
         return {}
     args = {} if ids is None else {"InstanceIds": list(ids), "IncludeAllInstances": True}

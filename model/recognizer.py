@@ -21,8 +21,8 @@ MTCNN_OPTIONS = dict(image_size=240, margin=0, min_face_size=20)
 # Decompression-bomb guard: a small upload must not expand to gigabytes of pixels.
 MAX_PIXELS = 25_000_000
 # ... nor make the decoder pass over them again and again: each scan of a progressive JPEG is a pass
-# over the whole image (~2 ms at 16 megapixels, even decoded at 1/8 scale), and a 9 MB file can
-# hold 140,000 of them (minutes of CPU). Encoders write about ten; a thumbnail in the EXIF adds its
+# over the whole image (even decoded at 1/8 scale), and a 9 MB file can hold 140,000 of them
+# (minutes of CPU: docs/performance.md). Encoders write about ten; a thumbnail in the EXIF adds its
 # own. Counted by their SOS marker, which the entropy-coded data cannot contain (0xFF is stuffed).
 MAX_JPEG_SCANS = 100
 # Larger images are scaled down before detection: MTCNN's image pyramid on a 24-megapixel photo

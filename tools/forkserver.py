@@ -15,7 +15,7 @@ preload_aws_clients).
 Threads: two inferences run at a time, each on both cores, with OpenMP's waiting threads sleeping
 (the launcher sets OMP_WAIT_POLICY=PASSIVE): of the ways tried, the fastest on 2 cores beside moto
 (a thread moto preempts stalls a whole inference, and spinning threads burn the core moto needs);
-the README's Performance section has the numbers.
+docs/performance.md has the numbers.
 
 Protocol, one line each, written and read by the functions below (both sides: the launcher in
 tools/localstack.py uses start_command and parse_event). On stdin: `start INSTANCE_ID NAME [ENDPOINT]` forks a
@@ -197,9 +197,10 @@ class TakingTurns:
 
 def preload_aws_clients(config):
     """Build a worker's clients once here and drop them. Making a client parses botocore's service
-    models and endpoint rules (~160 ms of CPU, far more with 15 workers starting on 2 cores); the
-    parsed data stays cached in boto3's default session, which every forked worker inherits, so its
-    own clients take ~15 ms. No call is made: the clients never open a connection."""
+    models and endpoint rules (a tenth of a second of CPU, far more with 15 workers starting on 2
+    cores); the parsed data stays cached in boto3's default session, which every forked worker
+    inherits, so its own clients take a tenth of that (docs/performance.md). No call is made: the
+    clients never open a connection."""
     worker.clients(config)
 
 

@@ -92,7 +92,7 @@ class Launcher:
         """{instance id: name} of the pool's running instances.
 
         Asked five times a second, so asked cheaply (pool.instance_states): describing the pool
-        in full each time took moto a tenth of a core, taken from the model. Names come from
+        in full each time cost moto CPU taken from the model. Names come from
         describing the pool, again only when an instance not seen before runs (pool repair)."""
         ids = set(pool.instance_states(self.ec2))
         if ids - self.names.keys():
