@@ -26,6 +26,7 @@ import json
 import logging
 import subprocess
 import sys
+from functools import partial
 
 import cloud
 import common
@@ -404,40 +405,52 @@ class Provisioner:
         The web host goes first, and is waited on until terminated: its autoscaler would otherwise
         see the pool shutting down and launch it again. Then every other instance tagged ours, until
         none is left; then what they used (address, security group), queues, buckets and roles."""
-        config = self.config
-        if self.dry_run:
-            for what in (f"{settings.WEB_HOST_NAME} (first, waited on: its autoscaler must stop before the pool)",
-                         f"every other instance tagged {settings.PREFIX_TAG}={config.prefix}", "Elastic IP",
-                         f"security group {config.prefix}-web",
-                         *(f"queue {q}" for q in (config.request_queue, config.response_queue, config.dead_letter_queue)),
-                         *(f"bucket {b} and its objects" for b in (config.in_bucket, config.out_bucket, config.deploy_bucket)),
-                         *(f"IAM role + instance profile {config.role(t)}" for t in ("web", "app")),
-                         "app-tier images and their snapshots" if images else "app-tier images: kept (--images removes them)"):
+        for what, step in self.teardown_steps(images):
+            if self.dry_run:
                 self.out(f"{'would remove':<12} {what}")
-            return
-        self._terminate([settings.WEB_HOST_NAME])
-        self._terminate(["*"])
+            else:
+                step()
+
+    def teardown_steps(self, images):
+        """Teardown in order, as (what is removed, the step removing it): the dry run says the one,
+        the real run does the other."""
+        config = self.config
+        queues = (config.request_queue, config.response_queue, config.dead_letter_queue)
+        buckets = (config.in_bucket, config.out_bucket, config.deploy_bucket)
+        return [
+            (f"{settings.WEB_HOST_NAME} (first, waited on: its autoscaler must stop before the pool)",
+             partial(self._terminate, [settings.WEB_HOST_NAME])),
+            (f"every other instance tagged {settings.PREFIX_TAG}={config.prefix}", partial(self._terminate, ["*"])),
+            ("Elastic IP", self._release_addresses),
+            (f"security group {config.prefix}-web", self._remove_security_group),
+            *((f"queue {name}", partial(self._remove_queue, name)) for name in queues),
+            *((f"bucket {bucket} and its objects", partial(self._remove_bucket, bucket)) for bucket in buckets),
+            *((f"IAM role + instance profile {config.role(tier)}", partial(self._remove_role, config.role(tier)))
+              for tier in ("web", "app")),
+            ("app-tier images and their snapshots" if images else "app-tier images: kept (--images removes them)",
+             partial(self._images, remove=images)),
+        ]
+
+    def _release_addresses(self):
         for address in self.ec2.describe_addresses(Filters=[
-                {"Name": f"tag:{settings.PREFIX_TAG}", "Values": [config.prefix]}])["Addresses"]:
+                {"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])["Addresses"]:
             self.ec2.release_address(AllocationId=address["AllocationId"])
             self.out(f"{'removed':<12} Elastic IP {address['PublicIp']}")
+
+    def _remove_security_group(self):
         for group in self.ec2.describe_security_groups(Filters=[
-                {"Name": "group-name", "Values": [f"{config.prefix}-web"]}])["SecurityGroups"]:
+                {"Name": "group-name", "Values": [f"{self.config.prefix}-web"]}])["SecurityGroups"]:
             # Refused while an instance that used it is still shutting down.
             cloud.while_refused(lambda: self.ec2.delete_security_group(GroupId=group["GroupId"]),
-                                 refused_with("DependencyViolation"), INSTANCE_PATIENCE, self.waiting)
+                                refused_with("DependencyViolation"), INSTANCE_PATIENCE, self.waiting)
             self.out(f"{'removed':<12} security group {group['GroupName']}")
-        for name in (config.request_queue, config.response_queue, config.dead_letter_queue):
-            try:
-                self.sqs.delete_queue(QueueUrl=self.sqs.get_queue_url(QueueName=name)["QueueUrl"])
-                self.out(f"{'removed':<12} queue {name} (its name can be used again after 60 s)")
-            except self.sqs.exceptions.QueueDoesNotExist:
-                pass
-        for bucket in (config.in_bucket, config.out_bucket, config.deploy_bucket):
-            self._remove_bucket(bucket)
-        for tier in ("web", "app"):
-            self._remove_role(config.role(tier))
-        self._images(remove=images)
+
+    def _remove_queue(self, name):
+        try:
+            self.sqs.delete_queue(QueueUrl=self.sqs.get_queue_url(QueueName=name)["QueueUrl"])
+            self.out(f"{'removed':<12} queue {name} (its name can be used again after 60 s)")
+        except self.sqs.exceptions.QueueDoesNotExist:
+            pass
 
     def _terminate(self, names):
         """Terminate our instances named `names` and wait until they are; again, should more appear
