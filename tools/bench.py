@@ -45,7 +45,7 @@ from pathlib import Path
 import cloud
 import pool
 import settings
-import status
+from status import quantile
 from tools import awslike
 from tools.harness import (
     IMAGES,
@@ -349,8 +349,8 @@ def one_at_a_time(url, endpoint, fixtures, count):
     samples = sequential(url, count, fixtures)
     overhead = sorted(latency - model for latency, model in samples)
     floor = plumbing_floor(endpoint)
-    results = {"sequential_overhead_p50_ms": round(status.quantile(overhead, 0.5) * 1000, 1),
-               "sequential_overhead_p95_ms": round(status.quantile(overhead, 0.95) * 1000, 1),
+    results = {"sequential_overhead_p50_ms": round(quantile(overhead, 0.5) * 1000, 1),
+               "sequential_overhead_p95_ms": round(quantile(overhead, 0.95) * 1000, 1),
                "sequential_model_p50_ms": round(statistics.median(m for _, m in samples) * 1000, 1), **floor}
     results["overhead_over_floor"] = round(results["sequential_overhead_p50_ms"] / floor["floor_ms"], 2)
     hits = []

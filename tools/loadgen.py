@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import settings
+from status import quantile
 
 FIXTURES = settings.PROJECT_DIR.parent / "shared/fixtures"
 
@@ -156,9 +157,9 @@ class Run:
             "wrong": sum(1 for *_, wrong, _ in self.results if wrong),
             "errors": errors,
             "first_answer_s": round(min(t for *_, t in self.results) - self.started, 3) if self.results else None,
-            "latency_p50_s": status.quantile(latencies, 0.5),
-            "latency_p95_s": status.quantile(latencies, 0.95),
-            "latency_max_s": status.quantile(latencies, 1.0),
+            "latency_p50_s": quantile(latencies, 0.5),
+            "latency_p95_s": quantile(latencies, 0.95),
+            "latency_max_s": quantile(latencies, 1.0),
             "seconds": round(seconds, 3),
             "throughput_per_s": round(len(self.results) / seconds, 2) if seconds else None,
         }
