@@ -120,15 +120,16 @@ class PagesTest(unittest.TestCase):
         wait_until(lambda: running_instances(self.ec2) == 0, 5, what="scaled in")
         # The autoscaler's decision and the depths are read at most once a second; SQS's counts trail
         # the truth (by 3 s on the AWS-like stack here) and stopped instances pass through `stopping`.
+        idle = {"visible": 0, "in_flight": 0}
         status = wait_until(lambda: (s := self.status())["autoscaler"] and s["autoscaler"]["running"] == 0 and
-                            s["app_instances"]["stopped"] == POOL_SIZE and s["queues"]["request"]["in_flight"] == 0 and s,
+                            s["app_instances"]["stopped"] == POOL_SIZE and s["queues"]["request"] == idle and s,
                             10, interval=0.3, what="status settles")
         web = status["web"]
         self.assertEqual(web["answered"] - before["answered"], 3)
         self.assertEqual(web["errors"].get("422", 0) - before["errors"].get("422", 0), 1)
         self.assertEqual(web["in_flight"], 0)
         self.assertGreater(web["latency_p95_s"], 0)
-        self.assertEqual(status["queues"]["request"], {"visible": 0, "in_flight": 0})
+        self.assertEqual(status["queues"]["request"], idle)
         self.assertEqual(status["queues"]["dead_letter"], {"visible": 0, "in_flight": 0})
         self.assertEqual(status["app_instances"], {"pending": 0, "running": 0, "stopping": 0, "stopped": POOL_SIZE})
         self.assertEqual(status["autoscaler"]["desired"], 0)
