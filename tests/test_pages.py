@@ -129,7 +129,6 @@ class PagesTest(unittest.TestCase):
         self.assertEqual(web["errors"].get("422", 0) - before["errors"].get("422", 0), 1)
         self.assertEqual(web["in_flight"], 0)
         self.assertGreater(web["latency_p95_s"], 0)
-        self.assertEqual(status["queues"]["request"], idle)
         self.assertEqual(status["queues"]["dead_letter"], {"visible": 0, "in_flight": 0})
         self.assertEqual(status["app_instances"], {"pending": 0, "running": 0, "stopping": 0, "stopped": POOL_SIZE})
         self.assertEqual(status["autoscaler"]["desired"], 0)
