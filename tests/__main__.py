@@ -35,18 +35,23 @@ JOB_RESULT = "job-result: "
 
 
 class TimedResult(unittest.TextTestResult):
-    """Seconds by test class, from the end of one test to the end of the next: a class's set-up is
-    counted with it, its clean-up with the class after it."""
+    """Seconds by test class, from the end of one test to the end of the next (a class's set-up is
+    counted with it, its clean-up with the class after it), and by test."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.last = time.monotonic()
         self.seconds = defaultdict(float)
 
+    def startTest(self, test):
+        super().startTest(test)
+        self.test_started = time.monotonic()
+
     def stopTest(self, test):
         super().stopTest(test)
         now = time.monotonic()
         self.seconds[test.id().rsplit(".", 1)[0]] += now - self.last
+        self.seconds[test.id()] = now - self.test_started
         self.last = now
 
 
@@ -114,8 +119,10 @@ def main(argv):
     else:
         print("usage: python -m tests [unit]", file=sys.stderr)
         return 2
-    for name, spent in sorted(seconds.items(), key=lambda item: -item[1])[:12]:
-        print(f"slowest: {spent:6.1f} s  {name}")
+    ranked = sorted(seconds.items(), key=lambda item: -item[1])
+    for kind, dots in (("class", 2), ("test", 3)):  # tests.test_module.Class[.test_name]
+        for name, spent in [(name, spent) for name, spent in ranked if name.count(".") == dots][:12]:
+            print(f"slowest {kind}: {spent:6.1f} s  {name}")
     print(f"tests: {passed} passed, {failed} failed, {skipped} skipped in {time.monotonic() - started:.0f} s")
     return 0 if failed == 0 and passed else 1
 
