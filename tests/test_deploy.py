@@ -5,7 +5,9 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import unittest
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cloud
@@ -22,6 +24,9 @@ ALL_STATES = ["pending", "running", "stopping", "stopped"]
 # times): AWS's delays at a hundredth (a stop 0.3 s, a new instance unknown for 0.02 s), every
 # behaviour still there.
 TIME_SCALE = 0.01
+# A pool of 3 + 3 spares: launched in two waves, as the default 15 + 15 is, at a fifth of the cost.
+MAX_INSTANCES = 3
+POOL_SIZE = 2 * MAX_INSTANCES
 
 
 def policy(iam, role):
@@ -44,7 +49,8 @@ class Deployment(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.endpoint = start_moto(cls, FR_SIMULATE_TIME_SCALE=TIME_SCALE)
-        cls.env = child_env(FR_PREFIX=PREFIX, FR_ENDPOINT_URL=cls.endpoint, FR_AMI_ID="ami-0app", FR_WEB_CIDR=CIDR)
+        cls.env = child_env(FR_PREFIX=PREFIX, FR_ENDPOINT_URL=cls.endpoint, FR_AMI_ID="ami-0app", FR_WEB_CIDR=CIDR,
+                            FR_MAX_INSTANCES=MAX_INSTANCES)
         cls.config = settings.load_config({"FR_PREFIX": PREFIX})
         cls.clients = {name: aws(cls.endpoint, name) for name in ("s3", "sqs", "ec2", "iam")}
 
@@ -75,7 +81,7 @@ class Deployment(unittest.TestCase):
         groups = self.clients["ec2"].describe_security_groups(Filters=[{"Name": "group-name", "Values": [f"{prefix}-web"]}])
         self.assertEqual(groups["SecurityGroups"], [])
 
-    def check_pool_and_web_host(self, prefix=PREFIX, size=30):
+    def check_pool_and_web_host(self, prefix=PREFIX, size=POOL_SIZE):
         # Every member once (a member launched twice, unseen by a describe, would be here twice),
         # every one stopped (also those launched moments before provisioning described the pool).
         members = self.instances("app-tier-instance-*", prefix=prefix)
@@ -116,7 +122,7 @@ class ProvisionTest(Deployment):
 
         second = self.setup_sh("provision", "--with-web")
         self.assertNotIn("created", second)
-        self.assertEqual(len(self.instances()), 31)
+        self.assertEqual(len(self.instances()), POOL_SIZE + 1)
 
         # A changed FR_WEB_CIDR replaces the rule: the old addresses reach port 8000 no more.
         self.setup_sh_env(dict(self.env, FR_WEB_CIDR="198.51.100.7/32"), "provision", "--with-web")
@@ -128,9 +134,9 @@ class ProvisionTest(Deployment):
         self.assertEqual(refusals(self.moto_state), [])
 
     def test_provision_right_after_teardown_waits_for_the_queue_names(self):
-        # A moto of its own where a queue name is refused for 30 s, far longer than a teardown and the
+        # A moto of its own where a queue name is refused for 12 s, far longer than a teardown and the
         # start of a provision take even on a slow machine; no pool (no FR_AMI_ID), so no instance waits.
-        endpoint = start_moto(self, name="moto-queue-names", FR_SIMULATE_TIME_SCALE=0.5)
+        endpoint = start_moto(self, name="moto-queue-names", FR_SIMULATE_TIME_SCALE=0.2)
         env = child_env(FR_PREFIX="again", FR_ENDPOINT_URL=endpoint)
         said = [self.setup_sh_env(env, command) for command in ("provision", "teardown", "provision", "teardown")]
         self.assertIn("waiting      QueueDeletedRecently", said[2])
@@ -144,6 +150,20 @@ class ProvisionTest(Deployment):
         self.assertIn("34 needed", done.stderr)
         self.assertIn("at most FR_MAX_INSTANCES=15 fits", done.stderr)
         self.assertEqual(self.clients["sqs"].list_queues(QueueNamePrefix="quota").get("QueueUrls", []), [])
+
+    def test_the_vcpus_of_instances_not_ours_count_against_the_quota(self):
+        ec2 = self.clients["ec2"]
+        other = ec2.run_instances(ImageId="ami-12345678", InstanceType="t3.small", MinCount=1,
+                                  MaxCount=1)["Instances"][0]["InstanceId"]
+        self.addCleanup(ec2.terminate_instances, InstanceIds=[other])
+        pool.wait_for(ec2, [other], ["running"], 30)
+        # Described as moto describes it (without CpuOptions): its type's 2 vCPUs leave room for 14.
+        env = dict(self.env, FR_PREFIX="others", FR_MAX_INSTANCES="15")
+        done = subprocess.run(["./setup.sh", "provision", "--with-web"], cwd=settings.PROJECT_DIR, env=env,
+                              capture_output=True, text=True, timeout=300)
+        self.assertNotEqual(done.returncode, 0)
+        self.assertIn("2 in use by other instances", done.stderr)
+        self.assertIn("at most FR_MAX_INSTANCES=14 fits", done.stderr)
 
     def test_bake_ami_refuses_an_instance_launched_for_hibernation(self):
         ec2 = self.clients["ec2"]
@@ -283,6 +303,11 @@ class ProvisionTest(Deployment):
         self.assertEqual(self.instances(), [])
 
 
+# Restart tests run at once (each waits on moto's simulated delays most of its time).
+STEPS_AT_ONCE = 4
+CLIENTS_MADE = threading.Lock()
+
+
 class InjectedFailure(Exception):
     pass
 
@@ -298,10 +323,11 @@ class RestartableProvisionTest(Deployment):
         """A Provisioner for `prefix` whose every AWS call, once made, is shown to on_call(service, operation)."""
         # A pool of 3 launched 2 at a time: every kind of step, in two waves, at a fifth of the cost.
         config = settings.load_config({"FR_PREFIX": prefix, "FR_ENDPOINT_URL": self.endpoint, "FR_AMI_ID": "ami-0app",
-                                     "FR_WEB_CIDR": CIDR, "FR_MAX_INSTANCES": "2", "FR_SPARE_INSTANCES": "1"})
+                                       "FR_WEB_CIDR": CIDR, "FR_MAX_INSTANCES": "2", "FR_SPARE_INSTANCES": "1"})
 
         def session(name):
-            client = aws(self.endpoint, name)
+            with CLIENTS_MADE:  # boto3's default session makes clients one thread at a time
+                client = aws(self.endpoint, name)
             client.meta.events.register(
                 "after-call", lambda model, parsed, **_: "Error" in parsed or on_call(name, model.name))
             return client
@@ -317,23 +343,37 @@ class RestartableProvisionTest(Deployment):
         # another), named by the call and how many times it was made before.
         steps = [(call, changes[:n].count(call)) for n, call in enumerate(changes) if n == 0 or changes[n - 1] != call]
         self.assertGreaterEqual(len(steps), 15, steps)
-        for number, (call, made_before) in enumerate(steps):
+        # Each step's runs have a prefix of their own: several run at once, their waits overlapping.
+        with ThreadPoolExecutor(STEPS_AT_ONCE) as runs:
+            failures = list(runs.map(self.restart_after, range(len(steps)), steps))
+        for (call, made_before), failure in zip(steps, failures):
             with self.subTest(step=call, made_before=made_before):
-                prefix = f"restart{number}"
-                made = []
-
-                def crash_after(*done):
-                    made.append(done)
-                    if done == call and made.count(call) > made_before:
-                        raise InjectedFailure(done)
-
-                with self.assertRaises(InjectedFailure):
-                    self.provisioner(prefix, crash_after).provision(with_web=True)
-                self.provisioner(prefix, lambda *done: None).provision(with_web=True)
-                self.check_pool_and_web_host(prefix, size=3)
-                self.provisioner(prefix, lambda *done: None).teardown()
-                self.check_all_gone(prefix)
+                if failure:
+                    raise failure
         self.assertEqual(refusals(self.moto_state), [])
+
+    def restart_after(self, number, step):
+        """Provision stopped by a failure right after `step`, then run again, checked, torn down and
+        checked again: the AssertionError (or other error) it ended in, else None."""
+        call, made_before = step
+        prefix = f"restart{number}"
+        made = []
+
+        def crash_after(*done):
+            made.append(done)
+            if done == call and made.count(call) > made_before:
+                raise InjectedFailure(done)
+
+        try:
+            with self.assertRaises(InjectedFailure):
+                self.provisioner(prefix, crash_after).provision(with_web=True)
+            self.provisioner(prefix, lambda *done: None).provision(with_web=True)
+            self.check_pool_and_web_host(prefix, size=3)
+            self.provisioner(prefix, lambda *done: None).teardown()
+            self.check_all_gone(prefix)
+        except Exception as e:
+            return e
+        return None
 
 
 class ScriptsTest(unittest.TestCase):

@@ -175,15 +175,18 @@ class Provisioner:
         if self.dry_run:
             return self.say("", f"vCPU quota {VCPU_QUOTA} fits {wanted}")
         try:
+            others = [i for i in self._live_instances() if not _tagged(i, settings.PREFIX_TAG, config.prefix)]
+            # An instance described without CpuOptions counts its type's default vCPUs.
+            types = set(wanted) | {i["InstanceType"] for i in others if "CpuOptions" not in i}
             vcpus = {t: self.ec2.describe_instance_types(InstanceTypes=[t])["InstanceTypes"][0]["VCpuInfo"]["DefaultVCpus"]
-                     for t in wanted}
+                     for t in types}
             need = sum(vcpus[t] * n for t, n in wanted.items())
             quota = int(self.session("service-quotas").get_service_quota(
                 ServiceCode="ec2", QuotaCode=VCPU_QUOTA)["Quota"]["Value"])
         except (BotoCoreError, ClientError) as e:
             return self.out(f"{'unknown':<12} vCPU quota {VCPU_QUOTA} ({e}): make sure {wanted} fit")
-        others = [i for i in self._live_instances() if not _tagged(i, settings.PREFIX_TAG, config.prefix)]
-        in_use = sum(i["CpuOptions"]["CoreCount"] * i["CpuOptions"]["ThreadsPerCore"] for i in others)
+        in_use = sum(i["CpuOptions"]["CoreCount"] * i["CpuOptions"]["ThreadsPerCore"] if "CpuOptions" in i
+                     else vcpus[i["InstanceType"]] for i in others)
         fits = (quota - in_use - (vcpus[config.web_instance_type] if with_web else 0)) // vcpus[config.instance_type]
         what = (f"vCPU quota {VCPU_QUOTA}: {quota}, {in_use} in use by other instances, {need} needed for {wanted} "
                 f"running at once (the pool's {config.pool_size} members are launched {config.max_instances} at a time)")
