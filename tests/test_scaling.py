@@ -36,6 +36,7 @@ from tools.provision import provision
 
 MAX_INSTANCES = 15
 POOL_SIZE = 30  # with as many spare members (FR_SPARE_INSTANCES's default)
+SMALL_POOL = 4
 SAMPLE_EVERY = 0.5
 SCALE_IN_LIMIT = 2.0
 # The AWS-like stack's delays, and the autoscaler's hibernation waits, at the tests' scale.
@@ -214,7 +215,8 @@ class PoolObservationTest(unittest.TestCase):
 
 
 class LocalStackTest(unittest.TestCase):
-    """Each test here runs its own stack: they stop or damage it."""
+    """Each test here runs its own stack: they stop or damage it. Those that need no burst of 15
+    run a pool of SMALL_POOL (2 + 2 spares): a stack is made sooner, and costs moto less."""
 
     def start_stack(self, prefix, **fr):
         weights, gallery = stand_in_files()
@@ -225,7 +227,7 @@ class LocalStackTest(unittest.TestCase):
         return stack, ready[1], aws(ready[2], "ec2")
 
     def test_ctrl_c_stops_every_process_of_the_stack(self):
-        stack, url, _ = self.start_stack("ctrlc")
+        stack, url, _ = self.start_stack("ctrlc", FR_MAX_INSTANCES=SMALL_POOL // 2)
         with ThreadPoolExecutor(1) as clients:
             answer = clients.submit(upload, url, "test_00.jpg", (IMAGES / "test_00.jpg").read_bytes())
             stack.wait_for("event=worker_started", 30)
@@ -237,21 +239,21 @@ class LocalStackTest(unittest.TestCase):
         wait_until(lambda: not [pid for pid in family if alive(pid)], 10, what="every process gone")
 
     def test_a_terminated_pool_instance_is_replaced_by_a_stopped_one(self):
-        _, _, ec2 = self.start_stack("repair")
-        victim = next(i for i in pool.describe(ec2, self.config()) if i["name"] == "app-tier-instance-7")
+        _, _, ec2 = self.start_stack("repair", FR_MAX_INSTANCES=SMALL_POOL // 2)
+        victim = next(i for i in pool.describe(ec2, self.config()) if i["name"] == "app-tier-instance-3")
         ec2.terminate_instances(InstanceIds=[victim["id"]])
 
         def replacement():
             members = pool.describe(ec2, self.config())
-            found = [i for i in members if i["name"] == "app-tier-instance-7" and i["state"] == "stopped"]
-            return len(members) == POOL_SIZE and found
+            found = [i for i in members if i["name"] == "app-tier-instance-3" and i["state"] == "stopped"]
+            return len(members) == SMALL_POOL and found
 
         # EC2 cannot create an instance stopped: the repair runs it, then stops it.
-        (replaced,) = wait_until(replacement, 10, what="a stopped app-tier-instance-7 in a pool of 15")
+        (replaced,) = wait_until(replacement, 10, what=f"a stopped app-tier-instance-3 in a pool of {SMALL_POOL}")
         self.assertNotEqual(replaced["id"], victim["id"])
 
     def test_with_plain_stops_an_instance_started_again_boots_a_new_worker_and_keeps_the_old_log(self):
-        stack, url, ec2 = self.start_stack("plain", FR_HIBERNATE=0)
+        stack, url, ec2 = self.start_stack("plain", FR_HIBERNATE=0, FR_MAX_INSTANCES=SMALL_POOL // 2)
         config = settings.load_config({"FR_PREFIX": "plain"})
         self.assertEqual([upload_once_all_stopped(ec2, config, url) for _ in range(2)], [(200, "test_00:Paul\n")] * 2)
         self.assertEqual(len(workers_forked(stack, stack_state("plain"), "app-tier-instance-1")), 2,
