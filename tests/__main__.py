@@ -24,7 +24,7 @@ UNIT = [
     "tests.test_common", "tests.test_scaling_decision", "tests.test_multipart", "tests.test_lint", "tests.test_model",
     "tests.test_forkserver.ProtocolTest", "tests.test_reliability.DeadLetterTest", "tests.test_reliability.PendingTest",
 ]
-LANES = 2
+LANES = 3
 # The classes that take a minute or more (the "slowest:" lines), longest first.
 SLOW = [
     "tests.test_deploy.RestartableProvisionTest", "tests.test_scaling.LocalStackTest", "tests.test_scaling.ScalingTest",

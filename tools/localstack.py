@@ -204,13 +204,14 @@ def run(config, stop):
         config = dataclasses.replace(config, endpoint_url=endpoint, ami_id=config.ami_id or LOCAL_AMI)
         env = dict(os.environ, FR_ENDPOINT_URL=endpoint, FR_AMI_ID=config.ami_id)
         ec2 = cloud.client(config, "ec2")
-        provision(config, lambda service: cloud.client(config, service))
-        # Started before the web tier, so that it stops after it (the reverse order, below). Its
+        # Started before the web tier, so that it stops after it (the reverse order, below), and
+        # before provisioning, which its loading of the model overlaps (it calls no AWS API). Its
         # workers share the cores with each other and with moto: OpenMP threads that wait for work
         # sleep instead of spinning (read by libgomp as torch loads; see tools/forkserver.py).
         forkserver = Child("forkserver", FORK_SERVER, {**env, "OMP_WAIT_POLICY": "PASSIVE"},
                            log_path=logs / "forkserver.log", cwd=settings.PROJECT_DIR, commands=True)
         services.append(forkserver)
+        provision(config, lambda service: cloud.client(config, service))
         web = Child("web", [PYTHON, str(settings.PROJECT_DIR / "web.py")], env, log_path=logs / "web.log")
         services.append(web)
         port = web.wait_for(r"event=listening host=\S+ port=(\d+)", START_TIMEOUT)[1]
