@@ -22,7 +22,7 @@ from tools.harness import stand_in_files
 # Pure code and the model library in this process: no moto, no service, no stack.
 UNIT = [
     "tests.test_common", "tests.test_scaling_decision", "tests.test_multipart", "tests.test_lint", "tests.test_model",
-    "tests.test_forkserver.ProtocolTest", "tests.test_reliability.DeadLetterTest", "tests.test_reliability.PendingTest",
+    "tests.test_forkserver.ProtocolTest", "tests.test_replies",
 ]
 LANES = 3
 # The classes that take a minute or more (the "slowest:" lines), longest first.

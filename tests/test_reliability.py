@@ -6,7 +6,6 @@ import re
 import signal
 import socket
 import subprocess
-import threading
 import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,6 @@ import statefiles
 import worker as worker_module
 from cloud import queue_depth
 from messages import Reply, Request, decode, encode
-from replies import DeadLettered, Pending, Replies
 from tests.support import (
     IMAGES,
     PYTHON,
@@ -465,46 +463,6 @@ class MotoRestartTest(Service, unittest.TestCase):
         self.provision()
         wait_until(lambda: upload(self.url, "test_00.jpg", GOOD) == GOOD_ANSWER, 30, interval=0.5,
                    what="answers again after moto restarted")
-
-
-class DeadLetterTest(unittest.TestCase):
-    def test_a_dead_letter_read_again_is_reported_once(self):
-        class Queue:
-            def change_message_visibility_batch(self, QueueUrl, Entries):
-                return {"Successful": [{"Id": entry["Id"]} for entry in Entries]}
-
-        replies = Replies(settings.load_config({}), Queue(), "reply-url", "dead-letter-url")
-        message = {"MessageId": "m1", "ReceiptHandle": "r1", "Body": encode(Request("a", "a/x.jpg", "x", "q"))}
-        with replies.waiting("a") as slot, self.assertLogs("web", "INFO") as logged:
-            replies._take_dead_letters([message])
-            replies._take_dead_letters([dict(message, ReceiptHandle="r2")])
-        self.assertEqual(slot.outcome, DeadLettered("a"))
-        errors = [line for line in logged.output if line.startswith("ERROR")]
-        self.assertEqual(len(errors), 1, logged.output)
-        self.assertTrue(any("event=dead_letter_again id=a" in line for line in logged.output))
-
-
-class PendingTest(unittest.TestCase):
-    def test_a_duplicate_or_unknown_reply_is_ignored(self):
-        pending = Pending()
-        slot = pending.register("a")
-        self.assertTrue(pending.deliver("a", Reply("a", "n", name="Paul")))
-        self.assertFalse(pending.deliver("a", Reply("a", "n", name="Bob")), "duplicate delivery")
-        self.assertEqual(slot.outcome.name, "Paul")
-        self.assertFalse(pending.deliver("b", Reply("b", "n", name="Paul")), "nobody waits for b")
-        pending.remove("a")
-        self.assertFalse(pending.deliver("a", Reply("a", "n", name="Paul")))
-        self.assertEqual(len(pending), 0)
-
-    def test_many_threads_get_their_own_outcomes(self):
-        pending = Pending()
-        slots = {str(n): pending.register(str(n)) for n in range(200)}
-        threads = [threading.Thread(target=pending.deliver, args=(i, Reply(i, "n", name=i))) for i in slots]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        self.assertEqual({i: s.outcome.name for i, s in slots.items()}, {i: i for i in slots})
 
 
 if __name__ == "__main__":
