@@ -4,6 +4,7 @@ import io
 import shutil
 import socket
 import unittest
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import cloud
@@ -20,7 +21,7 @@ from tools.harness import (  # noqa: F401 (for the tests)
     wait_until,
 )
 from tools.loadgen import FIXTURES, multipart, request, upload  # noqa: F401 (for the tests)
-from tools.localstack import MOTO_SERVER
+from tools.localstack import LOCAL_STACK, MOTO_SERVER
 from tools.procs import Child
 from tools.provision import provision
 
@@ -48,6 +49,23 @@ def start(testcase, name, args, env, ready, timeout=START_TIMEOUT):
     else:
         testcase.addClassCleanup(child.stop)
     return child, child.wait_for(ready, timeout)
+
+
+def start_local_stack(testcase, prefix, state, **fr):
+    """The whole local stack (what `./setup.sh local` runs) for FR_PREFIX `prefix`, with FR_STATE_DIR
+    `state` and the stand-in model, on free ports, stopped at the cleanup of `testcase` (see
+    start): (its Child, the web tier's URL, moto's endpoint)."""
+    weights, gallery = stand_in_files()
+    env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX=prefix, FR_POLL_WAIT=1, FR_STATE_DIR=state,
+                    FR_WEIGHTS=weights, FR_GALLERY=gallery, **fr)
+    stack, ready = start(testcase, f"{prefix}-localstack", LOCAL_STACK, env, r"event=ready url=(\S+) endpoint=(\S+)")
+    return stack, ready[1], ready[2]
+
+
+def burst(url, stems):
+    """Upload the fixture image of each stem, all at once: the (status, body) answers, in order."""
+    with ThreadPoolExecutor(len(stems)) as clients:
+        return list(clients.map(lambda stem: upload(url, f"{stem}.jpg", (IMAGES / f"{stem}.jpg").read_bytes()), stems))
 
 
 def state_dir(name):

@@ -2,24 +2,20 @@
 provisioning, a burst from 0 instances, and a teardown while the autoscaler still runs."""
 import time
 import unittest
-from concurrent.futures import ThreadPoolExecutor
 
 import settings
 from tests.support import (
-    IMAGES,
     TIME_SCALE,
     aws,
-    child_env,
+    burst,
     expected_answers,
     refusals,
     running_instances,
-    stand_in_files,
-    start,
+    start_local_stack,
     state_dir,
-    upload,
 )
 from tools import awslike
-from tools.localstack import LOCAL_AMI, LOCAL_STACK
+from tools.localstack import LOCAL_AMI
 from tools.provision import Provisioner
 
 PREFIX = "first"
@@ -27,13 +23,8 @@ PREFIX = "first"
 
 class FirstRunTest(unittest.TestCase):
     def test_burst_from_zero_then_teardown_while_the_autoscaler_runs_leaves_nothing(self):
-        weights, gallery = stand_in_files()
         state = state_dir("first-run")
-        env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX=PREFIX, FR_POLL_WAIT=1, FR_STATE_DIR=state,
-                        FR_WEIGHTS=weights, FR_GALLERY=gallery)
-        stack, ready = start(self, "first-run-localstack", LOCAL_STACK, env,
-                             r"event=ready url=(\S+) endpoint=(\S+)")
-        url, endpoint = ready[1], ready[2]
+        stack, url, endpoint = start_local_stack(self, PREFIX, state)
         config = settings.load_config({"FR_PREFIX": PREFIX, "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": LOCAL_AMI,
                                      "FR_WEB_CIDR": "203.0.113.0/24"})
         provisioner = Provisioner(config, lambda name: aws(endpoint, name), out=lambda line: None)
@@ -45,8 +36,7 @@ class FirstRunTest(unittest.TestCase):
 
         expected = expected_answers()
         stems = sorted(expected)
-        with ThreadPoolExecutor(len(stems)) as clients:
-            answers = list(clients.map(lambda s: upload(url, f"{s}.jpg", (IMAGES / f"{s}.jpg").read_bytes()), stems))
+        answers = burst(url, stems)
         self.assertEqual(answers, [(200, f"{s}:{expected[s]}\n") for s in stems])
 
         began = time.time()

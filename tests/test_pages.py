@@ -11,22 +11,21 @@ import socket
 import tempfile
 import unittest
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 
 from tests.support import (
     IMAGES,
     aws,
+    burst,
     child_env,
     expected_answers,
     image_bytes,
     request,
     running_instances,
-    stand_in_files,
     start,
+    start_local_stack,
     upload,
     wait_until,
 )
-from tools.localstack import LOCAL_STACK
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
@@ -98,14 +97,10 @@ def metrics(text):
 class PagesTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        weights, gallery = stand_in_files()
         cls.state_dir = tempfile.TemporaryDirectory()
         cls.addClassCleanup(cls.state_dir.cleanup)
-        env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX="pages", FR_POLL_WAIT=1, FR_WEIGHTS=weights,
-                        FR_GALLERY=gallery, FR_STATE_DIR=cls.state_dir.name)
-        _, ready = start(cls, "pages-localstack", LOCAL_STACK, env,
-                         r"event=ready url=(\S+) endpoint=(\S+)")
-        cls.url, cls.ec2 = ready[1], aws(ready[2], "ec2")
+        _, cls.url, endpoint = start_local_stack(cls, "pages", cls.state_dir.name)
+        cls.ec2 = aws(endpoint, "ec2")
 
     def status(self):
         code, body = request(self.url + "status?format=json", "GET")
@@ -173,9 +168,7 @@ class PagesTest(unittest.TestCase):
         driver = self.browser()
         driver.go(self.url + "status")
         stems = sorted(expected_answers())[:60]
-        with ThreadPoolExecutor(len(stems)) as clients:
-            answers = list(clients.map(lambda s: upload(self.url, f"{s}.jpg", (IMAGES / f"{s}.jpg").read_bytes()),
-                                       stems))
+        answers = burst(self.url, stems)
         self.assertEqual({status for status, _ in answers}, {200})
 
         def drawn():

@@ -36,6 +36,8 @@ from tools.netlink import Link
 from worker import WORKER_STATE
 
 GOOD = (IMAGES / "test_00.jpg").read_bytes()
+# A worker whose model holds each batch until a flag file exists (tests/held_worker.py).
+HELD_WORKER = [PYTHON, "-m", "tests.held_worker"]
 GOOD_ANSWER = (200, "test_00:Paul\n")
 MAX_BODY = 1024 * 1024
 
@@ -237,23 +239,18 @@ class FaultTest(Service, unittest.TestCase):
         wait_until(lambda: sum(queue_depth(self.sqs, reply_url)) == 0, 10, what="response queue empty")
 
     def test_kill_9_of_a_worker_mid_image_another_worker_answers(self):
-        for attempt in range(3):
-            doomed = self.start_worker(f"doomed-{attempt}")
-            with ThreadPoolExecutor(1) as pool:
-                answer = pool.submit(upload, self.url, "test_00.jpg", GOOD)
-                request_id = doomed.wait_for(r"event=received id=(\w+)", 30)[1]
-                doomed.signal(signal.SIGSTOP)
-                finished = any(f"event=done id={request_id}" in line for line in doomed.lines)
-                doomed.signal(signal.SIGKILL)
-                if finished:
-                    answer.result()
-                    continue  # it finished before the kill landed: no test; try again
-                rescuer = self.start_worker(f"rescuer-{attempt}")
-                self.assertEqual(answer.result(), GOOD_ANSWER)
-                rescuer.wait_for(f"event=done id={request_id}", 10)
-                rescuer.stop()
-                return
-        self.fail("the worker always finished before it could be killed")
+        # Its model holds the image until a flag that never comes: killed, it is mid-image.
+        doomed, _ = start(self, "worker-doomed", [*HELD_WORKER, str(state_dir("doomed") / "never")], self.env,
+                          "event=ready")
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(upload, self.url, "test_00.jpg", GOOD)
+            request_id = doomed.wait_for(r"event=received id=(\w+)", 30)[1]
+            doomed.signal(signal.SIGKILL)
+            rescuer = self.start_worker("rescuer")
+            self.assertEqual(answer.result(), GOOD_ANSWER)
+        rescuer.wait_for(f"event=done id={request_id}", 10)
+        self.assertFalse([line for line in doomed.lines if f"event=done id={request_id}" in line])
+        rescuer.stop()
 
 
     def test_an_image_gone_from_the_input_bucket_is_answered_at_once_not_retried(self):
@@ -299,12 +296,11 @@ class HibernationTest(Service, unittest.TestCase):
     def setUpClass(cls):
         cls.start_service(workers=0, FR_REQUEST_TIMEOUT=60, FR_VISIBILITY_TIMEOUT=1)
 
-    def frozen_worker(self, name, **fr):
-        """A worker reaching moto through a Link of its own: (worker, link)."""
+    def frozen_worker(self, name, command=(PYTHON, "worker.py"), **fr):
+        """A worker (`command`) reaching moto through a Link of its own: (worker, link)."""
         link = Link((urlsplit(self.endpoint).hostname, urlsplit(self.endpoint).port))
         self.addCleanup(link.close)
-        worker, _ = start(self, name, [PYTHON, "worker.py"], dict(self.env, FR_ENDPOINT_URL=link.url, **fr),
-                          "event=ready")
+        worker, _ = start(self, name, list(command), dict(self.env, FR_ENDPOINT_URL=link.url, **fr), "event=ready")
         self.addCleanup(worker.stop)
         return worker, link
 
@@ -312,28 +308,26 @@ class HibernationTest(Service, unittest.TestCase):
         self.assertEqual(queue_depth(self.sqs, self.queue_url(self.config.dead_letter_queue)), (0, 0))
 
     def test_a_worker_frozen_mid_batch_gives_it_up_and_the_request_is_answered_once(self):
-        for attempt in range(3):
-            worker, link = self.frozen_worker(f"frozen-batch-{attempt}")
-            with ThreadPoolExecutor(1) as pool:
-                answer = pool.submit(upload, self.url, "test_00.jpg", GOOD)
-                request_id = worker.wait_for(r"event=received id=(\w+)", 30)[1]
-                worker.signal(signal.SIGSTOP)
-                link.cut()
-                if answer.done():
-                    worker.signal(signal.SIGCONT)
-                    continue  # answered before the freeze landed: no test; try again
-                # Past the visibility timeout, another worker receives the request and answers it.
-                rescuer = self.start_worker(f"rescuer-of-frozen-{attempt}")
-                self.addCleanup(rescuer.stop)
-                self.assertEqual(answer.result(), GOOD_ANSWER)
-            worker.signal(signal.SIGCONT)
-            worker.wait_for(f"event=batch_given_up ids={request_id}", 30)
-            self.assertEqual(upload(self.url, "test_00.jpg", GOOD), GOOD_ANSWER, "both workers work on")
-            self.assertFalse([line for line in self.web.lines if f"unclaimed_reply id={request_id}" in line],
-                             "answered twice")
-            self.assert_nothing_dead_lettered()
-            return
-        self.fail("the worker always answered before it could be frozen")
+        # Its model holds the batch until the flag is made: frozen, it is mid-batch.
+        flag = state_dir("frozen-batch") / "go"
+        worker, link = self.frozen_worker("frozen-batch", (*HELD_WORKER, str(flag)))
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(upload, self.url, "test_00.jpg", GOOD)
+            request_id = worker.wait_for(r"event=received id=(\w+)", 30)[1]
+            worker.signal(signal.SIGSTOP)
+            link.cut()
+            # Past the visibility timeout, another worker receives the request and answers it.
+            rescuer = self.start_worker("rescuer-of-frozen")
+            self.addCleanup(rescuer.stop)
+            self.assertEqual(answer.result(), GOOD_ANSWER)
+        flag.parent.mkdir(parents=True, exist_ok=True)
+        flag.touch()
+        worker.signal(signal.SIGCONT)
+        worker.wait_for(f"event=batch_given_up ids={request_id}", 30)
+        self.assertEqual(upload(self.url, "test_00.jpg", GOOD), GOOD_ANSWER, "both workers work on")
+        self.assertFalse([line for line in self.web.lines if f"unclaimed_reply id={request_id}" in line],
+                         "answered twice")
+        self.assert_nothing_dead_lettered()
 
     def test_a_worker_frozen_mid_long_poll_without_the_hooks_still_answers_the_request_it_missed(self):
         # No hook: its long poll waits on a dead connection until the read timeout (poll + 10 s).

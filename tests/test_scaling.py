@@ -18,19 +18,17 @@ from tests.support import (
     IMAGES,
     TIME_SCALE,
     aws,
-    child_env,
+    burst,
     expected_answers,
     refusals,
     running_instances,
-    stand_in_files,
-    start,
+    start_local_stack,
     start_moto,
     state_dir,
     upload,
     wait_until,
 )
 from tools import awslike
-from tools.localstack import LOCAL_STACK
 from tools.procs import alive, descendants
 from tools.provision import provision
 
@@ -67,13 +65,8 @@ class Sampler:
 class ScalingTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        weights, gallery = stand_in_files()
         cls.state = state_dir("scaling")
-        env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX="scaling", FR_POLL_WAIT=1, FR_STATE_DIR=cls.state,
-                        FR_WEIGHTS=weights, FR_GALLERY=gallery, FR_MAX_INSTANCES=MAX_INSTANCES)
-        cls.stack, ready = start(cls, "localstack", LOCAL_STACK, env,
-                                 r"event=ready url=(\S+) endpoint=(\S+)")
-        cls.url, endpoint = ready[1], ready[2]
+        cls.stack, cls.url, endpoint = start_local_stack(cls, "scaling", cls.state, FR_MAX_INSTANCES=MAX_INSTANCES)
         cls.ec2, cls.sqs = aws(endpoint, "ec2"), aws(endpoint, "sqs")
         cls.config = settings.load_config({"FR_PREFIX": "scaling"})
 
@@ -106,15 +99,13 @@ class ScalingTest(unittest.TestCase):
         expected = expected_answers()
         stems = sorted(expected)
         started = []
-        for burst in range(3):
-            with self.subTest(burst=burst):
+        for number in range(3):
+            with self.subTest(burst=number):
                 self.assertEqual(running_instances(self.ec2), 0, "instances running before the burst")
                 stopping = {i["id"] for i in pool.describe(self.ec2, self.config) if i["state"] == "stopping"}
                 mark = len(awslike.read_journal(self.state))
                 sampler = Sampler(self.ec2)
-                with ThreadPoolExecutor(len(stems)) as clients:
-                    answers = list(clients.map(
-                        lambda s: upload(self.url, f"{s}.jpg", (IMAGES / f"{s}.jpg").read_bytes()), stems))
+                answers = burst(self.url, stems)
                 last_answer = time.monotonic()
                 wait_until(lambda: running_instances(self.ec2) == 0, SCALE_IN_LIMIT, interval=0.1,
                            what="0 running instances after the last answer")
@@ -214,17 +205,17 @@ class PoolObservationTest(unittest.TestCase):
         wait_until(lambda: len(scaler.watch.observe()) == MAX_INSTANCES, 10, what="the new members observed")
 
 
-class LocalStackTest(unittest.TestCase):
-    """Each test here runs its own stack: they stop or damage it. Those that need no burst of 15
-    run a pool of SMALL_POOL (2 + 2 spares): a stack is made sooner, and costs moto less."""
+class LocalStacks(unittest.TestCase):
+    """Tests that each run a stack of their own (they stop or damage it); no tests of its own."""
 
     def start_stack(self, prefix, **fr):
-        weights, gallery = stand_in_files()
-        env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX=prefix, FR_POLL_WAIT=1, FR_WEIGHTS=weights,
-                        FR_GALLERY=gallery, FR_STATE_DIR=stack_state(prefix), **fr)
-        stack, ready = start(self, f"{prefix}-localstack", LOCAL_STACK, env,
-                             r"event=ready url=(\S+) endpoint=(\S+)")
-        return stack, ready[1], aws(ready[2], "ec2")
+        stack, url, endpoint = start_local_stack(self, prefix, stack_state(prefix), **fr)
+        return stack, url, aws(endpoint, "ec2")
+
+
+class LocalStackTest(LocalStacks):
+    """Those that need no burst of 15 run a pool of SMALL_POOL (2 + 2 spares): a stack is made
+    sooner, and costs moto less."""
 
     def test_ctrl_c_stops_every_process_of_the_stack(self):
         stack, url, _ = self.start_stack("ctrlc", FR_MAX_INSTANCES=SMALL_POOL // 2)
@@ -259,14 +250,21 @@ class LocalStackTest(unittest.TestCase):
         self.assertEqual(len(workers_forked(stack, stack_state("plain"), "app-tier-instance-1")), 2,
                          "two workers in one log: the first run's lines were kept")
 
+    def config(self):
+        return settings.load_config({"FR_PREFIX": "repair"})
+
+
+
+class WarmFloorTest(LocalStacks):
+    """A stack with a warm floor (FR_MIN_INSTANCES): a class of its own, so that it runs beside
+    LocalStackTest's stacks rather than after them."""
+
     def test_a_warm_floor_keeps_its_instances_running_when_idle_and_a_burst_still_reaches_15(self):
         stack, url, ec2 = self.start_stack("floor", FR_MIN_INSTANCES=2)
         wait_until(lambda: running_instances(ec2) == 2, 30, what="the floor of 2 running with no work")
         expected = expected_answers()
         sampler = Sampler(ec2)
-        with ThreadPoolExecutor(len(expected)) as clients:
-            answers = list(clients.map(lambda s: upload(url, f"{s}.jpg", (IMAGES / f"{s}.jpg").read_bytes()),
-                                       sorted(expected)))
+        answers = burst(url, sorted(expected))
         last_answer = time.monotonic()
         wait_until(lambda: running_instances(ec2) == 2, SCALE_IN_LIMIT, interval=0.1, what="back to the floor of 2")
         scaled_in = time.monotonic() - last_answer
@@ -274,9 +272,6 @@ class LocalStackTest(unittest.TestCase):
         self.assertEqual(answers, [(200, f"{s}:{expected[s]}\n") for s in sorted(expected)])
         self.assertEqual((min(counts), max(counts)), (2, MAX_INSTANCES), f"samples: {counts}")
         self.assertLessEqual(scaled_in, SCALE_IN_LIMIT)
-
-    def config(self):
-        return settings.load_config({"FR_PREFIX": "repair"})
 
 
 if __name__ == "__main__":

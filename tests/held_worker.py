@@ -1,0 +1,31 @@
+"""worker.py whose model holds each batch until the file FLAG exists: a test that starts it knows
+the worker is mid-image from its `event=received` line for as long as it wants (and, killing or
+freezing it there, without a race). `python -m tests.held_worker FLAG`, with worker.py's FR_*."""
+import sys
+import threading
+from pathlib import Path
+
+import worker
+
+
+def held(load_recognizer, flag):
+    """load_recognizer, its recognizer holding every batch until `flag` exists."""
+
+    def load(config):
+        recognizer = load_recognizer(config)
+        recognize_batch = recognizer.recognize_batch
+
+        def recognize_when_let(images):
+            while not flag.exists():
+                threading.Event().wait(0.05)
+            return recognize_batch(images)
+
+        recognizer.recognize_batch = recognize_when_let
+        return recognizer
+
+    return load
+
+
+if __name__ == "__main__":
+    worker.load_recognizer = held(worker.load_recognizer, Path(sys.argv[1]))
+    sys.exit(worker.main([]))
