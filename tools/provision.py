@@ -23,7 +23,6 @@ its removal in one file, in the order they are made.
 """
 import argparse
 import json
-import logging
 import subprocess
 import sys
 from functools import partial
@@ -34,7 +33,7 @@ import pool
 import settings
 from messages import MAX_MESSAGE_BYTES
 
-log = logging.getLogger("provision")
+log = common.EventLog("provision")
 
 # Receives before a message that keeps failing is moved to the dead-letter queue.
 MAX_RECEIVES = 3
@@ -619,8 +618,9 @@ def code_archive():
 
 
 def provision(config, session):
-    """Provision quietly, with clients from `session(service name)` (the local stack and the tests)."""
-    Provisioner(config, session, out=log.info).provision()
+    """Provision with clients from `session(service name)`, each line said as a log event (the local
+    stack and the tests)."""
+    Provisioner(config, session, out=lambda line: log.info("provision", detail=" ".join(line.split()))).provision()
 
 
 def main(argv=None):
