@@ -91,6 +91,19 @@ class ScalingTest(unittest.TestCase):
         stops = [e for e in awslike.read_journal(self.state) if e["action"] == "StopInstances" and first in e["instances"]]
         self.assertIn(True, [e.get("hibernate") for e in stops], "the autoscaler's stop hibernated it")
 
+    def test_a_terminated_pool_instance_is_replaced_by_a_stopped_one(self):
+        victim = instance_id(self.ec2, self.config, 7)
+        self.ec2.terminate_instances(InstanceIds=[victim])
+
+        def replacement():
+            members = pool.describe(self.ec2, self.config)
+            found = [i for i in members if i["name"] == "app-tier-instance-7" and i["state"] == "stopped"]
+            return len(members) == POOL_SIZE and found
+
+        # EC2 cannot create an instance stopped: the repair runs it, then stops it.
+        (replaced,) = wait_until(replacement, 30, what=f"a stopped app-tier-instance-7 in a pool of {POOL_SIZE}")
+        self.assertNotEqual(replaced["id"], victim)
+
     def test_bursts_back_to_back_scale_to_15_never_more_and_back_to_0_within_2_s_with_no_stop_stuck(self):
         # On the AWS-like stack: instances take time to start and stop, EC2 refuses calls in the
         # wrong states, SQS's counts trail the truth by longer than the 2 s allowed for scale-in, and
@@ -214,45 +227,26 @@ class LocalStacks(unittest.TestCase):
 
 
 class LocalStackTest(LocalStacks):
-    """Those that need no burst of 15 run a pool of SMALL_POOL (2 + 2 spares): a stack is made
-    sooner, and costs moto less."""
+    """A stack with plain stops, on a pool of SMALL_POOL (2 + 2 spares: no burst of 15 is needed),
+    made sooner and costing moto less; Ctrl-C ends it."""
 
-    def test_ctrl_c_stops_every_process_of_the_stack(self):
-        stack, url, _ = self.start_stack("ctrlc", FR_MAX_INSTANCES=SMALL_POOL // 2)
+    def test_with_plain_stops_a_restarted_instance_boots_a_new_worker_keeping_the_old_log_and_ctrl_c_ends_all(self):
+        stack, url, ec2 = self.start_stack("plain", FR_HIBERNATE=0, FR_MAX_INSTANCES=SMALL_POOL // 2)
+        config = settings.load_config({"FR_PREFIX": "plain"})
+        self.assertEqual([upload_once_all_stopped(ec2, config, url) for _ in range(2)], [(200, "test_00:Paul\n")] * 2)
+        self.assertEqual(len(workers_forked(stack, stack_state("plain"), "app-tier-instance-1")), 2,
+                         "two workers in one log: the first run's lines were kept")
+        # The same stack, stopped with Ctrl-C while a worker runs: no process of it is left.
+        started = stack.tail(1000).count("event=worker_started")
         with ThreadPoolExecutor(1) as clients:
             answer = clients.submit(upload, url, "test_00.jpg", (IMAGES / "test_00.jpg").read_bytes())
-            stack.wait_for("event=worker_started", 30)
+            wait_until(lambda: stack.tail(1000).count("event=worker_started") > started, 30, what="a worker started")
             family = descendants(stack.pid)
             self.assertEqual(answer.result(), (200, "test_00:Paul\n"))
         self.assertGreaterEqual(len(family), 5, "moto, fork server, web, autoscaler and a worker")
         stack.signal(signal.SIGINT)
         self.assertEqual(stack.popen.wait(30), 0)
         wait_until(lambda: not [pid for pid in family if alive(pid)], 10, what="every process gone")
-
-    def test_a_terminated_pool_instance_is_replaced_by_a_stopped_one(self):
-        _, _, ec2 = self.start_stack("repair", FR_MAX_INSTANCES=SMALL_POOL // 2)
-        victim = next(i for i in pool.describe(ec2, self.config()) if i["name"] == "app-tier-instance-3")
-        ec2.terminate_instances(InstanceIds=[victim["id"]])
-
-        def replacement():
-            members = pool.describe(ec2, self.config())
-            found = [i for i in members if i["name"] == "app-tier-instance-3" and i["state"] == "stopped"]
-            return len(members) == SMALL_POOL and found
-
-        # EC2 cannot create an instance stopped: the repair runs it, then stops it.
-        (replaced,) = wait_until(replacement, 10, what=f"a stopped app-tier-instance-3 in a pool of {SMALL_POOL}")
-        self.assertNotEqual(replaced["id"], victim["id"])
-
-    def test_with_plain_stops_an_instance_started_again_boots_a_new_worker_and_keeps_the_old_log(self):
-        stack, url, ec2 = self.start_stack("plain", FR_HIBERNATE=0, FR_MAX_INSTANCES=SMALL_POOL // 2)
-        config = settings.load_config({"FR_PREFIX": "plain"})
-        self.assertEqual([upload_once_all_stopped(ec2, config, url) for _ in range(2)], [(200, "test_00:Paul\n")] * 2)
-        self.assertEqual(len(workers_forked(stack, stack_state("plain"), "app-tier-instance-1")), 2,
-                         "two workers in one log: the first run's lines were kept")
-
-    def config(self):
-        return settings.load_config({"FR_PREFIX": "repair"})
-
 
 
 class WarmFloorTest(LocalStacks):
