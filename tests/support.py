@@ -161,7 +161,7 @@ class Service:
     def provision(cls):
         provision(cls.config, lambda service: aws(cls.endpoint, service))
 
-    def test_worker(self, name, command=(PYTHON, "worker.py")):
+    def extra_worker(self, name, command=(PYTHON, "worker.py")):
         """A worker (`command`) for this test alone: stopped when the test ends, passed or not."""
         return start(self, f"{type(self).__name__}-worker-{name}", list(command), self.env, "event=ready")[0]
 

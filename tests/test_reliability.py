@@ -238,12 +238,12 @@ class FaultTest(Service, unittest.TestCase):
 
     def test_kill_9_of_a_worker_mid_image_another_worker_answers(self):
         # Its model holds the image until a flag that never comes: killed, it is mid-image.
-        doomed = self.test_worker("doomed", [*HELD_WORKER, str(state_dir("doomed") / "never")])
+        doomed = self.extra_worker("doomed", [*HELD_WORKER, str(state_dir("doomed") / "never")])
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(upload, self.url, "test_00.jpg", GOOD)
             request_id = doomed.wait_for(r"event=received id=(\w+)", 30)[1]
             doomed.signal(signal.SIGKILL)
-            rescuer = self.test_worker("rescuer")
+            rescuer = self.extra_worker("rescuer")
             self.assertEqual(answer.result(), GOOD_ANSWER)
         rescuer.wait_for(f"event=done id={request_id}", 10)
         self.assertFalse([line for line in doomed.lines if f"event=done id={request_id}" in line])
@@ -252,7 +252,7 @@ class FaultTest(Service, unittest.TestCase):
     def test_an_image_gone_from_the_input_bucket_is_answered_at_once_not_retried(self):
         # On AWS this needs s3:ListBucket in the app role (GetObject of a missing key is 403 without it).
         replies = self.sqs.create_queue(QueueName="svc-gone-replies")["QueueUrl"]
-        worker = self.test_worker("gone")
+        worker = self.extra_worker("gone")
         self.sqs.send_message(QueueUrl=self.queue_url(self.config.request_queue),
                               MessageBody=encode(Request("gone1", "gone1/x.jpg", "x", replies)))
         received = wait_until(lambda: self.sqs.receive_message(QueueUrl=replies, WaitTimeSeconds=1).get("Messages"),
@@ -274,7 +274,7 @@ class FaultTest(Service, unittest.TestCase):
         self.assertEqual(worker.popen.wait(15), 0)
 
     def test_a_worker_told_to_stop_mid_image_finishes_it_first(self):
-        worker = self.test_worker("stopping")
+        worker = self.extra_worker("stopping")
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(upload, self.url, "test_00.jpg", GOOD)
             request_id = worker.wait_for(r"event=received id=(\w+)", 30)[1]
@@ -321,7 +321,7 @@ class HibernationTest(Service, unittest.TestCase):
             worker.signal(signal.SIGSTOP)
             link.cut()
             # Past the visibility timeout, another worker receives the request and answers it.
-            self.test_worker("rescuer-of-frozen")
+            self.extra_worker("rescuer-of-frozen")
             self.assertEqual(answer.result(), GOOD_ANSWER)
         flag.parent.mkdir(parents=True, exist_ok=True)
         flag.touch()

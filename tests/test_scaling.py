@@ -237,6 +237,7 @@ class LocalStackTest(LocalStacks):
         self.assertEqual(len(workers_forked(stack, stack_state("plain"), "app-tier-instance-1")), 2,
                          "two workers in one log: the first run's lines were kept")
         # The same stack, stopped with Ctrl-C while a worker runs: no process of it is left.
+        wait_until(lambda: {i["state"] for i in pool.describe(ec2, config)} == {"stopped"}, 30, what="every instance stopped")
         started = stack.tail(1000).count("event=worker_started")
         with ThreadPoolExecutor(1) as clients:
             answer = clients.submit(upload, url, "test_00.jpg", (IMAGES / "test_00.jpg").read_bytes())
