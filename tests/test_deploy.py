@@ -29,6 +29,11 @@ MAX_INSTANCES = 3
 POOL_SIZE = 2 * MAX_INSTANCES
 
 
+def run_setup_sh(env, *args):
+    return subprocess.run(["./setup.sh", *args], cwd=settings.PROJECT_DIR, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
 def policy(iam, role):
     document = iam.get_role_policy(RoleName=role, PolicyName=role)["PolicyDocument"]
     return json.loads(document) if isinstance(document, str) else document
@@ -58,10 +63,16 @@ class Deployment(unittest.TestCase):
         return self.setup_sh_env(self.env, *args)
 
     def setup_sh_env(self, env, *args):
-        done = subprocess.run(["./setup.sh", *args], cwd=settings.PROJECT_DIR, env=env,
-                              capture_output=True, text=True, timeout=300)
+        """What `./setup.sh args` printed, having succeeded."""
+        done = run_setup_sh(env, *args)
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
         return done.stdout
+
+    def setup_sh_refused(self, env, *args):
+        """What `./setup.sh args` said on stderr, having failed."""
+        done = run_setup_sh(env, *args)
+        self.assertNotEqual(done.returncode, 0, done.stdout)
+        return done.stderr
 
     def instances(self, name="*", states=ALL_STATES, prefix=PREFIX):
         reservations = self.clients["ec2"].describe_instances(Filters=[
@@ -144,11 +155,9 @@ class ProvisionTest(Deployment):
 
     def test_provision_refuses_before_making_anything_when_the_vcpu_quota_is_too_small(self):
         env = dict(self.env, FR_PREFIX="quota", FR_MAX_INSTANCES="16")
-        done = subprocess.run(["./setup.sh", "provision", "--with-web"], cwd=settings.PROJECT_DIR, env=env,
-                              capture_output=True, text=True, timeout=300)
-        self.assertNotEqual(done.returncode, 0)
-        self.assertIn("34 needed", done.stderr)
-        self.assertIn("at most FR_MAX_INSTANCES=15 fits", done.stderr)
+        said = self.setup_sh_refused(env, "provision", "--with-web")
+        self.assertIn("34 needed", said)
+        self.assertIn("at most FR_MAX_INSTANCES=15 fits", said)
         self.assertEqual(self.clients["sqs"].list_queues(QueueNamePrefix="quota").get("QueueUrls", []), [])
 
     def test_the_vcpus_of_instances_not_ours_count_against_the_quota(self):
@@ -159,21 +168,16 @@ class ProvisionTest(Deployment):
         pool.wait_for(ec2, [other], ["running"], 30)
         # Described as moto describes it (without CpuOptions): its type's 2 vCPUs leave room for 14.
         env = dict(self.env, FR_PREFIX="others", FR_MAX_INSTANCES="15")
-        done = subprocess.run(["./setup.sh", "provision", "--with-web"], cwd=settings.PROJECT_DIR, env=env,
-                              capture_output=True, text=True, timeout=300)
-        self.assertNotEqual(done.returncode, 0)
-        self.assertIn("2 in use by other instances", done.stderr)
-        self.assertIn("at most FR_MAX_INSTANCES=14 fits", done.stderr)
+        said = self.setup_sh_refused(env, "provision", "--with-web")
+        self.assertIn("2 in use by other instances", said)
+        self.assertIn("at most FR_MAX_INSTANCES=14 fits", said)
 
     def test_bake_ami_refuses_an_instance_launched_for_hibernation(self):
         ec2 = self.clients["ec2"]
         bake = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1,
                                  HibernationOptions={"Configured": True})["Instances"][0]["InstanceId"]
         self.addCleanup(ec2.terminate_instances, InstanceIds=[bake])
-        done = subprocess.run(["./setup.sh", "bake-ami", bake], cwd=settings.PROJECT_DIR, env=dict(self.env, FR_PREFIX="hib"),
-                              capture_output=True, text=True, timeout=300)
-        self.assertNotEqual(done.returncode, 0)
-        self.assertIn("launched for hibernation", done.stderr)
+        self.assertIn("launched for hibernation", self.setup_sh_refused(dict(self.env, FR_PREFIX="hib"), "bake-ami", bake))
         self.assertEqual(ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:fr-prefix", "Values": ["hib"]}])[
             "Images"], [])
 
@@ -226,10 +230,8 @@ class ProvisionTest(Deployment):
         for subnet in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["Subnets"]:
             ec2.delete_subnet(SubnetId=subnet["SubnetId"])
         ec2.delete_vpc(VpcId=vpc["VpcId"])
-        done = subprocess.run(["./setup.sh", "provision"], cwd=settings.PROJECT_DIR, capture_output=True, text=True,
-                              env=dict(self.env, FR_PREFIX="novpc", FR_REGION="eu-west-1"), timeout=300)
-        self.assertNotEqual(done.returncode, 0)
-        self.assertEqual(done.stderr.strip().splitlines()[-1], "config error: no default VPC in eu-west-1: the "
+        said = self.setup_sh_refused(dict(self.env, FR_PREFIX="novpc", FR_REGION="eu-west-1"), "provision")
+        self.assertEqual(said.strip().splitlines()[-1], "config error: no default VPC in eu-west-1: the "
                          "instances are launched into it (make one with 'aws ec2 create-default-vpc', or use another "
                          "FR_REGION)")
         sqs = aws(self.endpoint, "sqs", region="eu-west-1")
@@ -378,8 +380,7 @@ class RestartableProvisionTest(Deployment):
 
 class ScriptsTest(unittest.TestCase):
     def dry_run(self, role):
-        done = subprocess.run(["./setup.sh", "--dry-run", role], cwd=settings.PROJECT_DIR, env=child_env(),
-                              capture_output=True, text=True, timeout=300)
+        done = run_setup_sh(child_env(), "--dry-run", role)
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
         return done.stdout
 
