@@ -147,7 +147,8 @@ class Service:
     def start_service(cls, workers=1, moto_port=0, **fr):
         cls.weights, cls.gallery = stand_in_files()
         cls.endpoint = start_moto(cls, moto_port)
-        fr = dict(FR_PREFIX="svc", FR_ENDPOINT_URL=cls.endpoint, FR_POLL_WAIT=1, FR_AMI_ID="ami-test", **fr)
+        # No FR_AMI_ID: no app-tier pool (these tests start their workers themselves), so no instance waits.
+        fr = dict(FR_PREFIX="svc", FR_ENDPOINT_URL=cls.endpoint, FR_POLL_WAIT=1, **fr)
         cls.config = settings.load_config({k: str(v) for k, v in fr.items()})
         cls.sqs, cls.s3 = aws(cls.endpoint, "sqs"), aws(cls.endpoint, "s3")
         cls.provision()

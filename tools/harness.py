@@ -23,7 +23,11 @@ def expected_answers():
 
 
 def stand_in_files():
-    """(weights, gallery): the stand-in model files, made once into var/stand-in."""
+    """(weights, gallery): the stand-in model files, made once into var/stand-in (by model's
+    make_stand_in; torch, seconds to import, is imported only to make them)."""
+    weights, gallery = STAND_IN_DIR / "weights.pt", STAND_IN_DIR / "gallery.pt"
+    if weights.exists() and gallery.exists():
+        return weights, gallery
     from model import make_stand_in
 
     return make_stand_in(STAND_IN_DIR, IMAGES, LABELS)
