@@ -27,7 +27,6 @@ import common
 import pool
 import settings
 import statefiles
-from cloud import queue_depth
 
 log = common.EventLog("autoscaler")
 
@@ -109,7 +108,7 @@ class Autoscaler:
 
     def observe_work(self):
         """(waiting, visible, in flight): the web tier's count (None without a web tier) and SQS's."""
-        visible, in_flight = queue_depth(self.sqs, self.request_url)
+        visible, in_flight = cloud.queue_depth(self.sqs, self.request_url)
         return statefiles.read_waiting(self.config), visible, in_flight
 
     def repair(self, members):
