@@ -381,6 +381,7 @@ def main():
                     FR_CACHE_SIZE=10000, FR_STATE_DIR=str(BENCH_STATE),
                     FR_HIBERNATE=args.hibernate, FR_MIN_INSTANCES=args.min_instances, **simulation,
                     **({} if args.spare_instances is None else {"FR_SPARE_INSTANCES": args.spare_instances}))
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
     stack_log = LOG_DIR / "bench-localstack.log"
     stack = Child("localstack", LOCAL_STACK, env, log_path=stack_log, cwd=settings.PROJECT_DIR)
     results = {"requests": args.requests, "concurrency": args.concurrency, "aws_like_time_scale": args.aws_like,
