@@ -159,6 +159,7 @@ class WebTier:
                 self.health_checked = time.monotonic()
         return True
 
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "face-rec"
     MessageClass = RequestHeaders
