@@ -342,6 +342,7 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):
         log.debug("http", client=self.client_address[0], detail=format % args)
 
+
 # The pages, read from pages/ once at start: URL path -> (file, content type). No external assets;
 # answers are put in with textContent, never as HTML.
 PAGES = {
