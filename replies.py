@@ -120,16 +120,17 @@ class Replies:
 
     def publish_waiting(self, stop):
         """Keep FR_STATE_DIR/web.json saying how many requests wait for an answer, for the
-        autoscaler on this host (its exact count of the work): at once when the count changes,
-        and at least every statefiles.WEB_STATE_SECONDS, so that a file gone stale means this tier is gone."""
+        autoscaler on this host (its exact count of the work): from the start, at once when the
+        count changes, and at least every statefiles.WEB_STATE_SECONDS, so that a file gone stale
+        means this tier is gone."""
         while not stop.is_set():
-            self.pending.changed.wait(statefiles.WEB_STATE_SECONDS)
-            self.pending.changed.clear()
+            self.pending.changed.clear()  # before the count is read: a change after it is written again
             try:
                 statefiles.write_waiting(self.config, len(self.pending))
             except OSError as e:
                 log.warning("state_write_failed", error=e)
                 stop.wait(statefiles.WEB_STATE_SECONDS)
+            self.pending.changed.wait(statefiles.WEB_STATE_SECONDS)
 
     def poll_replies(self, stop):
         """Hand each reply on the response queue to its waiting request, until `stop` is set."""

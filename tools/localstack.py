@@ -218,7 +218,8 @@ def run(config, stop):
         scaler = Child("autoscaler", [PYTHON, str(settings.PROJECT_DIR / "autoscaler.py")], scaler_env(config, env),
                        log_path=logs / "autoscaler.log")
         services.append(scaler)
-        scaler.wait_for("event=ready", START_TIMEOUT)
+        # Ready once it has taken its first step (the web tier's count read, the pool observed).
+        scaler.wait_for("event=decision", START_TIMEOUT)
         forkserver.wait_for(READY, START_TIMEOUT)
         if config.simulate == "aws":
             timings = awslike.timings(config.simulate_time_scale)
