@@ -50,6 +50,7 @@ def read_waiting(config):
     return web["waiting"] if web else None
 
 
-def log_dir(config):
-    """Where the local stack's processes and its instances' workers log: FR_STATE_DIR/logs."""
-    return Path(config.state_dir) / "logs"
+def log_dir(state_dir):
+    """Where the local stack of FR_STATE_DIR `state_dir` logs, its processes and its instances'
+    workers: FR_STATE_DIR/logs."""
+    return Path(state_dir) / "logs"

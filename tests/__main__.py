@@ -71,7 +71,7 @@ def run(names):
 
 
 def classes():
-    """Every test class's name, discovered, SLOW ones first."""
+    """Every test class's name, discovered, sorted."""
     found = set()
     pending = [unittest.defaultTestLoader.discover(str(settings.PROJECT_DIR / "tests"), top_level_dir=str(settings.PROJECT_DIR))]
     while pending:
@@ -80,15 +80,15 @@ def classes():
                 pending.append(item)
             else:
                 found.add(item.id().rsplit(".", 1)[0])
-    return [c for c in SLOW if c in found] + sorted(found - set(SLOW))
+    return sorted(found)
 
 
 def jobs():
     """The suite as jobs, one process each: the SLOW classes, the UNIT tests, then every other
     class alone."""
-    unit = [c for c in classes() if any(c == u or c.startswith(u + ".") for u in UNIT)]
-    slow = [[c] for c in classes() if c in SLOW]
-    return slow + [UNIT] + [[c] for c in classes() if c not in unit and c not in SLOW]
+    found = classes()
+    unit = [c for c in found if any(c == u or c.startswith(u + ".") for u in UNIT)]
+    return [[c] for c in SLOW if c in found] + [UNIT] + [[c] for c in found if c not in unit and c not in SLOW]
 
 
 def run_job(names):

@@ -7,11 +7,11 @@ import threading
 import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import cloud
 import pool
 import settings
+import statefiles
 from autoscaler import Autoscaler
 from cloud import queue_depth
 from tests.support import (
@@ -165,7 +165,7 @@ def workers_forked(stack, state, name):
     """The pids of the workers this stack (of FR_STATE_DIR `state`) forked for instance `name` (its
     log may hold older runs')."""
     ours = {match[1] for match in re.finditer(r"event=worker_started instance=\S+ pid=(\d+)", stack.tail(1000))}
-    log = (Path(state) / "logs" / f"{name}.log").read_text()
+    log = (statefiles.log_dir(state) / f"{name}.log").read_text()
     return set(re.findall(rf"event=worker_forked name={name} pid=(\d+)", log)) & ours
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 import cloud
 import pool
 import settings
+import statefiles
 from status import quantile
 from tools import awslike
 from tools.harness import (
@@ -62,7 +63,7 @@ from tools.localstack import LOCAL_STACK
 from tools.procs import Child, children_by_parent
 
 BENCH_STATE = settings.PROJECT_DIR / "var/bench-state"
-LOG_DIR = BENCH_STATE / "logs"  # the local stack's, in its FR_STATE_DIR
+LOG_DIR = statefiles.log_dir(BENCH_STATE)  # the local stack's
 # Reading a process's PSS (/proc/PID/smaps_rollup) walks its page tables: ~7 ms of CPU for a worker,
 # so sampling 17 processes every 0.25 s took a quarter of this machine from the burst it measures,
 # and every 2 s still 3 CPU-s of a 1000-upload burst. Memory changes slowly; it is also sampled once

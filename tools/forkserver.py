@@ -104,7 +104,7 @@ def run_child(config, recognizer, name, endpoint=None):
     code = 0
     try:
         die_with_parent()
-        log_fd = os.open(statefiles.log_dir(config) / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log_fd = os.open(statefiles.log_dir(config.state_dir) / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
@@ -272,7 +272,7 @@ def main():
     common.setup_logging(config.log_level)
     stop = threading.Event()
     common.stop_on_signals(stop)
-    statefiles.log_dir(config).mkdir(parents=True, exist_ok=True)
+    statefiles.log_dir(config.state_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="face-rec-cores-") as lock_dir:
         turns = CoreTurns(CORES, lock_dir)
         recognizer = TakingTurns(worker.load_recognizer(config), turns)

@@ -190,7 +190,7 @@ def scaler_env(config, env):
 
 
 def run(config, stop):
-    logs = statefiles.log_dir(config)
+    logs = statefiles.log_dir(config.state_dir)
     logs.mkdir(parents=True, exist_ok=True)
     # Dummy credentials: local mode never sends real ones anywhere, not even to moto.
     os.environ.update(AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", AWS_SESSION_TOKEN="local")
