@@ -11,7 +11,8 @@ from tools.loadgen import FIXTURES, read_expected
 
 IMAGES = FIXTURES / "face_images_100"
 LABELS = FIXTURES / "face_images_100.csv"
-STAND_IN_DIR = settings.PROJECT_DIR / "var/stand-in"
+# Where the service looks for its model files by default (FR_WEIGHTS, FR_GALLERY): the stand-in ones.
+STAND_IN = settings.Config()
 PYTHON = sys.executable
 # Processes started here never see real credentials.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_SESSION_TOKEN": "test"}
@@ -25,12 +26,12 @@ def expected_answers():
 def stand_in_files():
     """(weights, gallery): the stand-in model files, made once into var/stand-in (by model's
     make_stand_in; torch, seconds to import, is imported only to make them)."""
-    weights, gallery = STAND_IN_DIR / "weights.pt", STAND_IN_DIR / "gallery.pt"
+    weights, gallery = STAND_IN.weights, STAND_IN.gallery
     if weights.exists() and gallery.exists():
         return weights, gallery
     from model import make_stand_in
 
-    return make_stand_in(STAND_IN_DIR, IMAGES, LABELS)
+    return make_stand_in(weights.parent, IMAGES, LABELS)
 
 
 def wait_until(predicate, timeout, interval=0.05, what="condition"):
