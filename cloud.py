@@ -4,8 +4,9 @@ import threading
 import time
 
 
-def client(config, service, max_connections=10):
-    """A boto3 client for `service` (thread-safe: make one per process and share it)."""
+def client(config, service, max_connections=10, attempts=3, connect_timeout=5, read_timeout=None):
+    """A boto3 client for `service` (thread-safe: make one per process and share it). Its calls
+    are tried `attempts` times; `read_timeout` defaults to what a long poll needs."""
     import boto3
     from botocore.config import Config as BotoConfig
 
@@ -14,10 +15,10 @@ def client(config, service, max_connections=10):
         region_name=config.region,
         endpoint_url=config.endpoint_url,
         config=BotoConfig(
-            retries={"mode": "standard", "max_attempts": 3},
-            connect_timeout=5,
+            retries={"mode": "standard", "max_attempts": attempts},
+            connect_timeout=connect_timeout,
             # Long polls hold the connection for poll_wait seconds.
-            read_timeout=config.poll_wait + 10,
+            read_timeout=config.poll_wait + 10 if read_timeout is None else read_timeout,
             max_pool_connections=max_connections,
         ),
     )

@@ -22,13 +22,16 @@ class Reply:
     """Worker -> web tier, for the image of file stem `stem`: exactly one of `name` (the person's) and
     `error` is set.
 
-    `model_ms` is the worker's time in the model, so the web tier can tell what the plumbing cost."""
+    `model_ms` is the worker's time in the model, so the web tier can tell what the plumbing cost;
+    `model` the fingerprint of the model that named it (results.fingerprint), which the results
+    table keeps with the name."""
 
     id: str
     stem: str
     name: str | None = None
     error: str | None = None
     model_ms: str | None = None
+    model: str | None = None
 
 
 def encode(message):

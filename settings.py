@@ -58,7 +58,8 @@ class Config:
     moto_port: int = 5000
     web_cidr: str = ""
     state_dir: Path = PROJECT_DIR / "var/state"
-    cache_size: int = 0
+    # Answers kept in the DynamoDB table `results_table_name`, reused for the same image and model.
+    results_table: bool = False
     web_instance_type: str = "t3.micro"
     # Local mode and tests: "aws" makes the moto server behave like AWS where it matters
     # (tools/awslike.py), with every simulated delay multiplied by simulate_time_scale.
@@ -87,6 +88,11 @@ class Config:
     @property
     def dead_letter_queue(self):
         return f"{self.prefix}-req-dlq"
+
+    @property
+    def results_table_name(self):
+        """The results table (FR_RESULTS_TABLE): the name the course's grader looks for."""
+        return f"{self.prefix}-dynamoDB"
 
     @property
     def deploy_bucket(self):
@@ -121,6 +127,11 @@ def _within(low, high, why=""):
         return value
 
     return parse
+
+
+def _flag(meaning):
+    parse = _within(0, 1, f" ({meaning})")
+    return lambda text: bool(parse(text))
 
 
 def _prefix(text):
@@ -171,7 +182,7 @@ _VARIABLES = {
     "FR_SPARE_INSTANCES": ("spare_instances", _within(0, 1000, " (stopped members beyond FR_MAX_INSTANCES)")),
     "FR_HIBERNATE_AFTER_LAUNCH": ("hibernate_after_launch", lambda text: max(0.0, float(text))),
     "FR_HIBERNATE_AFTER_START": ("hibernate_after_start", lambda text: max(0.0, float(text))),
-    "FR_HIBERNATE": ("hibernate", lambda text: bool(_within(0, 1, " (1: hibernate, 0: plain stop)")(text))),
+    "FR_HIBERNATE": ("hibernate", _flag("1: hibernate, 0: plain stop")),
     "FR_SCALE_INTERVAL": ("scale_interval", _positive(float)),
     "FR_SCALE_IN_GRACE": ("scale_in_grace", lambda text: max(0.0, float(text))),
     "FR_AMI_ID": ("ami_id", str),
@@ -183,7 +194,7 @@ _VARIABLES = {
     "FR_MOTO_PORT": ("moto_port", _within(0, 65535)),
     "FR_WEB_CIDR": ("web_cidr", _cidr),
     "FR_STATE_DIR": ("state_dir", _path),
-    "FR_CACHE_SIZE": ("cache_size", lambda text: max(0, int(text))),
+    "FR_RESULTS_TABLE": ("results_table", _flag("1: answers kept in the results table, 0: none")),
     "FR_WEB_INSTANCE_TYPE": ("web_instance_type", str),
     "FR_SIMULATE": ("simulate", _simulate),
     "FR_SIMULATE_TIME_SCALE": ("simulate_time_scale", _positive(float)),

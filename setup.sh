@@ -26,7 +26,8 @@ WEIGHTS_BYTES=111898327
 GALLERY_URL=https://raw.githubusercontent.com/visa-lab/CSE546-Cloud-Computing/main/model/data.pt
 # PyTorch's own index of CPU-only builds: a much smaller app image than PyPI's CUDA build.
 TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
-CODE=(web.py worker.py autoscaler.py common.py settings.py cloud.py messages.py statefiles.py pool.py formdata.py uploads.py httpguards.py replies.py status.py pages model tools systemd README.md
+CODE=(web.py worker.py autoscaler.py common.py settings.py cloud.py messages.py statefiles.py pool.py formdata.py uploads.py
+      results.py httpguards.py replies.py status.py pages model tools systemd README.md
       requirements.txt requirements-web.txt requirements-nodeps.txt checksums.sha256)
 DRY_RUN=0
 
@@ -246,9 +247,28 @@ enable_units() {
     run systemctl restart "$@"
 }
 
+# The model files, checked against their pinned sha256, and where they are in the config file.
+install_model() {
+    run install -d -m 0755 "$MODEL_DIR"
+    download "$WEIGHTS_URL" "$MODEL_DIR/$WEIGHTS_NAME" "$WEIGHTS_BYTES"
+    download "$GALLERY_URL" "$MODEL_DIR/data.pt"
+    if ! grep -q '^FR_WEIGHTS=' "$ENV_FILE" 2>/dev/null; then
+        if [ "$DRY_RUN" = 0 ]; then
+            printf 'FR_WEIGHTS=%s\nFR_GALLERY=%s\n' "$MODEL_DIR/$WEIGHTS_NAME" "$MODEL_DIR/data.pt" >> "$ENV_FILE"
+        else
+            say "would add FR_WEIGHTS and FR_GALLERY to $ENV_FILE"
+        fi
+    fi
+}
+
 role_web() {
     check_amazon_linux web
     install_host web
+    # The results table's answers hold for the model that gave them: the web tier fingerprints the
+    # app tier's model files (the same pinned ones).
+    if [ "${FR_RESULTS_TABLE:-0}" = 1 ] || grep -qx 'FR_RESULTS_TABLE=1' "$ENV_FILE" 2>/dev/null; then
+        install_model
+    fi
     enable_units face-web.service face-autoscaler.service
     say "web host ready: the web tier listens on port 8000"
 }
@@ -274,16 +294,7 @@ role_app() {
     check_amazon_linux app
     install_host app
     ensure_hibernation_agent
-    run install -d -m 0755 "$MODEL_DIR"
-    download "$WEIGHTS_URL" "$MODEL_DIR/$WEIGHTS_NAME" "$WEIGHTS_BYTES"
-    download "$GALLERY_URL" "$MODEL_DIR/data.pt"
-    if ! grep -q '^FR_WEIGHTS=' "$ENV_FILE" 2>/dev/null; then
-        if [ "$DRY_RUN" = 0 ]; then
-            printf 'FR_WEIGHTS=%s\nFR_GALLERY=%s\n' "$MODEL_DIR/$WEIGHTS_NAME" "$MODEL_DIR/data.pt" >> "$ENV_FILE"
-        else
-            say "would add FR_WEIGHTS and FR_GALLERY to $ENV_FILE"
-        fi
-    fi
+    install_model
     # Enabled, so that starting a stopped instance brings its worker online.
     enable_units face-worker.service
     # Enabled, never started here: it runs when the machine goes to sleep (hibernation).

@@ -138,9 +138,9 @@ def prometheus_text(status):
     decision = status["autoscaler"] or {}
     metric("requests_total", "counter", "Uploads answered by this web tier, by HTTP status.",
            [("", {"status": code}, count) for code, count in web["by_status"].items()])
-    if web["cache_hits"] is not None:
-        metric("cache_hits_total", "counter", "Uploads answered from the result cache, without a worker.",
-               [("", {}, web["cache_hits"])])
+    if web["table_hits"] is not None:
+        metric("results_table_hits_total", "counter", "Uploads answered from the results table, without a worker.",
+               [("", {}, web["table_hits"])])
     metric("requests_in_flight", "gauge", "Uploads waiting for their answer at this web tier.",
            [("", {}, web["in_flight"])])
     metric("request_latency_seconds", "summary",

@@ -1,15 +1,12 @@
 """What the web tier does with an uploaded image, HTTP aside: store it in the input bucket under a
 key of our own making (`upload_key`), send the request, wait for the worker's answer (replies.py
-delivers it), and, with FR_CACHE_SIZE, answer an image seen before (same sha256) from memory, its
-upload and `stem -> name` still written to the buckets after the answer. An outcome other than a
-name is one of the exceptions below; web.py maps each to its HTTP status."""
+delivers it). With FR_RESULTS_TABLE=1 an upload the results table answers (results.py: same stem,
+same bytes, same model) is stored and answered at once, and the table keeps each worker's answer.
+An outcome other than a name is one of the exceptions below; web.py maps each to its HTTP status."""
 import hashlib
 import re
-import threading
 import time
 import uuid
-from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 
 import common
 from messages import Request, encode
@@ -52,31 +49,6 @@ def upload_key(request_id, filename):
     return stem, f"{request_id}/{stem}{ext}"
 
 
-class ResultCache:
-    """Names of images answered before, by the sha256 of their bytes; the `size` most recent."""
-
-    def __init__(self, size):
-        self.size = size
-        self._names = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-
-    def get(self, digest):
-        with self._lock:
-            name = self._names.get(digest)
-            if name is not None:
-                self._names.move_to_end(digest)
-                self.hits += 1
-            return name
-
-    def put(self, digest, name):
-        with self._lock:
-            self._names[digest] = name
-            self._names.move_to_end(digest)
-            while len(self._names) > self.size:
-                self._names.popitem(last=False)
-
-
 def sha256_of(body):
     digest = hashlib.sha256()
     body.seek(0)
@@ -88,30 +60,29 @@ def sha256_of(body):
 class Uploads:
     """Upload, enqueue, wait, answer: `recognize`."""
 
-    def __init__(self, config, s3, sqs, request_url, reply_url, replies):
+    def __init__(self, config, s3, sqs, request_url, reply_url, replies, table=None):
         self.config = config
         self.s3 = s3
         self.sqs = sqs
         self.request_url = request_url
         self.reply_url = reply_url
         self.replies = replies
-        self.cache = ResultCache(config.cache_size) if config.cache_size else None
-        # S3 writes of cache hits, done after the answer is sent.
-        self.background = ThreadPoolExecutor(4, thread_name_prefix="after-answer")
+        self.table = table  # a results.ResultsTable, or None
 
     def recognize(self, filename, body):
-        """(`stem:name`, the worker's model milliseconds) for an uploaded image, once a worker answered."""
+        """(`stem:name`, the worker's model milliseconds or None) for an uploaded image."""
         request_id = uuid.uuid4().hex
         stem, key = upload_key(request_id, filename)
         started = time.monotonic()
-        digest = sha256_of(body) if self.cache else None
-        if digest and (name := self.cache.get(digest)):
-            self.background.submit(self._store_cached, key, body, stem, name)
-            log.info("answered", id=request_id, stem=stem, result=name, cache="hit", ms=milliseconds(started, time.monotonic()))
+        digest = sha256_of(body) if self.table else None
+        # Before the request counts as waiting: the autoscaler starts no instance for an answer at hand.
+        if digest and (name := self.table.lookup(stem, digest)):
+            self._store(key, body)
+            log.info("answered", id=request_id, stem=stem, result=name, source="table",
+                     ms=milliseconds(started, time.monotonic()))
             return f"{stem}:{name}", None
         with self.replies.waiting(request_id) as slot:
-            body.seek(0)
-            self.s3.put_object(Bucket=self.config.in_bucket, Key=key, Body=body)
+            self._store(key, body)
             stored = time.monotonic()
             message = encode(Request(request_id, key, stem, self.reply_url))
             self.sqs.send_message(QueueUrl=self.request_url, MessageBody=message)
@@ -128,15 +99,11 @@ class Uploads:
                  send_ms=milliseconds(stored, queued), wait_ms=milliseconds(queued, answered))
         if outcome.error:
             raise NotRecognized(outcome.error)
-        if digest:
-            self.cache.put(digest, outcome.name)
+        if digest and outcome.model:
+            self.table.record(stem, digest, outcome.name, outcome.model)
         return f"{stem}:{outcome.name}", outcome.model_ms
 
-    def _store_cached(self, key, body, stem, name):
-        """What a worker would have written for this upload: the image, and stem -> name."""
-        try:
-            body.seek(0)
-            self.s3.put_object(Bucket=self.config.in_bucket, Key=key, Body=body)
-            self.s3.put_object(Bucket=self.config.out_bucket, Key=stem, Body=name.encode())
-        except Exception as e:
-            log.warning("cached_store_failed", key=key, error=e)
+    def _store(self, key, body):
+        """The upload, into the input bucket (also when the table answers it: the bucket holds every upload)."""
+        body.seek(0)
+        self.s3.put_object(Bucket=self.config.in_bucket, Key=key, Body=body)

@@ -3,11 +3,12 @@
 `POST /` with a multipart field `inputFile` stores the image in the S3 input bucket under a key of
 our own making (`<request id>/<safe file name>`), sends a small JSON request to the SQS request
 queue and waits for the answer; the body of the reply is `stem:name` as text/plain. This module is
-the HTTP side: routes, limits, statuses. What is done with an upload (and the result cache) is
-uploads.py; how the answer finds the waiting request (by request id, never by file name), and how a
-request the workers failed on repeatedly ends in a 502, not a hang, is replies.py; the upload's
-parsing is formdata.py; the guards on how http.server reads a request are httpguards.py; what
-/status and /metrics show is status.py; the pages are files in pages/.
+the HTTP side: routes, limits, statuses. What is done with an upload is uploads.py (and, with
+FR_RESULTS_TABLE=1, the results table it asks first, results.py); how the answer finds the
+waiting request (by request id, never by file name), and how a request the workers failed on
+repeatedly ends in a 502, not a hang, is replies.py; the upload's parsing is formdata.py; the
+guards on how http.server reads a request are httpguards.py; what /status and /metrics show is
+status.py; the pages are files in pages/.
 
 `GET /` is a page to upload images from a browser (it POSTs to / as curl does); `GET /status` shows
 queue depths, app instances, this tier's counters and the autoscaler's last decision (`?format=json`
@@ -15,9 +16,10 @@ for machines); `GET /metrics` has the same in Prometheus text format; `GET /heal
 the queues answer.
 
 Reads: FR_* configuration (settings.py), the response and dead-letter queues, queue depths and the
-pool (for /status), FR_STATE_DIR/autoscaler.json. Writes: the input bucket, the request queue (and
-the output bucket for cache hits), FR_STATE_DIR/web.json (how many requests wait: the autoscaler's
-exact count of the work). Stops on SIGTERM/SIGINT: stops accepting, lets requests in
+pool (for /status), FR_STATE_DIR/autoscaler.json; with FR_RESULTS_TABLE=1 the results table and the
+model files (their fingerprint). Writes: the input bucket, the request queue, the results table
+(with FR_RESULTS_TABLE=1), FR_STATE_DIR/web.json (how many requests wait: the autoscaler's exact
+count of the work). Stops on SIGTERM/SIGINT: stops accepting, lets requests in
 progress finish, exits 0; a second signal exits at once.
 """
 import io
@@ -38,6 +40,7 @@ import settings
 from formdata import Discarded, MultipartError, MultipartParser, boundary_of, spooled
 from httpguards import BadHeaderLine, DeadlineReader, HeaderLines, RequestHeaders
 from replies import Replies
+from results import ResultsTable
 from status import Metrics, Status, prometheus_text
 from uploads import GaveUp, NoAnswer, NotRecognized, Uploads
 
@@ -78,7 +81,7 @@ class WebTier:
     """What the HTTP handler serves: the uploads (uploads.py), the replies' pollers, the metrics
     and status, and the checks of an upload's request (HttpError, MultipartError)."""
 
-    def __init__(self, config, s3, sqs, ec2):
+    def __init__(self, config, s3, sqs, ec2, table=None):
         self.config = config
         self.sqs = sqs
         self.metrics = Metrics()
@@ -86,11 +89,10 @@ class WebTier:
         self.health_lock, self.health_checked = threading.Lock(), -HEALTH_SECONDS
         self.dead_letter_url = sqs.get_queue_url(QueueName=config.dead_letter_queue)["QueueUrl"]
         self.replies = Replies(config, sqs, self.reply_url, self.dead_letter_url)
-        self.uploads = Uploads(config, s3, sqs, self.request_url, self.reply_url, self.replies)
-        cache = self.uploads.cache
+        self.uploads = Uploads(config, s3, sqs, self.request_url, self.reply_url, self.replies, table)
         queues = {"request": self.request_url, "response": self.reply_url, "dead_letter": self.dead_letter_url}
         self.status = Status(config, sqs, ec2, queues, lambda: dict(
-            self.metrics.snapshot(), in_flight=len(self.replies), cache_hits=cache.hits if cache else None))
+            self.metrics.snapshot(), in_flight=len(self.replies), table_hits=table.hits if table else None))
 
     def check_upload(self, path, headers):
         """(body length, multipart boundary) of an upload, from its request line and headers: what
@@ -412,6 +414,19 @@ class Server(ThreadingHTTPServer):
         log.warning("connection_error", client=client_address[0], error=repr(sys.exc_info()[1]))
 
 
+def results_table(config):
+    """The results table (results.py) with FR_RESULTS_TABLE=1, else None. It needs the model files
+    (their fingerprint says which answers still hold), hashed here once before the first request."""
+    if not config.results_table:
+        return None
+    hint = "FR_RESULTS_TABLE=1 needs the app tier's model files: their fingerprint says which answers still hold"
+    settings.require_file(config.weights, f"set FR_WEIGHTS; {hint}")
+    settings.require_file(config.gallery, f"set FR_GALLERY; {hint}")
+    table = ResultsTable.from_config(config)
+    log.info("results_table", table=table.name, model=table.model.fingerprint()[:12])
+    return table
+
+
 def main():
     config = settings.load_config_or_exit()
     common.setup_logging(config.log_level)
@@ -422,6 +437,7 @@ def main():
         cloud.client(config, "s3", AWS_CONNECTIONS),
         cloud.client(config, "sqs", AWS_CONNECTIONS),
         cloud.client(config, "ec2"),
+        results_table(config),
     )
     pages = load_pages()
     server = Server((config.host, config.port), Handler, tier, pages)

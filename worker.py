@@ -37,6 +37,7 @@ from pathlib import Path
 
 import cloud
 import common
+import results
 import settings
 import statefiles
 from messages import Reply, Request, decode, encode
@@ -189,7 +190,8 @@ class Worker:
             if outcome is None:
                 replies.append(Reply(request.id, request.stem, error="the image is no longer in the input bucket"))
             elif isinstance(outcome, str):
-                replies.append(Reply(request.id, request.stem, name=outcome, model_ms=model_ms))
+                replies.append(Reply(request.id, request.stem, name=outcome, model_ms=model_ms,
+                                     model=self.recognizer.fingerprint))
             else:
                 replies.append(Reply(request.id, request.stem, error=str(outcome), model_ms=model_ms))
         return replies
@@ -300,7 +302,10 @@ def load_recognizer(config):
 
     started = time.monotonic()
     recognizer = Recognizer(config.weights, config.gallery, config.torch_threads)
-    log.info("model_loaded", seconds=round(time.monotonic() - started, 2), stand_in=recognizer.stand_in)
+    # Said with each answer: the web tier's results table keeps an answer with the model that gave it.
+    recognizer.fingerprint = results.fingerprint(config.weights, config.gallery)
+    log.info("model_loaded", seconds=round(time.monotonic() - started, 2), stand_in=recognizer.stand_in,
+             fingerprint=recognizer.fingerprint[:12])
     return recognizer
 
 

@@ -20,6 +20,7 @@ def holds_flock(pid, inode):
 
 class Model:
     stand_in = True
+    fingerprint = "f" * 64
 
     def recognize_batch(self, images):
         return ["Paul"] * len(images)

@@ -40,6 +40,11 @@ none of that. Here:
 - DeleteSecurityGroup is refused (DependencyViolation) while an instance not yet terminated uses it.
 - Service Quotas answers for the On-Demand Standard vCPU quota (moto knows only VPC quotas), with
   EC2_STANDARD_VCPUS.
+- A DynamoDB table is CREATING for `table_create` seconds after CreateTable, its items refused
+  meanwhile (ResourceNotFoundException: "its status might not be ACTIVE"), and DELETING for
+  `table_delete` seconds after DeleteTable (moto: ACTIVE at once, gone at once), its name taken until
+  then (CreateTable: ResourceInUseException); DeleteTable of a CREATING table is refused
+  (ResourceInUseException), of a DELETING one accepted and changes nothing.
 
 Each default below is AWS's documented figure or a public measurement; the README names the source
 of each. FR_SIMULATE_TIME_SCALE multiplies them all (the tests use a small fraction). Every EC2
@@ -69,6 +74,8 @@ TIMINGS = {
     "agent_resume_threshold": 30.0,
     "force_stop": 1200.0,
     "snapshot_release": 5.0,
+    "table_create": 10.0,
+    "table_delete": 10.0,
 }
 STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
 # EC2 refuses these calls for an instance in these states.
@@ -135,9 +142,7 @@ class Simulation:
                 if to == "stopped":
                     self.record("Stopped", [instance.id], after=round(delay, 3))
 
-        timer = threading.Timer(delay, arrive)
-        timer.daemon = True
-        timer.start()
+        later(delay, arrive)
 
     def check(self, action, instances):
         """Refuse the whole call, as EC2 does, when any instance is in a state EC2 refuses it for."""
@@ -219,7 +224,14 @@ def install(scale, state_dir):
     install_sqs(sim)
     install_consistency(sim)
     install_images(sim)
+    install_dynamodb(sim)
     return sim
+
+
+def later(delay, action):
+    timer = threading.Timer(delay, action)
+    timer.daemon = True
+    timer.start()
 
 
 def install_launches(sim):
@@ -534,3 +546,54 @@ def install_images(sim):
     Ami.block_device_mappings = property(block_device_mappings)
     AmisResponse.deregister_image = deregister_image
     EBSBackend.delete_snapshot = patched_delete_snapshot
+
+
+def install_dynamodb(sim):
+    """Tables CREATING, then ACTIVE; DELETING, then gone; items only while not CREATING."""
+    from moto.dynamodb.exceptions import DeletionProtectedException, ResourceInUseException, ResourceNotFoundException
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import Table
+
+    create_table, describe = DynamoDBBackend.create_table, Table.describe
+
+    def status(table):
+        return getattr(table, "sim_status", "ACTIVE")
+
+    def patched_create_table(self, name, *args, **kwargs):
+        table = create_table(self, name, *args, **kwargs)  # refuses a name in self.tables: DELETING ones too
+        table.sim_status = "CREATING"
+        later(sim.t["table_create"], lambda: status(table) == "CREATING" and setattr(table, "sim_status", "ACTIVE"))
+        sim.record("CreateTable", [], table=name)
+        return table
+
+    def delete_table(self, name):
+        table = self.get_table(name)
+        if status(table) == "CREATING":
+            sim.record("DeleteTable", [], table=name, refused="CREATING")
+            raise ResourceInUseException(f"Attempt to change a resource which is still in use: Table is being created: {name}")
+        if table.deletion_protection_enabled:
+            raise DeletionProtectedException(name)
+        if status(table) != "DELETING":
+            table.sim_status = "DELETING"
+            later(sim.t["table_delete"], lambda: self.tables.get(table.name) is table and self.tables.pop(table.name))
+            sim.record("DeleteTable", [], table=name)
+        return table
+
+    def described(self, base_key="TableDescription"):
+        found = describe(self, base_key)
+        found[base_key]["TableStatus"] = status(self)
+        return found
+
+    def active_only(method):
+        def patched(self, table_name, *args, **kwargs):
+            table = self.tables.get(table_name)
+            if table is not None and status(table) == "CREATING":
+                raise ResourceNotFoundException()
+            return method(self, table_name, *args, **kwargs)
+        return patched
+
+    DynamoDBBackend.create_table = patched_create_table
+    DynamoDBBackend.delete_table = delete_table
+    Table.describe = described
+    for name in ("get_item", "put_item", "update_item", "delete_item", "query", "scan"):
+        setattr(DynamoDBBackend, name, active_only(getattr(DynamoDBBackend, name)))

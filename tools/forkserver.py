@@ -189,6 +189,7 @@ class TakingTurns:
         self.recognizer = recognizer
         self.turns = turns
         self.stand_in = recognizer.stand_in
+        self.fingerprint = recognizer.fingerprint
 
     def recognize_batch(self, images):
         with self.turns.turn():

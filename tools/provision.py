@@ -6,9 +6,10 @@
 
 `provision` is idempotent (a second run creates nothing) and prints what exists and what it made:
 private, encrypted input/output/deploy buckets; the request queue (1 KB messages, redrive to a
-dead-letter queue after MAX_RECEIVES) and the response queue; IAM roles and instance profiles for
-the web and app tiers whose policies name the exact buckets and queues and only the actions each
-tier uses; and the app-tier pool of FR_MAX_INSTANCES stopped instances from FR_AMI_ID.
+dead-letter queue after MAX_RECEIVES) and the response queue; with FR_RESULTS_TABLE=1 the results
+table (on-demand DynamoDB); IAM roles and instance profiles for the web and app tiers whose
+policies name the exact buckets, queues and table and only the actions each tier uses; and the
+app-tier pool of FR_MAX_INSTANCES stopped instances from FR_AMI_ID.
 `--with-web` also uploads this code to the deploy bucket and launches the web host (Amazon Linux
 2023, Elastic IP, port 8000 open to FR_WEB_CIDR only) whose user data runs `setup.sh web`.
 `teardown` removes all of it (the web host first: its autoscaler must not see the pool go and launch
@@ -25,6 +26,8 @@ import argparse
 import json
 import subprocess
 import sys
+import threading
+import time
 from functools import partial
 
 import cloud
@@ -51,6 +54,9 @@ VCPU_QUOTA = "L-1216C47A"
 PROFILE_PATIENCE = 180
 QUEUE_REUSE_PATIENCE = 90
 INSTANCE_PATIENCE = 600
+# DynamoDB: a table is CREATING, or DELETING, for seconds (AWS documents no bound).
+TABLE_PATIENCE = 300
+TABLE_KEY = {"AttributeName": "stem", "KeyType": "HASH"}
 # Teardown terminates what it finds, waits, and looks again, at most this many times.
 TEARDOWN_ROUNDS = 5
 EC2_TRUST = {
@@ -72,6 +78,7 @@ def arns(config, account):
         "response_queue": f"{sqs}:{config.response_queue}",
         "instances": f"arn:aws:ec2:{config.region}:{account}:instance/*",
         "app_role": f"arn:aws:iam::{account}:role/{config.role('app')}",
+        "results_table": f"arn:aws:dynamodb:{config.region}:{account}:table/{config.results_table_name}",
     }
 
 
@@ -83,12 +90,15 @@ def _statement(actions, resources, condition=None):
 
 
 def web_policy(config, account):
-    """Web host: the web tier (upload, request, replies) and the autoscaler (depth, our pool only)."""
+    """Web host: the web tier (upload, request, replies, the results table) and the autoscaler
+    (depth, our pool only)."""
     a = arns(config, account)
     ours = {"StringEquals": {f"aws:ResourceTag/{settings.PREFIX_TAG}": config.prefix}}
+    # The results table is the web tier's alone: it looks uploads up and records the workers' answers.
+    table = [_statement(["dynamodb:GetItem", "dynamodb:PutItem"], [a["results_table"]])] if config.results_table else []
     return {"Version": "2012-10-17", "Statement": [
-        # The output bucket: what a worker would have written, for answers from the result cache.
-        _statement(["s3:PutObject"], [a["in_objects"], a["out_objects"]]),
+        _statement(["s3:PutObject"], [a["in_objects"]]),
+        *table,
         _statement(["s3:GetObject"], [a["code_object"]]),
         _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"], [a["request_queue"]]),
         _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:DeleteMessage"],
@@ -148,7 +158,8 @@ class Provisioner:
         self.config = config
         self.dry_run = dry_run
         self.out = out
-        self.s3, self.sqs, self.ec2, self.iam = (session(name) for name in ("s3", "sqs", "ec2", "iam"))
+        self.s3, self.sqs, self.ec2, self.iam, self.dynamodb = (
+            session(name) for name in ("s3", "sqs", "ec2", "iam", "dynamodb"))
         self.session = session
 
     def say(self, state, what):
@@ -234,6 +245,55 @@ class Provisioner:
         self.sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
         self.say(state, what)
         return self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    def ensure_table(self):
+        """The results table, with FR_RESULTS_TABLE=1: on-demand (paid per request, nothing while
+        idle), keyed by stem, and ACTIVE: DynamoDB makes a table in the background and refuses its
+        items until then. One still being deleted (a provision right after a teardown) is waited
+        out first: its name cannot be used again until it is gone."""
+        config, name = self.config, self.config.results_table_name
+        what = f"DynamoDB table {name} (on-demand, keyed by stem)"
+        if not config.results_table:
+            return self.out(f"{'skipped':<12} results table: FR_RESULTS_TABLE=0")
+        if self.dry_run:
+            return self.say("", what)
+        table = self._table(name)
+        if table and table["TableStatus"] == "DELETING":
+            self._wait_table(name, None)
+            table = None
+        if table is None:
+            self.dynamodb.create_table(
+                TableName=name, BillingMode="PAY_PER_REQUEST", KeySchema=[TABLE_KEY],
+                AttributeDefinitions=[{"AttributeName": TABLE_KEY["AttributeName"], "AttributeType": "S"}],
+                Tags=[{"Key": settings.PREFIX_TAG, "Value": config.prefix}])
+            state = "created"
+        elif table["KeySchema"] != [TABLE_KEY]:
+            raise ProvisionError(f"error: table {name} exists keyed by {table['KeySchema']}, not by stem: "
+                                 "remove it, or use another FR_PREFIX")
+        else:
+            state = "exists"
+        self._wait_table(name, "ACTIVE")
+        self.say(state, what)
+
+    def _table(self, name):
+        """DescribeTable's Table, or None when there is none."""
+        try:
+            return self.dynamodb.describe_table(TableName=name)["Table"]
+        except self.dynamodb.exceptions.ResourceNotFoundException:
+            return None
+
+    def _wait_table(self, name, status):
+        """Wait until the table's status is `status` (None: gone); TimeoutError after TABLE_PATIENCE s."""
+        deadline = time.monotonic() + TABLE_PATIENCE
+        pause = 0.05
+        while True:
+            table = self._table(name)
+            if (table and table["TableStatus"]) == status:
+                return
+            if time.monotonic() > deadline:
+                raise ProvisionError(f"table {name} not {status or 'gone'} after {TABLE_PATIENCE} s")
+            threading.Event().wait(pause)
+            pause = min(pause * 2, 2.0)
 
     def ensure_role(self, tier, policy, managed=()):
         name = self.config.role(tier)
@@ -327,6 +387,7 @@ class Provisioner:
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVES)}),
         })
         self.ensure_queue(config.response_queue, {"MaximumMessageSize": size})
+        self.ensure_table()
         account = self.account()
         # SSM: an operator can get a shell on the web host without SSH (it has no key pair, no port 22).
         self.ensure_role("web", web_policy(config, account), managed=[SSM_POLICY])
@@ -427,6 +488,7 @@ class Provisioner:
             (f"security group {config.prefix}-web", self._remove_security_group),
             *((f"queue {name}", partial(self._remove_queue, name)) for name in queues),
             *((f"bucket {bucket} and its objects", partial(self._remove_bucket, bucket)) for bucket in buckets),
+            (f"DynamoDB table {config.results_table_name} and its items (if any)", self._remove_table),
             *((f"IAM role + instance profile {config.role(tier)}", partial(self._remove_role, config.role(tier)))
               for tier in ("web", "app")),
             ("app-tier images and their snapshots" if images else "app-tier images: kept (--images removes them)",
@@ -479,6 +541,19 @@ class Provisioner:
         except self.s3.exceptions.NoSuchBucket:
             pass
 
+    def _remove_table(self):
+        """The results table, waited on until it is gone (made with FR_RESULTS_TABLE=1, whatever it is now)."""
+        name = self.config.results_table_name
+        table = self._table(name)
+        if table is None:
+            return
+        if table["TableStatus"] != "DELETING":
+            # Refused while CREATING or UPDATING.
+            cloud.while_refused(lambda: self.dynamodb.delete_table(TableName=name), refused_with("ResourceInUseException"),
+                                TABLE_PATIENCE, self.waiting)
+        self._wait_table(name, None)
+        self.out(f"{'removed':<12} DynamoDB table {name}")
+
     def _remove_role(self, name):
         """Each part on its own (a run stopped half-way leaves some of them), each gone is fine."""
         calls = [
@@ -526,6 +601,7 @@ class Provisioner:
     def remaining(self):
         """What of ours is still there and may be billed: [(kind, id)]."""
         left = [("instance", i["id"]) for i in self._ours(["*"], pool.LIVE_STATES)]
+        left += [("table", self.config.results_table_name)] if self._table(self.config.results_table_name) else []
         left += [("address", a["AllocationId"]) for a in self.ec2.describe_addresses(Filters=[
             {"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])["Addresses"]]
         left += [("volume", v["VolumeId"]) for v in self.ec2.describe_volumes(Filters=[
@@ -606,6 +682,7 @@ FR_HOST=0.0.0.0
 FR_MAX_INSTANCES={config.max_instances}
 FR_AMI_ID={config.ami_id}
 FR_INSTANCE_TYPE={config.instance_type}
+FR_RESULTS_TABLE={int(config.results_table)}
 ENV
 retry /opt/face-rec/src/setup.sh web
 """

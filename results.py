@@ -1,0 +1,147 @@
+"""The results table (FR_RESULTS_TABLE=1): the answers the app tier gave, kept in the DynamoDB table
+`{prefix}-dynamoDB` by the image's stem (as the output bucket keeps them), so that the same image
+uploaded again under its name is answered at once, without the app tier, also after the web tier
+restarts.
+
+An item says what it answers: the sha256 of the image's bytes, and the fingerprint of the model (its
+weights file and gallery file) that named it. An upload is answered from an item only when both
+match the upload's bytes and the model the web tier is configured with (FR_WEIGHTS, FR_GALLERY,
+looked at again whenever either file changes): a new model, or other bytes under the same name, is
+a miss, answered by the app tier as without a table, and its answer replaces the item.
+
+Only the web tier touches the table: it looks an upload up before it queues a request, and writes
+the item when a worker's answer comes, before the client gets it (a client that has its answers
+finds them in the table). The table speeds answers up and is never needed for one: an error asking
+or writing it (the table missing, throttled, unreachable) is a miss and one log line, and the table
+is then left alone for TABLE_REST seconds, so that requests meanwhile do not each wait for it to fail.
+"""
+import hashlib
+import math
+import os
+import threading
+import time
+from pathlib import Path
+
+import common
+
+log = common.EventLog("results")
+
+# Seconds the table is not asked after an error.
+TABLE_REST = 10.0
+# A table call's budget: a request waits this long at most before it goes to the app tier instead.
+CONNECT_TIMEOUT = 1
+READ_TIMEOUT = 2
+ATTEMPTS = 2
+# The longest name taken from an item (the gallery's are short); a longer one is a malformed item.
+MAX_NAME_CHARS = 200
+_CHUNK = 1 << 20
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fingerprint(weights, gallery):
+    """The model's fingerprint: the sha256 of the sha256s of its weights file and its gallery file."""
+    return hashlib.sha256(f"{file_sha256(weights)} {file_sha256(gallery)}".encode()).hexdigest()
+
+
+class ConfiguredModel:
+    """The fingerprint of the model files the web tier is configured with, hashed again only when
+    one of them changes (its inode, size or modification time)."""
+
+    def __init__(self, weights, gallery):
+        self.paths = (Path(weights), Path(gallery))
+        self._seen = None
+        self._fingerprint = None
+        self._lock = threading.Lock()
+
+    def fingerprint(self):
+        """OSError if a file cannot be read."""
+        seen = tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in map(os.stat, self.paths))
+        with self._lock:
+            if seen != self._seen:
+                self._fingerprint, self._seen = fingerprint(*self.paths), seen
+            return self._fingerprint
+
+
+def item(stem, sha256, name, model):
+    """The table's item for an answer."""
+    return {"stem": {"S": stem}, "name": {"S": name}, "sha256": {"S": sha256}, "model": {"S": model},
+            "answered": {"S": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
+
+
+def answer_of(found, sha256, model):
+    """The name in item `found` if it answers bytes `sha256` under `model`; None for anything else:
+    no item, another image or model, or an item not as `item` writes them."""
+    if not isinstance(found, dict):
+        return None
+    text = {key: value.get("S") for key, value in found.items() if isinstance(value, dict)}
+    name = text.get("name")
+    if text.get("sha256") != sha256 or text.get("model") != model or not isinstance(name, str):
+        return None
+    return name if 0 < len(name) <= MAX_NAME_CHARS and name.isprintable() else None
+
+
+class ResultsTable:
+    """The web tier's side of the table: `lookup` before a request, `record` after an answer."""
+
+    def __init__(self, dynamodb, name, model):
+        self.dynamodb = dynamodb
+        self.name = name
+        self.model = model
+        self.hits = 0
+        self._resting_until = -math.inf
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config):
+        import cloud
+
+        dynamodb = cloud.client(config, "dynamodb", max_connections=50, attempts=ATTEMPTS,
+                                connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT)
+        return cls(dynamodb, config.results_table_name, ConfiguredModel(config.weights, config.gallery))
+
+    def lookup(self, stem, sha256):
+        """The name answered before for this stem, these bytes and the configured model, or None."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if self._resting():
+            return None
+        try:
+            model = self.model.fingerprint()
+            found = self.dynamodb.get_item(TableName=self.name, Key={"stem": {"S": stem}}).get("Item")
+        except (BotoCoreError, ClientError, OSError) as e:
+            self._failed("lookup", e)
+            return None
+        name = answer_of(found, sha256, model)
+        if name is not None:
+            with self._lock:
+                self.hits += 1
+        return name
+
+    def record(self, stem, sha256, name, model):
+        """Keep a worker's answer: `name` for bytes `sha256`, named by the model of fingerprint `model`."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if self._resting():
+            return
+        try:
+            self.dynamodb.put_item(TableName=self.name, Item=item(stem, sha256, name, model))
+        except (BotoCoreError, ClientError) as e:
+            self._failed("record", e)
+
+    def _resting(self):
+        return time.monotonic() < self._resting_until
+
+    def _failed(self, what, error):
+        with self._lock:
+            if self._resting():
+                return
+            self._resting_until = time.monotonic() + TABLE_REST
+        log.warning("results_table_unavailable", table=self.name, call=what, error=error,
+                    detail=f"answers go through the app tier; the table is asked again in {TABLE_REST:g} s")
