@@ -90,10 +90,11 @@ def answer_of(found, sha256, model):
 class ResultsTable:
     """The web tier's side of the table: `lookup` before a request, `record` after an answer."""
 
-    def __init__(self, dynamodb, name, model):
+    def __init__(self, dynamodb, name, model, clock=time.monotonic):
         self.dynamodb = dynamodb
         self.name = name
-        self.model = model
+        self.model = model  # a ConfiguredModel
+        self.clock = clock
         self.hits = 0
         self._resting_until = -math.inf
         self._lock = threading.Lock()
@@ -136,12 +137,12 @@ class ResultsTable:
             self._failed("record", e)
 
     def _resting(self):
-        return time.monotonic() < self._resting_until
+        return self.clock() < self._resting_until
 
     def _failed(self, what, error):
         with self._lock:
             if self._resting():
                 return
-            self._resting_until = time.monotonic() + TABLE_REST
+            self._resting_until = self.clock() + TABLE_REST
         log.warning("results_table_unavailable", table=self.name, call=what, error=error,
                     detail=f"answers go through the app tier; the table is asked again in {TABLE_REST:g} s")

@@ -23,7 +23,7 @@ from tools.harness import stand_in_files
 # Pure code and the model library in this process: no moto, no service, no stack.
 UNIT = [
     "tests.test_common", "tests.test_scaling_decision", "tests.test_multipart", "tests.test_lint", "tests.test_model",
-    "tests.test_forkserver.ProtocolTest", "tests.test_replies",
+    "tests.test_forkserver.ProtocolTest", "tests.test_replies", "tests.test_results.ItemTest",
 ]
 LANES = 3
 # The classes that take 20 s or more, longest first (the "slowest class:" lines of a run): started
@@ -34,7 +34,8 @@ SLOW = [
     "tests.test_reliability.FaultTest", "tests.test_scaling.WarmFloorTest", "tests.test_pages.PagesTest",
     "tests.test_first_run.FirstRunTest",
     "tests.test_reliability.BadInputTest", "tests.test_reliability.MotoRestartTest", "tests.test_clients.ClientLimitsTest",
-    "tests.test_reliability.InstanceStartTest", "tests.test_pipeline.ResultCacheTest",
+    "tests.test_reliability.InstanceStartTest", "tests.test_results.CourseRerunTest", "tests.test_results.ModelChangeTest",
+    "tests.test_results.ResultsTableTest",
     "tests.test_reliability.EarlyStartTest", "tests.test_awslike.AwsLikeTest", "tests.test_scaling.PoolObservationTest",
 ]
 JOB_RESULT = "job-result: "

@@ -3,6 +3,8 @@ what the benchmark needs too is in tools/harness.py."""
 import io
 import shutil
 import socket
+import threading
+import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -31,6 +33,8 @@ STATE_DIR = settings.PROJECT_DIR / "var/test-state"
 # Every test runs on the AWS-like local stack (tools/awslike.py), its delays cut to this fraction
 # of AWS's: short, never zero (pending 0.25 s, stopping 1.5 s, SQS counts 3 s behind, ...).
 TIME_SCALE = 0.05
+# How often a Sampler counts running instances (the course grader's pace).
+SAMPLE_EVERY = 0.5
 SIMULATION = {"FR_SIMULATE": "aws", "FR_SIMULATE_TIME_SCALE": str(TIME_SCALE)}
 
 
@@ -181,3 +185,24 @@ class Service:
     def keys(self, bucket):
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
         return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+class Sampler:
+    """Counts running app instances every SAMPLE_EVERY seconds in a thread, as the course grader does."""
+
+    def __init__(self, ec2):
+        self.ec2 = ec2
+        self.samples = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop.is_set():
+            self.samples.append((time.monotonic(), running_instances(self.ec2)))
+            self.stop.wait(SAMPLE_EVERY)
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join()
+        return [count for _, count in self.samples]

@@ -1,5 +1,4 @@
 """End to end: moto, the web tier and two workers as processes on 127.0.0.1, fixtures through HTTP."""
-import json
 import subprocess
 import tempfile
 import unittest
@@ -17,7 +16,6 @@ from tests.support import (
     expected_answers,
     request,
     upload,
-    wait_until,
 )
 
 CONCURRENCY = 20
@@ -143,34 +141,3 @@ class PipelineTest(Service, unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
-
-
-class ResultCacheTest(Service, unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.start_service(workers=1, FR_CACHE_SIZE=100)
-
-    def test_a_repeated_image_is_answered_without_a_worker_and_still_recorded(self):
-        image = (IMAGES / "test_07.jpg").read_bytes()
-        self.assertEqual(upload(self.url, "first.jpg", image), (200, "first:Ranil\n"))
-        hits = json.loads(request(self.url + "status?format=json", "GET")[1])["web"]["cache_hits"]
-        worker_log = self.workers[0].count
-        with ThreadPoolExecutor(10) as pool:
-            answers = list(pool.map(lambda n: upload(self.url, f"again{n}.jpg", image), range(10)))
-        self.assertEqual(answers, [(200, f"again{n}:Ranil\n") for n in range(10)])
-        self.assertEqual(json.loads(request(self.url + "status?format=json", "GET")[1])["web"]["cache_hits"], hits + 10)
-        self.assertFalse([line for line in self.workers[0].since(worker_log)[1] if "event=received" in line])
-        # What a worker would have written, written after the answers.
-        wait_until(lambda: all(self.s3.list_objects_v2(Bucket=self.config.out_bucket, Prefix=f"again{n}")["KeyCount"]
-                               for n in range(10)), 10, what="output bucket entries")
-        self.assertEqual(self.s3.get_object(Bucket=self.config.out_bucket, Key="again3")["Body"].read(), b"Ranil")
-        self.assertEqual(len([k for k in self.keys(self.config.in_bucket) if "/again" in k]), 10)
-
-    def test_identical_uploads_at_the_same_time_each_get_their_own_answer(self):
-        images = {stem: (IMAGES / f"{stem}.jpg").read_bytes() for stem in ("test_01", "test_02", "test_03")}
-        expected = expected_answers()
-        jobs = [(f"{stem}-{n}", stem) for n in range(6) for stem in images]
-        with ThreadPoolExecutor(len(jobs)) as pool:
-            answers = list(pool.map(lambda job: upload(self.url, f"{job[0]}.jpg", images[job[1]]), jobs))
-        self.assertEqual(answers, [(200, f"{name}:{expected[stem]}\n") for name, stem in jobs])
-        self.assert_queues_drain()

@@ -3,7 +3,6 @@ moto, web tier, autoscaler and the launcher's worker processes, all on 127.0.0.1
 import dataclasses
 import re
 import signal
-import threading
 import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,7 @@ from cloud import queue_depth
 from tests.support import (
     IMAGES,
     TIME_SCALE,
+    Sampler,
     aws,
     burst,
     expected_answers,
@@ -35,31 +35,9 @@ from tools.provision import provision
 MAX_INSTANCES = 15
 POOL_SIZE = 30  # with as many spare members (FR_SPARE_INSTANCES's default)
 SMALL_POOL = 4
-SAMPLE_EVERY = 0.5
 SCALE_IN_LIMIT = 2.0
 # The AWS-like stack's delays, and the autoscaler's hibernation waits, at the tests' scale.
 SECONDS = dict(awslike.timings(TIME_SCALE), hibernate_after_launch=120 * TIME_SCALE, hibernate_after_start=60 * TIME_SCALE)
-
-
-class Sampler:
-    """Counts running app instances every SAMPLE_EVERY seconds in a thread, as the course grader does."""
-
-    def __init__(self, ec2):
-        self.ec2 = ec2
-        self.samples = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self):
-        while not self.stop.is_set():
-            self.samples.append((time.monotonic(), running_instances(self.ec2)))
-            self.stop.wait(SAMPLE_EVERY)
-
-    def finish(self):
-        self.stop.set()
-        self.thread.join()
-        return [count for _, count in self.samples]
 
 
 class ScalingTest(unittest.TestCase):

@@ -1,0 +1,337 @@
+"""The results table (FR_RESULTS_TABLE=1, results.py): items and their checks alone, through the web
+tier and workers, across a change of model, and the course's 2026 run on the whole local stack."""
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+import unittest
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from unittest import mock
+
+import results
+import settings
+import statefiles
+from messages import Reply, encode
+from tests.support import (
+    IMAGES,
+    PYTHON,
+    Sampler,
+    Service,
+    aws,
+    burst,
+    child_env,
+    expected_answers,
+    provision,
+    request,
+    running_instances,
+    stand_in_files,
+    start,
+    start_local_stack,
+    start_moto,
+    state_dir,
+    upload,
+    wait_until,
+)
+from tools import awslike
+
+MODEL = "m" * 64
+
+
+def image(stem):
+    return (IMAGES / f"{stem}.jpg").read_bytes()
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def table_hits(url):
+    return json.loads(request(url + "status?format=json", "GET")[1])["web"]["table_hits"]
+
+
+def items(dynamodb, table):
+    """{stem: {attribute: its string}} of every item of the table."""
+    pages = dynamodb.get_paginator("scan").paginate(TableName=table)
+    return {i["stem"]["S"]: {k: v.get("S") for k, v in i.items()} for page in pages for i in page["Items"]}
+
+
+class FakeModel:
+    def fingerprint(self):
+        return MODEL
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class ItemTest(unittest.TestCase):
+    """What counts as an answer, the model's fingerprint, and errors as misses (no process)."""
+
+    def test_only_an_item_for_the_same_bytes_and_model_with_a_name_answers(self):
+        good = results.item("x", "s" * 64, "Paul", MODEL)
+        self.assertEqual(results.answer_of(good, "s" * 64, MODEL), "Paul")
+        misses = {
+            "no item": None,
+            "other bytes": results.item("x", "t" * 64, "Paul", MODEL),
+            "other model": results.item("x", "s" * 64, "Paul", "n" * 64),
+            "name a number": dict(good, name={"N": "7"}),
+            "no name": {k: v for k, v in good.items() if k != "name"},
+            "no model": {k: v for k, v in good.items() if k != "model"},
+            "empty name": dict(good, name={"S": ""}),
+            "a line break in the name": dict(good, name={"S": "Paul\nX-Injected: 1"}),
+            "a name too long": dict(good, name={"S": "P" * 201}),
+            "not a map": dict(good, sha256="s" * 64),
+            "not an item": ["Paul"],
+        }
+        for why, found in misses.items():
+            with self.subTest(why):
+                self.assertIsNone(results.answer_of(found, "s" * 64, MODEL))
+
+    def test_the_fingerprint_changes_with_either_file_and_is_hashed_again_only_then(self):
+        with tempfile.TemporaryDirectory() as scratch:
+            weights, gallery = Path(scratch, "w.pt"), Path(scratch, "g.pt")
+            weights.write_bytes(b"weights")
+            gallery.write_bytes(b"gallery")
+            configured = results.ConfiguredModel(weights, gallery)
+            with mock.patch.object(results, "fingerprint", wraps=results.fingerprint) as hashed:
+                first = configured.fingerprint()
+                self.assertEqual(configured.fingerprint(), first)
+                self.assertEqual(hashed.call_count, 1, "hashed again with nothing changed")
+                gallery.write_bytes(b"gallery, enrolled again")
+                second = configured.fingerprint()
+                weights.write_bytes(b"weights, trained again")
+                third = configured.fingerprint()
+            self.assertEqual(len({first, second, third}), 3)
+            self.assertEqual(third, results.fingerprint(weights, gallery))
+            gallery.unlink()
+            with self.assertRaises(OSError):
+                configured.fingerprint()
+
+    def test_a_reply_with_the_longest_stem_and_a_fingerprint_fits_a_message(self):
+        self.assertLess(len(encode(Reply("a" * 32, "s" * 100, name="N" * 50, model_ms="1234.5", model=MODEL))), 1024)
+
+    def stubbed(self):
+        import boto3
+        from botocore.stub import Stubber
+
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+        stub = Stubber(dynamodb)
+        stub.activate()
+        clock = Clock()
+        return results.ResultsTable(dynamodb, "t", FakeModel(), clock), stub, clock
+
+    def test_a_table_refusing_is_a_miss_one_log_line_and_left_alone_for_a_while(self):
+        table, stub, clock = self.stubbed()
+        stub.add_client_error("get_item", "ProvisionedThroughputExceededException", http_status_code=400)
+        stub.add_client_error("put_item", "ThrottlingException", http_status_code=400)
+        stub.add_response("get_item", {"Item": results.item("x", "s" * 64, "Paul", MODEL)})
+        with self.assertLogs("results", "WARNING") as logged:
+            self.assertIsNone(table.lookup("x", "s" * 64))
+            # Resting: asked nothing (the stub would answer the next call with the put's error).
+            self.assertIsNone(table.lookup("x", "s" * 64))
+            table.record("x", "s" * 64, "Paul", MODEL)
+            clock.now += results.TABLE_REST
+            table.record("x", "s" * 64, "Paul", MODEL)
+            clock.now += results.TABLE_REST
+            self.assertEqual(table.lookup("x", "s" * 64), "Paul")
+        self.assertEqual(len(logged.output), 2, logged.output)
+        self.assertIn("ProvisionedThroughputExceededException", logged.output[0])
+        self.assertIn("ThrottlingException", logged.output[1])
+        stub.assert_no_pending_responses()
+        self.assertEqual(table.hits, 1)
+
+    def test_a_missing_table_is_a_miss(self):
+        table, stub, _ = self.stubbed()
+        stub.add_client_error("get_item", "ResourceNotFoundException", http_status_code=400)
+        with self.assertLogs("results", "WARNING"):
+            self.assertIsNone(table.lookup("x", "s" * 64))
+
+
+class ResultsTableTest(Service, unittest.TestCase):
+    """The web tier with FR_RESULTS_TABLE=1, and a worker."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.start_service(workers=1, FR_RESULTS_TABLE=1)
+        cls.dynamodb = aws(cls.endpoint, "dynamodb")
+        cls.table = cls.config.results_table_name
+        cls.model = results.fingerprint(cls.weights, cls.gallery)
+        cls.expected = expected_answers()
+
+    def received(self, mark):
+        """The stems the worker received since its log's line `mark`."""
+        return [line.split("stem=")[1].split()[0] for line in self.workers[0].since(mark)[1] if "event=received" in line]
+
+    def test_an_image_uploaded_again_under_its_name_is_answered_from_the_table_and_stored_again(self):
+        stems = [f"test_{n}" for n in range(10, 20)]
+        right = [(200, f"{s}:{self.expected[s]}\n") for s in stems]
+        self.assertEqual(burst(self.url, stems), right)
+        found = items(self.dynamodb, self.table)
+        for stem in stems:
+            self.assertEqual({k: found[stem][k] for k in ("name", "sha256", "model")},
+                             {"name": self.expected[stem], "sha256": sha256(image(stem)), "model": self.model})
+        hits, mark = table_hits(self.url), self.workers[0].count
+        self.assertEqual(burst(self.url, stems), right)
+        self.assertEqual(table_hits(self.url), hits + 10)
+        self.assertEqual(self.received(mark), [], "the worker was asked")
+        keys = self.keys(self.config.in_bucket)
+        self.assertEqual(sorted(s for s in stems for k in keys if k.endswith(f"/{s}.jpg")), sorted(stems * 2))
+
+    def test_the_same_name_with_other_bytes_is_answered_anew_and_its_item_replaced(self):
+        other = next(s for s in sorted(self.expected) if self.expected[s] != self.expected["test_00"])
+        self.assertEqual(upload(self.url, "swap.jpg", image("test_00")), (200, f"swap:{self.expected['test_00']}\n"))
+        hits, mark = table_hits(self.url), self.workers[0].count
+        self.assertEqual(upload(self.url, "swap.jpg", image(other)), (200, f"swap:{self.expected[other]}\n"))
+        self.assertEqual((table_hits(self.url), self.received(mark)), (hits, ["swap"]))
+        item = items(self.dynamodb, self.table)["swap"]
+        self.assertEqual((item["name"], item["sha256"]), (self.expected[other], sha256(image(other))))
+
+    def test_a_malformed_item_is_a_miss_and_is_replaced(self):
+        data = image("test_03")
+        good = results.item("odd", sha256(data), "Mallory", self.model)
+        for n, bad in enumerate([dict(good, name={"N": "7"}), dict(good, name={"S": "Mallory\n"}),
+                                 {k: v for k, v in good.items() if k != "model"}]):
+            stem = f"odd{n}"
+            self.dynamodb.put_item(TableName=self.table, Item=dict(bad, stem={"S": stem}))
+            with self.subTest(item=bad):
+                self.assertEqual(upload(self.url, f"{stem}.jpg", data), (200, f"{stem}:{self.expected['test_03']}\n"))
+                self.assertEqual(items(self.dynamodb, self.table)[stem]["name"], self.expected["test_03"])
+
+    def test_identical_uploads_at_the_same_time_each_get_their_own_answer(self):
+        images = {stem: image(stem) for stem in ("test_01", "test_02", "test_03")}
+        jobs = [(f"{stem}-{n}", stem) for n in range(6) for stem in images]
+        with ThreadPoolExecutor(len(jobs)) as clients:
+            answers = list(clients.map(lambda job: upload(self.url, f"{job[0]}.jpg", images[job[1]]), jobs))
+        self.assertEqual(answers, [(200, f"{name}:{self.expected[stem]}\n") for name, stem in jobs])
+        self.assert_queues_drain()
+
+
+class ModelChangeTest(unittest.TestCase):
+    """A new gallery or new weights: every answer is recomputed, none taken from the old items."""
+
+    STEMS = [f"test_{n}" for n in range(20, 30)]
+
+    @classmethod
+    def setUpClass(cls):
+        cls.weights, cls.gallery = stand_in_files()
+        cls.endpoint = start_moto(cls)
+        fr = dict(FR_PREFIX="change", FR_ENDPOINT_URL=cls.endpoint, FR_POLL_WAIT=1, FR_RESULTS_TABLE=1)
+        cls.config = settings.load_config({k: str(v) for k, v in fr.items()})
+        provision(cls.config, lambda service: aws(cls.endpoint, service))
+        cls.fr = dict(fr, FR_PORT=0, FR_TORCH_THREADS=1)
+        cls.dynamodb = aws(cls.endpoint, "dynamodb")
+        cls.scratch = Path(tempfile.mkdtemp(prefix="model-change-"))
+        cls.addClassCleanup(shutil.rmtree, cls.scratch)
+
+    def serve(self, name, weights, gallery, worker=True):
+        """A web tier (and a worker) with these model files: (its URL, the worker or None)."""
+        env = child_env(FR_WEIGHTS=weights, FR_GALLERY=gallery, **self.fr)
+        web, listening = start(self, f"change-web-{name}", [PYTHON, "web.py"], env, r"event=listening host=\S+ port=(\d+)")
+        app = start(self, f"change-worker-{name}", [PYTHON, "worker.py"], env, "event=ready")[0] if worker else None
+        return f"http://127.0.0.1:{listening[1]}/", web, app
+
+    def models(self):
+        found = items(self.dynamodb, self.config.results_table_name)
+        return {found[s]["model"] for s in self.STEMS}
+
+    def test_a_new_gallery_or_new_weights_make_every_old_answer_a_miss(self):
+        import torch
+
+        from model import Gallery
+
+        expected = expected_answers()
+        url, web, app = self.serve("before", self.weights, self.gallery)
+        self.assertEqual(burst(url, self.STEMS), [(200, f"{s}:{expected[s]}\n") for s in self.STEMS])
+        self.assertEqual(burst(url, self.STEMS), [(200, f"{s}:{expected[s]}\n") for s in self.STEMS])
+        self.assertEqual(table_hits(url), 10, "the table answers repeats here")
+        web.stop()
+        app.stop()
+
+        # The same faces enrolled under new names: an answer from an old item would be the old name.
+        renamed = Gallery.load(self.gallery)
+        gallery = self.scratch / "renamed.pt"
+        Gallery(renamed.embeddings, tuple(f"{n}-v2" for n in renamed.names)).save(gallery)
+        url, web, app = self.serve("gallery", self.weights, gallery)
+        self.assertEqual(burst(url, self.STEMS), [(200, f"{s}:{expected[s]}-v2\n") for s in self.STEMS])
+        self.assertEqual(table_hits(url), 0)
+        self.assertEqual(self.models(), {results.fingerprint(self.weights, gallery)}, "the items replaced")
+        web.stop()
+
+        # The same weights saved again (other bytes): the web tier's model is another; the worker's
+        # answers (of its model, the one before) are recomputed and never taken.
+        weights = self.scratch / "weights.pt"
+        torch.save(dict(torch.load(self.weights, weights_only=True), revision=2), weights)
+        url, web, _ = self.serve("weights", weights, gallery, worker=False)
+        mark = app.count
+        for _ in range(2):
+            self.assertEqual(burst(url, self.STEMS), [(200, f"{s}:{expected[s]}-v2\n") for s in self.STEMS])
+        self.assertEqual(table_hits(url), 0)
+        self.assertEqual(sum("event=received" in line for line in app.since(mark)[1]), 20)
+
+
+class CourseRerunTest(unittest.TestCase):
+    """The course's 2026 grading on the whole local stack (AWS-like, at the tests' time scale), with
+    FR_RESULTS_TABLE=1: a burst of the 100 fixtures, then the same 100 again with the input bucket
+    emptied and the table kept, answered from the table."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.state = state_dir("course")
+        cls.stack, cls.url, endpoint = start_local_stack(cls, "course", cls.state, FR_RESULTS_TABLE=1)
+        cls.ec2, cls.s3, cls.dynamodb = (aws(endpoint, name) for name in ("ec2", "s3", "dynamodb"))
+        cls.config = settings.load_config({"FR_PREFIX": "course", "FR_RESULTS_TABLE": "1"})
+
+    def uploads(self):
+        return self.s3.list_objects_v2(Bucket=self.config.in_bucket).get("KeyCount", 0)
+
+    def test_a_burst_fills_the_table_and_the_rerun_is_answered_from_it_and_without_it_by_the_app_tier(self):
+        table = self.config.results_table_name
+        expected = expected_answers()
+        stems = sorted(expected)
+        right = [(200, f"{s}:{expected[s]}\n") for s in stems]
+        self.assertEqual(items(self.dynamodb, table), {}, "the table is empty at the start")
+
+        sampler = Sampler(self.ec2)
+        self.assertEqual(burst(self.url, stems), right)
+        wait_until(lambda: running_instances(self.ec2) == 0, 10, interval=0.1, what="0 running after the burst")
+        self.assertEqual(max(sampler.finish()), 15)
+        self.assertEqual({stem: item["name"] for stem, item in items(self.dynamodb, table).items()}, expected)
+
+        keys = [{"Key": o["Key"]} for o in self.s3.list_objects_v2(Bucket=self.config.in_bucket)["Contents"]]
+        self.s3.delete_objects(Bucket=self.config.in_bucket, Delete={"Objects": keys})
+        hits, mark = table_hits(self.url), len(awslike.read_journal(self.state))
+        started = time.monotonic()
+        self.assertEqual(burst(self.url, stems), right)
+        per_request = (time.monotonic() - started) / len(stems)
+        self.assertEqual(table_hits(self.url), hits + 100)
+        self.assertEqual([e for e in awslike.read_journal(self.state)[mark:] if e["action"] == "StartInstances"], [])
+        # The course's bound (its rerun is graded on whole run / 100), far from what is measured here.
+        self.assertLess(per_request, 0.6)
+        self.assertEqual(self.uploads(), 100, "every upload of the rerun is in the input bucket")
+
+        # The table gone: answered by the app tier (the pool starts), one log line.
+        self.dynamodb.delete_table(TableName=table)
+        gone = self.dynamodb.exceptions.ResourceNotFoundException
+        wait_until(lambda: self.raises(gone, lambda: self.dynamodb.describe_table(TableName=table)), 10,
+                   what="the table gone")
+        self.assertEqual(upload(self.url, "test_05.jpg", image("test_05")), (200, f"test_05:{expected['test_05']}\n"))
+        web_log = (statefiles.log_dir(self.state) / "web.log").read_text()
+        self.assertEqual(web_log.count("event=results_table_unavailable"), 1)
+
+    @staticmethod
+    def raises(error, call):
+        try:
+            call()
+        except error:
+            return True
+        return False
+
+
+if __name__ == "__main__":
+    unittest.main()
