@@ -2,7 +2,7 @@
 and writes the same numbers as JSON (var/bench.json), so runs can be compared across commits.
 
     .venv/bin/python -m tools.bench [--requests 100] [--concurrency 100] [--sequential 50] [--aws-like SCALE]
-                                    [--hibernate 0|1] [--min-instances N] [--spare-instances N]
+                                    [--hibernate 0|1] [--min-instances N] [--spare-instances N] [--results-table]
 
 `--aws-like SCALE` runs the stack AWS-like (FR_SIMULATE=aws, tools/awslike.py) with AWS's timings
 times SCALE (1: as on AWS): instances take time in `pending`, boot before their worker starts,
@@ -12,7 +12,9 @@ are still stopping (spare members take it; `--spare-instances 0` shows it withou
 second burst once every instance has stopped (after an idle spell): from hibernation where members
 ran long enough to be hibernated (`--hibernate 1`, the default), else from a plain stop (a fresh
 boot), and with `--min-instances N` from a warm floor of N running instances. Without --aws-like,
-moto starts instances at once (the stack's own costs, comparable across commits).
+moto starts instances at once (the stack's own costs, comparable across commits). With
+`--results-table` (FR_RESULTS_TABLE=1) the first burst is followed at once by the course's rerun:
+the same uploads again, the input bucket emptied, answered from the table (whole run / N).
 
 In one run on this machine (absolute times are noisy on a shared 2-core machine; ratios hold):
 - direct: images/s through the model in this process, all cores, one image at a time (the goal's
@@ -20,7 +22,7 @@ In one run on this machine (absolute times are noisy on a shared 2-core machine;
   workers call it (printed beside it, so the batching's share of any gain is plain); and how long
   a fresh worker process takes to import torch and load the model (an app instance's start);
 - a burst of N fixture uploads at once against the local stack from 0 instances (each upload's
-  bytes made distinct, so that the result cache answers none): end-to-end images/s once answers
+  bytes made distinct): end-to-end images/s once answers
   flow, latency, CPU seconds used by each part of the stack, the cold start split into its steps
   (from the services' logs), seconds from the last answer to 0 running instances, and the peak
   memory of workers and web tier (PSS: shared pages counted once);
@@ -28,7 +30,7 @@ In one run on this machine (absolute times are noisy on a shared 2-core machine;
   comment: same picture, new hash) against a warm worker, latency minus the worker's model time
   (X-Model-Ms), beside the floor: the same moto's own S3 put + SQS send-to-wake + S3 get +
   send-to-wake, measured here with boto3;
-- a repeated image answered from the result cache.
+- with --results-table, a repeated image answered from the results table.
 """
 import argparse
 import json
@@ -58,7 +60,7 @@ from tools.harness import (
     stand_in_files,
     wait_until,
 )
-from tools.loadgen import Run, upload
+from tools.loadgen import Run, request, upload
 from tools.localstack import LOCAL_STACK
 from tools.procs import Child, children_by_parent
 
@@ -288,10 +290,11 @@ def arguments():
     parser.add_argument("--hibernate", type=int, choices=(0, 1), default=1, help="FR_HIBERNATE of the stack")
     parser.add_argument("--min-instances", type=int, default=0, help="FR_MIN_INSTANCES: the warm floor")
     parser.add_argument("--spare-instances", type=int, help="FR_SPARE_INSTANCES (default: as many as the maximum)")
+    parser.add_argument("--results-table", action="store_true", help="FR_RESULTS_TABLE=1, and the course's rerun")
     return parser.parse_args()
 
 
-def burst(url, ec2, sqs, processes, jobs, expected, args, timings):
+def burst(url, ec2, processes, jobs, expected, args, timings):
     """The first burst, from a pool at rest: answers, latencies, CPU by role, scale-in."""
     stop_sampling = threading.Event()
 
@@ -314,9 +317,6 @@ def burst(url, ec2, sqs, processes, jobs, expected, args, timings):
     results = {"scale_in_s": round(time.monotonic() - last_answer, 2)}
     stop_sampling.set()
     sampler.join()
-    request_url = sqs.get_queue_url(QueueName="bench-req-queue")["QueueUrl"]
-    wait_until(lambda: sum(cloud.queue_depth(sqs, request_url)) == 0, 10 + (timings or {}).get("sqs_count_lag", 0),
-               what="request queue empty")
     results["burst_wrong_or_failed"] = answered["count"] - answered["ok"]
     results["burst_first_answer_s"] = answered["first_answer_s"]
     results["burst_seconds"] = answered["seconds"]
@@ -344,9 +344,28 @@ def memory(processes):
             "web_pss_mib_max": round(peak.get("web", {}).get("pss_mib_max", 0))}
 
 
-def one_at_a_time(url, endpoint, fixtures, count):
+def rerun_from_table(url, s3, ec2, jobs, expected, concurrency):
+    """The course's rerun: the burst's uploads again at once, the input bucket emptied first and the
+    results table kept, while the burst's members are still stopping: whole run / uploads."""
+    config = settings.load_config({"FR_PREFIX": "bench"})
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=config.in_bucket):
+        if page.get("Contents"):
+            s3.delete_objects(Bucket=config.in_bucket, Delete={"Objects": [{"Key": o["Key"]} for o in page["Contents"]]})
+    stopping = sum(i["state"] == "stopping" for i in pool.describe(ec2, config))
+    hits = table_hits(url)
+    rerun = Run(url, jobs, concurrency, expected).go()
+    return {"members_stopping_at_start": stopping, "wrong_or_failed": rerun["count"] - rerun["ok"],
+            "answered_from_table": table_hits(url) - hits, "whole_run_s": rerun["seconds"],
+            "whole_run_per_upload_s": round(rerun["seconds"] / rerun["count"], 4)}
+
+
+def table_hits(url):
+    return json.loads(request(url + "status?format=json", "GET")[1])["web"]["table_hits"]
+
+
+def one_at_a_time(url, endpoint, fixtures, count, table):
     """Uploads one after another: the plumbing's time beside the model's, against its floor, and
-    answers from the result cache."""
+    with the results `table`, answers from it."""
     samples = sequential(url, count, fixtures)
     overhead = sorted(latency - model for latency, model in samples)
     floor = plumbing_floor(endpoint)
@@ -354,13 +373,16 @@ def one_at_a_time(url, endpoint, fixtures, count):
                "sequential_overhead_p95_ms": round(quantile(overhead, 0.95) * 1000, 1),
                "sequential_model_p50_ms": round(statistics.median(m for _, m in samples) * 1000, 1), **floor}
     results["overhead_over_floor"] = round(results["sequential_overhead_p50_ms"] / floor["floor_ms"], 2)
-    hits = []
-    for _ in range(count):
+    if not table:
+        return results
+    hits, before = [], table_hits(url)
+    for _ in range(count + 1):  # the first answer is the worker's
         started = time.perf_counter()
         answer = upload(url, "test_00.jpg", fixtures[0][1])
         hits.append(time.perf_counter() - started)
         assert answer == (200, "test_00:Paul\n"), answer
-    results["cache_hit_p50_ms"] = median_ms(hits)
+    assert table_hits(url) - before == count, "not answered from the table"
+    results["table_hit_p50_ms"] = median_ms(hits[1:])
     return results
 
 
@@ -379,7 +401,7 @@ def main():
     imported, loaded, first_inference = worker_start(weights, gallery, IMAGES / f"{stems[0]}.jpg")
 
     env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX="bench", FR_WEIGHTS=weights, FR_GALLERY=gallery,
-                    FR_CACHE_SIZE=10000, FR_STATE_DIR=str(BENCH_STATE),
+                    FR_RESULTS_TABLE=int(args.results_table), FR_STATE_DIR=str(BENCH_STATE),
                     FR_HIBERNATE=args.hibernate, FR_MIN_INSTANCES=args.min_instances, **simulation,
                     **({} if args.spare_instances is None else {"FR_SPARE_INSTANCES": args.spare_instances}))
     LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -391,7 +413,7 @@ def main():
         # An AWS-like stack provisions its pool as on AWS: launched (in waves), waited on until running, stopped.
         ready = stack.wait_for(r"event=ready url=(\S+) endpoint=(\S+)", 120 + (timings or {}).get("stopping", 0) * 5)
         url, endpoint = ready[1], ready[2]
-        ec2, sqs = aws(endpoint, "ec2"), aws(endpoint, "sqs")
+        ec2, sqs, s3 = aws(endpoint, "ec2"), aws(endpoint, "sqs"), aws(endpoint, "s3")
         model_load = Path(LOG_DIR / "forkserver.log").read_text()
         results["worker_process_import_s"] = imported
         results["worker_process_model_load_s"] = loaded
@@ -404,12 +426,17 @@ def main():
                        interval=0.5, what="the warm floor answering")
             wait_until(lambda: running_instances(ec2) == args.min_instances, 60, what="back to the warm floor")
         processes = Processes(stack.pid)
-        # Distinct bytes for every upload, so that the result cache answers none of them.
+        # Distinct bytes for every upload, as if from users who each have their own pictures.
         jobs = [(f"{fixtures[n % len(fixtures)][0]}.jpg", distinct_variant(fixtures[n % len(fixtures)][1], n))
                 for n in range(args.requests)]
         results["model_direct_images_per_s"] = round(direct, 2)
         results["model_direct_batched_images_per_s"] = round(direct_batched, 2)
-        results.update(burst(url, ec2, sqs, processes, jobs, expected, args, timings))
+        results.update(burst(url, ec2, processes, jobs, expected, args, timings))
+        if args.results_table:
+            results["rerun_from_table"] = rerun_from_table(url, s3, ec2, jobs, expected, args.concurrency)
+        request_url = sqs.get_queue_url(QueueName="bench-req-queue")["QueueUrl"]
+        wait_until(lambda: sum(cloud.queue_depth(sqs, request_url)) == 0, 10 + (timings or {}).get("sqs_count_lag", 0),
+                   what="request queue empty")
         results["e2e_over_direct"] = round(results["e2e_images_per_s_once_answering"] / direct, 2)
         results["e2e_over_direct_batched"] = round(results["e2e_images_per_s_once_answering"] / direct_batched, 2)
         if timings:
@@ -418,7 +445,7 @@ def main():
             again = [(name, distinct_variant(data, f"again-{n}")) for n, (name, data) in enumerate(jobs)]
             results["second_burst"] = second_burst(url, ec2, again, expected, args.concurrency, timings, stack_log)
         results.update(memory(processes))
-        results.update(one_at_a_time(url, endpoint, fixtures, args.sequential))
+        results.update(one_at_a_time(url, endpoint, fixtures, args.sequential, args.results_table))
     finally:
         stack.stop()
 
@@ -428,7 +455,7 @@ def main():
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     failed = [results["burst_wrong_or_failed"]] + [results.get(k, {}).get("wrong_or_failed") for k in (
-        "back_to_back_burst", "second_burst")]
+        "rerun_from_table", "back_to_back_burst", "second_burst")]
     return 1 if any(failed) else 0
 
 if __name__ == "__main__":
