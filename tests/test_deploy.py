@@ -15,7 +15,7 @@ import pool
 import settings
 from tests.support import PYTHON, aws, child_env, refusals, start_moto
 from tools import awslike
-from tools.provision import Provisioner, web_user_data
+from tools.provision import Provisioner, app_policy, web_policy, web_user_data
 
 PREFIX = "deploy"
 CIDR = "203.0.113.0/24"
@@ -55,9 +55,9 @@ class Deployment(unittest.TestCase):
     def setUpClass(cls):
         cls.endpoint = start_moto(cls, FR_SIMULATE_TIME_SCALE=TIME_SCALE)
         cls.env = child_env(FR_PREFIX=PREFIX, FR_ENDPOINT_URL=cls.endpoint, FR_AMI_ID="ami-0app", FR_WEB_CIDR=CIDR,
-                            FR_MAX_INSTANCES=MAX_INSTANCES)
-        cls.config = settings.load_config({"FR_PREFIX": PREFIX})
-        cls.clients = {name: aws(cls.endpoint, name) for name in ("s3", "sqs", "ec2", "iam")}
+                            FR_MAX_INSTANCES=MAX_INSTANCES, FR_RESULTS_TABLE=1)
+        cls.config = settings.load_config({"FR_PREFIX": PREFIX, "FR_RESULTS_TABLE": "1"})
+        cls.clients = {name: aws(cls.endpoint, name) for name in ("s3", "sqs", "ec2", "iam", "dynamodb")}
 
     def setup_sh(self, *args):
         return self.setup_sh_env(self.env, *args)
@@ -91,6 +91,7 @@ class Deployment(unittest.TestCase):
         self.assertEqual(addresses["Addresses"], [])
         groups = self.clients["ec2"].describe_security_groups(Filters=[{"Name": "group-name", "Values": [f"{prefix}-web"]}])
         self.assertEqual(groups["SecurityGroups"], [])
+        self.assertEqual([t for t in self.clients["dynamodb"].list_tables()["TableNames"] if t.startswith(prefix)], [])
 
     def check_pool_and_web_host(self, prefix=PREFIX, size=POOL_SIZE):
         # Every member once (a member launched twice, unseen by a describe, would be here twice),
@@ -128,6 +129,7 @@ class ProvisionTest(Deployment):
         self.assertIn("created", first)
         self.check_queues()
         self.check_buckets()
+        self.check_table()
         self.check_pool_and_web_host()
         self.check_policies()
 
@@ -144,14 +146,21 @@ class ProvisionTest(Deployment):
         self.check_all_gone()
         self.assertEqual(refusals(self.moto_state), [])
 
-    def test_provision_right_after_teardown_waits_for_the_queue_names(self):
+    def test_provision_right_after_teardown_waits_for_the_queue_names_and_the_table_being_deleted(self):
         # A moto of its own where a queue name is refused for 12 s, far longer than a teardown and the
-        # start of a provision take even on a slow machine; no pool (no FR_AMI_ID), so no instance waits.
+        # start of a provision take even on a slow machine, and a table is DELETING for 2 s; no pool
+        # (no FR_AMI_ID), so no instance waits.
         endpoint = start_moto(self, name="moto-queue-names", FR_SIMULATE_TIME_SCALE=0.2)
-        env = child_env(FR_PREFIX="again", FR_ENDPOINT_URL=endpoint)
-        said = [self.setup_sh_env(env, command) for command in ("provision", "teardown", "provision", "teardown")]
-        self.assertIn("waiting      QueueDeletedRecently", said[2])
-        self.assertIn("left         nothing tagged", said[3])
+        env = child_env(FR_PREFIX="again", FR_ENDPOINT_URL=endpoint, FR_RESULTS_TABLE=1)
+        self.assertIn("created      DynamoDB table again-dynamoDB", self.setup_sh_env(env, "provision"))
+        aws(endpoint, "dynamodb").delete_table(TableName="again-dynamoDB")
+        self.assertIn("created      DynamoDB table again-dynamoDB", self.setup_sh_env(env, "provision"))
+        journal = [(e["action"], e.get("refused")) for e in awslike.read_journal(self.moto_state) if "table" in e]
+        self.assertEqual(journal, [("CreateTable", None), ("DeleteTable", None), ("CreateTable", None)])
+        said = [self.setup_sh_env(env, command) for command in ("teardown", "provision", "teardown")]
+        self.assertIn("removed      DynamoDB table again-dynamoDB", said[0])
+        self.assertIn("waiting      QueueDeletedRecently", said[1])
+        self.assertIn("left         nothing tagged", said[2])
 
     def test_provision_refuses_before_making_anything_when_the_vcpu_quota_is_too_small(self):
         env = dict(self.env, FR_PREFIX="quota", FR_MAX_INSTANCES="16")
@@ -256,6 +265,11 @@ class ProvisionTest(Deployment):
             rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
             self.assertEqual(rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"], "AES256")
 
+    def check_table(self):
+        table = self.clients["dynamodb"].describe_table(TableName=f"{PREFIX}-dynamoDB")["Table"]
+        self.assertEqual((table["TableStatus"], table["BillingModeSummary"]["BillingMode"], table["KeySchema"]),
+                         ("ACTIVE", "PAY_PER_REQUEST", [{"AttributeName": "stem", "KeyType": "HASH"}]))
+
     def check_policies(self):
         account, region, c = "123456789012", "us-east-1", self.config
         req = f"arn:aws:sqs:{region}:{account}:{c.request_queue}"
@@ -271,7 +285,11 @@ class ProvisionTest(Deployment):
             "sqs:SendMessage": [resp],
         })
         web = statements(self.clients["iam"], c.role("web"))
-        self.assertEqual(web["s3:PutObject"], [f"arn:aws:s3:::{c.in_bucket}/*", f"arn:aws:s3:::{c.out_bucket}/*"])
+        self.assertEqual(web["s3:PutObject"], [f"arn:aws:s3:::{c.in_bucket}/*"])
+        # The results table is the web tier's alone (the app role above has no DynamoDB action).
+        table = f"arn:aws:dynamodb:{region}:{account}:table/{PREFIX}-dynamoDB"
+        self.assertEqual({a: r for a, r in web.items() if a.startswith("dynamodb:")},
+                         {"dynamodb:GetItem": [table], "dynamodb:PutItem": [table]})
         self.assertEqual(web["s3:GetObject"], [f"arn:aws:s3:::{c.deploy_bucket}/face-rec.tar.gz"])
         self.assertEqual(web["sqs:SendMessage"], [req])
         dlq = f"arn:aws:sqs:{region}:{account}:{c.dead_letter_queue}"
@@ -282,7 +300,7 @@ class ProvisionTest(Deployment):
         self.assertEqual(web["ec2:StartInstances"], [f"arn:aws:ec2:{region}:{account}:instance/*"])
         self.assertEqual(web["iam:PassRole"], [f"arn:aws:iam::{account}:role/{c.role('app')}"])
         for role in (c.role("app"), c.role("web")):
-            self.assertNotRegex(json.dumps(policy(self.clients["iam"], role)), r'"(s3|sqs|ec2|iam):\*"', role)
+            self.assertNotRegex(json.dumps(policy(self.clients["iam"], role)), r'"(s3|sqs|ec2|iam|dynamodb):\*"', role)
         self.assertEqual([a for a, resources in web.items() if "*" in resources],
                          ["ec2:DescribeInstanceStatus", "ec2:DescribeInstances"])
         start_stop = next(s for s in policy(self.clients["iam"], c.role("web"))["Statement"]
@@ -325,7 +343,8 @@ class RestartableProvisionTest(Deployment):
         """A Provisioner for `prefix` whose every AWS call, once made, is shown to on_call(service, operation)."""
         # A pool of 3 launched 2 at a time: every kind of step, in two waves, at a fifth of the cost.
         config = settings.load_config({"FR_PREFIX": prefix, "FR_ENDPOINT_URL": self.endpoint, "FR_AMI_ID": "ami-0app",
-                                       "FR_WEB_CIDR": CIDR, "FR_MAX_INSTANCES": "2", "FR_SPARE_INSTANCES": "1"})
+                                       "FR_WEB_CIDR": CIDR, "FR_MAX_INSTANCES": "2", "FR_SPARE_INSTANCES": "1",
+                                       "FR_RESULTS_TABLE": "1"})
 
         def session(name):
             with CLIENTS_MADE:  # boto3's default session makes clients one thread at a time
@@ -379,8 +398,8 @@ class RestartableProvisionTest(Deployment):
 
 
 class ScriptsTest(unittest.TestCase):
-    def dry_run(self, role):
-        done = run_setup_sh(child_env(), "--dry-run", role)
+    def dry_run(self, role, **fr):
+        done = run_setup_sh(child_env(**fr), "--dry-run", role)
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
         return done.stdout
 
@@ -399,6 +418,15 @@ class ScriptsTest(unittest.TestCase):
 
     def test_setup_sh_web_restarts_the_units_so_a_second_run_runs_the_new_code(self):
         self.assertIn("would run: systemctl restart face-web.service face-autoscaler.service", self.dry_run("web"))
+
+    def test_the_web_host_gets_the_model_files_and_the_table_only_with_the_results_table(self):
+        weights = "to /opt/face-rec/models/20180402-114759-vggface2.pt, checked against size 111898327 bytes"
+        self.assertNotIn(weights, self.dry_run("web"))
+        self.assertIn(weights, self.dry_run("web", FR_RESULTS_TABLE=1))
+        self.assertIn("FR_RESULTS_TABLE=1\n", web_user_data(settings.load_config({"FR_RESULTS_TABLE": "1"})))
+        actions = json.dumps(web_policy(settings.load_config({}), "123456789012"))
+        self.assertNotIn("dynamodb", actions)
+        self.assertNotIn("dynamodb", json.dumps(app_policy(settings.load_config({"FR_RESULTS_TABLE": "1"}), "1")))
 
     def test_the_hosts_get_every_module(self):
         copied = next(line for line in self.dry_run("web").splitlines() if line.startswith("would run: cp -r "))
