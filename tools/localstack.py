@@ -1,7 +1,8 @@
 """The whole service on one machine, with no AWS account: `./setup.sh local` runs this.
 
-Starts a moto server on 127.0.0.1 (FR_MOTO_PORT) standing in for S3, SQS and EC2, provisions the
-buckets, queues and the stopped app-tier pool in it, then runs the web tier and the autoscaler as
+Starts a moto server on 127.0.0.1 (FR_MOTO_PORT) standing in for S3, SQS, EC2 (and DynamoDB, with
+FR_RESULTS_TABLE=1), provisions the buckets, queues (the results table) and the stopped app-tier
+pool in it, then runs the web tier and the autoscaler as
 they run on AWS, only with FR_ENDPOINT_URL pointing at moto. In place of EC2 booting instances, the
 launcher here runs one worker process (worker.py's loop, forked by tools/forkserver.py with the
 model already loaded) per pool instance that moto shows running, and SIGTERMs it when the instance

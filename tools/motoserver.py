@@ -10,7 +10,7 @@ the calls themselves. Both fixes give the answers moto gives; nothing else diffe
 - For each message it hands out, it checks the queue's retention period by computing every
   attribute of the queue, three of which count the queue's messages one by one. The period is
   read directly instead.
-What each fix saved is in the README (Performance).
+What each fix saved is in docs/performance.md.
 """
 import functools
 import os
