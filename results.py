@@ -100,10 +100,11 @@ class ResultsTable:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config, max_connections):
+        """The table of `config`, asked over up to `max_connections` connections at once."""
         import cloud
 
-        dynamodb = cloud.client(config, "dynamodb", max_connections=50, attempts=ATTEMPTS,
+        dynamodb = cloud.client(config, "dynamodb", max_connections, attempts=ATTEMPTS,
                                 connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT)
         return cls(dynamodb, config.results_table_name, ConfiguredModel(config.weights, config.gallery))
 

@@ -422,7 +422,7 @@ def results_table(config):
     hint = "FR_RESULTS_TABLE=1 needs the app tier's model files: their fingerprint says which answers still hold"
     settings.require_file(config.weights, f"set FR_WEIGHTS; {hint}")
     settings.require_file(config.gallery, f"set FR_GALLERY; {hint}")
-    table = ResultsTable.from_config(config)
+    table = ResultsTable.from_config(config, AWS_CONNECTIONS)
     log.info("results_table", table=table.name, model=table.model.fingerprint()[:12])
     return table
 
