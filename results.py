@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+import cloud
 import common
 
 log = common.EventLog("results")
@@ -102,8 +103,6 @@ class ResultsTable:
     @classmethod
     def from_config(cls, config, max_connections):
         """The table of `config`, asked over up to `max_connections` connections at once."""
-        import cloud
-
         dynamodb = cloud.client(config, "dynamodb", max_connections, attempts=ATTEMPTS,
                                 connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT)
         return cls(dynamodb, config.results_table_name, ConfiguredModel(config.weights, config.gallery))
