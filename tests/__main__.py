@@ -29,14 +29,12 @@ LANES = 3
 # The classes that take 20 s or more, longest first (the "slowest class:" lines of a run): started
 # first, so that the lanes end together. A class not named here starts after these.
 SLOW = [
-    "tests.test_scaling.ScalingTest", "tests.test_deploy.RestartableProvisionTest", "tests.test_scaling.LocalStackTest",
-    "tests.test_deploy.ProvisionTest", "tests.test_pipeline.PipelineTest", "tests.test_reliability.HibernationTest",
-    "tests.test_reliability.FaultTest", "tests.test_scaling.WarmFloorTest", "tests.test_pages.PagesTest",
-    "tests.test_first_run.FirstRunTest",
-    "tests.test_reliability.BadInputTest", "tests.test_reliability.MotoRestartTest", "tests.test_clients.ClientLimitsTest",
-    "tests.test_reliability.InstanceStartTest", "tests.test_results.CourseRerunTest", "tests.test_results.ModelChangeTest",
-    "tests.test_results.ResultsTableTest",
-    "tests.test_reliability.EarlyStartTest", "tests.test_awslike.AwsLikeTest", "tests.test_scaling.PoolObservationTest",
+    "tests.test_deploy.ProvisionTest", "tests.test_scaling.ScalingTest", "tests.test_deploy.RestartableProvisionTest",
+    "tests.test_reliability.HibernationTest", "tests.test_pipeline.PipelineTest", "tests.test_first_run.FirstRunTest",
+    "tests.test_reliability.FaultTest", "tests.test_pages.PagesTest", "tests.test_scaling.WarmFloorTest",
+    "tests.test_reliability.BadInputTest", "tests.test_results.ResultsTableTest", "tests.test_scaling.LocalStackTest",
+    "tests.test_awslike.AwsLikeTest", "tests.test_reliability.MotoRestartTest", "tests.test_reliability.InstanceStartTest",
+    "tests.test_clients.ClientLimitsTest", "tests.test_reliability.EarlyStartTest", "tests.test_scaling.PoolObservationTest",
 ]
 JOB_RESULT = "job-result: "
 

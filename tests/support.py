@@ -148,8 +148,9 @@ class Service:
     """moto + provisioned resources + the web tier (+ workers) for one test class."""
 
     @classmethod
-    def start_service(cls, workers=1, moto_port=0, **fr):
-        cls.weights, cls.gallery = stand_in_files()
+    def start_service(cls, workers=1, moto_port=0, model=None, **fr):
+        """`model`: (weights, gallery) files, the stand-in ones by default."""
+        cls.weights, cls.gallery = model or stand_in_files()
         cls.endpoint = start_moto(cls, moto_port)
         # No FR_AMI_ID: no app-tier pool (these tests start their workers themselves), so no instance waits.
         fr = dict(FR_PREFIX="svc", FR_ENDPOINT_URL=cls.endpoint, FR_POLL_WAIT=1, **fr)

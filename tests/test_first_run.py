@@ -1,18 +1,27 @@
 """Real AWS, first try, on the AWS-like local stack (what `./setup.sh local` runs with FR_SIMULATE=aws):
-provisioning, a burst from 0 instances, and a teardown while the autoscaler still runs."""
+provisioning, the course's 2026 grading (a burst from 0 instances, then the same uploads again
+answered from the results table), and a teardown while the autoscaler still runs."""
+import json
 import time
 import unittest
 
+import pool
 import settings
+import statefiles
 from tests.support import (
+    IMAGES,
     TIME_SCALE,
+    Sampler,
     aws,
     burst,
     expected_answers,
     refusals,
+    request,
     running_instances,
     start_local_stack,
     state_dir,
+    upload,
+    wait_until,
 )
 from tools import awslike
 from tools.localstack import LOCAL_AMI
@@ -21,23 +30,43 @@ from tools.provision import Provisioner
 PREFIX = "first"
 
 
+def table_hits(url):
+    return json.loads(request(url + "status?format=json", "GET")[1])["web"]["table_hits"]
+
+
 class FirstRunTest(unittest.TestCase):
-    def test_burst_from_zero_then_teardown_while_the_autoscaler_runs_leaves_nothing(self):
+    def test_the_course_run_with_the_results_table_then_teardown_while_the_autoscaler_runs_leaves_nothing(self):
         state = state_dir("first-run")
-        stack, url, endpoint = start_local_stack(self, PREFIX, state)
+        stack, url, endpoint = start_local_stack(self, PREFIX, state, FR_RESULTS_TABLE=1)
         config = settings.load_config({"FR_PREFIX": PREFIX, "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": LOCAL_AMI,
-                                     "FR_WEB_CIDR": "203.0.113.0/24"})
+                                       "FR_WEB_CIDR": "203.0.113.0/24", "FR_RESULTS_TABLE": "1"})
         provisioner = Provisioner(config, lambda name: aws(endpoint, name), out=lambda line: None)
         # The stack provisioned all but the web host; this adds it, whose autoscaler the stack's stands for.
         provisioner.provision(with_web=True)
         host = stack.wait_for(r"event=web_host_found instance=(\S+)", 30)[1]
-        ec2 = aws(endpoint, "ec2")
+        ec2, s3, dynamodb = (aws(endpoint, name) for name in ("ec2", "s3", "dynamodb"))
         self.assertEqual(running_instances(ec2), 0)
+        self.assertEqual(dynamodb.scan(TableName=config.results_table_name)["Items"], [], "the table empty")
 
         expected = expected_answers()
         stems = sorted(expected)
-        answers = burst(url, stems)
-        self.assertEqual(answers, [(200, f"{s}:{expected[s]}\n") for s in stems])
+        right = [(200, f"{s}:{expected[s]}\n") for s in stems]
+        sampler = Sampler(ec2)
+        self.assertEqual(burst(url, stems), right)
+        wait_until(lambda: running_instances(ec2) == 0, 10, interval=0.1, what="0 running after the burst")
+        self.assertEqual(max(sampler.finish()), 15)
+        self.rerun_from_the_table(config, url, state, ec2, s3, stems, right)
+        items = dynamodb.scan(TableName=config.results_table_name)["Items"]
+        self.assertEqual({i["stem"]["S"]: i["name"]["S"] for i in items}, expected, "one item per answer")
+
+        # The table gone: answered by the app tier (the pool starts), one log line.
+        dynamodb.delete_table(TableName=config.results_table_name)
+        wait_until(lambda: config.results_table_name not in dynamodb.list_tables()["TableNames"], 10,
+                   what="the table gone")
+        self.assertEqual(upload(url, "test_05.jpg", (IMAGES / "test_05.jpg").read_bytes()),
+                         (200, f"test_05:{expected['test_05']}\n"))
+        web_log = (statefiles.log_dir(state) / "web.log").read_text()
+        self.assertEqual(web_log.count("event=results_table_unavailable"), 1)
 
         began = time.time()
         provisioner.teardown()
@@ -51,6 +80,24 @@ class FirstRunTest(unittest.TestCase):
         self.assertGreaterEqual(terminated[1]["at"] - terminated[0]["at"], shutting_down,
                                 "the pool is terminated only once the web host is")
         self.assertEqual(refusals(state), [])
+
+    def rerun_from_the_table(self, config, url, state, ec2, s3, stems, right):
+        """The course's rerun, at once, as its grader does: the input bucket emptied, the table kept,
+        the burst's members still stopping (EC2 could not start them): all from the table."""
+        stopping = [i for i in pool.describe(ec2, config) if i["state"] == "stopping"]
+        keys = [{"Key": o["Key"]} for o in s3.list_objects_v2(Bucket=config.in_bucket)["Contents"]]
+        s3.delete_objects(Bucket=config.in_bucket, Delete={"Objects": keys})
+        hits, mark = table_hits(url), len(awslike.read_journal(state))
+        started = time.monotonic()
+        self.assertEqual(burst(url, stems), right)
+        per_upload = (time.monotonic() - started) / len(stems)
+        self.assertTrue(stopping, "the rerun came while members were stopping")
+        self.assertEqual(table_hits(url), hits + len(stems))
+        self.assertEqual([e for e in awslike.read_journal(state)[mark:] if e["action"] == "StartInstances"], [])
+        # The course's bound (its rerun is graded on whole run / 100), far from what is measured here.
+        self.assertLess(per_upload, 0.6)
+        self.assertEqual(s3.list_objects_v2(Bucket=config.in_bucket)["KeyCount"], len(stems),
+                         "every upload of the rerun is in the input bucket")
 
 
 if __name__ == "__main__":

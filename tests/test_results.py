@@ -1,41 +1,28 @@
-"""The results table (FR_RESULTS_TABLE=1, results.py): items and their checks alone, through the web
-tier and workers, across a change of model, and the course's 2026 run on the whole local stack."""
+"""The results table (FR_RESULTS_TABLE=1, results.py): items and their checks alone, and through the
+web tier and a worker, across a change of model (the course's 2026 run on the whole local stack is
+tests/test_first_run.py)."""
 import hashlib
 import json
 import shutil
 import tempfile
-import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from unittest import mock
 
-import pool
 import results
-import settings
-import statefiles
 from messages import Reply, encode
 from tests.support import (
+    FIXTURES,
     IMAGES,
-    PYTHON,
-    Sampler,
     Service,
     aws,
     burst,
-    child_env,
     expected_answers,
-    provision,
     request,
-    running_instances,
     stand_in_files,
-    start,
-    start_local_stack,
-    start_moto,
-    state_dir,
     upload,
-    wait_until,
 )
-from tools import awslike
 
 MODEL = "m" * 64
 
@@ -46,6 +33,13 @@ def image(stem):
 
 def sha256(data):
     return hashlib.sha256(data).hexdigest()
+
+
+def replace(path, data):
+    """Give the file at `path` new contents, as a deployment does (written beside it, renamed over it)."""
+    staged = path.with_name(path.name + ".new")
+    staged.write_bytes(data)
+    staged.replace(path)
 
 
 def table_hits(url):
@@ -159,7 +153,11 @@ class ResultsTableTest(Service, unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.start_service(workers=1, FR_RESULTS_TABLE=1)
+        # Copies of the model files, which a test changes under the running web tier and worker.
+        scratch = Path(tempfile.mkdtemp(prefix="results-model-"))
+        cls.addClassCleanup(shutil.rmtree, scratch)
+        model = [Path(shutil.copy(path, scratch)) for path in stand_in_files()]
+        cls.start_service(workers=1, model=model, FR_RESULTS_TABLE=1)
         cls.dynamodb = aws(cls.endpoint, "dynamodb")
         cls.table = cls.config.results_table_name
         cls.model = results.fingerprint(cls.weights, cls.gallery)
@@ -204,6 +202,30 @@ class ResultsTableTest(Service, unittest.TestCase):
                 self.assertEqual(upload(self.url, f"{stem}.jpg", data), (200, f"{stem}:{self.expected['test_03']}\n"))
                 self.assertEqual(items(self.dynamodb, self.table)[stem]["name"], self.expected["test_03"])
 
+    def test_a_new_gallery_or_new_weights_make_every_answer_a_miss_until_the_model_is_back(self):
+        stems = [f"test_{n}" for n in range(20, 30)]
+        right = [(200, f"{s}:{self.expected[s]}\n") for s in stems]
+        self.assertEqual(burst(self.url, stems), right)
+        hits = table_hits(self.url)
+        self.assertEqual(burst(self.url, stems), right)
+        self.assertEqual(table_hits(self.url), hits + 10, "the table answers repeats here")
+        # The web tier hashes its model files again when they change. The worker goes on with the
+        # model it loaded (a deployment whose web host has new files, its app tier not yet): its
+        # answers are recomputed every time, never taken from items of another model.
+        for path, other in ((self.gallery, FIXTURES / "data.pt"), (self.weights, None)):
+            with self.subTest(changed=path.name):
+                kept = path.read_bytes()
+                self.addCleanup(replace, path, kept)  # should the test stop half-way
+                replace(path, other.read_bytes() if other else kept + b"trained again")
+                hits, mark = table_hits(self.url), self.workers[0].count
+                self.assertEqual(burst(self.url, stems), right)
+                self.assertEqual(table_hits(self.url), hits, "an answer of another model was taken")
+                self.assertEqual(sorted(self.received(mark)), stems)
+                replace(path, kept)
+        hits = table_hits(self.url)
+        self.assertEqual(burst(self.url, stems), right)
+        self.assertEqual(table_hits(self.url), hits + 10, "the model of the items is back")
+
     def test_identical_uploads_at_the_same_time_each_get_their_own_answer(self):
         images = {stem: image(stem) for stem in ("test_01", "test_02", "test_03")}
         jobs = [(f"{stem}-{n}", stem) for n in range(6) for stem in images]
@@ -211,130 +233,6 @@ class ResultsTableTest(Service, unittest.TestCase):
             answers = list(clients.map(lambda job: upload(self.url, f"{job[0]}.jpg", images[job[1]]), jobs))
         self.assertEqual(answers, [(200, f"{name}:{self.expected[stem]}\n") for name, stem in jobs])
         self.assert_queues_drain()
-
-
-class ModelChangeTest(unittest.TestCase):
-    """A new gallery or new weights: every answer is recomputed, none taken from the old items."""
-
-    STEMS = [f"test_{n}" for n in range(20, 30)]
-
-    @classmethod
-    def setUpClass(cls):
-        cls.weights, cls.gallery = stand_in_files()
-        cls.endpoint = start_moto(cls)
-        fr = dict(FR_PREFIX="change", FR_ENDPOINT_URL=cls.endpoint, FR_POLL_WAIT=1, FR_RESULTS_TABLE=1)
-        cls.config = settings.load_config({k: str(v) for k, v in fr.items()})
-        provision(cls.config, lambda service: aws(cls.endpoint, service))
-        cls.fr = dict(fr, FR_PORT=0, FR_TORCH_THREADS=1)
-        cls.dynamodb = aws(cls.endpoint, "dynamodb")
-        cls.scratch = Path(tempfile.mkdtemp(prefix="model-change-"))
-        cls.addClassCleanup(shutil.rmtree, cls.scratch)
-
-    def serve(self, name, weights, gallery, worker=True):
-        """A web tier (and a worker) with these model files: (its URL, the worker or None)."""
-        env = child_env(FR_WEIGHTS=weights, FR_GALLERY=gallery, **self.fr)
-        web, listening = start(self, f"change-web-{name}", [PYTHON, "web.py"], env, r"event=listening host=\S+ port=(\d+)")
-        app = start(self, f"change-worker-{name}", [PYTHON, "worker.py"], env, "event=ready")[0] if worker else None
-        return f"http://127.0.0.1:{listening[1]}/", web, app
-
-    def models(self):
-        found = items(self.dynamodb, self.config.results_table_name)
-        return {found[s]["model"] for s in self.STEMS}
-
-    def test_a_new_gallery_or_new_weights_make_every_old_answer_a_miss(self):
-        import torch
-
-        from model import Gallery
-
-        expected = expected_answers()
-        url, web, app = self.serve("before", self.weights, self.gallery)
-        self.assertEqual(burst(url, self.STEMS), [(200, f"{s}:{expected[s]}\n") for s in self.STEMS])
-        self.assertEqual(burst(url, self.STEMS), [(200, f"{s}:{expected[s]}\n") for s in self.STEMS])
-        self.assertEqual(table_hits(url), 10, "the table answers repeats here")
-        web.stop()
-        app.stop()
-
-        # The same faces enrolled under new names: an answer from an old item would be the old name.
-        renamed = Gallery.load(self.gallery)
-        gallery = self.scratch / "renamed.pt"
-        Gallery(renamed.embeddings, tuple(f"{n}-v2" for n in renamed.names)).save(gallery)
-        url, web, app = self.serve("gallery", self.weights, gallery)
-        self.assertEqual(burst(url, self.STEMS), [(200, f"{s}:{expected[s]}-v2\n") for s in self.STEMS])
-        self.assertEqual(table_hits(url), 0)
-        self.assertEqual(self.models(), {results.fingerprint(self.weights, gallery)}, "the items replaced")
-        web.stop()
-
-        # The same weights saved again (other bytes): the web tier's model is another; the worker's
-        # answers (of its model, the one before) are recomputed and never taken.
-        weights = self.scratch / "weights.pt"
-        torch.save(dict(torch.load(self.weights, weights_only=True), revision=2), weights)
-        url, web, _ = self.serve("weights", weights, gallery, worker=False)
-        mark = app.count
-        for _ in range(2):
-            self.assertEqual(burst(url, self.STEMS), [(200, f"{s}:{expected[s]}-v2\n") for s in self.STEMS])
-        self.assertEqual(table_hits(url), 0)
-        self.assertEqual(sum("event=received" in line for line in app.since(mark)[1]), 20)
-
-
-class CourseRerunTest(unittest.TestCase):
-    """The course's 2026 grading on the whole local stack (AWS-like, at the tests' time scale), with
-    FR_RESULTS_TABLE=1: a burst of the 100 fixtures, then the same 100 again with the input bucket
-    emptied and the table kept, answered from the table."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.state = state_dir("course")
-        cls.stack, cls.url, endpoint = start_local_stack(cls, "course", cls.state, FR_RESULTS_TABLE=1)
-        cls.ec2, cls.s3, cls.dynamodb = (aws(endpoint, name) for name in ("ec2", "s3", "dynamodb"))
-        cls.config = settings.load_config({"FR_PREFIX": "course", "FR_RESULTS_TABLE": "1"})
-
-    def uploads(self):
-        return self.s3.list_objects_v2(Bucket=self.config.in_bucket).get("KeyCount", 0)
-
-    def test_a_burst_fills_the_table_and_the_rerun_is_answered_from_it_and_without_it_by_the_app_tier(self):
-        table = self.config.results_table_name
-        expected = expected_answers()
-        stems = sorted(expected)
-        right = [(200, f"{s}:{expected[s]}\n") for s in stems]
-        self.assertEqual(items(self.dynamodb, table), {}, "the table is empty at the start")
-
-        sampler = Sampler(self.ec2)
-        self.assertEqual(burst(self.url, stems), right)
-        wait_until(lambda: running_instances(self.ec2) == 0, 10, interval=0.1, what="0 running after the burst")
-        self.assertEqual(max(sampler.finish()), 15)
-
-        # At once, as the grader does: the burst's members are still stopping (EC2 could not start them).
-        stopping = [i for i in pool.describe(self.ec2, self.config) if i["state"] == "stopping"]
-        keys = [{"Key": o["Key"]} for o in self.s3.list_objects_v2(Bucket=self.config.in_bucket)["Contents"]]
-        self.s3.delete_objects(Bucket=self.config.in_bucket, Delete={"Objects": keys})
-        hits, mark = table_hits(self.url), len(awslike.read_journal(self.state))
-        started = time.monotonic()
-        self.assertEqual(burst(self.url, stems), right)
-        per_request = (time.monotonic() - started) / len(stems)
-        self.assertTrue(stopping, "the rerun came while members were stopping")
-        self.assertEqual(table_hits(self.url), hits + 100)
-        self.assertEqual([e for e in awslike.read_journal(self.state)[mark:] if e["action"] == "StartInstances"], [])
-        # The course's bound (its rerun is graded on whole run / 100), far from what is measured here.
-        self.assertLess(per_request, 0.6)
-        self.assertEqual(self.uploads(), 100, "every upload of the rerun is in the input bucket")
-        self.assertEqual({stem: item["name"] for stem, item in items(self.dynamodb, table).items()}, expected)
-
-        # The table gone: answered by the app tier (the pool starts), one log line.
-        self.dynamodb.delete_table(TableName=table)
-        gone = self.dynamodb.exceptions.ResourceNotFoundException
-        wait_until(lambda: self.raises(gone, lambda: self.dynamodb.describe_table(TableName=table)), 10,
-                   what="the table gone")
-        self.assertEqual(upload(self.url, "test_05.jpg", image("test_05")), (200, f"test_05:{expected['test_05']}\n"))
-        web_log = (statefiles.log_dir(self.state) / "web.log").read_text()
-        self.assertEqual(web_log.count("event=results_table_unavailable"), 1)
-
-    @staticmethod
-    def raises(error, call):
-        try:
-            call()
-        except error:
-            return True
-        return False
 
 
 if __name__ == "__main__":
