@@ -283,7 +283,7 @@ class Provisioner:
             return None
 
     def _wait_table(self, name, status):
-        """Wait until the table's status is `status` (None: gone); TimeoutError after TABLE_PATIENCE s."""
+        """Wait until the table's status is `status` (None: gone); ProvisionError after TABLE_PATIENCE s."""
         deadline = time.monotonic() + TABLE_PATIENCE
         pause = 0.05
         while True:
