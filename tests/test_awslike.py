@@ -169,6 +169,34 @@ class AwsLikeTest(unittest.TestCase):
         with self.assertRaises(self.sqs.exceptions.QueueDeletedRecently):
             self.sqs.create_queue(QueueName="reused")
 
+    def test_a_table_is_creating_then_active_and_deleting_then_gone(self):
+        # A moto of its own, where each of the two lasts 3 s: the calls in between are made in far less.
+        dynamodb = aws(start_moto(self, name="moto-tables", FR_SIMULATE_TIME_SCALE=0.3), "dynamodb")
+        item = {"stem": {"S": "x"}}
+
+        def status():
+            try:
+                return dynamodb.describe_table(TableName="t")["Table"]["TableStatus"]
+            except dynamodb.exceptions.ResourceNotFoundException:
+                return None
+
+        dynamodb.create_table(TableName="t", BillingMode="PAY_PER_REQUEST", KeySchema=[
+            {"AttributeName": "stem", "KeyType": "HASH"}], AttributeDefinitions=[{"AttributeName": "stem", "AttributeType": "S"}])
+        self.assertEqual(status(), "CREATING")
+        with self.assertRaises(dynamodb.exceptions.ResourceNotFoundException):
+            dynamodb.put_item(TableName="t", Item=item)
+        with self.assertRaises(dynamodb.exceptions.ResourceInUseException):
+            dynamodb.delete_table(TableName="t")
+        wait_until(lambda: status() == "ACTIVE", 10, what="ACTIVE")
+        dynamodb.put_item(TableName="t", Item=item)
+        self.assertEqual(dynamodb.delete_table(TableName="t")["TableDescription"]["TableStatus"], "DELETING")
+        dynamodb.delete_table(TableName="t")  # already DELETING: accepted
+        with self.assertRaises(dynamodb.exceptions.ResourceInUseException):
+            dynamodb.create_table(TableName="t", BillingMode="PAY_PER_REQUEST", KeySchema=[
+                {"AttributeName": "stem", "KeyType": "HASH"}], AttributeDefinitions=[
+                {"AttributeName": "stem", "AttributeType": "S"}])
+        wait_until(lambda: status() is None, 10, what="gone")
+
     def test_a_security_group_is_in_use_until_its_instances_are_terminated(self):
         group = self.ec2.create_security_group(GroupName="busy", Description="test")["GroupId"]
         instance = self.launch(SecurityGroupIds=[group])
