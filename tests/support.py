@@ -20,6 +20,7 @@ from tools.harness import (  # noqa: F401 (for the tests)
     expected_answers,
     running_instances,
     stand_in_files,
+    table_hits,
     wait_until,
 )
 from tools.loadgen import FIXTURES, multipart, request, upload  # noqa: F401 (for the tests)

@@ -1,7 +1,6 @@
 """Real AWS, first try, on the AWS-like local stack (what `./setup.sh local` runs with FR_SIMULATE=aws):
 provisioning, the course's 2026 grading (a burst from 0 instances, then the same uploads again
 answered from the results table), and a teardown while the autoscaler still runs."""
-import json
 import time
 import unittest
 
@@ -16,10 +15,10 @@ from tests.support import (
     burst,
     expected_answers,
     refusals,
-    request,
     running_instances,
     start_local_stack,
     state_dir,
+    table_hits,
     upload,
     wait_until,
 )
@@ -28,10 +27,6 @@ from tools.localstack import LOCAL_AMI
 from tools.provision import Provisioner
 
 PREFIX = "first"
-
-
-def table_hits(url):
-    return json.loads(request(url + "status?format=json", "GET")[1])["web"]["table_hits"]
 
 
 class FirstRunTest(unittest.TestCase):

@@ -2,7 +2,6 @@
 web tier and a worker, across a change of model (the course's 2026 run on the whole local stack is
 tests/test_first_run.py)."""
 import hashlib
-import json
 import shutil
 import tempfile
 import unittest
@@ -19,8 +18,8 @@ from tests.support import (
     aws,
     burst,
     expected_answers,
-    request,
     stand_in_files,
+    table_hits,
     upload,
 )
 
@@ -40,10 +39,6 @@ def replace(path, data):
     staged = path.with_name(path.name + ".new")
     staged.write_bytes(data)
     staged.replace(path)
-
-
-def table_hits(url):
-    return json.loads(request(url + "status?format=json", "GET")[1])["web"]["table_hits"]
 
 
 def items(dynamodb, table):

@@ -58,9 +58,10 @@ from tools.harness import (
     expected_answers,
     running_instances,
     stand_in_files,
+    table_hits,
     wait_until,
 )
-from tools.loadgen import Run, request, upload
+from tools.loadgen import Run, upload
 from tools.localstack import LOCAL_STACK
 from tools.procs import Child, children_by_parent
 
@@ -357,10 +358,6 @@ def rerun_from_table(url, s3, ec2, jobs, expected, concurrency):
     return {"members_stopping_at_start": stopping, "wrong_or_failed": rerun["count"] - rerun["ok"],
             "answered_from_table": table_hits(url) - hits, "whole_run_s": rerun["seconds"],
             "whole_run_per_upload_s": round(rerun["seconds"] / rerun["count"], 4)}
-
-
-def table_hits(url):
-    return json.loads(request(url + "status?format=json", "GET")[1])["web"]["table_hits"]
 
 
 def one_at_a_time(url, endpoint, fixtures, count, table):

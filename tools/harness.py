@@ -1,13 +1,14 @@
 """Driving the stack from a script (the tests and the benchmark): the fixtures and stand-in model
 files, the environment of a child service, AWS clients for the local moto, and waiting on a
 condition with a deadline instead of sleeping."""
+import json
 import os
 import sys
 import threading
 import time
 
 import settings
-from tools.loadgen import FIXTURES, read_expected
+from tools.loadgen import FIXTURES, read_expected, request
 
 IMAGES = FIXTURES / "face_images_100"
 LABELS = FIXTURES / "face_images_100.csv"
@@ -69,3 +70,8 @@ def running_instances(ec2):
         {"Name": "instance-state-name", "Values": ["running"]},
     ])["Reservations"]
     return sum(len(r["Instances"]) for r in reservations)
+
+
+def table_hits(url):
+    """How many uploads the web tier at `url` answered from the results table (its /status)."""
+    return json.loads(request(url + "status?format=json", "GET")[1])["web"]["table_hits"]
