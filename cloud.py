@@ -1,5 +1,6 @@
 """AWS clients, and the calls every process makes the same way: a client per process, retries of
-the refusals AWS documents as eventual consistency, queue URLs and depths, batch entries."""
+the refusals AWS documents as eventual consistency, queue URLs and depths, emptying a bucket, batch
+entries."""
 import threading
 import time
 
@@ -65,6 +66,14 @@ def queue_depth(sqs, queue_url):
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def empty_bucket(s3, bucket):
+    """Delete every object of `bucket`, a page (up to 1000) per call."""
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
 
 
 def receipt_entries(receipts, **extra):

@@ -4,6 +4,7 @@ answered from the results table), and a teardown while the autoscaler still runs
 import time
 import unittest
 
+import cloud
 import pool
 import settings
 import statefiles
@@ -80,8 +81,7 @@ class FirstRunTest(unittest.TestCase):
         """The course's rerun, at once, as its grader does: the input bucket emptied, the table kept,
         the burst's members still stopping (EC2 could not start them): all from the table."""
         stopping = [i for i in pool.describe(ec2, config) if i["state"] == "stopping"]
-        keys = [{"Key": o["Key"]} for o in s3.list_objects_v2(Bucket=config.in_bucket)["Contents"]]
-        s3.delete_objects(Bucket=config.in_bucket, Delete={"Objects": keys})
+        cloud.empty_bucket(s3, config.in_bucket)
         hits, mark = table_hits(url), len(awslike.read_journal(state))
         started = time.monotonic()
         self.assertEqual(burst(url, stems), right)

@@ -349,9 +349,7 @@ def rerun_from_table(url, s3, ec2, jobs, expected, concurrency):
     """The course's rerun: the burst's uploads again at once, the input bucket emptied first and the
     results table kept, while the burst's members are still stopping: whole run / uploads."""
     config = settings.load_config({"FR_PREFIX": "bench"})
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=config.in_bucket):
-        if page.get("Contents"):
-            s3.delete_objects(Bucket=config.in_bucket, Delete={"Objects": [{"Key": o["Key"]} for o in page["Contents"]]})
+    cloud.empty_bucket(s3, config.in_bucket)
     stopping = sum(i["state"] == "stopping" for i in pool.describe(ec2, config))
     hits = table_hits(url)
     rerun = Run(url, jobs, concurrency, expected).go()

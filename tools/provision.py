@@ -532,10 +532,7 @@ class Provisioner:
 
     def _remove_bucket(self, bucket):
         try:
-            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-                if keys:
-                    self.s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+            cloud.empty_bucket(self.s3, bucket)
             self.s3.delete_bucket(Bucket=bucket)
             self.out(f"{'removed':<12} bucket {bucket}")
         except self.s3.exceptions.NoSuchBucket:
