@@ -315,6 +315,8 @@ def root_volume(ec2, config):
     try:
         images = ec2.describe_images(ImageIds=[config.ami_id])["Images"]
     except ClientError as e:  # the local stack's placeholder image: Amazon Linux 2023's sizes
+        if cloud.error_code(e) != "InvalidAMIID.NotFound":
+            raise
         log.info("image_not_described", image=config.ami_id, error=cloud.error_code(e))
         images = []
     for image in images:

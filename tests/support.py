@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import cloud
 import settings
-from tools import awslike, harness
+from tools import awsiam, awslike, harness
 from tools.harness import (  # noqa: F401 (for the tests)
     IMAGES,
     LABELS,
@@ -158,8 +158,11 @@ class Service:
         cls.config = settings.load_config({k: str(v) for k, v in fr.items()})
         cls.sqs, cls.s3 = aws(cls.endpoint, "sqs"), aws(cls.endpoint, "s3")
         cls.provision()
-        cls.env = child_env(FR_PORT=0, FR_WEIGHTS=cls.weights, FR_GALLERY=cls.gallery, FR_TORCH_THREADS=1, **fr)
-        cls.web, listening = start(cls, f"{cls.__name__}-web", [PYTHON, "web.py"], cls.env,
+        # Workers call AWS as the app role, the web tier as the web role (the AWS-like stack checks it).
+        cls.env = child_env(FR_PORT=0, FR_WEIGHTS=cls.weights, FR_GALLERY=cls.gallery, FR_TORCH_THREADS=1, **fr,
+                            **awsiam.credentials(cls.config.role("app")))
+        cls.web_env = {**cls.env, **awsiam.credentials(cls.config.role("web"))}
+        cls.web, listening = start(cls, f"{cls.__name__}-web", [PYTHON, "web.py"], cls.web_env,
                                  r"event=listening host=\S+ port=(\d+)")
         cls.url = f"http://127.0.0.1:{listening[1]}/"
         cls.workers = [cls.start_worker(n) for n in range(workers)]

@@ -37,6 +37,7 @@ none of that. Here:
 - A message's visibility may be extended to at most 12 hours after the receive that gave its
   receipt handle (ChangeMessageVisibility reference); moto counts them from when it was sent, so
   that a message older than 12 hours could never be hidden again.
+- IAM is enforced: a role's calls are checked against its policies (tools/awsiam.py).
 - DeleteSecurityGroup is refused (DependencyViolation) while an instance not yet terminated uses it.
 - Service Quotas answers for the On-Demand Standard vCPU quota (moto knows only VPC quotas), with
   EC2_STANDARD_VCPUS.
@@ -58,6 +59,8 @@ import threading
 import time
 import weakref
 from collections import deque
+
+from tools import awsiam
 
 # Seconds, at FR_SIMULATE_TIME_SCALE=1.
 TIMINGS = {
@@ -225,6 +228,7 @@ def install(scale, state_dir):
     install_consistency(sim)
     install_images(sim)
     install_dynamodb(sim)
+    awsiam.install(sim)
     return sim
 
 

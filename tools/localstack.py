@@ -31,7 +31,7 @@ import pool
 import settings
 import statefiles
 import worker
-from tools import awslike
+from tools import awsiam, awslike
 from tools.forkserver import READY, parse_event, start_command, worker_config
 from tools.netlink import Link
 from tools.procs import Child
@@ -204,19 +204,22 @@ def run(config, stop):
         endpoint = f"http://127.0.0.1:{moto_port}"
         config = dataclasses.replace(config, endpoint_url=endpoint, ami_id=config.ami_id or LOCAL_AMI)
         env = dict(os.environ, FR_ENDPOINT_URL=endpoint, FR_AMI_ID=config.ami_id)
+        # Each process calls AWS as the principal it is on AWS (the AWS-like stack checks it):
+        # the web host's processes as the web role, workers as the app role; this one is the operator.
+        web_env, app_env = ({**env, **awsiam.credentials(config.role(tier))} for tier in ("web", "app"))
         ec2 = cloud.client(config, "ec2")
         # Started before the web tier, so that it stops after it (the reverse order, below), and
         # before provisioning, which its loading of the model overlaps (it calls no AWS API). Its
         # workers share the cores with each other and with moto: OpenMP threads that wait for work
         # sleep instead of spinning (read by libgomp as torch loads; see tools/forkserver.py).
-        forkserver = Child("forkserver", FORK_SERVER, {**env, "OMP_WAIT_POLICY": "PASSIVE"},
+        forkserver = Child("forkserver", FORK_SERVER, {**app_env, "OMP_WAIT_POLICY": "PASSIVE"},
                            log_path=logs / "forkserver.log", cwd=settings.PROJECT_DIR, commands=True)
         services.append(forkserver)
         provision(config, lambda service: cloud.client(config, service))
-        web = Child("web", [PYTHON, str(settings.PROJECT_DIR / "web.py")], env, log_path=logs / "web.log")
+        web = Child("web", [PYTHON, str(settings.PROJECT_DIR / "web.py")], web_env, log_path=logs / "web.log")
         services.append(web)
         port = web.wait_for(r"event=listening host=\S+ port=(\d+)", START_TIMEOUT)[1]
-        scaler = Child("autoscaler", [PYTHON, str(settings.PROJECT_DIR / "autoscaler.py")], scaler_env(config, env),
+        scaler = Child("autoscaler", [PYTHON, str(settings.PROJECT_DIR / "autoscaler.py")], scaler_env(config, web_env),
                        log_path=logs / "autoscaler.log")
         services.append(scaler)
         # Ready once it has taken its first step (the web tier's count read, the pool observed).

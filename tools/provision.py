@@ -77,6 +77,7 @@ def arns(config, account):
         "dead_letter_queue": f"{sqs}:{config.dead_letter_queue}",
         "response_queue": f"{sqs}:{config.response_queue}",
         "instances": f"arn:aws:ec2:{config.region}:{account}:instance/*",
+        "image": f"arn:aws:ec2:{config.region}::image/{config.ami_id}",
         "app_role": f"arn:aws:iam::{account}:role/{config.role('app')}",
         "results_table": f"arn:aws:dynamodb:{config.region}:{account}:table/{config.results_table_name}",
     }
@@ -96,6 +97,23 @@ def web_policy(config, account):
     ours = {"StringEquals": {f"aws:ResourceTag/{settings.PREFIX_TAG}": config.prefix}}
     # The results table is the web tier's alone: it looks uploads up and records the workers' answers.
     table = [_statement(["dynamodb:GetItem", "dynamodb:PutItem"], [a["results_table"]])] if config.results_table else []
+    # Pool repair: new instances must carry our tag and be of FR_INSTANCE_TYPE, from FR_AMI_ID,
+    # and may only get the app role (none without FR_AMI_ID: there is nothing to launch). Tags
+    # only as part of RunInstances: tagging an existing instance as ours would let this role start
+    # and stop any instance.
+    launch = [
+        _statement(["ec2:RunInstances"], [a["instances"]], {"StringEquals": {
+            f"aws:RequestTag/{settings.PREFIX_TAG}": config.prefix, "ec2:InstanceType": config.instance_type}}),
+        _statement(["ec2:CreateTags"], [a["instances"]], {"StringEquals": {
+            "ec2:CreateAction": "RunInstances", f"aws:RequestTag/{settings.PREFIX_TAG}": config.prefix}}),
+        _statement(["ec2:RunInstances"], [
+            a["image"], f"arn:aws:ec2:{config.region}:{account}:subnet/*",
+            f"arn:aws:ec2:{config.region}:{account}:network-interface/*",
+            f"arn:aws:ec2:{config.region}:{account}:security-group/*",
+            f"arn:aws:ec2:{config.region}:{account}:volume/*",
+        ]),
+        _statement(["iam:PassRole"], [a["app_role"]], {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}),
+    ] if config.ami_id else []
     return {"Version": "2012-10-17", "Statement": [
         _statement(["s3:PutObject"], [a["in_objects"]]),
         *table,
@@ -107,23 +125,12 @@ def web_policy(config, account):
         # their count is on the status page.
         _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:ChangeMessageVisibility"],
                    [a["dead_letter_queue"]]),
-        # The describe calls cannot be limited to resources.
-        _statement(["ec2:DescribeInstances", "ec2:DescribeInstanceStatus"], ["*"]),
+        # The describe calls cannot be limited to resources. Images and instance types: a member's
+        # root volume for hibernation is sized from its image and its type's memory (pool repair).
+        _statement(["ec2:DescribeInstances", "ec2:DescribeInstanceStatus", "ec2:DescribeImages",
+                    "ec2:DescribeInstanceTypes"], ["*"]),
         _statement(["ec2:StartInstances", "ec2:StopInstances"], [a["instances"]], ours),
-        # Pool repair: new instances must carry our tag, and may only get the app role. Tags only as
-        # part of RunInstances: tagging an existing instance as ours would let this role start and
-        # stop any instance.
-        _statement(["ec2:RunInstances"], [a["instances"]],
-                   {"StringEquals": {f"aws:RequestTag/{settings.PREFIX_TAG}": config.prefix}}),
-        _statement(["ec2:CreateTags"], [a["instances"]], {"StringEquals": {
-            "ec2:CreateAction": "RunInstances", f"aws:RequestTag/{settings.PREFIX_TAG}": config.prefix}}),
-        _statement(["ec2:RunInstances"], [
-            f"arn:aws:ec2:{config.region}::image/*", f"arn:aws:ec2:{config.region}:{account}:subnet/*",
-            f"arn:aws:ec2:{config.region}:{account}:network-interface/*",
-            f"arn:aws:ec2:{config.region}:{account}:security-group/*",
-            f"arn:aws:ec2:{config.region}:{account}:volume/*",
-        ]),
-        _statement(["iam:PassRole"], [a["app_role"]]),
+        *launch,
     ]}
 
 
