@@ -187,7 +187,8 @@ class Autoscaler:
     def run(self, stop):
         from botocore.exceptions import BotoCoreError, ClientError
 
-        log.info("ready", max_instances=self.config.max_instances, interval=self.config.scale_interval)
+        log.info("ready", max_instances=self.config.max_instances, pool_size=self.config.pool_size,
+                 floor=self.config.min_instances, interval=self.config.scale_interval)
         while not stop.is_set():
             try:
                 self.step()

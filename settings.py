@@ -202,6 +202,25 @@ _VARIABLES = {
 }
 
 
+def _rendered(value):
+    if isinstance(value, bool):
+        return str(int(value))
+    return str(value)
+
+
+def environment(config, names):
+    """The FR_* variables `names` that load_config reads back as `config`'s values (a variable
+    whose value is None, the default that means "derived", is left out)."""
+    fields = {name: field for name, (field, _) in _VARIABLES.items()}
+    return {name: _rendered(getattr(config, fields[name])) for name in names
+            if getattr(config, fields[name]) is not None}
+
+
+def variables():
+    """Every FR_* variable's name."""
+    return list(_VARIABLES)
+
+
 def load_config(environ):
     """A Config from the FR_* variables in `environ`; ConfigError names the first bad one."""
     values = {}

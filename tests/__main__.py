@@ -23,7 +23,7 @@ from tools.harness import stand_in_files
 # Pure code and the model library in this process: no moto, no service, no stack.
 UNIT = [
     "tests.test_common", "tests.test_scaling_decision", "tests.test_multipart", "tests.test_lint", "tests.test_model",
-    "tests.test_forkserver.ProtocolTest", "tests.test_replies", "tests.test_results.ItemTest",
+    "tests.test_forkserver.ProtocolTest", "tests.test_replies", "tests.test_results.ItemTest", "tests.test_awsiam",
 ]
 LANES = 3
 # The classes that take 20 s or more, longest first (the "slowest class:" lines of a run): started

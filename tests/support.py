@@ -97,6 +97,24 @@ def refusals(state_dir, actions=("StartInstances", "StopInstances")):
     return [e for e in awslike.read_journal(state_dir) if e["refused"] and e["action"] in actions]
 
 
+def denials(state_dir):
+    """The calls the AWS-like stack denied a role (IAM), as journalled: {principal, call, resource, reason}."""
+    return [{k: e.get(k) for k in ("principal", "call", "resource", "reason")}
+            for e in awslike.read_journal(state_dir) if e["action"] == "AccessDenied"]
+
+
+def without_permission(testcase, iam, role, action):
+    """Take `action` out of `role`'s policy (the one provisioning wrote) until the test ends."""
+    import json
+
+    document = iam.get_role_policy(RoleName=role, PolicyName=role)["PolicyDocument"]
+    document = json.loads(document) if isinstance(document, str) else document
+    narrowed = dict(document, Statement=[dict(s, Action=[a for a in s["Action"] if a != action])
+                                         for s in document["Statement"] if s["Action"] != [action]])
+    iam.put_role_policy(RoleName=role, PolicyName=role, PolicyDocument=json.dumps(narrowed))
+    testcase.addCleanup(iam.put_role_policy, RoleName=role, PolicyName=role, PolicyDocument=json.dumps(document))
+
+
 def raw_request(url, data, timeout=30):
     """(status, body text) for bytes sent as they are on one connection, read until it closes."""
     parts = urlsplit(url)

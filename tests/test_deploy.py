@@ -15,7 +15,7 @@ import pool
 import settings
 from tests.support import PYTHON, aws, child_env, refusals, start_moto
 from tools import awslike
-from tools.provision import Provisioner, app_policy, web_policy, web_user_data
+from tools.provision import NOT_FOR_THE_WEB_HOST, Provisioner, app_policy, web_host_settings, web_policy, web_user_data
 
 PREFIX = "deploy"
 CIDR = "203.0.113.0/24"
@@ -294,7 +294,8 @@ class ProvisionTest(Deployment):
         table = f"arn:aws:dynamodb:{region}:{account}:table/{PREFIX}-dynamoDB"
         self.assertEqual({a: r for a, r in web.items() if a.startswith("dynamodb:")},
                          {"dynamodb:GetItem": [table], "dynamodb:PutItem": [table]})
-        self.assertEqual(web["s3:GetObject"], [f"arn:aws:s3:::{c.deploy_bucket}/face-rec.tar.gz"])
+        self.assertEqual(web["s3:GetObject"], [f"arn:aws:s3:::{c.deploy_bucket}/face-rec.tar.gz",
+                                               f"arn:aws:s3:::{c.deploy_bucket}/face-recognition.env"])
         self.assertEqual(web["sqs:SendMessage"], [req])
         dlq = f"arn:aws:sqs:{region}:{account}:{c.dead_letter_queue}"
         self.assertEqual(web["sqs:ReceiveMessage"], [dlq, resp])
@@ -306,7 +307,9 @@ class ProvisionTest(Deployment):
         for role in (c.role("app"), c.role("web")):
             self.assertNotRegex(json.dumps(policy(self.clients["iam"], role)), r'"(s3|sqs|ec2|iam|dynamodb):\*"', role)
         self.assertEqual([a for a, resources in web.items() if "*" in resources],
-                         ["ec2:DescribeInstanceStatus", "ec2:DescribeInstances"])
+                         ["ec2:DescribeImages", "ec2:DescribeInstanceStatus", "ec2:DescribeInstanceTypes",
+                          "ec2:DescribeInstances"])
+        self.assertEqual(web["ec2:RunInstances"][0], f"arn:aws:ec2:{region}::image/ami-0app", "FR_AMI_ID's image only")
         start_stop = next(s for s in policy(self.clients["iam"], c.role("web"))["Statement"]
                           if "ec2:StopInstances" in s["Action"])
         self.assertEqual(start_stop["Condition"], {"StringEquals": {"aws:ResourceTag/fr-prefix": PREFIX}})
@@ -427,7 +430,7 @@ class ScriptsTest(unittest.TestCase):
         weights = "to /opt/face-rec/models/20180402-114759-vggface2.pt, checked against size 111898327 bytes"
         self.assertNotIn(weights, self.dry_run("web"))
         self.assertIn(weights, self.dry_run("web", FR_RESULTS_TABLE=1))
-        self.assertIn("FR_RESULTS_TABLE=1\n", web_user_data(settings.load_config({"FR_RESULTS_TABLE": "1"})))
+        self.assertIn("FR_RESULTS_TABLE=1\n", web_host_settings(settings.load_config({"FR_RESULTS_TABLE": "1"})))
         actions = json.dumps(web_policy(settings.load_config({}), "123456789012"))
         self.assertNotIn("dynamodb", actions)
         self.assertNotIn("dynamodb", json.dumps(app_policy(settings.load_config({"FR_RESULTS_TABLE": "1"}), "1")))
@@ -440,9 +443,27 @@ class ScriptsTest(unittest.TestCase):
     def test_web_host_user_data_retries_each_step_that_needs_the_network(self):
         script = web_user_data(settings.load_config({}))
         fetching = [line for line in script.splitlines() if "aws s3 cp" in line or "setup.sh web" in line]
-        self.assertEqual(len(fetching), 2, script)
+        self.assertEqual(len(fetching), 3, script)
         self.assertTrue(all(line.startswith("retry ") for line in fetching), fetching)
         self.assertEqual(subprocess.run(["bash", "-n"], input=script, text=True).returncode, 0)
+
+    def test_the_web_host_gets_every_setting_of_the_provisioning_run_but_its_own_and_local_modes(self):
+        chosen = {"FR_SPARE_INSTANCES": "0", "FR_MIN_INSTANCES": "2", "FR_HIBERNATE": "0", "FR_HIBERNATE_AFTER_LAUNCH": "300",
+                  "FR_HIBERNATE_AFTER_START": "90", "FR_SCALE_IN_GRACE": "4", "FR_SQS_COUNT_LAG": "30",
+                  "FR_VISIBILITY_TIMEOUT": "45", "FR_POLL_WAIT": "5", "FR_PREFIX": "mine", "FR_REGION": "eu-west-1",
+                  "FR_WEB_CIDR": "198.51.100.7/32", "FR_ENDPOINT_URL": "http://127.0.0.1:1", "FR_PORT": "9000"}
+        config = settings.load_config(chosen)
+        text = web_host_settings(config)
+        sent = dict(line.split("=", 1) for line in text.splitlines())
+        self.assertEqual(sent["FR_HOST"], "0.0.0.0")
+        self.assertEqual(sorted(sent), sorted({"FR_HOST", *(n for n in settings.variables() if n not in NOT_FOR_THE_WEB_HOST)}))
+        on_host = settings.load_config(sent)
+        for name in (n for n in chosen if n not in NOT_FOR_THE_WEB_HOST):
+            with self.subTest(variable=name):
+                self.assertEqual(settings.environment(on_host, [name]), settings.environment(config, [name]))
+        # The host's own port, files and endpoint are not the operator's.
+        self.assertEqual((on_host.port, on_host.endpoint_url), (8000, None))
+        self.assertNotIn("FR_SPARE", web_user_data(config), "settings come from the deploy bucket, not user data")
 
     def test_the_web_tier_spools_uploads_on_disk_not_in_the_tmpfs(self):
         # Amazon Linux 2023's /tmp is a tmpfs of half the RAM; tempfile (the web tier's spool) honours TMPDIR.

@@ -14,6 +14,7 @@ from tests.support import (
     Sampler,
     aws,
     burst,
+    denials,
     expected_answers,
     refusals,
     running_instances,
@@ -76,6 +77,7 @@ class FirstRunTest(unittest.TestCase):
         self.assertGreaterEqual(terminated[1]["at"] - terminated[0]["at"], shutting_down,
                                 "the pool is terminated only once the web host is")
         self.assertEqual(refusals(state), [])
+        self.assertEqual(denials(state), [], "IAM denied a call of the web or app role")
 
     def rerun_from_the_table(self, config, url, state, ec2, s3, stems, right):
         """The course's rerun, at once, as its grader does: the input bucket emptied, the table kept,
@@ -97,3 +99,43 @@ class FirstRunTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class RedeployTest(unittest.TestCase):
+    """Provisioning again with the web host up, as docs/aws.md tells an operator to (a new
+    FR_WEB_CIDR, other settings): the stack stands in for the host's SSM agent (tools/localstack.py)."""
+
+    def test_a_second_provision_stops_no_running_member_and_the_web_host_runs_the_new_settings(self):
+        state = state_dir("redeploy")
+        stack, url, endpoint = start_local_stack(self, "redeploy", state, FR_MAX_INSTANCES=2)
+        first = {"FR_PREFIX": "redeploy", "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": LOCAL_AMI, "FR_MAX_INSTANCES": "2",
+                 "FR_WEB_CIDR": "203.0.113.0/24"}
+        session = lambda name: aws(endpoint, name)  # noqa: E731
+        Provisioner(settings.load_config(first), session, out=lambda line: None).provision(with_web=True)
+        stack.wait_for(r"event=web_host_found", 30)
+        # A warm floor, by an update: then a member runs while provisioning runs again.
+        first["FR_MIN_INSTANCES"] = "1"
+        Provisioner(settings.load_config(first), session, out=lambda line: None).provision(with_web=True)
+        ec2 = aws(endpoint, "ec2")
+        config = settings.load_config(first)
+        (floor,) = wait_until(lambda: [i["id"] for i in pool.describe(ec2, config) if i["state"] == "running"], 30,
+                              what="the warm floor's member running")
+        mark = len(awslike.read_journal(state))
+
+        second = dict(first, FR_WEB_CIDR="198.51.100.7/32", FR_SPARE_INSTANCES="0")
+        said = []
+        Provisioner(settings.load_config(second), session, out=said.append).provision(with_web=True)
+        self.assertTrue([line for line in said if line.startswith("updating")], said)
+        wait_until(lambda: stack.tail(1000).count("event=web_host_updated") == 2, 60, what="the second update")
+        stops = [e for e in awslike.read_journal(state)[mark:] if e["action"] == "StopInstances"]
+        self.assertEqual([e for e in stops if floor in e["instances"]], [], "a running member was stopped")
+        self.assertEqual(pool.instance_states(ec2, [floor])[floor], "running")
+        scaler_log = (statefiles.log_dir(state) / "autoscaler.log").read_text()
+        ready = [line for line in scaler_log.splitlines() if "event=ready" in line]
+        self.assertIn("max_instances=2 pool_size=2 floor=1", ready[-1], "the autoscaler restarted with the new settings")
+        (web,) = [i for r in ec2.describe_instances(Filters=[{"Name": "tag:Name", "Values": [settings.WEB_HOST_NAME]}])[
+            "Reservations"] for i in r["Instances"]]
+        group = ec2.describe_security_groups(GroupIds=[web["SecurityGroups"][0]["GroupId"]])["SecurityGroups"][0]
+        self.assertEqual([ip["CidrIp"] for rule in group["IpPermissions"] for ip in rule["IpRanges"]], ["198.51.100.7/32"])
+        self.assertEqual(upload(url, "test_00.jpg", (IMAGES / "test_00.jpg").read_bytes()), (200, "test_00:Paul\n"))
+        self.assertEqual(denials(state), [])

@@ -12,10 +12,13 @@ from tests.support import (
     LABELS,
     PYTHON,
     Service,
+    aws,
     child_env,
+    denials,
     expected_answers,
     request,
     upload,
+    without_permission,
 )
 
 CONCURRENCY = 20
@@ -42,6 +45,19 @@ class PipelineTest(Service, unittest.TestCase):
             stored = self.s3.get_object(Bucket=self.config.out_bucket, Key=stem)["Body"].read().decode()
             self.assertEqual(stored, self.expected[stem], stem)
         self.assert_queues_drain()
+
+    def test_a_permission_taken_from_the_web_role_is_denied_as_aws_denies_it_and_nothing_else_is(self):
+        self.assertEqual(denials(self.moto_state), [], "a call of the service's own was denied")
+        without_permission(self, aws(self.endpoint, "iam"), self.config.role("web"), "s3:PutObject")
+        status, body = upload(self.url, "test_00.jpg", self.read_image("test_00"))
+        self.assertEqual((status, body), (503, "storage or queue unavailable, try again\n"))
+        (denied,) = denials(self.moto_state)
+        self.assertEqual({k: denied[k] for k in ("principal", "call", "reason")}, {
+            "principal": f"arn:aws:sts::123456789012:assumed-role/{self.config.role('web')}/local",
+            "call": "s3:PutObject", "reason": "no identity-based policy allows it"})
+        self.assertRegex(denied["resource"], rf"^arn:aws:s3:::{self.config.in_bucket}/[0-9a-f-]+/test_00\.jpg$")
+        self.doCleanups()
+        self.assertEqual(upload(self.url, "test_00.jpg", self.read_image("test_00")), (200, "test_00:Paul\n"))
 
     def test_two_uploads_with_same_name_get_their_own_answers(self):
         pairs = [("test_00", "test_01"), ("test_02", "test_03"), ("test_07", "test_08")] * 3

@@ -19,6 +19,7 @@ from tests.support import (
     Sampler,
     aws,
     burst,
+    denials,
     expected_answers,
     refusals,
     running_instances,
@@ -81,6 +82,8 @@ class ScalingTest(unittest.TestCase):
         # EC2 cannot create an instance stopped: the repair runs it, then stops it.
         (replaced,) = wait_until(replacement, 30, what=f"a stopped app-tier-instance-7 in a pool of {POOL_SIZE}")
         self.assertNotEqual(replaced["id"], victim)
+        # Launched by the autoscaler as the web role, with IAM enforced.
+        self.assertEqual(denials(self.state), [])
 
     def test_bursts_back_to_back_scale_to_15_never_more_and_back_to_0_within_2_s_with_no_stop_stuck(self):
         # On the AWS-like stack: instances take time to start and stop, EC2 refuses calls in the
@@ -114,6 +117,7 @@ class ScalingTest(unittest.TestCase):
         journal = awslike.read_journal(self.state)
         self.assertEqual([e for e in journal[after:] if e["action"] == "StartInstances"], [], "started for old counts")
         self.assertEqual(refusals(self.state), [])
+        self.assertEqual(denials(self.state), [], "IAM denied a call of the web or app role")
         self.assertEqual([e for e in journal if e["action"] == "HibernationDropped"], [])
         self.assertLessEqual(max(e["after"] for e in journal if e["action"] == "Stopped"), SECONDS["stopping"],
                              "a member stayed stopping past a stop's time")
@@ -245,6 +249,7 @@ class WarmFloorTest(LocalStacks):
         self.assertEqual(answers, [(200, f"{s}:{expected[s]}\n") for s in sorted(expected)])
         self.assertEqual((min(counts), max(counts)), (2, MAX_INSTANCES), f"samples: {counts}")
         self.assertLessEqual(scaled_in, SCALE_IN_LIMIT)
+        self.assertEqual(denials(stack_state("floor")), [])
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from tools import awsiam, awslike
 from tools.forkserver import READY, parse_event, start_command, worker_config
 from tools.netlink import Link
 from tools.procs import Child
-from tools.provision import provision
+from tools.provision import RUN_SHELL, SETTINGS_KEY, provision
 
 log = common.EventLog("localstack")
 
@@ -160,11 +160,13 @@ class WebHost:
     """The web host provisioned into moto, if any: its autoscaler is the one this stack runs, and
     stops when the host leaves `running` (its OS shutting down stops its services)."""
 
-    def __init__(self, config, ec2):
+    def __init__(self, config, ec2, ssm, s3):
         self.config = config
-        self.ec2 = ec2
+        self.ec2, self.ssm, self.s3 = ec2, ssm, s3
         self.id = None
         self.looked = -math.inf
+        self.commands = set()  # Run Commands sent to the host, seen
+        self.asked = -math.inf
 
     def shutting_down(self):
         """True once a web host seen before has left `running`."""
@@ -177,6 +179,46 @@ class WebHost:
                     log.info("web_host_found", instance=self.id, detail="the autoscaler here stands for its")
             return False
         return pool.instance_states(self.ec2, [self.id]).get(self.id) not in pool.ACTIVE_STATES
+
+    def update(self):
+        """The web host's settings once provisioning sent it an update (tools/provision.py
+        update_web_host: a Run Command of the update script, which its SSM agent runs), as the
+        script puts them in place: {FR_* name: value}; else None."""
+        if self.id is None or time.monotonic() - self.asked < WEB_HOST_LOOK_SECONDS:
+            return None
+        self.asked = time.monotonic()
+        sent = {c["CommandId"] for c in self.ssm.list_commands(InstanceId=self.id)["Commands"]
+                if c["DocumentName"] == RUN_SHELL}
+        if not sent - self.commands:
+            return None
+        self.commands |= sent
+        body = self.s3.get_object(Bucket=self.config.deploy_bucket, Key=SETTINGS_KEY)["Body"].read().decode()
+        return dict(line.split("=", 1) for line in body.splitlines() if "=" in line)
+
+
+def start_host_services(config, env, logs):
+    """The web host's services: (web tier, its port, autoscaler)."""
+    web = Child("web", [PYTHON, str(settings.PROJECT_DIR / "web.py")], env, log_path=logs / "web.log")
+    port = web.wait_for(r"event=listening host=\S+ port=(\d+)", START_TIMEOUT)[1]
+    scaler = Child("autoscaler", [PYTHON, str(settings.PROJECT_DIR / "autoscaler.py")], scaler_env(config, env),
+                   log_path=logs / "autoscaler.log")
+    return web, port, scaler
+
+
+def host_env(config, env, host_settings, port):
+    """The web host's services' environment after an update: its new settings, but this stack's
+    address and port (the host's are fixed: 0.0.0.0:8000), and on the AWS-like stack the guest's
+    and SQS's delays scaled as the stack's own are."""
+    fresh = dict(host_settings, FR_HOST=config.host, FR_PORT=str(port))
+    if config.simulate == "aws":
+        for name in SCALED:
+            if name in fresh:
+                fresh[name] = str(float(fresh[name]) * config.simulate_time_scale)
+    return {**env, **fresh}
+
+
+# The autoscaler's waits for the guest's and SQS's delays: scaled with them on the AWS-like stack.
+SCALED = ("FR_HIBERNATE_AFTER_LAUNCH", "FR_HIBERNATE_AFTER_START", "FR_SQS_COUNT_LAG")
 
 
 def scaler_env(config, env):
@@ -216,12 +258,8 @@ def run(config, stop):
                            log_path=logs / "forkserver.log", cwd=settings.PROJECT_DIR, commands=True)
         services.append(forkserver)
         provision(config, lambda service: cloud.client(config, service))
-        web = Child("web", [PYTHON, str(settings.PROJECT_DIR / "web.py")], web_env, log_path=logs / "web.log")
-        services.append(web)
-        port = web.wait_for(r"event=listening host=\S+ port=(\d+)", START_TIMEOUT)[1]
-        scaler = Child("autoscaler", [PYTHON, str(settings.PROJECT_DIR / "autoscaler.py")], scaler_env(config, web_env),
-                       log_path=logs / "autoscaler.log")
-        services.append(scaler)
+        web, port, scaler = start_host_services(config, web_env, logs)
+        services.extend([web, scaler])
         # Ready once it has taken its first step (the web tier's count read, the pool observed).
         scaler.wait_for("event=decision", START_TIMEOUT)
         forkserver.wait_for(READY, START_TIMEOUT)
@@ -231,7 +269,7 @@ def run(config, stop):
                                 links=("127.0.0.1", int(moto_port)))
         else:
             launcher = Launcher(config, ec2, forkserver)
-        web_host = WebHost(config, ec2)
+        web_host = WebHost(config, ec2, cloud.client(config, "ssm"), cloud.client(config, "s3"))
         retired = set()  # services stopped on purpose
         url = f"http://{config.host}:{port}/"
         log.info("ready", url=url, endpoint=endpoint, logs=logs)
@@ -246,6 +284,18 @@ def run(config, stop):
                 log.info("web_host_shutting_down", instance=web_host.id, detail="stopping the autoscaler")
                 scaler.signal()
                 retired.add(scaler)
+            update = None if scaler in retired else web_host.update()
+            if update is not None:
+                # As the update script does on the host: the new settings in place, both services restarted.
+                log.info("web_host_updating", instance=web_host.id, detail="restarting the web tier and the autoscaler")
+                for service in (scaler, web):
+                    service.stop()
+                    services.remove(service)
+                web_env = host_env(config, web_env, update, port)
+                web, port, scaler = start_host_services(config, web_env, logs)
+                services.extend([web, scaler])
+                scaler.wait_for("event=decision", START_TIMEOUT)
+                log.info("web_host_updated", instance=web_host.id, url=f"http://{config.host}:{port}/")
             stop.wait(LAUNCH_INTERVAL)
         return 0
     finally:

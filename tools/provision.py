@@ -43,6 +43,19 @@ MAX_RECEIVES = 3
 WEB_PORT = 8000
 BAKE_NAME = "app-bake-instance"
 CODE_KEY = "face-rec.tar.gz"
+# The web host's configuration, beside the code: written by every provision, read by the host at its
+# first boot and at every update (user data runs only once).
+SETTINGS_KEY = "face-recognition.env"
+# FR_* variables provisioning does not hand the web host: the host's own (its address and port are
+# fixed by the security group, its files and state are where setup.sh puts them), local mode's, and
+# those only provisioning or the app tier reads. Every other variable goes, with this run's value.
+NOT_FOR_THE_WEB_HOST = ("FR_ENDPOINT_URL", "FR_HOST", "FR_PORT", "FR_WEIGHTS", "FR_GALLERY", "FR_STATE_DIR",
+                        "FR_MOTO_PORT", "FR_SIMULATE", "FR_SIMULATE_TIME_SCALE", "FR_WEB_CIDR",
+                        "FR_WEB_INSTANCE_TYPE", "FR_TORCH_THREADS")
+# Systems Manager's document that runs a shell script on an instance (its agent is part of AL2023).
+RUN_SHELL = "AWS-RunShellScript"
+# How long a web host just started may take before its SSM agent takes commands.
+AGENT_PATIENCE = 300
 AL2023_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 # Lets Systems Manager give an operator a shell on the web host (Session Manager), with no SSH.
 SSM_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
@@ -73,6 +86,7 @@ def arns(config, account):
         "in_objects": f"arn:aws:s3:::{config.in_bucket}/*",
         "out_objects": f"arn:aws:s3:::{config.out_bucket}/*",
         "code_object": f"arn:aws:s3:::{config.deploy_bucket}/{CODE_KEY}",
+        "settings_object": f"arn:aws:s3:::{config.deploy_bucket}/{SETTINGS_KEY}",
         "request_queue": f"{sqs}:{config.request_queue}",
         "dead_letter_queue": f"{sqs}:{config.dead_letter_queue}",
         "response_queue": f"{sqs}:{config.response_queue}",
@@ -117,7 +131,7 @@ def web_policy(config, account):
     return {"Version": "2012-10-17", "Statement": [
         _statement(["s3:PutObject"], [a["in_objects"]]),
         *table,
-        _statement(["s3:GetObject"], [a["code_object"]]),
+        _statement(["s3:GetObject"], [a["code_object"], a["settings_object"]]),
         _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"], [a["request_queue"]]),
         _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:DeleteMessage"],
                    [a["response_queue"]]),
@@ -345,10 +359,12 @@ class Provisioner:
         if self.dry_run:
             return self.say("", f"{what}, launched {config.max_instances} at a time")
         launches, created = pool.Launches(), {}
+        # Asked before anything is stopped: a running member of an autoscaled pool is at work.
         autoscaled = bool(self._ours([settings.WEB_HOST_NAME], pool.ACTIVE_STATES))
         while True:
             members = pool.describe(self.ec2, config)
-            self._stop_active([i["id"] for i in members if i["state"] in pool.ACTIVE_STATES])
+            if not autoscaled:
+                self._stop_active([i["id"] for i in members if i["state"] in pool.ACTIVE_STATES])
             launched = pool.repair(self.ec2, config, members, PROFILE_PATIENCE, launches)
             created.update(launched)
             if autoscaled or not launched:
@@ -410,9 +426,13 @@ class Provisioner:
         what = f"{settings.WEB_HOST_NAME} ({config.web_instance_type}, Elastic IP, port {WEB_PORT} open to {config.web_cidr})"
         if self.dry_run:
             self.say("", f"code archive s3://{config.deploy_bucket}/{CODE_KEY}")
-            return self.say("", what)
+            self.say("", f"web host settings s3://{config.deploy_bucket}/{SETTINGS_KEY}")
+            return self.say("", f"{what}; one running already: updated (Run Command {RUN_SHELL}: new code, settings, "
+                            "services restarted)")
         self.s3.put_object(Bucket=config.deploy_bucket, Key=CODE_KEY, Body=code_archive())
         self.say("uploaded", f"code archive s3://{config.deploy_bucket}/{CODE_KEY}")
+        self.s3.put_object(Bucket=config.deploy_bucket, Key=SETTINGS_KEY, Body=web_host_settings(config).encode())
+        self.say("uploaded", f"web host settings s3://{config.deploy_bucket}/{SETTINGS_KEY}")
         group = self._web_security_group()
         existing = self._ours([settings.WEB_HOST_NAME], pool.POOL_STATES)
         if existing:
@@ -434,6 +454,19 @@ class Provisioner:
         if address.get("InstanceId") != instance:
             self.ec2.associate_address(AllocationId=address["AllocationId"], InstanceId=instance)
         self.say(state, f"{what}: {instance} at http://{address['PublicIp']}:{WEB_PORT}/")
+        if state != "created":
+            self.update_web_host(instance)
+
+    def update_web_host(self, instance):
+        """Have a running web host fetch this run's code and settings and restart its services:
+        the script its user data ran at first boot, sent through Systems Manager (Run Command)."""
+        ssm = self.session("ssm")
+        command = cloud.while_refused(
+            lambda: ssm.send_command(InstanceIds=[instance], DocumentName=RUN_SHELL, Comment="face-rec update",
+                                     Parameters={"commands": [web_host_script(self.config)]})["Command"],
+            refused_with("InvalidInstanceId"), AGENT_PATIENCE, self.waiting)
+        self.say("updating", f"{settings.WEB_HOST_NAME} {instance}: new code and settings, services restarted "
+                 f"(Run Command {command['CommandId']})")
 
     def _web_address(self):
         found = self.ec2.describe_addresses(Filters=[
@@ -659,37 +692,41 @@ def refused_with(code):
     return lambda error: cloud.error_code(error).endswith(code)
 
 
-def web_user_data(config):
-    """Boot script of the web host: fetch this code from the deploy bucket, write the config, set up.
+def web_host_settings(config):
+    """The web host's /etc/face-recognition.env: every FR_* variable but NOT_FOR_THE_WEB_HOST, with
+    this run's values, and the host's own address."""
+    names = [n for n in settings.variables() if n not in NOT_FOR_THE_WEB_HOST]
+    return "FR_HOST=0.0.0.0\n" + "".join(f"{k}={v}\n" for k, v in settings.environment(config, names).items())
 
-    User data runs once, on the first boot: each step that needs the network is retried, so that
-    one passing failure of S3, dnf or PyPI does not leave a host nobody can reach (it has no SSH;
-    the web role lets Session Manager in). setup.sh is idempotent, so a retry starts it over."""
-    return f"""#!/bin/bash
-set -euo pipefail
+
+def web_host_script(config):
+    """What sets the web host up, and updates it: fetch the code and settings from the deploy
+    bucket, put the settings in place, run `setup.sh web` (idempotent; it restarts the services).
+    Each step that needs the network is retried (one passing failure of S3, dnf or PyPI must not
+    leave a host nobody can reach: it has no SSH; the web role lets Session Manager in)."""
+    bucket = f"s3://{config.deploy_bucket}"
+    return f"""set -euo pipefail
 retry() {{
     local attempt
     for attempt in 1 2 3 4 5; do
         "$@" && return 0
-        echo "user-data: attempt $attempt of 5 failed: $*" >&2
+        echo "face-rec: attempt $attempt of 5 failed: $*" >&2
         sleep $((attempt * 20))
     done
     return 1
 }}
 mkdir -p /opt/face-rec/src
-retry aws s3 cp --region {config.region} s3://{config.deploy_bucket}/{CODE_KEY} /var/tmp/{CODE_KEY}
+retry aws s3 cp --region {config.region} {bucket}/{CODE_KEY} /var/tmp/{CODE_KEY}
+retry aws s3 cp --region {config.region} {bucket}/{SETTINGS_KEY} /var/tmp/{SETTINGS_KEY}
 tar -xzf /var/tmp/{CODE_KEY} -C /opt/face-rec/src
-cat > /etc/face-recognition.env <<'ENV'
-FR_PREFIX={config.prefix}
-FR_REGION={config.region}
-FR_HOST=0.0.0.0
-FR_MAX_INSTANCES={config.max_instances}
-FR_AMI_ID={config.ami_id}
-FR_INSTANCE_TYPE={config.instance_type}
-FR_RESULTS_TABLE={int(config.results_table)}
-ENV
+install -m 0640 /var/tmp/{SETTINGS_KEY} /etc/face-recognition.env
 retry /opt/face-rec/src/setup.sh web
 """
+
+
+def web_user_data(config):
+    """Boot script of the web host (user data runs once, on the first boot): web_host_script."""
+    return "#!/bin/bash\n" + web_host_script(config)
 
 
 def code_archive():
