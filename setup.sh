@@ -30,6 +30,10 @@ CODE=(web.py worker.py autoscaler.py common.py settings.py cloud.py messages.py 
       results.py httpguards.py replies.py status.py pages model tools systemd README.md
       requirements.txt requirements-web.txt requirements-nodeps.txt checksums.sha256)
 DRY_RUN=0
+PYTHON=python3
+# The hibernation agent's sleep-button action (acpid runs it), and the pm-utils hook of ours.
+SLEEP_ACTION=/etc/acpi/actions/sleep.sh
+PM_HOOK=/etc/pm/sleep.d/50-face-worker
 
 say() { printf 'setup: %s\n' "$*"; }
 err() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -58,10 +62,24 @@ usage() {
     sed -n '2,10s/^# \{0,1\}//p' "$0"
 }
 
+# check_python: set PYTHON to the first of python3, python3.13, python3.12, python3.11 that is 3.11 or
+# newer (Amazon Linux 2023 and CloudShell ship 3.9 as python3, 3.11 as python3.11).
 check_python() {
-    need_cmd python3
-    python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || err "need Python 3.11 or newer"
-    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    local candidate
+    PYTHON=""
+    for candidate in python3 python3.13 python3.12 python3.11; do
+        if command -v "$candidate" >/dev/null 2>&1 \
+            && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            PYTHON="$candidate"
+            break
+        fi
+    done
+    if [ -z "$PYTHON" ]; then
+        command -v python3 >/dev/null 2>&1 && say "python3 is $(python3 -V 2>&1)"
+        err "need Python 3.11 or newer (on Amazon Linux 2023 or CloudShell: sudo dnf install -y python3.11)"
+    fi
+    [ "$PYTHON" = python3 ] || say "python3 is older than 3.11: using $PYTHON"
+    if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
         need_cmd apt-get
         say "installing python3-venv"
         run apt-get update -q
@@ -105,7 +123,7 @@ ensure_stand_in() {
 
 dev_venv() {
     check_python
-    install_requirements python3 "$VENV" requirements.txt requirements-dev.txt requirements-nodeps.txt
+    install_requirements "$PYTHON" "$VENV" requirements.txt requirements-dev.txt requirements-nodeps.txt
 }
 
 role_local() {
@@ -144,7 +162,7 @@ role_test() {
 # provision, teardown, bake-ami: from any machine with AWS credentials; boto3 is all they need.
 role_aws() {
     check_python
-    install_requirements python3 "$VENV" requirements-web.txt
+    install_requirements "$PYTHON" "$VENV" requirements-web.txt
     local flags=()
     [ "$DRY_RUN" = 1 ] && flags+=(--dry-run)
     if [ "$DRY_RUN" = 1 ] && [ ! -x "$VENV/bin/python" ]; then
@@ -286,8 +304,47 @@ ensure_hibernation_agent() {
     fi
     systemctl is-enabled --quiet hibinit-agent.service || err "hibinit-agent.service is not enabled"
     systemctl is-enabled --quiet acpid.service || err "acpid.service is not enabled"
-    [ -x /etc/acpi/actions/sleep.sh ] || err "the agent's sleep-button action /etc/acpi/actions/sleep.sh is missing"
+    [ -x "$SLEEP_ACTION" ] || err "the agent's sleep-button action $SLEEP_ACTION is missing"
     say "hibernation agent: hibinit-agent and acpid enabled, sleep-button action in place"
+}
+
+# sleep_command_of FILE: how the agent's sleep-button action FILE hibernates: "systemd"
+# (`systemctl hibernate`: ec2-hibinit-agent 1.0.10-2, July 2026, on), "pm-utils" (`pm-hibernate`:
+# every earlier release) or "unknown".
+sleep_command_of() {
+    if grep -Eq '^[^#]*systemctl[[:space:]]+hibernate' "$1" 2>/dev/null; then
+        echo systemd
+    elif grep -Eq '^[^#]*pm-hibernate' "$1" 2>/dev/null; then
+        echo pm-utils
+    else
+        echo unknown
+    fi
+}
+
+# The worker's hibernation hooks, where the agent's way of hibernating runs them: systemd's
+# sleep.target runs face-worker-sleep.service; pm-utils runs /etc/pm/sleep.d (and not sleep.target).
+install_sleep_hooks() {
+    local variant
+    if [ "$DRY_RUN" = 1 ] && [ ! -e "$SLEEP_ACTION" ]; then
+        say "would check how $SLEEP_ACTION hibernates: 'systemctl hibernate' (agent 1.0.10-2 on): enable" \
+            "face-worker-sleep.service (sleep.target runs it); 'pm-hibernate' (earlier agents): install" \
+            "$PM_HOOK (pm-utils runs it); neither: refuse"
+        return
+    fi
+    variant="$(sleep_command_of "$SLEEP_ACTION")"
+    case "$variant" in
+        systemd)
+            # Enabled, never started here: it runs when the machine goes to sleep.
+            run install -m 0644 "$ROOT/systemd/face-worker-sleep.service" /etc/systemd/system/
+            run systemctl daemon-reload
+            run systemctl enable face-worker-sleep.service ;;
+        pm-utils)
+            run install -d -m 0755 "$(dirname "$PM_HOOK")"
+            run install -m 0755 "$ROOT/systemd/pm-utils/50-face-worker" "$PM_HOOK" ;;
+        *) err "$SLEEP_ACTION hibernates with neither 'systemctl hibernate' nor 'pm-hibernate': the worker's" \
+               "hibernation hooks would not run (update ec2-hibinit-agent, or set FR_HIBERNATE=0)" ;;
+    esac
+    say "hibernation hooks: the agent hibernates with $variant; the worker's hooks are where it runs them"
 }
 
 role_app() {
@@ -297,10 +354,7 @@ role_app() {
     install_model
     # Enabled, so that starting a stopped instance brings its worker online.
     enable_units face-worker.service
-    # Enabled, never started here: it runs when the machine goes to sleep (hibernation).
-    run install -m 0644 "$ROOT/systemd/face-worker-sleep.service" /etc/systemd/system/
-    run systemctl daemon-reload
-    run systemctl enable face-worker-sleep.service
+    install_sleep_hooks
     say "app host ready: make the pool image with ./setup.sh bake-ami <this instance id>"
 }
 

@@ -1,6 +1,9 @@
 """The AWS-like local stack (tools/awslike.py) behaves as AWS does where moto does not."""
+import json
 import time
 import unittest
+
+from botocore.exceptions import ClientError
 
 import cloud
 import pool
@@ -168,6 +171,30 @@ class AwsLikeTest(unittest.TestCase):
         self.sqs.delete_queue(QueueUrl=url)
         with self.assertRaises(self.sqs.exceptions.QueueDeletedRecently):
             self.sqs.create_queue(QueueName="reused")
+
+    def test_a_new_queue_is_unusable_for_its_first_second_even_as_a_dead_letter_target(self):
+        # At AWS's own timing (1 s), on a moto of its own: the calls come well within the second.
+        sqs = aws(start_moto(self, name="moto-young-queues", FR_SIMULATE_TIME_SCALE=1), "sqs")
+        url = sqs.create_queue(QueueName="young")["QueueUrl"]
+        self.assertEqual(sqs.get_queue_url(QueueName="young")["QueueUrl"], url)
+        with self.assertRaises(ClientError) as refused:
+            sqs.send_message(QueueUrl=url, MessageBody="too soon")
+        self.assertEqual(refused.exception.response["Error"]["Code"], "AWS.SimpleQueueService.NonExistentQueue")
+        redrive = json.dumps({"deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:young", "maxReceiveCount": "3"})
+        with self.assertRaises(ClientError) as refused:
+            sqs.create_queue(QueueName="main", Attributes={"RedrivePolicy": redrive})
+        self.assertEqual(refused.exception.response["Error"]["Code"], "InvalidParameterValue")
+        wait_until(lambda: self.usable(sqs, url), 3, what="the queue usable")
+        sqs.send_message(QueueUrl=url, MessageBody="in time")
+        sqs.create_queue(QueueName="main", Attributes={"RedrivePolicy": redrive})
+
+    @staticmethod
+    def usable(sqs, url):
+        try:
+            sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+            return True
+        except ClientError:
+            return False
 
     def test_a_table_is_creating_then_active_and_deleting_then_gone(self):
         # A moto of its own, where each of the two lasts 3 s: the calls in between are made in far less.

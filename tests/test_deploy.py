@@ -164,7 +164,21 @@ class ProvisionTest(Deployment):
         said = [self.setup_sh_env(env, command) for command in ("teardown", "provision", "teardown")]
         self.assertIn("removed      DynamoDB table again-dynamoDB", said[0])
         self.assertIn("waiting      QueueDeletedRecently", said[1])
+        # S3 too: the bucket names just deleted are refused for a while (OperationAborted), waited out.
+        self.assertIn("waiting      OperationAborted", said[1])
+        # And a queue just made is usable a second later: its ARN (the redrive policy's target) is waited for.
+        self.assertIn("waiting      NonExistentQueue", said[1])
         self.assertIn("left         nothing tagged", said[2])
+
+    def test_a_bucket_name_another_account_owns_stops_provisioning_with_one_line(self):
+        other = aws(self.endpoint, "s3")
+        other.meta.events.register("before-sign.s3.*", lambda request, **_: request.headers.__setitem__(
+            "x-moto-account-id", "111111111111"))
+        other.create_bucket(Bucket="taken-in-bucket")
+        said = self.setup_sh_refused(dict(self.env, FR_PREFIX="taken"), "provision")
+        self.assertEqual(said.strip().splitlines()[-1], "config error: bucket taken-in-bucket belongs to another AWS "
+                         "account (bucket names are global): choose another FR_PREFIX")
+        self.assertEqual(self.clients["sqs"].list_queues(QueueNamePrefix="taken").get("QueueUrls", []), [])
 
     def test_provision_refuses_before_making_anything_when_the_vcpu_quota_is_too_small(self):
         env = dict(self.env, FR_PREFIX="quota", FR_MAX_INSTANCES="16")
@@ -309,7 +323,8 @@ class ProvisionTest(Deployment):
         self.assertEqual([a for a, resources in web.items() if "*" in resources],
                          ["ec2:DescribeImages", "ec2:DescribeInstanceStatus", "ec2:DescribeInstanceTypes",
                           "ec2:DescribeInstances"])
-        self.assertEqual(web["ec2:RunInstances"][0], f"arn:aws:ec2:{region}::image/ami-0app", "FR_AMI_ID's image only")
+        self.assertEqual([r for r in web["ec2:RunInstances"] if ":image/" in r], [f"arn:aws:ec2:{region}::image/ami-0app"],
+                         "FR_AMI_ID's image only")
         start_stop = next(s for s in policy(self.clients["iam"], c.role("web"))["Statement"]
                           if "ec2:StopInstances" in s["Action"])
         self.assertEqual(start_stop["Condition"], {"StringEquals": {"aws:ResourceTag/fr-prefix": PREFIX}})
@@ -409,6 +424,34 @@ class ScriptsTest(unittest.TestCase):
         done = run_setup_sh(child_env(**fr), "--dry-run", role)
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
         return done.stdout
+
+    def test_setup_sh_finds_a_python_3_11_where_python3_is_older(self):
+        # Amazon Linux 2023 and CloudShell: python3 is 3.9, python3.11 is there beside it.
+        with tempfile.TemporaryDirectory() as bin_dir:
+            old = Path(bin_dir) / "python3"
+            old.write_text('#!/bin/sh\n[ "$1" = -V ] && echo "Python 3.9.16"\nexit 1\n')
+            old.chmod(0o755)
+            (Path(bin_dir) / "python3.11").symlink_to(PYTHON)
+            env = dict(child_env(), PATH=f"{bin_dir}:{os.environ['PATH']}")
+            done = run_setup_sh(env, "--dry-run", "provision")
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        self.assertRegex(done.stdout, r"python3 is older than 3\.11: using python3\.1\d")
+
+    def test_setup_sh_app_puts_the_hibernation_hooks_where_the_agents_way_of_hibernating_runs_them(self):
+        self.assertIn("would check how /etc/acpi/actions/sleep.sh hibernates: 'systemctl hibernate'", self.dry_run("app"))
+        # The agent's acpid.sleep.sh lines (aws/amazon-ec2-hibinit-agent): 1.0.10-2, 1.0.5-1.0.9, older.
+        table = [("if systemctl hibernate; then\n", "systemd"),
+                 ("swapon --priority=$swap_priority /swap && /usr/sbin/pm-hibernate\n", "pm-utils"),
+                 ("swapon /swap && /usr/sbin/pm-hibernate\n", "pm-utils"),
+                 ("# systemctl hibernate, one day\nshutdown -h now\n", "unknown")]
+        functions = (settings.PROJECT_DIR / "setup.sh").read_text().rsplit('main "$@"', 1)[0]
+        for text, variant in table:
+            with self.subTest(variant=variant), tempfile.NamedTemporaryFile("w") as action:
+                action.write(text)
+                action.flush()
+                done = subprocess.run(["bash", "-c", functions + '\nsleep_command_of "$1"', "-", action.name],
+                                      capture_output=True, text=True)
+                self.assertEqual(done.stdout, variant + "\n", done.stderr)
 
     def test_setup_sh_app_fetches_the_weights_checked_against_the_pinned_size_and_sha256(self):
         out = self.dry_run("app")

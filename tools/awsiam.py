@@ -268,10 +268,26 @@ def install(sim):
 
     def s3(self, bucket_name=None, key_name=None):
         target = f"{bucket_name or '*'}/{key_name}" if key_name else (bucket_name or "*")
-        _check(self, sim, "s3", self.data.get("Action", "ListAllMyBuckets"), f"arn:aws:s3:::{target}")
+        action = self.data.get("Action", "ListAllMyBuckets")
+        _check_owner(self, sim, bucket_name, action)
+        _check(self, sim, "s3", action, f"arn:aws:s3:::{target}")
 
     ActionAuthenticatorMixin._authenticate_and_authorize_normal_action = normal
     ActionAuthenticatorMixin._authenticate_and_authorize_s3_action = s3
+
+
+def _check_owner(response, sim, bucket, action):
+    """A bucket of another account: this account's principals, the operator too, have no access
+    (no bucket policy of its owner grants any); CreateBucket is refused by S3 itself (the name)."""
+    from moto.s3.models import s3_backends
+
+    owner = s3_backends.bucket_accounts.get(bucket) if bucket else None
+    if owner is None or owner[1] == response.current_account or action == "CreateBucket":
+        return
+    principal = f"arn:aws:iam::{response.current_account}:root"
+    sim.record("AccessDenied", [], principal=principal, call=f"s3:{S3_ACTIONS.get(action, action)}",
+               resource=f"arn:aws:s3:::{bucket}", reason="the bucket belongs to another account")
+    raise _denied(response, "s3", principal, f"s3:{action}", f"arn:aws:s3:::{bucket}", "the bucket is another account's")
 
 
 def _check(response, sim, service, action, s3_resource=None):

@@ -34,10 +34,18 @@ none of that. Here:
   `profile_propagation` seconds ago, with EC2's "Invalid IAM Instance Profile name".
 - SQS's ApproximateNumberOf* attributes report the queue as it was `sqs_count_lag` seconds ago.
 - CreateQueue refuses a name deleted less than `queue_name_reuse` seconds ago (QueueDeletedRecently).
+- A new queue cannot be used for its first `queue_ready` seconds (CreateQueue reference: "wait at
+  least one second after the queue is created"): calls naming it but GetQueueUrl are answered
+  QueueDoesNotExist, and a RedrivePolicy naming it as the dead-letter target is refused.
 - A message's visibility may be extended to at most 12 hours after the receive that gave its
   receipt handle (ChangeMessageVisibility reference); moto counts them from when it was sent, so
   that a message older than 12 hours could never be hidden again.
-- IAM is enforced: a role's calls are checked against its policies (tools/awsiam.py).
+- IAM is enforced: a role's calls are checked against its policies (tools/awsiam.py), and a bucket
+  of another account is refused to anyone of this one (AccessDenied; HeadBucket a bare 403), as no
+  bucket policy grants it (S3 bucket names are global: CreateBucket says BucketAlreadyExists).
+- CreateBucket of a name deleted less than `bucket_name_reuse` seconds ago is refused with
+  OperationAborted ("A conflicting conditional operation is currently in progress"), as S3 does
+  while the deletion propagates (moto: the name is free at once).
 - DeleteSecurityGroup is refused (DependencyViolation) while an instance not yet terminated uses it.
 - Service Quotas answers for the On-Demand Standard vCPU quota (moto knows only VPC quotas), with
   EC2_STANDARD_VCPUS.
@@ -79,6 +87,8 @@ TIMINGS = {
     "snapshot_release": 5.0,
     "table_create": 10.0,
     "table_delete": 10.0,
+    "bucket_name_reuse": 30.0,
+    "queue_ready": 1.0,
 }
 STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
 # EC2 refuses these calls for an instance in these states.
@@ -125,6 +135,7 @@ class Simulation:
         self.true_counts = []  # moto's own ApproximateNumberOf* properties, in LAGGED_COUNTS order
         self.request = threading.local()  # what moto's backend is not told of the call in progress
         self.launches = {}  # (account, region, ClientToken) -> the reservation RunInstances made
+        self.buckets_deleted = {}  # bucket name -> monotonic time
 
     def record(self, action, instances, refused=None, **extra):
         """Journal one entry; `extra` fields with a None value are left out."""
@@ -228,6 +239,7 @@ def install(scale, state_dir):
     install_consistency(sim)
     install_images(sim)
     install_dynamodb(sim)
+    install_s3(sim)
     awsiam.install(sim)
     return sim
 
@@ -415,19 +427,47 @@ def install_account(sim):
 
 
 def install_sqs(sim):
-    """SQS's counts lagging, queue names not reusable at once, the 12-hour visibility cap counted
-    from the receive."""
+    """SQS's counts lagging, queue names not reusable at once, new queues unusable for a moment, the
+    12-hour visibility cap counted from the receive."""
     from moto.core.utils import unix_time_millis
-    from moto.sqs.exceptions import ReceiptHandleIsInvalid, SQSException
+    from moto.sqs.exceptions import QueueDoesNotExist, ReceiptHandleIsInvalid, SQSException
     from moto.sqs.models import MAXIMUM_VISIBILITY_TIMEOUT, Message, Queue, SQSBackend
 
     queue_constructor, queue_creator, queue_deleter = Queue.__init__, SQSBackend.create_queue, SQSBackend.delete_queue
+    queue_getter, url_getter, dlq_setup = SQSBackend.get_queue, SQSBackend.get_queue_url, Queue._setup_dlq
     message_received = Message.mark_received
 
     def queue_init(self, *args, **kwargs):
         queue_constructor(self, *args, **kwargs)
         self.sim_history = deque()
+        self.sim_created = time.monotonic()
         sim.queues.add(self)
+
+    def young(queue):
+        return time.monotonic() - getattr(queue, "sim_created", -math.inf) < sim.t["queue_ready"]
+
+    def get_queue(self, queue_name):
+        queue = queue_getter(self, queue_name)
+        if young(queue) and not getattr(sim.request, "queue_url", False):
+            sim.record("UseQueue", [], refused=f"{queue_name} created {time.monotonic() - queue.sim_created:.2f} s ago",
+                       queue=queue_name)
+            raise QueueDoesNotExist()
+        return queue
+
+    def get_queue_url(self, queue_name):
+        sim.request.queue_url = True
+        try:
+            return url_getter(self, queue_name)
+        finally:
+            sim.request.queue_url = False
+
+    def setup_dlq(self, policy):
+        dlq_setup(self, policy)
+        if self.dead_letter_queue is not None and young(self.dead_letter_queue):
+            sim.record("UseQueue", [], refused=f"dead-letter target {self.dead_letter_queue.name} just created",
+                       queue=self.name)
+            raise SQSException("InvalidParameterValue", f"Value {json.dumps(policy) if isinstance(policy, dict) else policy} "
+                               "for parameter RedrivePolicy is invalid. Reason: Dead-letter target does not exist.")
 
     def create_queue(self, name, *args, **kwargs):
         deleted = sim.queues_deleted.get((self.account_id, self.region_name, name))
@@ -463,6 +503,9 @@ def install_sqs(sim):
         raise ReceiptHandleIsInvalid
 
     Queue.__init__ = queue_init
+    Queue._setup_dlq = setup_dlq
+    SQSBackend.get_queue = get_queue
+    SQSBackend.get_queue_url = get_queue_url
     SQSBackend.create_queue = create_queue
     SQSBackend.delete_queue = delete_queue
     Message.mark_received = mark_received
@@ -601,3 +644,29 @@ def install_dynamodb(sim):
     Table.describe = described
     for name in ("get_item", "put_item", "update_item", "delete_item", "query", "scan"):
         setattr(DynamoDBBackend, name, active_only(getattr(DynamoDBBackend, name)))
+
+
+def install_s3(sim):
+    """A bucket name just deleted is not free at once."""
+    from moto.s3.exceptions import S3ClientError
+    from moto.s3.models import S3Backend
+
+    create_bucket, delete_bucket = S3Backend.create_bucket, S3Backend.delete_bucket
+
+    def patched_create_bucket(self, bucket_name, *args, **kwargs):
+        deleted = sim.buckets_deleted.get(bucket_name)
+        if deleted is not None and time.monotonic() - deleted < sim.t["bucket_name_reuse"]:
+            sim.record("CreateBucket", [], refused=f"{bucket_name} deleted {time.monotonic() - deleted:.2f} s ago",
+                       bucket=bucket_name)
+            raise S3ClientError("OperationAborted", "A conflicting conditional operation is currently in progress "
+                                "against this resource. Please try again.")
+        return create_bucket(self, bucket_name, *args, **kwargs)
+
+    def patched_delete_bucket(self, bucket_name):
+        deleted = delete_bucket(self, bucket_name)
+        if deleted is not None:
+            sim.buckets_deleted[bucket_name] = time.monotonic()
+        return deleted
+
+    S3Backend.create_bucket = patched_create_bucket
+    S3Backend.delete_bucket = patched_delete_bucket

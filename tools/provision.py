@@ -66,6 +66,11 @@ VCPU_QUOTA = "L-1216C47A"
 # usually seconds, minutes when EC2 is busy.
 PROFILE_PATIENCE = 180
 QUEUE_REUSE_PATIENCE = 90
+# A new queue is usable a second after it is made (CreateQueue reference).
+QUEUE_READY_PATIENCE = 30
+# S3: a bucket name just deleted is refused (OperationAborted) while the deletion propagates; AWS
+# gives no bound ("try again"): minutes at most, by reports.
+BUCKET_REUSE_PATIENCE = 600
 INSTANCE_PATIENCE = 600
 # DynamoDB: a table is CREATING, or DELETING, for seconds (AWS documents no bound).
 TABLE_PATIENCE = 300
@@ -235,13 +240,29 @@ class Provisioner:
         what = f"bucket {name} (public access blocked, AES256 encryption)"
         if self.dry_run:
             return self.say("", what)
+        from botocore.exceptions import ClientError
+
+        taken = ProvisionError(f"config error: bucket {name} belongs to another AWS account (bucket names are "
+                               "global): choose another FR_PREFIX")
         try:
             self.s3.head_bucket(Bucket=name)
             state = "exists"
-        except self.s3.exceptions.ClientError:
+        except ClientError as e:
+            # HeadBucket has no body: its status is all S3 says (404 missing, 403 someone else's).
+            if cloud.error_code(e) == "403":
+                raise taken from None
+            if cloud.error_code(e) not in ("404", "NoSuchBucket"):
+                raise
             location = {} if self.config.region == "us-east-1" else {
                 "CreateBucketConfiguration": {"LocationConstraint": self.config.region}}
-            self.s3.create_bucket(Bucket=name, **location)
+            try:
+                # A name deleted moments ago (a provision right after a teardown) is refused for a while.
+                cloud.while_refused(lambda: self.s3.create_bucket(Bucket=name, **location),
+                                    refused_with("OperationAborted"), BUCKET_REUSE_PATIENCE, self.waiting)
+            except ClientError as e:
+                if cloud.error_code(e) != "BucketAlreadyExists":
+                    raise
+                raise taken from None
             state = "created"
         self.s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration={
             "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
@@ -257,15 +278,20 @@ class Provisioner:
             return f"arn:aws:sqs:{self.config.region}:ACCOUNT:{name}"
         try:
             url = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            self.sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
             state = "exists"
         except self.sqs.exceptions.QueueDoesNotExist:
-            # A name deleted less than 60 s ago cannot be used again yet (a provision right after a teardown).
-            url = cloud.while_refused(lambda: self.sqs.create_queue(QueueName=name)["QueueUrl"],
-                                       refused_with("QueueDeletedRecently"), QUEUE_REUSE_PATIENCE, self.waiting)
+            # Made with its attributes: a new queue is not usable for its first second (CreateQueue
+            # reference). A name deleted less than 60 s ago cannot be used again yet (a provision
+            # right after a teardown).
+            url = cloud.while_refused(lambda: self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"],
+                                      refused_with("QueueDeletedRecently"), QUEUE_REUSE_PATIENCE, self.waiting)
             state = "created"
-        self.sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
         self.say(state, what)
-        return self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        # Asked until the queue answers: the queue that names it as its dead-letter target needs it usable.
+        return cloud.while_refused(
+            lambda: self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"],
+            refused_with("NonExistentQueue"), QUEUE_READY_PATIENCE, self.waiting)
 
     def ensure_table(self):
         """The results table, with FR_RESULTS_TABLE=1: on-demand (paid per request, nothing while
