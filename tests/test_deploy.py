@@ -9,13 +9,22 @@ import threading
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from unittest import mock
 
 import cloud
 import pool
 import settings
-from tests.support import PYTHON, aws, child_env, refusals, start_moto
+from tests.support import PYTHON, aws, child_env, refusals, start_moto, wait_until
 from tools import awslike
-from tools.provision import NOT_FOR_THE_WEB_HOST, Provisioner, app_policy, web_host_settings, web_policy, web_user_data
+from tools.provision import (
+    NOT_FOR_THE_WEB_HOST,
+    Provisioner,
+    ProvisionError,
+    app_policy,
+    web_host_settings,
+    web_policy,
+    web_user_data,
+)
 
 PREFIX = "deploy"
 CIDR = "203.0.113.0/24"
@@ -250,6 +259,28 @@ class ProvisionTest(Deployment):
         out = self.setup_sh_env(env, "teardown", "--images")
         self.assertIn(f"removed      snapshot {snapshot}", out)
         self.assertIn("left         nothing tagged", out)
+
+    def test_a_slow_image_is_waited_for_by_the_next_bake_and_teardown_passes_over_deleted_snapshots(self):
+        # A moto of its own at a twentieth of AWS's timings: an image pending 3 s, a deleted snapshot
+        # still listed for 0.25 s.
+        endpoint = start_moto(self, name="moto-images", FR_SIMULATE_TIME_SCALE=0.05)
+        ec2 = aws(endpoint, "ec2")
+        bake = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        pool.wait_for(ec2, [bake], ["running"], 30)
+        config = settings.load_config({"FR_PREFIX": "slow"})
+        provisioner = Provisioner(config, lambda name: aws(endpoint, name), out=lambda line: None)
+        with mock.patch("tools.provision.IMAGE_PATIENCE", 0.5), self.assertRaises(ProvisionError) as impatient:
+            provisioner.bake_ami(bake)
+        self.assertIn(f"run ./setup.sh bake-ami {bake} again to wait for it", str(impatient.exception))
+        image = provisioner.bake_ami(bake)
+        journal = awslike.read_journal(self.moto_state)
+        self.assertEqual([e["image"] for e in journal if e["action"] == "CreateImage"], [image], "one image, waited for twice")
+        self.assertIn(pool.instance_states(ec2, [bake]).get(bake, "terminated"), ("shutting-down", "terminated"))
+        said = []
+        Provisioner(config, lambda name: aws(endpoint, name), out=said.append)._images(remove=True)
+        self.assertTrue([line for line in said if line.startswith(f"removed      image {image}")], said)
+        wait_until(lambda: Provisioner(config, lambda name: aws(endpoint, name)).remaining() == [], 5,
+                   what="nothing left once EC2 lists the snapshots no more")
 
     def test_provision_without_a_default_vpc_says_so_before_making_anything(self):
         ec2 = aws(self.endpoint, "ec2", region="eu-west-1")

@@ -29,7 +29,11 @@ none of that. Here:
 - An image's root snapshot is as large as its instance's root volume (moto: always 15 GB), and
   RunInstances refuses a root volume smaller than the snapshot (InvalidBlockDeviceMapping).
 - DeregisterImage honours DeleteAssociatedSnapshots (moto ignores it); otherwise its snapshots are
-  refused by DeleteSnapshot (InvalidSnapshot.InUse) for `snapshot_release` seconds after it.
+  refused by DeleteSnapshot (InvalidSnapshot.InUse) for `snapshot_release` seconds after it. A
+  snapshot deleted either way is still listed by DescribeSnapshots for `snapshot_listing_lag`
+  seconds (EC2 is eventually consistent), and DeleteSnapshot of it is InvalidSnapshot.NotFound.
+- CreateImage's image is `pending` for `image_create` seconds before it is `available` (moto: at once;
+  a first snapshot of a volume takes minutes).
 - RunInstances refuses an instance profile created (or given its role) less than
   `profile_propagation` seconds ago, with EC2's "Invalid IAM Instance Profile name".
 - SQS's ApproximateNumberOf* attributes report the queue as it was `sqs_count_lag` seconds ago.
@@ -89,6 +93,8 @@ TIMINGS = {
     "table_delete": 10.0,
     "bucket_name_reuse": 30.0,
     "queue_ready": 1.0,
+    "snapshot_listing_lag": 5.0,
+    "image_create": 60.0,
 }
 STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
 # EC2 refuses these calls for an instance in these states.
@@ -549,12 +555,15 @@ def install_images(sim):
     from moto.ec2.models.amis import Ami, AmiBackend
     from moto.ec2.models.elastic_block_store import EBSBackend
     from moto.ec2.responses.amis import AmisResponse
+    from moto.ec2.utils import generic_filter
 
     create_image, deregister_response = AmiBackend.create_image, AmisResponse.deregister_image
     delete_snapshot, mappings = EBSBackend.delete_snapshot, Ami.block_device_mappings.fget
+    describe_snapshots = EBSBackend.describe_snapshots
     released = {}  # snapshot id -> (monotonic time it may be deleted, its image)
+    listed = {}  # snapshot id deleted -> (monotonic time until it is still listed, the snapshot)
 
-    def patched_create_image(self, instance_id, *args, **kwargs):
+    def create_sized_image(self, instance_id, *args, **kwargs):
         image = create_image(self, instance_id, *args, **kwargs)
         instance = self.get_instance(instance_id)
         sizes = {device: volume.size for device, volume in instance.block_device_mapping.items()}
@@ -577,6 +586,7 @@ def install_images(sim):
         for snapshot in snapshots:
             if delete:
                 self.ec2_backend.snapshots.pop(snapshot.id, None)
+                listed[snapshot.id] = (time.monotonic() + sim.t["snapshot_listing_lag"], snapshot)
             else:
                 released[snapshot.id] = (time.monotonic() + sim.t["snapshot_release"], image_id)
         sim.record("DeregisterImage", [], image=image_id, snapshots=[s.id for s in snapshots], deleted=delete)
@@ -587,12 +597,33 @@ def install_images(sim):
         if time.monotonic() < until:
             sim.record("DeleteSnapshot", [], refused=f"{snapshot_id} in use by {image_id}")
             raise EC2ClientError("InvalidSnapshot.InUse", f"The snapshot {snapshot_id} is currently in use by {image_id}")
-        return delete_snapshot(self, snapshot_id)
+        snapshot = self.snapshots.get(snapshot_id)
+        deleted = delete_snapshot(self, snapshot_id)  # InvalidSnapshot.NotFound for one deleted already
+        listed[snapshot_id] = (time.monotonic() + sim.t["snapshot_listing_lag"], snapshot)
+        return deleted
+
+    def patched_describe_snapshots(self, snapshot_ids=None, filters=None):
+        """moto's, with the snapshots deleted moments ago still listed (an id asked for by name is not)."""
+        found = describe_snapshots(self, snapshot_ids, filters)
+        if snapshot_ids:
+            return found
+        now = time.monotonic()
+        ghosts = [snapshot for until, snapshot in list(listed.values()) if until > now and snapshot is not None
+                  and snapshot.id not in self.snapshots]
+        return found + (generic_filter(filters, ghosts) if filters else ghosts)
+
+    def patched_create_image(self, instance_id, *args, **kwargs):
+        image = create_sized_image(self, instance_id, *args, **kwargs)
+        image.state = "pending"
+        later(sim.t["image_create"], lambda: setattr(image, "state", "available"))
+        sim.record("CreateImage", [instance_id], image=image.id)
+        return image
 
     AmiBackend.create_image = patched_create_image
     Ami.block_device_mappings = property(block_device_mappings)
     AmisResponse.deregister_image = deregister_image
     EBSBackend.delete_snapshot = patched_delete_snapshot
+    EBSBackend.describe_snapshots = patched_describe_snapshots
 
 
 def install_dynamodb(sim):

@@ -24,6 +24,7 @@ its removal in one file, in the order they are made.
 """
 import argparse
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -72,6 +73,10 @@ QUEUE_READY_PATIENCE = 30
 # gives no bound ("try again"): minutes at most, by reports.
 BUCKET_REUSE_PATIENCE = 600
 INSTANCE_PATIENCE = 600
+# An image is available once its snapshots are made: minutes, longer for a first snapshot of a
+# volume (AWS documents no bound). A run that runs out of patience is finished by the next.
+IMAGE_PATIENCE = 3600
+IMAGE_POLL = 2
 # DynamoDB: a table is CREATING, or DELETING, for seconds (AWS documents no bound).
 TABLE_PATIENCE = 300
 TABLE_KEY = {"AttributeName": "stem", "KeyType": "HASH"}
@@ -657,8 +662,14 @@ class Provisioner:
             return
         for snapshot in self.ec2.describe_snapshots(OwnerIds=["self"], Filters=[
                 {"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])["Snapshots"]:
-            cloud.while_refused(lambda: self.ec2.delete_snapshot(SnapshotId=snapshot["SnapshotId"]),
-                                 refused_with("InvalidSnapshot.InUse"), INSTANCE_PATIENCE, self.waiting)
+            try:
+                cloud.while_refused(lambda: self.ec2.delete_snapshot(SnapshotId=snapshot["SnapshotId"]),
+                                    refused_with("InvalidSnapshot.InUse"), INSTANCE_PATIENCE, self.waiting)
+            except self.ec2.exceptions.ClientError as e:
+                # Deleted already (by DeregisterImage just now): EC2 may list it for a while yet.
+                if cloud.error_code(e) != "InvalidSnapshot.NotFound":
+                    raise
+                continue
             self.out(f"{'removed':<12} snapshot {snapshot['SnapshotId']} (left by an earlier run)")
 
     def remaining(self):
@@ -692,12 +703,24 @@ class Provisioner:
         if reservation["Instances"][0].get("HibernationOptions", {}).get("Configured"):
             raise ProvisionError(f"error: {instance_id} was launched for hibernation, and EC2 makes no image of such "
                                  "an instance: run ./setup.sh app on an instance launched without it")
+        from botocore.exceptions import WaiterError
+
         self.ec2.create_tags(Resources=[instance_id], Tags=pool.tags(self.config, BAKE_NAME))
         self.ec2.stop_instances(InstanceIds=[instance_id])
         pool.wait_for(self.ec2, [instance_id], ["stopped"], INSTANCE_PATIENCE)
-        image = self.ec2.create_image(InstanceId=instance_id, Name=name, TagSpecifications=[
-            {"ResourceType": "image", "Tags": pool.tags(self.config, name)}])["ImageId"]
-        self.ec2.get_waiter("image_available").wait(ImageIds=[image], WaiterConfig={"Delay": 5, "MaxAttempts": 180})
+        # An image of that name made by an earlier run (stopped, or out of patience) is waited for again.
+        made = self.ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [name]}])["Images"]
+        if made:
+            image = made[0]["ImageId"]
+        else:
+            image = self.ec2.create_image(InstanceId=instance_id, Name=name, TagSpecifications=[
+                {"ResourceType": "image", "Tags": pool.tags(self.config, name)}])["ImageId"]
+        try:
+            self.ec2.get_waiter("image_available").wait(ImageIds=[image], WaiterConfig={
+                "Delay": IMAGE_POLL, "MaxAttempts": math.ceil(IMAGE_PATIENCE / IMAGE_POLL)})
+        except WaiterError:
+            raise ProvisionError(f"image {image} is not available after {IMAGE_PATIENCE} s (its snapshot is still being "
+                                 f"made): run ./setup.sh bake-ami {instance_id} again to wait for it") from None
         # Tagged once they exist (moto cannot tag snapshots in CreateImage): teardown finds them by tag.
         snapshots = [m["Ebs"]["SnapshotId"] for m in self.ec2.describe_images(ImageIds=[image])["Images"][0].get(
             "BlockDeviceMappings", []) if "Ebs" in m]
