@@ -270,7 +270,11 @@ def repair(ec2, config, pool, patience=0.0, launches=None):
         log.error("pool_incomplete", missing=len(names), detail="FR_AMI_ID is not set: cannot create instances")
         return {}
     room = config.max_instances - sum(i["state"] in ACTIVE_STATES for i in pool)
-    arguments = launch_arguments(ec2, config)
+    try:
+        arguments = launch_arguments(ec2, config)
+    except NoSecurityGroup as e:
+        log.error("pool_incomplete", missing=len(names), detail=str(e))
+        return {}
     launched = {}
     for name in names[:max(room, 0)]:
         launched[name] = launch(ec2, launches, name, patience, **arguments,
@@ -296,7 +300,8 @@ def launch(ec2, launches, name, patience, **arguments):
 def launch_arguments(ec2, config):
     """RunInstances' arguments for a member (but its tags): for hibernation with FR_HIBERNATE."""
     arguments = dict(ImageId=config.ami_id, InstanceType=config.instance_type,
-                     IamInstanceProfile={"Name": config.role("app")})
+                     IamInstanceProfile={"Name": config.role("app")}, UserData=member_user_data(config),
+                     SecurityGroupIds=[app_security_group(ec2, config)])
     if config.hibernate:
         device, size = root_volume(ec2, config)
         arguments.update(HibernationOptions={"Configured": True}, BlockDeviceMappings=[{
@@ -304,6 +309,41 @@ def launch_arguments(ec2, config):
             "Ebs": {"Encrypted": True, "VolumeSize": size, "VolumeType": "gp3", "DeleteOnTermination": True},
         }])
     return arguments
+
+
+def app_security_group_name(config):
+    return f"{config.prefix}-app"
+
+
+class NoSecurityGroup(Exception):
+    """The app tier's security group is missing: provisioning makes it."""
+
+
+def app_security_group(ec2, config):
+    """The id of the members' security group (made by provisioning; never the VPC's default group)."""
+    name = app_security_group_name(config)
+    found = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]}])["SecurityGroups"]
+    if not found:
+        raise NoSecurityGroup(f"security group {name} is missing: run ./setup.sh provision")
+    return found[0]["GroupId"]
+
+
+# Where a member's first boot writes the pool's settings (systemd/face-.service.d/common.conf reads it
+# after the image's /etc/face-recognition.env).
+POOL_SETTINGS = "/etc/face-recognition-pool.env"
+
+
+def member_user_data(config):
+    """A member's user data (cloud-init runs it at the instance's first boot): the pool's FR_PREFIX and
+    FR_REGION, over whatever the image was set up with, so that a member never looks for another
+    deployment's queues."""
+    return (f"#!/bin/bash\ncat > {POOL_SETTINGS} <<'ENV'\nFR_PREFIX={config.prefix}\nFR_REGION={config.region}\nENV\n"
+            f"chmod 0644 {POOL_SETTINGS}\n")
+
+
+def pool_settings(user_data):
+    """{FR_* name: value} a member's user data (member_user_data) gives it."""
+    return dict(line.split("=", 1) for line in user_data.splitlines() if line.startswith("FR_"))
 
 
 def root_volume(ec2, config):

@@ -131,6 +131,21 @@ class WebRoleTest(unittest.TestCase):
                                          {"iam:PassedToService": "lambda.amazonaws.com"}), "implicit")
         self.assertEqual(statement["Condition"], {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}})
 
+    def test_an_encrypted_root_volume_with_a_key_of_the_accounts_own_needs_that_key_through_ec2(self):
+        key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0000"
+        encrypted = run_instances(BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"Encrypted": True}}])
+        wanted = awsiam.requested("ec2", "RunInstances", params(encrypted), (REGION, ACCOUNT), iam=FakeIam(), ebs_key=key)
+        self.assertEqual([(a, r) for a, r, _ in wanted if a.startswith("kms:")], [(a, key) for a in awsiam.EBS_KEY_ACTIONS])
+        self.assertEqual(awsiam.requested("ec2", "RunInstances", params(encrypted), (REGION, ACCOUNT), iam=FakeIam())[-1][0],
+                         "iam:PassRole", "an AWS managed key asks nothing of the caller")
+        document = web_policy(CONFIG, ACCOUNT, ebs_key=key)
+        for iam_action, resource, context in wanted:
+            with self.subTest(action=iam_action):
+                self.assertEqual(awsiam.decision([document], iam_action, resource, context), "allow")
+        self.assertEqual(awsiam.decision([document], "kms:Decrypt", key, {}), "implicit", "only through EC2")
+        self.assertEqual(awsiam.decision([self.document], "kms:CreateGrant", key,
+                                         {"kms:ViaService": f"ec2.{REGION}.amazonaws.com"}), "implicit")
+
     def test_without_an_image_the_role_may_launch_nothing(self):
         document = web_policy(settings.load_config({"FR_PREFIX": "iam"}), ACCOUNT)
         self.assertEqual(allowed(document, "ec2", "RunInstances", run_instances(ImageId="")),

@@ -247,6 +247,7 @@ class EventualConsistencyTest(unittest.TestCase):
         iam.create_role(RoleName=cls.config.role("app"), AssumeRolePolicyDocument="{}")
         iam.create_instance_profile(InstanceProfileName=cls.config.role("app"))
         iam.add_role_to_instance_profile(InstanceProfileName=cls.config.role("app"), RoleName=cls.config.role("app"))
+        cls.ec2.create_security_group(GroupName=pool.app_security_group_name(cls.config), Description="members")
 
     def test_a_new_instance_is_unknown_for_a_moment_and_its_client_token_launches_it_once(self):
         launch = dict(ImageId=IMAGE, MinCount=1, MaxCount=1, ClientToken="once")

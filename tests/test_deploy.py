@@ -1,4 +1,5 @@
 """Deployment: provisioning against moto, dry runs of every setup.sh role, shellcheck, systemd units."""
+import base64
 import json
 import os
 import re
@@ -11,11 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from unittest import mock
 
+import boto3
+
 import cloud
 import pool
 import settings
-from tests.support import PYTHON, aws, child_env, refusals, start_moto, wait_until
-from tools import awslike
+from tests.support import PYTHON, aws, child_env, denials, refusals, start_moto, wait_until, without_permission
+from tools import awsiam, awslike
 from tools.provision import (
     NOT_FOR_THE_WEB_HOST,
     Provisioner,
@@ -98,7 +101,8 @@ class Deployment(unittest.TestCase):
         self.assertFalse([r for r in roles if r.startswith(prefix)], roles)
         addresses = self.clients["ec2"].describe_addresses(Filters=[{"Name": "tag:fr-prefix", "Values": [prefix]}])
         self.assertEqual(addresses["Addresses"], [])
-        groups = self.clients["ec2"].describe_security_groups(Filters=[{"Name": "group-name", "Values": [f"{prefix}-web"]}])
+        groups = self.clients["ec2"].describe_security_groups(Filters=[
+            {"Name": "group-name", "Values": [f"{prefix}-web", f"{prefix}-app"]}])
         self.assertEqual(groups["SecurityGroups"], [])
         self.assertEqual([t for t in self.clients["dynamodb"].list_tables()["TableNames"] if t.startswith(prefix)], [])
 
@@ -112,6 +116,16 @@ class Deployment(unittest.TestCase):
         self.assertEqual({i["ImageId"] for i in members}, {"ami-0app"})
         # Launched for hibernation: it cannot be turned on later.
         self.assertEqual({i["HibernationOptions"]["Configured"] for i in members}, {True})
+        # In the app tier's own group (no inbound rule), never the VPC's default one.
+        (group,) = self.clients["ec2"].describe_security_groups(Filters=[
+            {"Name": "group-name", "Values": [f"{prefix}-app"]}])["SecurityGroups"]
+        self.assertEqual({g["GroupId"] for i in members for g in i["SecurityGroups"]}, {group["GroupId"]})
+        self.assertEqual(group["IpPermissions"], [])
+        # Each member is told its pool's prefix and region at launch, whatever the image was set up with.
+        for member in members[:2]:
+            data = self.clients["ec2"].describe_instance_attribute(InstanceId=member["InstanceId"], Attribute="userData")
+            self.assertEqual(pool.pool_settings(base64.b64decode(data["UserData"]["Value"]).decode()),
+                             {"FR_PREFIX": prefix, "FR_REGION": "us-east-1"})
         volumes = self.clients["ec2"].describe_volumes(Filters=[
             {"Name": "attachment.instance-id", "Values": [i["InstanceId"] for i in members]}])["Volumes"]
         # ami-0app is no image moto knows: Amazon Linux 2023's 8 GB, the agent's 4000 MB swap file
@@ -282,6 +296,32 @@ class ProvisionTest(Deployment):
         wait_until(lambda: Provisioner(config, lambda name: aws(endpoint, name)).remaining() == [], 5,
                    what="nothing left once EC2 lists the snapshots no more")
 
+    def test_a_default_ebs_key_of_the_accounts_own_is_granted_to_pool_repair_through_ec2_only(self):
+        region = "eu-west-2"  # the default EBS key is per region: the other tests' stays AWS managed
+        ec2, kms = aws(self.endpoint, "ec2", region=region), aws(self.endpoint, "kms", region=region)
+        key = kms.create_key(Description="the account's own EBS key")["KeyMetadata"]["Arn"]
+        ec2.modify_ebs_default_kms_key_id(KmsKeyId=key)
+        fr = {"FR_PREFIX": "ownkey", "FR_REGION": region, "FR_AMI_ID": "ami-0app", "FR_MAX_INSTANCES": "1",
+              "FR_SPARE_INSTANCES": "0"}
+        config = settings.load_config(fr)
+        said = []
+        Provisioner(config, lambda name: aws(self.endpoint, name, region=region), out=said.append).provision()
+        self.assertTrue([line for line in said if line.startswith("found") and key in line], said)
+        (grant,) = [s for s in policy(self.clients["iam"], config.role("web"))["Statement"] if s["Resource"] == [key]]
+        self.assertEqual(grant["Condition"], {"StringEquals": {"kms:ViaService": f"ec2.{region}.amazonaws.com"}})
+        # Pool repair as the web role (the autoscaler's principal): allowed with the grant, denied without.
+        web = boto3.client("ec2", region_name=region, endpoint_url=self.endpoint,
+                           **{k.lower(): v for k, v in awsiam.credentials(config.role("web")).items()})
+        (member,) = pool.describe(ec2, config)
+        ec2.terminate_instances(InstanceIds=[member["id"]])
+        wait_until(lambda: pool.describe(ec2, config) == [], 10, what="the member gone")
+        without_permission(self, self.clients["iam"], config.role("web"), "kms:CreateGrant")
+        with self.assertRaisesRegex(Exception, "UnauthorizedOperation"):
+            pool.repair(web, config, [])
+        self.assertEqual(denials(self.moto_state)[-1]["call"], "kms:CreateGrant")
+        self.doCleanups()
+        self.assertEqual(list(pool.repair(web, config, [])), ["app-tier-instance-1"])
+
     def test_provision_without_a_default_vpc_says_so_before_making_anything(self):
         ec2 = aws(self.endpoint, "ec2", region="eu-west-1")
         (vpc,) = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
@@ -353,7 +393,7 @@ class ProvisionTest(Deployment):
             self.assertNotRegex(json.dumps(policy(self.clients["iam"], role)), r'"(s3|sqs|ec2|iam|dynamodb):\*"', role)
         self.assertEqual([a for a, resources in web.items() if "*" in resources],
                          ["ec2:DescribeImages", "ec2:DescribeInstanceStatus", "ec2:DescribeInstanceTypes",
-                          "ec2:DescribeInstances"])
+                          "ec2:DescribeInstances", "ec2:DescribeSecurityGroups"])
         self.assertEqual([r for r in web["ec2:RunInstances"] if ":image/" in r], [f"arn:aws:ec2:{region}::image/ami-0app"],
                          "FR_AMI_ID's image only")
         start_stop = next(s for s in policy(self.clients["iam"], c.role("web"))["Statement"]
@@ -560,6 +600,9 @@ class ScriptsTest(unittest.TestCase):
         for line in ("RestartPreventExitStatus=78", "NoNewPrivileges=yes", "ProtectSystem=strict", "User=face-rec"):
             self.assertIn(f"\n{line}\n", shared)
             self.assertFalse([u.name for u in units if line in u.read_text()], f"{line} is repeated in a unit")
+        # A member's pool settings (its user data's) are read after the image's config file: they win.
+        self.assertLess(shared.index("EnvironmentFile=/etc/face-recognition.env"),
+                        shared.index(f"EnvironmentFile=-{pool.POOL_SETTINGS}"))
         with tempfile.TemporaryDirectory() as scratch:
             env_file = Path(scratch, "env")
             env_file.touch()
@@ -568,7 +611,8 @@ class ScriptsTest(unittest.TestCase):
             for path in [*units, settings.PROJECT_DIR / "systemd/face-.service.d/common.conf"]:
                 text = (path.read_text().replace("/opt/face-rec/venv/bin/python", PYTHON)
                         .replace("/opt/face-rec/app", str(settings.PROJECT_DIR))
-                        .replace("/etc/face-recognition.env", str(env_file)))
+                        .replace("/etc/face-recognition.env", str(env_file))
+                        .replace(pool.POOL_SETTINGS, str(env_file)))
                 Path(scratch, path.relative_to(settings.PROJECT_DIR / "systemd")).write_text(text)
             # Found by name on a unit path: systemd then applies the prefix drop-in (given as files, it would not).
             done = subprocess.run(["systemd-analyze", "verify", *[u.name for u in units]], capture_output=True,

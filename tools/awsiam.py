@@ -142,10 +142,11 @@ def _tag_context(kind, tags):
     return {f"aws:{kind}/{k}": v for k, v in tags.items()}
 
 
-def requested(service, action, params, where, ec2=None, iam=None, s3_resource=None):
+def requested(service, action, params, where, ec2=None, iam=None, s3_resource=None, ebs_key=None):
     """What IAM checks for one call. `params`: the call's parameters (get(name, default)); `where`:
     (region, account); `ec2`/`iam`: moto's backends, to read instances' tags and instance
-    profiles' roles; `s3_resource`: the ARN moto's S3 computed."""
+    profiles' roles; `s3_resource`: the ARN moto's S3 computed; `ebs_key`: the ARN of the account's
+    default EBS key when it is a key of its own (an AWS managed one needs no permission of the caller)."""
     region, account = where
     prefix = PREFIXES.get(service, service)
     if service == "s3":
@@ -158,11 +159,11 @@ def requested(service, action, params, where, ec2=None, iam=None, s3_resource=No
         tables = [params("TableName")] if params("TableName") else list((params("RequestItems") or {}).keys())
         return [(f"dynamodb:{action}", f"arn:aws:dynamodb:{region}:{account}:table/{t}", {}) for t in tables or ["*"]]
     if service == "ec2":
-        return _ec2(action, params, region, account, ec2, iam)
+        return _ec2(action, params, region, account, ec2, iam, ebs_key)
     return [(f"{prefix}:{action}", "*", {})]
 
 
-def _ec2(action, params, region, account, ec2, iam):
+def _ec2(action, params, region, account, ec2, iam, ebs_key=None):
     arn = f"arn:aws:ec2:{region}:{account}"
     if action in EC2_INSTANCE_ACTIONS:
         return [(f"ec2:{action}", f"{arn}:instance/{i}", _instance_context(ec2, i)) for i in params("InstanceIds", [])]
@@ -171,7 +172,7 @@ def _ec2(action, params, region, account, ec2, iam):
         return [("ec2:CreateTags", _ec2_arn(arn, region, r), {**_instance_context(ec2, r), **_tag_context("RequestTag", tags)})
                 for r in params("Resources", [])]
     if action == "RunInstances":
-        return _run_instances(params, region, arn, ec2, iam)
+        return _run_instances(params, region, arn, ec2, iam) + _volume_key(params, region, ebs_key)
     return [(f"ec2:{action}", "*", {})]
 
 
@@ -219,6 +220,40 @@ def _run_instances(params, region, arn, ec2, iam):
         role = _profile_role(iam, profile)
         wanted.append(("iam:PassRole", role or "*", {"iam:PassedToService": "ec2.amazonaws.com"}))
     return wanted
+
+
+# What a caller needs of a customer managed key to launch a volume encrypted with it (EBS user guide,
+# "Amazon EBS encryption": the key's permissions for the principal launching the instance).
+EBS_KEY_ACTIONS = ("kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext")
+
+
+def _volume_key(params, region, ebs_key):
+    """The KMS permissions a launch of an encrypted volume with the account's default key needs."""
+    encrypted = [m for m in params("BlockDeviceMappings", []) or []
+                 if str((m.get("Ebs") or {}).get("Encrypted", "")).lower() == "true" and not m["Ebs"].get("KmsKeyId")]
+    if not encrypted or not ebs_key:
+        return []
+    return [(action, ebs_key, {"kms:ViaService": f"ec2.{region}.amazonaws.com"}) for action in EBS_KEY_ACTIONS]
+
+
+def aws_managed_ebs_key(ec2):
+    """Mark moto's alias/aws/ebs key as AWS managed (moto makes it a customer key)."""
+    from moto.kms import kms_backends
+
+    kms = kms_backends[ec2.account_id][ec2.region_name]
+    if kms.alias_exists("alias/aws/ebs"):
+        kms.describe_key("alias/aws/ebs").key_manager = "AWS"
+
+
+def customer_ebs_key(ec2):
+    """The ARN of the account's default EBS key if it is a key of the account's own, else None."""
+    from moto.kms import kms_backends
+
+    arn = ec2.default_kms_key_id
+    if not arn:
+        return None
+    kms = kms_backends[ec2.account_id][ec2.region_name]
+    return None if kms.describe_key(arn).key_manager == "AWS" else arn
 
 
 def _profile(iam, profile):
@@ -305,8 +340,11 @@ def _check(response, sim, service, action, s3_resource=None):
         sim.record("AccessDenied", [], principal=principal, call=f"{service}:{action}", reason="no such role")
         raise _denied(response, service, principal, f"{service}:{action}", "*", "the role does not exist")
     ec2 = ec2_backends[account][region] if service == "ec2" else None
+    if ec2 is not None:
+        aws_managed_ebs_key(ec2)
     wanted = requested(service, action, lambda name, default=None: response._get_param(name, default),
-                       (region, account), ec2=ec2, iam=iam, s3_resource=s3_resource)
+                       (region, account), ec2=ec2, iam=iam, s3_resource=s3_resource,
+                       ebs_key=customer_ebs_key(ec2) if ec2 is not None else None)
     for iam_action, resource, context in wanted:
         if iam_action in ALWAYS:
             continue

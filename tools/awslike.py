@@ -32,6 +32,9 @@ none of that. Here:
   refused by DeleteSnapshot (InvalidSnapshot.InUse) for `snapshot_release` seconds after it. A
   snapshot deleted either way is still listed by DescribeSnapshots for `snapshot_listing_lag`
   seconds (EC2 is eventually consistent), and DeleteSnapshot of it is InvalidSnapshot.NotFound.
+- GetEbsDefaultKmsKeyId answers (moto has no such call): the account's default EBS key, the AWS
+  managed alias/aws/ebs (KeyManager AWS) unless ModifyEbsDefaultKmsKeyId named a key of the
+  account's own; a launch of an encrypted volume with such a key needs the key's KMS permissions.
 - CreateImage's image is `pending` for `image_create` seconds before it is `available` (moto: at once;
   a first snapshot of a volume takes minutes).
 - RunInstances refuses an instance profile created (or given its role) less than
@@ -246,6 +249,7 @@ def install(scale, state_dir):
     install_images(sim)
     install_dynamodb(sim)
     install_s3(sim)
+    install_ebs_key()
     awsiam.install(sim)
     return sim
 
@@ -701,3 +705,18 @@ def install_s3(sim):
 
     S3Backend.create_bucket = patched_create_bucket
     S3Backend.delete_bucket = patched_delete_bucket
+
+
+def install_ebs_key():
+    """GetEbsDefaultKmsKeyId, with alias/aws/ebs managed by AWS (moto makes it a customer key)."""
+    from moto.core.responses import ActionResult
+    from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+
+    def get_ebs_default_kms_key_id(self):
+        backend = self.ec2_backend
+        if not backend.default_kms_key_id:
+            backend._create_default_encryption_key()
+        awsiam.aws_managed_ebs_key(backend)
+        return ActionResult({"KmsKeyId": backend.default_kms_key_id})
+
+    ElasticBlockStore.get_ebs_default_kms_key_id = get_ebs_default_kms_key_id

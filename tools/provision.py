@@ -114,9 +114,10 @@ def _statement(actions, resources, condition=None):
     return statement
 
 
-def web_policy(config, account):
+def web_policy(config, account, ebs_key=None):
     """Web host: the web tier (upload, request, replies, the results table) and the autoscaler
-    (depth, our pool only)."""
+    (depth, our pool only). `ebs_key`: the account's default EBS key, when it is a key of its own
+    (members' root volumes are encrypted with it: pool repair needs its permissions, through EC2 only)."""
     a = arns(config, account)
     ours = {"StringEquals": {f"aws:ResourceTag/{settings.PREFIX_TAG}": config.prefix}}
     # The results table is the web tier's alone: it looks uploads up and records the workers' answers.
@@ -137,6 +138,9 @@ def web_policy(config, account):
             f"arn:aws:ec2:{config.region}:{account}:volume/*",
         ]),
         _statement(["iam:PassRole"], [a["app_role"]], {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}),
+        *([_statement(["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext"],
+                      [ebs_key], {"StringEquals": {"kms:ViaService": f"ec2.{config.region}.amazonaws.com"}})]
+          if ebs_key and config.hibernate else []),
     ] if config.ami_id else []
     return {"Version": "2012-10-17", "Statement": [
         _statement(["s3:PutObject"], [a["in_objects"]]),
@@ -150,9 +154,10 @@ def web_policy(config, account):
         _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:ChangeMessageVisibility"],
                    [a["dead_letter_queue"]]),
         # The describe calls cannot be limited to resources. Images and instance types: a member's
-        # root volume for hibernation is sized from its image and its type's memory (pool repair).
+        # root volume for hibernation is sized from its image and its type's memory; security
+        # groups: a member is launched into the app tier's (pool repair).
         _statement(["ec2:DescribeInstances", "ec2:DescribeInstanceStatus", "ec2:DescribeImages",
-                    "ec2:DescribeInstanceTypes"], ["*"]),
+                    "ec2:DescribeInstanceTypes", "ec2:DescribeSecurityGroups"], ["*"]),
         _statement(["ec2:StartInstances", "ec2:StopInstances"], [a["instances"]], ours),
         *launch,
     ]}
@@ -203,6 +208,19 @@ class Provisioner:
         if self.dry_run:
             return "ACCOUNT"
         return self.session("sts").get_caller_identity()["Account"]
+
+    def ebs_key(self):
+        """The ARN of the account's default EBS key if it is the account's own (customer managed),
+        else None: members' root volumes are encrypted with it (FR_HIBERNATE)."""
+        if self.dry_run:
+            return None
+        arn = self.ec2.get_ebs_default_kms_key_id()["KmsKeyId"]
+        key = self.session("kms").describe_key(KeyId=arn)["KeyMetadata"]
+        if key["KeyManager"] != "CUSTOMER":
+            return None
+        self.say("found", f"default EBS key {key['Arn']} is the account's own: the web role may use it through EC2 "
+                 "(its key policy must let the account's IAM policies grant it)")
+        return key["Arn"]
 
     def ensure_vcpus(self, with_web):
         """Say how many vCPUs the deployment needs against the account's quota; refuse, before
@@ -444,8 +462,9 @@ class Provisioner:
         self.ensure_table()
         account = self.account()
         # SSM: an operator can get a shell on the web host without SSH (it has no key pair, no port 22).
-        self.ensure_role("web", web_policy(config, account), managed=[SSM_POLICY])
+        self.ensure_role("web", web_policy(config, account, self.ebs_key()), managed=[SSM_POLICY])
         self.ensure_role("app", app_policy(config, account))
+        self.ensure_app_security_group()
         self.ensure_pool()
         if with_web:
             self.ensure_web_host()
@@ -510,15 +529,27 @@ class Provisioner:
     def _ours(self, names, states):
         return pool.ours(self.ec2, self.config, names, states)
 
-    def _web_security_group(self):
-        name = f"{self.config.prefix}-web"
+    def _security_group(self, name, description):
+        """The id of our security group `name`, made (no inbound rule; all outbound) when missing."""
         found = self.ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]}])["SecurityGroups"]
         if found:
-            group = found[0]["GroupId"]
-        else:
-            group = self.ec2.create_security_group(GroupName=name, Description="face-rec web tier: port 8000 only",
-                                                   TagSpecifications=[{"ResourceType": "security-group",
-                                                                       "Tags": pool.tags(self.config, name)}])["GroupId"]
+            return found[0]["GroupId"], "exists"
+        return self.ec2.create_security_group(GroupName=name, Description=description, TagSpecifications=[
+            {"ResourceType": "security-group", "Tags": pool.tags(self.config, name)}])["GroupId"], "created"
+
+    def ensure_app_security_group(self):
+        """The members' security group: no inbound rule, all outbound (SQS, S3). Not the VPC's
+        default group, whose rules a hardened account strips (CIS, Security Hub EC2.2): members
+        there could reach nothing, and every upload would wait out its timeout."""
+        name = pool.app_security_group_name(self.config)
+        what = f"security group {name} (app tier: no inbound, all outbound)"
+        if self.dry_run:
+            return self.say("", what)
+        _, state = self._security_group(name, "face-rec app tier: no inbound")
+        self.say(state, what)
+
+    def _web_security_group(self):
+        group, _ = self._security_group(f"{self.config.prefix}-web", "face-rec web tier: port 8000 only")
         rules = self.ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"]
         allowed = {r["CidrIp"] for rule in rules if rule.get("FromPort") == WEB_PORT for r in rule.get("IpRanges", [])}
         # A changed FR_WEB_CIDR replaces the old rule: the addresses it named may reach port 8000 no more.
@@ -556,7 +587,8 @@ class Provisioner:
              partial(self._terminate, [settings.WEB_HOST_NAME])),
             (f"every other instance tagged {settings.PREFIX_TAG}={config.prefix}", partial(self._terminate, ["*"])),
             ("Elastic IP", self._release_addresses),
-            (f"security group {config.prefix}-web", self._remove_security_group),
+            *((f"security group {name}", partial(self._remove_security_group, name))
+              for name in (f"{config.prefix}-web", pool.app_security_group_name(config))),
             *((f"queue {name}", partial(self._remove_queue, name)) for name in queues),
             *((f"bucket {bucket} and its objects", partial(self._remove_bucket, bucket)) for bucket in buckets),
             (f"DynamoDB table {config.results_table_name} and its items (if any)", self._remove_table),
@@ -572,9 +604,9 @@ class Provisioner:
             self.ec2.release_address(AllocationId=address["AllocationId"])
             self.out(f"{'removed':<12} Elastic IP {address['PublicIp']}")
 
-    def _remove_security_group(self):
+    def _remove_security_group(self, name):
         for group in self.ec2.describe_security_groups(Filters=[
-                {"Name": "group-name", "Values": [f"{self.config.prefix}-web"]}])["SecurityGroups"]:
+                {"Name": "group-name", "Values": [name]}])["SecurityGroups"]:
             # Refused while an instance that used it is still shutting down.
             cloud.while_refused(lambda: self.ec2.delete_security_group(GroupId=group["GroupId"]),
                                 refused_with("DependencyViolation"), INSTANCE_PATIENCE, self.waiting)
