@@ -2,7 +2,7 @@
 # Sets this project up and runs it. One role per subcommand:
 #   ./setup.sh local                 install into .venv, run the whole service on this machine (moto)
 #   ./setup.sh test                  install into .venv, run the test suite
-#   ./setup.sh provision [--with-web]  create the AWS resources (and the web host); twice = no change
+#   ./setup.sh provision [--with-web]  create the AWS resources (and the web host); again: updates the host
 #   ./setup.sh teardown              remove everything provision made
 #   ./setup.sh bake-ami INSTANCE_ID  make the app-tier image from an instance set up with 'app'
 #   sudo ./setup.sh web              on a fresh Amazon Linux 2023 host: web tier + autoscaler

@@ -18,6 +18,7 @@ from tools.harness import (  # noqa: F401 (for the tests)
     PYTHON,
     aws,
     expected_answers,
+    new_queue,
     running_instances,
     stand_in_files,
     table_hits,
@@ -112,6 +113,19 @@ def without_permission(testcase, iam, role, action):
     narrowed = dict(document, Statement=[dict(s, Action=[a for a in s["Action"] if a != action])
                                          for s in document["Statement"] if s["Action"] != [action]])
     iam.put_role_policy(RoleName=role, PolicyName=role, PolicyDocument=json.dumps(narrowed))
+    testcase.addCleanup(iam.put_role_policy, RoleName=role, PolicyName=role, PolicyDocument=json.dumps(document))
+
+
+def with_permission(testcase, iam, role, actions, resources):
+    """Add a statement allowing `actions` on `resources` to `role`'s policy until the test ends (what
+    an operator would grant for a resource of the test's own)."""
+    import json
+
+    document = iam.get_role_policy(RoleName=role, PolicyName=role)["PolicyDocument"]
+    document = json.loads(document) if isinstance(document, str) else document
+    wider = dict(document, Statement=[*document["Statement"],
+                                      {"Effect": "Allow", "Action": actions, "Resource": resources}])
+    iam.put_role_policy(RoleName=role, PolicyName=role, PolicyDocument=json.dumps(wider))
     testcase.addCleanup(iam.put_role_policy, RoleName=role, PolicyName=role, PolicyDocument=json.dumps(document))
 
 

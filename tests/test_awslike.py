@@ -8,7 +8,7 @@ from botocore.exceptions import ClientError
 import cloud
 import pool
 import settings
-from tests.support import TIME_SCALE, aws, refusals, start_moto, wait_until
+from tests.support import TIME_SCALE, aws, new_queue, refusals, start_moto, wait_until
 from tools import awslike
 
 SECONDS = awslike.timings(TIME_SCALE)
@@ -143,7 +143,7 @@ class AwsLikeTest(unittest.TestCase):
         self.assertTrue(instance.startswith("i-"))
 
     def test_sqs_counts_trail_the_truth(self):
-        url = self.sqs.create_queue(QueueName="lagging")["QueueUrl"]
+        url = new_queue(self.sqs, "lagging")
         self.sqs.send_message(QueueUrl=url, MessageBody="work")
         sent = time.monotonic()
 
@@ -156,7 +156,7 @@ class AwsLikeTest(unittest.TestCase):
         self.assertGreaterEqual(time.monotonic() - sent, SECONDS["sqs_count_lag"] - 0.2)
 
     def test_a_message_can_be_hidden_for_12_hours_from_its_receive_not_from_its_send(self):
-        url = self.sqs.create_queue(QueueName="hidden")["QueueUrl"]
+        url = new_queue(self.sqs, "hidden")
         # Sent now, received 2 s later: moto alone counts the 12 hours from the send.
         self.sqs.send_message(QueueUrl=url, MessageBody="kept", DelaySeconds=2)
         (message,) = wait_until(lambda: self.sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5).get("Messages"), 10,
@@ -167,7 +167,7 @@ class AwsLikeTest(unittest.TestCase):
             self.sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=43200)
 
     def test_a_deleted_queue_name_is_refused_for_a_while(self):
-        url = self.sqs.create_queue(QueueName="reused")["QueueUrl"]
+        url = new_queue(self.sqs, "reused")
         self.sqs.delete_queue(QueueUrl=url)
         with self.assertRaises(self.sqs.exceptions.QueueDeletedRecently):
             self.sqs.create_queue(QueueName="reused")

@@ -20,9 +20,11 @@ from tests.support import (
     IMAGES,
     PYTHON,
     Service,
+    aws,
     child_env,
     image_bytes,
     multipart,
+    new_queue,
     raw_request,
     scan_bomb,
     stand_in_files,
@@ -31,6 +33,7 @@ from tests.support import (
     state_dir,
     upload,
     wait_until,
+    with_permission,
 )
 from tools.netlink import Link
 from worker import WORKER_STATE
@@ -251,7 +254,10 @@ class FaultTest(Service, unittest.TestCase):
 
     def test_an_image_gone_from_the_input_bucket_is_answered_at_once_not_retried(self):
         # On AWS this needs s3:ListBucket in the app role (GetObject of a missing key is 403 without it).
-        replies = self.sqs.create_queue(QueueName="svc-gone-replies")["QueueUrl"]
+        replies = new_queue(self.sqs, "svc-gone-replies")
+        # The app role may answer on this queue of the test's own (IAM is enforced).
+        with_permission(self, aws(self.endpoint, "iam"), self.config.role("app"), ["sqs:SendMessage"],
+                        ["arn:aws:sqs:us-east-1:123456789012:svc-gone-replies"])
         worker = self.extra_worker("gone")
         self.sqs.send_message(QueueUrl=self.queue_url(self.config.request_queue),
                               MessageBody=encode(Request("gone1", "gone1/x.jpg", "x", replies)))

@@ -245,6 +245,7 @@ def install(scale, state_dir):
     install_state_changes(sim)
     install_account(sim)
     install_sqs(sim)
+    install_new_queues(sim)
     install_consistency(sim)
     install_images(sim)
     install_dynamodb(sim)
@@ -437,47 +438,19 @@ def install_account(sim):
 
 
 def install_sqs(sim):
-    """SQS's counts lagging, queue names not reusable at once, new queues unusable for a moment, the
-    12-hour visibility cap counted from the receive."""
+    """SQS's counts lagging, queue names not reusable at once, the 12-hour visibility cap counted
+    from the receive."""
     from moto.core.utils import unix_time_millis
-    from moto.sqs.exceptions import QueueDoesNotExist, ReceiptHandleIsInvalid, SQSException
+    from moto.sqs.exceptions import ReceiptHandleIsInvalid, SQSException
     from moto.sqs.models import MAXIMUM_VISIBILITY_TIMEOUT, Message, Queue, SQSBackend
 
     queue_constructor, queue_creator, queue_deleter = Queue.__init__, SQSBackend.create_queue, SQSBackend.delete_queue
-    queue_getter, url_getter, dlq_setup = SQSBackend.get_queue, SQSBackend.get_queue_url, Queue._setup_dlq
     message_received = Message.mark_received
 
     def queue_init(self, *args, **kwargs):
         queue_constructor(self, *args, **kwargs)
         self.sim_history = deque()
-        self.sim_created = time.monotonic()
         sim.queues.add(self)
-
-    def young(queue):
-        return time.monotonic() - getattr(queue, "sim_created", -math.inf) < sim.t["queue_ready"]
-
-    def get_queue(self, queue_name):
-        queue = queue_getter(self, queue_name)
-        if young(queue) and not getattr(sim.request, "queue_url", False):
-            sim.record("UseQueue", [], refused=f"{queue_name} created {time.monotonic() - queue.sim_created:.2f} s ago",
-                       queue=queue_name)
-            raise QueueDoesNotExist()
-        return queue
-
-    def get_queue_url(self, queue_name):
-        sim.request.queue_url = True
-        try:
-            return url_getter(self, queue_name)
-        finally:
-            sim.request.queue_url = False
-
-    def setup_dlq(self, policy):
-        dlq_setup(self, policy)
-        if self.dead_letter_queue is not None and young(self.dead_letter_queue):
-            sim.record("UseQueue", [], refused=f"dead-letter target {self.dead_letter_queue.name} just created",
-                       queue=self.name)
-            raise SQSException("InvalidParameterValue", f"Value {json.dumps(policy) if isinstance(policy, dict) else policy} "
-                               "for parameter RedrivePolicy is invalid. Reason: Dead-letter target does not exist.")
 
     def create_queue(self, name, *args, **kwargs):
         deleted = sim.queues_deleted.get((self.account_id, self.region_name, name))
@@ -513,9 +486,6 @@ def install_sqs(sim):
         raise ReceiptHandleIsInvalid
 
     Queue.__init__ = queue_init
-    Queue._setup_dlq = setup_dlq
-    SQSBackend.get_queue = get_queue
-    SQSBackend.get_queue_url = get_queue_url
     SQSBackend.create_queue = create_queue
     SQSBackend.delete_queue = delete_queue
     Message.mark_received = mark_received
@@ -524,6 +494,51 @@ def install_sqs(sim):
         sim.true_counts.append(getattr(Queue, name))
         setattr(Queue, name, property(lambda queue, index=index: sim.lagged(queue, index)))
     threading.Thread(target=sim.sample_queues, args=(threading.Event(),), name="sqs-lag", daemon=True).start()
+
+
+def install_new_queues(sim):
+    """A new queue unusable for its first `queue_ready` seconds (but to GetQueueUrl), also as a
+    dead-letter target."""
+    from moto.sqs.exceptions import QueueDoesNotExist, SQSException
+    from moto.sqs.models import Queue, SQSBackend
+
+    queue_constructor, queue_getter, url_getter = Queue.__init__, SQSBackend.get_queue, SQSBackend.get_queue_url
+    dlq_setup = Queue._setup_dlq
+
+    def queue_init(self, *args, **kwargs):
+        self.sim_created = time.monotonic()
+        queue_constructor(self, *args, **kwargs)
+
+    def young(queue):
+        return time.monotonic() - getattr(queue, "sim_created", -math.inf) < sim.t["queue_ready"]
+
+    def get_queue(self, queue_name):
+        queue = queue_getter(self, queue_name)
+        if young(queue) and not getattr(sim.request, "queue_url", False):
+            sim.record("UseQueue", [], refused=f"{queue_name} created {time.monotonic() - queue.sim_created:.2f} s ago",
+                       queue=queue_name)
+            raise QueueDoesNotExist()
+        return queue
+
+    def get_queue_url(self, queue_name):
+        sim.request.queue_url = True
+        try:
+            return url_getter(self, queue_name)
+        finally:
+            sim.request.queue_url = False
+
+    def setup_dlq(self, policy):
+        dlq_setup(self, policy)
+        if self.dead_letter_queue is not None and young(self.dead_letter_queue):
+            sim.record("UseQueue", [], refused=f"dead-letter target {self.dead_letter_queue.name} just created",
+                       queue=self.name)
+            raise SQSException("InvalidParameterValue", f"Value {json.dumps(policy) if isinstance(policy, dict) else policy} "
+                               "for parameter RedrivePolicy is invalid. Reason: Dead-letter target does not exist.")
+
+    Queue.__init__ = queue_init
+    Queue._setup_dlq = setup_dlq
+    SQSBackend.get_queue = get_queue
+    SQSBackend.get_queue_url = get_queue_url
 
 
 AL2023_ROOT = "/dev/xvda"

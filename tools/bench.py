@@ -30,7 +30,10 @@ In one run on this machine (absolute times are noisy on a shared 2-core machine;
   comment: same picture, new hash) against a warm worker, latency minus the worker's model time
   (X-Model-Ms), beside the floor: the same moto's own S3 put + SQS send-to-wake + S3 get +
   send-to-wake, measured here with boto3;
-- with --results-table, a repeated image answered from the results table.
+- with --results-table, a repeated image answered from the results table;
+- with --aws-like, the seconds pool repair takes to replace a terminated member (launched by the
+  autoscaler as the web role), and the calls IAM denied any role (`iam_denied_calls`: none, or the
+  run fails).
 """
 import argparse
 import json
@@ -56,6 +59,7 @@ from tools.harness import (
     aws,
     child_env,
     expected_answers,
+    new_queue,
     running_instances,
     stand_in_files,
     table_hits,
@@ -116,7 +120,7 @@ def plumbing_floor(endpoint, rounds=50):
     """Medians (ms) of the calls on a request's critical path, against this moto, without our code."""
     s3, sqs = aws(endpoint, "s3"), aws(endpoint, "sqs")
     s3.create_bucket(Bucket="bench-floor")
-    url = sqs.create_queue(QueueName="bench-floor")["QueueUrl"]
+    url = new_queue(sqs, "bench-floor")
     data = (IMAGES / "test_00.jpg").read_bytes()
     puts, gets, wakes = [], [], []
     for n in range(rounds):
@@ -247,6 +251,18 @@ def second_burst(url, ec2, jobs, expected, concurrency, timings, stack_log):
     else:
         steps["split"] = cold_start_split(t0, first, timings)
     return steps
+
+
+def pool_repair(ec2, config, number=7):
+    """Seconds from terminating member `number` until its replacement is stopped (launched as the
+    web role by the autoscaler: IAM enforced on the AWS-like stack)."""
+    victim = next(i["id"] for i in pool.describe(ec2, config) if i["name"] == pool.instance_name(number))
+    started = time.monotonic()
+    ec2.terminate_instances(InstanceIds=[victim])
+    wait_until(lambda: [i for i in pool.describe(ec2, config) if i["name"] == pool.instance_name(number)
+                        and i["id"] != victim and i["state"] == "stopped"], 600, interval=0.5,
+               what=f"a stopped {pool.instance_name(number)} again")
+    return round(time.monotonic() - started, 1)
 
 
 def back_to_back_burst(url, ec2, jobs, expected, concurrency, timings, after=5.0):
@@ -439,18 +455,22 @@ def main():
             wait_until(lambda: running_instances(ec2) == args.min_instances, 120, interval=0.1, what="scale-in")
             again = [(name, distinct_variant(data, f"again-{n}")) for n, (name, data) in enumerate(jobs)]
             results["second_burst"] = second_burst(url, ec2, again, expected, args.concurrency, timings, stack_log)
+            results["pool_repair_s"] = pool_repair(ec2, settings.load_config({"FR_PREFIX": "bench"}))
         results.update(memory(processes))
         results.update(one_at_a_time(url, endpoint, fixtures, args.sequential, args.results_table))
     finally:
         stack.stop()
+    if timings:
+        # Every call of the web tier, the autoscaler and the workers was checked against their roles.
+        results["iam_denied_calls"] = [e for e in awslike.read_journal(BENCH_STATE) if e["action"] == "AccessDenied"]
 
     width = max(map(len, results))
     for key, value in results.items():
         print(f"{key:<{width}}  {value}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    failed = [results["burst_wrong_or_failed"]] + [results.get(k, {}).get("wrong_or_failed") for k in (
-        "rerun_from_table", "back_to_back_burst", "second_burst")]
+    failed = [results["burst_wrong_or_failed"], results.get("iam_denied_calls")] + [
+        results.get(k, {}).get("wrong_or_failed") for k in ("rerun_from_table", "back_to_back_burst", "second_burst")]
     return 1 if any(failed) else 0
 
 if __name__ == "__main__":

@@ -63,6 +63,25 @@ def aws(endpoint, service, region="us-east-1"):
                         aws_access_key_id="test", aws_secret_access_key="test")
 
 
+def new_queue(sqs, name, **arguments):
+    """CreateQueue, then its URL once the queue answers (a new queue is not usable for its first
+    second: CreateQueue reference, and the AWS-like stack)."""
+    from botocore.exceptions import ClientError
+
+    url = sqs.create_queue(QueueName=name, **arguments)["QueueUrl"]
+
+    def usable():
+        try:
+            return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        except ClientError as e:
+            if not e.response["Error"]["Code"].endswith("NonExistentQueue"):
+                raise
+            return None
+
+    wait_until(usable, 10, what=f"queue {name} usable")
+    return url
+
+
 def running_instances(ec2):
     """How many app-tier instances moto shows running, asked the way anyone can ask it."""
     reservations = ec2.describe_instances(Filters=[
