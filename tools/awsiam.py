@@ -302,8 +302,12 @@ def install(sim):
         _check(self, sim, self.service_name, self._get_action())
 
     def s3(self, bucket_name=None, key_name=None):
-        target = f"{bucket_name or '*'}/{key_name}" if key_name else (bucket_name or "*")
         action = self.data.get("Action", "ListAllMyBuckets")
+        if action == "DeleteObject" and not key_name:
+            # DeleteObjects (a POST to the bucket): AWS checks s3:DeleteObject on each key; here on
+            # the bucket's keys as a whole (a policy naming a prefix only would be refused here).
+            key_name = "*"
+        target = f"{bucket_name or '*'}/{key_name}" if key_name else (bucket_name or "*")
         _check_owner(self, sim, bucket_name, action)
         _check(self, sim, "s3", action, f"arn:aws:s3:::{target}")
 

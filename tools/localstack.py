@@ -11,10 +11,13 @@ stops. With FR_SIMULATE=aws a worker starts only after the boot delay a real ins
 An instance that hibernates has its worker asked to pause (worker.py's pre-hibernation hook, as
 systemd runs it on AWS), then frozen (SIGSTOP) and its link cut; the resume delay after the
 instance runs again, it is thawed (SIGCONT) and told to go on (the post-hibernation hook), model
-loaded and all. When a web host
-is provisioned into moto (provision --with-web), the autoscaler here is taken for the one on that
-host: it is stopped when the host shuts down. Logs
-go to FR_STATE_DIR/logs/ (var/state/logs/). Ctrl-C (SIGINT) or SIGTERM stops everything, in the reverse order of starting:
+loaded and all. When a web host is provisioned into moto (provision --with-web), the web tier and
+autoscaler here are taken for the ones on that host: the autoscaler is stopped when the host shuts
+down, and when provisioning sends the host its update (a Run Command), both are restarted with the
+settings it put in the deploy bucket, as the host's SSM agent running the update script would.
+Each process calls AWS as its principal on AWS (the web role, the app role; this one is the
+operator), which the AWS-like stack checks (tools/awsiam.py). Logs go to FR_STATE_DIR/logs/
+(var/state/logs/). Ctrl-C (SIGINT) or SIGTERM stops everything, in the reverse order of starting:
 workers after the web tier (requests in progress are answered), moto last.
 """
 import dataclasses
