@@ -1,3 +1,4 @@
+import re
 import unittest
 import uuid
 
@@ -39,6 +40,20 @@ class ConfigTest(unittest.TestCase):
     def test_config_is_frozen(self):
         with self.assertRaises(AttributeError):
             Config().port = 1
+
+
+    def test_the_readmes_configuration_table_names_every_variable_with_its_default(self):
+        rows = re.findall(r"^\| `(FR_\w+)` \| ([^|]*) \|", (settings.PROJECT_DIR / "README.md").read_text(), re.M)
+        self.assertEqual(sorted(name for name, _ in rows), sorted(settings.variables()))
+        default = Config()
+        for name, cell in rows:
+            with self.subTest(variable=name, readme=cell):
+                field = next(f for n, (f, _) in settings._VARIABLES.items() if n == name)
+                value = re.match(r"`([^`]*)`", cell.strip())
+                if value:  # the default, as the variable would be set
+                    self.assertEqual(getattr(load_config({name: value[1]}), field), getattr(default, field))
+                else:  # "unset", or derived ("as ..."): no value of its own
+                    self.assertIn(getattr(default, field), (None, ""))
 
 
 class MessageTest(unittest.TestCase):
