@@ -12,6 +12,8 @@ import tempfile
 from email.message import Message
 from email.utils import collapse_rfc2231_value
 
+from refusals import Refusal
+
 # Part headers are small (a name, a file name, a type); a larger block is refused.
 MAX_PART_HEADER_BYTES = 16 * 1024
 # The email package's parameter parser takes time quadratic in a header's length (seconds of CPU
@@ -24,13 +26,16 @@ MAX_PARTS = 16
 SPOOL_BYTES = 1024 * 1024
 
 
-class MultipartError(Exception):
-    """A body or Content-Type we refuse: the HTTP `status` it calls for and a one-line `reason`."""
+class MultipartError(Refusal):
+    """A body we refuse (400), read only in part."""
 
-    def __init__(self, status, reason):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+    unread_input = True
+
+
+class NotMultipart(MultipartError):
+    """A Content-Type we refuse."""
+
+    status = 415
 
 
 def spooled(part=None):
@@ -62,8 +67,9 @@ class Part:
 class MultipartParser:
     """An I/O-free push parser for multipart/form-data (RFC 7578): `feed` bytes, then `close`.
 
-    Errors are MultipartError(400, reason). Part headers are limited to `max_header_bytes`; each part's
-    body is written to the file object `new_body(part)` returns, once its name is known.
+    Errors are MultipartError(reason), a 400 (NotMultipart, a 415, for the Content-Type). Part
+    headers are limited to `max_header_bytes`; each part's body is written to the file object
+    `new_body(part)` returns, once its name is known.
     """
 
     def __init__(self, boundary, max_header_bytes=MAX_PART_HEADER_BYTES, max_parts=MAX_PARTS, new_body=spooled):
@@ -84,7 +90,7 @@ class MultipartParser:
     def close(self):
         """The parts, once the closing boundary has been seen."""
         if self.state != "end":
-            raise MultipartError(400, "truncated multipart body: no closing boundary")
+            raise MultipartError("truncated multipart body: no closing boundary")
         return self.parts
 
     def _step(self):
@@ -108,7 +114,7 @@ class MultipartParser:
                 self.state = "end"
                 return False
             if tail != b"\r\n":
-                raise MultipartError(400, "malformed multipart body: bad boundary line")
+                raise MultipartError("malformed multipart body: bad boundary line")
             # Keep the CRLF: the header block is then found by its CRLFCRLF even when empty.
             del buf[:after]
             self.state = "headers"
@@ -116,11 +122,11 @@ class MultipartParser:
         if self.state == "headers":
             at = buf.find(b"\r\n\r\n")
             if (len(buf) if at < 0 else at) > self.max_header_bytes:
-                raise MultipartError(400, f"multipart part headers too large (limit {self.max_header_bytes} bytes)")
+                raise MultipartError(f"multipart part headers too large (limit {self.max_header_bytes} bytes)")
             if at < 0:
                 return False
             if len(self.parts) == self.max_parts:
-                raise MultipartError(400, f"too many multipart parts (limit {self.max_parts})")
+                raise MultipartError(f"too many multipart parts (limit {self.max_parts})")
             part = Part(_parse_header_block(bytes(buf[2:at])))
             part.body = self.new_body(part)
             self.parts.append(part)
@@ -149,7 +155,7 @@ def _parse_header_block(block):
     for line in block.split(b"\r\n") if block else ():
         name, sep, value = line.partition(b":")
         if not sep:
-            raise MultipartError(400, "malformed multipart part header")
+            raise MultipartError("malformed multipart part header")
         headers[name.strip().lower().decode("latin-1")] = value.strip().decode("utf-8", "replace")
     return headers
 
@@ -158,7 +164,7 @@ def _header_params(value, header):
     """A Message whose get_param parses `value`'s parameters (quoted strings, RFC 2231), or
     MultipartError 400 when `value` is too long to parse."""
     if len(value) > MAX_PARAMETERS_CHARS:
-        raise MultipartError(400, f"{header} header too long (limit {MAX_PARAMETERS_CHARS} characters)")
+        raise MultipartError(f"{header} header too long (limit {MAX_PARAMETERS_CHARS} characters)")
     message = Message()
     message["content-disposition"] = value
     message["content-type"] = value
@@ -173,17 +179,17 @@ def _param(message, key, header):
     try:
         return None if value is None else collapse_rfc2231_value(value)
     except (UnicodeError, LookupError):
-        raise MultipartError(400, f"{header} parameter {key}: a charset that cannot decode it") from None
+        raise MultipartError(f"{header} parameter {key}: a charset that cannot decode it") from None
 
 
 def boundary_of(content_type):
-    """The multipart boundary (bytes) of a request Content-Type, or MultipartError 415/400."""
+    """The multipart boundary (bytes) of a request Content-Type, or NotMultipart (415) / MultipartError (400)."""
     if not content_type:
-        raise MultipartError(415, "Content-Type must be multipart/form-data")
+        raise NotMultipart("Content-Type must be multipart/form-data")
     params = _header_params(content_type, "Content-Type")
     if params.get_content_type() != "multipart/form-data":
-        raise MultipartError(415, "Content-Type must be multipart/form-data")
+        raise NotMultipart("Content-Type must be multipart/form-data")
     boundary = _param(params, "boundary", "content-type")
     if not boundary or len(boundary) > 70:
-        raise MultipartError(400, "multipart/form-data without a valid boundary")
+        raise MultipartError("multipart/form-data without a valid boundary")
     return boundary.encode("latin-1", "replace")

@@ -9,6 +9,7 @@ import time
 from http.client import HTTPMessage
 
 from formdata import MAX_PARAMETERS_CHARS
+from refusals import Refusal
 
 # A header field line: a token, then at once the colon (RFC 9110 5.1, RFC 9112 5.1).
 HEADER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:")
@@ -40,8 +41,8 @@ class DeadlineReader(io.RawIOBase):
             raise
 
 
-class BadHeaderLine(Exception):
-    """A request header line we refuse (400): the reason."""
+class BadHeaderLine(Refusal):
+    """A request header line we refuse (400)."""
 
 
 class HeaderLines:

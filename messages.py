@@ -23,7 +23,7 @@ class Reply:
     `error` is set.
 
     `model_ms` is the worker's time in the model, so the web tier can tell what the plumbing cost;
-    `model` the fingerprint of the model that named it (results.fingerprint), which the results
+    `model` the fingerprint of the model that named it (model.files.fingerprint), which the results
     table keeps with the name."""
 
     id: str

@@ -15,7 +15,6 @@ finds them in the table). The table speeds answers up and is never needed for on
 or writing it (the table missing, throttled, unreachable) is a miss and one log line, and the table
 is then left alone for TABLE_REST seconds, so that requests meanwhile do not each wait for it to fail.
 """
-import hashlib
 import math
 import os
 import threading
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import cloud
 import common
+from model.files import fingerprint
 
 log = common.EventLog("results")
 
@@ -35,22 +35,6 @@ READ_TIMEOUT = 2
 ATTEMPTS = 2
 # The longest name taken from an item (the gallery's are short); a longer one is a malformed item.
 MAX_NAME_CHARS = 200
-_CHUNK = 1 << 20
-
-
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def fingerprint(weights, gallery):
-    """The model's fingerprint: the sha256 of the sha256s of its weights file and its gallery file."""
-    return hashlib.sha256(f"{file_sha256(weights)} {file_sha256(gallery)}".encode()).hexdigest()
-
-
 class ConfiguredModel:
     """The fingerprint of the model files the web tier is configured with, hashed again only when
     one of them changes (its inode, size or modification time)."""

@@ -27,7 +27,7 @@ GALLERY_URL=https://raw.githubusercontent.com/visa-lab/CSE546-Cloud-Computing/ma
 # PyTorch's own index of CPU-only builds: a much smaller app image than PyPI's CUDA build.
 TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 CODE=(web.py worker.py autoscaler.py common.py settings.py cloud.py messages.py statefiles.py pool.py formdata.py uploads.py
-      results.py httpguards.py replies.py status.py pages model tools systemd README.md
+      results.py refusals.py httpguards.py replies.py status.py pages model tools systemd README.md
       requirements.txt requirements-web.txt requirements-nodeps.txt checksums.sha256)
 DRY_RUN=0
 PYTHON=python3

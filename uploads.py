@@ -3,19 +3,19 @@ key of our own making (`upload_key`), send the request, wait for the worker's an
 delivers it). With FR_RESULTS_TABLE=1 an upload the results table answers (results.py: same stem,
 same bytes, same model) is stored and answered at once, and the table keeps each worker's answer.
 An outcome other than a name is one of the exceptions below; web.py maps each to its HTTP status."""
-import hashlib
 import re
 import time
 import uuid
 
 import common
 from messages import Request, encode
+from model.files import sha256_hex
+from refusals import Refusal
 from replies import DeadLettered
 
 log = common.EventLog("web")
 
 MAX_STEM_CHARS = 100
-READ_CHUNK = 64 * 1024
 
 
 def milliseconds(start, end):
@@ -23,16 +23,22 @@ def milliseconds(start, end):
     return round((end - start) * 1000, 1)
 
 
-class NoAnswer(Exception):
+class NoAnswer(Refusal):
     """No worker answered within FR_REQUEST_TIMEOUT."""
 
+    status = 504
 
-class GaveUp(Exception):
+
+class GaveUp(Refusal):
     """The workers failed on the image repeatedly: SQS moved its request to the dead-letter queue."""
 
+    status = 502
 
-class NotRecognized(Exception):
+
+class NotRecognized(Refusal):
     """The worker answered with an error (not an image, no face, ...): its reason."""
+
+    status = 422
 
 
 def upload_key(request_id, filename):
@@ -50,11 +56,8 @@ def upload_key(request_id, filename):
 
 
 def sha256_of(body):
-    digest = hashlib.sha256()
     body.seek(0)
-    while chunk := body.read(READ_CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_hex(body)
 
 
 class Uploads:

@@ -37,12 +37,13 @@ from urllib.parse import parse_qs, urlsplit
 import cloud
 import common
 import settings
-from formdata import Discarded, MultipartError, MultipartParser, boundary_of, spooled
+from formdata import Discarded, MultipartParser, boundary_of, spooled
 from httpguards import BadHeaderLine, DeadlineReader, HeaderLines, RequestHeaders
+from refusals import Refusal
 from replies import Replies
 from results import ResultsTable
 from status import Metrics, Status, prometheus_text
-from uploads import GaveUp, NoAnswer, NotRecognized, Uploads
+from uploads import Uploads
 
 log = common.EventLog("web")
 
@@ -59,17 +60,12 @@ ALLOW = "GET, HEAD, POST"
 HEALTH_SECONDS = 1.0
 # Empty lines skipped before a request line (RFC 9112 2.2: a server SHOULD ignore at least one).
 MAX_EMPTY_LINES = 4
-# What an upload that is not an answer gets: uploads.py's outcomes, as HTTP statuses.
-OUTCOME_STATUS = {NoAnswer: 504, GaveUp: 502, NotRecognized: 422}
 
 
-class HttpError(Exception):
-    """An upload this tier refuses before it reaches the service: `status` and a one-line `reason`."""
+class HttpError(Refusal):
+    """An upload this tier refuses before it reaches the service (request framing)."""
 
-    def __init__(self, status, reason):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+    unread_input = True
 
 
 def is_upload(part):
@@ -102,22 +98,22 @@ class WebTier:
         Framing a proxy in front could read differently from us is refused (RFC 9112 6.3): a
         Content-Length beside a Transfer-Encoding, or two different Content-Lengths."""
         if path != "/":
-            raise HttpError(404, "not found: POST images to /")
+            raise HttpError("not found: POST images to /", 404)
         lengths = {value.strip() for value in headers.get_all("Content-Length", [])}
         if lengths and "Transfer-Encoding" in headers:
-            raise HttpError(400, "both Content-Length and Transfer-Encoding: send one")
+            raise HttpError("both Content-Length and Transfer-Encoding: send one")
         if not lengths:
-            raise HttpError(411, "Content-Length required")
+            raise HttpError("Content-Length required", 411)
         if len(lengths) > 1:
-            raise HttpError(400, "conflicting Content-Length headers")
+            raise HttpError("conflicting Content-Length headers")
         (length,) = lengths
         if not (length.isascii() and length.isdigit()):
-            raise HttpError(400, "bad Content-Length")
+            raise HttpError("bad Content-Length")
         # Past 4300 digits int() refuses the text (Python's guard against quadratic conversion).
         digits = length.lstrip("0") or "0"
         size = int(digits) if len(digits) <= len(str(self.config.max_body)) else math.inf
         if size > self.config.max_body:
-            raise HttpError(413, f"body too large (limit {self.config.max_body} bytes)")
+            raise HttpError(f"body too large (limit {self.config.max_body} bytes)", 413)
         return size, boundary_of(headers.get("Content-Type"))
 
     def read_upload(self, path, headers, rfile):
@@ -127,15 +123,15 @@ class WebTier:
         while remaining:
             chunk = rfile.read(min(READ_CHUNK, remaining))
             if not chunk:
-                raise HttpError(400, "body shorter than Content-Length")
+                raise HttpError("body shorter than Content-Length")
             parser.feed(chunk)
             remaining -= len(chunk)
         for part in parser.close():
             if is_upload(part):
                 if not part.size:
-                    raise HttpError(400, "the uploaded file is empty")
+                    raise HttpError("the uploaded file is empty")
                 return part
-        raise HttpError(400, f"no file field named {UPLOAD_FIELD}")
+        raise HttpError(f"no file field named {UPLOAD_FIELD}")
 
     @staticmethod
     def upload_body():
@@ -214,7 +210,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             parsed = super().parse_request()
         except BadHeaderLine as e:
-            self.send_text(400, str(e))
+            self.refuse(e)
             return False
         finally:
             self.rfile = reading
@@ -236,8 +232,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "POST":
             try:
                 self.tier.check_upload(self.path, self.headers)
-            except (HttpError, MultipartError) as e:
-                self.tier.metrics.record(self.send_text(e.status, e.reason), 0)
+            except Refusal as e:
+                self.tier.metrics.record(self.refuse(e), 0)
                 return False
         return super().handle_expect_100()
 
@@ -254,12 +250,11 @@ class Handler(BaseHTTPRequestHandler):
             part = self.tier.read_upload(self.path, self.headers, self.rfile)
             answer, model_ms = self.tier.uploads.recognize(part.filename, part.body)
             return self.send_text(200, answer, extra={"X-Model-Ms": model_ms} if model_ms else None)
-        except (HttpError, MultipartError) as e:
-            self.send_text(e.status, e.reason)
-            self.linger()
-            return e.status
-        except tuple(OUTCOME_STATUS) as e:
-            return self.send_text(OUTCOME_STATUS[type(e)], str(e))
+        except Refusal as e:
+            status = self.refuse(e)
+            if e.unread_input:
+                self.linger()
+            return status
         except (BotoCoreError, ClientError) as e:
             log.warning("aws_error", error=e)
             return self.send_text(503, "storage or queue unavailable, try again")
@@ -316,6 +311,10 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
         return status
+
+    def refuse(self, refusal):
+        """The one place a Refusal becomes a response: its status and its reason, one line."""
+        return self.send_text(refusal.status, refusal.reason)
 
     def linger(self):
         """After refusing a body we did not read: let the client read our answer before we close.

@@ -37,10 +37,10 @@ from pathlib import Path
 
 import cloud
 import common
-import results
 import settings
 import statefiles
 from messages import Reply, Request, decode, encode
+from model import files
 
 log = common.EventLog("worker")
 
@@ -303,7 +303,7 @@ def load_recognizer(config):
     started = time.monotonic()
     recognizer = Recognizer(config.weights, config.gallery, config.torch_threads)
     # Said with each answer: the web tier's results table keeps an answer with the model that gave it.
-    recognizer.fingerprint = results.fingerprint(config.weights, config.gallery)
+    recognizer.fingerprint = files.fingerprint(config.weights, config.gallery)
     log.info("model_loaded", seconds=round(time.monotonic() - started, 2), stand_in=recognizer.stand_in,
              fingerprint=recognizer.fingerprint[:12])
     return recognizer

@@ -2,6 +2,7 @@
 import csv
 import hashlib
 import io
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -12,9 +13,8 @@ import torch
 from facenet_pytorch import MTCNN, InceptionResnetV1
 from PIL import Image, ImageOps
 
-import common
-
-log = common.EventLog(__name__)
+# Lines in the service's key=value form (the library has no helper of the service's for it).
+log = logging.getLogger(__name__)
 
 # The reference model's detector settings (the course's face_recognition.py).
 MTCNN_OPTIONS = dict(image_size=240, margin=0, min_face_size=20)
@@ -89,8 +89,8 @@ def load_weights(path):
     net = InceptionResnetV1()
     net.load_state_dict(state)
     if stand_in:
-        log.warning("stand_in_weights", path=path, seed=saved.get("seed"),
-                    detail="STAND-IN WEIGHTS (seeded random), NOT VGGFace2: answers only match a gallery enrolled with them")
+        log.warning('event=stand_in_weights path=%s seed=%s detail="STAND-IN WEIGHTS (seeded random), NOT VGGFace2: '
+                    'answers only match a gallery enrolled with them"', path, saved.get("seed"))
     return net.eval(), stand_in
 
 
@@ -137,9 +137,9 @@ class Recognizer:
             return self._embed_together(images)
         except Exception:
             if len(images) == 1:
-                log.exception("model_failed")
+                log.exception("event=model_failed")
                 return [ModelError("the model failed on this image")]
-            log.warning("batch_failed", images=len(images), detail="trying each image alone")
+            log.warning('event=batch_failed images=%d detail="trying each image alone"', len(images))
             return [result for data in images for result in self.embed_batch([data])]
 
     def _embed_together(self, images):

@@ -5,6 +5,7 @@ import uuid
 import common
 import settings
 from messages import MAX_MESSAGE_BYTES, Reply, Request, decode, encode
+from refusals import Refusal
 from settings import Config, ConfigError, load_config
 
 
@@ -54,6 +55,24 @@ class ConfigTest(unittest.TestCase):
                     self.assertEqual(getattr(load_config({name: value[1]}), field), getattr(default, field))
                 else:  # "unset", or derived ("as ..."): no value of its own
                     self.assertIn(getattr(default, field), (None, ""))
+
+
+class RefusalTest(unittest.TestCase):
+    def test_every_error_a_client_can_get_carries_its_status_and_one_line_reason(self):
+        from formdata import MultipartError, NotMultipart
+        from httpguards import BadHeaderLine
+        from uploads import GaveUp, NoAnswer, NotRecognized
+        from web import HttpError
+
+        table = [(MultipartError("bad boundary line"), 400, True), (NotMultipart("not multipart"), 415, True),
+                 (HttpError("Content-Length required", 411), 411, True), (HttpError("bad Content-Length"), 400, True),
+                 (BadHeaderLine("a header line without a colon"), 400, False), (NoAnswer("no answer"), 504, False),
+                 (GaveUp("the workers failed"), 502, False), (NotRecognized("no face"), 422, False)]
+        for refusal, status, unread in table:
+            with self.subTest(refusal=type(refusal).__name__):
+                self.assertIsInstance(refusal, Refusal)
+                self.assertEqual((refusal.status, refusal.unread_input), (status, unread))
+                self.assertEqual(refusal.reason, str(refusal))
 
 
 class MessageTest(unittest.TestCase):

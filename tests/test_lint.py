@@ -1,5 +1,6 @@
-"""The tree is clean under the linter configured in pyproject.toml (ruff, a dev dependency), and no
-function outside the tests is longer than a screen."""
+"""The tree is clean under the linter configured in pyproject.toml (ruff, a dev dependency), no
+function outside the tests is longer than a screen, and the recognition library imports nothing of
+the service."""
 import ast
 import subprocess
 import sys
@@ -23,6 +24,24 @@ class LintTest(unittest.TestCase):
                 for path in sources for node in ast.walk(ast.parse(path.read_text()))
                 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= MAX_LINES]
         self.assertEqual(long, [])
+
+    def test_the_model_library_imports_no_module_of_the_service(self):
+        root = settings.PROJECT_DIR
+        service = {p.stem for p in root.glob("*.py")} | {"tools", "tests", "pages", "systemd"}
+        imported = {}
+        for path in (root / "model").glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+                for name in names:
+                    imported.setdefault(name.split(".")[0], set()).add(path.name)
+        self.assertEqual({name: files for name, files in imported.items() if name in service}, {})
+
+    def test_the_model_files_are_hashed_without_torch(self):
+        # The web tier fingerprints the model (results table) and never loads torch.
+        done = subprocess.run([sys.executable, "-c", "import sys, web, results, uploads; "
+                               "print('torch' in sys.modules)"], cwd=settings.PROJECT_DIR, capture_output=True, text=True)
+        self.assertEqual(done.stdout.strip(), "False", done.stderr)
 
 
 if __name__ == "__main__":
