@@ -30,10 +30,6 @@ import statefiles
 
 log = common.EventLog("autoscaler")
 
-# How often members are looked at for a hibernation EC2 would no longer support (60 days).
-REFRESH_CHECK_SECONDS = 3600
-
-
 def desired(visible, in_flight, running, max_instances, idle_seconds=math.inf, grace=0.0, floor=0):
     """How many app instances should run, never fewer than `floor` (the warm floor).
 
@@ -90,45 +86,28 @@ class RecentMost:
 
 
 class Autoscaler:
+    """Reads the work, asks `desired`, tells the pool (pool.Pool, which owns what it remembers of
+    the members between steps)."""
+
     def __init__(self, config, sqs, ec2):
         self.config = config
         self.sqs = sqs
-        self.ec2 = ec2
         self.request_url, _ = cloud.queue_urls(sqs, config)
         self.last = None
         self.idle_since = None
         self.unexplained_since = None
         self.recent_waiting = RecentMost(config.sqs_count_lag)
-        self.watch = pool.Watch(ec2, config)
-        self.launches = pool.Launches()
-        self.warm = set()  # members this autoscaler hibernated: started first, they resume loaded
-        self.stale = set()  # members hibernated too long, to start (and stop plainly)
-        self.refresh_due = -math.inf
-        self.wall_clock = time.time
+        self.pool = pool.Pool(ec2, config)
 
     def observe_work(self):
         """(waiting, visible, in flight): the web tier's count (None without a web tier) and SQS's."""
         visible, in_flight = cloud.queue_depth(self.sqs, self.request_url)
         return statefiles.read_waiting(self.config), visible, in_flight
 
-    def repair(self, members):
-        """Launch missing members; the pool as it is then. A refusal (an instance profile IAM has not
-        propagated yet, a quota) is logged and tried again next step: scaling goes on meanwhile."""
-        from botocore.exceptions import ClientError
-
-        if len(members) >= self.config.pool_size:
-            return members
-        try:
-            if pool.repair(self.ec2, self.config, members, launches=self.launches):
-                return self.watch.observe()  # described again: the pool remembered is incomplete
-        except ClientError as e:
-            log.warning("repair_failed", error=e)
-        return members
-
     def step(self):
         """Observe, decide, act once; the decision as a dict."""
         waiting, sqs_visible, sqs_in_flight = self.observe_work()
-        members = self.repair(self.watch.observe())
+        members = self.pool.observe()
         now = time.monotonic()
         if waiting is not None and sqs_visible + sqs_in_flight > self.recent_waiting.add(now, waiting):
             self.unexplained_since = self.unexplained_since or now
@@ -141,48 +120,17 @@ class Autoscaler:
         elif self.idle_since is None:
             self.idle_since = now
         idle = now - self.idle_since if self.idle_since is not None else 0.0
-        active = [i for i in members if i["state"] in pool.ACTIVE_STATES]
-        target = desired(visible, in_flight, len(active), self.config.max_instances, idle, self.config.scale_in_grace,
+        running = pool.active(members)
+        target = desired(visible, in_flight, running, self.config.max_instances, idle, self.config.scale_in_grace,
                          self.config.min_instances)
-        started, stopped = pool.plan(members, target, self.warm)
-        started += [i for i in self.refresh(members, len(active) + len(started)) if i not in started]
-        if started:
-            self.ec2.start_instances(InstanceIds=started)
-            self.warm.difference_update(started)
-        if stopped:
-            self.stop(stopped, members)
-        decision = dict(waiting=waiting, visible=visible, in_flight=in_flight, running=len(active), desired=target,
+        started, stopped = self.pool.resize(members, target)
+        decision = dict(waiting=waiting, visible=visible, in_flight=in_flight, running=running, desired=target,
                         started=len(started), stopped=len(stopped))
         if started or stopped or decision != self.last:
             log.info("decision", **decision)
             statefiles.write_state(self.config, statefiles.AUTOSCALER_STATE, **decision)
         self.last = decision
         return decision
-
-    def stop(self, ids, members):
-        """Hibernate (FR_HIBERNATE) or stop the members `ids`; each one stopped plainly though
-        hibernation is on is one line saying why."""
-        hibernated, plain = pool.stop(self.ec2, ids, self.config)
-        self.warm.update(hibernated)
-        names = {i["id"]: i["name"] for i in members}
-        for instance, why in plain.items():
-            if why is not None:
-                log.info("stopped_plainly", instance=instance, name=names.get(instance), reason=why)
-
-    def refresh(self, members, active):
-        """Members hibernated for pool.HIBERNATION_REFRESH_DAYS, to start beside `active` ones while
-        fewer than FR_MAX_INSTANCES would run: started, they are stopped plainly at the next scale-in
-        (they have just started), which EC2 supports for as long as they stay stopped."""
-        if time.monotonic() >= self.refresh_due:
-            self.refresh_due = time.monotonic() + REFRESH_CHECK_SECONDS
-            self.stale = set(pool.stale_hibernations(self.ec2, self.config, self.wall_clock()))
-        chosen = [i["id"] for i in members if i["id"] in self.stale and i["state"] in pool.STARTABLE]
-        chosen = chosen[:max(0, self.config.max_instances - active)]
-        for instance in chosen:
-            log.info("hibernation_refresh", instance=instance,
-                     detail=f"hibernated {pool.HIBERNATION_REFRESH_DAYS} days or more: started, to stop plainly")
-        self.stale.difference_update(chosen)
-        return chosen
 
     def run(self, stop):
         from botocore.exceptions import BotoCoreError, ClientError

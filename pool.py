@@ -196,6 +196,85 @@ class Watch:
         return members
 
 
+# How often members are looked at for a hibernation EC2 would no longer support (60 days).
+REFRESH_CHECK_SECONDS = 3600
+
+
+def active(members):
+    """How many of `members` are pending or running."""
+    return sum(i["state"] in ACTIVE_STATES for i in members)
+
+
+class Pool:
+    """The pool as the one process that steers it sees it (the autoscaler): its members observed
+    (Watch) with the missing ones launched (repair), and resized to a target (plan, then one start
+    and one stop call). It remembers what that takes from one step to the next: the launches not
+    yet seen, which members it hibernated (started first: they resume with the model loaded), and
+    which have been hibernated too long."""
+
+    def __init__(self, ec2, config, wall_clock=time.time):
+        self.ec2 = ec2
+        self.config = config
+        self.watch = Watch(ec2, config)
+        self.launches = Launches()
+        self.warm = set()  # members hibernated here
+        self.stale = set()  # members hibernated too long, to start (and stop plainly)
+        self.refresh_due = -math.inf
+        self.wall_clock = wall_clock
+
+    def observe(self):
+        """The members, the missing ones launched first. A refusal (an instance profile IAM has not
+        propagated yet, a quota) is logged and tried again next time: scaling goes on meanwhile."""
+        from botocore.exceptions import ClientError
+
+        members = self.watch.observe()
+        if len(members) >= self.config.pool_size:
+            return members
+        try:
+            if repair(self.ec2, self.config, members, launches=self.launches):
+                return self.watch.observe()  # described again: the pool remembered is incomplete
+        except ClientError as e:
+            log.warning("repair_failed", error=e)
+        return members
+
+    def resize(self, members, target):
+        """Start and stop members of `members` (as observed) so that `target` run: (started ids,
+        stopped ids)."""
+        started, stopped = plan(members, target, self.warm)
+        started += [i for i in self.refresh(members, active(members) + len(started)) if i not in started]
+        if started:
+            self.ec2.start_instances(InstanceIds=started)
+            self.warm.difference_update(started)
+        if stopped:
+            self.stop(stopped, members)
+        return started, stopped
+
+    def stop(self, ids, members):
+        """Hibernate (FR_HIBERNATE) or stop the members `ids`; each one stopped plainly though
+        hibernation is on is one line saying why."""
+        hibernated, plain = stop(self.ec2, ids, self.config)
+        self.warm.update(hibernated)
+        names = {i["id"]: i["name"] for i in members}
+        for instance, why in plain.items():
+            if why is not None:
+                log.info("stopped_plainly", instance=instance, name=names.get(instance), reason=why)
+
+    def refresh(self, members, running):
+        """Members hibernated for HIBERNATION_REFRESH_DAYS, to start beside `running` ones while
+        fewer than FR_MAX_INSTANCES would run: started, they are stopped plainly at the next
+        scale-in (they have just started), which EC2 supports for as long as they stay stopped."""
+        if time.monotonic() >= self.refresh_due:
+            self.refresh_due = time.monotonic() + REFRESH_CHECK_SECONDS
+            self.stale = set(stale_hibernations(self.ec2, self.config, self.wall_clock()))
+        chosen = [i["id"] for i in members if i["id"] in self.stale and i["state"] in STARTABLE]
+        chosen = chosen[:max(0, self.config.max_instances - running)]
+        for instance in chosen:
+            log.info("hibernation_refresh", instance=instance,
+                     detail=f"hibernated {HIBERNATION_REFRESH_DAYS} days or more: started, to stop plainly")
+        self.stale.difference_update(chosen)
+        return chosen
+
+
 def plan(pool, target, warm=()):
     """(ids to start, ids to stop) to bring the pool's active members towards `target`.
 

@@ -53,9 +53,9 @@ class StopTest(unittest.TestCase):
 
         self.ec2.meta.events.register("before-parameter-build.ec2.StopInstances", refuse_one)
         self.addCleanup(self.ec2.meta.events.unregister, "before-parameter-build.ec2.StopInstances", refuse_one)
-        scaler = Autoscaler(self.config, self.sqs, self.ec2)
-        with self.assertLogs("autoscaler", "INFO") as logged:
-            scaler.stop(self.ids, self.members)
+        steered = pool.Pool(self.ec2, self.config)
+        with self.assertLogs("pool", "INFO") as logged:
+            steered.stop(self.ids, self.members)
         pool.wait_for(self.ec2, self.ids, ["stopped"], 10)
         hibernated = "Client.UserInitiatedHibernate"
         self.assertEqual(self.reasons(), {i: "Client.UserInitiatedShutdown" if i == refused else hibernated
@@ -63,7 +63,7 @@ class StopTest(unittest.TestCase):
         (line,) = logged.output
         self.assertIn(f"event=stopped_plainly instance={refused} name=app-tier-instance-3 "
                       'reason="refused by EC2: UnsupportedHibernationConfiguration"', line)
-        self.assertEqual(scaler.warm, set(self.ids) - {refused}, "only the hibernated start first")
+        self.assertEqual(steered.warm, set(self.ids) - {refused}, "only the hibernated start first")
 
     def test_members_started_moments_ago_stop_plainly_and_say_why(self):
         self.start_all()
@@ -71,9 +71,9 @@ class StopTest(unittest.TestCase):
         pool.wait_for(self.ec2, self.ids[:2], ["stopped"], 10)
         self.ec2.start_instances(InstanceIds=self.ids[:2])
         pool.wait_for(self.ec2, self.ids[:2], ["running"], 10)
-        scaler = Autoscaler(self.config, self.sqs, self.ec2)
-        with self.assertLogs("autoscaler", "INFO") as logged:
-            scaler.stop(self.ids, self.members)
+        steered = pool.Pool(self.ec2, self.config)
+        with self.assertLogs("pool", "INFO") as logged:
+            steered.stop(self.ids, self.members)
         pool.wait_for(self.ec2, self.ids, ["stopped"], 10)
         self.assertEqual([e for e in awslike.read_journal(self.moto_state) if e["action"] == "HibernationDropped"], [],
                          "asked of a guest that had just resumed, the agent would have dropped it")
@@ -88,8 +88,8 @@ class StopTest(unittest.TestCase):
         self.ec2.stop_instances(InstanceIds=self.ids[1:])
         pool.wait_for(self.ec2, self.ids, ["stopped"], 10)
         scaler = Autoscaler(self.config, self.sqs, self.ec2)
-        scaler.wall_clock = lambda: time.time() + pool.HIBERNATION_REFRESH_DAYS * 86400
-        with self.assertLogs("autoscaler", "INFO") as logged:
+        scaler.pool.wall_clock = lambda: time.time() + pool.HIBERNATION_REFRESH_DAYS * 86400
+        with self.assertLogs("pool", "INFO") as logged:
             decision = scaler.step()
         self.assertEqual(decision["started"], 1)
         self.assertIn(f"event=hibernation_refresh instance={self.ids[0]}", "\n".join(logged.output))

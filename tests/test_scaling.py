@@ -175,16 +175,16 @@ class PoolObservationTest(unittest.TestCase):
         described = []
         self.ec2.meta.events.register("before-call.ec2.DescribeInstances", lambda **_: described.append(1))
         scaler = Autoscaler(self.config, self.sqs, self.ec2)
-        members = scaler.watch.observe()
+        members = scaler.pool.watch.observe()
         self.assertEqual(len(members), POOL_SIZE)
         self.ec2.start_instances(InstanceIds=[members[2]["id"]])
-        observed = scaler.watch.observe()
+        observed = scaler.pool.watch.observe()
         self.assertEqual(len(described), 1, "the pool was described again while nothing but a state changed")
         self.assertEqual(observed, pool.describe(self.ec2, self.config))
         self.assertIn(observed[2]["state"], pool.ACTIVE_STATES)
 
         self.ec2.terminate_instances(InstanceIds=[members[6]["id"]])
-        observed = scaler.watch.observe()
+        observed = scaler.pool.watch.observe()
         self.assertEqual(len(described), 3, "a terminated member must make the autoscaler describe the pool")
         self.assertEqual([i["id"] for i in observed], [i["id"] for i in members if i["id"] != members[6]["id"]])
 
@@ -194,10 +194,10 @@ class PoolObservationTest(unittest.TestCase):
         gone = [i["id"] for i in pool.describe(self.ec2, config)]
         self.ec2.terminate_instances(InstanceIds=gone)
         scaler = Autoscaler(config, self.sqs, self.ec2)
-        self.assertEqual(scaler.watch.observe(), [])
+        self.assertEqual(scaler.pool.watch.observe(), [])
         pool.repair(self.ec2, config, [])  # as a provisioning run would, while the autoscaler runs
         # One wave launched (the rest follow), seen once EC2 shows the new instances to describe calls.
-        wait_until(lambda: len(scaler.watch.observe()) == MAX_INSTANCES, 10, what="the new members observed")
+        wait_until(lambda: len(scaler.pool.watch.observe()) == MAX_INSTANCES, 10, what="the new members observed")
 
 
 class LocalStacks(unittest.TestCase):
