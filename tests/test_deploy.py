@@ -150,6 +150,15 @@ class ProvisionTest(Deployment):
     def test_provision_creates_everything_right_a_second_run_nothing_and_teardown_removes_it(self):
         first = self.setup_sh("provision", "--with-web")
         self.assertIn("created", first)
+        # The real run did the plan the dry run says: a line a step, in its order (and lines of
+        # waiting and such between them).
+        config = settings.load_config({k: v for k, v in self.env.items() if k.startswith("FR_")})
+        plan = Provisioner(config, lambda name: None).provision_steps(with_web=True)
+        said = [line for line in first.splitlines() if not line.startswith(("waiting", "found", "revoked", "updating",
+                                                                               "20"))]
+        self.assertEqual(len(said), len(plan), first)
+        for (what, _), line in zip(plan, said):
+            self.assertEqual(what.split()[0], line[13:].split()[0], line)
         self.check_queues()
         self.check_buckets()
         self.check_table()
@@ -178,10 +187,8 @@ class ProvisionTest(Deployment):
         self.assertIn("created      DynamoDB table again-dynamoDB", self.setup_sh_env(env, "provision"))
         # Deleted by someone else just now (DELETING for 2 s): its name is waited for, not refused.
         aws(endpoint, "dynamodb").delete_table(TableName="again-dynamoDB")
-        said = []
         config = settings.load_config({"FR_PREFIX": "again", "FR_RESULTS_TABLE": "1"})
-        Provisioner(config, lambda name: aws(endpoint, name), out=said.append).ensure_table()
-        self.assertEqual([line.split()[0] for line in said], ["created"])
+        self.assertEqual(Provisioner(config, lambda name: aws(endpoint, name)).ensure_table(), "created")
         journal = [(e["action"], e.get("refused")) for e in awslike.read_journal(self.moto_state) if "table" in e]
         self.assertEqual(journal, [("CreateTable", None), ("DeleteTable", None), ("CreateTable", None)])
         said = [self.setup_sh_env(env, command) for command in ("teardown", "provision", "teardown")]

@@ -183,7 +183,9 @@ class ProvisionError(Exception):
 
 
 class Provisioner:
-    """Each `ensure_*` makes one resource exist as wanted and says so; `dry_run` only says.
+    """Provisioning, teardown and the bake are plans: lists of (what a step makes or removes, the
+    step). The dry run says each `what`; the real run does the steps, in order, and each `ensure_*`
+    step returns its state ("exists", "created", ...; or (state, a longer what)) for the line said.
 
     Every step looks at what exists first, so a run that failed half-way is finished by running it
     again, and a second run changes nothing. Calls AWS refuses for a while, as documented (a queue
@@ -197,23 +199,37 @@ class Provisioner:
         self.s3, self.sqs, self.ec2, self.iam, self.dynamodb = (
             session(name) for name in ("s3", "sqs", "ec2", "iam", "dynamodb"))
         self.session = session
+        self._account = None
+        self.baked = None  # the image bake_ami made
 
     def say(self, state, what):
-        self.out(f"{'would ensure' if self.dry_run else state:<12} {what}")
+        self.out(f"{state:<12} {what}")
+
+    def run_plan(self, steps, would):
+        """Say every step (dry run: `would` it), or do it and say what it did. A step of None is
+        skipped, its `what` saying why."""
+        for what, step in steps:
+            if step is None:
+                self.say("skipped", what)
+            elif self.dry_run:
+                self.say(would, what)
+            else:
+                done = step()
+                if done is not None:
+                    state, said = done if isinstance(done, tuple) else (done, what)
+                    self.say(state, said)
 
     def waiting(self, error, pause):
         self.out(f"{'waiting':<12} {cloud.error_code(error).rsplit('.', 1)[-1]}: again in {pause:.1f} s")
 
     def account(self):
-        if self.dry_run:
-            return "ACCOUNT"
-        return self.session("sts").get_caller_identity()["Account"]
+        if self._account is None:
+            self._account = self.session("sts").get_caller_identity()["Account"]
+        return self._account
 
     def ebs_key(self):
         """The ARN of the account's default EBS key if it is the account's own (customer managed),
         else None: members' root volumes are encrypted with it (FR_HIBERNATE)."""
-        if self.dry_run:
-            return None
         arn = self.ec2.get_ebs_default_kms_key_id()["KmsKeyId"]
         key = self.session("kms").describe_key(KeyId=arn)["KeyMetadata"]
         if key["KeyManager"] != "CUSTOMER":
@@ -228,11 +244,7 @@ class Provisioner:
         from botocore.exceptions import BotoCoreError, ClientError
 
         config = self.config
-        wanted = {config.instance_type: config.max_instances}
-        if with_web:
-            wanted[config.web_instance_type] = wanted.get(config.web_instance_type, 0) + 1
-        if self.dry_run:
-            return self.say("", f"vCPU quota {VCPU_QUOTA} fits {wanted}")
+        wanted = self.vcpus_wanted(with_web)
         try:
             others = [i for i in self._live_instances() if not _tagged(i, settings.PREFIX_TAG, config.prefix)]
             # An instance described without CpuOptions counts its type's default vCPUs.
@@ -243,7 +255,7 @@ class Provisioner:
             quota = int(self.session("service-quotas").get_service_quota(
                 ServiceCode="ec2", QuotaCode=VCPU_QUOTA)["Quota"]["Value"])
         except (BotoCoreError, ClientError) as e:
-            return self.out(f"{'unknown':<12} vCPU quota {VCPU_QUOTA} ({e}): make sure {wanted} fit")
+            return "unknown", f"vCPU quota {VCPU_QUOTA} ({e}): make sure {wanted} fit"
         in_use = sum(i["CpuOptions"]["CoreCount"] * i["CpuOptions"]["ThreadsPerCore"] if "CpuOptions" in i
                      else vcpus[i["InstanceType"]] for i in others)
         fits = (quota - in_use - (vcpus[config.web_instance_type] if with_web else 0)) // vcpus[config.instance_type]
@@ -252,7 +264,15 @@ class Provisioner:
         if need > quota - in_use:
             raise ProvisionError(f"config error: {what}: at most FR_MAX_INSTANCES={max(fits, 0)} fits "
                                  "(or ask AWS for more in Service Quotas)")
-        self.say("fits", what)
+        return "fits", what
+
+    def vcpus_wanted(self, with_web):
+        """{instance type: how many run at once}."""
+        config = self.config
+        wanted = {config.instance_type: config.max_instances}
+        if with_web:
+            wanted[config.web_instance_type] = wanted.get(config.web_instance_type, 0) + 1
+        return wanted
 
     def _live_instances(self):
         pages = self.ec2.get_paginator("describe_instances").paginate(
@@ -260,9 +280,6 @@ class Provisioner:
         return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
     def ensure_bucket(self, name):
-        what = f"bucket {name} (public access blocked, AES256 encryption)"
-        if self.dry_run:
-            return self.say("", what)
         from botocore.exceptions import ClientError
 
         taken = ProvisionError(f"config error: bucket {name} belongs to another AWS account (bucket names are "
@@ -291,14 +308,10 @@ class Provisioner:
             "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
         self.s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={
             "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
-        self.say(state, what)
+        return state
 
     def ensure_queue(self, name, attributes):
-        """The queue's ARN; created if missing, `attributes` set either way."""
-        what = f"queue {name} {json.dumps(attributes, sort_keys=True)}"
-        if self.dry_run:
-            self.say("", what)
-            return f"arn:aws:sqs:{self.config.region}:ACCOUNT:{name}"
+        """Created if missing, `attributes` set either way; done once the queue answers."""
         try:
             url = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
             self.sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
@@ -310,11 +323,22 @@ class Provisioner:
             url = cloud.while_refused(lambda: self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"],
                                       refused_with("QueueDeletedRecently"), QUEUE_REUSE_PATIENCE, self.waiting)
             state = "created"
-        self.say(state, what)
         # Asked until the queue answers: the queue that names it as its dead-letter target needs it usable.
-        return cloud.while_refused(
-            lambda: self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"],
-            refused_with("NonExistentQueue"), QUEUE_READY_PATIENCE, self.waiting)
+        cloud.while_refused(lambda: self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]),
+                            refused_with("NonExistentQueue"), QUEUE_READY_PATIENCE, self.waiting)
+        return state
+
+    def queue_attributes(self, name):
+        """Each queue's attributes (1 KB messages; the request queue's visibility timeout and its
+        redrive to the dead-letter queue)."""
+        config, size = self.config, str(MAX_MESSAGE_BYTES)
+        if name == config.dead_letter_queue:
+            return {"MaximumMessageSize": size, "MessageRetentionPeriod": "1209600"}
+        if name == config.response_queue:
+            return {"MaximumMessageSize": size}
+        dead_letters = f"arn:aws:sqs:{config.region}:{self.account()}:{config.dead_letter_queue}"
+        return {"MaximumMessageSize": size, "VisibilityTimeout": str(config.visibility_timeout),
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dead_letters, "maxReceiveCount": str(MAX_RECEIVES)})}
 
     def ensure_table(self):
         """The results table, with FR_RESULTS_TABLE=1: on-demand (paid per request, nothing while
@@ -322,11 +346,6 @@ class Provisioner:
         items until then. One still being deleted (a provision right after a teardown) is waited
         out first: its name cannot be used again until it is gone."""
         config, name = self.config, self.config.results_table_name
-        what = f"DynamoDB table {name} (on-demand, keyed by stem)"
-        if not config.results_table:
-            return self.out(f"{'skipped':<12} results table: FR_RESULTS_TABLE=0")
-        if self.dry_run:
-            return self.say("", what)
         table = self._table(name)
         if table and table["TableStatus"] == "DELETING":
             self._wait_table(name, None)
@@ -343,7 +362,7 @@ class Provisioner:
         else:
             state = "exists"
         self._wait_table(name, "ACTIVE")
-        self.say(state, what)
+        return state
 
     def _table(self, name):
         """DescribeTable's Table, or None when there is none."""
@@ -366,12 +385,9 @@ class Provisioner:
             pause = min(pause * 2, 2.0)
 
     def ensure_role(self, tier, policy, managed=()):
+        """`policy()`: the role's policy document (asked only when the step runs)."""
         name = self.config.role(tier)
-        what = f"IAM role + instance profile {name} ({len(policy['Statement'])} policy statements)"
-        if managed:
-            what += f" + {', '.join(m.rsplit('/', 1)[1] for m in managed)}"
-        if self.dry_run:
-            return self.say("", what)
+        policy = policy()
         try:
             self.iam.get_role(RoleName=name)
             state = "exists"
@@ -390,7 +406,8 @@ class Provisioner:
             self.iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
         # IAM's own view first; EC2's may lag further behind (pool.run_instance retries for that).
         self.iam.get_waiter("instance_profile_exists").wait(InstanceProfileName=name)
-        self.say(state, what)
+        return state, f"IAM role + instance profile {name} ({len(policy['Statement'])} policy statements)" + "".join(
+            f" + {m.rsplit('/', 1)[1]}" for m in managed)
 
     def ensure_pool(self):
         """All FR_MAX_INSTANCES + FR_SPARE_INSTANCES members, stopped. EC2 creates an instance
@@ -401,12 +418,6 @@ class Provisioner:
         web host runs, its autoscaler owns the members' states: missing members are launched, one
         wave, and it stops them and launches the rest."""
         config = self.config
-        what = (f"pool of {config.pool_size} stopped {pool.APP_TIER_NAME}-N ({config.max_instances} + "
-                f"{config.pool_size - config.max_instances} spare) from {config.ami_id}")
-        if not config.ami_id:
-            return self.out(f"{'skipped':<12} app-tier pool: set FR_AMI_ID (./setup.sh bake-ami makes one)")
-        if self.dry_run:
-            return self.say("", f"{what}, launched {config.max_instances} at a time")
         launches, created = pool.Launches(), {}
         # Asked before anything is stopped: a running member of an autoscaled pool is at work.
         autoscaled = bool(self._ours([settings.WEB_HOST_NAME], pool.ACTIVE_STATES))
@@ -419,11 +430,16 @@ class Provisioner:
             if autoscaled or not launched:
                 break
             self._stop_active(list(launched.values()))
+        state = f"created {len(created)}" if created else "exists"
         if autoscaled:
-            return self.say(f"created {len(created)}" if created else "exists",
-                            f"{what} (states left to the autoscaler on {settings.WEB_HOST_NAME})")
+            return state, f"{self.pool_what()} (states left to the autoscaler on {settings.WEB_HOST_NAME})"
         pool.wait_for(self.ec2, [i["id"] for i in pool.describe(self.ec2, config)], ["stopped"], INSTANCE_PATIENCE)
-        self.say(f"created {len(created)}" if created else "exists", what)
+        return state, self.pool_what()
+
+    def pool_what(self):
+        config = self.config
+        return (f"pool of {config.pool_size} stopped {pool.APP_TIER_NAME}-N ({config.max_instances} + "
+                f"{config.pool_size - config.max_instances} spare) from {config.ami_id}")
 
     def _stop_active(self, ids):
         """Wait for the instances `ids` (pending or running) to run, stop them, wait until stopped."""
@@ -435,54 +451,53 @@ class Provisioner:
     def ensure_default_vpc(self):
         """The pool and the web host are launched into the region's default VPC: say so at once
         when there is none (RunInstances would refuse every launch, half-way through)."""
-        if self.dry_run:
-            return self.say("", f"default VPC in {self.config.region}")
         if not self.ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]:
             raise ProvisionError(f"config error: no default VPC in {self.config.region}: the instances are launched "
                                  "into it (make one with 'aws ec2 create-default-vpc', or use another FR_REGION)")
-        self.say("exists", f"default VPC in {self.config.region}")
+        return "exists"
 
     def provision(self, with_web=False):
-        config = self.config
-        if with_web and not config.web_cidr:
+        if with_web and not self.config.web_cidr:
             raise ProvisionError("config error: set FR_WEB_CIDR to the addresses that may reach port 8000")
-        self.ensure_default_vpc()
-        self.ensure_vcpus(with_web)
-        for bucket in (config.in_bucket, config.out_bucket, config.deploy_bucket):
-            self.ensure_bucket(bucket)
-        size = str(MAX_MESSAGE_BYTES)
-        dlq_arn = self.ensure_queue(config.dead_letter_queue, {"MaximumMessageSize": size,
-                                                               "MessageRetentionPeriod": "1209600"})
-        self.ensure_queue(config.request_queue, {
-            "MaximumMessageSize": size,
-            "VisibilityTimeout": str(config.visibility_timeout),
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVES)}),
-        })
-        self.ensure_queue(config.response_queue, {"MaximumMessageSize": size})
-        self.ensure_table()
-        account = self.account()
-        # SSM: an operator can get a shell on the web host without SSH (it has no key pair, no port 22).
-        self.ensure_role("web", web_policy(config, account, self.ebs_key()), managed=[SSM_POLICY])
-        self.ensure_role("app", app_policy(config, account))
-        self.ensure_app_security_group()
-        self.ensure_pool()
-        if with_web:
-            self.ensure_web_host()
+        self.run_plan(self.provision_steps(with_web), "would ensure")
+
+    def provision_steps(self, with_web):
+        """Provisioning in order, as (what is made, the step making it; None: skipped, and why)."""
+        config = self.config
+        queue_kinds = {config.dead_letter_queue: "dead letters, kept 14 days",
+                       config.request_queue: f"visibility {config.visibility_timeout} s, dead letters after {MAX_RECEIVES}"
+                                             " receives",
+                       config.response_queue: "replies"}
+        table = f"DynamoDB table {config.results_table_name} (on-demand, keyed by stem)"
+        web = (f"{settings.WEB_HOST_NAME} ({config.web_instance_type}, Elastic IP, port {WEB_PORT} open to "
+               f"{config.web_cidr}; one running already: updated by Run Command {RUN_SHELL}, its services restarted)")
+        return [
+            (f"default VPC in {config.region}", self.ensure_default_vpc),
+            (f"vCPU quota {VCPU_QUOTA} fits {self.vcpus_wanted(with_web)}", partial(self.ensure_vcpus, with_web)),
+            *((f"bucket {b} (public access blocked, AES256 encryption)", partial(self.ensure_bucket, b))
+              for b in (config.in_bucket, config.out_bucket, config.deploy_bucket)),
+            # The dead-letter queue first: the request queue names it.
+            *((f"queue {q} (1 KB messages; {kind})", lambda q=q: self.ensure_queue(q, self.queue_attributes(q)))
+              for q, kind in queue_kinds.items()),
+            (table, self.ensure_table) if config.results_table else ("results table: FR_RESULTS_TABLE=0", None),
+            # SSM: an operator can get a shell on the web host without SSH (it has no key pair, no port 22).
+            (f"IAM role + instance profile {config.role('web')} (its policy, + AmazonSSMManagedInstanceCore)",
+             partial(self.ensure_role, "web", lambda: web_policy(config, self.account(), self.ebs_key()), [SSM_POLICY])),
+            (f"IAM role + instance profile {config.role('app')} (its policy)",
+             partial(self.ensure_role, "app", lambda: app_policy(config, self.account()))),
+            (f"security group {pool.app_security_group_name(config)} (app tier: no inbound, all outbound)",
+             self.ensure_app_security_group),
+            (f"{self.pool_what()}, launched {config.max_instances} at a time", self.ensure_pool) if config.ami_id
+            else ("app-tier pool: set FR_AMI_ID (./setup.sh bake-ami makes one)", None),
+            *([(f"code archive s3://{config.deploy_bucket}/{CODE_KEY}", self.upload_code),
+               (f"web host settings s3://{config.deploy_bucket}/{SETTINGS_KEY}", self.upload_settings),
+               (web, self.ensure_web_host)] if with_web else []),
+        ]
 
     def ensure_web_host(self):
         """The web host, its security group and Elastic IP, each made only when missing: a run that
         stopped half-way (say between RunInstances and the address) is finished by the next."""
         config = self.config
-        what = f"{settings.WEB_HOST_NAME} ({config.web_instance_type}, Elastic IP, port {WEB_PORT} open to {config.web_cidr})"
-        if self.dry_run:
-            self.say("", f"code archive s3://{config.deploy_bucket}/{CODE_KEY}")
-            self.say("", f"web host settings s3://{config.deploy_bucket}/{SETTINGS_KEY}")
-            return self.say("", f"{what}; one running already: updated (Run Command {RUN_SHELL}: new code, settings, "
-                            "services restarted)")
-        self.s3.put_object(Bucket=config.deploy_bucket, Key=CODE_KEY, Body=code_archive())
-        self.say("uploaded", f"code archive s3://{config.deploy_bucket}/{CODE_KEY}")
-        self.s3.put_object(Bucket=config.deploy_bucket, Key=SETTINGS_KEY, Body=web_host_settings(config).encode())
-        self.say("uploaded", f"web host settings s3://{config.deploy_bucket}/{SETTINGS_KEY}")
         group = self._web_security_group()
         existing = self._ours([settings.WEB_HOST_NAME], pool.POOL_STATES)
         if existing:
@@ -503,9 +518,18 @@ class Provisioner:
         address = self._web_address()
         if address.get("InstanceId") != instance:
             self.ec2.associate_address(AllocationId=address["AllocationId"], InstanceId=instance)
-        self.say(state, f"{what}: {instance} at http://{address['PublicIp']}:{WEB_PORT}/")
+        self.say(state, f"{settings.WEB_HOST_NAME} ({config.web_instance_type}, Elastic IP, port {WEB_PORT} open to "
+                 f"{config.web_cidr}): {instance} at http://{address['PublicIp']}:{WEB_PORT}/")
         if state != "created":
             self.update_web_host(instance)
+
+    def upload_code(self):
+        self.s3.put_object(Bucket=self.config.deploy_bucket, Key=CODE_KEY, Body=code_archive())
+        return "uploaded"
+
+    def upload_settings(self):
+        self.s3.put_object(Bucket=self.config.deploy_bucket, Key=SETTINGS_KEY, Body=web_host_settings(self.config).encode())
+        return "uploaded"
 
     def update_web_host(self, instance):
         """Have a running web host fetch this run's code and settings and restart its services:
@@ -541,12 +565,8 @@ class Provisioner:
         """The members' security group: no inbound rule, all outbound (SQS, S3). Not the VPC's
         default group, whose rules a hardened account strips (CIS, Security Hub EC2.2): members
         there could reach nothing, and every upload would wait out its timeout."""
-        name = pool.app_security_group_name(self.config)
-        what = f"security group {name} (app tier: no inbound, all outbound)"
-        if self.dry_run:
-            return self.say("", what)
-        _, state = self._security_group(name, "face-rec app tier: no inbound")
-        self.say(state, what)
+        _, state = self._security_group(pool.app_security_group_name(self.config), "face-rec app tier: no inbound")
+        return state
 
     def _web_security_group(self):
         group, _ = self._security_group(f"{self.config.prefix}-web", "face-rec web tier: port 8000 only")
@@ -570,11 +590,7 @@ class Provisioner:
         The web host goes first, and is waited on until terminated: its autoscaler would otherwise
         see the pool shutting down and launch it again. Then every other instance tagged ours, until
         none is left; then what they used (address, security group), queues, buckets and roles."""
-        for what, step in self.teardown_steps(images):
-            if self.dry_run:
-                self.out(f"{'would remove':<12} {what}")
-            else:
-                step()
+        self.run_plan(self.teardown_steps(images), "would remove")
 
     def teardown_steps(self, images):
         """Teardown in order, as (what is removed, the step removing it): the dry run says the one,
@@ -719,27 +735,34 @@ class Provisioner:
         return left
 
     def bake_ami(self, instance_id):
-        """An AMI of an instance set up with `setup.sh app`: the app-tier image for FR_AMI_ID.
+        """An AMI of an instance set up with `setup.sh app`, the app-tier image for FR_AMI_ID: its id
+        (None in a dry run).
 
         The instance must not be launched for hibernation (EC2 makes no image of one: the pool is
         launched for it, from this image). It is tagged ours first (so that teardown finds it,
         should this stop half-way), stopped (its worker would otherwise take requests, and the
         image is made of a quiet disk), imaged, and terminated once the image is available."""
         name = f"{self.config.prefix}-app-tier-{instance_id}"
-        if self.dry_run:
-            for what in (f"tag {instance_id} {settings.PREFIX_TAG}={self.config.prefix}, stop it",
-                         f"image {name} from {instance_id}", f"terminate {instance_id}"):
-                self.out(f"{'would':<12} {what}")
-            return None
+        self.run_plan([
+            (f"tag {instance_id} {settings.PREFIX_TAG}={self.config.prefix}, stop it", partial(self._bake_stop, instance_id)),
+            (f"image {name} from {instance_id}, waited on until available", partial(self._bake_image, instance_id, name)),
+            (f"terminate {instance_id}", partial(self._bake_done, instance_id)),
+        ], "would")
+        return self.baked
+
+    def _bake_stop(self, instance_id):
         (reservation,) = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
         if reservation["Instances"][0].get("HibernationOptions", {}).get("Configured"):
             raise ProvisionError(f"error: {instance_id} was launched for hibernation, and EC2 makes no image of such "
                                  "an instance: run ./setup.sh app on an instance launched without it")
-        from botocore.exceptions import WaiterError
-
         self.ec2.create_tags(Resources=[instance_id], Tags=pool.tags(self.config, BAKE_NAME))
         self.ec2.stop_instances(InstanceIds=[instance_id])
         pool.wait_for(self.ec2, [instance_id], ["stopped"], INSTANCE_PATIENCE)
+        return "stopped"
+
+    def _bake_image(self, instance_id, name):
+        from botocore.exceptions import WaiterError
+
         # An image of that name made by an earlier run (stopped, or out of patience) is waited for again.
         made = self.ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [name]}])["Images"]
         if made:
@@ -758,10 +781,13 @@ class Provisioner:
             "BlockDeviceMappings", []) if "Ebs" in m]
         if snapshots:
             self.ec2.create_tags(Resources=snapshots, Tags=pool.tags(self.config, name))
+        self.baked = image
+        return "available", f"image {image} ({name})"
+
+    def _bake_done(self, instance_id):
         self.ec2.terminate_instances(InstanceIds=[instance_id])
-        self.out(f"{'created':<12} image {image} (bake instance {instance_id} terminated): "
-                 f"set FR_AMI_ID={image} and run ./setup.sh provision")
-        return image
+        return "created", (f"image {self.baked} (bake instance {instance_id} terminated): set FR_AMI_ID={self.baked} "
+                           "and run ./setup.sh provision")
 
 
 def _tagged(instance, key, value):
