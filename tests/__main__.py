@@ -20,22 +20,20 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 import settings
 from tools.harness import stand_in_files
 
-# Pure code and the model library in this process: no moto, no service, no stack.
-UNIT = [
-    "tests.test_common", "tests.test_scaling_decision", "tests.test_multipart", "tests.test_lint", "tests.test_model",
-    "tests.test_forkserver.ProtocolTest", "tests.test_replies", "tests.test_results.ItemTest", "tests.test_awsiam",
-]
+# Pure code and the model library in this process (no moto, no service, no stack): the tests in
+# tests/unit; every other test starts processes (tests/stack).
+UNIT = "tests.unit."
 LANES = 3
 # The classes that take 20 s or more, longest first (the "slowest class:" lines of a run): started
 # first, so that the lanes end together. A class not named here starts after these.
-SLOW = [
-    "tests.test_deploy.ProvisionTest", "tests.test_scaling.ScalingTest", "tests.test_deploy.RestartableProvisionTest",
-    "tests.test_reliability.HibernationTest", "tests.test_pipeline.PipelineTest", "tests.test_first_run.FirstRunTest",
-    "tests.test_reliability.FaultTest", "tests.test_pages.PagesTest", "tests.test_scaling.WarmFloorTest",
-    "tests.test_reliability.BadInputTest", "tests.test_results.ResultsTableTest", "tests.test_scaling.LocalStackTest",
-    "tests.test_awslike.AwsLikeTest", "tests.test_reliability.MotoRestartTest", "tests.test_reliability.InstanceStartTest",
-    "tests.test_clients.ClientLimitsTest", "tests.test_reliability.EarlyStartTest", "tests.test_scaling.PoolObservationTest",
-]
+SLOW = ["tests.stack." + name for name in (
+    "test_deploy.ProvisionTest", "test_scaling.ScalingTest", "test_deploy.RestartableProvisionTest",
+    "test_reliability.FaultTest", "test_pipeline.PipelineTest", "test_reliability.HibernationTest",
+    "test_first_run.FirstRunTest", "test_scaling.WarmFloorTest", "test_pages.PagesTest", "test_awslike.AwsLikeTest",
+    "test_results.ResultsTableTest", "test_scaling.LocalStackTest", "test_first_run.RedeployTest",
+    "test_reliability.BadInputTest", "test_reliability.MotoRestartTest", "test_reliability.InstanceStartTest",
+    "test_clients.ClientLimitsTest", "test_reliability.EarlyStartTest", "test_scaling.PoolObservationTest",
+)]
 JOB_RESULT = "job-result: "
 
 
@@ -70,7 +68,7 @@ def run(names):
 
 
 def classes():
-    """Every test class's name, discovered, sorted."""
+    """Every test class's name, discovered (tests/unit and tests/stack), sorted."""
     found = set()
     pending = [unittest.defaultTestLoader.discover(str(settings.PROJECT_DIR / "tests"), top_level_dir=str(settings.PROJECT_DIR))]
     while pending:
@@ -86,8 +84,8 @@ def jobs():
     """The suite as jobs, one process each: the SLOW classes, the UNIT tests, then every other
     class alone."""
     found = classes()
-    unit = [c for c in found if any(c == u or c.startswith(u + ".") for u in UNIT)]
-    return [[c] for c in SLOW if c in found] + [UNIT] + [[c] for c in found if c not in unit and c not in SLOW]
+    unit = [c for c in found if c.startswith(UNIT)]
+    return [[c] for c in SLOW if c in found] + [unit] + [[c] for c in found if c not in unit and c not in SLOW]
 
 
 def run_job(names):
@@ -120,14 +118,14 @@ def main(argv):
         print(JOB_RESULT + json.dumps([passed, failed, skipped, seconds]))
         return 0 if failed == 0 else 1
     if argv == ["unit"]:
-        passed, failed, skipped, seconds = run(UNIT)
+        passed, failed, skipped, seconds = run([c for c in classes() if c.startswith(UNIT)])
     elif not argv:
         passed, failed, skipped, seconds = run_all()
     else:
         print("usage: python -m tests [unit]", file=sys.stderr)
         return 2
     ranked = sorted(seconds.items(), key=lambda item: -item[1])
-    for kind, dots in (("class", 2), ("test", 3)):  # tests.test_module.Class[.test_name]
+    for kind, dots in (("class", 3), ("test", 4)):  # tests.folder.test_module.Class[.test_name]
         for name, spent in [(name, spent) for name, spent in ranked if name.count(".") == dots][:12]:
             print(f"slowest {kind}: {spent:6.1f} s  {name}")
     print(f"tests: {passed} passed, {failed} failed, {skipped} skipped in {time.monotonic() - started:.0f} s")

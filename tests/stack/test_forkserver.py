@@ -5,7 +5,7 @@ import threading
 import unittest
 
 from tests.support import wait_until
-from tools.forkserver import CoreTurns, Event, TakingTurns, parse_command, parse_event, start_command
+from tools.forkserver import CoreTurns, TakingTurns
 
 
 def holds_flock(pid, inode):
@@ -114,22 +114,6 @@ class CoreTurnsTest(unittest.TestCase):
                     os.waitpid(pid, 0)
                 os.close(ready)
                 os.close(told)
-
-
-
-class ProtocolTest(unittest.TestCase):
-    def test_each_side_reads_what_the_other_writes(self):
-        command = start_command("i-0abc", "app-tier-instance-3")
-        self.assertEqual(parse_command(command), ("i-0abc", "app-tier-instance-3", None))
-        command = start_command("i-0abc", "app-tier-instance-3", "http://127.0.0.1:4242")
-        self.assertEqual(parse_command(command), ("i-0abc", "app-tier-instance-3", "http://127.0.0.1:4242"))
-        for event in (Event("forked", "i-0a", 4242), Event("exited", "i-0a", 4242, -15), Event("exited", "i-1", 7, 78)):
-            self.assertEqual(parse_event(event.line()), event)
-
-    def test_log_lines_and_bad_commands_are_not_taken_for_protocol(self):
-        self.assertIsNone(parse_event("2026-11-26 INFO worker event=ready queue=q batch=4"))
-        self.assertIsNone(parse_command("start i-0abc"))
-        self.assertIsNone(parse_command("stop i-0abc app-tier-instance-1"))
 
 
 if __name__ == "__main__":

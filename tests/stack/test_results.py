@@ -1,16 +1,14 @@
-"""The results table (FR_RESULTS_TABLE=1, results.py): items and their checks alone, and through the
-web tier and a worker, across a change of model (the course's 2026 run on the whole local stack is
-tests/test_first_run.py)."""
+"""The results table (FR_RESULTS_TABLE=1, results.py) through the web tier and a worker, across a
+change of model (its items alone: tests/unit/test_results_items.py; the course's 2026 run on the
+whole local stack: tests/stack/test_first_run.py)."""
 import hashlib
 import shutil
 import tempfile
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from unittest import mock
 
 import results
-from messages import Reply, encode
 from tests.support import (
     FIXTURES,
     IMAGES,
@@ -22,8 +20,6 @@ from tests.support import (
     table_hits,
     upload,
 )
-
-MODEL = "m" * 64
 
 
 def image(stem):
@@ -45,102 +41,6 @@ def items(dynamodb, table):
     """{stem: {attribute: its string}} of every item of the table."""
     pages = dynamodb.get_paginator("scan").paginate(TableName=table)
     return {i["stem"]["S"]: {k: v.get("S") for k, v in i.items()} for page in pages for i in page["Items"]}
-
-
-class FakeModel:
-    def fingerprint(self):
-        return MODEL
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-
-class ItemTest(unittest.TestCase):
-    """What counts as an answer, the model's fingerprint, and errors as misses (no process)."""
-
-    def test_only_an_item_for_the_same_bytes_and_model_with_a_name_answers(self):
-        good = results.item("x", "s" * 64, "Paul", MODEL)
-        self.assertEqual(results.answer_of(good, "s" * 64, MODEL), "Paul")
-        misses = {
-            "no item": None,
-            "other bytes": results.item("x", "t" * 64, "Paul", MODEL),
-            "other model": results.item("x", "s" * 64, "Paul", "n" * 64),
-            "name a number": dict(good, name={"N": "7"}),
-            "no name": {k: v for k, v in good.items() if k != "name"},
-            "no model": {k: v for k, v in good.items() if k != "model"},
-            "empty name": dict(good, name={"S": ""}),
-            "a line break in the name": dict(good, name={"S": "Paul\nX-Injected: 1"}),
-            "a name too long": dict(good, name={"S": "P" * 201}),
-            "not a map": dict(good, sha256="s" * 64),
-            "not an item": ["Paul"],
-        }
-        for why, found in misses.items():
-            with self.subTest(why):
-                self.assertIsNone(results.answer_of(found, "s" * 64, MODEL))
-
-    def test_the_fingerprint_changes_with_either_file_and_is_hashed_again_only_then(self):
-        with tempfile.TemporaryDirectory() as scratch:
-            weights, gallery = Path(scratch, "w.pt"), Path(scratch, "g.pt")
-            weights.write_bytes(b"weights")
-            gallery.write_bytes(b"gallery")
-            configured = results.ConfiguredModel(weights, gallery)
-            with mock.patch.object(results, "fingerprint", wraps=results.fingerprint) as hashed:
-                first = configured.fingerprint()
-                self.assertEqual(configured.fingerprint(), first)
-                self.assertEqual(hashed.call_count, 1, "hashed again with nothing changed")
-                gallery.write_bytes(b"gallery, enrolled again")
-                second = configured.fingerprint()
-                weights.write_bytes(b"weights, trained again")
-                third = configured.fingerprint()
-            self.assertEqual(len({first, second, third}), 3)
-            self.assertEqual(third, results.fingerprint(weights, gallery))
-            gallery.unlink()
-            with self.assertRaises(OSError):
-                configured.fingerprint()
-
-    def test_a_reply_with_the_longest_stem_and_a_fingerprint_fits_a_message(self):
-        self.assertLess(len(encode(Reply("a" * 32, "s" * 100, name="N" * 50, model_ms="1234.5", model=MODEL))), 1024)
-
-    def stubbed(self):
-        import boto3
-        from botocore.stub import Stubber
-
-        dynamodb = boto3.client("dynamodb", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-        stub = Stubber(dynamodb)
-        stub.activate()
-        clock = Clock()
-        return results.ResultsTable(dynamodb, "t", FakeModel(), clock), stub, clock
-
-    def test_a_table_refusing_is_a_miss_one_log_line_and_left_alone_for_a_while(self):
-        table, stub, clock = self.stubbed()
-        stub.add_client_error("get_item", "ProvisionedThroughputExceededException", http_status_code=400)
-        stub.add_client_error("put_item", "ThrottlingException", http_status_code=400)
-        stub.add_response("get_item", {"Item": results.item("x", "s" * 64, "Paul", MODEL)})
-        with self.assertLogs("results", "WARNING") as logged:
-            self.assertIsNone(table.lookup("x", "s" * 64))
-            # Resting: asked nothing (the stub would answer the next call with the put's error).
-            self.assertIsNone(table.lookup("x", "s" * 64))
-            table.record("x", "s" * 64, "Paul", MODEL)
-            clock.now += results.TABLE_REST
-            table.record("x", "s" * 64, "Paul", MODEL)
-            clock.now += results.TABLE_REST
-            self.assertEqual(table.lookup("x", "s" * 64), "Paul")
-        self.assertEqual(len(logged.output), 2, logged.output)
-        self.assertIn("ProvisionedThroughputExceededException", logged.output[0])
-        self.assertIn("ThrottlingException", logged.output[1])
-        stub.assert_no_pending_responses()
-        self.assertEqual(table.hits, 1)
-
-    def test_a_missing_table_is_a_miss(self):
-        table, stub, _ = self.stubbed()
-        stub.add_client_error("get_item", "ResourceNotFoundException", http_status_code=400)
-        with self.assertLogs("results", "WARNING"):
-            self.assertIsNone(table.lookup("x", "s" * 64))
 
 
 class ResultsTableTest(Service, unittest.TestCase):
