@@ -17,6 +17,7 @@ its counts can lag (FR_SQS_COUNT_LAG).
 The same code drives AWS or, in local mode, moto's EC2 API, where the local launcher runs a
 worker process per running instance. Stops on SIGTERM/SIGINT after the step in progress (exit 0).
 """
+
 import math
 import threading
 import time
@@ -29,6 +30,7 @@ import settings
 import statefiles
 
 log = common.EventLog("autoscaler")
+
 
 def desired(visible, in_flight, running, max_instances, idle_seconds=math.inf, grace=0.0, floor=0):
     """How many app instances should run, never fewer than `floor` (the warm floor).
@@ -121,11 +123,19 @@ class Autoscaler:
             self.idle_since = now
         idle = now - self.idle_since if self.idle_since is not None else 0.0
         running = pool.active(members)
-        target = desired(visible, in_flight, running, self.config.max_instances, idle, self.config.scale_in_grace,
-                         self.config.min_instances)
+        target = desired(
+            visible, in_flight, running, self.config.max_instances, idle, self.config.scale_in_grace, self.config.min_instances
+        )
         started, stopped = self.pool.resize(members, target)
-        decision = dict(waiting=waiting, visible=visible, in_flight=in_flight, running=running, desired=target,
-                        started=len(started), stopped=len(stopped))
+        decision = dict(
+            waiting=waiting,
+            visible=visible,
+            in_flight=in_flight,
+            running=running,
+            desired=target,
+            started=len(started),
+            stopped=len(stopped),
+        )
         if started or stopped or decision != self.last:
             log.info("decision", **decision)
             statefiles.write_state(self.config, statefiles.AUTOSCALER_STATE, **decision)
@@ -135,8 +145,13 @@ class Autoscaler:
     def run(self, stop):
         from botocore.exceptions import BotoCoreError, ClientError
 
-        log.info("ready", max_instances=self.config.max_instances, pool_size=self.config.pool_size,
-                 floor=self.config.min_instances, interval=self.config.scale_interval)
+        log.info(
+            "ready",
+            max_instances=self.config.max_instances,
+            pool_size=self.config.pool_size,
+            floor=self.config.min_instances,
+            interval=self.config.scale_interval,
+        )
         while not stop.is_set():
             try:
                 self.step()

@@ -1,6 +1,7 @@
 """AWS clients, and the calls every process makes the same way: a client per process, retries of
 the refusals AWS documents as eventual consistency, queue URLs and depths, emptying a bucket, batch
 entries."""
+
 import threading
 import time
 

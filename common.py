@@ -4,6 +4,7 @@ SIGTERM/SIGINT.
 Every process logs through an EventLog: `log.info("answered", id=..., ms=12.5)` is the line
 `... INFO web event=answered id=... ms=12.5`, each value quoted when it holds a space, `=`, a quote
 or a line break, so that one line is one event whatever the values (an error's text, a path)."""
+
 import logging
 import os
 import sys

@@ -8,6 +8,7 @@ MultipartError carrying the HTTP status it calls for and a one-line reason for t
 not multipart, 400 malformed), as defnull/multipart's errors do. The web tier
 (web.py) is its only user; the tests feed it every way a body can be split.
 """
+
 import tempfile
 from email.message import Message
 from email.utils import collapse_rfc2231_value

@@ -3,6 +3,7 @@ a client sends as leniently as the old web did. Here a connection's reading side
 (DeadlineReader), each request header line is checked as it is read (HeaderLines), and a multipart
 boundary is not looked up in a header too long to parse in time (RequestHeaders). web.py's Handler
 puts them in place; a refusal is a 400 with the reason (BadHeaderLine)."""
+
 import io
 import re
 import time

@@ -1,5 +1,6 @@
 """The queue messages: a Request (web tier -> worker) and a Reply (worker -> web tier), as JSON
 text of at most MAX_MESSAGE_BYTES. Images travel through S3, never SQS."""
+
 import json
 from dataclasses import dataclass
 

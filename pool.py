@@ -31,6 +31,7 @@ one member named cannot hibernate: each is then asked alone, and only those refu
 An image cannot be made of an instance launched for hibernation, so the app image is baked from a
 plain instance (tools/provision.py bake-ami) and only the pool hibernates.
 """
+
 import math
 import threading
 import time
@@ -95,8 +96,11 @@ def ours(ec2, config, names, states):
 
 def _filters(config, names, states):
     """DescribeInstances' filters for instances tagged ours, named among `names`, in `states`."""
-    return [{"Name": f"tag:{PREFIX_TAG}", "Values": [config.prefix]}, {"Name": "tag:Name", "Values": list(names)},
-            {"Name": "instance-state-name", "Values": list(states)}]
+    return [
+        {"Name": f"tag:{PREFIX_TAG}", "Values": [config.prefix]},
+        {"Name": "tag:Name", "Values": list(names)},
+        {"Name": "instance-state-name", "Values": list(states)},
+    ]
 
 
 def details(ec2, ids):
@@ -113,9 +117,12 @@ def _instances(pages):
 
 def _member(instance):
     """{id, name, state, hibernates} of a described instance."""
-    return {"id": instance["InstanceId"], "state": instance["State"]["Name"],
-            "name": next((t["Value"] for t in instance.get("Tags", []) if t["Key"] == "Name"), ""),
-            "hibernates": instance.get("HibernationOptions", {}).get("Configured", False)}
+    return {
+        "id": instance["InstanceId"],
+        "state": instance["State"]["Name"],
+        "name": next((t["Value"] for t in instance.get("Tags", []) if t["Key"] == "Name"), ""),
+        "hibernates": instance.get("HibernationOptions", {}).get("Configured", False),
+    }
 
 
 def _detailed(instance):
@@ -123,12 +130,18 @@ def _detailed(instance):
     time, which a start does not change), `started` (LaunchTime, which EC2 sets at every start),
     `hibernated_at` (when a member stopped by hibernating was stopped, else None), epoch seconds."""
     started = instance["LaunchTime"].timestamp()
-    attached = [n["Attachment"]["AttachTime"] for n in instance.get("NetworkInterfaces", [])
-                if n.get("Attachment", {}).get("DeviceIndex") == 0 and "AttachTime" in n["Attachment"]]
-    hibernated = (instance["State"]["Name"] == "stopped"
-                  and instance.get("StateReason", {}).get("Code") == HIBERNATE_REASON)
-    return dict(_member(instance), launched=attached[0].timestamp() if attached else started, started=started,
-                hibernated_at=_transition_time(instance) if hibernated else None)
+    attached = [
+        n["Attachment"]["AttachTime"]
+        for n in instance.get("NetworkInterfaces", [])
+        if n.get("Attachment", {}).get("DeviceIndex") == 0 and "AttachTime" in n["Attachment"]
+    ]
+    hibernated = instance["State"]["Name"] == "stopped" and instance.get("StateReason", {}).get("Code") == HIBERNATE_REASON
+    return dict(
+        _member(instance),
+        launched=attached[0].timestamp() if attached else started,
+        started=started,
+        hibernated_at=_transition_time(instance) if hibernated else None,
+    )
 
 
 def _transition_time(instance):
@@ -136,7 +149,7 @@ def _transition_time(instance):
     "User initiated (2026-11-30 14:00:00 GMT)" (epoch seconds; None if it does not)."""
     reason = instance.get("StateTransitionReason", "")
     try:
-        stamp = reason[reason.index("(") + 1: reason.index("(") + 20]
+        stamp = reason[reason.index("(") + 1 : reason.index("(") + 20]
         return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
     except ValueError:
         return None
@@ -267,10 +280,13 @@ class Pool:
             self.refresh_due = time.monotonic() + REFRESH_CHECK_SECONDS
             self.stale = set(stale_hibernations(self.ec2, self.config, self.wall_clock()))
         chosen = [i["id"] for i in members if i["id"] in self.stale and i["state"] in STARTABLE]
-        chosen = chosen[:max(0, self.config.max_instances - running)]
+        chosen = chosen[: max(0, self.config.max_instances - running)]
         for instance in chosen:
-            log.info("hibernation_refresh", instance=instance,
-                     detail=f"hibernated {HIBERNATION_REFRESH_DAYS} days or more: started, to stop plainly")
+            log.info(
+                "hibernation_refresh",
+                instance=instance,
+                detail=f"hibernated {HIBERNATION_REFRESH_DAYS} days or more: started, to stop plainly",
+            )
         self.stale.difference_update(chosen)
         return chosen
 
@@ -290,7 +306,7 @@ def plan(pool, target, warm=()):
         return [i["id"] for i in startable][: target - len(active)], []
     surplus = len(active) - target
     stoppable = [i["id"] for i in active if i["state"] in STOPPABLE]
-    return [], stoppable[max(0, len(stoppable) - surplus):] if surplus else []
+    return [], stoppable[max(0, len(stoppable) - surplus) :] if surplus else []
 
 
 def missing(pool, size):
@@ -301,8 +317,9 @@ def missing(pool, size):
 
 def profile_not_ready(error):
     """True for RunInstances' refusal of an instance profile IAM has not yet propagated."""
-    return (cloud.error_code(error) == "InvalidParameterValue"
-            and "iamInstanceProfile" in error.response.get("Error", {}).get("Message", ""))
+    return cloud.error_code(error) == "InvalidParameterValue" and "iamInstanceProfile" in error.response.get("Error", {}).get(
+        "Message", ""
+    )
 
 
 def run_instance(ec2, patience=0.0, **arguments):
@@ -310,7 +327,10 @@ def run_instance(ec2, patience=0.0, **arguments):
     up to `patience` seconds (IAM is eventually consistent); its id."""
     return cloud.while_refused(
         lambda: ec2.run_instances(MinCount=1, MaxCount=1, **arguments)["Instances"][0]["InstanceId"],
-        profile_not_ready, patience, lambda error, pause: log.info("profile_not_ready", retry_in=round(pause, 1)))
+        profile_not_ready,
+        patience,
+        lambda error, pause: log.info("profile_not_ready", retry_in=round(pause, 1)),
+    )
 
 
 class Launches:
@@ -355,9 +375,15 @@ def repair(ec2, config, pool, patience=0.0, launches=None):
         log.error("pool_incomplete", missing=len(names), detail=str(e))
         return {}
     launched = {}
-    for name in names[:max(room, 0)]:
-        launched[name] = launch(ec2, launches, name, patience, **arguments,
-                                TagSpecifications=[{"ResourceType": "instance", "Tags": tags(config, name)}])
+    for name in names[: max(room, 0)]:
+        launched[name] = launch(
+            ec2,
+            launches,
+            name,
+            patience,
+            **arguments,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tags(config, name)}],
+        )
     if launched:
         log.info("pool_repaired", launched=",".join(launched), waiting=len(names) - len(launched))
     return launched
@@ -378,15 +404,24 @@ def launch(ec2, launches, name, patience, **arguments):
 
 def launch_arguments(ec2, config):
     """RunInstances' arguments for a member (but its tags): for hibernation with FR_HIBERNATE."""
-    arguments = dict(ImageId=config.ami_id, InstanceType=config.instance_type,
-                     IamInstanceProfile={"Name": config.role("app")}, UserData=member_user_data(config),
-                     SecurityGroupIds=[app_security_group(ec2, config)])
+    arguments = dict(
+        ImageId=config.ami_id,
+        InstanceType=config.instance_type,
+        IamInstanceProfile={"Name": config.role("app")},
+        UserData=member_user_data(config),
+        SecurityGroupIds=[app_security_group(ec2, config)],
+    )
     if config.hibernate:
         device, size = root_volume(ec2, config)
-        arguments.update(HibernationOptions={"Configured": True}, BlockDeviceMappings=[{
-            "DeviceName": device,
-            "Ebs": {"Encrypted": True, "VolumeSize": size, "VolumeType": "gp3", "DeleteOnTermination": True},
-        }])
+        arguments.update(
+            HibernationOptions={"Configured": True},
+            BlockDeviceMappings=[
+                {
+                    "DeviceName": device,
+                    "Ebs": {"Encrypted": True, "VolumeSize": size, "VolumeType": "gp3", "DeleteOnTermination": True},
+                }
+            ],
+        )
     return arguments
 
 
@@ -416,8 +451,10 @@ def member_user_data(config):
     """A member's user data (cloud-init runs it at the instance's first boot): the pool's FR_PREFIX and
     FR_REGION, over whatever the image was set up with, so that a member never looks for another
     deployment's queues."""
-    return (f"#!/bin/bash\ncat > {POOL_SETTINGS} <<'ENV'\nFR_PREFIX={config.prefix}\nFR_REGION={config.region}\nENV\n"
-            f"chmod 0644 {POOL_SETTINGS}\n")
+    return (
+        f"#!/bin/bash\ncat > {POOL_SETTINGS} <<'ENV'\nFR_PREFIX={config.prefix}\nFR_REGION={config.region}\nENV\n"
+        f"chmod 0644 {POOL_SETTINGS}\n"
+    )
 
 
 def pool_settings(user_data):
@@ -440,8 +477,14 @@ def root_volume(ec2, config):
         images = []
     for image in images:
         device = image.get("RootDeviceName", device)
-        image_gb = next((m["Ebs"]["VolumeSize"] for m in image.get("BlockDeviceMappings", [])
-                         if m.get("DeviceName") == device and "VolumeSize" in m.get("Ebs", {})), image_gb)
+        image_gb = next(
+            (
+                m["Ebs"]["VolumeSize"]
+                for m in image.get("BlockDeviceMappings", [])
+                if m.get("DeviceName") == device and "VolumeSize" in m.get("Ebs", {})
+            ),
+            image_gb,
+        )
     ram_mib = ec2.describe_instance_types(InstanceTypes=[config.instance_type])["InstanceTypes"][0]["MemoryInfo"]["SizeInMiB"]
     return device, image_gb + math.ceil(max(ram_mib, AGENT_SWAP_MIB) / 1024) + 1
 

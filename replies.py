@@ -18,6 +18,7 @@ long as SQS allows (12 hours from each receive), and only logged again when it c
 thread keeps FR_STATE_DIR/web.json saying how many requests wait: the autoscaler's exact count of
 the work (autoscaler.py).
 """
+
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -115,8 +116,10 @@ class Replies:
 
     def threads(self, stop):
         """The pollers and the web.json writer, as threads (not started) that end once `stop` is set."""
-        return [threading.Thread(target=run, args=(stop,), name=run.__name__, daemon=True)
-                for run in (self.poll_replies, self.poll_dead_letters, self.publish_waiting)]
+        return [
+            threading.Thread(target=run, args=(stop,), name=run.__name__, daemon=True)
+            for run in (self.poll_replies, self.poll_dead_letters, self.publish_waiting)
+        ]
 
     def publish_waiting(self, stop):
         """Keep FR_STATE_DIR/web.json saying how many requests wait for an answer, for the

@@ -15,6 +15,7 @@ finds them in the table). The table speeds answers up and is never needed for on
 or writing it (the table missing, throttled, unreachable) is a miss and one log line, and the table
 is then left alone for TABLE_REST seconds, so that requests meanwhile do not each wait for it to fail.
 """
+
 import math
 import os
 import threading
@@ -35,6 +36,8 @@ READ_TIMEOUT = 2
 ATTEMPTS = 2
 # The longest name taken from an item (the gallery's are short); a longer one is a malformed item.
 MAX_NAME_CHARS = 200
+
+
 class ConfiguredModel:
     """The fingerprint of the model files the web tier is configured with, hashed again only when
     one of them changes (its inode, size or modification time)."""
@@ -56,8 +59,13 @@ class ConfiguredModel:
 
 def item(stem, sha256, name, model):
     """The table's item for an answer."""
-    return {"stem": {"S": stem}, "name": {"S": name}, "sha256": {"S": sha256}, "model": {"S": model},
-            "answered": {"S": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
+    return {
+        "stem": {"S": stem},
+        "name": {"S": name},
+        "sha256": {"S": sha256},
+        "model": {"S": model},
+        "answered": {"S": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+    }
 
 
 def answer_of(found, sha256, model):
@@ -87,8 +95,9 @@ class ResultsTable:
     @classmethod
     def from_config(cls, config, max_connections):
         """The table of `config`, asked over up to `max_connections` connections at once."""
-        dynamodb = cloud.client(config, "dynamodb", max_connections, attempts=ATTEMPTS,
-                                connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT)
+        dynamodb = cloud.client(
+            config, "dynamodb", max_connections, attempts=ATTEMPTS, connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT
+        )
         return cls(dynamodb, config.results_table_name, ConfiguredModel(config.weights, config.gallery))
 
     def lookup(self, stem, sha256):
@@ -128,5 +137,10 @@ class ResultsTable:
             if self._resting():
                 return
             self._resting_until = self.clock() + TABLE_REST
-        log.warning("results_table_unavailable", table=self.name, call=what, error=error,
-                    detail=f"answers go through the app tier; the table is asked again in {TABLE_REST:g} s")
+        log.warning(
+            "results_table_unavailable",
+            table=self.name,
+            call=what,
+            error=error,
+            detail=f"answers go through the app tier; the table is asked again in {TABLE_REST:g} s",
+        )

@@ -2,6 +2,7 @@
 the names derived from FR_PREFIX (buckets, queues, roles, tags). Every variable is listed in the
 README; the same code talks to AWS or, with FR_ENDPOINT_URL set, to a moto server standing in for
 it (local mode and tests)."""
+
 import ipaddress
 import os
 import sys
@@ -212,8 +213,7 @@ def environment(config, names):
     """The FR_* variables `names` that load_config reads back as `config`'s values (a variable
     whose value is None, the default that means "derived", is left out)."""
     fields = {name: field for name, (field, _) in _VARIABLES.items()}
-    return {name: _rendered(getattr(config, fields[name])) for name in names
-            if getattr(config, fields[name]) is not None}
+    return {name: _rendered(getattr(config, fields[name])) for name in names if getattr(config, fields[name]) is not None}
 
 
 def variables():

@@ -5,6 +5,7 @@ the work (autoscaler.py); written by `write_waiting` at once when it changes and
 WEB_STATE_SECONDS, read by `read_waiting`, which takes a file older than WEB_STATE_MAX_AGE for a
 web tier gone. autoscaler.json: the autoscaler's last decision, for the status page. The local
 stack's logs are in FR_STATE_DIR/logs (`log_dir`)."""
+
 import json
 import os
 import time

@@ -7,6 +7,7 @@ Prometheus' text format. Status also samples a few numbers every 2 s for the sta
 (the last five minutes of running instances, request-queue depth and answers per second). The page
 that shows it all is pages/status.html (it draws the chart itself), and the JSON of /status.
 """
+
 import threading
 import time
 from collections import Counter, deque
@@ -131,29 +132,57 @@ def prometheus_text(status):
         lines.extend([f"# HELP face_rec_{name} {help_text}", f"# TYPE face_rec_{name} {kind}"])
         for suffix, labels, value in samples:
             label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
-            lines.append(f"face_rec_{name}{suffix}{{{label_text}}} {value}" if labels
-                         else f"face_rec_{name}{suffix} {value}")
+            lines.append(f"face_rec_{name}{suffix}{{{label_text}}} {value}" if labels else f"face_rec_{name}{suffix} {value}")
 
     web, queues, pool = status["web"], status["queues"] or {}, status["app_instances"] or {}
     decision = status["autoscaler"] or {}
-    metric("requests_total", "counter", "Uploads answered by this web tier, by HTTP status.",
-           [("", {"status": code}, count) for code, count in web["by_status"].items()])
+    metric(
+        "requests_total",
+        "counter",
+        "Uploads answered by this web tier, by HTTP status.",
+        [("", {"status": code}, count) for code, count in web["by_status"].items()],
+    )
     if web["table_hits"] is not None:
-        metric("results_table_hits_total", "counter", "Uploads answered from the results table, without a worker.",
-               [("", {}, web["table_hits"])])
-    metric("requests_in_flight", "gauge", "Uploads waiting for their answer at this web tier.",
-           [("", {}, web["in_flight"])])
-    metric("request_latency_seconds", "summary",
-           f"Latency of answered uploads (quantiles over the last {LATENCY_WINDOW}).",
-           [("", {"quantile": q}, web[key]) for q, key in (("0.5", "latency_p50_s"), ("0.95", "latency_p95_s"))
-            if web[key] is not None]
-           + [("_sum", {}, web["latency_sum_s"]), ("_count", {}, web["answered"])])
-    metric("queue_messages", "gauge", "Messages in the service's queues.",
-           [("", {"queue": q, "state": state}, n) for q, depth in queues.items() for state, n in depth.items()])
-    metric("app_instances", "gauge", "App-tier pool instances by EC2 state.",
-           [("", {"state": state}, n) for state, n in pool.items()])
-    metric("autoscaler_desired_instances", "gauge", "The autoscaler's last desired instance count.",
-           [("", {}, decision["desired"])] if "desired" in decision else [])
-    metric("aws_up", "gauge", "1 when the queues and the pool could be read for this scrape.",
-           [("", {}, 0 if status["error"] else 1)])
+        metric(
+            "results_table_hits_total",
+            "counter",
+            "Uploads answered from the results table, without a worker.",
+            [("", {}, web["table_hits"])],
+        )
+    metric("requests_in_flight", "gauge", "Uploads waiting for their answer at this web tier.", [("", {}, web["in_flight"])])
+    metric(
+        "request_latency_seconds",
+        "summary",
+        f"Latency of answered uploads (quantiles over the last {LATENCY_WINDOW}).",
+        [
+            ("", {"quantile": q}, web[key])
+            for q, key in (("0.5", "latency_p50_s"), ("0.95", "latency_p95_s"))
+            if web[key] is not None
+        ]
+        + [("_sum", {}, web["latency_sum_s"]), ("_count", {}, web["answered"])],
+    )
+    metric(
+        "queue_messages",
+        "gauge",
+        "Messages in the service's queues.",
+        [("", {"queue": q, "state": state}, n) for q, depth in queues.items() for state, n in depth.items()],
+    )
+    metric(
+        "app_instances",
+        "gauge",
+        "App-tier pool instances by EC2 state.",
+        [("", {"state": state}, n) for state, n in pool.items()],
+    )
+    metric(
+        "autoscaler_desired_instances",
+        "gauge",
+        "The autoscaler's last desired instance count.",
+        [("", {}, decision["desired"])] if "desired" in decision else [],
+    )
+    metric(
+        "aws_up",
+        "gauge",
+        "1 when the queues and the pool could be read for this scrape.",
+        [("", {}, 0 if status["error"] else 1)],
+    )
     return "\n".join(lines) + "\n"

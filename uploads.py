@@ -3,6 +3,7 @@ key of our own making (`upload_key`), send the request, wait for the worker's an
 delivers it). With FR_RESULTS_TABLE=1 an upload the results table answers (results.py: same stem,
 same bytes, same model) is stored and answered at once, and the table keeps each worker's answer.
 An outcome other than a name is one of the exceptions below; web.py maps each to its HTTP status."""
+
 import re
 import time
 import uuid
@@ -81,8 +82,9 @@ class Uploads:
         # Before the request counts as waiting: the autoscaler starts no instance for an answer at hand.
         if digest and (name := self.table.lookup(stem, digest)):
             self._store(key, body)
-            log.info("answered", id=request_id, stem=stem, result=name, source="table",
-                     ms=milliseconds(started, time.monotonic()))
+            log.info(
+                "answered", id=request_id, stem=stem, result=name, source="table", ms=milliseconds(started, time.monotonic())
+            )
             return f"{stem}:{name}", None
         with self.replies.waiting(request_id) as slot:
             self._store(key, body)
@@ -97,9 +99,18 @@ class Uploads:
         if isinstance(outcome, DeadLettered):
             raise GaveUp("the image could not be processed (the worker failed on it repeatedly)")
         answered = time.monotonic()
-        log.info("answered", id=request_id, stem=stem, result=outcome.name, error=outcome.error,
-                 ms=milliseconds(started, answered), model_ms=outcome.model_ms, put_ms=milliseconds(started, stored),
-                 send_ms=milliseconds(stored, queued), wait_ms=milliseconds(queued, answered))
+        log.info(
+            "answered",
+            id=request_id,
+            stem=stem,
+            result=outcome.name,
+            error=outcome.error,
+            ms=milliseconds(started, answered),
+            model_ms=outcome.model_ms,
+            put_ms=milliseconds(started, stored),
+            send_ms=milliseconds(stored, queued),
+            wait_ms=milliseconds(queued, answered),
+        )
         if outcome.error:
             raise NotRecognized(outcome.error)
         if digest and outcome.model:

@@ -22,6 +22,7 @@ model files (their fingerprint). Writes: the input bucket, the request queue, th
 count of the work). Stops on SIGTERM/SIGINT: stops accepting, lets requests in
 progress finish, exits 0; a second signal exits at once.
 """
+
 import io
 import json
 import math
@@ -87,8 +88,13 @@ class WebTier:
         self.replies = Replies(config, sqs, self.reply_url, self.dead_letter_url)
         self.uploads = Uploads(config, s3, sqs, self.request_url, self.reply_url, self.replies, table)
         queues = {"request": self.request_url, "response": self.reply_url, "dead_letter": self.dead_letter_url}
-        self.status = Status(config, sqs, ec2, queues, lambda: dict(
-            self.metrics.snapshot(), in_flight=len(self.replies), table_hits=table.hits if table else None))
+        self.status = Status(
+            config,
+            sqs,
+            ec2,
+            queues,
+            lambda: dict(self.metrics.snapshot(), in_flight=len(self.replies), table_hits=table.hits if table else None),
+        )
 
     def check_upload(self, path, headers):
         """(body length, multipart boundary) of an upload, from its request line and headers: what
@@ -188,8 +194,12 @@ class Handler(BaseHTTPRequestHandler):
             log.info("client_gone", client=self.client_address[0], error=type(e).__name__)
         except Exception as e:
             where = traceback.extract_tb(e.__traceback__)[-1]
-            log.error("handler_failed", client=self.client_address[0], error=repr(e),
-                      at=f"{where.filename.rsplit('/', 1)[-1]}:{where.lineno}")
+            log.error(
+                "handler_failed",
+                client=self.client_address[0],
+                error=repr(e),
+                at=f"{where.filename.rsplit('/', 1)[-1]}:{where.lineno}",
+            )
             self.answer_if_unanswered(500, "internal error")
         if self.rfile.raw.timed_out:
             self.answer_if_unanswered(408, "request not received in time")
@@ -395,8 +405,10 @@ class Server(ThreadingHTTPServer):
         """A 503 without a thread: written only if the socket takes it at once, then closed."""
         limit = self.tier.config.max_connections
         text = f"too many connections (limit {limit}), try again\n".encode()
-        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                f"Content-Length: {len(text)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
+        head = (
+            f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(text)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+        ).encode()
         log.warning("connection_refused", client=client_address[0], limit=limit)
         try:
             request.setblocking(False)

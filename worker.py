@@ -26,6 +26,7 @@ One worker runs per app instance (systemd on AWS, the local launcher in local mo
 SIGTERM/SIGINT after finishing the batch in hand, and one its last long poll brings (exit 0); a
 second signal exits at once.
 """
+
 import argparse
 import os
 import signal
@@ -105,7 +106,8 @@ class Worker:
             try:
                 hibernation.polling = True
                 messages = self.sqs.receive_message(
-                    QueueUrl=self.request_url, MaxNumberOfMessages=self.config.batch,
+                    QueueUrl=self.request_url,
+                    MaxNumberOfMessages=self.config.batch,
                     WaitTimeSeconds=self.config.poll_wait,
                 ).get("Messages", [])
                 # At once, not only in `finally`: a resume signal from here on must not drop these.
@@ -163,14 +165,18 @@ class Worker:
             return
         for _, request in jobs:
             log.info("received", id=request.id, stem=request.stem)
-        heartbeat = Heartbeat(self.sqs, self.request_url, [m["ReceiptHandle"] for m, _ in jobs],
-                              self.config.visibility_timeout, received)
+        heartbeat = Heartbeat(
+            self.sqs, self.request_url, [m["ReceiptHandle"] for m, _ in jobs], self.config.visibility_timeout, received
+        )
         with heartbeat:
             replies = self.answer([request for _, request in jobs])
             answered = time.monotonic()
             if heartbeat.lapsed():
-                log.warning("batch_given_up", ids=",".join(r.id for _, r in jobs),
-                            detail="frozen past the visibility timeout: whoever received these again answers them")
+                log.warning(
+                    "batch_given_up",
+                    ids=",".join(r.id for _, r in jobs),
+                    detail="frozen past the visibility timeout: whoever received these again answers them",
+                )
                 return
             self._send(jobs, replies)
         timing = dict(started=started, answered=answered, sent=time.monotonic())
@@ -190,8 +196,9 @@ class Worker:
             if outcome is None:
                 replies.append(Reply(request.id, request.stem, error="the image is no longer in the input bucket"))
             elif isinstance(outcome, str):
-                replies.append(Reply(request.id, request.stem, name=outcome, model_ms=model_ms,
-                                     model=self.recognizer.fingerprint))
+                replies.append(
+                    Reply(request.id, request.stem, name=outcome, model_ms=model_ms, model=self.recognizer.fingerprint)
+                )
             else:
                 replies.append(Reply(request.id, request.stem, error=str(outcome), model_ms=model_ms))
         return replies
@@ -231,11 +238,19 @@ class Worker:
                 return
         done = time.monotonic()
         for (_, request), reply in zip(jobs, replies):
-            log.info("done", id=request.id, stem=request.stem, result=reply.name, error=reply.error, batch=len(jobs),
-                     ms=round((done - timing["started"]) * 1000), model_ms=reply.model_ms,
-                     before_model_ms=round((timing["answered"] - timing["started"]) * 1000 - float(reply.model_ms or 0), 1),
-                     reply_ms=round((timing["sent"] - timing["answered"]) * 1000, 1),
-                     after_reply_ms=round((done - timing["sent"]) * 1000, 1))
+            log.info(
+                "done",
+                id=request.id,
+                stem=request.stem,
+                result=reply.name,
+                error=reply.error,
+                batch=len(jobs),
+                ms=round((done - timing["started"]) * 1000),
+                model_ms=reply.model_ms,
+                before_model_ms=round((timing["answered"] - timing["started"]) * 1000 - float(reply.model_ms or 0), 1),
+                reply_ms=round((timing["sent"] - timing["answered"]) * 1000, 1),
+                after_reply_ms=round((done - timing["sent"]) * 1000, 1),
+            )
 
     def _delete(self, messages):
         self._batch("delete_message_batch", messages)
@@ -304,8 +319,12 @@ def load_recognizer(config):
     recognizer = Recognizer(config.weights, config.gallery, config.torch_threads)
     # Said with each answer: the web tier's results table keeps an answer with the model that gave it.
     recognizer.fingerprint = files.fingerprint(config.weights, config.gallery)
-    log.info("model_loaded", seconds=round(time.monotonic() - started, 2), stand_in=recognizer.stand_in,
-             fingerprint=recognizer.fingerprint[:12])
+    log.info(
+        "model_loaded",
+        seconds=round(time.monotonic() - started, 2),
+        stand_in=recognizer.stand_in,
+        fingerprint=recognizer.fingerprint[:12],
+    )
     return recognizer
 
 
@@ -391,10 +410,16 @@ def hook(config, action):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="The app-tier worker (and its hibernation hooks).")
     hooks = parser.add_mutually_exclusive_group()
-    hooks.add_argument("--pause", action="store_const", const="pause", dest="hook",
-                       help="before hibernation: have the running worker finish and wait")
-    hooks.add_argument("--resume", action="store_const", const="resume", dest="hook",
-                       help="after hibernation: let the running worker go on")
+    hooks.add_argument(
+        "--pause",
+        action="store_const",
+        const="pause",
+        dest="hook",
+        help="before hibernation: have the running worker finish and wait",
+    )
+    hooks.add_argument(
+        "--resume", action="store_const", const="resume", dest="hook", help="after hibernation: let the running worker go on"
+    )
     args = parser.parse_args(argv)
     config = settings.load_config_or_exit()
     common.setup_logging(config.log_level)

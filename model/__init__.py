@@ -10,6 +10,7 @@ had (no internet on the build machines) `make_stand_in` writes deterministic see
 and a gallery enrolled with them, so answers stay checkable end to end; loading such a file logs a
 loud warning.
 """
+
 import importlib
 
 # Loaded on first use (PEP 562), so that `model.files` is had without torch.

@@ -8,6 +8,7 @@
 `python -m tools.recognize IMAGE...` runs the first with the files the service's workers use
 (FR_WEIGHTS, FR_GALLERY), so it prints what the running service answers for the same images.
 """
+
 import argparse
 import logging
 import sys

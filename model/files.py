@@ -1,5 +1,6 @@
 """The model's files as data: their sha256 and the model's fingerprint. Standard library only, so
 that a process that never loads torch (the web tier) can tell which model gave an answer."""
+
 import hashlib
 
 CHUNK = 1 << 20

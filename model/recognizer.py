@@ -1,4 +1,5 @@
 """Detection, embedding, nearest-neighbour naming, enrolment and weight files."""
+
 import csv
 import hashlib
 import io
@@ -89,8 +90,12 @@ def load_weights(path):
     net = InceptionResnetV1()
     net.load_state_dict(state)
     if stand_in:
-        log.warning('event=stand_in_weights path=%s seed=%s detail="STAND-IN WEIGHTS (seeded random), NOT VGGFace2: '
-                    'answers only match a gallery enrolled with them"', path, saved.get("seed"))
+        log.warning(
+            'event=stand_in_weights path=%s seed=%s detail="STAND-IN WEIGHTS (seeded random), NOT VGGFace2: '
+            'answers only match a gallery enrolled with them"',
+            path,
+            saved.get("seed"),
+        )
     return net.eval(), stand_in
 
 
@@ -124,8 +129,9 @@ class Recognizer:
 
     def recognize_batch(self, images):
         """For each image (bytes), its name or the ModelError it raised: one pass through the network."""
-        return [result if isinstance(result, ModelError) else self.gallery.nearest(result)[0]
-                for result in self.embed_batch(images)]
+        return [
+            result if isinstance(result, ModelError) else self.gallery.nearest(result)[0] for result in self.embed_batch(images)
+        ]
 
     def embed_batch(self, images):
         """For each image (bytes), its face's embedding or the ModelError it raised.
@@ -188,8 +194,7 @@ def decode_image(data):
             if image.width * image.height > MAX_PIXELS:
                 raise BadImage(f"image too large: {image.width}x{image.height} pixels (limit {MAX_PIXELS})")
             if min(image.size) < MIN_SIDE:
-                raise BadImage(f"image too small: {image.width}x{image.height} pixels "
-                               f"(a face needs {MIN_SIDE}x{MIN_SIDE})")
+                raise BadImage(f"image too small: {image.width}x{image.height} pixels (a face needs {MIN_SIDE}x{MIN_SIDE})")
             if image.format == "JPEG" and (scans := data.count(b"\xff\xda")) > MAX_JPEG_SCANS:
                 raise BadImage(f"too many JPEG scans: {scans} (limit {MAX_JPEG_SCANS})")
             # JPEG decodes straight to a smaller scale (1/2, 1/4, 1/8): the full image is never in memory.

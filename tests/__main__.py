@@ -9,6 +9,7 @@ class starts its own processes on ports of its own (port 0) with state and logs 
 classes never share anything but the machine. The pure tests (UNIT) are one job: they import
 torch once. The SLOW classes are started first, so that no lane is left with a long class at the
 end."""
+
 import json
 import subprocess
 import sys
@@ -26,14 +27,30 @@ UNIT = "tests.unit."
 LANES = 3
 # The classes that take 20 s or more, longest first (the "slowest class:" lines of a run): started
 # first, so that the lanes end together. A class not named here starts after these.
-SLOW = ["tests.stack." + name for name in (
-    "test_deploy.ProvisionTest", "test_scaling.ScalingTest", "test_deploy.RestartableProvisionTest",
-    "test_reliability.FaultTest", "test_pipeline.PipelineTest", "test_reliability.HibernationTest",
-    "test_first_run.FirstRunTest", "test_scaling.WarmFloorTest", "test_pages.PagesTest", "test_awslike.AwsLikeTest",
-    "test_results.ResultsTableTest", "test_scaling.LocalStackTest", "test_first_run.RedeployTest",
-    "test_reliability.BadInputTest", "test_reliability.MotoRestartTest", "test_reliability.InstanceStartTest",
-    "test_clients.ClientLimitsTest", "test_reliability.EarlyStartTest", "test_scaling.PoolObservationTest",
-)]
+SLOW = [
+    "tests.stack." + name
+    for name in (
+        "test_deploy.ProvisionTest",
+        "test_scaling.ScalingTest",
+        "test_deploy.RestartableProvisionTest",
+        "test_reliability.FaultTest",
+        "test_pipeline.PipelineTest",
+        "test_reliability.HibernationTest",
+        "test_first_run.FirstRunTest",
+        "test_scaling.WarmFloorTest",
+        "test_pages.PagesTest",
+        "test_awslike.AwsLikeTest",
+        "test_results.ResultsTableTest",
+        "test_scaling.LocalStackTest",
+        "test_first_run.RedeployTest",
+        "test_reliability.BadInputTest",
+        "test_reliability.MotoRestartTest",
+        "test_reliability.InstanceStartTest",
+        "test_clients.ClientLimitsTest",
+        "test_reliability.EarlyStartTest",
+        "test_scaling.PoolObservationTest",
+    )
+]
 JOB_RESULT = "job-result: "
 
 
@@ -90,12 +107,17 @@ def jobs():
 
 def run_job(names):
     """Run `names` in a child process: (its output, (passed, failed, skipped, seconds))."""
-    done = subprocess.run([sys.executable, "-m", "tests", "--job", *names], cwd=settings.PROJECT_DIR,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "tests", "--job", *names],
+        cwd=settings.PROJECT_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     last = done.stdout.rstrip().rsplit("\n", 1)[-1]
     if done.returncode not in (0, 1) or not last.startswith(JOB_RESULT):
         return done.stdout + f"\njob {names} ended with code {done.returncode}\n", (0, 1, 0, {})
-    return done.stdout, tuple(json.loads(last[len(JOB_RESULT):]))
+    return done.stdout, tuple(json.loads(last[len(JOB_RESULT) :]))
 
 
 def run_all():

@@ -1,6 +1,7 @@
 """worker.py whose model holds each batch until the file FLAG exists: a test that starts it knows
 the worker is mid-image from its `event=received` line for as long as it wants (and, killing or
 freezing it there, without a race). `python -m tests.held_worker FLAG`, with worker.py's FR_*."""
+
 import sys
 import threading
 from pathlib import Path

@@ -1,5 +1,6 @@
 """Shared by the tests: moto and service processes on 127.0.0.1 (on the AWS-like stack), an HTTP client;
 what the benchmark needs too is in tools/harness.py."""
+
 import io
 import shutil
 import socket
@@ -62,8 +63,16 @@ def start_local_stack(testcase, prefix, state, **fr):
     `state` and the stand-in model, on free ports, stopped at the cleanup of `testcase` (see
     start): (its Child, the web tier's URL, moto's endpoint)."""
     weights, gallery = stand_in_files()
-    env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX=prefix, FR_POLL_WAIT=1, FR_STATE_DIR=state,
-                    FR_WEIGHTS=weights, FR_GALLERY=gallery, **fr)
+    env = child_env(
+        FR_PORT=0,
+        FR_MOTO_PORT=0,
+        FR_PREFIX=prefix,
+        FR_POLL_WAIT=1,
+        FR_STATE_DIR=state,
+        FR_WEIGHTS=weights,
+        FR_GALLERY=gallery,
+        **fr,
+    )
     stack, ready = start(testcase, f"{prefix}-localstack", LOCAL_STACK, env, r"event=ready url=(\S+) endpoint=(\S+)")
     return stack, ready[1], ready[2]
 
@@ -87,9 +96,13 @@ def start_moto(testcase, port=0, name=None, **fr):
     is) as `testcase.moto_state`; its endpoint URL."""
     name = name or f"moto-{getattr(testcase, '__name__', type(testcase).__name__)}"
     testcase.moto_state = state_dir(name)
-    testcase.moto, match = start(testcase, name, [*MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)],
-                                 child_env(FR_STATE_DIR=testcase.moto_state, **fr),
-                                 r"Running on (http://127\.0\.0\.1:\d+)")
+    testcase.moto, match = start(
+        testcase,
+        name,
+        [*MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)],
+        child_env(FR_STATE_DIR=testcase.moto_state, **fr),
+        r"Running on (http://127\.0\.0\.1:\d+)",
+    )
     return match[1]
 
 
@@ -100,8 +113,11 @@ def refusals(state_dir, actions=("StartInstances", "StopInstances")):
 
 def denials(state_dir):
     """The calls the AWS-like stack denied a role (IAM), as journalled: {principal, call, resource, reason}."""
-    return [{k: e.get(k) for k in ("principal", "call", "resource", "reason")}
-            for e in awslike.read_journal(state_dir) if e["action"] == "AccessDenied"]
+    return [
+        {k: e.get(k) for k in ("principal", "call", "resource", "reason")}
+        for e in awslike.read_journal(state_dir)
+        if e["action"] == "AccessDenied"
+    ]
 
 
 def without_permission(testcase, iam, role, action):
@@ -110,8 +126,12 @@ def without_permission(testcase, iam, role, action):
 
     document = iam.get_role_policy(RoleName=role, PolicyName=role)["PolicyDocument"]
     document = json.loads(document) if isinstance(document, str) else document
-    narrowed = dict(document, Statement=[dict(s, Action=[a for a in s["Action"] if a != action])
-                                         for s in document["Statement"] if s["Action"] != [action]])
+    narrowed = dict(
+        document,
+        Statement=[
+            dict(s, Action=[a for a in s["Action"] if a != action]) for s in document["Statement"] if s["Action"] != [action]
+        ],
+    )
     iam.put_role_policy(RoleName=role, PolicyName=role, PolicyDocument=json.dumps(narrowed))
     testcase.addCleanup(iam.put_role_policy, RoleName=role, PolicyName=role, PolicyDocument=json.dumps(document))
 
@@ -123,8 +143,7 @@ def with_permission(testcase, iam, role, actions, resources):
 
     document = iam.get_role_policy(RoleName=role, PolicyName=role)["PolicyDocument"]
     document = json.loads(document) if isinstance(document, str) else document
-    wider = dict(document, Statement=[*document["Statement"],
-                                      {"Effect": "Allow", "Action": actions, "Resource": resources}])
+    wider = dict(document, Statement=[*document["Statement"], {"Effect": "Allow", "Action": actions, "Resource": resources}])
     iam.put_role_policy(RoleName=role, PolicyName=role, PolicyDocument=json.dumps(wider))
     testcase.addCleanup(iam.put_role_policy, RoleName=role, PolicyName=role, PolicyDocument=json.dumps(document))
 
@@ -154,7 +173,7 @@ def jpeg_scans(data):
     """(start, end) of each scan of a JPEG: its SOS segment and the entropy-coded data after it."""
     found, at = [], 2
     while data[at + 1] != 0xD9:  # EOI
-        length = int.from_bytes(data[at + 2:at + 4], "big")
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
         end = at + 2 + length
         if data[at + 1] == 0xDA:  # SOS: entropy-coded data up to the next marker (0xFF 0x00 is a stuffed 0xFF)
             while not (data[end] == 0xFF and data[end + 1] not in (0x00, *range(0xD0, 0xD8))):
@@ -191,11 +210,18 @@ class Service:
         cls.sqs, cls.s3 = aws(cls.endpoint, "sqs"), aws(cls.endpoint, "s3")
         cls.provision()
         # Workers call AWS as the app role, the web tier as the web role (the AWS-like stack checks it).
-        cls.env = child_env(FR_PORT=0, FR_WEIGHTS=cls.weights, FR_GALLERY=cls.gallery, FR_TORCH_THREADS=1, **fr,
-                            **awsiam.credentials(cls.config.role("app")))
+        cls.env = child_env(
+            FR_PORT=0,
+            FR_WEIGHTS=cls.weights,
+            FR_GALLERY=cls.gallery,
+            FR_TORCH_THREADS=1,
+            **fr,
+            **awsiam.credentials(cls.config.role("app")),
+        )
         cls.web_env = {**cls.env, **awsiam.credentials(cls.config.role("web"))}
-        cls.web, listening = start(cls, f"{cls.__name__}-web", [PYTHON, "web.py"], cls.web_env,
-                                 r"event=listening host=\S+ port=(\d+)")
+        cls.web, listening = start(
+            cls, f"{cls.__name__}-web", [PYTHON, "web.py"], cls.web_env, r"event=listening host=\S+ port=(\d+)"
+        )
         cls.url = f"http://127.0.0.1:{listening[1]}/"
         cls.workers = [cls.start_worker(n) for n in range(workers)]
 

@@ -19,6 +19,7 @@ S3 AccessDenied, SQS AccessDenied, DynamoDB AccessDeniedException) and journalle
 stack does not know is a denial that says so: teach it here before relying on it.
 Sources: docs/local-stack.md ("IAM").
 """
+
 import fnmatch
 import json
 import re
@@ -31,15 +32,31 @@ SESSION = "local"
 # IAM's names of the service prefixes, where moto's service name differs.
 PREFIXES = {"service-quotas": "servicequotas"}
 # SQS batch calls are authorized as their single-message action.
-SQS_BATCH = {"SendMessageBatch": "SendMessage", "DeleteMessageBatch": "DeleteMessage",
-             "ChangeMessageVisibilityBatch": "ChangeMessageVisibility"}
+SQS_BATCH = {
+    "SendMessageBatch": "SendMessage",
+    "DeleteMessageBatch": "DeleteMessage",
+    "ChangeMessageVisibilityBatch": "ChangeMessageVisibility",
+}
 # moto's S3 action names -> IAM's.
 S3_ACTIONS = {"HeadBucket": "ListBucket", "PutPublicAccessBlock": "PutBucketPublicAccessBlock"}
 # EC2 calls that name instances, authorized on each instance named.
-EC2_INSTANCE_ACTIONS = ("StartInstances", "StopInstances", "TerminateInstances", "RebootInstances",
-                        "ModifyInstanceAttribute", "GetConsoleOutput")
-EC2_RESOURCE_TYPES = {"i-": "instance", "vol-": "volume", "ami-": "image", "snap-": "snapshot",
-                      "sg-": "security-group", "eni-": "network-interface", "subnet-": "subnet"}
+EC2_INSTANCE_ACTIONS = (
+    "StartInstances",
+    "StopInstances",
+    "TerminateInstances",
+    "RebootInstances",
+    "ModifyInstanceAttribute",
+    "GetConsoleOutput",
+)
+EC2_RESOURCE_TYPES = {
+    "i-": "instance",
+    "vol-": "volume",
+    "ami-": "image",
+    "snap-": "snapshot",
+    "sg-": "security-group",
+    "eni-": "network-interface",
+    "subnet-": "subnet",
+}
 # The error code of a denial, by service (AccessDenied elsewhere).
 DENIED_CODES = {"ec2": "UnauthorizedOperation", "dynamodb": "AccessDeniedException"}
 # Calls IAM never denies.
@@ -48,8 +65,7 @@ ALWAYS = {"sts:GetCallerIdentity"}
 
 def credentials(role):
     """The environment of a process that calls AWS as `role` (on AWS: its instance profile)."""
-    return {"AWS_ACCESS_KEY_ID": ROLE_KEY.format(role=role), "AWS_SECRET_ACCESS_KEY": "local",
-            "AWS_SESSION_TOKEN": "local"}
+    return {"AWS_ACCESS_KEY_ID": ROLE_KEY.format(role=role), "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "local"}
 
 
 def role_of(headers):
@@ -59,6 +75,7 @@ def role_of(headers):
 
 
 # Policy evaluation: pure functions of documents and a request context.
+
 
 def _listed(value):
     return value if isinstance(value, list) else [value]
@@ -82,8 +99,13 @@ def _string(op, wanted, got):
     raise UnknownCondition(op)
 
 
-NEGATED = {"StringNotEquals": "StringEquals", "StringNotLike": "StringLike", "ArnNotEquals": "ArnEquals",
-           "ArnNotLike": "ArnLike", "StringNotEqualsIgnoreCase": "StringEqualsIgnoreCase"}
+NEGATED = {
+    "StringNotEquals": "StringEquals",
+    "StringNotLike": "StringLike",
+    "ArnNotEquals": "ArnEquals",
+    "ArnNotLike": "ArnLike",
+    "StringNotEqualsIgnoreCase": "StringEqualsIgnoreCase",
+}
 
 
 class UnknownCondition(Exception):
@@ -122,12 +144,15 @@ def statement_applies(statement, action, resource, context):
             return False
     elif any(_glob(p, resource) for p in _listed(statement.get("NotResource", []))):
         return False
-    return all(condition_holds(op, key, wanted, context)
-               for op, tests in statement.get("Condition", {}).items() for key, wanted in tests.items())
+    return all(
+        condition_holds(op, key, wanted, context)
+        for op, tests in statement.get("Condition", {}).items()
+        for key, wanted in tests.items()
+    )
 
 
 def decision(documents, action, resource, context):
-    """"allow", "deny" (an explicit Deny) or "implicit" (no statement allows it) for one request."""
+    """ "allow", "deny" (an explicit Deny) or "implicit" (no statement allows it) for one request."""
     context = {k.lower(): v for k, v in context.items()}
     statements = [s for document in documents for s in _listed(document.get("Statement", []))]
     applying = [s for s in statements if statement_applies(s, action, resource, context)]
@@ -137,6 +162,7 @@ def decision(documents, action, resource, context):
 
 
 # What IAM evaluates for a call: (action, resource ARN, context) triples.
+
 
 def _tag_context(kind, tags):
     return {f"aws:{kind}/{k}": v for k, v in tags.items()}
@@ -169,8 +195,10 @@ def _ec2(action, params, region, account, ec2, iam, ebs_key=None):
         return [(f"ec2:{action}", f"{arn}:instance/{i}", _instance_context(ec2, i)) for i in params("InstanceIds", [])]
     if action == "CreateTags":
         tags = {t["Key"]: t["Value"] for t in params("Tags", [])}
-        return [("ec2:CreateTags", _ec2_arn(arn, region, r), {**_instance_context(ec2, r), **_tag_context("RequestTag", tags)})
-                for r in params("Resources", [])]
+        return [
+            ("ec2:CreateTags", _ec2_arn(arn, region, r), {**_instance_context(ec2, r), **_tag_context("RequestTag", tags)})
+            for r in params("Resources", [])
+        ]
     if action == "RunInstances":
         return _run_instances(params, region, arn, ec2, iam) + _volume_key(params, region, ebs_key)
     return [(f"ec2:{action}", "*", {})]
@@ -214,8 +242,9 @@ def _run_instances(params, region, arn, ec2, iam):
     if params("KeyName"):
         wanted.append(("ec2:RunInstances", f"{arn}:key-pair/{params('KeyName')}", {}))
     for kind, tags in specs.items():
-        wanted.append(("ec2:CreateTags", f"{arn}:{kind}/*",
-                       {"ec2:CreateAction": "RunInstances", **_tag_context("RequestTag", tags)}))
+        wanted.append(
+            ("ec2:CreateTags", f"{arn}:{kind}/*", {"ec2:CreateAction": "RunInstances", **_tag_context("RequestTag", tags)})
+        )
     if profile:
         role = _profile_role(iam, profile)
         wanted.append(("iam:PassRole", role or "*", {"iam:PassedToService": "ec2.amazonaws.com"}))
@@ -229,8 +258,11 @@ EBS_KEY_ACTIONS = ("kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:Gen
 
 def _volume_key(params, region, ebs_key):
     """The KMS permissions a launch of an encrypted volume with the account's default key needs."""
-    encrypted = [m for m in params("BlockDeviceMappings", []) or []
-                 if str((m.get("Ebs") or {}).get("Encrypted", "")).lower() == "true" and not m["Ebs"].get("KmsKeyId")]
+    encrypted = [
+        m
+        for m in params("BlockDeviceMappings", []) or []
+        if str((m.get("Ebs") or {}).get("Encrypted", "")).lower() == "true" and not m["Ebs"].get("KmsKeyId")
+    ]
     if not encrypted or not ebs_key:
         return []
     return [(action, ebs_key, {"kms:ViaService": f"ec2.{region}.amazonaws.com"}) for action in EBS_KEY_ACTIONS]
@@ -284,8 +316,7 @@ def role_documents(iam, role_name):
         role = iam.get_role(role_name)
     except Exception:  # noqa: BLE001 (moto's NoSuchEntity)
         return None
-    documents = [json.loads(unquote(d) if isinstance(d, str) and d.startswith("%7B") else d)
-                 for d in role.policies.values()]
+    documents = [json.loads(unquote(d) if isinstance(d, str) and d.startswith("%7B") else d) for d in role.policies.values()]
     for policy in role.managed_policies.values():
         version = next(v for v in policy.versions if v.is_default)
         documents.append(json.loads(version.document) if isinstance(version.document, str) else version.document)
@@ -293,6 +324,7 @@ def role_documents(iam, role_name):
 
 
 # Hooking moto: its two authorization entry points (every non-S3 call, every S3 call).
+
 
 def install(sim):
     """Check every call of a role (moto's ActionAuthenticatorMixin, which moto calls for each)."""
@@ -324,8 +356,14 @@ def _check_owner(response, sim, bucket, action):
     if owner is None or owner[1] == response.current_account or action == "CreateBucket":
         return
     principal = f"arn:aws:iam::{response.current_account}:root"
-    sim.record("AccessDenied", [], principal=principal, call=f"s3:{S3_ACTIONS.get(action, action)}",
-               resource=f"arn:aws:s3:::{bucket}", reason="the bucket belongs to another account")
+    sim.record(
+        "AccessDenied",
+        [],
+        principal=principal,
+        call=f"s3:{S3_ACTIONS.get(action, action)}",
+        resource=f"arn:aws:s3:::{bucket}",
+        reason="the bucket belongs to another account",
+    )
     raise _denied(response, "s3", principal, f"s3:{action}", f"arn:aws:s3:::{bucket}", "the bucket is another account's")
 
 
@@ -346,9 +384,16 @@ def _check(response, sim, service, action, s3_resource=None):
     ec2 = ec2_backends[account][region] if service == "ec2" else None
     if ec2 is not None:
         aws_managed_ebs_key(ec2)
-    wanted = requested(service, action, lambda name, default=None: response._get_param(name, default),
-                       (region, account), ec2=ec2, iam=iam, s3_resource=s3_resource,
-                       ebs_key=customer_ebs_key(ec2) if ec2 is not None else None)
+    wanted = requested(
+        service,
+        action,
+        lambda name, default=None: response._get_param(name, default),
+        (region, account),
+        ec2=ec2,
+        iam=iam,
+        s3_resource=s3_resource,
+        ebs_key=customer_ebs_key(ec2) if ec2 is not None else None,
+    )
     for iam_action, resource, context in wanted:
         if iam_action in ALWAYS:
             continue

@@ -67,6 +67,7 @@ of each. FR_SIMULATE_TIME_SCALE multiplies them all (the tests use a small fract
 state-change call, and every refusal, is journalled as a JSON line in FR_STATE_DIR/simulation.jsonl,
 so that tests can check what was asked of EC2 and when.
 """
+
 import copy
 import json
 import math
@@ -105,8 +106,11 @@ REFUSED = {
     "StartInstances": ("stopping", "shutting-down", "terminated"),
     "StopInstances": ("pending", "shutting-down", "terminated"),
 }
-LAGGED_COUNTS = ("approximate_number_of_messages_delayed", "approximate_number_of_messages_not_visible",
-                 "approximate_number_of_messages")
+LAGGED_COUNTS = (
+    "approximate_number_of_messages_delayed",
+    "approximate_number_of_messages_not_visible",
+    "approximate_number_of_messages",
+)
 JOURNAL_NAME = "simulation.jsonl"
 # EC2's StateReason code of an instance stopped by hibernating.
 HIBERNATE_REASON = "Client.UserInitiatedHibernate"
@@ -176,8 +180,9 @@ class Simulation:
             if state in REFUSED[action]:
                 self.record(action, [i.id for i in instances], refused=f"{instance.id} is {state}")
                 verb = "started" if action == "StartInstances" else "stopped"
-                raise EC2ClientError("IncorrectInstanceState",
-                                     f"The instance '{instance.id}' is not in a state from which it can be {verb}.")
+                raise EC2ClientError(
+                    "IncorrectInstanceState", f"The instance '{instance.id}' is not in a state from which it can be {verb}."
+                )
 
     def check_hibernation(self, instances):
         """Refuse the whole hibernation, as EC2 does, when an instance was not launched for it."""
@@ -185,11 +190,11 @@ class Simulation:
 
         for instance in instances:
             if str((instance.hibernation_options or {}).get("Configured")).lower() != "true":
-                self.record("StopInstances", [i.id for i in instances], refused=f"{instance.id} not configured",
-                            hibernate=True)
-                raise EC2ClientError("UnsupportedHibernationConfiguration",
-                                     "The instance can't be hibernated because it was not configured at launch "
-                                     f"for hibernation: {instance.id}")
+                self.record("StopInstances", [i.id for i in instances], refused=f"{instance.id} not configured", hibernate=True)
+                raise EC2ClientError(
+                    "UnsupportedHibernationConfiguration",
+                    f"The instance can't be hibernated because it was not configured at launch for hibernation: {instance.id}",
+                )
 
     def guest_drops_hibernation(self, instance):
         """Why the guest's hibernation agent would ignore the sleep button now, or None."""
@@ -204,8 +209,10 @@ class Simulation:
 
     def hidden(self, instance):
         """True while a new instance is not yet visible to describe calls (eventual consistency)."""
-        return (not getattr(self.request, "launching", False)
-                and time.monotonic() - getattr(instance, "sim_created", -math.inf) < self.t["describe_lag"])
+        return (
+            not getattr(self.request, "launching", False)
+            and time.monotonic() - getattr(instance, "sim_created", -math.inf) < self.t["describe_lag"]
+        )
 
     def profile_is_new(self, name):
         changed = self.profiles_changed.get(name)
@@ -235,7 +242,6 @@ class Simulation:
 def set_state(instance, name):
     instance._state.name = name
     instance._state.code = STATE_CODES[name]
-
 
 
 def install(scale, state_dir):
@@ -283,7 +289,8 @@ def install_launches(sim):
         if profile and sim.profile_is_new(profile):
             sim.record("RunInstances", [], refused=f"instance profile {profile} not yet propagated")
             raise InvalidParameterValue(
-                f"Value ({profile}) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name")
+                f"Value ({profile}) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name"
+            )
         check_root_volume(self, image_id, kwargs.get("block_device_mappings") or [])
         reservation = run_instances(self, image_id, count, user_data, security_group_names, **kwargs)
         sim.record("RunInstances", [i.id for i in reservation.instances])
@@ -298,9 +305,11 @@ def install_launches(sim):
             size = (mapping.get("Ebs") or {}).get("VolumeSize")
             if mapping.get("DeviceName") == image.root_device_name and size and int(size) < image_gb(image):
                 sim.record("RunInstances", [], refused=f"root volume {size} GB < snapshot {image_gb(image)} GB")
-                raise EC2ClientError("InvalidBlockDeviceMapping",
-                                     f"Volume of size {size}GB is smaller than snapshot '{image.ebs_snapshot.id}', "
-                                     f"expect size >= {image_gb(image)}GB")
+                raise EC2ClientError(
+                    "InvalidBlockDeviceMapping",
+                    f"Volume of size {size}GB is smaller than snapshot '{image.ebs_snapshot.id}', "
+                    f"expect size >= {image_gb(image)}GB",
+                )
 
     def run_instances_response(self):
         """moto's RunInstances, with its ClientToken honoured (moto puts a default in its place and
@@ -310,8 +319,9 @@ def install_launches(sim):
         earlier = sim.launches.get(key) if token else None
         if earlier is not None:
             if all(i._state.name == "terminated" for i in earlier.instances):
-                raise EC2ClientError("IdempotentInstanceTerminated",
-                                     f"The client token {token} was used by instances now terminated")
+                raise EC2ClientError(
+                    "IdempotentInstanceTerminated", f"The client token {token} was used by instances now terminated"
+                )
             sim.record("RunInstances", [i.id for i in earlier.instances], idempotent=True)
             return ActionResult(earlier)
         sim.request.launching = True
@@ -341,6 +351,7 @@ def install_state_changes(sim):
     def state_change(action, changes, method, through, to, timing):
         """EC2's `action`: refused whole for a state EC2 refuses; an instance in state `changes` is
         changed by moto's `method`, then spends `timing` in `through` before `to`; others stay."""
+
         def change(self, instance_ids):
             instances = self.get_multi_instances_by_id(instance_ids)
             sim.check(action, instances)
@@ -360,6 +371,7 @@ def install_state_changes(sim):
                 changed.append((instance, previous))
             sim.record(action, instance_ids, hibernate=hibernate or None)
             return changed
+
         return change
 
     def started(instance, resuming):
@@ -412,8 +424,11 @@ def install_account(sim):
 
     def delete_security_group(self, name=None, group_id=None):
         group = self.get_security_group_by_name_or_id(group_id or name)
-        users = [i.id for i in self.all_instances() if i._state.name != "terminated"
-                 and group is not None and group.id in [g.id for g in i.security_groups]]
+        users = [
+            i.id
+            for i in self.all_instances()
+            if i._state.name != "terminated" and group is not None and group.id in [g.id for g in i.security_groups]
+        ]
         if users:
             raise DependencyViolationError(f"resource {group.id} has a dependent object")
         return delete_group(self, name=name, group_id=group_id)
@@ -423,12 +438,18 @@ def install_account(sim):
             result = method(self, profile_name, *args, **kwargs)
             sim.profiles_changed[profile_name] = time.monotonic()
             return result
+
         return patched
 
     def get_service_quota(self, service_code, quota_code):
         if (service_code, quota_code) == ("ec2", VCPU_QUOTA_CODE):
-            return {"ServiceCode": "ec2", "QuotaCode": quota_code, "Value": EC2_STANDARD_VCPUS, "Unit": "None",
-                    "QuotaName": "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances"}
+            return {
+                "ServiceCode": "ec2",
+                "QuotaCode": quota_code,
+                "Value": EC2_STANDARD_VCPUS,
+                "Unit": "None",
+                "QuotaName": "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances",
+            }
         return quota_getter(self, service_code, quota_code)
 
     SecurityGroupBackend.delete_security_group = delete_security_group
@@ -455,9 +476,10 @@ def install_sqs(sim):
     def create_queue(self, name, *args, **kwargs):
         deleted = sim.queues_deleted.get((self.account_id, self.region_name, name))
         if name not in self.queues and deleted and time.monotonic() - deleted < sim.t["queue_name_reuse"]:
-            raise SQSException("QueueDeletedRecently",
-                               "You must wait 60 seconds after deleting a queue before you can create "
-                               "another queue with the same name.")
+            raise SQSException(
+                "QueueDeletedRecently",
+                "You must wait 60 seconds after deleting a queue before you can create another queue with the same name.",
+            )
         return queue_creator(self, name, *args, **kwargs)
 
     def delete_queue(self, queue_name):
@@ -475,10 +497,12 @@ def install_sqs(sim):
             if message.had_receipt_handle(receipt_handle):
                 received = getattr(message, "sim_received_ms", message.sent_timestamp)
                 if unix_time_millis() + int(visibility_timeout) * 1000 - received > MAXIMUM_VISIBILITY_TIMEOUT * 1000:
-                    raise SQSException("InvalidParameterValue",
-                                       f"Value {visibility_timeout} for parameter VisibilityTimeout is invalid. Reason: "
-                                       f"Total VisibilityTimeout for the message is beyond the limit "
-                                       f"[{MAXIMUM_VISIBILITY_TIMEOUT} seconds]")
+                    raise SQSException(
+                        "InvalidParameterValue",
+                        f"Value {visibility_timeout} for parameter VisibilityTimeout is invalid. Reason: "
+                        f"Total VisibilityTimeout for the message is beyond the limit "
+                        f"[{MAXIMUM_VISIBILITY_TIMEOUT} seconds]",
+                    )
                 message.change_visibility(visibility_timeout)
                 if message.visible and message in queue.pending_messages:
                     queue.pending_messages.remove(message)
@@ -515,8 +539,9 @@ def install_new_queues(sim):
     def get_queue(self, queue_name):
         queue = queue_getter(self, queue_name)
         if young(queue) and not getattr(sim.request, "queue_url", False):
-            sim.record("UseQueue", [], refused=f"{queue_name} created {time.monotonic() - queue.sim_created:.2f} s ago",
-                       queue=queue_name)
+            sim.record(
+                "UseQueue", [], refused=f"{queue_name} created {time.monotonic() - queue.sim_created:.2f} s ago", queue=queue_name
+            )
             raise QueueDoesNotExist()
         return queue
 
@@ -530,10 +555,12 @@ def install_new_queues(sim):
     def setup_dlq(self, policy):
         dlq_setup(self, policy)
         if self.dead_letter_queue is not None and young(self.dead_letter_queue):
-            sim.record("UseQueue", [], refused=f"dead-letter target {self.dead_letter_queue.name} just created",
-                       queue=self.name)
-            raise SQSException("InvalidParameterValue", f"Value {json.dumps(policy) if isinstance(policy, dict) else policy} "
-                               "for parameter RedrivePolicy is invalid. Reason: Dead-letter target does not exist.")
+            sim.record("UseQueue", [], refused=f"dead-letter target {self.dead_letter_queue.name} just created", queue=self.name)
+            raise SQSException(
+                "InvalidParameterValue",
+                f"Value {json.dumps(policy) if isinstance(policy, dict) else policy} "
+                "for parameter RedrivePolicy is invalid. Reason: Dead-letter target does not exist.",
+            )
 
     Queue.__init__ = queue_init
     Queue._setup_dlq = setup_dlq
@@ -627,8 +654,11 @@ def install_images(sim):
         if snapshot_ids:
             return found
         now = time.monotonic()
-        ghosts = [snapshot for until, snapshot in list(listed.values()) if until > now and snapshot is not None
-                  and snapshot.id not in self.snapshots]
+        ghosts = [
+            snapshot
+            for until, snapshot in list(listed.values())
+            if until > now and snapshot is not None and snapshot.id not in self.snapshots
+        ]
         return found + (generic_filter(filters, ghosts) if filters else ghosts)
 
     def patched_create_image(self, instance_id, *args, **kwargs):
@@ -687,6 +717,7 @@ def install_dynamodb(sim):
             if table is not None and status(table) == "CREATING":
                 raise ResourceNotFoundException()
             return method(self, table_name, *args, **kwargs)
+
         return patched
 
     DynamoDBBackend.create_table = patched_create_table
@@ -706,10 +737,13 @@ def install_s3(sim):
     def patched_create_bucket(self, bucket_name, *args, **kwargs):
         deleted = sim.buckets_deleted.get(bucket_name)
         if deleted is not None and time.monotonic() - deleted < sim.t["bucket_name_reuse"]:
-            sim.record("CreateBucket", [], refused=f"{bucket_name} deleted {time.monotonic() - deleted:.2f} s ago",
-                       bucket=bucket_name)
-            raise S3ClientError("OperationAborted", "A conflicting conditional operation is currently in progress "
-                                "against this resource. Please try again.")
+            sim.record(
+                "CreateBucket", [], refused=f"{bucket_name} deleted {time.monotonic() - deleted:.2f} s ago", bucket=bucket_name
+            )
+            raise S3ClientError(
+                "OperationAborted",
+                "A conflicting conditional operation is currently in progress against this resource. Please try again.",
+            )
         return create_bucket(self, bucket_name, *args, **kwargs)
 
     def patched_delete_bucket(self, bucket_name):

@@ -35,6 +35,7 @@ In one run on this machine (absolute times are noisy on a shared 2-core machine;
   autoscaler as the web role), and the calls IAM denied any role (`iam_denied_calls`: none, or the
   run fails).
 """
+
 import argparse
 import json
 import os
@@ -97,7 +98,7 @@ def model_direct(weights, gallery, images, batch, rounds=3):
         for _ in range(rounds):
             started = time.monotonic()
             for n in range(0, len(images), size):
-                recognizer.recognize_batch(images[n:n + size])
+                recognizer.recognize_batch(images[n : n + size])
             passes.append(len(images) / (time.monotonic() - started))
         return max(passes)
 
@@ -107,12 +108,19 @@ def model_direct(weights, gallery, images, batch, rounds=3):
 def worker_start(weights, gallery, image):
     """(import s, model load s, first inference s) of a fresh process, as systemd starts worker.py
     on an app instance."""
-    code = ("import sys, time; t = time.monotonic(); import torch, facenet_pytorch, worker; i = time.monotonic() - t; "
-            "from model import Recognizer; t = time.monotonic(); r = Recognizer(*sys.argv[1:3]); "
-            "m = time.monotonic() - t; data = open(sys.argv[3], 'rb').read(); t = time.monotonic(); "
-            "r.recognize(data); print(i, m, time.monotonic() - t)")
-    done = subprocess.run([PYTHON, "-c", code, str(weights), str(gallery), str(image)], capture_output=True,
-                          text=True, check=True, cwd=settings.PROJECT_DIR)
+    code = (
+        "import sys, time; t = time.monotonic(); import torch, facenet_pytorch, worker; i = time.monotonic() - t; "
+        "from model import Recognizer; t = time.monotonic(); r = Recognizer(*sys.argv[1:3]); "
+        "m = time.monotonic() - t; data = open(sys.argv[3], 'rb').read(); t = time.monotonic(); "
+        "r.recognize(data); print(i, m, time.monotonic() - t)"
+    )
+    done = subprocess.run(
+        [PYTHON, "-c", code, str(weights), str(gallery), str(image)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=settings.PROJECT_DIR,
+    )
     return tuple(round(float(seconds), 2) for seconds in done.stdout.split())
 
 
@@ -132,8 +140,9 @@ def plumbing_floor(endpoint, rounds=50):
         gets.append(time.perf_counter() - started)
     woke = []
     for _ in range(rounds):
-        receiver = threading.Thread(target=lambda: woke.append(
-            (sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5), time.perf_counter())))
+        receiver = threading.Thread(
+            target=lambda: woke.append((sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5), time.perf_counter()))
+        )
         receiver.start()
         time.sleep(0.02)  # let the receiver be in its long poll: what is measured is the wake-up
         started = time.perf_counter()
@@ -234,20 +243,30 @@ def second_burst(url, ec2, jobs, expected, concurrency, timings, stack_log):
     """A burst from a pool stopped after the first one (hibernated, or plainly stopped), split into
     its steps: the first answer, and all answered."""
     config = settings.load_config({"FR_PREFIX": "bench"})
-    wait_until(lambda: not {i["state"] for i in pool.describe(ec2, config)} & {"stopping", "pending"},
-               timings["stopping"] * 2 + 60, interval=0.5, what="every instance stopped after the first burst")
+    wait_until(
+        lambda: not {i["state"] for i in pool.describe(ec2, config)} & {"stopping", "pending"},
+        timings["stopping"] * 2 + 60,
+        interval=0.5,
+        what="every instance stopped after the first burst",
+    )
     t0 = time.time()
     burst = Run(url, jobs, concurrency, expected).go()
     first = t0 + burst["first_answer_s"]
-    steps = {"wrong_or_failed": burst["count"] - burst["ok"], "first_answer_s": burst["first_answer_s"],
-             "all_answered_s": burst["seconds"]}
+    steps = {
+        "wrong_or_failed": burst["count"] - burst["ok"],
+        "first_answer_s": burst["first_answer_s"],
+        "all_answered_s": burst["seconds"],
+    }
     decided = log_time(LOG_DIR / "autoscaler.log", r"event=decision .* started=[1-9]", t0)
     resumed = log_time(stack_log, "event=worker_resumed", t0)
     if resumed and resumed < first:
-        steps.update(scale_decision_s=round(decided - t0, 3), ec2_pending_s=round(timings["pending"], 3),
-                     resume_s=round(timings["resume"], 3), launcher_lag_s=round(
-                         resumed - decided - timings["pending"] - timings["resume"], 3),
-                     resumed_to_first_answer_s=round(first - resumed, 3))
+        steps.update(
+            scale_decision_s=round(decided - t0, 3),
+            ec2_pending_s=round(timings["pending"], 3),
+            resume_s=round(timings["resume"], 3),
+            launcher_lag_s=round(resumed - decided - timings["pending"] - timings["resume"], 3),
+            resumed_to_first_answer_s=round(first - resumed, 3),
+        )
     else:
         steps["split"] = cold_start_split(t0, first, timings)
     return steps
@@ -260,9 +279,16 @@ def pool_repair(ec2, config, number=7):
     victim = next(i["id"] for i in pool.describe(ec2, config) if i["name"] == pool.instance_name(number))
     started = time.monotonic()
     ec2.terminate_instances(InstanceIds=[victim])
-    wait_until(lambda: [i for i in pool.describe(ec2, config) if i["name"] == pool.instance_name(number)
-                        and i["id"] != victim and i["state"] in ("running", "stopped")], 600, interval=0.5,
-               what=f"a settled {pool.instance_name(number)} again")
+    wait_until(
+        lambda: [
+            i
+            for i in pool.describe(ec2, config)
+            if i["name"] == pool.instance_name(number) and i["id"] != victim and i["state"] in ("running", "stopped")
+        ],
+        600,
+        interval=0.5,
+        what=f"a settled {pool.instance_name(number)} again",
+    )
     return round(time.monotonic() - started, 1)
 
 
@@ -274,9 +300,13 @@ def back_to_back_burst(url, ec2, jobs, expected, concurrency, timings, after=5.0
     threading.Event().wait(delay)  # the scenario's pause, not a wait for anything
     stopping = sum(i["state"] == "stopping" for i in pool.describe(ec2, config))
     burst = Run(url, [(name, distinct_variant(data, "b2b")) for name, data in jobs], concurrency, expected).go()
-    return {"after_scale_in_s": round(delay, 2), "members_stopping_at_start": stopping,
-            "wrong_or_failed": burst["count"] - burst["ok"], "first_answer_s": burst["first_answer_s"],
-            "all_answered_s": burst["seconds"]}
+    return {
+        "after_scale_in_s": round(delay, 2),
+        "members_stopping_at_start": stopping,
+        "wrong_or_failed": burst["count"] - burst["ok"],
+        "first_answer_s": burst["first_answer_s"],
+        "all_answered_s": burst["seconds"],
+    }
 
 
 def distinct_variant(data, n):
@@ -303,8 +333,9 @@ def arguments():
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--sequential", type=int, default=50)
     parser.add_argument("--json", default="var/bench.json")
-    parser.add_argument("--aws-like", type=float, metavar="SCALE",
-                        help="AWS-like stack with AWS's timings times SCALE (1: as on AWS)")
+    parser.add_argument(
+        "--aws-like", type=float, metavar="SCALE", help="AWS-like stack with AWS's timings times SCALE (1: as on AWS)"
+    )
     parser.add_argument("--hibernate", type=int, choices=(0, 1), default=1, help="FR_HIBERNATE of the stack")
     parser.add_argument("--min-instances", type=int, default=0, help="FR_MIN_INSTANCES: the warm floor")
     parser.add_argument("--spare-instances", type=int, help="FR_SPARE_INSTANCES (default: as many as the maximum)")
@@ -339,7 +370,8 @@ def burst(url, ec2, processes, jobs, expected, args, timings):
     results["burst_first_answer_s"] = answered["first_answer_s"]
     results["burst_seconds"] = answered["seconds"]
     results["e2e_images_per_s_once_answering"] = round(
-        (answered["count"] - 1) / (answered["seconds"] - answered["first_answer_s"]), 2)
+        (answered["count"] - 1) / (answered["seconds"] - answered["first_answer_s"]), 2
+    )
     results["burst_latency_p50_s"] = answered["latency_p50_s"]
     results["burst_latency_p95_s"] = answered["latency_p95_s"]
     results["burst_cpu_seconds_by_role"] = cpu
@@ -355,11 +387,15 @@ def memory(processes):
     """The peak memory of the workers, the fork server and the web tier, sampled over the burst."""
     peak = processes.peak
     workers = peak.get("worker", {})
-    return {"workers_peak": workers.get("count", 0), "worker_pss_mib_max": round(workers.get("pss_mib_max", 0)),
-            "workers_plus_forkserver_pss_mib_total": round(
-                workers.get("pss_mib_total", 0) + peak.get("forkserver", {}).get("pss_mib_total", 0)),
-            "worker_rss_mib_max": round(workers.get("rss_mib_max", 0)),
-            "web_pss_mib_max": round(peak.get("web", {}).get("pss_mib_max", 0))}
+    return {
+        "workers_peak": workers.get("count", 0),
+        "worker_pss_mib_max": round(workers.get("pss_mib_max", 0)),
+        "workers_plus_forkserver_pss_mib_total": round(
+            workers.get("pss_mib_total", 0) + peak.get("forkserver", {}).get("pss_mib_total", 0)
+        ),
+        "worker_rss_mib_max": round(workers.get("rss_mib_max", 0)),
+        "web_pss_mib_max": round(peak.get("web", {}).get("pss_mib_max", 0)),
+    }
 
 
 def rerun_from_table(url, s3, ec2, jobs, expected, concurrency):
@@ -370,9 +406,13 @@ def rerun_from_table(url, s3, ec2, jobs, expected, concurrency):
     stopping = sum(i["state"] == "stopping" for i in pool.describe(ec2, config))
     hits = table_hits(url)
     rerun = Run(url, jobs, concurrency, expected).go()
-    return {"members_stopping_at_start": stopping, "wrong_or_failed": rerun["count"] - rerun["ok"],
-            "answered_from_table": table_hits(url) - hits, "whole_run_s": rerun["seconds"],
-            "whole_run_per_upload_s": round(rerun["seconds"] / rerun["count"], 4)}
+    return {
+        "members_stopping_at_start": stopping,
+        "wrong_or_failed": rerun["count"] - rerun["ok"],
+        "answered_from_table": table_hits(url) - hits,
+        "whole_run_s": rerun["seconds"],
+        "whole_run_per_upload_s": round(rerun["seconds"] / rerun["count"], 4),
+    }
 
 
 def one_at_a_time(url, endpoint, fixtures, count, table):
@@ -381,9 +421,12 @@ def one_at_a_time(url, endpoint, fixtures, count, table):
     samples = sequential(url, count, fixtures)
     overhead = sorted(latency - model for latency, model in samples)
     floor = plumbing_floor(endpoint)
-    results = {"sequential_overhead_p50_ms": round(quantile(overhead, 0.5) * 1000, 1),
-               "sequential_overhead_p95_ms": round(quantile(overhead, 0.95) * 1000, 1),
-               "sequential_model_p50_ms": round(statistics.median(m for _, m in samples) * 1000, 1), **floor}
+    results = {
+        "sequential_overhead_p50_ms": round(quantile(overhead, 0.5) * 1000, 1),
+        "sequential_overhead_p95_ms": round(quantile(overhead, 0.95) * 1000, 1),
+        "sequential_model_p50_ms": round(statistics.median(m for _, m in samples) * 1000, 1),
+        **floor,
+    }
     results["overhead_over_floor"] = round(results["sequential_overhead_p50_ms"] / floor["floor_ms"], 2)
     if not table:
         return results
@@ -400,8 +443,7 @@ def one_at_a_time(url, endpoint, fixtures, count, table):
 
 def main():
     args = arguments()
-    simulation = ({"FR_SIMULATE": "aws", "FR_SIMULATE_TIME_SCALE": args.aws_like} if args.aws_like
-                  else {"FR_SIMULATE": ""})
+    simulation = {"FR_SIMULATE": "aws", "FR_SIMULATE_TIME_SCALE": args.aws_like} if args.aws_like else {"FR_SIMULATE": ""}
     timings = awslike.timings(args.aws_like) if args.aws_like else None
 
     weights, gallery = stand_in_files()
@@ -412,15 +454,18 @@ def main():
     direct, direct_batched = model_direct(weights, gallery, [data for _, data in fixtures], batch)
     imported, loaded, first_inference = worker_start(weights, gallery, IMAGES / f"{stems[0]}.jpg")
 
-    env = child_env(FR_PORT=0, FR_MOTO_PORT=0, FR_PREFIX="bench", FR_WEIGHTS=weights, FR_GALLERY=gallery,
-                    FR_RESULTS_TABLE=int(args.results_table), FR_STATE_DIR=str(BENCH_STATE),
-                    FR_HIBERNATE=args.hibernate, FR_MIN_INSTANCES=args.min_instances, **simulation,
-                    **({} if args.spare_instances is None else {"FR_SPARE_INSTANCES": args.spare_instances}))
+    env = stack_env(args, simulation, weights, gallery)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     stack_log = LOG_DIR / "bench-localstack.log"
     stack = Child("localstack", LOCAL_STACK, env, log_path=stack_log, cwd=settings.PROJECT_DIR)
-    results = {"requests": args.requests, "concurrency": args.concurrency, "aws_like_time_scale": args.aws_like,
-               "hibernate": args.hibernate, "min_instances": args.min_instances, "spare_instances": args.spare_instances}
+    results = {
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "aws_like_time_scale": args.aws_like,
+        "hibernate": args.hibernate,
+        "min_instances": args.min_instances,
+        "spare_instances": args.spare_instances,
+    }
     try:
         # An AWS-like stack provisions its pool as on AWS: launched (in waves), waited on until running, stopped.
         ready = stack.wait_for(r"event=ready url=(\S+) endpoint=(\S+)", 120 + (timings or {}).get("stopping", 0) * 5)
@@ -430,25 +475,33 @@ def main():
         results["worker_process_import_s"] = imported
         results["worker_process_model_load_s"] = loaded
         results["worker_process_first_inference_s"] = first_inference
-        results["local_forkserver_model_load_once_s"] = float(
-            re.search(r"event=model_loaded seconds=([\d.]+)", model_load)[1])
+        results["local_forkserver_model_load_once_s"] = float(re.search(r"event=model_loaded seconds=([\d.]+)", model_load)[1])
         if args.min_instances:
             # The warm floor is started with the stack: the burst starts once it answers.
-            wait_until(lambda: upload(url, "test_00.jpg", fixtures[0][1]) == (200, "test_00:Paul\n"), 120,
-                       interval=0.5, what="the warm floor answering")
+            wait_until(
+                lambda: upload(url, "test_00.jpg", fixtures[0][1]) == (200, "test_00:Paul\n"),
+                120,
+                interval=0.5,
+                what="the warm floor answering",
+            )
             wait_until(lambda: running_instances(ec2) == args.min_instances, 60, what="back to the warm floor")
         processes = Processes(stack.pid)
         # Distinct bytes for every upload, as if from users who each have their own pictures.
-        jobs = [(f"{fixtures[n % len(fixtures)][0]}.jpg", distinct_variant(fixtures[n % len(fixtures)][1], n))
-                for n in range(args.requests)]
+        jobs = [
+            (f"{fixtures[n % len(fixtures)][0]}.jpg", distinct_variant(fixtures[n % len(fixtures)][1], n))
+            for n in range(args.requests)
+        ]
         results["model_direct_images_per_s"] = round(direct, 2)
         results["model_direct_batched_images_per_s"] = round(direct_batched, 2)
         results.update(burst(url, ec2, processes, jobs, expected, args, timings))
         if args.results_table:
             results["rerun_from_table"] = rerun_from_table(url, s3, ec2, jobs, expected, args.concurrency)
         request_url = sqs.get_queue_url(QueueName="bench-req-queue")["QueueUrl"]
-        wait_until(lambda: sum(cloud.queue_depth(sqs, request_url)) == 0, 10 + (timings or {}).get("sqs_count_lag", 0),
-                   what="request queue empty")
+        wait_until(
+            lambda: sum(cloud.queue_depth(sqs, request_url)) == 0,
+            10 + (timings or {}).get("sqs_count_lag", 0),
+            what="request queue empty",
+        )
         results["e2e_over_direct"] = round(results["e2e_images_per_s_once_answering"] / direct, 2)
         results["e2e_over_direct_batched"] = round(results["e2e_images_per_s_once_answering"] / direct_batched, 2)
         if timings:
@@ -465,14 +518,39 @@ def main():
         # Every call of the web tier, the autoscaler and the workers was checked against their roles.
         results["iam_denied_calls"] = [e for e in awslike.read_journal(BENCH_STATE) if e["action"] == "AccessDenied"]
 
+    return report(results, args.json)
+
+
+def stack_env(args, simulation, weights, gallery):
+    """The benchmark's local stack's environment."""
+    return child_env(
+        FR_PORT=0,
+        FR_MOTO_PORT=0,
+        FR_PREFIX="bench",
+        FR_WEIGHTS=weights,
+        FR_GALLERY=gallery,
+        FR_RESULTS_TABLE=int(args.results_table),
+        FR_STATE_DIR=str(BENCH_STATE),
+        FR_HIBERNATE=args.hibernate,
+        FR_MIN_INSTANCES=args.min_instances,
+        **simulation,
+        **({} if args.spare_instances is None else {"FR_SPARE_INSTANCES": args.spare_instances}),
+    )
+
+
+def report(results, json_path):
+    """Print the results as a table, write them as JSON; the exit status: 1 if an answer was wrong
+    or a call denied."""
     width = max(map(len, results))
     for key, value in results.items():
         print(f"{key:<{width}}  {value}")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(json_path).write_text(json.dumps(results, indent=2) + "\n")
     failed = [results["burst_wrong_or_failed"], results.get("iam_denied_calls")] + [
-        results.get(k, {}).get("wrong_or_failed") for k in ("rerun_from_table", "back_to_back_burst", "second_burst")]
+        results.get(k, {}).get("wrong_or_failed") for k in ("rerun_from_table", "back_to_back_burst", "second_burst")
+    ]
     return 1 if any(failed) else 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

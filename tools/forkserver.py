@@ -25,6 +25,7 @@ instance=ID pid=PID` and `event=exited instance=ID pid=PID code=CODE`. To stop o
 its pid (warm stop, as on an instance). SIGTERM/SIGINT to this process, or its stdin closing, stops
 every worker warmly and then exits.
 """
+
 import contextlib
 import dataclasses
 import fcntl
@@ -93,8 +94,9 @@ def worker_config(config, name, endpoint=None):
     """The configuration of the worker of instance `name`: an FR_STATE_DIR of its own (where its
     hibernation hooks' state is, as on an instance of its own), and `endpoint` when the instance
     has a network link of its own."""
-    return dataclasses.replace(config, endpoint_url=endpoint or config.endpoint_url,
-                               state_dir=Path(config.state_dir) / "instances" / name)
+    return dataclasses.replace(
+        config, endpoint_url=endpoint or config.endpoint_url, state_dir=Path(config.state_dir) / "instances" / name
+    )
 
 
 def run_child(config, recognizer, name, endpoint=None):

@@ -1,6 +1,7 @@
 """Driving the stack from a script (the tests and the benchmark): the fixtures and stand-in model
 files, the environment of a child service, AWS clients for the local moto, and waiting on a
 condition with a deadline instead of sleeping."""
+
 import json
 import os
 import sys
@@ -59,8 +60,9 @@ def child_env(**fr):
 def aws(endpoint, service, region="us-east-1"):
     import boto3
 
-    return boto3.client(service, region_name=region, endpoint_url=endpoint,
-                        aws_access_key_id="test", aws_secret_access_key="test")
+    return boto3.client(
+        service, region_name=region, endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test"
+    )
 
 
 def new_queue(sqs, name, **arguments):
@@ -84,10 +86,12 @@ def new_queue(sqs, name, **arguments):
 
 def running_instances(ec2):
     """How many app-tier instances moto shows running, asked the way anyone can ask it."""
-    reservations = ec2.describe_instances(Filters=[
-        {"Name": "tag:Name", "Values": ["app-tier-instance-*"]},
-        {"Name": "instance-state-name", "Values": ["running"]},
-    ])["Reservations"]
+    reservations = ec2.describe_instances(
+        Filters=[
+            {"Name": "tag:Name", "Values": ["app-tier-instance-*"]},
+            {"Name": "instance-state-name", "Values": ["running"]},
+        ]
+    )["Reservations"]
     return sum(len(r["Instances"]) for r in reservations)
 
 

@@ -12,6 +12,7 @@ throughput); with --drained, it then waits up to SECONDS for the service's /stat
 queue (the dead-letter queue included) empty. Exits 1 if any answer was wrong or failed, or a
 queue did not drain. Standard library only: it is also the HTTP client of the tests and the benchmark.
 """
+
 import argparse
 import csv
 import http.client
@@ -168,8 +169,12 @@ class Run:
 def show_progress(run):
     done = len(run.results)
     failed = sum(1 for status, _, wrong, _ in run.results if status != 200 or wrong)
-    print(f"\r{done}/{len(run.jobs)} answered, {failed} failed, {time.monotonic() - run.started:.1f} s",
-          end="", file=sys.stderr, flush=True)
+    print(
+        f"\r{done}/{len(run.jobs)} answered, {failed} failed, {time.monotonic() - run.started:.1f} s",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def main(argv=None):
@@ -178,12 +183,17 @@ def main(argv=None):
     parser.add_argument("--images", type=Path, default=FIXTURES / "face_images_100")
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=100)
-    parser.add_argument("--expected", type=Path, default=FIXTURES / "face_images_100.csv",
-                        help="CSV of Image,Results rows to check answers against")
+    parser.add_argument(
+        "--expected",
+        type=Path,
+        default=FIXTURES / "face_images_100.csv",
+        help="CSV of Image,Results rows to check answers against",
+    )
     parser.add_argument("--no-expected", action="store_true", help="do not check the answers")
     parser.add_argument("--distinct", action="store_true", help="make each upload's bytes different")
-    parser.add_argument("--drained", type=float, metavar="SECONDS",
-                        help="then wait up to SECONDS for every queue of the service to be empty")
+    parser.add_argument(
+        "--drained", type=float, metavar="SECONDS", help="then wait up to SECONDS for every queue of the service to be empty"
+    )
     args = parser.parse_args(argv)
     images = sorted(p for p in args.images.iterdir() if p.is_file())
     if not images:

@@ -20,6 +20,7 @@ operator), which the AWS-like stack checks (tools/awsiam.py). Logs go to FR_STAT
 (var/state/logs/). Ctrl-C (SIGINT) or SIGTERM stops everything, in the reverse order of starting:
 workers after the web tier (requests in progress are answered), moto last.
 """
+
 import dataclasses
 import math
 import os
@@ -109,16 +110,24 @@ class Launcher:
         if not ids:
             return set()
         pages = self.ec2.get_paginator("describe_instances").paginate(InstanceIds=list(ids))
-        return {i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]
-                if i.get("StateReason", {}).get("Code") == pool.HIBERNATE_REASON}
+        return {
+            i["InstanceId"]
+            for page in pages
+            for r in page["Reservations"]
+            for i in r["Instances"]
+            if i.get("StateReason", {}).get("Code") == pool.HIBERNATE_REASON
+        }
 
     def step(self):
         self.read_events()
         running = self.running()
         now = time.monotonic()
         self.running_since = {i: self.running_since.get(i, now) for i in running}
-        leaving = {i: pid for i, pid in self.workers.items() if pid and i not in running
-                   and i not in self.stopping and i not in self.frozen and i not in self.pausing}
+        leaving = {
+            i: pid
+            for i, pid in self.workers.items()
+            if pid and i not in running and i not in self.stopping and i not in self.frozen and i not in self.pausing
+        }
         sleeping = self.hibernated(leaving)
         for instance_id, pid in leaving.items():
             if instance_id in sleeping:
@@ -190,8 +199,7 @@ class WebHost:
         if self.id is None or time.monotonic() - self.asked < WEB_HOST_LOOK_SECONDS:
             return None
         self.asked = time.monotonic()
-        sent = {c["CommandId"] for c in self.ssm.list_commands(InstanceId=self.id)["Commands"]
-                if c["DocumentName"] == RUN_SHELL}
+        sent = {c["CommandId"] for c in self.ssm.list_commands(InstanceId=self.id)["Commands"] if c["DocumentName"] == RUN_SHELL}
         if not sent - self.commands:
             return None
         self.commands |= sent
@@ -203,9 +211,27 @@ def start_host_services(config, env, logs):
     """The web host's services: (web tier, its port, autoscaler)."""
     web = Child("web", [PYTHON, str(settings.PROJECT_DIR / "web.py")], env, log_path=logs / "web.log")
     port = web.wait_for(r"event=listening host=\S+ port=(\d+)", START_TIMEOUT)[1]
-    scaler = Child("autoscaler", [PYTHON, str(settings.PROJECT_DIR / "autoscaler.py")], scaler_env(config, env),
-                   log_path=logs / "autoscaler.log")
+    scaler = Child(
+        "autoscaler",
+        [PYTHON, str(settings.PROJECT_DIR / "autoscaler.py")],
+        scaler_env(config, env),
+        log_path=logs / "autoscaler.log",
+    )
     return web, port, scaler
+
+
+def update_host(config, env, logs, services, running, host):
+    """As the update script does on the host: the new settings in place (`env`), both services
+    restarted (`running`: the web tier and the autoscaler, replaced in `services`); the new ones."""
+    log.info("web_host_updating", instance=host, detail="restarting the web tier and the autoscaler")
+    for service in reversed(running):
+        service.stop()
+        services.remove(service)
+    web, port, scaler = start_host_services(config, env, logs)
+    services.extend([web, scaler])
+    scaler.wait_for("event=decision", START_TIMEOUT)
+    log.info("web_host_updated", instance=host, url=f"http://{config.host}:{port}/")
+    return web, scaler
 
 
 def host_env(config, env, host_settings, port):
@@ -230,9 +256,12 @@ def scaler_env(config, env):
     if config.simulate != "aws":
         return env
     scale = config.simulate_time_scale
-    return {"FR_HIBERNATE_AFTER_LAUNCH": str(config.hibernate_after_launch * scale),
-            "FR_HIBERNATE_AFTER_START": str(config.hibernate_after_start * scale),
-            "FR_SQS_COUNT_LAG": str(config.sqs_count_lag * scale), **env}
+    return {
+        "FR_HIBERNATE_AFTER_LAUNCH": str(config.hibernate_after_launch * scale),
+        "FR_HIBERNATE_AFTER_START": str(config.hibernate_after_start * scale),
+        "FR_SQS_COUNT_LAG": str(config.sqs_count_lag * scale),
+        **env,
+    }
 
 
 def run(config, stop):
@@ -242,8 +271,12 @@ def run(config, stop):
     os.environ.update(AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", AWS_SESSION_TOKEN="local")
     services = []
     try:
-        moto = Child("moto", [*MOTO_SERVER, "-H", "127.0.0.1", "-p", str(config.moto_port)],
-                     log_path=logs / "moto.log", cwd=settings.PROJECT_DIR)
+        moto = Child(
+            "moto",
+            [*MOTO_SERVER, "-H", "127.0.0.1", "-p", str(config.moto_port)],
+            log_path=logs / "moto.log",
+            cwd=settings.PROJECT_DIR,
+        )
         services.append(moto)
         moto_port = moto.wait_for(r"Running on http://127\.0\.0\.1:(\d+)", START_TIMEOUT)[1]
         endpoint = f"http://127.0.0.1:{moto_port}"
@@ -257,8 +290,14 @@ def run(config, stop):
         # before provisioning, which its loading of the model overlaps (it calls no AWS API). Its
         # workers share the cores with each other and with moto: OpenMP threads that wait for work
         # sleep instead of spinning (read by libgomp as torch loads; see tools/forkserver.py).
-        forkserver = Child("forkserver", FORK_SERVER, {**app_env, "OMP_WAIT_POLICY": "PASSIVE"},
-                           log_path=logs / "forkserver.log", cwd=settings.PROJECT_DIR, commands=True)
+        forkserver = Child(
+            "forkserver",
+            FORK_SERVER,
+            {**app_env, "OMP_WAIT_POLICY": "PASSIVE"},
+            log_path=logs / "forkserver.log",
+            cwd=settings.PROJECT_DIR,
+            commands=True,
+        )
         services.append(forkserver)
         provision(config, lambda service: cloud.client(config, service))
         web, port, scaler = start_host_services(config, web_env, logs)
@@ -268,8 +307,7 @@ def run(config, stop):
         forkserver.wait_for(READY, START_TIMEOUT)
         if config.simulate == "aws":
             timings = awslike.timings(config.simulate_time_scale)
-            launcher = Launcher(config, ec2, forkserver, timings["boot"], timings["resume"],
-                                links=("127.0.0.1", int(moto_port)))
+            launcher = Launcher(config, ec2, forkserver, timings["boot"], timings["resume"], links=("127.0.0.1", int(moto_port)))
         else:
             launcher = Launcher(config, ec2, forkserver)
         web_host = WebHost(config, ec2, cloud.client(config, "ssm"), cloud.client(config, "s3"))
@@ -289,16 +327,8 @@ def run(config, stop):
                 retired.add(scaler)
             update = None if scaler in retired else web_host.update()
             if update is not None:
-                # As the update script does on the host: the new settings in place, both services restarted.
-                log.info("web_host_updating", instance=web_host.id, detail="restarting the web tier and the autoscaler")
-                for service in (scaler, web):
-                    service.stop()
-                    services.remove(service)
                 web_env = host_env(config, web_env, update, port)
-                web, port, scaler = start_host_services(config, web_env, logs)
-                services.extend([web, scaler])
-                scaler.wait_for("event=decision", START_TIMEOUT)
-                log.info("web_host_updated", instance=web_host.id, url=f"http://{config.host}:{port}/")
+                web, scaler = update_host(config, web_env, logs, services, (web, scaler), web_host.id)
             stop.wait(LAUNCH_INTERVAL)
         return 0
     finally:

@@ -12,6 +12,7 @@ the calls themselves. Both fixes give the answers moto gives; nothing else diffe
   read directly instead.
 What each fix saved is in docs/performance.md.
 """
+
 import functools
 import os
 import sys

@@ -9,6 +9,7 @@ it reaches the instance, whose whole kernel was frozen: its side of each connect
 open. A call waiting for an answer on one waits until its read timeout; a new request sent on one
 is answered with a reset (the server has long forgotten the connection), and botocore retries it.
 """
+
 import socket
 import threading
 from contextlib import suppress

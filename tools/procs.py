@@ -4,6 +4,7 @@ Each child's stdout and stderr are read by a thread into memory (and a log file 
 caller waits on a readiness line with a deadline instead of sleeping, and a failure shows the
 child's last lines.
 """
+
 import ctypes
 import re
 import signal
@@ -67,10 +68,17 @@ class Child:
         self._changed = threading.Condition()
         self._log = open(log_path, "a", buffering=1) if log_path else None
         self.popen = subprocess.Popen(
-            args, env=env, cwd=cwd, stdin=subprocess.PIPE if commands else subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, errors="replace",
+            args,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.PIPE if commands else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
             # Own process group: a Ctrl-C reaches only the parent, which stops children in order.
-            start_new_session=True, preexec_fn=die_with_parent,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         self._reader = threading.Thread(target=self._read, name=f"read-{name}", daemon=True)
         self._reader.start()
@@ -94,7 +102,7 @@ class Child:
         """(lines read so far, the kept lines read after the first `seen`): a cursor for readers."""
         with self._changed:
             new = min(self.count - seen, len(self._lines))
-            return self.count, list(self._lines)[len(self._lines) - new:]
+            return self.count, list(self._lines)[len(self._lines) - new :]
 
     @property
     def lines(self):

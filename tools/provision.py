@@ -22,6 +22,7 @@ Written against AWS's documented behaviour, not moto's (tests run it against too
 Longer than our other modules on purpose: every AWS resource of the deployment, its IAM policies and
 its removal in one file, in the order they are made.
 """
+
 import argparse
 import json
 import math
@@ -50,9 +51,20 @@ SETTINGS_KEY = "face-recognition.env"
 # FR_* variables provisioning does not hand the web host: the host's own (its address and port are
 # fixed by the security group, its files and state are where setup.sh puts them), local mode's, and
 # those only provisioning or the app tier reads. Every other variable goes, with this run's value.
-NOT_FOR_THE_WEB_HOST = ("FR_ENDPOINT_URL", "FR_HOST", "FR_PORT", "FR_WEIGHTS", "FR_GALLERY", "FR_STATE_DIR",
-                        "FR_MOTO_PORT", "FR_SIMULATE", "FR_SIMULATE_TIME_SCALE", "FR_WEB_CIDR",
-                        "FR_WEB_INSTANCE_TYPE", "FR_TORCH_THREADS")
+NOT_FOR_THE_WEB_HOST = (
+    "FR_ENDPOINT_URL",
+    "FR_HOST",
+    "FR_PORT",
+    "FR_WEIGHTS",
+    "FR_GALLERY",
+    "FR_STATE_DIR",
+    "FR_MOTO_PORT",
+    "FR_SIMULATE",
+    "FR_SIMULATE_TIME_SCALE",
+    "FR_WEB_CIDR",
+    "FR_WEB_INSTANCE_TYPE",
+    "FR_TORCH_THREADS",
+)
 # Systems Manager's document that runs a shell script on an instance (its agent is part of AL2023).
 RUN_SHELL = "AWS-RunShellScript"
 # How long a web host just started may take before its SSM agent takes commands.
@@ -122,60 +134,110 @@ def web_policy(config, account, ebs_key=None):
     ours = {"StringEquals": {f"aws:ResourceTag/{settings.PREFIX_TAG}": config.prefix}}
     # The results table is the web tier's alone: it looks uploads up and records the workers' answers.
     table = [_statement(["dynamodb:GetItem", "dynamodb:PutItem"], [a["results_table"]])] if config.results_table else []
-    # Pool repair: new instances must carry our tag and be of FR_INSTANCE_TYPE, from FR_AMI_ID,
-    # and may only get the app role (none without FR_AMI_ID: there is nothing to launch). Tags
-    # only as part of RunInstances: tagging an existing instance as ours would let this role start
-    # and stop any instance.
-    launch = [
-        _statement(["ec2:RunInstances"], [a["instances"]], {"StringEquals": {
-            f"aws:RequestTag/{settings.PREFIX_TAG}": config.prefix, "ec2:InstanceType": config.instance_type}}),
-        _statement(["ec2:CreateTags"], [a["instances"]], {"StringEquals": {
-            "ec2:CreateAction": "RunInstances", f"aws:RequestTag/{settings.PREFIX_TAG}": config.prefix}}),
-        _statement(["ec2:RunInstances"], [
-            a["image"], f"arn:aws:ec2:{config.region}:{account}:subnet/*",
-            f"arn:aws:ec2:{config.region}:{account}:network-interface/*",
-            f"arn:aws:ec2:{config.region}:{account}:security-group/*",
-            f"arn:aws:ec2:{config.region}:{account}:volume/*",
-        ]),
-        _statement(["iam:PassRole"], [a["app_role"]], {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}),
-        *([_statement(["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext"],
-                      [ebs_key], {"StringEquals": {"kms:ViaService": f"ec2.{config.region}.amazonaws.com"}})]
-          if ebs_key and config.hibernate else []),
-    ] if config.ami_id else []
-    return {"Version": "2012-10-17", "Statement": [
-        _statement(["s3:PutObject"], [a["in_objects"]]),
-        *table,
-        _statement(["s3:GetObject"], [a["code_object"], a["settings_object"]]),
-        _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"], [a["request_queue"]]),
-        _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:DeleteMessage"],
-                   [a["response_queue"]]),
-        # Dead letters: tell the waiting client, then hide the message (kept for the operator);
-        # their count is on the status page.
-        _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:ChangeMessageVisibility"],
-                   [a["dead_letter_queue"]]),
-        # The describe calls cannot be limited to resources. Images and instance types: a member's
-        # root volume for hibernation is sized from its image and its type's memory; security
-        # groups: a member is launched into the app tier's (pool repair).
-        _statement(["ec2:DescribeInstances", "ec2:DescribeInstanceStatus", "ec2:DescribeImages",
-                    "ec2:DescribeInstanceTypes", "ec2:DescribeSecurityGroups"], ["*"]),
-        _statement(["ec2:StartInstances", "ec2:StopInstances"], [a["instances"]], ours),
-        *launch,
-    ]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            _statement(["s3:PutObject"], [a["in_objects"]]),
+            *table,
+            _statement(["s3:GetObject"], [a["code_object"], a["settings_object"]]),
+            _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"], [a["request_queue"]]),
+            _statement(
+                ["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:DeleteMessage"], [a["response_queue"]]
+            ),
+            # Dead letters: tell the waiting client, then hide the message (kept for the operator);
+            # their count is on the status page.
+            _statement(
+                ["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:ChangeMessageVisibility"],
+                [a["dead_letter_queue"]],
+            ),
+            # The describe calls cannot be limited to resources. Images and instance types: a member's
+            # root volume for hibernation is sized from its image and its type's memory; security
+            # groups: a member is launched into the app tier's (pool repair).
+            _statement(
+                [
+                    "ec2:DescribeInstances",
+                    "ec2:DescribeInstanceStatus",
+                    "ec2:DescribeImages",
+                    "ec2:DescribeInstanceTypes",
+                    "ec2:DescribeSecurityGroups",
+                ],
+                ["*"],
+            ),
+            _statement(["ec2:StartInstances", "ec2:StopInstances"], [a["instances"]], ours),
+            *launch_statements(config, account, ebs_key),
+        ],
+    }
+
+
+def launch_statements(config, account, ebs_key=None):
+    """The web role's pool repair: new instances must carry our tag and be of FR_INSTANCE_TYPE, from
+    FR_AMI_ID, and may only get the app role (none without FR_AMI_ID: there is nothing to launch).
+    Tags only as part of RunInstances: tagging an existing instance as ours would let this role
+    start and stop any instance."""
+    a = arns(config, account)
+    return (
+        [
+            _statement(
+                ["ec2:RunInstances"],
+                [a["instances"]],
+                {
+                    "StringEquals": {
+                        f"aws:RequestTag/{settings.PREFIX_TAG}": config.prefix,
+                        "ec2:InstanceType": config.instance_type,
+                    }
+                },
+            ),
+            _statement(
+                ["ec2:CreateTags"],
+                [a["instances"]],
+                {"StringEquals": {"ec2:CreateAction": "RunInstances", f"aws:RequestTag/{settings.PREFIX_TAG}": config.prefix}},
+            ),
+            _statement(
+                ["ec2:RunInstances"],
+                [
+                    a["image"],
+                    f"arn:aws:ec2:{config.region}:{account}:subnet/*",
+                    f"arn:aws:ec2:{config.region}:{account}:network-interface/*",
+                    f"arn:aws:ec2:{config.region}:{account}:security-group/*",
+                    f"arn:aws:ec2:{config.region}:{account}:volume/*",
+                ],
+            ),
+            _statement(["iam:PassRole"], [a["app_role"]], {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}),
+            *(
+                [
+                    _statement(
+                        ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext"],
+                        [ebs_key],
+                        {"StringEquals": {"kms:ViaService": f"ec2.{config.region}.amazonaws.com"}},
+                    )
+                ]
+                if ebs_key and config.hibernate
+                else []
+            ),
+        ]
+        if config.ami_id
+        else []
+    )
 
 
 def app_policy(config, account):
     """App instances: read uploads, take and delete requests, send replies, write results."""
     a = arns(config, account)
-    return {"Version": "2012-10-17", "Statement": [
-        _statement(["s3:GetObject"], [a["in_objects"]]),
-        # Without it S3 answers GetObject of a missing key with 403, not 404 (NoSuchKey): the worker
-        # could not tell "gone" (answer at once) from "refused" (retry).
-        _statement(["s3:ListBucket"], [a["in_bucket"]]),
-        _statement(["s3:PutObject"], [a["out_objects"]]),
-        _statement(["sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
-                   [a["request_queue"]]),
-        _statement(["sqs:GetQueueUrl", "sqs:SendMessage"], [a["response_queue"]]),
-    ]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            _statement(["s3:GetObject"], [a["in_objects"]]),
+            # Without it S3 answers GetObject of a missing key with 403, not 404 (NoSuchKey): the worker
+            # could not tell "gone" (answer at once) from "refused" (retry).
+            _statement(["s3:ListBucket"], [a["in_bucket"]]),
+            _statement(["s3:PutObject"], [a["out_objects"]]),
+            _statement(
+                ["sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
+                [a["request_queue"]],
+            ),
+            _statement(["sqs:GetQueueUrl", "sqs:SendMessage"], [a["response_queue"]]),
+        ],
+    }
 
 
 class ProvisionError(Exception):
@@ -196,8 +258,7 @@ class Provisioner:
         self.config = config
         self.dry_run = dry_run
         self.out = out
-        self.s3, self.sqs, self.ec2, self.iam, self.dynamodb = (
-            session(name) for name in ("s3", "sqs", "ec2", "iam", "dynamodb"))
+        self.s3, self.sqs, self.ec2, self.iam, self.dynamodb = (session(name) for name in ("s3", "sqs", "ec2", "iam", "dynamodb"))
         self.session = session
         self._account = None
         self.baked = None  # the image bake_ami made
@@ -234,8 +295,11 @@ class Provisioner:
         key = self.session("kms").describe_key(KeyId=arn)["KeyMetadata"]
         if key["KeyManager"] != "CUSTOMER":
             return None
-        self.say("found", f"default EBS key {key['Arn']} is the account's own: the web role may use it through EC2 "
-                 "(its key policy must let the account's IAM policies grant it)")
+        self.say(
+            "found",
+            f"default EBS key {key['Arn']} is the account's own: the web role may use it through EC2 "
+            "(its key policy must let the account's IAM policies grant it)",
+        )
         return key["Arn"]
 
     def ensure_vcpus(self, with_web):
@@ -249,21 +313,29 @@ class Provisioner:
             others = [i for i in self._live_instances() if not _tagged(i, settings.PREFIX_TAG, config.prefix)]
             # An instance described without CpuOptions counts its type's default vCPUs.
             types = set(wanted) | {i["InstanceType"] for i in others if "CpuOptions" not in i}
-            vcpus = {t: self.ec2.describe_instance_types(InstanceTypes=[t])["InstanceTypes"][0]["VCpuInfo"]["DefaultVCpus"]
-                     for t in types}
+            vcpus = {
+                t: self.ec2.describe_instance_types(InstanceTypes=[t])["InstanceTypes"][0]["VCpuInfo"]["DefaultVCpus"]
+                for t in types
+            }
             need = sum(vcpus[t] * n for t, n in wanted.items())
-            quota = int(self.session("service-quotas").get_service_quota(
-                ServiceCode="ec2", QuotaCode=VCPU_QUOTA)["Quota"]["Value"])
+            quota = int(
+                self.session("service-quotas").get_service_quota(ServiceCode="ec2", QuotaCode=VCPU_QUOTA)["Quota"]["Value"]
+            )
         except (BotoCoreError, ClientError) as e:
             return "unknown", f"vCPU quota {VCPU_QUOTA} ({e}): make sure {wanted} fit"
-        in_use = sum(i["CpuOptions"]["CoreCount"] * i["CpuOptions"]["ThreadsPerCore"] if "CpuOptions" in i
-                     else vcpus[i["InstanceType"]] for i in others)
+        in_use = sum(
+            i["CpuOptions"]["CoreCount"] * i["CpuOptions"]["ThreadsPerCore"] if "CpuOptions" in i else vcpus[i["InstanceType"]]
+            for i in others
+        )
         fits = (quota - in_use - (vcpus[config.web_instance_type] if with_web else 0)) // vcpus[config.instance_type]
-        what = (f"vCPU quota {VCPU_QUOTA}: {quota}, {in_use} in use by other instances, {need} needed for {wanted} "
-                f"running at once (the pool's {config.pool_size} members are launched {config.max_instances} at a time)")
+        what = (
+            f"vCPU quota {VCPU_QUOTA}: {quota}, {in_use} in use by other instances, {need} needed for {wanted} "
+            f"running at once (the pool's {config.pool_size} members are launched {config.max_instances} at a time)"
+        )
         if need > quota - in_use:
-            raise ProvisionError(f"config error: {what}: at most FR_MAX_INSTANCES={max(fits, 0)} fits "
-                                 "(or ask AWS for more in Service Quotas)")
+            raise ProvisionError(
+                f"config error: {what}: at most FR_MAX_INSTANCES={max(fits, 0)} fits (or ask AWS for more in Service Quotas)"
+            )
         return "fits", what
 
     def vcpus_wanted(self, with_web):
@@ -276,14 +348,16 @@ class Provisioner:
 
     def _live_instances(self):
         pages = self.ec2.get_paginator("describe_instances").paginate(
-            Filters=[{"Name": "instance-state-name", "Values": list(pool.ACTIVE_STATES)}])
+            Filters=[{"Name": "instance-state-name", "Values": list(pool.ACTIVE_STATES)}]
+        )
         return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
     def ensure_bucket(self, name):
         from botocore.exceptions import ClientError
 
-        taken = ProvisionError(f"config error: bucket {name} belongs to another AWS account (bucket names are "
-                               "global): choose another FR_PREFIX")
+        taken = ProvisionError(
+            f"config error: bucket {name} belongs to another AWS account (bucket names are global): choose another FR_PREFIX"
+        )
         try:
             self.s3.head_bucket(Bucket=name)
             state = "exists"
@@ -293,21 +367,37 @@ class Provisioner:
                 raise taken from None
             if cloud.error_code(e) not in ("404", "NoSuchBucket"):
                 raise
-            location = {} if self.config.region == "us-east-1" else {
-                "CreateBucketConfiguration": {"LocationConstraint": self.config.region}}
+            location = (
+                {}
+                if self.config.region == "us-east-1"
+                else {"CreateBucketConfiguration": {"LocationConstraint": self.config.region}}
+            )
             try:
                 # A name deleted moments ago (a provision right after a teardown) is refused for a while.
-                cloud.while_refused(lambda: self.s3.create_bucket(Bucket=name, **location),
-                                    refused_with("OperationAborted"), BUCKET_REUSE_PATIENCE, self.waiting)
+                cloud.while_refused(
+                    lambda: self.s3.create_bucket(Bucket=name, **location),
+                    refused_with("OperationAborted"),
+                    BUCKET_REUSE_PATIENCE,
+                    self.waiting,
+                )
             except ClientError as e:
                 if cloud.error_code(e) != "BucketAlreadyExists":
                     raise
                 raise taken from None
             state = "created"
-        self.s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
-        self.s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+        self.s3.put_public_access_block(
+            Bucket=name,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
+        )
+        self.s3.put_bucket_encryption(
+            Bucket=name,
+            ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
+        )
         return state
 
     def ensure_queue(self, name, attributes):
@@ -320,12 +410,20 @@ class Provisioner:
             # Made with its attributes: a new queue is not usable for its first second (CreateQueue
             # reference). A name deleted less than 60 s ago cannot be used again yet (a provision
             # right after a teardown).
-            url = cloud.while_refused(lambda: self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"],
-                                      refused_with("QueueDeletedRecently"), QUEUE_REUSE_PATIENCE, self.waiting)
+            url = cloud.while_refused(
+                lambda: self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"],
+                refused_with("QueueDeletedRecently"),
+                QUEUE_REUSE_PATIENCE,
+                self.waiting,
+            )
             state = "created"
         # Asked until the queue answers: the queue that names it as its dead-letter target needs it usable.
-        cloud.while_refused(lambda: self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]),
-                            refused_with("NonExistentQueue"), QUEUE_READY_PATIENCE, self.waiting)
+        cloud.while_refused(
+            lambda: self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]),
+            refused_with("NonExistentQueue"),
+            QUEUE_READY_PATIENCE,
+            self.waiting,
+        )
         return state
 
     def queue_attributes(self, name):
@@ -337,8 +435,11 @@ class Provisioner:
         if name == config.response_queue:
             return {"MaximumMessageSize": size}
         dead_letters = f"arn:aws:sqs:{config.region}:{self.account()}:{config.dead_letter_queue}"
-        return {"MaximumMessageSize": size, "VisibilityTimeout": str(config.visibility_timeout),
-                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dead_letters, "maxReceiveCount": str(MAX_RECEIVES)})}
+        return {
+            "MaximumMessageSize": size,
+            "VisibilityTimeout": str(config.visibility_timeout),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dead_letters, "maxReceiveCount": str(MAX_RECEIVES)}),
+        }
 
     def ensure_table(self):
         """The results table, with FR_RESULTS_TABLE=1: on-demand (paid per request, nothing while
@@ -352,13 +453,17 @@ class Provisioner:
             table = None
         if table is None:
             self.dynamodb.create_table(
-                TableName=name, BillingMode="PAY_PER_REQUEST", KeySchema=[TABLE_KEY],
+                TableName=name,
+                BillingMode="PAY_PER_REQUEST",
+                KeySchema=[TABLE_KEY],
                 AttributeDefinitions=[{"AttributeName": TABLE_KEY["AttributeName"], "AttributeType": "S"}],
-                Tags=[{"Key": settings.PREFIX_TAG, "Value": config.prefix}])
+                Tags=[{"Key": settings.PREFIX_TAG, "Value": config.prefix}],
+            )
             state = "created"
         elif table["KeySchema"] != [TABLE_KEY]:
-            raise ProvisionError(f"error: table {name} exists keyed by {table['KeySchema']}, not by stem: "
-                                 "remove it, or use another FR_PREFIX")
+            raise ProvisionError(
+                f"error: table {name} exists keyed by {table['KeySchema']}, not by stem: remove it, or use another FR_PREFIX"
+            )
         else:
             state = "exists"
         self._wait_table(name, "ACTIVE")
@@ -392,8 +497,11 @@ class Provisioner:
             self.iam.get_role(RoleName=name)
             state = "exists"
         except self.iam.exceptions.NoSuchEntityException:
-            self.iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(EC2_TRUST),
-                                 Tags=[{"Key": settings.PREFIX_TAG, "Value": self.config.prefix}])
+            self.iam.create_role(
+                RoleName=name,
+                AssumeRolePolicyDocument=json.dumps(EC2_TRUST),
+                Tags=[{"Key": settings.PREFIX_TAG, "Value": self.config.prefix}],
+            )
             state = "created"
         self.iam.put_role_policy(RoleName=name, PolicyName=name, PolicyDocument=json.dumps(policy))
         for arn in managed:
@@ -407,7 +515,8 @@ class Provisioner:
         # IAM's own view first; EC2's may lag further behind (pool.run_instance retries for that).
         self.iam.get_waiter("instance_profile_exists").wait(InstanceProfileName=name)
         return state, f"IAM role + instance profile {name} ({len(policy['Statement'])} policy statements)" + "".join(
-            f" + {m.rsplit('/', 1)[1]}" for m in managed)
+            f" + {m.rsplit('/', 1)[1]}" for m in managed
+        )
 
     def ensure_pool(self):
         """All FR_MAX_INSTANCES + FR_SPARE_INSTANCES members, stopped. EC2 creates an instance
@@ -438,8 +547,10 @@ class Provisioner:
 
     def pool_what(self):
         config = self.config
-        return (f"pool of {config.pool_size} stopped {pool.APP_TIER_NAME}-N ({config.max_instances} + "
-                f"{config.pool_size - config.max_instances} spare) from {config.ami_id}")
+        return (
+            f"pool of {config.pool_size} stopped {pool.APP_TIER_NAME}-N ({config.max_instances} + "
+            f"{config.pool_size - config.max_instances} spare) from {config.ami_id}"
+        )
 
     def _stop_active(self, ids):
         """Wait for the instances `ids` (pending or running) to run, stop them, wait until stopped."""
@@ -452,8 +563,10 @@ class Provisioner:
         """The pool and the web host are launched into the region's default VPC: say so at once
         when there is none (RunInstances would refuse every launch, half-way through)."""
         if not self.ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]:
-            raise ProvisionError(f"config error: no default VPC in {self.config.region}: the instances are launched "
-                                 "into it (make one with 'aws ec2 create-default-vpc', or use another FR_REGION)")
+            raise ProvisionError(
+                f"config error: no default VPC in {self.config.region}: the instances are launched "
+                "into it (make one with 'aws ec2 create-default-vpc', or use another FR_REGION)"
+            )
         return "exists"
 
     def provision(self, with_web=False):
@@ -464,34 +577,54 @@ class Provisioner:
     def provision_steps(self, with_web):
         """Provisioning in order, as (what is made, the step making it; None: skipped, and why)."""
         config = self.config
-        queue_kinds = {config.dead_letter_queue: "dead letters, kept 14 days",
-                       config.request_queue: f"visibility {config.visibility_timeout} s, dead letters after {MAX_RECEIVES}"
-                                             " receives",
-                       config.response_queue: "replies"}
+        queue_kinds = {
+            config.dead_letter_queue: "dead letters, kept 14 days",
+            config.request_queue: f"visibility {config.visibility_timeout} s, dead letters after {MAX_RECEIVES} receives",
+            config.response_queue: "replies",
+        }
         table = f"DynamoDB table {config.results_table_name} (on-demand, keyed by stem)"
-        web = (f"{settings.WEB_HOST_NAME} ({config.web_instance_type}, Elastic IP, port {WEB_PORT} open to "
-               f"{config.web_cidr}; one running already: updated by Run Command {RUN_SHELL}, its services restarted)")
+        web = (
+            f"{settings.WEB_HOST_NAME} ({config.web_instance_type}, Elastic IP, port {WEB_PORT} open to "
+            f"{config.web_cidr}; one running already: updated by Run Command {RUN_SHELL}, its services restarted)"
+        )
         return [
             (f"default VPC in {config.region}", self.ensure_default_vpc),
             (f"vCPU quota {VCPU_QUOTA} fits {self.vcpus_wanted(with_web)}", partial(self.ensure_vcpus, with_web)),
-            *((f"bucket {b} (public access blocked, AES256 encryption)", partial(self.ensure_bucket, b))
-              for b in (config.in_bucket, config.out_bucket, config.deploy_bucket)),
+            *(
+                (f"bucket {b} (public access blocked, AES256 encryption)", partial(self.ensure_bucket, b))
+                for b in (config.in_bucket, config.out_bucket, config.deploy_bucket)
+            ),
             # The dead-letter queue first: the request queue names it.
-            *((f"queue {q} (1 KB messages; {kind})", lambda q=q: self.ensure_queue(q, self.queue_attributes(q)))
-              for q, kind in queue_kinds.items()),
+            *(
+                (f"queue {q} (1 KB messages; {kind})", lambda q=q: self.ensure_queue(q, self.queue_attributes(q)))
+                for q, kind in queue_kinds.items()
+            ),
             (table, self.ensure_table) if config.results_table else ("results table: FR_RESULTS_TABLE=0", None),
             # SSM: an operator can get a shell on the web host without SSH (it has no key pair, no port 22).
-            (f"IAM role + instance profile {config.role('web')} (its policy, + AmazonSSMManagedInstanceCore)",
-             partial(self.ensure_role, "web", lambda: web_policy(config, self.account(), self.ebs_key()), [SSM_POLICY])),
-            (f"IAM role + instance profile {config.role('app')} (its policy)",
-             partial(self.ensure_role, "app", lambda: app_policy(config, self.account()))),
-            (f"security group {pool.app_security_group_name(config)} (app tier: no inbound, all outbound)",
-             self.ensure_app_security_group),
-            (f"{self.pool_what()}, launched {config.max_instances} at a time", self.ensure_pool) if config.ami_id
+            (
+                f"IAM role + instance profile {config.role('web')} (its policy, + AmazonSSMManagedInstanceCore)",
+                partial(self.ensure_role, "web", lambda: web_policy(config, self.account(), self.ebs_key()), [SSM_POLICY]),
+            ),
+            (
+                f"IAM role + instance profile {config.role('app')} (its policy)",
+                partial(self.ensure_role, "app", lambda: app_policy(config, self.account())),
+            ),
+            (
+                f"security group {pool.app_security_group_name(config)} (app tier: no inbound, all outbound)",
+                self.ensure_app_security_group,
+            ),
+            (f"{self.pool_what()}, launched {config.max_instances} at a time", self.ensure_pool)
+            if config.ami_id
             else ("app-tier pool: set FR_AMI_ID (./setup.sh bake-ami makes one)", None),
-            *([(f"code archive s3://{config.deploy_bucket}/{CODE_KEY}", self.upload_code),
-               (f"web host settings s3://{config.deploy_bucket}/{SETTINGS_KEY}", self.upload_settings),
-               (web, self.ensure_web_host)] if with_web else []),
+            *(
+                [
+                    (f"code archive s3://{config.deploy_bucket}/{CODE_KEY}", self.upload_code),
+                    (f"web host settings s3://{config.deploy_bucket}/{SETTINGS_KEY}", self.upload_settings),
+                    (web, self.ensure_web_host),
+                ]
+                if with_web
+                else []
+            ),
         ]
 
     def ensure_web_host(self):
@@ -509,17 +642,25 @@ class Provisioner:
         else:
             image = self.session("ssm").get_parameter(Name=AL2023_PARAMETER)["Parameter"]["Value"]
             instance = pool.run_instance(
-                self.ec2, PROFILE_PATIENCE, ImageId=image, InstanceType=config.web_instance_type,
-                SecurityGroupIds=[group], IamInstanceProfile={"Name": config.role("web")},
+                self.ec2,
+                PROFILE_PATIENCE,
+                ImageId=image,
+                InstanceType=config.web_instance_type,
+                SecurityGroupIds=[group],
+                IamInstanceProfile={"Name": config.role("web")},
                 UserData=web_user_data(config),
-                TagSpecifications=[{"ResourceType": "instance", "Tags": pool.tags(config, settings.WEB_HOST_NAME)}])
+                TagSpecifications=[{"ResourceType": "instance", "Tags": pool.tags(config, settings.WEB_HOST_NAME)}],
+            )
             state = "created"
         pool.wait_for(self.ec2, [instance], ["running"], INSTANCE_PATIENCE)
         address = self._web_address()
         if address.get("InstanceId") != instance:
             self.ec2.associate_address(AllocationId=address["AllocationId"], InstanceId=instance)
-        self.say(state, f"{settings.WEB_HOST_NAME} ({config.web_instance_type}, Elastic IP, port {WEB_PORT} open to "
-                 f"{config.web_cidr}): {instance} at http://{address['PublicIp']}:{WEB_PORT}/")
+        self.say(
+            state,
+            f"{settings.WEB_HOST_NAME} ({config.web_instance_type}, Elastic IP, port {WEB_PORT} open to "
+            f"{config.web_cidr}): {instance} at http://{address['PublicIp']}:{WEB_PORT}/",
+        )
         if state != "created":
             self.update_web_host(instance)
 
@@ -536,19 +677,32 @@ class Provisioner:
         the script its user data ran at first boot, sent through Systems Manager (Run Command)."""
         ssm = self.session("ssm")
         command = cloud.while_refused(
-            lambda: ssm.send_command(InstanceIds=[instance], DocumentName=RUN_SHELL, Comment="face-rec update",
-                                     Parameters={"commands": [web_host_script(self.config)]})["Command"],
-            refused_with("InvalidInstanceId"), AGENT_PATIENCE, self.waiting)
-        self.say("updating", f"{settings.WEB_HOST_NAME} {instance}: new code and settings, services restarted "
-                 f"(Run Command {command['CommandId']})")
+            lambda: ssm.send_command(
+                InstanceIds=[instance],
+                DocumentName=RUN_SHELL,
+                Comment="face-rec update",
+                Parameters={"commands": [web_host_script(self.config)]},
+            )["Command"],
+            refused_with("InvalidInstanceId"),
+            AGENT_PATIENCE,
+            self.waiting,
+        )
+        self.say(
+            "updating",
+            f"{settings.WEB_HOST_NAME} {instance}: new code and settings, services restarted "
+            f"(Run Command {command['CommandId']})",
+        )
 
     def _web_address(self):
-        found = self.ec2.describe_addresses(Filters=[
-            {"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])["Addresses"]
+        found = self.ec2.describe_addresses(Filters=[{"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])[
+            "Addresses"
+        ]
         if found:
             return found[0]
-        return self.ec2.allocate_address(Domain="vpc", TagSpecifications=[
-            {"ResourceType": "elastic-ip", "Tags": pool.tags(self.config, settings.WEB_HOST_NAME)}])
+        return self.ec2.allocate_address(
+            Domain="vpc",
+            TagSpecifications=[{"ResourceType": "elastic-ip", "Tags": pool.tags(self.config, settings.WEB_HOST_NAME)}],
+        )
 
     def _ours(self, names, states):
         return pool.ours(self.ec2, self.config, names, states)
@@ -558,8 +712,11 @@ class Provisioner:
         found = self.ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]}])["SecurityGroups"]
         if found:
             return found[0]["GroupId"], "exists"
-        return self.ec2.create_security_group(GroupName=name, Description=description, TagSpecifications=[
-            {"ResourceType": "security-group", "Tags": pool.tags(self.config, name)}])["GroupId"], "created"
+        return self.ec2.create_security_group(
+            GroupName=name,
+            Description=description,
+            TagSpecifications=[{"ResourceType": "security-group", "Tags": pool.tags(self.config, name)}],
+        )["GroupId"], "created"
 
     def ensure_app_security_group(self):
         """The members' security group: no inbound rule, all outbound (SQS, S3). Not the VPC's
@@ -599,33 +756,45 @@ class Provisioner:
         queues = (config.request_queue, config.response_queue, config.dead_letter_queue)
         buckets = (config.in_bucket, config.out_bucket, config.deploy_bucket)
         return [
-            (f"{settings.WEB_HOST_NAME} (first, waited on: its autoscaler must stop before the pool)",
-             partial(self._terminate, [settings.WEB_HOST_NAME])),
+            (
+                f"{settings.WEB_HOST_NAME} (first, waited on: its autoscaler must stop before the pool)",
+                partial(self._terminate, [settings.WEB_HOST_NAME]),
+            ),
             (f"every other instance tagged {settings.PREFIX_TAG}={config.prefix}", partial(self._terminate, ["*"])),
             ("Elastic IP", self._release_addresses),
-            *((f"security group {name}", partial(self._remove_security_group, name))
-              for name in (f"{config.prefix}-web", pool.app_security_group_name(config))),
+            *(
+                (f"security group {name}", partial(self._remove_security_group, name))
+                for name in (f"{config.prefix}-web", pool.app_security_group_name(config))
+            ),
             *((f"queue {name}", partial(self._remove_queue, name)) for name in queues),
             *((f"bucket {bucket} and its objects", partial(self._remove_bucket, bucket)) for bucket in buckets),
             (f"DynamoDB table {config.results_table_name} and its items (if any)", self._remove_table),
-            *((f"IAM role + instance profile {config.role(tier)}", partial(self._remove_role, config.role(tier)))
-              for tier in ("web", "app")),
-            ("app-tier images and their snapshots" if images else "app-tier images: kept (--images removes them)",
-             partial(self._images, remove=images)),
+            *(
+                (f"IAM role + instance profile {config.role(tier)}", partial(self._remove_role, config.role(tier)))
+                for tier in ("web", "app")
+            ),
+            (
+                "app-tier images and their snapshots" if images else "app-tier images: kept (--images removes them)",
+                partial(self._images, remove=images),
+            ),
         ]
 
     def _release_addresses(self):
-        for address in self.ec2.describe_addresses(Filters=[
-                {"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])["Addresses"]:
+        for address in self.ec2.describe_addresses(
+            Filters=[{"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}]
+        )["Addresses"]:
             self.ec2.release_address(AllocationId=address["AllocationId"])
             self.out(f"{'removed':<12} Elastic IP {address['PublicIp']}")
 
     def _remove_security_group(self, name):
-        for group in self.ec2.describe_security_groups(Filters=[
-                {"Name": "group-name", "Values": [name]}])["SecurityGroups"]:
+        for group in self.ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]}])["SecurityGroups"]:
             # Refused while an instance that used it is still shutting down.
-            cloud.while_refused(lambda: self.ec2.delete_security_group(GroupId=group["GroupId"]),
-                                refused_with("DependencyViolation"), INSTANCE_PATIENCE, self.waiting)
+            cloud.while_refused(
+                lambda: self.ec2.delete_security_group(GroupId=group["GroupId"]),
+                refused_with("DependencyViolation"),
+                INSTANCE_PATIENCE,
+                self.waiting,
+            )
             self.out(f"{'removed':<12} security group {group['GroupName']}")
 
     def _remove_queue(self, name):
@@ -646,8 +815,9 @@ class Provisioner:
             self.out(f"{'removing':<12} instances {', '.join(sorted(i['name'] + '=' + i['id'] for i in live))}")
             self.ec2.terminate_instances(InstanceIds=ids)
             pool.wait_for(self.ec2, ids, ["terminated"], INSTANCE_PATIENCE)
-        raise ProvisionError(f"instances named {names} kept appearing after {TEARDOWN_ROUNDS} rounds: "
-                             "is an autoscaler still running somewhere?")
+        raise ProvisionError(
+            f"instances named {names} kept appearing after {TEARDOWN_ROUNDS} rounds: is an autoscaler still running somewhere?"
+        )
 
     def _remove_bucket(self, bucket):
         try:
@@ -665,8 +835,12 @@ class Provisioner:
             return
         if table["TableStatus"] != "DELETING":
             # Refused while CREATING or UPDATING.
-            cloud.while_refused(lambda: self.dynamodb.delete_table(TableName=name), refused_with("ResourceInUseException"),
-                                TABLE_PATIENCE, self.waiting)
+            cloud.while_refused(
+                lambda: self.dynamodb.delete_table(TableName=name),
+                refused_with("ResourceInUseException"),
+                TABLE_PATIENCE,
+                self.waiting,
+            )
         self._wait_table(name, None)
         self.out(f"{'removed':<12} DynamoDB table {name}")
 
@@ -696,23 +870,31 @@ class Provisioner:
         after it, one by one, they are refused as in use for a moment, and once the image is gone
         only their tag finds them. So snapshots tagged ours and left (by an older teardown, or one
         stopped half-way) are deleted too, waiting out that refusal."""
-        images = self.ec2.describe_images(Owners=["self"], Filters=[
-            {"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])["Images"]
+        images = self.ec2.describe_images(
+            Owners=["self"], Filters=[{"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}]
+        )["Images"]
         for image in images:
             snapshots = [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", []) if "Ebs" in m]
             if not remove:
-                self.out(f"{'kept':<12} image {image['ImageId']} and snapshots {snapshots} (billed as EBS "
-                         "snapshot storage; ./setup.sh teardown --images removes them)")
+                self.out(
+                    f"{'kept':<12} image {image['ImageId']} and snapshots {snapshots} (billed as EBS "
+                    "snapshot storage; ./setup.sh teardown --images removes them)"
+                )
                 continue
             self.ec2.deregister_image(ImageId=image["ImageId"], DeleteAssociatedSnapshots=True)
             self.out(f"{'removed':<12} image {image['ImageId']} and snapshots {snapshots}")
         if not remove:
             return
-        for snapshot in self.ec2.describe_snapshots(OwnerIds=["self"], Filters=[
-                {"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])["Snapshots"]:
+        for snapshot in self.ec2.describe_snapshots(
+            OwnerIds=["self"], Filters=[{"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}]
+        )["Snapshots"]:
             try:
-                cloud.while_refused(lambda: self.ec2.delete_snapshot(SnapshotId=snapshot["SnapshotId"]),
-                                    refused_with("InvalidSnapshot.InUse"), INSTANCE_PATIENCE, self.waiting)
+                cloud.while_refused(
+                    lambda: self.ec2.delete_snapshot(SnapshotId=snapshot["SnapshotId"]),
+                    refused_with("InvalidSnapshot.InUse"),
+                    INSTANCE_PATIENCE,
+                    self.waiting,
+                )
             except self.ec2.exceptions.ClientError as e:
                 # Deleted already (by DeregisterImage just now): EC2 may list it for a while yet.
                 if cloud.error_code(e) != "InvalidSnapshot.NotFound":
@@ -724,14 +906,30 @@ class Provisioner:
         """What of ours is still there and may be billed: [(kind, id)]."""
         left = [("instance", i["id"]) for i in self._ours(["*"], pool.LIVE_STATES)]
         left += [("table", self.config.results_table_name)] if self._table(self.config.results_table_name) else []
-        left += [("address", a["AllocationId"]) for a in self.ec2.describe_addresses(Filters=[
-            {"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])["Addresses"]]
-        left += [("volume", v["VolumeId"]) for v in self.ec2.describe_volumes(Filters=[
-            {"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])["Volumes"]]
-        left += [("image", i["ImageId"]) for i in self.ec2.describe_images(Owners=["self"], Filters=[
-            {"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])["Images"]]
-        left += [("snapshot", s["SnapshotId"]) for s in self.ec2.describe_snapshots(OwnerIds=["self"], Filters=[
-            {"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])["Snapshots"]]
+        left += [
+            ("address", a["AllocationId"])
+            for a in self.ec2.describe_addresses(
+                Filters=[{"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}]
+            )["Addresses"]
+        ]
+        left += [
+            ("volume", v["VolumeId"])
+            for v in self.ec2.describe_volumes(Filters=[{"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])[
+                "Volumes"
+            ]
+        ]
+        left += [
+            ("image", i["ImageId"])
+            for i in self.ec2.describe_images(
+                Owners=["self"], Filters=[{"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}]
+            )["Images"]
+        ]
+        left += [
+            ("snapshot", s["SnapshotId"])
+            for s in self.ec2.describe_snapshots(
+                OwnerIds=["self"], Filters=[{"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}]
+            )["Snapshots"]
+        ]
         return left
 
     def bake_ami(self, instance_id):
@@ -743,18 +941,23 @@ class Provisioner:
         should this stop half-way), stopped (its worker would otherwise take requests, and the
         image is made of a quiet disk), imaged, and terminated once the image is available."""
         name = f"{self.config.prefix}-app-tier-{instance_id}"
-        self.run_plan([
-            (f"tag {instance_id} {settings.PREFIX_TAG}={self.config.prefix}, stop it", partial(self._bake_stop, instance_id)),
-            (f"image {name} from {instance_id}, waited on until available", partial(self._bake_image, instance_id, name)),
-            (f"terminate {instance_id}", partial(self._bake_done, instance_id)),
-        ], "would")
+        self.run_plan(
+            [
+                (f"tag {instance_id} {settings.PREFIX_TAG}={self.config.prefix}, stop it", partial(self._bake_stop, instance_id)),
+                (f"image {name} from {instance_id}, waited on until available", partial(self._bake_image, instance_id, name)),
+                (f"terminate {instance_id}", partial(self._bake_done, instance_id)),
+            ],
+            "would",
+        )
         return self.baked
 
     def _bake_stop(self, instance_id):
         (reservation,) = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
         if reservation["Instances"][0].get("HibernationOptions", {}).get("Configured"):
-            raise ProvisionError(f"error: {instance_id} was launched for hibernation, and EC2 makes no image of such "
-                                 "an instance: run ./setup.sh app on an instance launched without it")
+            raise ProvisionError(
+                f"error: {instance_id} was launched for hibernation, and EC2 makes no image of such "
+                "an instance: run ./setup.sh app on an instance launched without it"
+            )
         self.ec2.create_tags(Resources=[instance_id], Tags=pool.tags(self.config, BAKE_NAME))
         self.ec2.stop_instances(InstanceIds=[instance_id])
         pool.wait_for(self.ec2, [instance_id], ["stopped"], INSTANCE_PATIENCE)
@@ -768,17 +971,26 @@ class Provisioner:
         if made:
             image = made[0]["ImageId"]
         else:
-            image = self.ec2.create_image(InstanceId=instance_id, Name=name, TagSpecifications=[
-                {"ResourceType": "image", "Tags": pool.tags(self.config, name)}])["ImageId"]
+            image = self.ec2.create_image(
+                InstanceId=instance_id,
+                Name=name,
+                TagSpecifications=[{"ResourceType": "image", "Tags": pool.tags(self.config, name)}],
+            )["ImageId"]
         try:
-            self.ec2.get_waiter("image_available").wait(ImageIds=[image], WaiterConfig={
-                "Delay": IMAGE_POLL, "MaxAttempts": math.ceil(IMAGE_PATIENCE / IMAGE_POLL)})
+            self.ec2.get_waiter("image_available").wait(
+                ImageIds=[image], WaiterConfig={"Delay": IMAGE_POLL, "MaxAttempts": math.ceil(IMAGE_PATIENCE / IMAGE_POLL)}
+            )
         except WaiterError:
-            raise ProvisionError(f"image {image} is not available after {IMAGE_PATIENCE} s (its snapshot is still being "
-                                 f"made): run ./setup.sh bake-ami {instance_id} again to wait for it") from None
+            raise ProvisionError(
+                f"image {image} is not available after {IMAGE_PATIENCE} s (its snapshot is still being "
+                f"made): run ./setup.sh bake-ami {instance_id} again to wait for it"
+            ) from None
         # Tagged once they exist (moto cannot tag snapshots in CreateImage): teardown finds them by tag.
-        snapshots = [m["Ebs"]["SnapshotId"] for m in self.ec2.describe_images(ImageIds=[image])["Images"][0].get(
-            "BlockDeviceMappings", []) if "Ebs" in m]
+        snapshots = [
+            m["Ebs"]["SnapshotId"]
+            for m in self.ec2.describe_images(ImageIds=[image])["Images"][0].get("BlockDeviceMappings", [])
+            if "Ebs" in m
+        ]
         if snapshots:
             self.ec2.create_tags(Resources=snapshots, Tags=pool.tags(self.config, name))
         self.baked = image
@@ -786,8 +998,10 @@ class Provisioner:
 
     def _bake_done(self, instance_id):
         self.ec2.terminate_instances(InstanceIds=[instance_id])
-        return "created", (f"image {self.baked} (bake instance {instance_id} terminated): set FR_AMI_ID={self.baked} "
-                           "and run ./setup.sh provision")
+        return "created", (
+            f"image {self.baked} (bake instance {instance_id} terminated): set FR_AMI_ID={self.baked} "
+            "and run ./setup.sh provision"
+        )
 
 
 def _tagged(instance, key, value):
@@ -838,8 +1052,9 @@ def web_user_data(config):
 
 def code_archive():
     """A tar.gz of the committed code (HEAD): what is deployed is what is in git."""
-    return subprocess.run(["git", "-C", str(settings.PROJECT_DIR), "archive", "--format=tar.gz", "HEAD"],
-                          capture_output=True, check=True).stdout
+    return subprocess.run(
+        ["git", "-C", str(settings.PROJECT_DIR), "archive", "--format=tar.gz", "HEAD"], capture_output=True, check=True
+    ).stdout
 
 
 def provision(config, session):

@@ -1,4 +1,5 @@
 """The AWS-like local stack (tools/awslike.py) behaves as AWS does where moto does not."""
+
 import json
 import time
 import unittest
@@ -60,8 +61,10 @@ class AwsLikeTest(unittest.TestCase):
         with self.assertRaisesRegex(Exception, f"IncorrectInstanceState.*{ready}.*started"):
             self.ec2.start_instances(InstanceIds=[ready])
         refused = refusals(self.moto_state)
-        self.assertEqual([(e["action"], e["refused"]) for e in refused[-2:]],
-                         [("StopInstances", f"{pending} is pending"), ("StartInstances", f"{ready} is stopping")])
+        self.assertEqual(
+            [(e["action"], e["refused"]) for e in refused[-2:]],
+            [("StopInstances", f"{pending} is pending"), ("StartInstances", f"{ready} is stopping")],
+        )
 
     def test_starting_a_running_instance_and_stopping_a_stopped_one_change_nothing(self):
         instance = self.running()
@@ -103,8 +106,11 @@ class AwsLikeTest(unittest.TestCase):
 
     def dropped(self, instance):
         """Why the guest dropped the hibernation of `instance` (the journal's one entry for it)."""
-        (entry,) = [e for e in awslike.read_journal(self.moto_state)
-                    if e["action"] == "HibernationDropped" and e["instances"] == [instance]]
+        (entry,) = [
+            e
+            for e in awslike.read_journal(self.moto_state)
+            if e["action"] == "HibernationDropped" and e["instances"] == [instance]
+        ]
         return entry["reason"]
 
     def test_ec2_starts_its_launch_time_again_at_each_start_and_keeps_the_launch_on_the_interface(self):
@@ -148,8 +154,9 @@ class AwsLikeTest(unittest.TestCase):
         sent = time.monotonic()
 
         def visible():
-            return self.sqs.get_queue_attributes(
-                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"]
+            return self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"][
+                "ApproximateNumberOfMessages"
+            ]
 
         self.assertEqual(visible(), "0")
         wait_until(lambda: visible() == "1", 10, what="the count to show the message")
@@ -159,8 +166,9 @@ class AwsLikeTest(unittest.TestCase):
         url = new_queue(self.sqs, "hidden")
         # Sent now, received 2 s later: moto alone counts the 12 hours from the send.
         self.sqs.send_message(QueueUrl=url, MessageBody="kept", DelaySeconds=2)
-        (message,) = wait_until(lambda: self.sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5).get("Messages"), 10,
-                                what="the delayed message")
+        (message,) = wait_until(
+            lambda: self.sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5).get("Messages"), 10, what="the delayed message"
+        )
         handle = message["ReceiptHandle"]
         self.sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=43200 - 1)
         with self.assertRaisesRegex(Exception, "InvalidParameterValue"):
@@ -207,8 +215,12 @@ class AwsLikeTest(unittest.TestCase):
             except dynamodb.exceptions.ResourceNotFoundException:
                 return None
 
-        dynamodb.create_table(TableName="t", BillingMode="PAY_PER_REQUEST", KeySchema=[
-            {"AttributeName": "stem", "KeyType": "HASH"}], AttributeDefinitions=[{"AttributeName": "stem", "AttributeType": "S"}])
+        dynamodb.create_table(
+            TableName="t",
+            BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "stem", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "stem", "AttributeType": "S"}],
+        )
         self.assertEqual(status(), "CREATING")
         with self.assertRaises(dynamodb.exceptions.ResourceNotFoundException):
             dynamodb.put_item(TableName="t", Item=item)
@@ -219,9 +231,12 @@ class AwsLikeTest(unittest.TestCase):
         self.assertEqual(dynamodb.delete_table(TableName="t")["TableDescription"]["TableStatus"], "DELETING")
         dynamodb.delete_table(TableName="t")  # already DELETING: accepted
         with self.assertRaises(dynamodb.exceptions.ResourceInUseException):
-            dynamodb.create_table(TableName="t", BillingMode="PAY_PER_REQUEST", KeySchema=[
-                {"AttributeName": "stem", "KeyType": "HASH"}], AttributeDefinitions=[
-                {"AttributeName": "stem", "AttributeType": "S"}])
+            dynamodb.create_table(
+                TableName="t",
+                BillingMode="PAY_PER_REQUEST",
+                KeySchema=[{"AttributeName": "stem", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "stem", "AttributeType": "S"}],
+            )
         wait_until(lambda: status() is None, 10, what="gone")
 
     def test_a_security_group_is_in_use_until_its_instances_are_terminated(self):
@@ -242,8 +257,16 @@ class EventualConsistencyTest(unittest.TestCase):
     def setUpClass(cls):
         endpoint = start_moto(cls, FR_SIMULATE_TIME_SCALE=0.3)
         cls.ec2, iam = aws(endpoint, "ec2"), aws(endpoint, "iam")
-        cls.config = settings.load_config({"FR_PREFIX": "lag", "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": IMAGE,
-                                         "FR_MAX_INSTANCES": "3", "FR_SPARE_INSTANCES": "2", "FR_HIBERNATE": "0"})
+        cls.config = settings.load_config(
+            {
+                "FR_PREFIX": "lag",
+                "FR_ENDPOINT_URL": endpoint,
+                "FR_AMI_ID": IMAGE,
+                "FR_MAX_INSTANCES": "3",
+                "FR_SPARE_INSTANCES": "2",
+                "FR_HIBERNATE": "0",
+            }
+        )
         iam.create_role(RoleName=cls.config.role("app"), AssumeRolePolicyDocument="{}")
         iam.create_instance_profile(InstanceProfileName=cls.config.role("app"))
         iam.add_role_to_instance_profile(InstanceProfileName=cls.config.role("app"), RoleName=cls.config.role("app"))
@@ -265,8 +288,11 @@ class EventualConsistencyTest(unittest.TestCase):
         again = pool.repair(self.ec2, self.config, [], launches=launches)
         self.assertEqual(again, first, "launched again: EC2 answers with the same instances")
         self.assertEqual(sorted(first), [pool.instance_name(n) for n in (1, 2, 3)], "at most FR_MAX_INSTANCES at once")
-        made = [e for e in awslike.read_journal(self.moto_state) if e["action"] == "RunInstances" and e["instances"]
-                and set(e["instances"]) <= set(first.values())]
+        made = [
+            e
+            for e in awslike.read_journal(self.moto_state)
+            if e["action"] == "RunInstances" and e["instances"] and set(e["instances"]) <= set(first.values())
+        ]
         self.assertEqual([e.get("idempotent", False) for e in made], [False] * 3 + [True] * 3)
 
 

@@ -1,5 +1,6 @@
 """Hostile and careless clients against the real web tier: what a client can hold (threads,
 connections, CPU) is bounded, and every request gets an answer."""
+
 import os
 import selectors
 import socket
@@ -40,8 +41,10 @@ def rss_mib(pid):
 
 
 def upload_head(length, extra=""):
-    return (f"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=BOUNDARY\r\n"
-            f"Content-Length: {length}\r\n{extra}\r\n").encode()
+    return (
+        f"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=BOUNDARY\r\n"
+        f"Content-Length: {length}\r\n{extra}\r\n"
+    ).encode()
 
 
 class Dribblers:
@@ -105,8 +108,7 @@ class ClientLimitsTest(Service, unittest.TestCase):
         tracebacks = [line for line in self.web.lines if "Traceback" in line]
         self.assertEqual(tracebacks, [], "the web tier logs one line per event, never a traceback")
         # Every connection of the test is gone: the next test has the whole limit.
-        wait_until(lambda: upload(self.url, "test_00.jpg", GOOD) == GOOD_ANSWER, 30, interval=0.2,
-                   what="a good upload answered")
+        wait_until(lambda: upload(self.url, "test_00.jpg", GOOD) == GOOD_ANSWER, 30, interval=0.2, what="a good upload answered")
 
     def test_clients_sending_a_byte_a_second_are_cut_at_the_deadline_and_a_good_request_is_answered(self):
         # 299 dribble a body of 1 MiB, 1 its headers.
@@ -173,8 +175,7 @@ class ClientLimitsTest(Service, unittest.TestCase):
     def test_a_flood_of_health_checks_costs_sqs_little(self):
         calls = self.moto.count
         with ThreadPoolExecutor(100) as clients:
-            answers = list(clients.map(lambda _: raw_request(self.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
-                                       range(100)))
+            answers = list(clients.map(lambda _: raw_request(self.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"), range(100)))
         self.assertEqual(set(answers), {(200, "ok\n")})
         # Two calls per check, made at most once a second (the pollers and the chart add a few).
         self.assertLess(self.moto.count - calls, 30, "calls to moto for 100 health checks")
@@ -247,8 +248,11 @@ class ClientLimitsTest(Service, unittest.TestCase):
             with connect(self.url) as connection:
                 connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                 connection.sendall(data)
-        wait_until(lambda: sum("event=client_gone" in line for line in self.web.since(seen)[1]) == 20, 10,
-                   what="a client_gone line for each")
+        wait_until(
+            lambda: sum("event=client_gone" in line for line in self.web.since(seen)[1]) == 20,
+            10,
+            what="a client_gone line for each",
+        )
 
 
 def cpu_seconds(pid):

@@ -1,4 +1,5 @@
 """Deployment: provisioning against moto, dry runs of every setup.sh role, shellcheck, systemd units."""
+
 import base64
 import json
 import os
@@ -42,8 +43,7 @@ POOL_SIZE = 2 * MAX_INSTANCES
 
 
 def run_setup_sh(env, *args):
-    return subprocess.run(["./setup.sh", *args], cwd=settings.PROJECT_DIR, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(["./setup.sh", *args], cwd=settings.PROJECT_DIR, env=env, capture_output=True, text=True, timeout=300)
 
 
 def policy(iam, role):
@@ -66,8 +66,14 @@ class Deployment(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.endpoint = start_moto(cls, FR_SIMULATE_TIME_SCALE=TIME_SCALE)
-        cls.env = child_env(FR_PREFIX=PREFIX, FR_ENDPOINT_URL=cls.endpoint, FR_AMI_ID="ami-0app", FR_WEB_CIDR=CIDR,
-                            FR_MAX_INSTANCES=MAX_INSTANCES, FR_RESULTS_TABLE=1)
+        cls.env = child_env(
+            FR_PREFIX=PREFIX,
+            FR_ENDPOINT_URL=cls.endpoint,
+            FR_AMI_ID="ami-0app",
+            FR_WEB_CIDR=CIDR,
+            FR_MAX_INSTANCES=MAX_INSTANCES,
+            FR_RESULTS_TABLE=1,
+        )
         cls.config = settings.load_config({"FR_PREFIX": PREFIX, "FR_RESULTS_TABLE": "1"})
         cls.clients = {name: aws(cls.endpoint, name) for name in ("s3", "sqs", "ec2", "iam", "dynamodb")}
 
@@ -87,9 +93,13 @@ class Deployment(unittest.TestCase):
         return done.stderr
 
     def instances(self, name="*", states=ALL_STATES, prefix=PREFIX):
-        reservations = self.clients["ec2"].describe_instances(Filters=[
-            {"Name": "tag:fr-prefix", "Values": [prefix]}, {"Name": "tag:Name", "Values": [name]},
-            {"Name": "instance-state-name", "Values": states}])["Reservations"]
+        reservations = self.clients["ec2"].describe_instances(
+            Filters=[
+                {"Name": "tag:fr-prefix", "Values": [prefix]},
+                {"Name": "tag:Name", "Values": [name]},
+                {"Name": "instance-state-name", "Values": states},
+            ]
+        )["Reservations"]
         return [i for r in reservations for i in r["Instances"]]
 
     def check_all_gone(self, prefix=PREFIX):
@@ -101,8 +111,9 @@ class Deployment(unittest.TestCase):
         self.assertFalse([r for r in roles if r.startswith(prefix)], roles)
         addresses = self.clients["ec2"].describe_addresses(Filters=[{"Name": "tag:fr-prefix", "Values": [prefix]}])
         self.assertEqual(addresses["Addresses"], [])
-        groups = self.clients["ec2"].describe_security_groups(Filters=[
-            {"Name": "group-name", "Values": [f"{prefix}-web", f"{prefix}-app"]}])
+        groups = self.clients["ec2"].describe_security_groups(
+            Filters=[{"Name": "group-name", "Values": [f"{prefix}-web", f"{prefix}-app"]}]
+        )
         self.assertEqual(groups["SecurityGroups"], [])
         self.assertEqual([t for t in self.clients["dynamodb"].list_tables()["TableNames"] if t.startswith(prefix)], [])
 
@@ -117,17 +128,21 @@ class Deployment(unittest.TestCase):
         # Launched for hibernation: it cannot be turned on later.
         self.assertEqual({i["HibernationOptions"]["Configured"] for i in members}, {True})
         # In the app tier's own group (no inbound rule), never the VPC's default one.
-        (group,) = self.clients["ec2"].describe_security_groups(Filters=[
-            {"Name": "group-name", "Values": [f"{prefix}-app"]}])["SecurityGroups"]
+        (group,) = self.clients["ec2"].describe_security_groups(Filters=[{"Name": "group-name", "Values": [f"{prefix}-app"]}])[
+            "SecurityGroups"
+        ]
         self.assertEqual({g["GroupId"] for i in members for g in i["SecurityGroups"]}, {group["GroupId"]})
         self.assertEqual(group["IpPermissions"], [])
         # Each member is told its pool's prefix and region at launch, whatever the image was set up with.
         for member in members[:2]:
             data = self.clients["ec2"].describe_instance_attribute(InstanceId=member["InstanceId"], Attribute="userData")
-            self.assertEqual(pool.pool_settings(base64.b64decode(data["UserData"]["Value"]).decode()),
-                             {"FR_PREFIX": prefix, "FR_REGION": "us-east-1"})
-        volumes = self.clients["ec2"].describe_volumes(Filters=[
-            {"Name": "attachment.instance-id", "Values": [i["InstanceId"] for i in members]}])["Volumes"]
+            self.assertEqual(
+                pool.pool_settings(base64.b64decode(data["UserData"]["Value"]).decode()),
+                {"FR_PREFIX": prefix, "FR_REGION": "us-east-1"},
+            )
+        volumes = self.clients["ec2"].describe_volumes(
+            Filters=[{"Name": "attachment.instance-id", "Values": [i["InstanceId"] for i in members]}]
+        )["Volumes"]
         # ami-0app is no image moto knows: Amazon Linux 2023's 8 GB, the agent's 4000 MB swap file
         # (t3.small's 2 GiB of RAM is less) and a GiB of room.
         self.assertEqual({(v["Encrypted"], v["Size"]) for v in volumes}, {(True, 8 + 4 + 1)})
@@ -142,8 +157,9 @@ class Deployment(unittest.TestCase):
         (web,) = self.instances("web-instance", ["running"], prefix=prefix)
         group = self.clients["ec2"].describe_security_groups(GroupIds=[web["SecurityGroups"][0]["GroupId"]])
         rules = group["SecurityGroups"][0]["IpPermissions"]
-        self.assertEqual([(r["FromPort"], r["ToPort"], [x["CidrIp"] for x in r["IpRanges"]]) for r in rules],
-                         [(8000, 8000, [cidr])])
+        self.assertEqual(
+            [(r["FromPort"], r["ToPort"], [x["CidrIp"] for x in r["IpRanges"]]) for r in rules], [(8000, 8000, [cidr])]
+        )
 
 
 class ProvisionTest(Deployment):
@@ -154,8 +170,7 @@ class ProvisionTest(Deployment):
         # waiting and such between them).
         config = settings.load_config({k: v for k, v in self.env.items() if k.startswith("FR_")})
         plan = Provisioner(config, lambda name: None).provision_steps(with_web=True)
-        said = [line for line in first.splitlines() if not line.startswith(("waiting", "found", "revoked", "updating",
-                                                                               "20"))]
+        said = [line for line in first.splitlines() if not line.startswith(("waiting", "found", "revoked", "updating", "20"))]
         self.assertEqual(len(said), len(plan), first)
         for (what, _), line in zip(plan, said):
             self.assertEqual(what.split()[0], line[13:].split()[0], line)
@@ -202,12 +217,16 @@ class ProvisionTest(Deployment):
 
     def test_a_bucket_name_another_account_owns_stops_provisioning_with_one_line(self):
         other = aws(self.endpoint, "s3")
-        other.meta.events.register("before-sign.s3.*", lambda request, **_: request.headers.__setitem__(
-            "x-moto-account-id", "111111111111"))
+        other.meta.events.register(
+            "before-sign.s3.*", lambda request, **_: request.headers.__setitem__("x-moto-account-id", "111111111111")
+        )
         other.create_bucket(Bucket="taken-in-bucket")
         said = self.setup_sh_refused(dict(self.env, FR_PREFIX="taken"), "provision")
-        self.assertEqual(said.strip().splitlines()[-1], "config error: bucket taken-in-bucket belongs to another AWS "
-                         "account (bucket names are global): choose another FR_PREFIX")
+        self.assertEqual(
+            said.strip().splitlines()[-1],
+            "config error: bucket taken-in-bucket belongs to another AWS "
+            "account (bucket names are global): choose another FR_PREFIX",
+        )
         self.assertEqual(self.clients["sqs"].list_queues(QueueNamePrefix="taken").get("QueueUrls", []), [])
 
     def test_provision_refuses_before_making_anything_when_the_vcpu_quota_is_too_small(self):
@@ -219,8 +238,9 @@ class ProvisionTest(Deployment):
 
     def test_the_vcpus_of_instances_not_ours_count_against_the_quota(self):
         ec2 = self.clients["ec2"]
-        other = ec2.run_instances(ImageId="ami-12345678", InstanceType="t3.small", MinCount=1,
-                                  MaxCount=1)["Instances"][0]["InstanceId"]
+        other = ec2.run_instances(ImageId="ami-12345678", InstanceType="t3.small", MinCount=1, MaxCount=1)["Instances"][0][
+            "InstanceId"
+        ]
         self.addCleanup(ec2.terminate_instances, InstanceIds=[other])
         pool.wait_for(ec2, [other], ["running"], 30)
         # Described as moto describes it (without CpuOptions): its type's 2 vCPUs leave room for 14.
@@ -231,18 +251,24 @@ class ProvisionTest(Deployment):
 
     def test_bake_ami_refuses_an_instance_launched_for_hibernation(self):
         ec2 = self.clients["ec2"]
-        bake = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1,
-                                 HibernationOptions={"Configured": True})["Instances"][0]["InstanceId"]
+        bake = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1, HibernationOptions={"Configured": True})[
+            "Instances"
+        ][0]["InstanceId"]
         self.addCleanup(ec2.terminate_instances, InstanceIds=[bake])
         self.assertIn("launched for hibernation", self.setup_sh_refused(dict(self.env, FR_PREFIX="hib"), "bake-ami", bake))
-        self.assertEqual(ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:fr-prefix", "Values": ["hib"]}])[
-            "Images"], [])
+        self.assertEqual(
+            ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:fr-prefix", "Values": ["hib"]}])["Images"], []
+        )
 
     def test_bake_ami_tags_stops_images_and_terminates_the_bake_instance(self):
         ec2 = self.clients["ec2"]
         # Baked on a 30 GB root volume: the image's snapshot is as large, and so must its members' be.
-        bake = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1, BlockDeviceMappings=[
-            {"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 30}}])["Instances"][0]["InstanceId"]
+        bake = ec2.run_instances(
+            ImageId="ami-12345678",
+            MinCount=1,
+            MaxCount=1,
+            BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 30}}],
+        )["Instances"][0]["InstanceId"]
         pool.wait_for(ec2, [bake], ["running"], 30)
         env = dict(self.env, FR_PREFIX="bake")
         out = self.setup_sh_env(env, "bake-ami", bake)
@@ -254,7 +280,8 @@ class ProvisionTest(Deployment):
         self.setup_sh_env(dict(env, FR_AMI_ID=image, FR_MAX_INSTANCES="1", FR_SPARE_INSTANCES="0"), "provision")
         (member,) = self.instances("app-tier-instance-*", prefix="bake")
         (volume,) = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [member["InstanceId"]]}])[
-            "Volumes"]
+            "Volumes"
+        ]
         self.assertEqual(volume["Size"], 30 + 4 + 1, "the image's snapshot, the agent's swap file, a GiB of room")
 
         kept = self.setup_sh_env(env, "teardown")
@@ -272,8 +299,7 @@ class ProvisionTest(Deployment):
         env = dict(self.env, FR_PREFIX="snaps")
         image = re.search(r"image (ami-\w+)", self.setup_sh_env(env, "bake-ami", bake))[1]
         # As an older teardown did: the image deregistered, its snapshot then refused as in use.
-        (snapshot,) = [m["Ebs"]["SnapshotId"] for m in ec2.describe_images(ImageIds=[image])["Images"][0][
-            "BlockDeviceMappings"]]
+        (snapshot,) = [m["Ebs"]["SnapshotId"] for m in ec2.describe_images(ImageIds=[image])["Images"][0]["BlockDeviceMappings"]]
         ec2.deregister_image(ImageId=image)
         with self.assertRaisesRegex(Exception, "InvalidSnapshot.InUse"):
             ec2.delete_snapshot(SnapshotId=snapshot)
@@ -300,16 +326,24 @@ class ProvisionTest(Deployment):
         said = []
         Provisioner(config, lambda name: aws(endpoint, name), out=said.append)._images(remove=True)
         self.assertTrue([line for line in said if line.startswith(f"removed      image {image}")], said)
-        wait_until(lambda: Provisioner(config, lambda name: aws(endpoint, name)).remaining() == [], 5,
-                   what="nothing left once EC2 lists the snapshots no more")
+        wait_until(
+            lambda: Provisioner(config, lambda name: aws(endpoint, name)).remaining() == [],
+            5,
+            what="nothing left once EC2 lists the snapshots no more",
+        )
 
     def test_a_default_ebs_key_of_the_accounts_own_is_granted_to_pool_repair_through_ec2_only(self):
         region = "eu-west-2"  # the default EBS key is per region: the other tests' stays AWS managed
         ec2, kms = aws(self.endpoint, "ec2", region=region), aws(self.endpoint, "kms", region=region)
         key = kms.create_key(Description="the account's own EBS key")["KeyMetadata"]["Arn"]
         ec2.modify_ebs_default_kms_key_id(KmsKeyId=key)
-        fr = {"FR_PREFIX": "ownkey", "FR_REGION": region, "FR_AMI_ID": "ami-0app", "FR_MAX_INSTANCES": "1",
-              "FR_SPARE_INSTANCES": "0"}
+        fr = {
+            "FR_PREFIX": "ownkey",
+            "FR_REGION": region,
+            "FR_AMI_ID": "ami-0app",
+            "FR_MAX_INSTANCES": "1",
+            "FR_SPARE_INSTANCES": "0",
+        }
         config = settings.load_config(fr)
         said = []
         Provisioner(config, lambda name: aws(self.endpoint, name, region=region), out=said.append).provision()
@@ -317,8 +351,12 @@ class ProvisionTest(Deployment):
         (grant,) = [s for s in policy(self.clients["iam"], config.role("web"))["Statement"] if s["Resource"] == [key]]
         self.assertEqual(grant["Condition"], {"StringEquals": {"kms:ViaService": f"ec2.{region}.amazonaws.com"}})
         # Pool repair as the web role (the autoscaler's principal): allowed with the grant, denied without.
-        web = boto3.client("ec2", region_name=region, endpoint_url=self.endpoint,
-                           **{k.lower(): v for k, v in awsiam.credentials(config.role("web")).items()})
+        web = boto3.client(
+            "ec2",
+            region_name=region,
+            endpoint_url=self.endpoint,
+            **{k.lower(): v for k, v in awsiam.credentials(config.role("web")).items()},
+        )
         (member,) = pool.describe(ec2, config)
         ec2.terminate_instances(InstanceIds=[member["id"]])
         wait_until(lambda: pool.describe(ec2, config) == [], 10, what="the member gone")
@@ -336,9 +374,12 @@ class ProvisionTest(Deployment):
             ec2.delete_subnet(SubnetId=subnet["SubnetId"])
         ec2.delete_vpc(VpcId=vpc["VpcId"])
         said = self.setup_sh_refused(dict(self.env, FR_PREFIX="novpc", FR_REGION="eu-west-1"), "provision")
-        self.assertEqual(said.strip().splitlines()[-1], "config error: no default VPC in eu-west-1: the "
-                         "instances are launched into it (make one with 'aws ec2 create-default-vpc', or use another "
-                         "FR_REGION)")
+        self.assertEqual(
+            said.strip().splitlines()[-1],
+            "config error: no default VPC in eu-west-1: the "
+            "instances are launched into it (make one with 'aws ec2 create-default-vpc', or use another "
+            "FR_REGION)",
+        )
         sqs = aws(self.endpoint, "sqs", region="eu-west-1")
         self.assertEqual(sqs.list_queues(QueueNamePrefix="novpc").get("QueueUrls", []), [])
 
@@ -363,31 +404,42 @@ class ProvisionTest(Deployment):
 
     def check_table(self):
         table = self.clients["dynamodb"].describe_table(TableName=f"{PREFIX}-dynamoDB")["Table"]
-        self.assertEqual((table["TableStatus"], table["BillingModeSummary"]["BillingMode"], table["KeySchema"]),
-                         ("ACTIVE", "PAY_PER_REQUEST", [{"AttributeName": "stem", "KeyType": "HASH"}]))
+        self.assertEqual(
+            (table["TableStatus"], table["BillingModeSummary"]["BillingMode"], table["KeySchema"]),
+            ("ACTIVE", "PAY_PER_REQUEST", [{"AttributeName": "stem", "KeyType": "HASH"}]),
+        )
 
     def check_policies(self):
         account, region, c = "123456789012", "us-east-1", self.config
         req = f"arn:aws:sqs:{region}:{account}:{c.request_queue}"
         resp = f"arn:aws:sqs:{region}:{account}:{c.response_queue}"
         app = statements(self.clients["iam"], c.role("app"))
-        self.assertEqual(app, {
-            "s3:GetObject": [f"arn:aws:s3:::{c.in_bucket}/*"],
-            # Without it a missing key is 403, not 404: the worker would retry instead of answering.
-            "s3:ListBucket": [f"arn:aws:s3:::{c.in_bucket}"],
-            "s3:PutObject": [f"arn:aws:s3:::{c.out_bucket}/*"],
-            "sqs:ReceiveMessage": [req], "sqs:DeleteMessage": [req], "sqs:ChangeMessageVisibility": [req],
-            "sqs:GetQueueUrl": [req, resp],
-            "sqs:SendMessage": [resp],
-        })
+        self.assertEqual(
+            app,
+            {
+                "s3:GetObject": [f"arn:aws:s3:::{c.in_bucket}/*"],
+                # Without it a missing key is 403, not 404: the worker would retry instead of answering.
+                "s3:ListBucket": [f"arn:aws:s3:::{c.in_bucket}"],
+                "s3:PutObject": [f"arn:aws:s3:::{c.out_bucket}/*"],
+                "sqs:ReceiveMessage": [req],
+                "sqs:DeleteMessage": [req],
+                "sqs:ChangeMessageVisibility": [req],
+                "sqs:GetQueueUrl": [req, resp],
+                "sqs:SendMessage": [resp],
+            },
+        )
         web = statements(self.clients["iam"], c.role("web"))
         self.assertEqual(web["s3:PutObject"], [f"arn:aws:s3:::{c.in_bucket}/*"])
         # The results table is the web tier's alone (the app role above has no DynamoDB action).
         table = f"arn:aws:dynamodb:{region}:{account}:table/{PREFIX}-dynamoDB"
-        self.assertEqual({a: r for a, r in web.items() if a.startswith("dynamodb:")},
-                         {"dynamodb:GetItem": [table], "dynamodb:PutItem": [table]})
-        self.assertEqual(web["s3:GetObject"], [f"arn:aws:s3:::{c.deploy_bucket}/face-rec.tar.gz",
-                                               f"arn:aws:s3:::{c.deploy_bucket}/face-recognition.env"])
+        self.assertEqual(
+            {a: r for a, r in web.items() if a.startswith("dynamodb:")},
+            {"dynamodb:GetItem": [table], "dynamodb:PutItem": [table]},
+        )
+        self.assertEqual(
+            web["s3:GetObject"],
+            [f"arn:aws:s3:::{c.deploy_bucket}/face-rec.tar.gz", f"arn:aws:s3:::{c.deploy_bucket}/face-recognition.env"],
+        )
         self.assertEqual(web["sqs:SendMessage"], [req])
         dlq = f"arn:aws:sqs:{region}:{account}:{c.dead_letter_queue}"
         self.assertEqual(web["sqs:ReceiveMessage"], [dlq, resp])
@@ -398,19 +450,32 @@ class ProvisionTest(Deployment):
         self.assertEqual(web["iam:PassRole"], [f"arn:aws:iam::{account}:role/{c.role('app')}"])
         for role in (c.role("app"), c.role("web")):
             self.assertNotRegex(json.dumps(policy(self.clients["iam"], role)), r'"(s3|sqs|ec2|iam|dynamodb):\*"', role)
-        self.assertEqual([a for a, resources in web.items() if "*" in resources],
-                         ["ec2:DescribeImages", "ec2:DescribeInstanceStatus", "ec2:DescribeInstanceTypes",
-                          "ec2:DescribeInstances", "ec2:DescribeSecurityGroups"])
-        self.assertEqual([r for r in web["ec2:RunInstances"] if ":image/" in r], [f"arn:aws:ec2:{region}::image/ami-0app"],
-                         "FR_AMI_ID's image only")
-        start_stop = next(s for s in policy(self.clients["iam"], c.role("web"))["Statement"]
-                          if "ec2:StopInstances" in s["Action"])
+        self.assertEqual(
+            [a for a, resources in web.items() if "*" in resources],
+            [
+                "ec2:DescribeImages",
+                "ec2:DescribeInstanceStatus",
+                "ec2:DescribeInstanceTypes",
+                "ec2:DescribeInstances",
+                "ec2:DescribeSecurityGroups",
+            ],
+        )
+        self.assertEqual(
+            [r for r in web["ec2:RunInstances"] if ":image/" in r],
+            [f"arn:aws:ec2:{region}::image/ami-0app"],
+            "FR_AMI_ID's image only",
+        )
+        start_stop = next(
+            s for s in policy(self.clients["iam"], c.role("web"))["Statement"] if "ec2:StopInstances" in s["Action"]
+        )
         self.assertEqual(start_stop["Condition"], {"StringEquals": {"aws:ResourceTag/fr-prefix": PREFIX}})
         # Tags only as part of RunInstances: tagging an existing instance as ours would let the web
         # role start and stop it.
         tagging = [s for s in policy(self.clients["iam"], c.role("web"))["Statement"] if "ec2:CreateTags" in s["Action"]]
-        self.assertEqual([(s["Action"], s["Condition"]) for s in tagging], [(["ec2:CreateTags"], {"StringEquals": {
-            "ec2:CreateAction": "RunInstances", "aws:RequestTag/fr-prefix": PREFIX}})])
+        self.assertEqual(
+            [(s["Action"], s["Condition"]) for s in tagging],
+            [(["ec2:CreateTags"], {"StringEquals": {"ec2:CreateAction": "RunInstances", "aws:RequestTag/fr-prefix": PREFIX}})],
+        )
         attached = self.clients["iam"].list_attached_role_policies(RoleName=c.role("web"))["AttachedPolicies"]
         self.assertEqual([p["PolicyName"] for p in attached], ["AmazonSSMManagedInstanceCore"])
 
@@ -442,15 +507,22 @@ class RestartableProvisionTest(Deployment):
     def provisioner(self, prefix, on_call):
         """A Provisioner for `prefix` whose every AWS call, once made, is shown to on_call(service, operation)."""
         # A pool of 3 launched 2 at a time: every kind of step, in two waves, at a fifth of the cost.
-        config = settings.load_config({"FR_PREFIX": prefix, "FR_ENDPOINT_URL": self.endpoint, "FR_AMI_ID": "ami-0app",
-                                       "FR_WEB_CIDR": CIDR, "FR_MAX_INSTANCES": "2", "FR_SPARE_INSTANCES": "1",
-                                       "FR_RESULTS_TABLE": "1"})
+        config = settings.load_config(
+            {
+                "FR_PREFIX": prefix,
+                "FR_ENDPOINT_URL": self.endpoint,
+                "FR_AMI_ID": "ami-0app",
+                "FR_WEB_CIDR": CIDR,
+                "FR_MAX_INSTANCES": "2",
+                "FR_SPARE_INSTANCES": "1",
+                "FR_RESULTS_TABLE": "1",
+            }
+        )
 
         def session(name):
             with CLIENTS_MADE:  # boto3's default session makes clients one thread at a time
                 client = aws(self.endpoint, name)
-            client.meta.events.register(
-                "after-call", lambda model, parsed, **_: "Error" in parsed or on_call(name, model.name))
+            client.meta.events.register("after-call", lambda model, parsed, **_: "Error" in parsed or on_call(name, model.name))
             return client
 
         return Provisioner(config, session, out=lambda line: None)
@@ -518,24 +590,30 @@ class ScriptsTest(unittest.TestCase):
     def test_setup_sh_app_puts_the_hibernation_hooks_where_the_agents_way_of_hibernating_runs_them(self):
         self.assertIn("would check how /etc/acpi/actions/sleep.sh hibernates: 'systemctl hibernate'", self.dry_run("app"))
         # The agent's acpid.sleep.sh lines (aws/amazon-ec2-hibinit-agent): 1.0.10-2, 1.0.5-1.0.9, older.
-        table = [("if systemctl hibernate; then\n", "systemd"),
-                 ("swapon --priority=$swap_priority /swap && /usr/sbin/pm-hibernate\n", "pm-utils"),
-                 ("swapon /swap && /usr/sbin/pm-hibernate\n", "pm-utils"),
-                 ("# systemctl hibernate, one day\nshutdown -h now\n", "unknown")]
+        table = [
+            ("if systemctl hibernate; then\n", "systemd"),
+            ("swapon --priority=$swap_priority /swap && /usr/sbin/pm-hibernate\n", "pm-utils"),
+            ("swapon /swap && /usr/sbin/pm-hibernate\n", "pm-utils"),
+            ("# systemctl hibernate, one day\nshutdown -h now\n", "unknown"),
+        ]
         functions = (settings.PROJECT_DIR / "setup.sh").read_text().rsplit('main "$@"', 1)[0]
         for text, variant in table:
             with self.subTest(variant=variant), tempfile.NamedTemporaryFile("w") as action:
                 action.write(text)
                 action.flush()
-                done = subprocess.run(["bash", "-c", functions + '\nsleep_command_of "$1"', "-", action.name],
-                                      capture_output=True, text=True)
+                done = subprocess.run(
+                    ["bash", "-c", functions + '\nsleep_command_of "$1"', "-", action.name], capture_output=True, text=True
+                )
                 self.assertEqual(done.stdout, variant + "\n", done.stderr)
 
     def test_setup_sh_app_fetches_the_weights_checked_against_the_pinned_size_and_sha256(self):
         out = self.dry_run("app")
         weights = "/opt/face-rec/models/20180402-114759-vggface2.pt"
-        self.assertIn(f"to {weights}, checked against size 111898327 bytes and sha256 "
-                      "281cebca8662831adb987a874bdcb36e73f5b1c6dc5ee5878f305e985625d99b", out)
+        self.assertIn(
+            f"to {weights}, checked against size 111898327 bytes and sha256 "
+            "281cebca8662831adb987a874bdcb36e73f5b1c6dc5ee5878f305e985625d99b",
+            out,
+        )
         self.assertIn(f"curl -fsSL --max-filesize 111898327 -o {weights}.part", out)
 
     def test_setup_sh_app_installs_enables_and_checks_the_hibernation_agent(self):
@@ -569,10 +647,22 @@ class ScriptsTest(unittest.TestCase):
         self.assertEqual(subprocess.run(["bash", "-n"], input=script, text=True).returncode, 0)
 
     def test_the_web_host_gets_every_setting_of_the_provisioning_run_but_its_own_and_local_modes(self):
-        chosen = {"FR_SPARE_INSTANCES": "0", "FR_MIN_INSTANCES": "2", "FR_HIBERNATE": "0", "FR_HIBERNATE_AFTER_LAUNCH": "300",
-                  "FR_HIBERNATE_AFTER_START": "90", "FR_SCALE_IN_GRACE": "4", "FR_SQS_COUNT_LAG": "30",
-                  "FR_VISIBILITY_TIMEOUT": "45", "FR_POLL_WAIT": "5", "FR_PREFIX": "mine", "FR_REGION": "eu-west-1",
-                  "FR_WEB_CIDR": "198.51.100.7/32", "FR_ENDPOINT_URL": "http://127.0.0.1:1", "FR_PORT": "9000"}
+        chosen = {
+            "FR_SPARE_INSTANCES": "0",
+            "FR_MIN_INSTANCES": "2",
+            "FR_HIBERNATE": "0",
+            "FR_HIBERNATE_AFTER_LAUNCH": "300",
+            "FR_HIBERNATE_AFTER_START": "90",
+            "FR_SCALE_IN_GRACE": "4",
+            "FR_SQS_COUNT_LAG": "30",
+            "FR_VISIBILITY_TIMEOUT": "45",
+            "FR_POLL_WAIT": "5",
+            "FR_PREFIX": "mine",
+            "FR_REGION": "eu-west-1",
+            "FR_WEB_CIDR": "198.51.100.7/32",
+            "FR_ENDPOINT_URL": "http://127.0.0.1:1",
+            "FR_PORT": "9000",
+        }
         config = settings.load_config(chosen)
         text = web_host_settings(config)
         sent = dict(line.split("=", 1) for line in text.splitlines())
@@ -593,38 +683,48 @@ class ScriptsTest(unittest.TestCase):
     def test_setup_sh_passes_shellcheck(self):
         if not shutil.which("shellcheck"):
             self.skipTest("shellcheck not installed (./setup.sh test installs it where apt-get works)")
-        done = subprocess.run(["shellcheck", "setup.sh", ".ci/run"], cwd=settings.PROJECT_DIR,
-                              capture_output=True, text=True)
+        done = subprocess.run(["shellcheck", "setup.sh", ".ci/run"], cwd=settings.PROJECT_DIR, capture_output=True, text=True)
         self.assertEqual((done.returncode, done.stdout), (0, ""))
 
     def test_systemd_units_pass_verify_with_what_they_share_in_one_drop_in(self):
         if not shutil.which("systemd-analyze"):
             self.skipTest("systemd-analyze not installed")
         units = sorted((settings.PROJECT_DIR / "systemd").glob("*.service"))
-        self.assertEqual([u.name for u in units], ["face-autoscaler.service", "face-web.service",
-                                                    "face-worker-sleep.service", "face-worker.service"])
+        self.assertEqual(
+            [u.name for u in units],
+            ["face-autoscaler.service", "face-web.service", "face-worker-sleep.service", "face-worker.service"],
+        )
         shared = (settings.PROJECT_DIR / "systemd/face-.service.d/common.conf").read_text()
         for line in ("RestartPreventExitStatus=78", "NoNewPrivileges=yes", "ProtectSystem=strict", "User=face-rec"):
             self.assertIn(f"\n{line}\n", shared)
             self.assertFalse([u.name for u in units if line in u.read_text()], f"{line} is repeated in a unit")
         # A member's pool settings (its user data's) are read after the image's config file: they win.
-        self.assertLess(shared.index("EnvironmentFile=/etc/face-recognition.env"),
-                        shared.index(f"EnvironmentFile=-{pool.POOL_SETTINGS}"))
+        self.assertLess(
+            shared.index("EnvironmentFile=/etc/face-recognition.env"), shared.index(f"EnvironmentFile=-{pool.POOL_SETTINGS}")
+        )
         with tempfile.TemporaryDirectory() as scratch:
             env_file = Path(scratch, "env")
             env_file.touch()
             # verify checks that ExecStart exists: point the units at this checkout instead of /opt.
             Path(scratch, "face-.service.d").mkdir()
             for path in [*units, settings.PROJECT_DIR / "systemd/face-.service.d/common.conf"]:
-                text = (path.read_text().replace("/opt/face-rec/venv/bin/python", PYTHON)
-                        .replace("/opt/face-rec/app", str(settings.PROJECT_DIR))
-                        .replace("/etc/face-recognition.env", str(env_file))
-                        .replace(pool.POOL_SETTINGS, str(env_file)))
+                text = (
+                    path.read_text()
+                    .replace("/opt/face-rec/venv/bin/python", PYTHON)
+                    .replace("/opt/face-rec/app", str(settings.PROJECT_DIR))
+                    .replace("/etc/face-recognition.env", str(env_file))
+                    .replace(pool.POOL_SETTINGS, str(env_file))
+                )
                 Path(scratch, path.relative_to(settings.PROJECT_DIR / "systemd")).write_text(text)
             # Found by name on a unit path: systemd then applies the prefix drop-in (given as files, it would not).
-            done = subprocess.run(["systemd-analyze", "verify", *[u.name for u in units]], capture_output=True,
-                                  text=True, env=dict(os.environ, SYSTEMD_UNIT_PATH=f"{scratch}:"))
+            done = subprocess.run(
+                ["systemd-analyze", "verify", *[u.name for u in units]],
+                capture_output=True,
+                text=True,
+                env=dict(os.environ, SYSTEMD_UNIT_PATH=f"{scratch}:"),
+            )
         self.assertEqual((done.returncode, done.stdout + done.stderr), (0, ""))
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -1,6 +1,7 @@
 """Real AWS, first try, on the AWS-like local stack (what `./setup.sh local` runs with FR_SIMULATE=aws):
 provisioning, the course's 2026 grading (a burst from 0 instances, then the same uploads again
 answered from the results table), and a teardown while the autoscaler still runs."""
+
 import time
 import unittest
 
@@ -35,8 +36,15 @@ class FirstRunTest(unittest.TestCase):
     def test_the_course_run_with_the_results_table_then_teardown_while_the_autoscaler_runs_leaves_nothing(self):
         state = state_dir("first-run")
         stack, url, endpoint = start_local_stack(self, PREFIX, state, FR_RESULTS_TABLE=1)
-        config = settings.load_config({"FR_PREFIX": PREFIX, "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": LOCAL_AMI,
-                                       "FR_WEB_CIDR": "203.0.113.0/24", "FR_RESULTS_TABLE": "1"})
+        config = settings.load_config(
+            {
+                "FR_PREFIX": PREFIX,
+                "FR_ENDPOINT_URL": endpoint,
+                "FR_AMI_ID": LOCAL_AMI,
+                "FR_WEB_CIDR": "203.0.113.0/24",
+                "FR_RESULTS_TABLE": "1",
+            }
+        )
         provisioner = Provisioner(config, lambda name: aws(endpoint, name), out=lambda line: None)
         # The stack provisioned all but the web host; this adds it, whose autoscaler the stack's stands for.
         provisioner.provision(with_web=True)
@@ -58,10 +66,10 @@ class FirstRunTest(unittest.TestCase):
 
         # The table gone: answered by the app tier (the pool starts), one log line.
         dynamodb.delete_table(TableName=config.results_table_name)
-        wait_until(lambda: config.results_table_name not in dynamodb.list_tables()["TableNames"], 10,
-                   what="the table gone")
-        self.assertEqual(upload(url, "test_05.jpg", (IMAGES / "test_05.jpg").read_bytes()),
-                         (200, f"test_05:{expected['test_05']}\n"))
+        wait_until(lambda: config.results_table_name not in dynamodb.list_tables()["TableNames"], 10, what="the table gone")
+        self.assertEqual(
+            upload(url, "test_05.jpg", (IMAGES / "test_05.jpg").read_bytes()), (200, f"test_05:{expected['test_05']}\n")
+        )
         web_log = (statefiles.log_dir(state) / "web.log").read_text()
         self.assertEqual(web_log.count("event=results_table_unavailable"), 1)
 
@@ -74,8 +82,9 @@ class FirstRunTest(unittest.TestCase):
         terminated = [e for e in journal if e["action"] == "TerminateInstances"]
         self.assertEqual(terminated[0]["instances"], [host], "the web host (with the autoscaler) goes first")
         shutting_down = awslike.timings(TIME_SCALE)["shutting_down"]
-        self.assertGreaterEqual(terminated[1]["at"] - terminated[0]["at"], shutting_down,
-                                "the pool is terminated only once the web host is")
+        self.assertGreaterEqual(
+            terminated[1]["at"] - terminated[0]["at"], shutting_down, "the pool is terminated only once the web host is"
+        )
         self.assertEqual(refusals(state), [])
         self.assertEqual(denials(state), [], "IAM denied a call of the web or app role")
 
@@ -93,8 +102,11 @@ class FirstRunTest(unittest.TestCase):
         self.assertEqual([e for e in awslike.read_journal(state)[mark:] if e["action"] == "StartInstances"], [])
         # The course's bound (its rerun is graded on whole run / 100), far from what is measured here.
         self.assertLess(per_upload, 0.6)
-        self.assertEqual(s3.list_objects_v2(Bucket=config.in_bucket)["KeyCount"], len(stems),
-                         "every upload of the rerun is in the input bucket")
+        self.assertEqual(
+            s3.list_objects_v2(Bucket=config.in_bucket)["KeyCount"],
+            len(stems),
+            "every upload of the rerun is in the input bucket",
+        )
 
 
 if __name__ == "__main__":
@@ -108,8 +120,13 @@ class RedeployTest(unittest.TestCase):
     def test_a_second_provision_stops_no_running_member_and_the_web_host_runs_the_new_settings(self):
         state = state_dir("redeploy")
         stack, url, endpoint = start_local_stack(self, "redeploy", state, FR_MAX_INSTANCES=2)
-        first = {"FR_PREFIX": "redeploy", "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": LOCAL_AMI, "FR_MAX_INSTANCES": "2",
-                 "FR_WEB_CIDR": "203.0.113.0/24"}
+        first = {
+            "FR_PREFIX": "redeploy",
+            "FR_ENDPOINT_URL": endpoint,
+            "FR_AMI_ID": LOCAL_AMI,
+            "FR_MAX_INSTANCES": "2",
+            "FR_WEB_CIDR": "203.0.113.0/24",
+        }
         session = lambda name: aws(endpoint, name)  # noqa: E731
         Provisioner(settings.load_config(first), session, out=lambda line: None).provision(with_web=True)
         stack.wait_for(r"event=web_host_found", 30)
@@ -118,8 +135,11 @@ class RedeployTest(unittest.TestCase):
         Provisioner(settings.load_config(first), session, out=lambda line: None).provision(with_web=True)
         ec2 = aws(endpoint, "ec2")
         config = settings.load_config(first)
-        (floor,) = wait_until(lambda: [i["id"] for i in pool.describe(ec2, config) if i["state"] == "running"], 30,
-                              what="the warm floor's member running")
+        (floor,) = wait_until(
+            lambda: [i["id"] for i in pool.describe(ec2, config) if i["state"] == "running"],
+            30,
+            what="the warm floor's member running",
+        )
         mark = len(awslike.read_journal(state))
 
         second = dict(first, FR_WEB_CIDR="198.51.100.7/32", FR_SPARE_INSTANCES="0")
@@ -133,8 +153,11 @@ class RedeployTest(unittest.TestCase):
         scaler_log = (statefiles.log_dir(state) / "autoscaler.log").read_text()
         ready = [line for line in scaler_log.splitlines() if "event=ready" in line]
         self.assertIn("max_instances=2 pool_size=2 floor=1", ready[-1], "the autoscaler restarted with the new settings")
-        (web,) = [i for r in ec2.describe_instances(Filters=[{"Name": "tag:Name", "Values": [settings.WEB_HOST_NAME]}])[
-            "Reservations"] for i in r["Instances"]]
+        (web,) = [
+            i
+            for r in ec2.describe_instances(Filters=[{"Name": "tag:Name", "Values": [settings.WEB_HOST_NAME]}])["Reservations"]
+            for i in r["Instances"]
+        ]
         group = ec2.describe_security_groups(GroupIds=[web["SecurityGroups"][0]["GroupId"]])["SecurityGroups"][0]
         self.assertEqual([ip["CidrIp"] for rule in group["IpPermissions"] for ip in rule["IpRanges"]], ["198.51.100.7/32"])
         self.assertEqual(upload(url, "test_00.jpg", (IMAGES / "test_00.jpg").read_bytes()), (200, "test_00:Paul\n"))

@@ -4,6 +4,7 @@ The page is driven in headless Chromium through chromedriver's W3C WebDriver API
 HTTP, so the standard library's urllib is the whole client (the DevTools protocol would need a
 WebSocket client). Debian's `chromium` and `chromium-driver` are installed by `./setup.sh test`.
 """
+
 import json
 import re
 import shutil
@@ -27,8 +28,16 @@ from tests.support import (
     wait_until,
 )
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
 # 15 members that may run and as many spares (FR_SPARE_INSTANCES's default).
 POOL_SIZE = 30
@@ -49,8 +58,7 @@ class WebDriver:
 
     def call(self, method, path, payload=None):
         data = json.dumps(payload).encode() if payload is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=60) as response:
             return json.loads(response.read())["value"]
 
@@ -116,9 +124,18 @@ class PagesTest(unittest.TestCase):
         # The autoscaler's decision and the depths are read at most once a second; SQS's counts trail
         # the truth (by 3 s on the AWS-like stack here) and stopped instances pass through `stopping`.
         idle = {"visible": 0, "in_flight": 0}
-        status = wait_until(lambda: (s := self.status())["autoscaler"] and s["autoscaler"]["running"] == 0 and
-                            s["app_instances"]["stopped"] == POOL_SIZE and s["queues"]["request"] == idle and s,
-                            10, interval=0.3, what="status settles")
+        status = wait_until(
+            lambda: (
+                (s := self.status())["autoscaler"]
+                and s["autoscaler"]["running"] == 0
+                and s["app_instances"]["stopped"] == POOL_SIZE
+                and s["queues"]["request"] == idle
+                and s
+            ),
+            10,
+            interval=0.3,
+            what="status settles",
+        )
         web = status["web"]
         self.assertEqual(web["answered"] - before["answered"], 3)
         self.assertEqual(web["errors"].get("422", 0) - before["errors"].get("422", 0), 1)
@@ -155,8 +172,13 @@ class PagesTest(unittest.TestCase):
         if not (shutil.which("chromium") and shutil.which("chromedriver")):
             self.skipTest("chromium and chromedriver not installed (./setup.sh test installs them)")
         port = free_port()
-        start(type(self), f"chromedriver-{port}", ["chromedriver", f"--port={port}"], child_env(),
-              r"ChromeDriver was started successfully")
+        start(
+            type(self),
+            f"chromedriver-{port}",
+            ["chromedriver", f"--port={port}"],
+            child_env(),
+            r"ChromeDriver was started successfully",
+        )
         driver = WebDriver(f"http://127.0.0.1:{port}")
         profile = tempfile.TemporaryDirectory()
         self.addCleanup(profile.cleanup)
@@ -183,8 +205,9 @@ class PagesTest(unittest.TestCase):
         driver = self.browser()
         driver.go(self.url)
         driver.type_into("#pick", "\n".join(str(IMAGES / f"{s}.jpg") for s in ("test_00", "test_07")))
-        answers = wait_until(lambda: len(texts := driver.find(".answer.done")) == 2 and texts, 90,
-                             interval=0.2, what="answers shown on the page")
+        answers = wait_until(
+            lambda: len(texts := driver.find(".answer.done")) == 2 and texts, 90, interval=0.2, what="answers shown on the page"
+        )
         self.assertEqual(sorted(answers), ["test_00:Paul", "test_07:Ranil"])
         self.assertEqual(driver.find(".answer.error"), [])
         driver.type_into("#pick", str(IMAGES.parent / "face_images_100.csv"))

@@ -1,4 +1,5 @@
 """End to end: moto, the web tier and two workers as processes on 127.0.0.1, fixtures through HTTP."""
+
 import subprocess
 import tempfile
 import unittest
@@ -52,9 +53,14 @@ class PipelineTest(Service, unittest.TestCase):
         status, body = upload(self.url, "test_00.jpg", self.read_image("test_00"))
         self.assertEqual((status, body), (503, "storage or queue unavailable, try again\n"))
         (denied,) = denials(self.moto_state)
-        self.assertEqual({k: denied[k] for k in ("principal", "call", "reason")}, {
-            "principal": f"arn:aws:sts::123456789012:assumed-role/{self.config.role('web')}/local",
-            "call": "s3:PutObject", "reason": "no identity-based policy allows it"})
+        self.assertEqual(
+            {k: denied[k] for k in ("principal", "call", "reason")},
+            {
+                "principal": f"arn:aws:sts::123456789012:assumed-role/{self.config.role('web')}/local",
+                "call": "s3:PutObject",
+                "reason": "no identity-based policy allows it",
+            },
+        )
         self.assertRegex(denied["resource"], rf"^arn:aws:s3:::{self.config.in_bucket}/[0-9a-f-]+/test_00\.jpg$")
         self.doCleanups()
         self.assertEqual(upload(self.url, "test_00.jpg", self.read_image("test_00")), (200, "test_00:Paul\n"))
@@ -62,8 +68,15 @@ class PipelineTest(Service, unittest.TestCase):
     def test_two_uploads_with_same_name_get_their_own_answers(self):
         pairs = [("test_00", "test_01"), ("test_02", "test_03"), ("test_07", "test_08")] * 3
         with ThreadPoolExecutor(2 * len(pairs)) as pool:
-            futures = [(pool.submit(upload, self.url, "same.jpg", self.read_image(a)),
-                        pool.submit(upload, self.url, "same.jpg", self.read_image(b)), a, b) for a, b in pairs]
+            futures = [
+                (
+                    pool.submit(upload, self.url, "same.jpg", self.read_image(a)),
+                    pool.submit(upload, self.url, "same.jpg", self.read_image(b)),
+                    a,
+                    b,
+                )
+                for a, b in pairs
+            ]
             for first, second, a, b in futures:
                 self.assertEqual(first.result(), (200, f"same:{self.expected[a]}\n"))
                 self.assertEqual(second.result(), (200, f"same:{self.expected[b]}\n"))
@@ -79,8 +92,15 @@ class PipelineTest(Service, unittest.TestCase):
             (["-m", "tools.recognize"], child_env(FR_WEIGHTS=self.weights, FR_GALLERY=self.gallery)),
         ):
             with self.subTest(command=command[1]):
-                printed = subprocess.run([PYTHON, *command, *images], env=env, capture_output=True, text=True,
-                                         check=True, timeout=120, cwd=settings.PROJECT_DIR).stdout
+                printed = subprocess.run(
+                    [PYTHON, *command, *images],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    timeout=120,
+                    cwd=settings.PROJECT_DIR,
+                ).stdout
                 self.assertEqual(printed, served)
 
     def test_an_image_without_a_face_is_422_and_the_next_upload_is_answered(self):
@@ -99,13 +119,16 @@ class PipelineTest(Service, unittest.TestCase):
     def test_a_faceless_image_in_a_batch_does_not_spoil_the_others(self):
         from tests.support import image_bytes
 
-        jobs = [(f"{s}.jpg", self.read_image(s)) for s in ("test_00", "test_01", "test_02", "test_03", "test_07",
-                                                             "test_08")]
+        jobs = [(f"{s}.jpg", self.read_image(s)) for s in ("test_00", "test_01", "test_02", "test_03", "test_07", "test_08")]
         jobs[2:2] = [("blank1.jpg", image_bytes((64, 64))), ("blank2.jpg", image_bytes((64, 64), "black"))]
         with ThreadPoolExecutor(len(jobs)) as pool:
             answers = list(pool.map(lambda job: upload(self.url, *job), jobs))
-        expected = [(200, f"{name[:-4]}:{self.expected[name[:-4]]}\n") if name.startswith("test") else
-                    (422, "no face found in the image\n") for name, _ in jobs]
+        expected = [
+            (200, f"{name[:-4]}:{self.expected[name[:-4]]}\n")
+            if name.startswith("test")
+            else (422, "no face found in the image\n")
+            for name, _ in jobs
+        ]
         self.assertEqual(answers, expected)
         self.assert_queues_drain()
 
@@ -117,8 +140,10 @@ class PipelineTest(Service, unittest.TestCase):
         with ThreadPoolExecutor(len(jobs)) as pool:
             answers = list(pool.map(lambda job: upload(self.url, *job), jobs))
         self.assertEqual(answers[1], (422, "image too small: 1x1 pixels (a face needs 20x20)\n"))
-        self.assertEqual(answers[:1] + answers[2:],
-                         [(200, f"{name[:-4]}:{self.expected[name[:-4]]}\n") for name, _ in jobs if name != "tiny.png"])
+        self.assertEqual(
+            answers[:1] + answers[2:],
+            [(200, f"{name[:-4]}:{self.expected[name[:-4]]}\n") for name, _ in jobs if name != "tiny.png"],
+        )
         self.assert_queues_drain()
         self.assertEqual(sum(cloud.queue_depth(self.sqs, self.queue_url(self.config.dead_letter_queue))), 0)
 
@@ -143,9 +168,24 @@ class PipelineTest(Service, unittest.TestCase):
             wrong = Path(scratch, "wrong.csv")
             wrong.write_text("Image,Results\n" + "".join(f"{s},Nobody\n" for s in self.expected))
             for csv_path, status in ((LABELS, 0), (wrong, 1)):
-                done = subprocess.run([PYTHON, "-m", "tools.loadgen", "--url", self.url, "--count", "20",
-                                       "--concurrency", "10", "--expected", str(csv_path)],
-                                      capture_output=True, text=True, timeout=120)
+                done = subprocess.run(
+                    [
+                        PYTHON,
+                        "-m",
+                        "tools.loadgen",
+                        "--url",
+                        self.url,
+                        "--count",
+                        "20",
+                        "--concurrency",
+                        "10",
+                        "--expected",
+                        str(csv_path),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
                 self.assertEqual(done.returncode, status, done.stdout + done.stderr)
                 summary = dict(line.split(None, 1) for line in done.stdout.splitlines())
                 self.assertEqual(summary["count"], "20")

@@ -1,4 +1,5 @@
 """pool.stop against the AWS-like stack: which members hibernate, and what EC2 and the guest then do."""
+
 import time
 import unittest
 
@@ -18,10 +19,18 @@ class StopTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         endpoint = start_moto(cls, FR_SIMULATE_TIME_SCALE=TIME_SCALE)
-        cls.config = settings.load_config({
-            "FR_PREFIX": "stop", "FR_STATE_DIR": str(cls.moto_state), "FR_ENDPOINT_URL": endpoint,
-            "FR_AMI_ID": "ami-test", "FR_MAX_INSTANCES": "4", "FR_SPARE_INSTANCES": "0",
-            "FR_HIBERNATE_AFTER_LAUNCH": str(120 * TIME_SCALE), "FR_HIBERNATE_AFTER_START": str(60 * TIME_SCALE)})
+        cls.config = settings.load_config(
+            {
+                "FR_PREFIX": "stop",
+                "FR_STATE_DIR": str(cls.moto_state),
+                "FR_ENDPOINT_URL": endpoint,
+                "FR_AMI_ID": "ami-test",
+                "FR_MAX_INSTANCES": "4",
+                "FR_SPARE_INSTANCES": "0",
+                "FR_HIBERNATE_AFTER_LAUNCH": str(120 * TIME_SCALE),
+                "FR_HIBERNATE_AFTER_START": str(60 * TIME_SCALE),
+            }
+        )
         provision(cls.config, lambda service: aws(endpoint, service))
         cls.ec2, cls.sqs = aws(endpoint, "ec2"), aws(endpoint, "sqs")
 
@@ -34,12 +43,21 @@ class StopTest(unittest.TestCase):
         """Start every member and wait until each is ready to hibernate by what EC2 says."""
         self.ec2.start_instances(InstanceIds=self.ids)
         pool.wait_for(self.ec2, self.ids, ["running"], 10)
-        wait_until(lambda: not any(pool.hibernation_unready(d, time.time(), self.config)
-                                   for d in pool.details(self.ec2, self.ids).values()), 10, what="ready")
+        wait_until(
+            lambda: (
+                not any(pool.hibernation_unready(d, time.time(), self.config) for d in pool.details(self.ec2, self.ids).values())
+            ),
+            10,
+            what="ready",
+        )
 
     def reasons(self):
-        return {i: d["StateReason"]["Code"] for r in self.ec2.describe_instances(InstanceIds=self.ids)["Reservations"]
-                for d in r["Instances"] for i in [d["InstanceId"]]}
+        return {
+            i: d["StateReason"]["Code"]
+            for r in self.ec2.describe_instances(InstanceIds=self.ids)["Reservations"]
+            for d in r["Instances"]
+            for i in [d["InstanceId"]]
+        }
 
     def test_one_member_refused_by_ec2_stops_plainly_and_the_others_hibernate(self):
         self.start_all()
@@ -49,7 +67,8 @@ class StopTest(unittest.TestCase):
             # As EC2 refuses a hibernation it cannot do: the whole call, for any one instance named.
             if params.get("Hibernate") and refused in params["InstanceIds"]:
                 raise self.ec2.exceptions.ClientError(
-                    {"Error": {"Code": "UnsupportedHibernationConfiguration", "Message": refused}}, "StopInstances")
+                    {"Error": {"Code": "UnsupportedHibernationConfiguration", "Message": refused}}, "StopInstances"
+                )
 
         self.ec2.meta.events.register("before-parameter-build.ec2.StopInstances", refuse_one)
         self.addCleanup(self.ec2.meta.events.unregister, "before-parameter-build.ec2.StopInstances", refuse_one)
@@ -58,11 +77,13 @@ class StopTest(unittest.TestCase):
             steered.stop(self.ids, self.members)
         pool.wait_for(self.ec2, self.ids, ["stopped"], 10)
         hibernated = "Client.UserInitiatedHibernate"
-        self.assertEqual(self.reasons(), {i: "Client.UserInitiatedShutdown" if i == refused else hibernated
-                                          for i in self.ids})
+        self.assertEqual(self.reasons(), {i: "Client.UserInitiatedShutdown" if i == refused else hibernated for i in self.ids})
         (line,) = logged.output
-        self.assertIn(f"event=stopped_plainly instance={refused} name=app-tier-instance-3 "
-                      'reason="refused by EC2: UnsupportedHibernationConfiguration"', line)
+        self.assertIn(
+            f"event=stopped_plainly instance={refused} name=app-tier-instance-3 "
+            'reason="refused by EC2: UnsupportedHibernationConfiguration"',
+            line,
+        )
         self.assertEqual(steered.warm, set(self.ids) - {refused}, "only the hibernated start first")
 
     def test_members_started_moments_ago_stop_plainly_and_say_why(self):
@@ -75,10 +96,15 @@ class StopTest(unittest.TestCase):
         with self.assertLogs("pool", "INFO") as logged:
             steered.stop(self.ids, self.members)
         pool.wait_for(self.ec2, self.ids, ["stopped"], 10)
-        self.assertEqual([e for e in awslike.read_journal(self.moto_state) if e["action"] == "HibernationDropped"], [],
-                         "asked of a guest that had just resumed, the agent would have dropped it")
-        self.assertEqual([line.split(" reason=")[0].rsplit(" ", 2)[1:] for line in logged.output],
-                         [[f"instance={i}", f"name=app-tier-instance-{n}"] for n, i in enumerate(self.ids[:2], 1)])
+        self.assertEqual(
+            [e for e in awslike.read_journal(self.moto_state) if e["action"] == "HibernationDropped"],
+            [],
+            "asked of a guest that had just resumed, the agent would have dropped it",
+        )
+        self.assertEqual(
+            [line.split(" reason=")[0].rsplit(" ", 2)[1:] for line in logged.output],
+            [[f"instance={i}", f"name=app-tier-instance-{n}"] for n, i in enumerate(self.ids[:2], 1)],
+        )
         self.assertTrue(all('reason="started ' in line for line in logged.output), logged.output)
         self.assertEqual(set(self.reasons().values()) - {"Client.UserInitiatedShutdown"}, {"Client.UserInitiatedHibernate"})
 
@@ -95,9 +121,15 @@ class StopTest(unittest.TestCase):
         self.assertIn(f"event=hibernation_refresh instance={self.ids[0]}", "\n".join(logged.output))
         self.assertIn(pool.instance_states(self.ec2, self.ids[:1])[self.ids[0]], pool.ACTIVE_STATES)
         # No work: once it runs, it is stopped, plainly (it has just started), and stays stopped.
-        wait_until(lambda: scaler.step() and self.reasons()[self.ids[0]] == "Client.UserInitiatedShutdown"
-                   and pool.instance_states(self.ec2, self.ids[:1])[self.ids[0]] == "stopped", 10,
-                   what="stopped plainly")
+        wait_until(
+            lambda: (
+                scaler.step()
+                and self.reasons()[self.ids[0]] == "Client.UserInitiatedShutdown"
+                and pool.instance_states(self.ec2, self.ids[:1])[self.ids[0]] == "stopped"
+            ),
+            10,
+            what="stopped plainly",
+        )
         self.assertEqual(scaler.step()["started"], 0, "started once, not again")
 
 

@@ -1,4 +1,5 @@
 """Bad input, faults and recovery, against the real processes on 127.0.0.1."""
+
 import dataclasses
 import json
 import os
@@ -47,8 +48,7 @@ MAX_BODY = 1024 * 1024
 
 def post(body, content_type, extra=b""):
     """Raw bytes of a POST / with a correct Content-Length (unless `extra` headers say otherwise)."""
-    head = (f"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n").encode()
+    head = (f"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n").encode()
     return head + extra + b"\r\n" + body
 
 
@@ -74,74 +74,130 @@ class BadInputTest(Service, unittest.TestCase):
             ("DELETE", b"DELETE / HTTP/1.1\r\nHost: x\r\n\r\n", 405, "not allowed"),
             ("PATCH", b"PATCH / HTTP/1.1\r\nHost: x\r\n\r\n", 405, "not allowed"),
             ("other path", form("a.jpg", GOOD).replace(b"POST / ", b"POST /upload "), 404, "not found"),
-            ("no length", b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                          b"Content-Type: multipart/form-data; boundary=B\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 411,
-             "Content-Length required"),
-            ("bad length", post(b"x", "multipart/form-data; boundary=B").replace(b"Length: 1", b"Length: -1"),
-             400, "bad Content-Length"),
-            ("too big", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n"
-                        b"Content-Length: 100000000\r\n\r\n" + b"x" * 50000, 413, "body too large"),
+            (
+                "no length",
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                b"Content-Type: multipart/form-data; boundary=B\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                411,
+                "Content-Length required",
+            ),
+            (
+                "bad length",
+                post(b"x", "multipart/form-data; boundary=B").replace(b"Length: 1", b"Length: -1"),
+                400,
+                "bad Content-Length",
+            ),
+            (
+                "too big",
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+                b"Content-Length: 100000000\r\n\r\n" + b"x" * 50000,
+                413,
+                "body too large",
+            ),
             ("not multipart", post(b"{}", "application/json"), 415, "multipart/form-data"),
             ("no content type", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 415, "multipart"),
             ("no boundary", post(b"x", "multipart/form-data"), 400, "boundary"),
-            ("truncated", post(form("a.jpg", GOOD)[-300:-100], "multipart/form-data; boundary=BOUNDARY"), 400,
-             "truncated"),
+            ("truncated", post(form("a.jpg", GOOD)[-300:-100], "multipart/form-data; boundary=BOUNDARY"), 400, "truncated"),
             ("no closing boundary", post(missing_end, "multipart/form-data; boundary=BOUNDARY"), 400, "closing"),
             ("no inputFile field", form("a.jpg", GOOD, field="file"), 400, "no file field named inputFile"),
-            ("inputFile not a file", post(*reversed(multipart([("inputFile", None, b"x")], "BOUNDARY"))), 400,
-             "no file field"),
+            ("inputFile not a file", post(*reversed(multipart([("inputFile", None, b"x")], "BOUNDARY"))), 400, "no file field"),
             ("empty file", form("a.jpg", b""), 400, "empty"),
             ("not an image", form("a.jpg", b"%PDF-1.4 not an image"), 422, "not a readable image"),
             ("no face", form("blank.jpg", image_bytes((64, 64))), 422, "no face found"),
-            ("huge dimensions", form("bomb.png", image_bytes((6000, 6000), "black", "PNG")), 422,
-             "image too large"),
+            ("huge dimensions", form("bomb.png", image_bytes((6000, 6000), "black", "PNG")), 422, "image too large"),
             ("long request line", b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414, ""),
-            ("header flood", b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n",
-             431, ""),
+            ("header flood", b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n", 431, ""),
             ("long header", b"GET / HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n", 431, ""),
             ("garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400, ""),
             # Header bytes are read as Latin-1, where 0xb2 is "²": a digit to str.isdigit, not to int().
-            ("non-ASCII digit length", post(b"x", "multipart/form-data; boundary=B").replace(b"Length: 1", b"Length: \xb2"),
-             400, "bad Content-Length"),
-            ("length and chunked", form("a.jpg", GOOD, extra=b"Transfer-Encoding: chunked\r\n"), 400,
-             "both Content-Length and Transfer-Encoding"),
+            (
+                "non-ASCII digit length",
+                post(b"x", "multipart/form-data; boundary=B").replace(b"Length: 1", b"Length: \xb2"),
+                400,
+                "bad Content-Length",
+            ),
+            (
+                "length and chunked",
+                form("a.jpg", GOOD, extra=b"Transfer-Encoding: chunked\r\n"),
+                400,
+                "both Content-Length and Transfer-Encoding",
+            ),
             ("two lengths", form("a.jpg", GOOD, extra=b"Content-Length: 5\r\n"), 400, "conflicting Content-Length"),
-            ("slow Content-Type", post(b"x", 'multipart/form-data; boundary=x; a="' + ";" * 60000), 400,
-             "Content-Type header too long"),
-            ("slow Content-Disposition", post(part('form-data; name="inputFile"; filename="' + ";" * 15000, GOOD),
-                                              "multipart/form-data; boundary=BOUNDARY"), 400,
-             "Content-Disposition header too long"),
-            ("part headers too large", post(part('form-data; name="inputFile"; filename="a.jpg"\r\nX: '
-                                                 + "a" * 20000, GOOD), "multipart/form-data; boundary=BOUNDARY"),
-             400, "part headers too large"),
+            (
+                "slow Content-Type",
+                post(b"x", 'multipart/form-data; boundary=x; a="' + ";" * 60000),
+                400,
+                "Content-Type header too long",
+            ),
+            (
+                "slow Content-Disposition",
+                post(
+                    part('form-data; name="inputFile"; filename="' + ";" * 15000, GOOD), "multipart/form-data; boundary=BOUNDARY"
+                ),
+                400,
+                "Content-Disposition header too long",
+            ),
+            (
+                "part headers too large",
+                post(
+                    part('form-data; name="inputFile"; filename="a.jpg"\r\nX: ' + "a" * 20000, GOOD),
+                    "multipart/form-data; boundary=BOUNDARY",
+                ),
+                400,
+                "part headers too large",
+            ),
             ("OPTIONS", b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 405, "not allowed"),
             ("TRACE", b"TRACE / HTTP/1.1\r\nHost: x\r\n\r\n", 405, "not allowed"),
             ("CONNECT", b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n", 405, "not allowed"),
             # Python's int() refuses text of over 4300 digits.
-            ("4301-digit length", post(b"x", "multipart/form-data; boundary=B").replace(b"Length: 1", b"Length: " + b"9" * 4301),
-             413, "body too large"),
-            ("zero-padded length", form("a.jpg", GOOD).replace(b"Content-Length: ", b"Content-Length: " + b"0" * 5000),
-             200, "a:Paul"),
+            (
+                "4301-digit length",
+                post(b"x", "multipart/form-data; boundary=B").replace(b"Length: 1", b"Length: " + b"9" * 4301),
+                413,
+                "body too large",
+            ),
+            (
+                "zero-padded length",
+                form("a.jpg", GOOD).replace(b"Content-Length: ", b"Content-Length: " + b"0" * 5000),
+                200,
+                "a:Paul",
+            ),
             ("idna boundary charset", post(b"x", "multipart/form-data; boundary*=idna''%00"), 400, "charset"),
-            ("undefined file name charset", post(part("form-data; name=inputFile; filename*=undefined''a.jpg", GOOD),
-                                                 "multipart/form-data; boundary=BOUNDARY"), 400, "charset"),
-            ("punycode name charset", post(part("form-data; name*=punycode''%FF; filename=a.jpg", GOOD),
-                                           "multipart/form-data; boundary=BOUNDARY"), 400, "charset"),
+            (
+                "undefined file name charset",
+                post(
+                    part("form-data; name=inputFile; filename*=undefined''a.jpg", GOOD), "multipart/form-data; boundary=BOUNDARY"
+                ),
+                400,
+                "charset",
+            ),
+            (
+                "punycode name charset",
+                post(part("form-data; name*=punycode''%FF; filename=a.jpg", GOOD), "multipart/form-data; boundary=BOUNDARY"),
+                400,
+                "charset",
+            ),
             ("unknown method", b"FOO / HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method not allowed"),
             ("PROPFIND", b"PROPFIND / HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method not allowed"),
             ("lower-case get", b"get / HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method not allowed"),
             ("an empty line first", b"\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200, "ok"),
-            ("space before a colon hides a Transfer-Encoding",
-             form("a.jpg", GOOD, extra=b"X-Foo : bar\r\nTransfer-Encoding: chunked\r\n"), 400, "malformed header line"),
+            (
+                "space before a colon hides a Transfer-Encoding",
+                form("a.jpg", GOOD, extra=b"X-Foo : bar\r\nTransfer-Encoding: chunked\r\n"),
+                400,
+                "malformed header line",
+            ),
             ("a header line without a colon", form("a.jpg", GOOD, extra=b"X-Foo\r\n"), 400, "malformed header line"),
-            ("a bare CR splits a header", form("a.jpg", GOOD, extra=b"X-Foo: a\rTransfer-Encoding: chunked\r\n"), 400,
-             "bare CR"),
+            ("a bare CR splits a header", form("a.jpg", GOOD, extra=b"X-Foo: a\rTransfer-Encoding: chunked\r\n"), 400, "bare CR"),
             ("a NUL in a header", form("a.jpg", GOOD, extra=b"X-Foo: a\x00b\r\n"), 400, "NUL"),
             ("a folded header line", form("a.jpg", GOOD, extra=b"X-Foo: a\r\n b\r\n"), 400, "obs-fold"),
-            ("100 header lines", b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(100)) + b"\r\n",
-             431, ""),
-            ("99 header lines", b"GET /healthz HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(99))
-             + b"\r\n", 200, "ok"),
+            ("100 header lines", b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(100)) + b"\r\n", 431, ""),
+            (
+                "99 header lines",
+                b"GET /healthz HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(99)) + b"\r\n",
+                200,
+                "ok",
+            ),
             ("HTTP/2.0", b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505, ""),
         ]
         for name, data, status, reason in cases:
@@ -187,8 +243,10 @@ class BadInputTest(Service, unittest.TestCase):
             self.assertRegex(key, r"^[0-9a-f]{32}/[A-Za-z0-9._-]{1,105}$")
 
     def test_an_rfc_2231_file_name_is_answered(self):
-        data = post(part("form-data; name=inputFile; filename*=UTF-8''Zo%C3%AB%20Face.jpg", GOOD),
-                    "multipart/form-data; boundary=BOUNDARY")
+        data = post(
+            part("form-data; name=inputFile; filename*=UTF-8''Zo%C3%AB%20Face.jpg", GOOD),
+            "multipart/form-data; boundary=BOUNDARY",
+        )
         self.assertEqual(raw_request(self.url, data), (200, "Zo__Face:Paul\n"))
 
     def test_a_client_that_goes_silent_mid_body_is_timed_out_and_freed(self):
@@ -219,12 +277,22 @@ class FaultTest(Service, unittest.TestCase):
             answer = pool.submit(upload, self.url, "test_00.jpg", GOOD)
             # Three workers in turn take the message and die without deleting it.
             for attempt in range(3):
-                wait_until(lambda: self.sqs.receive_message(QueueUrl=request_url, WaitTimeSeconds=1,
-                                                            VisibilityTimeout=1).get("Messages"),
-                           8, what=f"delivery {attempt + 1}")
+                wait_until(
+                    lambda: self.sqs.receive_message(QueueUrl=request_url, WaitTimeSeconds=1, VisibilityTimeout=1).get(
+                        "Messages"
+                    ),
+                    8,
+                    what=f"delivery {attempt + 1}",
+                )
             # The next receive finds it over maxReceiveCount and moves it to the dead-letter queue.
-            wait_until(lambda: self.sqs.receive_message(QueueUrl=request_url, WaitTimeSeconds=1) and
-                       sum(queue_depth(self.sqs, dead_letters)) == 1, 8, what="dead-lettered")
+            wait_until(
+                lambda: (
+                    self.sqs.receive_message(QueueUrl=request_url, WaitTimeSeconds=1)
+                    and sum(queue_depth(self.sqs, dead_letters)) == 1
+                ),
+                8,
+                what="dead-lettered",
+            )
             status, body = answer.result()
         self.assertEqual(status, 502)
         self.assertIn("could not be processed", body)
@@ -251,18 +319,24 @@ class FaultTest(Service, unittest.TestCase):
         rescuer.wait_for(f"event=done id={request_id}", 10)
         self.assertFalse([line for line in doomed.lines if f"event=done id={request_id}" in line])
 
-
     def test_an_image_gone_from_the_input_bucket_is_answered_at_once_not_retried(self):
         # On AWS this needs s3:ListBucket in the app role (GetObject of a missing key is 403 without it).
         replies = new_queue(self.sqs, "svc-gone-replies")
         # The app role may answer on this queue of the test's own (IAM is enforced).
-        with_permission(self, aws(self.endpoint, "iam"), self.config.role("app"), ["sqs:SendMessage"],
-                        ["arn:aws:sqs:us-east-1:123456789012:svc-gone-replies"])
+        with_permission(
+            self,
+            aws(self.endpoint, "iam"),
+            self.config.role("app"),
+            ["sqs:SendMessage"],
+            ["arn:aws:sqs:us-east-1:123456789012:svc-gone-replies"],
+        )
         worker = self.extra_worker("gone")
-        self.sqs.send_message(QueueUrl=self.queue_url(self.config.request_queue),
-                              MessageBody=encode(Request("gone1", "gone1/x.jpg", "x", replies)))
-        received = wait_until(lambda: self.sqs.receive_message(QueueUrl=replies, WaitTimeSeconds=1).get("Messages"),
-                              10, what="a reply")
+        self.sqs.send_message(
+            QueueUrl=self.queue_url(self.config.request_queue), MessageBody=encode(Request("gone1", "gone1/x.jpg", "x", replies))
+        )
+        received = wait_until(
+            lambda: self.sqs.receive_message(QueueUrl=replies, WaitTimeSeconds=1).get("Messages"), 10, what="a reply"
+        )
         self.assertEqual(decode(Reply, received[0]["Body"]).error, "the image is no longer in the input bucket")
         worker.wait_for("event=done id=gone1", 5)
         self.assertEqual([line for line in worker.lines if "event=received id=gone1" in line][1:], [], "retried")
@@ -272,9 +346,13 @@ class FaultTest(Service, unittest.TestCase):
         # next request to the dead-letter queue. The long poll makes the window wide.
         # botocore's debug log says when the long poll is made: told to stop before, the worker
         # would stop without polling, and the request would wait for nobody.
-        worker, _ = start(self, "worker-stopping-poll", [PYTHON, "worker.py"],
-                          dict(self.env, FR_POLL_WAIT="10", FR_LOG_LEVEL="DEBUG"),
-                          r"Making request for OperationModel\(name=ReceiveMessage\)")
+        worker, _ = start(
+            self,
+            "worker-stopping-poll",
+            [PYTHON, "worker.py"],
+            dict(self.env, FR_POLL_WAIT="10", FR_LOG_LEVEL="DEBUG"),
+            r"Making request for OperationModel\(name=ReceiveMessage\)",
+        )
         worker.signal(signal.SIGTERM)
         self.assertEqual(upload(self.url, "test_00.jpg", GOOD), GOOD_ANSWER)
         self.assertEqual(worker.popen.wait(15), 0)
@@ -334,8 +412,7 @@ class HibernationTest(Service, unittest.TestCase):
         worker.signal(signal.SIGCONT)
         worker.wait_for(f"event=batch_given_up ids={request_id}", 30)
         self.assertEqual(upload(self.url, "test_00.jpg", GOOD), GOOD_ANSWER, "both workers work on")
-        self.assertFalse([line for line in self.web.lines if f"unclaimed_reply id={request_id}" in line],
-                         "answered twice")
+        self.assertFalse([line for line in self.web.lines if f"unclaimed_reply id={request_id}" in line], "answered twice")
         self.assert_nothing_dead_lettered()
 
     def test_a_worker_frozen_mid_long_poll_without_the_hooks_still_answers_the_request_it_missed(self):
@@ -366,8 +443,7 @@ class HibernationTest(Service, unittest.TestCase):
             # Paused before the freeze, it had no poll for SQS to hand the request to.
             wait_until(lambda: queue_depth(self.sqs, request_url) == (1, 0), 15, what="the request waiting")
             worker.signal(signal.SIGCONT)
-            subprocess.run([PYTHON, "worker.py", "--resume"], env=hook_env, cwd=settings.PROJECT_DIR, timeout=60,
-                           check=True)
+            subprocess.run([PYTHON, "worker.py", "--resume"], env=hook_env, cwd=settings.PROJECT_DIR, timeout=60, check=True)
             self.assertEqual(answer.result(), GOOD_ANSWER)
         worker.wait_for("event=reconnected", 5)
         self.assertFalse([line for line in worker.lines if "receive_failed" in line], "no call on a dead connection")
@@ -398,9 +474,8 @@ class InstanceStartTest(Service, unittest.TestCase):
         # As the instance profile's credentials, before the metadata service gives them out.
         credentials = state_dir("late-credentials") / "credentials"
         env = {k: v for k, v in self.env.items() if not k.startswith("AWS_")}
-        env.update(AWS_SHARED_CREDENTIALS_FILE=str(credentials), AWS_CONFIG_FILE=os.devnull,
-                   AWS_EC2_METADATA_DISABLED="true")
-        worker = self.worker("no-credentials", env, "event=aws_unreachable error=\"Unable to locate credentials")
+        env.update(AWS_SHARED_CREDENTIALS_FILE=str(credentials), AWS_CONFIG_FILE=os.devnull, AWS_EC2_METADATA_DISABLED="true")
+        worker = self.worker("no-credentials", env, 'event=aws_unreachable error="Unable to locate credentials')
         credentials.parent.mkdir(parents=True, exist_ok=True)
         credentials.write_text("[default]\naws_access_key_id = test\naws_secret_access_key = test\n")
         worker.wait_for("event=ready", 30)
@@ -413,10 +488,17 @@ class InstanceStartTest(Service, unittest.TestCase):
         bystander = subprocess.Popen([PYTHON, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
         self.addCleanup(bystander.wait)
         self.addCleanup(bystander.stdin.close)
-        (state / WORKER_STATE).write_text(json.dumps({"pid": bystander.pid, "boot": "an-earlier-boot", "paused": True,
-                                                      "at": time.time()}))
-        hook = subprocess.run([PYTHON, "worker.py", "--pause"], env=dict(self.env, FR_STATE_DIR=str(state)),
-                              cwd=settings.PROJECT_DIR, capture_output=True, text=True, timeout=60)
+        (state / WORKER_STATE).write_text(
+            json.dumps({"pid": bystander.pid, "boot": "an-earlier-boot", "paused": True, "at": time.time()})
+        )
+        hook = subprocess.run(
+            [PYTHON, "worker.py", "--pause"],
+            env=dict(self.env, FR_STATE_DIR=str(state)),
+            cwd=settings.PROJECT_DIR,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         self.assertEqual(hook.returncode, 0)
         self.assertIn("event=hook_without_worker action=pause", hook.stderr)
         self.assertIsNone(bystander.poll(), "the hook signalled a process that is not the worker")
@@ -426,8 +508,11 @@ class InstanceStartTest(Service, unittest.TestCase):
         state = state_dir("loading")
         worker = self.worker("loading", dict(self.env, FR_STATE_DIR=str(state)), "event=starting")
         config = dataclasses.replace(self.config, state_dir=state)
-        wait_until(lambda: (worker_module.read_worker_state(config) or {}).get("pid") == worker.pid, 10,
-                   what="the worker's pid told to the hooks")
+        wait_until(
+            lambda: (worker_module.read_worker_state(config) or {}).get("pid") == worker.pid,
+            10,
+            what="the worker's pid told to the hooks",
+        )
         self.assertFalse([line for line in worker.lines if "event=model_loaded" in line], "still loading")
         worker.signal(worker_module.PAUSE_SIGNAL)
         worker.signal(worker_module.RESUME_SIGNAL)
@@ -442,8 +527,14 @@ class EarlyStartTest(Service, unittest.TestCase):
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         weights, gallery = stand_in_files()
-        env = child_env(FR_PREFIX="svc", FR_ENDPOINT_URL=f"http://127.0.0.1:{port}", FR_POLL_WAIT=1,
-                        FR_WEIGHTS=weights, FR_GALLERY=gallery, FR_TORCH_THREADS=1)
+        env = child_env(
+            FR_PREFIX="svc",
+            FR_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+            FR_POLL_WAIT=1,
+            FR_WEIGHTS=weights,
+            FR_GALLERY=gallery,
+            FR_TORCH_THREADS=1,
+        )
         worker, _ = start(self, "early-worker", [PYTHON, "worker.py"], env, "event=aws_unreachable")
         worker.wait_for("event=model_loaded", 1)
         type(self).start_service(workers=0, moto_port=port)
@@ -464,8 +555,12 @@ class MotoRestartTest(Service, unittest.TestCase):
         self.assertIn(status, (503, 504), body)
         start_moto(type(self), moto_port)
         self.provision()
-        wait_until(lambda: upload(self.url, "test_00.jpg", GOOD) == GOOD_ANSWER, 30, interval=0.5,
-                   what="answers again after moto restarted")
+        wait_until(
+            lambda: upload(self.url, "test_00.jpg", GOOD) == GOOD_ANSWER,
+            30,
+            interval=0.5,
+            what="answers again after moto restarted",
+        )
 
 
 if __name__ == "__main__":

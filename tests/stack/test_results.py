@@ -1,6 +1,7 @@
 """The results table (FR_RESULTS_TABLE=1, results.py) through the web tier and a worker, across a
 change of model (its items alone: tests/unit/test_results_items.py; the course's 2026 run on the
 whole local stack: tests/stack/test_first_run.py)."""
+
 import hashlib
 import shutil
 import tempfile
@@ -68,8 +69,10 @@ class ResultsTableTest(Service, unittest.TestCase):
         self.assertEqual(burst(self.url, stems), right)
         found = items(self.dynamodb, self.table)
         for stem in stems:
-            self.assertEqual({k: found[stem][k] for k in ("name", "sha256", "model")},
-                             {"name": self.expected[stem], "sha256": sha256(image(stem)), "model": self.model})
+            self.assertEqual(
+                {k: found[stem][k] for k in ("name", "sha256", "model")},
+                {"name": self.expected[stem], "sha256": sha256(image(stem)), "model": self.model},
+            )
         hits, mark = table_hits(self.url), self.workers[0].count
         self.assertEqual(burst(self.url, stems), right)
         self.assertEqual(table_hits(self.url), hits + 10)
@@ -89,8 +92,9 @@ class ResultsTableTest(Service, unittest.TestCase):
     def test_a_malformed_item_is_a_miss_and_is_replaced(self):
         data = image("test_03")
         good = results.item("odd", sha256(data), "Mallory", self.model)
-        for n, bad in enumerate([dict(good, name={"N": "7"}), dict(good, name={"S": "Mallory\n"}),
-                                 {k: v for k, v in good.items() if k != "model"}]):
+        for n, bad in enumerate(
+            [dict(good, name={"N": "7"}), dict(good, name={"S": "Mallory\n"}), {k: v for k, v in good.items() if k != "model"}]
+        ):
             stem = f"odd{n}"
             self.dynamodb.put_item(TableName=self.table, Item=dict(bad, stem={"S": stem}))
             with self.subTest(item=bad):

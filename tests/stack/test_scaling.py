@@ -1,5 +1,6 @@
 """End to end on the whole local stack (`tools/localstack.py`, what `./setup.sh local` runs):
 moto, web tier, autoscaler and the launcher's worker processes, all on 127.0.0.1."""
+
 import dataclasses
 import re
 import signal
@@ -101,8 +102,12 @@ class ScalingTest(unittest.TestCase):
                 sampler = Sampler(self.ec2)
                 answers = burst(self.url, stems)
                 last_answer = time.monotonic()
-                wait_until(lambda: running_instances(self.ec2) == 0, SCALE_IN_LIMIT, interval=0.1,
-                           what="0 running instances after the last answer")
+                wait_until(
+                    lambda: running_instances(self.ec2) == 0,
+                    SCALE_IN_LIMIT,
+                    interval=0.1,
+                    what="0 running instances after the last answer",
+                )
                 scaled_in = time.monotonic() - last_answer
                 counts = sampler.finish()
                 self.assertEqual(answers, [(200, f"{s}:{expected[s]}\n") for s in stems])
@@ -119,8 +124,11 @@ class ScalingTest(unittest.TestCase):
         self.assertEqual(refusals(self.state), [])
         self.assertEqual(denials(self.state), [], "IAM denied a call of the web or app role")
         self.assertEqual([e for e in journal if e["action"] == "HibernationDropped"], [])
-        self.assertLessEqual(max(e["after"] for e in journal if e["action"] == "Stopped"), SECONDS["stopping"],
-                             "a member stayed stopping past a stop's time")
+        self.assertLessEqual(
+            max(e["after"] for e in journal if e["action"] == "Stopped"),
+            SECONDS["stopping"],
+            "a member stayed stopping past a stop's time",
+        )
         for stopping, first_start in started[1:]:
             self.assertTrue(stopping, "the burst came while members were stopping")
             stopped_at = [e["at"] for e in journal if e["action"] == "Stopped" and e["instances"][0] in stopping]
@@ -216,8 +224,11 @@ class LocalStackTest(LocalStacks):
         stack, url, ec2 = self.start_stack("plain", FR_HIBERNATE=0, FR_MAX_INSTANCES=SMALL_POOL // 2)
         config = settings.load_config({"FR_PREFIX": "plain"})
         self.assertEqual([upload_once_all_stopped(ec2, config, url) for _ in range(2)], [(200, "test_00:Paul\n")] * 2)
-        self.assertEqual(len(workers_forked(stack, stack_state("plain"), "app-tier-instance-1")), 2,
-                         "two workers in one log: the first run's lines were kept")
+        self.assertEqual(
+            len(workers_forked(stack, stack_state("plain"), "app-tier-instance-1")),
+            2,
+            "two workers in one log: the first run's lines were kept",
+        )
         # The same stack, stopped with Ctrl-C while a worker runs: no process of it is left.
         wait_until(lambda: {i["state"] for i in pool.describe(ec2, config)} == {"stopped"}, 30, what="every instance stopped")
         started = stack.tail(1000).count("event=worker_started")

@@ -1,6 +1,7 @@
 """The AWS-like stack's IAM evaluation (tools/awsiam.py), in-process: what it checks for a call, and
 how a policy decides it. The whole stack enforcing it is tested where the stacks run (test_scaling,
 test_pipeline)."""
+
 import unittest
 
 import settings
@@ -16,9 +17,17 @@ def params(values):
 
 
 def run_instances(**override):
-    values = {"ImageId": "ami-0app", "InstanceType": "t3.small", "IamInstanceProfile": {"Name": "iam-app"},
-              "TagSpecifications": [{"ResourceType": "instance", "Tags": [{"Key": "fr-prefix", "Value": "iam"},
-                                                                         {"Key": "Name", "Value": "app-tier-instance-1"}]}]}
+    values = {
+        "ImageId": "ami-0app",
+        "InstanceType": "t3.small",
+        "IamInstanceProfile": {"Name": "iam-app"},
+        "TagSpecifications": [
+            {
+                "ResourceType": "instance",
+                "Tags": [{"Key": "fr-prefix", "Value": "iam"}, {"Key": "Name", "Value": "app-tier-instance-1"}],
+            }
+        ],
+    }
     values.update(override)
     return values
 
@@ -38,8 +47,9 @@ class FakeIam:
 
 def allowed(document, service, action, values, ec2=None):
     """The first request IAM would deny for the call, or None when all are allowed."""
-    for iam_action, resource, context in awsiam.requested(service, action, params(values), (REGION, ACCOUNT),
-                                                          ec2=ec2, iam=FakeIam()):
+    for iam_action, resource, context in awsiam.requested(
+        service, action, params(values), (REGION, ACCOUNT), ec2=ec2, iam=FakeIam()
+    ):
         if awsiam.decision([document], iam_action, resource, context) != "allow":
             return iam_action, resource
     return None
@@ -54,8 +64,10 @@ class EvaluationTest(unittest.TestCase):
         self.assertEqual(awsiam.decision([document], "sqs:DeleteMessage", "arn:aws:sqs:us-east-1:1:q", {}), "implicit")
 
     def test_an_explicit_deny_wins_over_any_allow(self):
-        documents = [{"Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]},
-                     {"Statement": {"Effect": "Deny", "NotAction": "s3:GetObject", "Resource": "*"}}]
+        documents = [
+            {"Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]},
+            {"Statement": {"Effect": "Deny", "NotAction": "s3:GetObject", "Resource": "*"}},
+        ]
         self.assertEqual(awsiam.decision(documents, "s3:GetObject", "arn:aws:s3:::b/k", {}), "allow")
         self.assertEqual(awsiam.decision(documents, "s3:PutObject", "arn:aws:s3:::b/k", {}), "deny")
 
@@ -85,14 +97,14 @@ class EvaluationTest(unittest.TestCase):
             awsiam.condition_holds("NumericLessThan", "k", "1", {"k": "0"})
 
     def test_batch_calls_of_sqs_are_authorized_as_their_single_message_action(self):
-        wanted = awsiam.requested("sqs", "DeleteMessageBatch", params({"QueueUrl": "http://h/123456789012/q"}),
-                                  (REGION, ACCOUNT))
+        wanted = awsiam.requested("sqs", "DeleteMessageBatch", params({"QueueUrl": "http://h/123456789012/q"}), (REGION, ACCOUNT))
         self.assertEqual(wanted, [("sqs:DeleteMessage", f"arn:aws:sqs:{REGION}:{ACCOUNT}:q", {})])
 
     def test_a_role_is_named_by_its_access_key_and_anyone_else_is_the_operator(self):
         signed = "AWS4-HMAC-SHA256 Credential={}/20261201/us-east-1/sqs/aws4_request, SignedHeaders=host"
-        self.assertEqual(awsiam.role_of({"Authorization": signed.format(awsiam.credentials("p-web")["AWS_ACCESS_KEY_ID"])}),
-                         "p-web")
+        self.assertEqual(
+            awsiam.role_of({"Authorization": signed.format(awsiam.credentials("p-web")["AWS_ACCESS_KEY_ID"])}), "p-web"
+        )
         self.assertIsNone(awsiam.role_of({"Authorization": signed.format("AKIAOPERATOR")}))
         self.assertIsNone(awsiam.role_of({}))
 
@@ -111,8 +123,10 @@ class WebRoleTest(unittest.TestCase):
         table = [
             ({"ImageId": "ami-0other"}, ("ec2:RunInstances", f"arn:aws:ec2:{REGION}::image/ami-0other")),
             ({"InstanceType": "p5.48xlarge"}, ("ec2:RunInstances", f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/*")),
-            ({"TagSpecifications": [{"ResourceType": "instance", "Tags": [{"Key": "fr-prefix", "Value": "other"}]}]},
-             ("ec2:RunInstances", f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/*")),
+            (
+                {"TagSpecifications": [{"ResourceType": "instance", "Tags": [{"Key": "fr-prefix", "Value": "other"}]}]},
+                ("ec2:RunInstances", f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/*"),
+            ),
             ({"IamInstanceProfile": {"Name": "someone-admin"}}, ("iam:PassRole", "*")),
         ]
         for override, denied in table:
@@ -120,15 +134,17 @@ class WebRoleTest(unittest.TestCase):
                 self.assertEqual(allowed(self.document, "ec2", "RunInstances", run_instances(**override)), denied)
 
     def test_tags_only_as_part_of_a_launch(self):
-        denied = allowed(self.document, "ec2", "CreateTags", {"Resources": ["i-0123"],
-                                                               "Tags": [{"Key": "fr-prefix", "Value": "iam"}]})
+        denied = allowed(
+            self.document, "ec2", "CreateTags", {"Resources": ["i-0123"], "Tags": [{"Key": "fr-prefix", "Value": "iam"}]}
+        )
         self.assertEqual(denied, ("ec2:CreateTags", f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0123"))
 
     def test_the_role_passed_must_be_passed_to_ec2(self):
         statement = next(s for s in self.document["Statement"] if s["Action"] == ["iam:PassRole"])
         role = f"arn:aws:iam::{ACCOUNT}:role/iam-app"
-        self.assertEqual(awsiam.decision([self.document], "iam:PassRole", role,
-                                         {"iam:PassedToService": "lambda.amazonaws.com"}), "implicit")
+        self.assertEqual(
+            awsiam.decision([self.document], "iam:PassRole", role, {"iam:PassedToService": "lambda.amazonaws.com"}), "implicit"
+        )
         self.assertEqual(statement["Condition"], {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}})
 
     def test_an_encrypted_root_volume_with_a_key_of_the_accounts_own_needs_that_key_through_ec2(self):
@@ -136,20 +152,27 @@ class WebRoleTest(unittest.TestCase):
         encrypted = run_instances(BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"Encrypted": True}}])
         wanted = awsiam.requested("ec2", "RunInstances", params(encrypted), (REGION, ACCOUNT), iam=FakeIam(), ebs_key=key)
         self.assertEqual([(a, r) for a, r, _ in wanted if a.startswith("kms:")], [(a, key) for a in awsiam.EBS_KEY_ACTIONS])
-        self.assertEqual(awsiam.requested("ec2", "RunInstances", params(encrypted), (REGION, ACCOUNT), iam=FakeIam())[-1][0],
-                         "iam:PassRole", "an AWS managed key asks nothing of the caller")
+        self.assertEqual(
+            awsiam.requested("ec2", "RunInstances", params(encrypted), (REGION, ACCOUNT), iam=FakeIam())[-1][0],
+            "iam:PassRole",
+            "an AWS managed key asks nothing of the caller",
+        )
         document = web_policy(CONFIG, ACCOUNT, ebs_key=key)
         for iam_action, resource, context in wanted:
             with self.subTest(action=iam_action):
                 self.assertEqual(awsiam.decision([document], iam_action, resource, context), "allow")
         self.assertEqual(awsiam.decision([document], "kms:Decrypt", key, {}), "implicit", "only through EC2")
-        self.assertEqual(awsiam.decision([self.document], "kms:CreateGrant", key,
-                                         {"kms:ViaService": f"ec2.{REGION}.amazonaws.com"}), "implicit")
+        self.assertEqual(
+            awsiam.decision([self.document], "kms:CreateGrant", key, {"kms:ViaService": f"ec2.{REGION}.amazonaws.com"}),
+            "implicit",
+        )
 
     def test_without_an_image_the_role_may_launch_nothing(self):
         document = web_policy(settings.load_config({"FR_PREFIX": "iam"}), ACCOUNT)
-        self.assertEqual(allowed(document, "ec2", "RunInstances", run_instances(ImageId="")),
-                         ("ec2:RunInstances", f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/*"))
+        self.assertEqual(
+            allowed(document, "ec2", "RunInstances", run_instances(ImageId="")),
+            ("ec2:RunInstances", f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/*"),
+        )
 
 
 if __name__ == "__main__":

@@ -19,16 +19,30 @@ class ConfigTest(unittest.TestCase):
         )
 
     def test_values_are_parsed_and_relative_paths_are_from_the_project(self):
-        config = load_config({"FR_PREFIX": "t1", "FR_PORT": "0", "FR_REQUEST_TIMEOUT": "2.5",
-                              "FR_WEIGHTS": "w.pt", "FR_ENDPOINT_URL": "http://127.0.0.1:5000"})
+        config = load_config(
+            {
+                "FR_PREFIX": "t1",
+                "FR_PORT": "0",
+                "FR_REQUEST_TIMEOUT": "2.5",
+                "FR_WEIGHTS": "w.pt",
+                "FR_ENDPOINT_URL": "http://127.0.0.1:5000",
+            }
+        )
         self.assertEqual((config.request_queue, config.port, config.request_timeout), ("t1-req-queue", 0, 2.5))
         self.assertEqual(config.weights, settings.PROJECT_DIR / "w.pt")
         self.assertEqual(config.endpoint_url, "http://127.0.0.1:5000")
 
     def test_a_bad_value_names_the_variable(self):
-        for name, value in [("FR_PORT", "80000"), ("FR_PORT", "http"), ("FR_PREFIX", "Has_Upper"),
-                            ("FR_REQUEST_TIMEOUT", "0"), ("FR_POLL_WAIT", "21"), ("FR_MAX_INSTANCES", "-1"),
-                            ("FR_LOG_LEVEL", "loud"), ("FR_PORTT", "1")]:
+        for name, value in [
+            ("FR_PORT", "80000"),
+            ("FR_PORT", "http"),
+            ("FR_PREFIX", "Has_Upper"),
+            ("FR_REQUEST_TIMEOUT", "0"),
+            ("FR_POLL_WAIT", "21"),
+            ("FR_MAX_INSTANCES", "-1"),
+            ("FR_LOG_LEVEL", "loud"),
+            ("FR_PORTT", "1"),
+        ]:
             with self.subTest(name=name, value=value):
                 with self.assertRaisesRegex(ConfigError, name):
                     load_config({name: value})
@@ -41,7 +55,6 @@ class ConfigTest(unittest.TestCase):
     def test_config_is_frozen(self):
         with self.assertRaises(AttributeError):
             Config().port = 1
-
 
     def test_the_readmes_configuration_table_names_every_variable_with_its_default(self):
         rows = re.findall(r"^\| `(FR_\w+)` \| ([^|]*) \|", (settings.PROJECT_DIR / "README.md").read_text(), re.M)
@@ -64,10 +77,16 @@ class RefusalTest(unittest.TestCase):
         from uploads import GaveUp, NoAnswer, NotRecognized
         from web import HttpError
 
-        table = [(MultipartError("bad boundary line"), 400, True), (NotMultipart("not multipart"), 415, True),
-                 (HttpError("Content-Length required", 411), 411, True), (HttpError("bad Content-Length"), 400, True),
-                 (BadHeaderLine("a header line without a colon"), 400, False), (NoAnswer("no answer"), 504, False),
-                 (GaveUp("the workers failed"), 502, False), (NotRecognized("no face"), 422, False)]
+        table = [
+            (MultipartError("bad boundary line"), 400, True),
+            (NotMultipart("not multipart"), 415, True),
+            (HttpError("Content-Length required", 411), 411, True),
+            (HttpError("bad Content-Length"), 400, True),
+            (BadHeaderLine("a header line without a colon"), 400, False),
+            (NoAnswer("no answer"), 504, False),
+            (GaveUp("the workers failed"), 502, False),
+            (NotRecognized("no face"), 422, False),
+        ]
         for refusal, status, unread in table:
             with self.subTest(refusal=type(refusal).__name__):
                 self.assertIsInstance(refusal, Refusal)
@@ -92,14 +111,17 @@ class MessageTest(unittest.TestCase):
             encode(Request("i", "k" * 1100, "n", "q"))
 
     def test_malformed_messages_are_value_errors(self):
-        for kind, body in [(Request, "not json"), (Request, '{"id": "x"}'), (Request, "[1]"),
-                           (Reply, '{"id": "i", "name": "n"}'),
-                           (Reply, '{"id": "i", "name": "n", "result": "a", "error": "b"}'),
-                           (Request, '{"id": 1, "key": "k", "name": "n", "reply_to": "q"}')]:
+        for kind, body in [
+            (Request, "not json"),
+            (Request, '{"id": "x"}'),
+            (Request, "[1]"),
+            (Reply, '{"id": "i", "name": "n"}'),
+            (Reply, '{"id": "i", "name": "n", "result": "a", "error": "b"}'),
+            (Request, '{"id": 1, "key": "k", "name": "n", "reply_to": "q"}'),
+        ]:
             with self.subTest(body=body):
                 with self.assertRaises(ValueError):
                     decode(kind, body)
-
 
 
 class EventLogTest(unittest.TestCase):
@@ -107,8 +129,9 @@ class EventLogTest(unittest.TestCase):
         log = common.EventLog("test")
         with self.assertLogs("test", "INFO") as logged:
             log.info("failed", id="a1", error='no such key: "x y"\nsecond line', empty="", count=3)
-        self.assertEqual(logged.records[0].getMessage(),
-                         'event=failed id=a1 error="no such key: \\"x y\\"\\nsecond line" empty="" count=3')
+        self.assertEqual(
+            logged.records[0].getMessage(), 'event=failed id=a1 error="no such key: \\"x y\\"\\nsecond line" empty="" count=3'
+        )
 
     def test_a_level_not_enabled_formats_nothing(self):
         class Loud:

@@ -1,4 +1,5 @@
 """The fork server's protocol (tools/forkserver.py): each side reads what the other writes."""
+
 import unittest
 
 from tools.forkserver import Event, parse_command, parse_event, start_command

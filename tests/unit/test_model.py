@@ -1,4 +1,5 @@
 """The model library on its own: weight files, galleries, batches, bad images."""
+
 import io
 import subprocess
 import tempfile
@@ -71,8 +72,9 @@ class RecognizerTest(unittest.TestCase):
     def test_a_batch_gives_each_image_its_own_answer_or_error(self):
         stems = ["test_00", "test_01", "test_02", "test_07"]
         images = [(IMAGES / f"{s}.jpg").read_bytes() for s in stems]
-        results = self.recognizer.recognize_batch(images[:2] + [b"junk", image_bytes((64, 64)), image_bytes((90, 70))]
-                                                  + images[2:])
+        results = self.recognizer.recognize_batch(
+            images[:2] + [b"junk", image_bytes((64, 64)), image_bytes((90, 70))] + images[2:]
+        )
         self.assertEqual(results[:2] + results[5:], [self.expected[s] for s in stems])
         self.assertIsInstance(results[2], BadImage)
         self.assertIsInstance(results[3], NoFace)
@@ -98,8 +100,10 @@ class RecognizerTest(unittest.TestCase):
 
         good = (IMAGES / "test_00.jpg").read_bytes()
         odd = encoded(Image.open(IMAGES / "test_01.jpg").resize((65, 65)))
-        with mock.patch.object(self.recognizer, "faces", side_effect=fails_on_odd_sizes), \
-                self.assertLogs("model.recognizer", "ERROR"):
+        with (
+            mock.patch.object(self.recognizer, "faces", side_effect=fails_on_odd_sizes),
+            self.assertLogs("model.recognizer", "ERROR"),
+        ):
             results = self.recognizer.recognize_batch([odd, good, odd])
         self.assertEqual(results[1], self.expected["test_00"])
         for result in (results[0], results[2]):
@@ -141,8 +145,13 @@ class RecognizerTest(unittest.TestCase):
         weights, _ = stand_in_files()
         with tempfile.TemporaryDirectory() as scratch:
             out = Path(scratch, "gallery.pt")
-            subprocess.run([PYTHON, "-m", "model", "enroll", "--weights", str(weights), str(IMAGES), str(LABELS),
-                            str(out)], env=child_env(), check=True, capture_output=True, timeout=300)
+            subprocess.run(
+                [PYTHON, "-m", "model", "enroll", "--weights", str(weights), str(IMAGES), str(LABELS), str(out)],
+                env=child_env(),
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
             gallery = Gallery.load(out)
             self.assertEqual(sorted(set(gallery.names)), sorted(set(self.expected.values())))
             recognizer = Recognizer(weights, out, threads=1)

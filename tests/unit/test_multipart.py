@@ -50,19 +50,22 @@ class MultipartParserTest(unittest.TestCase):
                 self.assertEqual(contents(parts[0]), image)
 
     def test_preamble_epilogue_and_an_empty_part_header_block_are_accepted(self):
-        body = (b"preamble\r\n--" + BOUNDARY.encode() + b"\r\n\r\nno headers\r\n--" + BOUNDARY.encode()
-                + b"--\r\nepilogue")
+        body = b"preamble\r\n--" + BOUNDARY.encode() + b"\r\n\r\nno headers\r\n--" + BOUNDARY.encode() + b"--\r\nepilogue"
         parts = parse(body)
         self.assertEqual((parts[0].name, contents(parts[0])), (None, b"no headers"))
 
     def test_quoted_and_escaped_filenames_are_read(self):
-        body = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="inputFile"; filename="a \\"b\\"; c.jpg"'
-                f"\r\n\r\nx\r\n--{BOUNDARY}--\r\n").encode()
+        body = (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="inputFile"; filename="a \\"b\\"; c.jpg"'
+            f"\r\n\r\nx\r\n--{BOUNDARY}--\r\n"
+        ).encode()
         self.assertEqual(parse(body)[0].filename, 'a "b"; c.jpg')
 
     def test_rfc_2231_file_names_are_read(self):
-        body = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"inputFile\"; filename*=UTF-8''Zo%C3%AB.jpg"
-                f"\r\n\r\nx\r\n--{BOUNDARY}--\r\n").encode()
+        body = (
+            f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"inputFile\"; filename*=UTF-8''Zo%C3%AB.jpg"
+            f"\r\n\r\nx\r\n--{BOUNDARY}--\r\n"
+        ).encode()
         self.assertEqual(parse(body)[0].filename, "Zoë.jpg")
 
     def test_a_disposition_built_to_be_slow_to_parse_is_refused_at_once(self):
@@ -83,8 +86,9 @@ class MultipartParserTest(unittest.TestCase):
             "header without colon": f"--{BOUNDARY}\r\nnonsense\r\n\r\nx\r\n--{BOUNDARY}--".encode(),
             "huge part headers": f"--{BOUNDARY}\r\nX: {'a' * 20000}".encode(),
             "huge part headers, whole": f"--{BOUNDARY}\r\nX: {'a' * 20000}\r\n\r\nx\r\n--{BOUNDARY}--".encode(),
-            "many part headers, whole": (f"--{BOUNDARY}\r\n" + "X: aaaaaaaaaaaaaaaaaaaaaaa\r\n" * 2000
-                                         + f"\r\nx\r\n--{BOUNDARY}--").encode(),
+            "many part headers, whole": (
+                f"--{BOUNDARY}\r\n" + "X: aaaaaaaaaaaaaaaaaaaaaaa\r\n" * 2000 + f"\r\nx\r\n--{BOUNDARY}--"
+            ).encode(),
         }
         for name, body in cases.items():
             with self.subTest(name):
@@ -106,8 +110,14 @@ class BoundaryTest(unittest.TestCase):
         self.assertEqual(boundary_of("Multipart/Form-Data; boundary=xyz"), b"xyz")
 
     def test_other_content_types_are_415_and_a_missing_boundary_400(self):
-        for value, status in [(None, 415), ("", 415), ("image/jpeg", 415), ("application/json", 415),
-                              ("multipart/form-data", 400), ("multipart/form-data; boundary=" + "b" * 71, 400)]:
+        for value, status in [
+            (None, 415),
+            ("", 415),
+            ("image/jpeg", 415),
+            ("application/json", 415),
+            ("multipart/form-data", 400),
+            ("multipart/form-data; boundary=" + "b" * 71, 400),
+        ]:
             with self.subTest(value=value):
                 with self.assertRaises(MultipartError) as caught:
                     boundary_of(value)

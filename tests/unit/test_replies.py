@@ -1,4 +1,5 @@
 """replies.py on its own (no process): the table of waiting requests, and dead letters reported once."""
+
 import threading
 import unittest
 

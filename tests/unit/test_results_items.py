@@ -1,5 +1,6 @@
 """The results table's items and their checks alone (results.py), in-process; through the web tier
 and a worker: tests/stack/test_results.py."""
+
 import tempfile
 import unittest
 from pathlib import Path

@@ -35,7 +35,6 @@ class DesiredTest(unittest.TestCase):
                 self.assertEqual(desired(*args), expected)
 
 
-
 class WorkTest(unittest.TestCase):
     def test_table(self):
         # (waiting, SQS visible, SQS in flight, SQS above waiting for s, lag) -> (visible, in flight)
@@ -97,8 +96,7 @@ class PlanTest(unittest.TestCase):
         self.assertEqual(plan(members, 3, warm={"i-4"}), (["i-4", "i-1", "i-2"], []))
 
     def test_missing_members_by_name(self):
-        self.assertEqual(missing([member(1, "stopped"), member(3, "running")], 4),
-                         ["app-tier-instance-2", "app-tier-instance-4"])
+        self.assertEqual(missing([member(1, "stopped"), member(3, "running")], 4), ["app-tier-instance-2", "app-tier-instance-4"])
 
 
 class HibernationReadinessTest(unittest.TestCase):
