@@ -32,8 +32,8 @@ In one run on this machine (absolute times are noisy on a shared 2-core machine;
   send-to-wake, measured here with boto3;
 - with --results-table, a repeated image answered from the results table;
 - with --aws-like, the seconds pool repair takes to replace a terminated member (launched by the
-  autoscaler as the web role), and the calls IAM denied any role (`iam_denied_calls`: none, or the
-  run fails).
+  autoscaler as the web role), the calls IAM denied any role (`iam_denied_calls`: none, or the
+  run fails), and what the stack's IAM check adds to a call (a role's against the operator's).
 """
 
 import argparse
@@ -53,7 +53,7 @@ import pool
 import settings
 import statefiles
 from status import quantile
-from tools import awslike
+from tools import awsiam, awslike
 from tools.harness import (
     IMAGES,
     PYTHON,
@@ -154,6 +154,32 @@ def plumbing_floor(endpoint, rounds=50):
     floor = {"s3_put_ms": median_ms(puts), "sqs_send_to_wake_ms": median_ms(wakes), "s3_get_ms": median_ms(gets)}
     floor["floor_ms"] = round(floor["s3_put_ms"] + 2 * floor["sqs_send_to_wake_ms"] + floor["s3_get_ms"], 2)
     return floor
+
+
+def iam_check_ms(endpoint, rounds=200):
+    """What the AWS-like stack's IAM check adds to a call (ms, median): GetQueueAttributes of the
+    request queue as the operator (not checked) and as the web role (checked), alternately."""
+    import boto3
+
+    def client(key):
+        return boto3.client(
+            "sqs",
+            region_name="us-east-1",
+            endpoint_url=endpoint,
+            aws_access_key_id=key,
+            aws_secret_access_key="local",
+            aws_session_token="local",
+        )
+
+    clients = {"operator": client("local"), "role": client(awsiam.credentials("bench-web")["AWS_ACCESS_KEY_ID"])}
+    url = clients["operator"].get_queue_url(QueueName="bench-req-queue")["QueueUrl"]
+    times = {name: [] for name in clients}
+    for _ in range(rounds):
+        for name, sqs in clients.items():
+            started = time.perf_counter()
+            sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+            times[name].append(time.perf_counter() - started)
+    return {"iam_unchecked_call_ms": median_ms(times["operator"]), "iam_checked_call_ms": median_ms(times["role"])}
 
 
 class Processes:
@@ -512,6 +538,8 @@ def main():
             results["pool_repair_s"] = pool_repair(ec2, settings.load_config({"FR_PREFIX": "bench"}))
         results.update(memory(processes))
         results.update(one_at_a_time(url, endpoint, fixtures, args.sequential, args.results_table))
+        if timings:
+            results.update(iam_check_ms(endpoint))
     finally:
         stack.stop()
     if timings:

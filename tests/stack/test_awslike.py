@@ -181,8 +181,10 @@ class AwsLikeTest(unittest.TestCase):
             self.sqs.create_queue(QueueName="reused")
 
     def test_a_new_queue_is_unusable_for_its_first_second_even_as_a_dead_letter_target(self):
-        # At AWS's own timing (1 s), on a moto of its own: the calls come well within the second.
-        sqs = aws(start_moto(self, name="moto-young-queues", FR_SIMULATE_TIME_SCALE=1), "sqs")
+        # On a moto of its own where the first second lasts 5 (a loaded machine's calls come well
+        # within it), its SQS loaded first (moto loads a service at its first call).
+        sqs = aws(start_moto(self, name="moto-young-queues", FR_SIMULATE_TIME_SCALE=5), "sqs")
+        sqs.list_queues()
         url = sqs.create_queue(QueueName="young")["QueueUrl"]
         self.assertEqual(sqs.get_queue_url(QueueName="young")["QueueUrl"], url)
         with self.assertRaises(ClientError) as refused:
@@ -192,7 +194,7 @@ class AwsLikeTest(unittest.TestCase):
         with self.assertRaises(ClientError) as refused:
             sqs.create_queue(QueueName="main", Attributes={"RedrivePolicy": redrive})
         self.assertEqual(refused.exception.response["Error"]["Code"], "InvalidParameterValue")
-        wait_until(lambda: self.usable(sqs, url), 3, what="the queue usable")
+        wait_until(lambda: self.usable(sqs, url), 15, what="the queue usable")
         sqs.send_message(QueueUrl=url, MessageBody="in time")
         sqs.create_queue(QueueName="main", Attributes={"RedrivePolicy": redrive})
 
