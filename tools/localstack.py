@@ -76,6 +76,7 @@ class Launcher:
         self.workers = {}  # instance id -> worker pid (None until forked)
         self.stopping = set()
         self.broken = set()
+        self.killed = set()  # instances whose workers were killed (terminated)
         self.names = {}  # instance id -> pool instance name, or None for an instance not in the pool
 
     def read_events(self):
@@ -120,6 +121,7 @@ class Launcher:
 
     def step(self):
         self.read_events()
+        self.reap_terminated()
         running = self.running()
         now = time.monotonic()
         self.running_since = {i: self.running_since.get(i, now) for i in running}
@@ -158,6 +160,24 @@ class Launcher:
             elif up_for >= self.boot_delay and instance_id not in self.workers and instance_id not in self.broken:
                 self.forkserver.send(start_command(instance_id, name, self.link(instance_id)))
                 self.workers[instance_id] = None
+
+    def reap_terminated(self):
+        """A worker told to stop whose instance is terminated meanwhile is killed: nothing of a
+        terminated instance runs on (its role's credentials are gone with it after a teardown)."""
+        from botocore.exceptions import ClientError
+
+        told = [i for i in self.stopping if self.workers.get(i)]
+        if not told:
+            return
+        try:
+            states = pool.instance_states(self.ec2, told)
+        except ClientError:  # an instance moto no longer knows of: asked again next step
+            return
+        for instance_id, state in states.items():
+            if state == "terminated" and instance_id not in self.killed:
+                self.killed.add(instance_id)
+                os.kill(self.workers[instance_id], signal.SIGKILL)
+                log.info("worker_killed", instance=instance_id, pid=self.workers[instance_id], detail="instance terminated")
 
     def link(self, instance_id):
         """The endpoint of the instance's own network link (None without links: FR_ENDPOINT_URL)."""
@@ -322,9 +342,12 @@ def run(config, stop):
                 return 1
             launcher.step()
             if scaler not in retired and web_host.shutting_down():
-                log.info("web_host_shutting_down", instance=web_host.id, detail="stopping the autoscaler")
-                scaler.signal()
-                retired.add(scaler)
+                # Its OS shutting down stops both services (they call AWS as the web role, which a
+                # teardown removes once the host is terminated).
+                log.info("web_host_shutting_down", instance=web_host.id, detail="stopping the autoscaler and the web tier")
+                for service in (scaler, web):
+                    service.signal()
+                    retired.add(service)
             update = None if scaler in retired else web_host.update()
             if update is not None:
                 web_env = host_env(config, web_env, update, port)
