@@ -445,15 +445,18 @@ def app_security_group(ec2, config):
 # Where a member's first boot writes the pool's settings (systemd/face-.service.d/common.conf reads it
 # after the image's /etc/face-recognition.env).
 POOL_SETTINGS = "/etc/face-recognition-pool.env"
+# The app tier's service on a member (systemd/face-worker.service).
+WORKER_UNIT = "face-worker.service"
 
 
-def member_user_data(config):
+def member_user_data(config, settings_path=POOL_SETTINGS):
     """A member's user data (cloud-init runs it at the instance's first boot): the pool's FR_PREFIX and
     FR_REGION, over whatever the image was set up with, so that a member never looks for another
-    deployment's queues."""
+    deployment's queues. cloud-init runs it late in the boot, after the worker has started with the
+    image's settings: the worker is restarted once they are in place (try-restart: only if it runs)."""
     return (
-        f"#!/bin/bash\ncat > {POOL_SETTINGS} <<'ENV'\nFR_PREFIX={config.prefix}\nFR_REGION={config.region}\nENV\n"
-        f"chmod 0644 {POOL_SETTINGS}\n"
+        f"#!/bin/bash\nset -e\ncat > {settings_path} <<'ENV'\nFR_PREFIX={config.prefix}\nFR_REGION={config.region}\nENV\n"
+        f"chmod 0644 {settings_path}\nsystemctl try-restart {WORKER_UNIT}\n"
     )
 
 

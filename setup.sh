@@ -81,9 +81,10 @@ check_python() {
     [ "$PYTHON" = python3 ] || say "python3 is older than 3.11: using $PYTHON"
     if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
         need_cmd apt-get
-        say "installing python3-venv"
+        # Debian splits venv out per version: python3-venv is python3's, python3.11-venv python3.11's.
+        say "installing ${PYTHON##*/}-venv"
         run apt-get update -q
-        run apt-get install -y -q python3-venv
+        run apt-get install -y -q "${PYTHON##*/}-venv"
     fi
 }
 
@@ -342,7 +343,8 @@ install_sleep_hooks() {
             run install -d -m 0755 "$(dirname "$PM_HOOK")"
             run install -m 0755 "$ROOT/systemd/pm-utils/50-face-worker" "$PM_HOOK" ;;
         *) err "$SLEEP_ACTION hibernates with neither 'systemctl hibernate' nor 'pm-hibernate': the worker's" \
-               "hibernation hooks would not run (update ec2-hibinit-agent, or set FR_HIBERNATE=0)" ;;
+               "hibernation hooks would not run, and every pool launched from this image hibernates its members" \
+               "(update ec2-hibinit-agent, then run ./setup.sh app again)" ;;
     esac
     say "hibernation hooks: the agent hibernates with $variant; the worker's hooks are where it runs them"
 }

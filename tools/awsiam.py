@@ -88,11 +88,11 @@ def _glob(pattern, value, ignore_case=False):
 
 
 def _string(op, wanted, got):
-    if op in ("StringEquals", "ArnEquals"):
+    if op == "StringEquals":
         return got == wanted
     if op == "StringEqualsIgnoreCase":
         return got.lower() == wanted.lower()
-    if op in ("StringLike", "ArnLike"):
+    if op in ("StringLike", "ArnLike", "ArnEquals"):  # ArnEquals takes wildcards too, as ArnLike does
         return _glob(wanted, got)
     if op == "Bool":
         return got.lower() == wanted.lower()
@@ -113,23 +113,21 @@ class UnknownCondition(Exception):
 
 
 def condition_holds(operator, key, wanted, context):
-    """One condition key test, as IAM evaluates it: keys case-insensitive; a key absent from the
-    request fails a positive test and passes a negated one (and any ...IfExists)."""
+    """One condition key test, as IAM evaluates it: keys case-insensitive; each of the request's
+    values holds when it matches one of the wanted values (a negated operator: none of them);
+    ForAllValues wants every value to hold, ForAnyValue (and a plain, single-valued key) one. A key
+    absent from the request: ForAllValues holds, ForAnyValue does not, a plain test holds only
+    negated (and any ...IfExists holds)."""
     got = context.get(key.lower())
     qualifier, _, op = operator.rpartition(":")
     if_exists = op.endswith("IfExists")
     op = op.removesuffix("IfExists")
     if got is None:
-        return if_exists or op in NEGATED or qualifier == "ForAllValues"
+        return if_exists or (qualifier == "ForAllValues" if qualifier else op in NEGATED)
     negated = op in NEGATED
     base = NEGATED.get(op, op)
-    values = _listed(got)
-    matches = [any(_string(base, str(w), str(v)) for w in _listed(wanted)) for v in values]
-    if qualifier == "ForAllValues":
-        result = all(matches)
-    else:  # plain, or ForAnyValue
-        result = any(matches)
-    return not result if negated else result
+    holds = [any(_string(base, str(w), str(v)) for w in _listed(wanted)) != negated for v in _listed(got)]
+    return all(holds) if qualifier == "ForAllValues" else any(holds)
 
 
 def statement_applies(statement, action, resource, context):
@@ -200,7 +198,8 @@ def _ec2(action, params, region, account, ec2, iam, ebs_key=None):
             for r in params("Resources", [])
         ]
     if action == "RunInstances":
-        return _run_instances(params, region, arn, ec2, iam) + _volume_key(params, region, ebs_key)
+        by_default = ec2 is not None and ec2.get_ebs_encryption_by_default()
+        return _run_instances(params, region, arn, ec2, iam) + _volume_key(params, region, ebs_key, by_default)
     return [(f"ec2:{action}", "*", {})]
 
 
@@ -256,9 +255,10 @@ def _run_instances(params, region, arn, ec2, iam):
 EBS_KEY_ACTIONS = ("kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext")
 
 
-def _volume_key(params, region, ebs_key):
-    """The KMS permissions a launch of an encrypted volume with the account's default key needs."""
-    encrypted = [
+def _volume_key(params, region, ebs_key, by_default=False):
+    """The KMS permissions a launch of an encrypted volume with the account's default key needs (every
+    volume is encrypted when the account's EBS encryption by default is on)."""
+    encrypted = by_default or [
         m
         for m in params("BlockDeviceMappings", []) or []
         if str((m.get("Ebs") or {}).get("Encrypted", "")).lower() == "true" and not m["Ebs"].get("KmsKeyId")
@@ -335,16 +335,29 @@ def install(sim):
 
     def s3(self, bucket_name=None, key_name=None):
         action = self.data.get("Action", "ListAllMyBuckets")
-        if action == "DeleteObject" and not key_name:
-            # DeleteObjects (a POST to the bucket): AWS checks s3:DeleteObject on each key; here on
-            # the bucket's keys as a whole (a policy naming a prefix only would be refused here).
-            key_name = "*"
-        target = f"{bucket_name or '*'}/{key_name}" if key_name else (bucket_name or "*")
         _check_owner(self, sim, bucket_name, action)
+        if action == "DeleteObject" and not key_name:
+            # DeleteObjects (a POST to the bucket): s3:DeleteObject on each key it names. AWS answers
+            # a denied key in the response's Errors; here the whole call is refused (stricter).
+            for key in deleted_keys(self.body):
+                _check(self, sim, "s3", action, f"arn:aws:s3:::{bucket_name}/{key}")
+            return
+        target = f"{bucket_name or '*'}/{key_name}" if key_name else (bucket_name or "*")
         _check(self, sim, "s3", action, f"arn:aws:s3:::{target}")
 
     ActionAuthenticatorMixin._authenticate_and_authorize_normal_action = normal
     ActionAuthenticatorMixin._authenticate_and_authorize_s3_action = s3
+
+
+def deleted_keys(body):
+    """The keys a DeleteObjects request body names."""
+    import xml.etree.ElementTree as ElementTree
+
+    return [
+        element.text or ""
+        for element in ElementTree.fromstring(body).iter()
+        if element.tag.endswith("}Key") or element.tag == "Key"
+    ]
 
 
 def _check_owner(response, sim, bucket, action):

@@ -53,6 +53,11 @@ none of that. Here:
 - CreateBucket of a name deleted less than `bucket_name_reuse` seconds ago is refused with
   OperationAborted ("A conflicting conditional operation is currently in progress"), as S3 does
   while the deletion propagates (moto: the name is free at once).
+- A Run Command's invocation (GetCommandInvocation) does not exist for its first `invocation_lag`
+  seconds (InvocationDoesNotExist, as botocore's CommandExecuted waiter expects). On an instance the
+  local stack stands in for the agent of (serve_as_agent: the web host), it is then InProgress until
+  the stack reports its outcome (report_invocation); on any other, Success (an agent with nothing to
+  run; moto: Success at once, whatever the script did).
 - DeleteSecurityGroup is refused (DependencyViolation) while an instance not yet terminated uses it.
 - Service Quotas answers for the On-Demand Standard vCPU quota (moto knows only VPC quotas), with
   EC2_STANDARD_VCPUS.
@@ -62,8 +67,8 @@ none of that. Here:
   then (CreateTable: ResourceInUseException); DeleteTable of a CREATING table is refused
   (ResourceInUseException), of a DELETING one accepted and changes nothing.
 
-Each default below is AWS's documented figure or a public measurement; the README names the source
-of each. FR_SIMULATE_TIME_SCALE multiplies them all (the tests use a small fraction). Every EC2
+Each default below is AWS's documented figure or a public measurement; docs/local-stack.md names the
+source of each. FR_SIMULATE_TIME_SCALE multiplies them all (the tests use a small fraction). Every EC2
 state-change call, and every refusal, is journalled as a JSON line in FR_STATE_DIR/simulation.jsonl,
 so that tests can check what was asked of EC2 and when.
 """
@@ -99,6 +104,7 @@ TIMINGS = {
     "queue_ready": 1.0,
     "snapshot_listing_lag": 5.0,
     "image_create": 60.0,
+    "invocation_lag": 1.0,
 }
 STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
 # EC2 refuses these calls for an instance in these states.
@@ -112,6 +118,8 @@ LAGGED_COUNTS = (
     "approximate_number_of_messages",
 )
 JOURNAL_NAME = "simulation.jsonl"
+# Where the local stack, as an instance's SSM agent, reports a Run Command's outcome.
+INVOCATIONS_DIR = "invocations"
 # EC2's StateReason code of an instance stopped by hibernating.
 HIBERNATE_REASON = "Client.UserInitiatedHibernate"
 # "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances", in vCPUs. Not AWS's figure
@@ -149,6 +157,7 @@ class Simulation:
         self.request = threading.local()  # what moto's backend is not told of the call in progress
         self.launches = {}  # (account, region, ClientToken) -> the reservation RunInstances made
         self.buckets_deleted = {}  # bucket name -> monotonic time
+        self.state_dir = state_dir
 
     def record(self, action, instances, refused=None, **extra):
         """Journal one entry; `extra` fields with a None value are left out."""
@@ -257,6 +266,7 @@ def install(scale, state_dir):
     install_dynamodb(sim)
     install_s3(sim)
     install_ebs_key()
+    install_ssm(sim)
     awsiam.install(sim)
     return sim
 
@@ -553,9 +563,12 @@ def install_new_queues(sim):
             sim.request.queue_url = False
 
     def setup_dlq(self, policy):
+        before = (getattr(self, "redrive_policy", None), getattr(self, "dead_letter_queue", None))
         dlq_setup(self, policy)
-        if self.dead_letter_queue is not None and young(self.dead_letter_queue):
-            sim.record("UseQueue", [], refused=f"dead-letter target {self.dead_letter_queue.name} just created", queue=self.name)
+        target = self.dead_letter_queue
+        if target is not None and young(target):
+            self.redrive_policy, self.dead_letter_queue = before  # refused: nothing changes
+            sim.record("UseQueue", [], refused=f"dead-letter target {target.name} just created", queue=self.name)
             raise SQSException(
                 "InvalidParameterValue",
                 f"Value {json.dumps(policy) if isinstance(policy, dict) else policy} "
@@ -769,3 +782,47 @@ def install_ebs_key():
         return ActionResult({"KmsKeyId": backend.default_kms_key_id})
 
     ElasticBlockStore.get_ebs_default_kms_key_id = get_ebs_default_kms_key_id
+
+
+def serve_as_agent(state_dir, instance_id):
+    """Mark `instance_id` as one whose Run Commands the local stack runs and reports."""
+    path = state_dir / INVOCATIONS_DIR / f"{instance_id}.agent"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+
+def report_invocation(state_dir, command_id, status, error=""):
+    """As an instance's SSM agent reports a Run Command's end: `status` (Success, Failed) and the
+    end of its standard error."""
+    path = state_dir / INVOCATIONS_DIR / command_id
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"status": status, "error": error}))
+
+
+def install_ssm(sim):
+    from moto.core.utils import utcnow
+    from moto.ssm.exceptions import SSMException
+    from moto.ssm.models import Command
+
+    original = Command.get_invocation
+
+    def get_invocation(self, instance_id, plugin_name):
+        invocation = original(self, instance_id, plugin_name)
+        age = (utcnow() - self.requested_date_time).total_seconds()
+        if age < sim.t["invocation_lag"]:
+            raise SSMException("InvocationDoesNotExist", "An error occurred (InvocationDoesNotExist)")
+        reports = sim.state_dir / INVOCATIONS_DIR
+        try:
+            outcome = json.loads((reports / self.command_id).read_text())
+        except FileNotFoundError:
+            served = (reports / f"{instance_id}.agent").exists()
+            outcome = {"status": "InProgress" if served else "Success", "error": ""}
+        return dict(
+            invocation,
+            Status=outcome["status"],
+            StatusDetails=outcome["status"],
+            StandardErrorContent=outcome["error"],
+            ResponseCode={"Success": 0, "InProgress": -1}.get(outcome["status"], 1),
+        )
+
+    Command.get_invocation = get_invocation

@@ -12,9 +12,11 @@ An instance that hibernates has its worker asked to pause (worker.py's pre-hiber
 systemd runs it on AWS), then frozen (SIGSTOP) and its link cut; the resume delay after the
 instance runs again, it is thawed (SIGCONT) and told to go on (the post-hibernation hook), model
 loaded and all. When a web host is provisioned into moto (provision --with-web), the web tier and
-autoscaler here are taken for the ones on that host: the autoscaler is stopped when the host shuts
-down, and when provisioning sends the host its update (a Run Command), both are restarted with the
-settings it put in the deploy bucket, as the host's SSM agent running the update script would.
+autoscaler here are taken for the ones on that host: both are stopped when the host shuts down (and
+started again for a web host provisioned after it), and when provisioning sends the host its update
+(a Run Command), both are restarted with the settings it put in the deploy bucket and the update's
+outcome reported, as the host's SSM agent running the update script would. A worker whose instance
+is terminated is killed, hibernated or not.
 Each process calls AWS as its principal on AWS (the web role, the app role; this one is the
 operator), which the AWS-like stack checks (tools/awsiam.py). Logs go to FR_STATE_DIR/logs/
 (var/state/logs/). Ctrl-C (SIGINT) or SIGTERM stops everything, in the reverse order of starting:
@@ -38,7 +40,7 @@ import worker
 from tools import awsiam, awslike
 from tools.forkserver import READY, parse_event, start_command, worker_config
 from tools.netlink import Link
-from tools.procs import Child
+from tools.procs import Child, ChildFailed
 from tools.provision import RUN_SHELL, SETTINGS_KEY, provision
 
 log = common.EventLog("localstack")
@@ -166,7 +168,7 @@ class Launcher:
         terminated instance runs on (its role's credentials are gone with it after a teardown)."""
         from botocore.exceptions import ClientError
 
-        told = [i for i in self.stopping if self.workers.get(i)]
+        told = [i for i in (*self.stopping, *self.pausing, *self.frozen) if self.workers.get(i)]
         if not told:
             return
         try:
@@ -175,8 +177,11 @@ class Launcher:
             return
         for instance_id, state in states.items():
             if state == "terminated" and instance_id not in self.killed:
+                # A hibernated worker too (stopped with SIGSTOP): SIGKILL ends a stopped process.
                 self.killed.add(instance_id)
                 os.kill(self.workers[instance_id], signal.SIGKILL)
+                self.pausing.pop(instance_id, None)
+                self.frozen.discard(instance_id)
                 log.info("worker_killed", instance=instance_id, pid=self.workers[instance_id], detail="instance terminated")
 
     def link(self, instance_id):
@@ -190,7 +195,8 @@ class Launcher:
 
 class WebHost:
     """The web host provisioned into moto, if any: its autoscaler is the one this stack runs, and
-    stops when the host leaves `running` (its OS shutting down stops its services)."""
+    stops when the host leaves `running` (its OS shutting down stops its services); a web host
+    provisioned after it is looked for again."""
 
     def __init__(self, config, ec2, ssm, s3):
         self.config = config
@@ -200,36 +206,95 @@ class WebHost:
         self.commands = set()  # Run Commands sent to the host, seen
         self.asked = -math.inf
 
+    def look(self):
+        """The web host's id, looked for every WEB_HOST_LOOK_SECONDS until one is found; else None."""
+        if self.id is None and time.monotonic() - self.looked >= WEB_HOST_LOOK_SECONDS:
+            self.looked = time.monotonic()
+            hosts = pool.ours(self.ec2, self.config, [settings.WEB_HOST_NAME], pool.ACTIVE_STATES)
+            if hosts:
+                self.id = hosts[0]["id"]
+                awslike.serve_as_agent(self.config.state_dir, self.id)
+                log.info("web_host_found", instance=self.id, detail="the autoscaler here stands for its")
+        return self.id
+
     def shutting_down(self):
-        """True once a web host seen before has left `running`."""
-        if self.id is None:
-            if time.monotonic() - self.looked >= WEB_HOST_LOOK_SECONDS:
-                self.looked = time.monotonic()
-                hosts = pool.ours(self.ec2, self.config, [settings.WEB_HOST_NAME], pool.ACTIVE_STATES)
-                if hosts:
-                    self.id = hosts[0]["id"]
-                    log.info("web_host_found", instance=self.id, detail="the autoscaler here stands for its")
-            return False
-        return pool.instance_states(self.ec2, [self.id]).get(self.id) not in pool.ACTIVE_STATES
+        """The id of a web host seen before once it has left `running` (then forgotten: the next one
+        found is another host); else None."""
+        if self.look() is None or pool.instance_states(self.ec2, [self.id]).get(self.id) in pool.ACTIVE_STATES:
+            return None
+        gone, self.id = self.id, None
+        return gone
 
     def update(self):
-        """The web host's settings once provisioning sent it an update (tools/provision.py
-        update_web_host: a Run Command of the update script, which its SSM agent runs), as the
-        script puts them in place: {FR_* name: value}; else None."""
+        """(the Run Commands, the web host's settings) once provisioning sent it an update
+        (tools/provision.py update_web_host: a Run Command of the update script, which its SSM agent
+        runs), the settings as the script puts them in place: {FR_* name: value}; else None."""
         if self.id is None or time.monotonic() - self.asked < WEB_HOST_LOOK_SECONDS:
             return None
         self.asked = time.monotonic()
         sent = {c["CommandId"] for c in self.ssm.list_commands(InstanceId=self.id)["Commands"] if c["DocumentName"] == RUN_SHELL}
-        if not sent - self.commands:
+        new = sent - self.commands
+        if not new:
             return None
-        self.commands |= sent
+        self.commands |= new
         body = self.s3.get_object(Bucket=self.config.deploy_bucket, Key=SETTINGS_KEY)["Body"].read().decode()
-        return dict(line.split("=", 1) for line in body.splitlines() if "=" in line)
+        return new, dict(line.split("=", 1) for line in body.splitlines() if "=" in line)
+
+    def report(self, commands, status, error=""):
+        """As the host's SSM agent does once the update script ended (tools/awslike.py reads it)."""
+        for command in commands:
+            awslike.report_invocation(self.config.state_dir, command, status, error)
 
 
-def start_host_services(config, env, logs):
-    """The web host's services: (web tier, its port, autoscaler)."""
+@dataclasses.dataclass
+class HostServices:
+    """The web tier and the autoscaler here, standing for a web host's, and their environment."""
+
+    web: Child
+    port: str
+    scaler: Child
+    env: dict
+
+
+def follow_web_host(config, web_host, host, logs, services, retired):
+    """Do what the web host provisioned into moto does with its services (`host`): stop them when it
+    shuts down (`retired`: stopped on purpose), start them for a new one, restart them when it is
+    sent an update. The services running now."""
+    if host.scaler not in retired:
+        gone = web_host.shutting_down()
+        if gone:
+            # Its OS shutting down stops both services (they call AWS as the web role, which a
+            # teardown removes once the host is terminated).
+            log.info("web_host_shutting_down", instance=gone, detail="stopping the autoscaler and the web tier")
+            for service in (host.scaler, host.web):
+                service.signal()
+                retired.add(service)
+            return host
+    elif web_host.look():
+        # Provisioned again: the new host's services start (on the same port).
+        env = {**host.env, "FR_PORT": host.port}
+        web, port, scaler = start_host_services(config, env, logs, services)
+        scaler.wait_for("event=decision", START_TIMEOUT)
+        return HostServices(web, port, scaler, env)
+    update = None if host.scaler in retired else web_host.update()
+    if update is None:
+        return host
+    commands, host_settings = update
+    env = host_env(config, host.env, host_settings, host.port)
+    try:
+        web, scaler = update_host(config, env, logs, services, (host.web, host.scaler), web_host.id)
+    except ChildFailed as e:
+        web_host.report(commands, "Failed", str(e).splitlines()[0])
+        raise
+    web_host.report(commands, "Success")
+    return HostServices(web, host.port, scaler, env)
+
+
+def start_host_services(config, env, logs, services):
+    """The web host's services: (web tier, its port, autoscaler), each added to `services` as it is
+    started (so that it is stopped with them, also when it never becomes ready)."""
     web = Child("web", [PYTHON, str(settings.PROJECT_DIR / "web.py")], env, log_path=logs / "web.log")
+    services.append(web)
     port = web.wait_for(r"event=listening host=\S+ port=(\d+)", START_TIMEOUT)[1]
     scaler = Child(
         "autoscaler",
@@ -237,6 +302,7 @@ def start_host_services(config, env, logs):
         scaler_env(config, env),
         log_path=logs / "autoscaler.log",
     )
+    services.append(scaler)
     return web, port, scaler
 
 
@@ -247,8 +313,7 @@ def update_host(config, env, logs, services, running, host):
     for service in reversed(running):
         service.stop()
         services.remove(service)
-    web, port, scaler = start_host_services(config, env, logs)
-    services.extend([web, scaler])
+    web, port, scaler = start_host_services(config, env, logs, services)
     scaler.wait_for("event=decision", START_TIMEOUT)
     log.info("web_host_updated", instance=host, url=f"http://{config.host}:{port}/")
     return web, scaler
@@ -320,8 +385,8 @@ def run(config, stop):
         )
         services.append(forkserver)
         provision(config, lambda service: cloud.client(config, service))
-        web, port, scaler = start_host_services(config, web_env, logs)
-        services.extend([web, scaler])
+        web, port, scaler = start_host_services(config, web_env, logs, services)
+        host = HostServices(web, port, scaler, web_env)
         # Ready once it has taken its first step (the web tier's count read, the pool observed).
         scaler.wait_for("event=decision", START_TIMEOUT)
         forkserver.wait_for(READY, START_TIMEOUT)
@@ -341,17 +406,7 @@ def run(config, stop):
                 log.error("service_died", name=",".join(dead), detail=f"see {logs}")
                 return 1
             launcher.step()
-            if scaler not in retired and web_host.shutting_down():
-                # Its OS shutting down stops both services (they call AWS as the web role, which a
-                # teardown removes once the host is terminated).
-                log.info("web_host_shutting_down", instance=web_host.id, detail="stopping the autoscaler and the web tier")
-                for service in (scaler, web):
-                    service.signal()
-                    retired.add(service)
-            update = None if scaler in retired else web_host.update()
-            if update is not None:
-                web_env = host_env(config, web_env, update, port)
-                web, scaler = update_host(config, web_env, logs, services, (web, scaler), web_host.id)
+            host = follow_web_host(config, web_host, host, logs, services, retired)
             stop.wait(LAUNCH_INTERVAL)
         return 0
     finally:

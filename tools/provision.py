@@ -69,6 +69,9 @@ NOT_FOR_THE_WEB_HOST = (
 RUN_SHELL = "AWS-RunShellScript"
 # How long a web host just started may take before its SSM agent takes commands.
 AGENT_PATIENCE = 300
+# How long an update of the web host (setup.sh web: dnf, pip) may take, asked every UPDATE_POLL s.
+UPDATE_PATIENCE = 1800
+UPDATE_POLL = 2
 AL2023_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 # Lets Systems Manager give an operator a shell on the web host (Session Manager), with no SSH.
 SSM_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
@@ -211,7 +214,7 @@ def launch_statements(config, account, ebs_key=None):
                         {"StringEquals": {"kms:ViaService": f"ec2.{config.region}.amazonaws.com"}},
                     )
                 ]
-                if ebs_key and config.hibernate
+                if ebs_key
                 else []
             ),
         ]
@@ -250,7 +253,8 @@ class Provisioner:
     step returns its state ("exists", "created", ...; or (state, a longer what)) for the line said.
 
     Every step looks at what exists first, so a run that failed half-way is finished by running it
-    again, and a second run changes nothing. Calls AWS refuses for a while, as documented (a queue
+    again, and a second run makes nothing new (it uploads the code and settings again and updates a
+    running web host). Calls AWS refuses for a while, as documented (a queue
     name just deleted, an instance profile not yet propagated, a security group whose instances are
     still shutting down), are retried with backoff for a bounded time."""
 
@@ -289,8 +293,11 @@ class Provisioner:
         return self._account
 
     def ebs_key(self):
-        """The ARN of the account's default EBS key if it is the account's own (customer managed),
-        else None: members' root volumes are encrypted with it (FR_HIBERNATE)."""
+        """The ARN of the account's default EBS key if members' root volumes are encrypted (FR_HIBERNATE,
+        or the account's EBS encryption by default) and it is the account's own (customer managed),
+        else None."""
+        if not (self.config.hibernate or self.ec2.get_ebs_encryption_by_default()["EbsEncryptionByDefault"]):
+            return None
         arn = self.ec2.get_ebs_default_kms_key_id()["KmsKeyId"]
         key = self.session("kms").describe_key(KeyId=arn)["KeyMetadata"]
         if key["KeyManager"] != "CUSTOMER":
@@ -674,7 +681,10 @@ class Provisioner:
 
     def update_web_host(self, instance):
         """Have a running web host fetch this run's code and settings and restart its services:
-        the script its user data ran at first boot, sent through Systems Manager (Run Command)."""
+        the script its user data ran at first boot, sent through Systems Manager (Run Command),
+        waited for until its agent says it ended (a failed update is this run's failure)."""
+        from botocore.exceptions import WaiterError
+
         ssm = self.session("ssm")
         command = cloud.while_refused(
             lambda: ssm.send_command(
@@ -687,11 +697,22 @@ class Provisioner:
             AGENT_PATIENCE,
             self.waiting,
         )
-        self.say(
-            "updating",
-            f"{settings.WEB_HOST_NAME} {instance}: new code and settings, services restarted "
-            f"(Run Command {command['CommandId']})",
-        )
+        where = f"{settings.WEB_HOST_NAME} {instance} (Run Command {command['CommandId']})"
+        try:
+            ssm.get_waiter("command_executed").wait(
+                CommandId=command["CommandId"],
+                InstanceId=instance,
+                WaiterConfig={"Delay": UPDATE_POLL, "MaxAttempts": math.ceil(UPDATE_PATIENCE / UPDATE_POLL)},
+            )
+        except WaiterError as e:
+            status = e.last_response.get("Status") or e.last_response.get("Error", {}).get("Code", "no answer")
+            errors = e.last_response.get("StandardErrorContent", "").strip().splitlines()
+            raise ProvisionError(
+                f"{where}: the update ended {status}" + (f": {errors[-1]}" if errors else "") + "; its services may be "
+                f"down: see its output with aws ssm get-command-invocation --command-id {command['CommandId']} "
+                f"--instance-id {instance}"
+            ) from None
+        self.say("updated", f"{where}: new code and settings, services restarted")
 
     def _web_address(self):
         found = self.ec2.describe_addresses(Filters=[{"Name": f"tag:{settings.PREFIX_TAG}", "Values": [self.config.prefix]}])[
@@ -1027,6 +1048,9 @@ def web_host_script(config):
     leave a host nobody can reach: it has no SSH; the web role lets Session Manager in)."""
     bucket = f"s3://{config.deploy_bucket}"
     return f"""set -euo pipefail
+# One at a time: an update sent while the first boot's user data still runs waits for it.
+exec 9>/var/lock/face-rec-setup
+flock 9
 retry() {{
     local attempt
     for attempt in 1 2 3 4 5; do

@@ -4,13 +4,14 @@ import json
 import time
 import unittest
 
+import boto3
 from botocore.exceptions import ClientError
 
 import cloud
 import pool
 import settings
-from tests.support import TIME_SCALE, aws, new_queue, refusals, start_moto, wait_until
-from tools import awslike
+from tests.support import TIME_SCALE, aws, denials, new_queue, refusals, start_moto, wait_until
+from tools import awsiam, awslike
 
 SECONDS = awslike.timings(TIME_SCALE)
 IMAGE = "ami-12345678"
@@ -19,8 +20,8 @@ IMAGE = "ami-12345678"
 class AwsLikeTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        endpoint = start_moto(cls)
-        cls.ec2, cls.iam, cls.sqs = (aws(endpoint, name) for name in ("ec2", "iam", "sqs"))
+        cls.endpoint = start_moto(cls)
+        cls.ec2, cls.iam, cls.sqs = (aws(cls.endpoint, name) for name in ("ec2", "iam", "sqs"))
 
     def state(self, instance):
         """The instance's state, or None while EC2 does not know it yet (eventual consistency)."""
@@ -197,6 +198,13 @@ class AwsLikeTest(unittest.TestCase):
         wait_until(lambda: self.usable(sqs, url), 15, what="the queue usable")
         sqs.send_message(QueueUrl=url, MessageBody="in time")
         sqs.create_queue(QueueName="main", Attributes={"RedrivePolicy": redrive})
+        # A refused RedrivePolicy changes nothing.
+        sqs.create_queue(QueueName="late")
+        late = json.dumps({"deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:late", "maxReceiveCount": "3"})
+        with self.assertRaises(ClientError) as refused:
+            sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": late})
+        self.assertEqual(refused.exception.response["Error"]["Code"], "InvalidParameterValue")
+        self.assertNotIn("RedrivePolicy", sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"])
 
     @staticmethod
     def usable(sqs, url):
@@ -240,6 +248,33 @@ class AwsLikeTest(unittest.TestCase):
                 AttributeDefinitions=[{"AttributeName": "stem", "AttributeType": "S"}],
             )
         wait_until(lambda: status() is None, 10, what="gone")
+
+    def test_delete_objects_is_authorized_for_each_key_it_names(self):
+        # A role may delete under one prefix only: deleting there passes, naming one key elsewhere is
+        # denied on that key (not on the bucket's keys as a whole).
+        s3 = aws(self.endpoint, "s3")
+        s3.create_bucket(Bucket="keys-bucket")
+        for key in ("mine/1", "mine/2", "theirs/1"):
+            s3.put_object(Bucket="keys-bucket", Key=key, Body=b"x")
+        trust = {"Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+        self.iam.create_role(RoleName="keys-role", AssumeRolePolicyDocument=json.dumps(trust))
+        allowed = {"Effect": "Allow", "Action": "s3:DeleteObject", "Resource": "arn:aws:s3:::keys-bucket/mine/*"}
+        self.iam.put_role_policy(
+            RoleName="keys-role",
+            PolicyName="keys-role",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [allowed]}),
+        )
+        role = boto3.client(
+            "s3",
+            region_name="us-east-1",
+            endpoint_url=self.endpoint,
+            **{k.lower(): v for k, v in awsiam.credentials("keys-role").items()},
+        )
+        role.delete_objects(Bucket="keys-bucket", Delete={"Objects": [{"Key": "mine/1"}, {"Key": "mine/2"}]})
+        with self.assertRaisesRegex(ClientError, "AccessDenied"):
+            role.delete_objects(Bucket="keys-bucket", Delete={"Objects": [{"Key": "theirs/1"}]})
+        self.assertEqual(denials(self.moto_state)[-1]["resource"], "arn:aws:s3:::keys-bucket/theirs/1")
+        self.assertEqual([o["Key"] for o in s3.list_objects_v2(Bucket="keys-bucket")["Contents"]], ["theirs/1"])
 
     def test_a_security_group_is_in_use_until_its_instances_are_terminated(self):
         group = self.ec2.create_security_group(GroupName="busy", Description="test")["GroupId"]

@@ -170,7 +170,7 @@ class ProvisionTest(Deployment):
         # waiting and such between them).
         config = settings.load_config({k: v for k, v in self.env.items() if k.startswith("FR_")})
         plan = Provisioner(config, lambda name: None).provision_steps(with_web=True)
-        said = [line for line in first.splitlines() if not line.startswith(("waiting", "found", "revoked", "updating", "20"))]
+        said = [line for line in first.splitlines() if not line.startswith(("waiting", "found", "revoked", "updated", "20"))]
         self.assertEqual(len(said), len(plan), first)
         for (what, _), line in zip(plan, said):
             self.assertEqual(what.split()[0], line[13:].split()[0], line)
@@ -365,6 +365,29 @@ class ProvisionTest(Deployment):
             pool.repair(web, config, [])
         self.assertEqual(denials(self.moto_state)[-1]["call"], "kms:CreateGrant")
         self.doCleanups()
+        self.assertEqual(list(pool.repair(web, config, [])), ["app-tier-instance-1"])
+
+    def test_with_ebs_encryption_by_default_the_own_key_is_granted_without_hibernation(self):
+        # FR_HIBERNATE=0 asks for no encrypted volume, but the account encrypts every new one with its
+        # default key: a launch needs the key's permissions all the same.
+        region = "eu-west-3"
+        ec2, kms = aws(self.endpoint, "ec2", region=region), aws(self.endpoint, "kms", region=region)
+        key = kms.create_key(Description="the account's own EBS key")["KeyMetadata"]["Arn"]
+        ec2.modify_ebs_default_kms_key_id(KmsKeyId=key)
+        ec2.enable_ebs_encryption_by_default()
+        fr = {"FR_PREFIX": "bydefault", "FR_REGION": region, "FR_AMI_ID": "ami-0app", "FR_MAX_INSTANCES": "1"}
+        config = settings.load_config({**fr, "FR_SPARE_INSTANCES": "0", "FR_HIBERNATE": "0"})
+        Provisioner(config, lambda name: aws(self.endpoint, name, region=region), out=lambda line: None).provision()
+        self.assertTrue([s for s in policy(self.clients["iam"], config.role("web"))["Statement"] if s["Resource"] == [key]])
+        web = boto3.client(
+            "ec2",
+            region_name=region,
+            endpoint_url=self.endpoint,
+            **{k.lower(): v for k, v in awsiam.credentials(config.role("web")).items()},
+        )
+        (member,) = pool.describe(ec2, config)
+        ec2.terminate_instances(InstanceIds=[member["id"]])
+        wait_until(lambda: pool.describe(ec2, config) == [], 10, what="the member gone")
         self.assertEqual(list(pool.repair(web, config, [])), ["app-tier-instance-1"])
 
     def test_provision_without_a_default_vpc_says_so_before_making_anything(self):

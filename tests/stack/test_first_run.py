@@ -145,7 +145,7 @@ class RedeployTest(unittest.TestCase):
         second = dict(first, FR_WEB_CIDR="198.51.100.7/32", FR_SPARE_INSTANCES="0")
         said = []
         Provisioner(settings.load_config(second), session, out=said.append).provision(with_web=True)
-        self.assertTrue([line for line in said if line.startswith("updating")], said)
+        self.assertTrue([line for line in said if line.startswith("updated")], said)
         wait_until(lambda: stack.tail(1000).count("event=web_host_updated") == 2, 60, what="the second update")
         stops = [e for e in awslike.read_journal(state)[mark:] if e["action"] == "StopInstances"]
         self.assertEqual([e for e in stops if floor in e["instances"]], [], "a running member was stopped")

@@ -72,7 +72,11 @@ class EvaluationTest(unittest.TestCase):
         self.assertEqual(awsiam.decision(documents, "s3:PutObject", "arn:aws:s3:::b/k", {}), "deny")
 
     def test_conditions_keys_ignore_case_an_absent_key_fails_a_test_and_passes_a_negated_one(self):
-        context = {"aws:ResourceTag/fr-prefix": "ours", "aws:TagKeys": ["Name", "fr-prefix"]}
+        context = {
+            "aws:ResourceTag/fr-prefix": "ours",
+            "aws:TagKeys": ["Name", "fr-prefix"],
+            "aws:SourceArn": "arn:aws:sqs:us-east-1:123456789012:p-requests",
+        }
         table = [
             ("StringEquals", "AWS:resourcetag/fr-prefix", "ours", True),
             ("StringEquals", "aws:ResourceTag/fr-prefix", ["theirs", "ours"], True),
@@ -86,6 +90,18 @@ class EvaluationTest(unittest.TestCase):
             ("ForAllValues:StringEquals", "aws:TagKeys", ["Name", "fr-prefix"], True),
             ("ForAllValues:StringEquals", "aws:TagKeys", ["Name"], False),
             ("ForAnyValue:StringEquals", "aws:TagKeys", ["Name"], True),
+            # Negated: each value tested on its own ("matches none"), then all of them or any.
+            ("ForAllValues:StringNotEquals", "aws:TagKeys", ["Name"], False),
+            ("ForAllValues:StringNotEquals", "aws:TagKeys", ["Owner"], True),
+            ("ForAnyValue:StringNotEquals", "aws:TagKeys", ["Name"], True),
+            ("ForAnyValue:StringNotEquals", "aws:TagKeys", ["Name", "fr-prefix"], False),
+            # Absent: ForAllValues holds, ForAnyValue does not (negated or not).
+            ("ForAllValues:StringEquals", "aws:RequestTag/fr-prefix", "ours", True),
+            ("ForAnyValue:StringEquals", "aws:RequestTag/fr-prefix", "ours", False),
+            ("ForAnyValue:StringNotEquals", "aws:RequestTag/fr-prefix", "ours", False),
+            # ArnEquals takes wildcards, as ArnLike does.
+            ("ArnEquals", "aws:SourceArn", "arn:aws:sqs:*:123456789012:p-*", True),
+            ("ArnNotEquals", "aws:SourceArn", "arn:aws:sqs:*:123456789012:p-*", False),
         ]
         lowered = {k.lower(): v for k, v in context.items()}
         for operator, key, wanted, holds in table:
