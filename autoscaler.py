@@ -1,6 +1,6 @@
 """Autoscaler: keeps the app tier sized to the work, from 0 to FR_MAX_INSTANCES running instances.
 
-The app tier is a fixed pool of EC2 instances (pool.py), made once and kept stopped; scaling only
+The app tier is a fixed pool of EC2 instances (scaling/pool.py), made once and kept stopped; scaling only
 starts and stops them. Every FR_SCALE_INTERVAL seconds it reads the work and the pool's states,
 asks `desired` how many should run, and starts or stops the difference in one call (`pool.plan`:
 only calls EC2 accepts in the members' states). Members missing from the pool (terminated,
@@ -23,11 +23,9 @@ import threading
 import time
 from collections import deque
 
-import cloud
 import common
-import pool
-import settings
-import statefiles
+from core import cloud, settings, statefiles
+from scaling import pool
 
 log = common.EventLog("autoscaler")
 

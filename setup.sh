@@ -26,8 +26,7 @@ WEIGHTS_BYTES=111898327
 GALLERY_URL=https://raw.githubusercontent.com/visa-lab/CSE546-Cloud-Computing/main/model/data.pt
 # PyTorch's own index of CPU-only builds: a much smaller app image than PyPI's CUDA build.
 TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
-CODE=(web.py worker.py autoscaler.py common.py settings.py cloud.py messages.py statefiles.py pool.py formdata.py uploads.py
-      results.py refusals.py httpguards.py replies.py status.py pages model tools systemd README.md
+CODE=(web.py worker.py autoscaler.py common.py core webtier scaling model tools systemd README.md
       requirements.txt requirements-web.txt requirements-nodeps.txt checksums.sha256)
 DRY_RUN=0
 PYTHON=python3
@@ -132,7 +131,7 @@ role_local() {
     ensure_stand_in
     say "starting the local stack; Ctrl-C stops all of it"
     cd "$ROOT"
-    run exec "$VENV/bin/python" -m tools.localstack
+    run exec "$VENV/bin/python" -m simulation
 }
 
 # Some tests use shellcheck, systemd-analyze and headless Chromium; install them where apt-get can.
@@ -167,11 +166,11 @@ role_aws() {
     local flags=()
     [ "$DRY_RUN" = 1 ] && flags+=(--dry-run)
     if [ "$DRY_RUN" = 1 ] && [ ! -x "$VENV/bin/python" ]; then
-        printf 'would run: %s\n' "$VENV/bin/python -m tools.provision $*"
+        printf 'would run: %s\n' "$VENV/bin/python -m deploy $*"
         return
     fi
     cd "$ROOT"
-    "$VENV/bin/python" -m tools.provision "$@" "${flags[@]}"
+    "$VENV/bin/python" -m deploy "$@" "${flags[@]}"
 }
 
 check_amazon_linux() {

@@ -3,19 +3,19 @@
 `POST /` with a multipart field `inputFile` stores the image in the S3 input bucket under a key of
 our own making (`<request id>/<safe file name>`), sends a small JSON request to the SQS request
 queue and waits for the answer; the body of the reply is `stem:name` as text/plain. This module is
-the HTTP side: routes, limits, statuses. What is done with an upload is uploads.py (and, with
-FR_RESULTS_TABLE=1, the results table it asks first, results.py); how the answer finds the
+the HTTP side: routes, limits, statuses. What is done with an upload is webtier/uploads.py (and, with
+FR_RESULTS_TABLE=1, the results table it asks first, webtier/results.py); how the answer finds the
 waiting request (by request id, never by file name), and how a request the workers failed on
-repeatedly ends in a 502, not a hang, is replies.py; the upload's parsing is formdata.py; the
-guards on how http.server reads a request are httpguards.py; what /status and /metrics show is
-status.py; the pages are files in pages/.
+repeatedly ends in a 502, not a hang, is webtier/replies.py; the upload's parsing is webtier/formdata.py; the
+guards on how http.server reads a request are webtier/httpguards.py; what /status and /metrics show is
+webtier/status.py; the pages are files in pages/.
 
 `GET /` is a page to upload images from a browser (it POSTs to / as curl does); `GET /status` shows
 queue depths, app instances, this tier's counters and the autoscaler's last decision (`?format=json`
 for machines); `GET /metrics` has the same in Prometheus text format; `GET /healthz` is 200 when
 the queues answer.
 
-Reads: FR_* configuration (settings.py), the response and dead-letter queues, queue depths and the
+Reads: FR_* configuration (core/settings.py), the response and dead-letter queues, queue depths and the
 pool (for /status), FR_STATE_DIR/autoscaler.json; with FR_RESULTS_TABLE=1 the results table and the
 model files (their fingerprint). Writes: the input bucket, the request queue, the results table
 (with FR_RESULTS_TABLE=1), FR_STATE_DIR/web.json (how many requests wait: the autoscaler's exact
@@ -35,16 +35,15 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-import cloud
 import common
-import settings
-from formdata import Discarded, MultipartParser, boundary_of, spooled
-from httpguards import BadHeaderLine, DeadlineReader, HeaderLines, RequestHeaders
-from refusals import Refusal
-from replies import Replies
-from results import ResultsTable
-from status import Metrics, Status, prometheus_text
-from uploads import Uploads
+from core import cloud, settings
+from webtier.formdata import Discarded, MultipartParser, boundary_of, spooled
+from webtier.httpguards import BadHeaderLine, DeadlineReader, HeaderLines, RequestHeaders
+from webtier.refusals import Refusal
+from webtier.replies import Replies
+from webtier.results import ResultsTable
+from webtier.status import Metrics, Status, prometheus_text
+from webtier.uploads import Uploads
 
 log = common.EventLog("web")
 
@@ -75,7 +74,7 @@ def is_upload(part):
 
 
 class WebTier:
-    """What the HTTP handler serves: the uploads (uploads.py), the replies' pollers, the metrics
+    """What the HTTP handler serves: the uploads (webtier/uploads.py), the replies' pollers, the metrics
     and status, and the checks of an upload's request (HttpError, MultipartError)."""
 
     def __init__(self, config, s3, sqs, ec2, table=None):
@@ -361,7 +360,7 @@ PAGES = {
     "/status": ("status.html", "text/html; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
-PAGES_DIR = settings.PROJECT_DIR / "pages"
+PAGES_DIR = settings.PROJECT_DIR / "webtier" / "pages"
 
 
 def load_pages():
@@ -426,7 +425,7 @@ class Server(ThreadingHTTPServer):
 
 
 def results_table(config):
-    """The results table (results.py) with FR_RESULTS_TABLE=1, else None. It needs the model files
+    """The results table (webtier/results.py) with FR_RESULTS_TABLE=1, else None. It needs the model files
     (their fingerprint says which answers still hold), hashed here once before the first request."""
     if not config.results_table:
         return None

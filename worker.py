@@ -36,11 +36,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cloud
 import common
-import settings
-import statefiles
-from messages import Reply, Request, decode, encode
+from core import cloud, settings, statefiles
+from core.messages import Reply, Request, decode, encode
 from model import files
 
 log = common.EventLog("worker")

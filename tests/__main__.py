@@ -18,7 +18,7 @@ import unittest
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-import settings
+from core import settings
 from tools.harness import stand_in_files
 
 # Pure code and the model library in this process (no moto, no service, no stack): the tests in

@@ -10,9 +10,12 @@ import unittest
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-import cloud
-import settings
-from tools import awsiam, awslike, harness
+from core import cloud, settings
+from deploy.provision import provision
+from simulation import awsiam, awslike
+from simulation.localstack import LOCAL_STACK, MOTO_SERVER
+from simulation.procs import Child
+from tools import harness
 from tools.harness import (  # noqa: F401 (for the tests)
     IMAGES,
     LABELS,
@@ -26,14 +29,11 @@ from tools.harness import (  # noqa: F401 (for the tests)
     wait_until,
 )
 from tools.loadgen import FIXTURES, multipart, request, upload  # noqa: F401 (for the tests)
-from tools.localstack import LOCAL_STACK, MOTO_SERVER
-from tools.procs import Child
-from tools.provision import provision
 
 LOG_DIR = settings.PROJECT_DIR / "var/test-logs"
 START_TIMEOUT = 60
 STATE_DIR = settings.PROJECT_DIR / "var/test-state"
-# Every test runs on the AWS-like local stack (tools/awslike.py), its delays cut to this fraction
+# Every test runs on the AWS-like local stack (simulation/awslike.py), its delays cut to this fraction
 # of AWS's: short, never zero (pending 0.25 s, stopping 1.5 s, SQS counts 3 s behind, ...).
 TIME_SCALE = 0.05
 # How often a Sampler counts running instances (the course grader's pace).

@@ -4,7 +4,7 @@ and writes the same numbers as JSON (var/bench.json), so runs can be compared ac
     .venv/bin/python -m tools.bench [--requests 100] [--concurrency 100] [--sequential 50] [--aws-like SCALE]
                                     [--hibernate 0|1] [--min-instances N] [--spare-instances N] [--results-table]
 
-`--aws-like SCALE` runs the stack AWS-like (FR_SIMULATE=aws, tools/awslike.py) with AWS's timings
+`--aws-like SCALE` runs the stack AWS-like (FR_SIMULATE=aws, simulation/awslike.py) with AWS's timings
 times SCALE (1: as on AWS): instances take time in `pending`, boot before their worker starts,
 take time to stop, SQS's counts trail the truth; the cold start is then split into those steps.
 A back-to-back burst follows 5 s (AWS's, scaled) after the first one's scale-in, while its members
@@ -48,12 +48,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import cloud
-import pool
-import settings
-import statefiles
-from status import quantile
-from tools import awsiam, awslike
+from core import cloud, settings, statefiles
+from scaling import pool
+from simulation import awsiam, awslike
+from simulation.localstack import LOCAL_STACK
+from simulation.procs import Child, children_by_parent
 from tools.harness import (
     IMAGES,
     PYTHON,
@@ -67,8 +66,7 @@ from tools.harness import (
     wait_until,
 )
 from tools.loadgen import Run, upload
-from tools.localstack import LOCAL_STACK
-from tools.procs import Child, children_by_parent
+from webtier.status import quantile
 
 BENCH_STATE = settings.PROJECT_DIR / "var/bench-state"
 LOG_DIR = statefiles.log_dir(BENCH_STATE)  # the local stack's

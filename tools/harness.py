@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 
-import settings
+from core import settings
 from tools.loadgen import FIXTURES, read_expected, request
 
 IMAGES = FIXTURES / "face_images_100"

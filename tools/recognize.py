@@ -10,7 +10,7 @@ the service's configuration, so that model/ imports nothing of the service.
 import sys
 
 import common
-import settings
+from core import settings
 from model.__main__ import main as model_main
 
 

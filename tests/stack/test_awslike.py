@@ -1,4 +1,4 @@
-"""The AWS-like local stack (tools/awslike.py) behaves as AWS does where moto does not."""
+"""The AWS-like local stack (simulation/awslike.py) behaves as AWS does where moto does not."""
 
 import json
 import time
@@ -7,11 +7,10 @@ import unittest
 import boto3
 from botocore.exceptions import ClientError
 
-import cloud
-import pool
-import settings
+from core import cloud, settings
+from scaling import pool
+from simulation import awsiam, awslike
 from tests.support import TIME_SCALE, aws, denials, new_queue, refusals, start_moto, wait_until
-from tools import awsiam, awslike
 
 SECONDS = awslike.timings(TIME_SCALE)
 IMAGE = "ami-12345678"

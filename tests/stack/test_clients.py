@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from urllib.parse import urlsplit
 
-import settings
 import web
+from core import settings
 from tests.support import IMAGES, Service, multipart, raw_request, upload, wait_until
 
 GOOD = (IMAGES / "test_00.jpg").read_bytes()

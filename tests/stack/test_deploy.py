@@ -15,20 +15,14 @@ from unittest import mock
 
 import boto3
 
-import cloud
-import pool
-import settings
+from core import cloud, settings
+from deploy.base import ProvisionError
+from deploy.iam import app_policy, web_policy
+from deploy.provision import Provisioner
+from deploy.webhost import NOT_FOR_THE_WEB_HOST, web_host_settings, web_user_data
+from scaling import pool
+from simulation import awsiam, awslike
 from tests.support import PYTHON, aws, child_env, denials, refusals, start_moto, wait_until, without_permission
-from tools import awsiam, awslike
-from tools.provision import (
-    NOT_FOR_THE_WEB_HOST,
-    Provisioner,
-    ProvisionError,
-    app_policy,
-    web_host_settings,
-    web_policy,
-    web_user_data,
-)
 
 PREFIX = "deploy"
 CIDR = "203.0.113.0/24"
@@ -316,7 +310,7 @@ class ProvisionTest(Deployment):
         pool.wait_for(ec2, [bake], ["running"], 30)
         config = settings.load_config({"FR_PREFIX": "slow"})
         provisioner = Provisioner(config, lambda name: aws(endpoint, name), out=lambda line: None)
-        with mock.patch("tools.provision.IMAGE_PATIENCE", 0.5), self.assertRaises(ProvisionError) as impatient:
+        with mock.patch("deploy.image.IMAGE_PATIENCE", 0.5), self.assertRaises(ProvisionError) as impatient:
             provisioner.bake_ami(bake)
         self.assertIn(f"run ./setup.sh bake-ami {bake} again to wait for it", str(impatient.exception))
         image = provisioner.bake_ami(bake)

@@ -5,10 +5,11 @@ answered from the results table), and a teardown while the autoscaler still runs
 import time
 import unittest
 
-import cloud
-import pool
-import settings
-import statefiles
+from core import cloud, settings, statefiles
+from deploy.provision import Provisioner
+from scaling import pool
+from simulation import awslike
+from simulation.localstack import LOCAL_AMI
 from tests.support import (
     IMAGES,
     TIME_SCALE,
@@ -25,9 +26,6 @@ from tests.support import (
     upload,
     wait_until,
 )
-from tools import awslike
-from tools.localstack import LOCAL_AMI
-from tools.provision import Provisioner
 
 PREFIX = "first"
 
@@ -115,7 +113,7 @@ if __name__ == "__main__":
 
 class RedeployTest(unittest.TestCase):
     """Provisioning again with the web host up, as docs/aws.md tells an operator to (a new
-    FR_WEB_CIDR, other settings): the stack stands in for the host's SSM agent (tools/localstack.py)."""
+    FR_WEB_CIDR, other settings): the stack stands in for the host's SSM agent (simulation/localstack.py)."""
 
     def test_a_second_provision_stops_no_running_member_and_the_web_host_runs_the_new_settings(self):
         state = state_dir("redeploy")

@@ -4,8 +4,8 @@ import tempfile
 import threading
 import unittest
 
+from simulation.forkserver import CoreTurns, TakingTurns
 from tests.support import wait_until
-from tools.forkserver import CoreTurns, TakingTurns
 
 
 def holds_flock(pid, inode):

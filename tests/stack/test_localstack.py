@@ -4,11 +4,11 @@ import signal
 import subprocess
 import unittest
 
-import pool
-import settings
+from core import settings
+from scaling import pool
+from simulation.localstack import Launcher, start_host_services
+from simulation.procs import ChildFailed
 from tests.support import aws, child_env, start_moto, state_dir, wait_until
-from tools.localstack import Launcher, start_host_services
-from tools.procs import ChildFailed
 
 
 class HostServicesTest(unittest.TestCase):

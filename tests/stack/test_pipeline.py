@@ -6,8 +6,7 @@ import unittest
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cloud
-import settings
+from core import cloud, settings
 from tests.support import (
     IMAGES,
     LABELS,

@@ -3,12 +3,12 @@
 import time
 import unittest
 
-import pool
-import settings
 from autoscaler import Autoscaler
+from core import settings
+from deploy.provision import provision
+from scaling import pool
+from simulation import awslike
 from tests.support import aws, start_moto, wait_until
-from tools import awslike
-from tools.provision import provision
 
 # The guest's agent is set up 1.2 s after launch (120 s at AWS's timings) and a stop takes 0.3 s.
 TIME_SCALE = 0.01

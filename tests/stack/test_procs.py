@@ -1,7 +1,10 @@
 import unittest
 
-from tests.support import PYTHON
-from tools.procs import KEEP_LINES, Child, ChildFailed
+from core import settings
+from deploy.provision import Provisioner
+from scaling import pool
+from simulation.procs import KEEP_LINES, Child, ChildFailed
+from tests.support import PYTHON, aws, start_moto
 
 
 class ChildTest(unittest.TestCase):
@@ -31,12 +34,21 @@ class MotoServerTest(unittest.TestCase):
         from moto import backends
 
         listed = list(backends.list_of_moto_modules())
-        import tools.motoserver  # noqa: F401  (the fix is made on import, as when it runs)
+        import simulation.motoserver  # noqa: F401  (the fix is made on import, as when it runs)
 
         first = backends.list_of_moto_modules()
         self.assertEqual(list(first), listed)
         self.assertIn("sqs", first)
         self.assertIs(backends.list_of_moto_modules(), first, "listed again")
+
+    def test_plain_moto_as_local_mode_runs_it_takes_the_whole_provisioning(self):
+        # `./setup.sh local` without FR_SIMULATE=aws: moto as it is, but for motoserver's fixes
+        # (provisioning asks for the default EBS key, which moto 5.2 does not answer).
+        endpoint = start_moto(self, name="moto-plain", FR_SIMULATE="")
+        config = settings.load_config({"FR_PREFIX": "plain", "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": "ami-0app"})
+        said = []
+        Provisioner(config, lambda name: aws(endpoint, name), out=said.append).provision()
+        self.assertEqual(len(pool.describe(aws(endpoint, "ec2"), config)), config.pool_size, said)
 
 
 if __name__ == "__main__":

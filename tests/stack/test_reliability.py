@@ -12,11 +12,11 @@ import unittest
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-import settings
-import statefiles
 import worker as worker_module
-from cloud import queue_depth
-from messages import Reply, Request, decode, encode
+from core import settings, statefiles
+from core.cloud import queue_depth
+from core.messages import Reply, Request, decode, encode
+from simulation.netlink import Link
 from tests.support import (
     IMAGES,
     PYTHON,
@@ -36,7 +36,6 @@ from tests.support import (
     wait_until,
     with_permission,
 )
-from tools.netlink import Link
 from worker import WORKER_STATE
 
 GOOD = (IMAGES / "test_00.jpg").read_bytes()

@@ -1,4 +1,4 @@
-"""The results table (FR_RESULTS_TABLE=1, results.py) through the web tier and a worker, across a
+"""The results table (FR_RESULTS_TABLE=1, webtier/results.py) through the web tier and a worker, across a
 change of model (its items alone: tests/unit/test_results_items.py; the course's 2026 run on the
 whole local stack: tests/stack/test_first_run.py)."""
 
@@ -9,7 +9,6 @@ import unittest
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import results
 from tests.support import (
     FIXTURES,
     IMAGES,
@@ -21,6 +20,7 @@ from tests.support import (
     table_hits,
     upload,
 )
+from webtier import results
 
 
 def image(stem):

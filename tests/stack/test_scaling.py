@@ -1,4 +1,4 @@
-"""End to end on the whole local stack (`tools/localstack.py`, what `./setup.sh local` runs):
+"""End to end on the whole local stack (`simulation/localstack.py`, what `./setup.sh local` runs):
 moto, web tier, autoscaler and the launcher's worker processes, all on 127.0.0.1."""
 
 import dataclasses
@@ -8,12 +8,13 @@ import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 
-import cloud
-import pool
-import settings
-import statefiles
 from autoscaler import Autoscaler
-from cloud import queue_depth
+from core import cloud, settings, statefiles
+from core.cloud import queue_depth
+from deploy.provision import provision
+from scaling import pool
+from simulation import awslike
+from simulation.procs import alive, descendants
 from tests.support import (
     IMAGES,
     TIME_SCALE,
@@ -30,9 +31,6 @@ from tests.support import (
     upload,
     wait_until,
 )
-from tools import awslike
-from tools.procs import alive, descendants
-from tools.provision import provision
 
 MAX_INSTANCES = 15
 POOL_SIZE = 30  # with as many spare members (FR_SPARE_INSTANCES's default)

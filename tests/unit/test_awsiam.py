@@ -1,12 +1,12 @@
-"""The AWS-like stack's IAM evaluation (tools/awsiam.py), in-process: what it checks for a call, and
+"""The AWS-like stack's IAM evaluation (simulation/awsiam.py), in-process: what it checks for a call, and
 how a policy decides it. The whole stack enforcing it is tested where the stacks run (test_scaling,
 test_pipeline)."""
 
 import unittest
 
-import settings
-from tools import awsiam
-from tools.provision import web_policy
+from core import settings
+from deploy.iam import web_policy
+from simulation import awsiam
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 CONFIG = settings.load_config({"FR_PREFIX": "iam", "FR_AMI_ID": "ami-0app"})

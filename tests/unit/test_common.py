@@ -3,10 +3,10 @@ import unittest
 import uuid
 
 import common
-import settings
-from messages import MAX_MESSAGE_BYTES, Reply, Request, decode, encode
-from refusals import Refusal
-from settings import Config, ConfigError, load_config
+from core import settings
+from core.messages import MAX_MESSAGE_BYTES, Reply, Request, decode, encode
+from core.settings import Config, ConfigError, load_config
+from webtier.refusals import Refusal
 
 
 class ConfigTest(unittest.TestCase):
@@ -72,10 +72,10 @@ class ConfigTest(unittest.TestCase):
 
 class RefusalTest(unittest.TestCase):
     def test_every_error_a_client_can_get_carries_its_status_and_one_line_reason(self):
-        from formdata import MultipartError, NotMultipart
-        from httpguards import BadHeaderLine
-        from uploads import GaveUp, NoAnswer, NotRecognized
         from web import HttpError
+        from webtier.formdata import MultipartError, NotMultipart
+        from webtier.httpguards import BadHeaderLine
+        from webtier.uploads import GaveUp, NoAnswer, NotRecognized
 
         table = [
             (MultipartError("bad boundary line"), 400, True),

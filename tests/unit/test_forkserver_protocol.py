@@ -1,8 +1,8 @@
-"""The fork server's protocol (tools/forkserver.py): each side reads what the other writes."""
+"""The fork server's protocol (simulation/forkserver.py): each side reads what the other writes."""
 
 import unittest
 
-from tools.forkserver import Event, parse_command, parse_event, start_command
+from simulation.forkserver import Event, parse_command, parse_event, start_command
 
 
 class ProtocolTest(unittest.TestCase):

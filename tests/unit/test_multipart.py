@@ -2,9 +2,9 @@ import io
 import time
 import unittest
 
-from formdata import MultipartError, MultipartParser, boundary_of
 from tests.support import multipart
-from uploads import upload_key
+from webtier.formdata import MultipartError, MultipartParser, boundary_of
+from webtier.uploads import upload_key
 
 BOUNDARY = "----bnd42"
 

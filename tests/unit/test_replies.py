@@ -1,11 +1,11 @@
-"""replies.py on its own (no process): the table of waiting requests, and dead letters reported once."""
+"""webtier/replies.py on its own (no process): the table of waiting requests, and dead letters reported once."""
 
 import threading
 import unittest
 
-import settings
-from messages import Reply, Request, encode
-from replies import DeadLettered, Pending, Replies
+from core import settings
+from core.messages import Reply, Request, encode
+from webtier.replies import DeadLettered, Pending, Replies
 
 
 class DeadLetterTest(unittest.TestCase):

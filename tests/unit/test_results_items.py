@@ -1,4 +1,4 @@
-"""The results table's items and their checks alone (results.py), in-process; through the web tier
+"""The results table's items and their checks alone (webtier/results.py), in-process; through the web tier
 and a worker: tests/stack/test_results.py."""
 
 import tempfile
@@ -6,8 +6,8 @@ import unittest
 from pathlib import Path
 from unittest import mock
 
-import results
-from messages import Reply, encode
+from core.messages import Reply, encode
+from webtier import results
 
 MODEL = "m" * 64
 

@@ -1,8 +1,8 @@
 import unittest
 
-import settings
 from autoscaler import RecentMost, desired, work
-from pool import hibernation_unready, missing, plan
+from core import settings
+from scaling.pool import hibernation_unready, missing, plan
 
 
 class DesiredTest(unittest.TestCase):

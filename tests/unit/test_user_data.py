@@ -8,10 +8,12 @@ from unittest import mock
 import boto3
 from botocore.stub import Stubber
 
-import pool
-import settings
-from tools import provision
-from tools.provision import Provisioner, ProvisionError, web_host_script
+from core import settings
+from deploy import webhost
+from deploy.base import ProvisionError
+from deploy.provision import Provisioner
+from deploy.webhost import web_host_script
+from scaling import pool
 
 
 class MemberUserDataTest(unittest.TestCase):
@@ -65,7 +67,7 @@ class WebHostUpdateTest(unittest.TestCase):
                 stub.add_response("get_command_invocation", invocation)
         stub.activate()
         said = []
-        with mock.patch.object(provision, "UPDATE_POLL", 0.01):  # the agent's answers are all here
+        with mock.patch.object(webhost, "UPDATE_POLL", 0.01):  # the agent's answers are all here
             Provisioner(config, session, out=said.append).update_web_host("i-web")
         stub.assert_no_pending_responses()
         return said

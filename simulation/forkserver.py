@@ -18,7 +18,7 @@ Threads: two inferences run at a time, each on both cores, with OpenMP's waiting
 docs/performance.md has the numbers.
 
 Protocol, one line each, written and read by the functions below (both sides: the launcher in
-tools/localstack.py uses start_command and parse_event). On stdin: `start INSTANCE_ID NAME [ENDPOINT]` forks a
+simulation/localstack.py uses start_command and parse_event). On stdin: `start INSTANCE_ID NAME [ENDPOINT]` forks a
 worker for that instance (its log is FR_STATE_DIR/logs/NAME.log, appended to: the evidence of an
 instance's earlier runs stays). On stdout: READY once, then `event=forked
 instance=ID pid=PID` and `event=exited instance=ID pid=PID code=CODE`. To stop one worker, SIGTERM
@@ -40,10 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import common
-import settings
-import statefiles
 import worker
-from tools.procs import die_with_parent
+from core import settings, statefiles
+from simulation.procs import die_with_parent
 
 log = common.EventLog("forkserver")
 

@@ -1,6 +1,6 @@
 """What the web tier does with an uploaded image, HTTP aside: store it in the input bucket under a
-key of our own making (`upload_key`), send the request, wait for the worker's answer (replies.py
-delivers it). With FR_RESULTS_TABLE=1 an upload the results table answers (results.py: same stem,
+key of our own making (`upload_key`), send the request, wait for the worker's answer (webtier/replies.py
+delivers it). With FR_RESULTS_TABLE=1 an upload the results table answers (webtier/results.py: same stem,
 same bytes, same model) is stored and answered at once, and the table keeps each worker's answer.
 An outcome other than a name is one of the exceptions below; web.py maps each to its HTTP status."""
 
@@ -9,10 +9,10 @@ import time
 import uuid
 
 import common
-from messages import Request, encode
+from core.messages import Request, encode
 from model.files import sha256_hex
-from refusals import Refusal
-from replies import DeadLettered
+from webtier.refusals import Refusal
+from webtier.replies import DeadLettered
 
 log = common.EventLog("web")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 EX_CONFIG = 78
-PROJECT_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 # Every instance of ours carries this tag (value FR_PREFIX); IAM lets the autoscaler touch only those.
 PREFIX_TAG = "fr-prefix"
 # The Name tag of the host of the web tier and the autoscaler.
@@ -63,7 +63,7 @@ class Config:
     results_table: bool = False
     web_instance_type: str = "t3.micro"
     # Local mode and tests: "aws" makes the moto server behave like AWS where it matters
-    # (tools/awslike.py), with every simulated delay multiplied by simulate_time_scale.
+    # (simulation/awslike.py), with every simulated delay multiplied by simulate_time_scale.
     simulate: str = ""
     simulate_time_scale: float = 1.0
     # How far behind the truth SQS's approximate counts may be (GetQueueAttributes reference: up

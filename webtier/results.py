@@ -22,8 +22,8 @@ import threading
 import time
 from pathlib import Path
 
-import cloud
 import common
+from core import cloud
 from model.files import fingerprint
 
 log = common.EventLog("results")

@@ -13,7 +13,7 @@ import tempfile
 from email.message import Message
 from email.utils import collapse_rfc2231_value
 
-from refusals import Refusal
+from webtier.refusals import Refusal
 
 # Part headers are small (a name, a file name, a type); a larger block is refused.
 MAX_PART_HEADER_BYTES = 16 * 1024

@@ -29,7 +29,7 @@ by what EC2 reports (`hibernation_unready`); the others are stopped plainly, and
 which and why. EC2 refuses the whole StopInstances call (UnsupportedHibernationConfiguration) when
 one member named cannot hibernate: each is then asked alone, and only those refused stop plainly.
 An image cannot be made of an instance launched for hibernation, so the app image is baked from a
-plain instance (tools/provision.py bake-ami) and only the pool hibernates.
+plain instance (deploy/provision.py bake-ami) and only the pool hibernates.
 """
 
 import math
@@ -38,9 +38,9 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-import cloud
 import common
-from settings import PREFIX_TAG
+from core import cloud
+from core.settings import PREFIX_TAG
 
 log = common.EventLog("pool")
 

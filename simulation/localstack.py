@@ -4,10 +4,10 @@ Starts a moto server on 127.0.0.1 (FR_MOTO_PORT) standing in for S3, SQS, EC2 (a
 FR_RESULTS_TABLE=1), provisions the buckets, queues (the results table) and the stopped app-tier
 pool in it, then runs the web tier and the autoscaler as
 they run on AWS, only with FR_ENDPOINT_URL pointing at moto. In place of EC2 booting instances, the
-launcher here runs one worker process (worker.py's loop, forked by tools/forkserver.py with the
+launcher here runs one worker process (worker.py's loop, forked by simulation/forkserver.py with the
 model already loaded) per pool instance that moto shows running, and SIGTERMs it when the instance
 stops. With FR_SIMULATE=aws a worker starts only after the boot delay a real instance takes
-(tools/awslike.py); each worker reaches moto through a network link of its own (tools/netlink.py).
+(simulation/awslike.py); each worker reaches moto through a network link of its own (simulation/netlink.py).
 An instance that hibernates has its worker asked to pause (worker.py's pre-hibernation hook, as
 systemd runs it on AWS), then frozen (SIGSTOP) and its link cut; the resume delay after the
 instance runs again, it is thawed (SIGCONT) and told to go on (the post-hibernation hook), model
@@ -18,7 +18,7 @@ started again for a web host provisioned after it), and when provisioning sends 
 outcome reported, as the host's SSM agent running the update script would. A worker whose instance
 is terminated is killed, hibernated or not.
 Each process calls AWS as its principal on AWS (the web role, the app role; this one is the
-operator), which the AWS-like stack checks (tools/awsiam.py). Logs go to FR_STATE_DIR/logs/
+operator), which the AWS-like stack checks (simulation/awsiam.py). Logs go to FR_STATE_DIR/logs/
 (var/state/logs/). Ctrl-C (SIGINT) or SIGTERM stops everything, in the reverse order of starting:
 workers after the web tier (requests in progress are answered), moto last.
 """
@@ -31,25 +31,24 @@ import sys
 import threading
 import time
 
-import cloud
 import common
-import pool
-import settings
-import statefiles
 import worker
-from tools import awsiam, awslike
-from tools.forkserver import READY, parse_event, start_command, worker_config
-from tools.netlink import Link
-from tools.procs import Child, ChildFailed
-from tools.provision import RUN_SHELL, SETTINGS_KEY, provision
+from core import cloud, settings, statefiles
+from deploy.provision import provision
+from deploy.webhost import RUN_SHELL, SETTINGS_KEY
+from scaling import pool
+from simulation import awsiam, awslike
+from simulation.forkserver import READY, parse_event, start_command, worker_config
+from simulation.netlink import Link
+from simulation.procs import Child, ChildFailed
 
 log = common.EventLog("localstack")
 
 PYTHON = sys.executable
 # Tools run as modules from the project directory (their processes are started with it as cwd).
-MOTO_SERVER = [PYTHON, "-m", "tools.motoserver"]
-FORK_SERVER = [PYTHON, "-m", "tools.forkserver"]
-LOCAL_STACK = [PYTHON, "-m", "tools.localstack"]
+MOTO_SERVER = [PYTHON, "-m", "simulation.motoserver"]
+FORK_SERVER = [PYTHON, "-m", "simulation.forkserver"]
+LOCAL_STACK = [PYTHON, "-m", "simulation.localstack"]
 # moto accepts any image id; this names what would be the app-tier AMI on AWS.
 LOCAL_AMI = "ami-0local0app0tier0"
 LAUNCH_INTERVAL = 0.2
@@ -60,7 +59,7 @@ START_TIMEOUT = 60
 
 class Launcher:
     """Local stand-in for instances booting: a worker per running pool instance, forked by the
-    fork server (tools/forkserver.py) from a process that has the model loaded already; with
+    fork server (simulation/forkserver.py) from a process that has the model loaded already; with
     `links` ((host, port) of moto), each through a Link of its own, so that hibernation can cut it."""
 
     def __init__(self, config, ec2, forkserver, boot_delay=0.0, resume_delay=0.0, links=None):
@@ -227,7 +226,7 @@ class WebHost:
 
     def update(self):
         """(the Run Commands, the web host's settings) once provisioning sent it an update
-        (tools/provision.py update_web_host: a Run Command of the update script, which its SSM agent
+        (deploy/provision.py update_web_host: a Run Command of the update script, which its SSM agent
         runs), the settings as the script puts them in place: {FR_* name: value}; else None."""
         if self.id is None or time.monotonic() - self.asked < WEB_HOST_LOOK_SECONDS:
             return None
@@ -241,7 +240,7 @@ class WebHost:
         return new, dict(line.split("=", 1) for line in body.splitlines() if "=" in line)
 
     def report(self, commands, status, error=""):
-        """As the host's SSM agent does once the update script ended (tools/awslike.py reads it)."""
+        """As the host's SSM agent does once the update script ended (simulation/awslike.py reads it)."""
         for command in commands:
             awslike.report_invocation(self.config.state_dir, command, status, error)
 
@@ -374,7 +373,7 @@ def run(config, stop):
         # Started before the web tier, so that it stops after it (the reverse order, below), and
         # before provisioning, which its loading of the model overlaps (it calls no AWS API). Its
         # workers share the cores with each other and with moto: OpenMP threads that wait for work
-        # sleep instead of spinning (read by libgomp as torch loads; see tools/forkserver.py).
+        # sleep instead of spinning (read by libgomp as torch loads; see simulation/forkserver.py).
         forkserver = Child(
             "forkserver",
             FORK_SERVER,

@@ -1,6 +1,6 @@
 """The network link of a simulated app instance: a TCP relay between one worker and moto whose
 connections can all be cut at once, as hibernation cuts them. The local launcher
-(tools/localstack.py) gives each worker its own link on the AWS-like stack and cuts it when the
+(simulation/localstack.py) gives each worker its own link on the AWS-like stack and cuts it when the
 instance hibernates; the tests use it to freeze a worker the same way.
 
 What a cut does is what hours of hibernation do to an instance's TCP connections: the far end

@@ -12,9 +12,8 @@ import threading
 import time
 from collections import Counter, deque
 
-import cloud
-import pool
-import statefiles
+from core import cloud, statefiles
+from scaling import pool
 
 # Latency quantiles are over this many recent answers.
 LATENCY_WINDOW = 1000

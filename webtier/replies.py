@@ -24,10 +24,9 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import cloud
 import common
-import statefiles
-from messages import Reply, Request, decode
+from core import cloud, statefiles
+from core.messages import Reply, Request, decode
 
 log = common.EventLog("web")
 

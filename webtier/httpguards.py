@@ -9,8 +9,8 @@ import re
 import time
 from http.client import HTTPMessage
 
-from formdata import MAX_PARAMETERS_CHARS
-from refusals import Refusal
+from webtier.formdata import MAX_PARAMETERS_CHARS
+from webtier.refusals import Refusal
 
 # A header field line: a token, then at once the colon (RFC 9110 5.1, RFC 9112 5.1).
 HEADER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:")

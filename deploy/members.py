@@ -1,0 +1,72 @@
+"""The app tier's pool as provisioning makes it: every member launched once, stopped, in the
+app tier's own security group."""
+
+from core import settings
+from deploy.base import INSTANCE_PATIENCE, PROFILE_PATIENCE
+from scaling import pool
+
+
+class PoolSteps:
+    """Provisioner's steps for the app tier's pool and its security group."""
+
+    def ensure_pool(self):
+        """All FR_MAX_INSTANCES + FR_SPARE_INSTANCES members, stopped. EC2 creates an instance
+        `pending` and refuses to stop it until it runs: members are launched in waves of at most
+        FR_MAX_INSTANCES (what ensure_vcpus found room for), each wave waited on until it runs, then
+        stopped (plainly: too soon after launch to hibernate). The waits name the instances
+        RunInstances returned, so a member not yet visible to describe is still stopped. Once the
+        web host runs, its autoscaler owns the members' states: missing members are launched, one
+        wave, and it stops them and launches the rest."""
+        config = self.config
+        launches, created = pool.Launches(), {}
+        # Asked before anything is stopped: a running member of an autoscaled pool is at work.
+        autoscaled = bool(self._ours([settings.WEB_HOST_NAME], pool.ACTIVE_STATES))
+        while True:
+            members = pool.describe(self.ec2, config)
+            if not autoscaled:
+                self._stop_active([i["id"] for i in members if i["state"] in pool.ACTIVE_STATES])
+            launched = pool.repair(self.ec2, config, members, PROFILE_PATIENCE, launches)
+            created.update(launched)
+            if autoscaled or not launched:
+                break
+            self._stop_active(list(launched.values()))
+        state = f"created {len(created)}" if created else "exists"
+        if autoscaled:
+            return state, f"{self.pool_what()} (states left to the autoscaler on {settings.WEB_HOST_NAME})"
+        pool.wait_for(self.ec2, [i["id"] for i in pool.describe(self.ec2, config)], ["stopped"], INSTANCE_PATIENCE)
+        return state, self.pool_what()
+
+    def pool_what(self):
+        config = self.config
+        return (
+            f"pool of {config.pool_size} stopped {pool.APP_TIER_NAME}-N ({config.max_instances} + "
+            f"{config.pool_size - config.max_instances} spare) from {config.ami_id}"
+        )
+
+    def _stop_active(self, ids):
+        """Wait for the instances `ids` (pending or running) to run, stop them, wait until stopped."""
+        if ids:
+            pool.wait_for(self.ec2, ids, ["running"], INSTANCE_PATIENCE)
+            self.ec2.stop_instances(InstanceIds=ids)
+            pool.wait_for(self.ec2, ids, ["stopped"], INSTANCE_PATIENCE)
+
+    def _ours(self, names, states):
+        return pool.ours(self.ec2, self.config, names, states)
+
+    def _security_group(self, name, description):
+        """The id of our security group `name`, made (no inbound rule; all outbound) when missing."""
+        found = self.ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]}])["SecurityGroups"]
+        if found:
+            return found[0]["GroupId"], "exists"
+        return self.ec2.create_security_group(
+            GroupName=name,
+            Description=description,
+            TagSpecifications=[{"ResourceType": "security-group", "Tags": pool.tags(self.config, name)}],
+        )["GroupId"], "created"
+
+    def ensure_app_security_group(self):
+        """The members' security group: no inbound rule, all outbound (SQS, S3). Not the VPC's
+        default group, whose rules a hardened account strips (CIS, Security Hub EC2.2): members
+        there could reach nothing, and every upload would wait out its timeout."""
+        _, state = self._security_group(pool.app_security_group_name(self.config), "face-rec app tier: no inbound")
+        return state
