@@ -67,3 +67,10 @@ def stop_on_signals(stop):
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+
+
+def quantile(ordered, q):
+    """The q-quantile (nearest rank) of sorted values, or None when there are none."""
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 6)

@@ -176,14 +176,14 @@ class Worker:
                     detail="frozen past the visibility timeout: whoever received these again answers them",
                 )
                 return
-            self._send(jobs, replies)
+            send_replies(self.sqs, jobs, replies)
         timing = dict(started=started, answered=answered, sent=time.monotonic())
         # The answers are on their way: the output writes and the deletes need not hold up the next batch.
         self.after_reply.submit(self.finish, jobs, replies, heartbeat, timing)
 
     def answer(self, requests):
         """A Reply for each request: the name, or an error the client can act on."""
-        images = list(self.fetcher.map(self._fetch, requests))
+        images = list(self.fetcher.map(lambda request: fetch_image(self.s3, self.config.in_bucket, request), requests))
         readable = [index for index, data in enumerate(images) if data is not None]
         started = time.monotonic()
         outcomes = dict(zip(readable, self.recognizer.recognize_batch([images[i] for i in readable])))
@@ -201,27 +201,6 @@ class Worker:
                 replies.append(Reply(request.id, request.stem, error=str(outcome), model_ms=model_ms))
         return replies
 
-    def _fetch(self, request):
-        """The image bytes of a request, or None when they are gone from the input bucket."""
-        from botocore.exceptions import ClientError
-
-        try:
-            return self.s3.get_object(Bucket=self.config.in_bucket, Key=request.key)["Body"].read()
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
-                raise
-            return None
-
-    def _send(self, jobs, replies):
-        by_queue = {}
-        for (_, request), reply in zip(jobs, replies):
-            by_queue.setdefault(request.reply_to, []).append(reply)
-        for queue_url, batch in by_queue.items():
-            entries = [{"Id": str(i), "MessageBody": encode(reply)} for i, reply in enumerate(batch)]
-            failed = self.sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
-            if failed:
-                raise RuntimeError(f"{len(failed)} replies not sent: {failed[0].get('Message')}")
-
     def finish(self, jobs, replies, heartbeat, timing):
         """After the replies are sent: record stem -> name, then delete the requests (the heartbeat
         runs until then). A failure leaves them to be retried: their second answers are ignored."""
@@ -234,21 +213,7 @@ class Worker:
             except Exception:
                 log.exception("finish_failed", ids=",".join(request.id for _, request in jobs))
                 return
-        done = time.monotonic()
-        for (_, request), reply in zip(jobs, replies):
-            log.info(
-                "done",
-                id=request.id,
-                stem=request.stem,
-                result=reply.name,
-                error=reply.error,
-                batch=len(jobs),
-                ms=round((done - timing["started"]) * 1000),
-                model_ms=reply.model_ms,
-                before_model_ms=round((timing["answered"] - timing["started"]) * 1000 - float(reply.model_ms or 0), 1),
-                reply_ms=round((timing["sent"] - timing["answered"]) * 1000, 1),
-                after_reply_ms=round((done - timing["sent"]) * 1000, 1),
-            )
+        log_done(jobs, replies, timing, time.monotonic())
 
     def _delete(self, messages):
         self._batch("delete_message_batch", messages)
@@ -256,6 +221,48 @@ class Worker:
     def _batch(self, call, messages, **extra):
         entries = cloud.receipt_entries((m["ReceiptHandle"] for m in messages), **extra)
         getattr(self.sqs, call)(QueueUrl=self.request_url, Entries=entries)
+
+
+def fetch_image(s3, bucket, request):
+    """The image bytes of a request, or None when they are gone from the input bucket."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return s3.get_object(Bucket=bucket, Key=request.key)["Body"].read()
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+            raise
+        return None
+
+
+def send_replies(sqs, jobs, replies):
+    """Each reply on the queue its request names, in batches."""
+    by_queue = {}
+    for (_, request), reply in zip(jobs, replies):
+        by_queue.setdefault(request.reply_to, []).append(reply)
+    for queue_url, batch in by_queue.items():
+        entries = [{"Id": str(i), "MessageBody": encode(reply)} for i, reply in enumerate(batch)]
+        failed = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
+        if failed:
+            raise RuntimeError(f"{len(failed)} replies not sent: {failed[0].get('Message')}")
+
+
+def log_done(jobs, replies, timing, done):
+    """One line per request answered, with where its time went."""
+    for (_, request), reply in zip(jobs, replies):
+        log.info(
+            "done",
+            id=request.id,
+            stem=request.stem,
+            result=reply.name,
+            error=reply.error,
+            batch=len(jobs),
+            ms=round((done - timing["started"]) * 1000),
+            model_ms=reply.model_ms,
+            before_model_ms=round((timing["answered"] - timing["started"]) * 1000 - float(reply.model_ms or 0), 1),
+            reply_ms=round((timing["sent"] - timing["answered"]) * 1000, 1),
+            after_reply_ms=round((done - timing["sent"]) * 1000, 1),
+        )
 
 
 def awake_clock():

@@ -182,7 +182,7 @@ class RoleSteps:
             profile = self.iam.create_instance_profile(InstanceProfileName=name)["InstanceProfile"]
         if not any(r["RoleName"] == name for r in profile["Roles"]):
             self.iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
-        # IAM's own view first; EC2's may lag further behind (pool.run_instance retries for that).
+        # IAM's own view first; EC2's may lag further behind (launching.run_instance retries for that).
         self.iam.get_waiter("instance_profile_exists").wait(InstanceProfileName=name)
         return state, f"IAM role + instance profile {name} ({len(policy['Statement'])} policy statements)" + "".join(
             f" + {m.rsplit('/', 1)[1]}" for m in managed

@@ -3,7 +3,7 @@ app tier's own security group."""
 
 from core import settings
 from deploy.base import INSTANCE_PATIENCE, PROFILE_PATIENCE
-from scaling import pool
+from scaling import launching, pool
 
 
 class PoolSteps:
@@ -18,14 +18,14 @@ class PoolSteps:
         web host runs, its autoscaler owns the members' states: missing members are launched, one
         wave, and it stops them and launches the rest."""
         config = self.config
-        launches, created = pool.Launches(), {}
+        launches, created = launching.Launches(), {}
         # Asked before anything is stopped: a running member of an autoscaled pool is at work.
         autoscaled = bool(self._ours([settings.WEB_HOST_NAME], pool.ACTIVE_STATES))
         while True:
             members = pool.describe(self.ec2, config)
             if not autoscaled:
                 self._stop_active([i["id"] for i in members if i["state"] in pool.ACTIVE_STATES])
-            launched = pool.repair(self.ec2, config, members, PROFILE_PATIENCE, launches)
+            launched = launching.repair(self.ec2, config, members, PROFILE_PATIENCE, launches)
             created.update(launched)
             if autoscaled or not launched:
                 break
@@ -68,5 +68,5 @@ class PoolSteps:
         """The members' security group: no inbound rule, all outbound (SQS, S3). Not the VPC's
         default group, whose rules a hardened account strips (CIS, Security Hub EC2.2): members
         there could reach nothing, and every upload would wait out its timeout."""
-        _, state = self._security_group(pool.app_security_group_name(self.config), "face-rec app tier: no inbound")
+        _, state = self._security_group(launching.app_security_group_name(self.config), "face-rec app tier: no inbound")
         return state

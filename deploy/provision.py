@@ -37,7 +37,7 @@ from deploy.members import PoolSteps
 from deploy.storage import StorageSteps
 from deploy.teardown import TeardownSteps
 from deploy.webhost import CODE_KEY, RUN_SHELL, SETTINGS_KEY, WebHostSteps
-from scaling import pool
+from scaling import launching
 
 log = common.EventLog("provision")
 
@@ -123,7 +123,7 @@ class Provisioner(RoleSteps, AccountSteps, StorageSteps, PoolSteps, WebHostSteps
                 partial(self.ensure_role, "app", lambda: app_policy(config, self.account())),
             ),
             (
-                f"security group {pool.app_security_group_name(config)} (app tier: no inbound, all outbound)",
+                f"security group {launching.app_security_group_name(config)} (app tier: no inbound, all outbound)",
                 self.ensure_app_security_group,
             ),
             (f"{self.pool_what()}, launched {config.max_instances} at a time", self.ensure_pool)
@@ -163,7 +163,7 @@ class Provisioner(RoleSteps, AccountSteps, StorageSteps, PoolSteps, WebHostSteps
             ("Elastic IP", self._release_addresses),
             *(
                 (f"security group {name}", partial(self._remove_security_group, name))
-                for name in (f"{config.prefix}-web", pool.app_security_group_name(config))
+                for name in (f"{config.prefix}-web", launching.app_security_group_name(config))
             ),
             *((f"queue {name}", partial(self._remove_queue, name)) for name in queues),
             *((f"bucket {bucket} and its objects", partial(self._remove_bucket, bucket)) for bucket in buckets),

@@ -6,7 +6,7 @@ import subprocess
 
 from core import cloud, settings
 from deploy.base import INSTANCE_PATIENCE, PROFILE_PATIENCE, WEB_PORT, ProvisionError, refused_with
-from scaling import pool
+from scaling import launching, pool
 
 CODE_KEY = "face-rec.tar.gz"
 
@@ -110,7 +110,7 @@ class WebHostSteps:
                 state = "started"
         else:
             image = self.session("ssm").get_parameter(Name=AL2023_PARAMETER)["Parameter"]["Value"]
-            instance = pool.run_instance(
+            instance = launching.run_instance(
                 self.ec2,
                 PROFILE_PATIENCE,
                 ImageId=image,

@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from common import quantile
 from core import settings
-from webtier.status import quantile
 
 FIXTURES = settings.PROJECT_DIR.parent / "shared/fixtures"
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter, deque
 
+from common import quantile
 from core import cloud, statefiles
 from scaling import pool
 
@@ -22,13 +23,6 @@ STATUS_CACHE_SECONDS = 1.0
 # HISTORY_SAMPLES of them (5 min).
 HISTORY_SECONDS = 2.0
 HISTORY_SAMPLES = 150
-
-
-def quantile(ordered, q):
-    """The q-quantile (nearest rank) of sorted values, or None when there are none."""
-    if not ordered:
-        return None
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 6)
 
 
 class Metrics:

@@ -8,7 +8,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from core import cloud, settings
-from scaling import pool
+from scaling import launching, pool
 from simulation import awsiam, awslike
 from tests.support import TIME_SCALE, aws, denials, new_queue, refusals, start_moto, wait_until
 
@@ -144,7 +144,7 @@ class AwsLikeTest(unittest.TestCase):
         created = time.monotonic()
         with self.assertRaisesRegex(Exception, "Invalid IAM Instance Profile name"):
             self.launch(IamInstanceProfile={"Name": "fresh"})
-        instance = pool.run_instance(self.ec2, patience=10, ImageId=IMAGE, IamInstanceProfile={"Name": "fresh"})
+        instance = launching.run_instance(self.ec2, patience=10, ImageId=IMAGE, IamInstanceProfile={"Name": "fresh"})
         self.assertGreaterEqual(time.monotonic() - created, SECONDS["profile_propagation"])
         self.assertTrue(instance.startswith("i-"))
 
@@ -306,7 +306,7 @@ class EventualConsistencyTest(unittest.TestCase):
         iam.create_role(RoleName=cls.config.role("app"), AssumeRolePolicyDocument="{}")
         iam.create_instance_profile(InstanceProfileName=cls.config.role("app"))
         iam.add_role_to_instance_profile(InstanceProfileName=cls.config.role("app"), RoleName=cls.config.role("app"))
-        cls.ec2.create_security_group(GroupName=pool.app_security_group_name(cls.config), Description="members")
+        cls.ec2.create_security_group(GroupName=launching.app_security_group_name(cls.config), Description="members")
 
     def test_a_new_instance_is_unknown_for_a_moment_and_its_client_token_launches_it_once(self):
         launch = dict(ImageId=IMAGE, MinCount=1, MaxCount=1, ClientToken="once")
@@ -317,11 +317,11 @@ class EventualConsistencyTest(unittest.TestCase):
         self.assertEqual(self.ec2.run_instances(**launch)["Instances"][0]["InstanceId"], instance)
 
     def test_pool_repair_launches_each_missing_member_once_while_describe_lags(self):
-        launches = pool.Launches()
+        launches = launching.Launches()
         # patience: IAM propagating the new instance profile first.
-        first = pool.repair(self.ec2, self.config, pool.describe(self.ec2, self.config), patience=10, launches=launches)
+        first = launching.repair(self.ec2, self.config, pool.describe(self.ec2, self.config), patience=10, launches=launches)
         self.assertEqual(pool.describe(self.ec2, self.config), [], "the new members are not visible yet")
-        again = pool.repair(self.ec2, self.config, [], launches=launches)
+        again = launching.repair(self.ec2, self.config, [], launches=launches)
         self.assertEqual(again, first, "launched again: EC2 answers with the same instances")
         self.assertEqual(sorted(first), [pool.instance_name(n) for n in (1, 2, 3)], "at most FR_MAX_INSTANCES at once")
         made = [

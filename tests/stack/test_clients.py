@@ -154,7 +154,7 @@ class ClientLimitsTest(Service, unittest.TestCase):
             threading.Event().wait(0.3)  # the client's own pace: a byte every 0.3 s
         self.assertEqual(len(closed), 20, "every connection closed by the server")
         self.assertEqual({a.split(b"\r\n", 1)[0] for a in answers.values()}, {b"HTTP/1.1 404 Not Found"})
-        self.assertLess(max(closed.values()), web.LINGER_SECONDS + 1.5, "seconds a connection was held")
+        self.assertLess(max(closed.values()), connection.LINGER_SECONDS + 1.5, "seconds a connection was held")
 
     def test_an_upload_of_many_parts_costs_the_memory_of_one_and_gives_it_back(self):
         # 20 clients, each a 10 MiB body of 16 parts of 655 KB, all but its last 200 bytes sent: once

@@ -20,7 +20,7 @@ from deploy.base import ProvisionError
 from deploy.iam import app_policy, web_policy
 from deploy.provision import Provisioner
 from deploy.webhost import NOT_FOR_THE_WEB_HOST, web_host_settings, web_user_data
-from scaling import pool
+from scaling import launching, pool
 from simulation import awsiam, awslike
 from tests.support import PYTHON, aws, child_env, denials, refusals, start_moto, wait_until, without_permission
 
@@ -131,7 +131,7 @@ class Deployment(unittest.TestCase):
         for member in members[:2]:
             data = self.clients["ec2"].describe_instance_attribute(InstanceId=member["InstanceId"], Attribute="userData")
             self.assertEqual(
-                pool.pool_settings(base64.b64decode(data["UserData"]["Value"]).decode()),
+                launching.pool_settings(base64.b64decode(data["UserData"]["Value"]).decode()),
                 {"FR_PREFIX": prefix, "FR_REGION": "us-east-1"},
             )
         volumes = self.clients["ec2"].describe_volumes(
@@ -356,10 +356,10 @@ class ProvisionTest(Deployment):
         wait_until(lambda: pool.describe(ec2, config) == [], 10, what="the member gone")
         without_permission(self, self.clients["iam"], config.role("web"), "kms:CreateGrant")
         with self.assertRaisesRegex(Exception, "UnauthorizedOperation"):
-            pool.repair(web, config, [])
+            launching.repair(web, config, [])
         self.assertEqual(denials(self.moto_state)[-1]["call"], "kms:CreateGrant")
         self.doCleanups()
-        self.assertEqual(list(pool.repair(web, config, [])), ["app-tier-instance-1"])
+        self.assertEqual(list(launching.repair(web, config, [])), ["app-tier-instance-1"])
 
     def test_with_ebs_encryption_by_default_the_own_key_is_granted_without_hibernation(self):
         # FR_HIBERNATE=0 asks for no encrypted volume, but the account encrypts every new one with its
@@ -382,7 +382,7 @@ class ProvisionTest(Deployment):
         (member,) = pool.describe(ec2, config)
         ec2.terminate_instances(InstanceIds=[member["id"]])
         wait_until(lambda: pool.describe(ec2, config) == [], 10, what="the member gone")
-        self.assertEqual(list(pool.repair(web, config, [])), ["app-tier-instance-1"])
+        self.assertEqual(list(launching.repair(web, config, [])), ["app-tier-instance-1"])
 
     def test_provision_without_a_default_vpc_says_so_before_making_anything(self):
         ec2 = aws(self.endpoint, "ec2", region="eu-west-1")
@@ -717,7 +717,7 @@ class ScriptsTest(unittest.TestCase):
             self.assertFalse([u.name for u in units if line in u.read_text()], f"{line} is repeated in a unit")
         # A member's pool settings (its user data's) are read after the image's config file: they win.
         self.assertLess(
-            shared.index("EnvironmentFile=/etc/face-recognition.env"), shared.index(f"EnvironmentFile=-{pool.POOL_SETTINGS}")
+            shared.index("EnvironmentFile=/etc/face-recognition.env"), shared.index(f"EnvironmentFile=-{launching.POOL_SETTINGS}")
         )
         with tempfile.TemporaryDirectory() as scratch:
             env_file = Path(scratch, "env")
@@ -730,7 +730,7 @@ class ScriptsTest(unittest.TestCase):
                     .replace("/opt/face-rec/venv/bin/python", PYTHON)
                     .replace("/opt/face-rec/app", str(settings.PROJECT_DIR))
                     .replace("/etc/face-recognition.env", str(env_file))
-                    .replace(pool.POOL_SETTINGS, str(env_file))
+                    .replace(launching.POOL_SETTINGS, str(env_file))
                 )
                 Path(scratch, path.relative_to(settings.PROJECT_DIR / "systemd")).write_text(text)
             # Found by name on a unit path: systemd then applies the prefix drop-in (given as files, it would not).

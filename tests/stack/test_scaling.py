@@ -12,7 +12,7 @@ from autoscaler import Autoscaler
 from core import cloud, settings, statefiles
 from core.cloud import queue_depth
 from deploy.provision import provision
-from scaling import pool
+from scaling import launching, pool
 from simulation import awslike
 from simulation.procs import alive, descendants
 from tests.support import (
@@ -201,7 +201,7 @@ class PoolObservationTest(unittest.TestCase):
         self.ec2.terminate_instances(InstanceIds=gone)
         scaler = Autoscaler(config, self.sqs, self.ec2)
         self.assertEqual(scaler.pool.watch.observe(), [])
-        pool.repair(self.ec2, config, [])  # as a provisioning run would, while the autoscaler runs
+        launching.repair(self.ec2, config, [])  # as a provisioning run would, while the autoscaler runs
         # One wave launched (the rest follow), seen once EC2 shows the new instances to describe calls.
         wait_until(lambda: len(scaler.pool.watch.observe()) == MAX_INSTANCES, 10, what="the new members observed")
 

@@ -13,7 +13,7 @@ from deploy import webhost
 from deploy.base import ProvisionError
 from deploy.provision import Provisioner
 from deploy.webhost import web_host_script
-from scaling import pool
+from scaling import launching
 
 
 class MemberUserDataTest(unittest.TestCase):
@@ -27,10 +27,10 @@ class MemberUserDataTest(unittest.TestCase):
             target = scratch / "face-recognition-pool.env"
             (scratch / "systemctl").write_text(f'#!/bin/sh\necho "$* | $(tr "\\n" " " < {target})" >> {scratch}/asked\n')
             (scratch / "systemctl").chmod(0o755)
-            script = pool.member_user_data(config, settings_path=target)
+            script = launching.member_user_data(config, settings_path=target)
             env = dict(os.environ, PATH=f"{scratch}:{os.environ['PATH']}")
             subprocess.run(["bash", "-c", script], env=env, check=True)
-            self.assertEqual(pool.pool_settings(target.read_text()), {"FR_PREFIX": "blue", "FR_REGION": "eu-west-1"})
+            self.assertEqual(launching.pool_settings(target.read_text()), {"FR_PREFIX": "blue", "FR_REGION": "eu-west-1"})
             self.assertEqual(
                 (scratch / "asked").read_text(), "try-restart face-worker.service | FR_PREFIX=blue FR_REGION=eu-west-1 \n"
             )
