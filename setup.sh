@@ -21,7 +21,7 @@ ENV_FILE=/etc/face-recognition.env
 MODEL_DIR="$PREFIX_DIR/models"
 WEIGHTS_NAME=20180402-114759-vggface2.pt
 WEIGHTS_URL="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/$WEIGHTS_NAME"
-# The release asset's size; its sha256 is in checksums.sha256 (README: where both come from).
+# The release asset's size; its sha256 is in checksums.sha256 (docs/aws.md: where both come from).
 WEIGHTS_BYTES=111898327
 GALLERY_URL=https://raw.githubusercontent.com/visa-lab/CSE546-Cloud-Computing/main/model/data.pt
 # PyTorch's own index of CPU-only builds: a much smaller app image than PyPI's CUDA build.

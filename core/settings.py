@@ -63,7 +63,7 @@ class Config:
     results_table: bool = False
     web_instance_type: str = "t3.micro"
     # Local mode and tests: "aws" makes the moto server behave like AWS where it matters
-    # (simulation/awslike.py), with every simulated delay multiplied by simulate_time_scale.
+    # (simulation/awslike/), with every simulated delay multiplied by simulate_time_scale.
     simulate: str = ""
     simulate_time_scale: float = 1.0
     # How far behind the truth SQS's approximate counts may be (GetQueueAttributes reference: up

@@ -4,14 +4,11 @@ from core import cloud
 
 # Receives before a message that keeps failing is moved to the dead-letter queue.
 MAX_RECEIVES = 3
-
 WEB_PORT = 8000
-
 # Bounded waits, in seconds. IAM: reported up to about 2 minutes for an instance profile to be
 # usable by EC2; SQS: a deleted queue's name is free again after 60 s; instance state changes:
 # usually seconds, minutes when EC2 is busy.
 PROFILE_PATIENCE = 180
-
 INSTANCE_PATIENCE = 600
 
 

@@ -9,7 +9,6 @@ from deploy.webhost import CODE_KEY, SETTINGS_KEY
 
 # Lets Systems Manager give an operator a shell on the web host (Session Manager), with no SSH.
 SSM_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
-
 EC2_TRUST = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],

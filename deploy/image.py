@@ -9,11 +9,9 @@ from deploy.base import INSTANCE_PATIENCE, ProvisionError, refused_with
 from scaling import pool
 
 BAKE_NAME = "app-bake-instance"
-
 # An image is available once its snapshots are made: minutes, longer for a first snapshot of a
 # volume (AWS documents no bound). A run that runs out of patience is finished by the next.
 IMAGE_PATIENCE = 3600
-
 IMAGE_POLL = 2
 
 

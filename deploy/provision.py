@@ -9,7 +9,7 @@ private, encrypted input/output/deploy buckets; the request queue (1 KB messages
 dead-letter queue after MAX_RECEIVES) and the response queue; with FR_RESULTS_TABLE=1 the results
 table (on-demand DynamoDB); IAM roles and instance profiles for the web and app tiers whose
 policies name the exact buckets, queues and table and only the actions each tier uses; and the
-app-tier pool of FR_MAX_INSTANCES stopped instances from FR_AMI_ID.
+app-tier pool of FR_MAX_INSTANCES + FR_SPARE_INSTANCES stopped instances from FR_AMI_ID.
 `--with-web` also uploads this code to the deploy bucket and launches the web host (Amazon Linux
 2023, Elastic IP, port 8000 open to FR_WEB_CIDR only) whose user data runs `setup.sh web`.
 `teardown` removes all of it (the web host first: its autoscaler must not see the pool go and launch
@@ -18,7 +18,7 @@ too. `bake-ami` makes the app-tier image from an instance set up with `setup.sh 
 terminates that instance. Before anything is made, `provision` checks that the deployment's vCPUs
 fit the account's On-Demand quota. Configuration is the services' FR_* variables (README).
 
-Written against AWS's documented behaviour, not moto's (tests run it against simulation/awslike.py).
+Written against AWS's documented behaviour, not moto's (tests run it against simulation/awslike/).
 This module holds the plans (what is made, in which order, and what the dry run says); the steps
 are beside it, one module per concern: account.py (the account's checks), iam.py (policy documents
 and roles), storage.py (buckets, queues, table), members.py (the pool), webhost.py (the web host,

@@ -10,17 +10,13 @@ from core.messages import MAX_MESSAGE_BYTES
 from deploy.base import MAX_RECEIVES, ProvisionError, refused_with
 
 QUEUE_REUSE_PATIENCE = 90
-
 # A new queue is usable a second after it is made (CreateQueue reference).
 QUEUE_READY_PATIENCE = 30
-
 # S3: a bucket name just deleted is refused (OperationAborted) while the deletion propagates; AWS
 # gives no bound ("try again"): minutes at most, by reports.
 BUCKET_REUSE_PATIENCE = 600
-
 # DynamoDB: a table is CREATING, or DELETING, for seconds (AWS documents no bound).
 TABLE_PATIENCE = 300
-
 TABLE_KEY = {"AttributeName": "stem", "KeyType": "HASH"}
 
 

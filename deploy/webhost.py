@@ -9,11 +9,9 @@ from deploy.base import INSTANCE_PATIENCE, PROFILE_PATIENCE, WEB_PORT, Provision
 from scaling import launching, pool
 
 CODE_KEY = "face-rec.tar.gz"
-
 # The web host's configuration, beside the code: written by every provision, read by the host at its
 # first boot and at every update (user data runs only once).
 SETTINGS_KEY = "face-recognition.env"
-
 # FR_* variables provisioning does not hand the web host: the host's own (its address and port are
 # fixed by the security group, its files and state are where setup.sh puts them), local mode's, and
 # those only provisioning or the app tier reads. Every other variable goes, with this run's value.
@@ -34,15 +32,11 @@ NOT_FOR_THE_WEB_HOST = (
 
 # Systems Manager's document that runs a shell script on an instance (its agent is part of AL2023).
 RUN_SHELL = "AWS-RunShellScript"
-
 # How long a web host just started may take before its SSM agent takes commands.
 AGENT_PATIENCE = 300
-
 # How long an update of the web host (setup.sh web: dnf, pip) may take, asked every UPDATE_POLL s.
 UPDATE_PATIENCE = 1800
-
 UPDATE_POLL = 2
-
 AL2023_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 
 

@@ -20,9 +20,7 @@ log = common.EventLog("pool")
 # of the RAM and 4000 MB (hibinit-config.cfg: percentage-of-ram = 100, target-size-mb = 4000), and
 # a GiB of room. Amazon Linux 2023's device and system size when the image cannot be described.
 ROOT_DEVICE = "/dev/xvda"
-
 IMAGE_GB = 8
-
 AGENT_SWAP_MIB = 4000
 
 # A ClientToken is reused for a member's launch until the member is seen, at most this long.
@@ -69,9 +67,9 @@ class Launches:
 
 
 def repair(ec2, config, members, patience=0.0, launches=None):
-    """Launch the members missing from `members` (pool.describe), at most as many as may run beside its active ones
-    (they start `pending` and run: whoever owns the pool's states stops them once they run; the
-    rest follow on a later call); {name: instance id} of those launched. `patience`: see
+    """Launch the members missing from `members` (pool.describe), at most as many as may run beside
+    its active ones (they start `pending` and run: whoever owns the pool's states stops them once
+    they run; the rest follow on a later call); {name: instance id} of those launched. `patience`: see
     run_instance; `launches`: the process's Launches (a call without one cannot know of earlier
     launches not yet visible)."""
     launches = launches or Launches()
@@ -159,7 +157,6 @@ def app_security_group(ec2, config):
 # Where a member's first boot writes the pool's settings (systemd/face-.service.d/common.conf reads it
 # after the image's /etc/face-recognition.env).
 POOL_SETTINGS = "/etc/face-recognition-pool.env"
-
 # The app tier's service on a member (systemd/face-worker.service).
 WORKER_UNIT = "face-worker.service"
 

@@ -1,5 +1,5 @@
-"""The app-tier pool: FR_MAX_INSTANCES EC2 instances named app-tier-instance-1 ... -N, tagged
-fr-prefix=FR_PREFIX, made once and from then on only started and stopped.
+"""The app-tier pool: FR_MAX_INSTANCES + FR_SPARE_INSTANCES EC2 instances named app-tier-instance-1 ... -N,
+tagged fr-prefix=FR_PREFIX, made once and from then on only started and stopped.
 
 Used by the autoscaler (which members to start or stop, repairing the pool), provisioning (making
 it, waiting on it) and the local launcher (which members run). What EC2 allows is written here once,
@@ -29,7 +29,7 @@ by what EC2 reports (`hibernation_unready`); the others are stopped plainly, and
 which and why. EC2 refuses the whole StopInstances call (UnsupportedHibernationConfiguration) when
 one member named cannot hibernate: each is then asked alone, and only those refused stop plainly.
 An image cannot be made of an instance launched for hibernation, so the app image is baked from a
-plain instance (deploy/provision.py bake-ami) and only the pool hibernates.
+plain instance (deploy/image.py, bake-ami) and only the pool hibernates.
 """
 
 import math

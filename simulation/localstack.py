@@ -7,7 +7,7 @@ they run on AWS, only with FR_ENDPOINT_URL pointing at moto. In place of EC2 boo
 launcher here runs one worker process (worker.py's loop, forked by simulation/forkserver.py with the
 model already loaded) per pool instance that moto shows running, and SIGTERMs it when the instance
 stops. With FR_SIMULATE=aws a worker starts only after the boot delay a real instance takes
-(simulation/awslike.py); each worker reaches moto through a network link of its own (simulation/netlink.py).
+(simulation/awslike/); each worker reaches moto through a network link of its own (simulation/netlink.py).
 An instance that hibernates has its worker asked to pause (worker.py's pre-hibernation hook, as
 systemd runs it on AWS), then frozen (SIGSTOP) and its link cut; the resume delay after the
 instance runs again, it is thawed (SIGCONT) and told to go on (the post-hibernation hook), model
@@ -226,7 +226,7 @@ class WebHost:
 
     def update(self):
         """(the Run Commands, the web host's settings) once provisioning sent it an update
-        (deploy/provision.py update_web_host: a Run Command of the update script, which its SSM agent
+        (deploy/webhost.py update_web_host: a Run Command of the update script, which its SSM agent
         runs), the settings as the script puts them in place: {FR_* name: value}; else None."""
         if self.id is None or time.monotonic() - self.asked < WEB_HOST_LOOK_SECONDS:
             return None
@@ -240,7 +240,7 @@ class WebHost:
         return new, dict(line.split("=", 1) for line in body.splitlines() if "=" in line)
 
     def report(self, commands, status, error=""):
-        """As the host's SSM agent does once the update script ended (simulation/awslike.py reads it)."""
+        """As the host's SSM agent does once the update script ended (simulation/awslike/account.py reads it)."""
         for command in commands:
             awslike.report_invocation(self.config.state_dir, command, status, error)
 

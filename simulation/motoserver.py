@@ -1,5 +1,5 @@
 """moto's server (`moto_server -H HOST -p PORT`, same arguments), with two fixes for local speed, a
-call moto lacks, and with FR_SIMULATE=aws, AWS's own timings, refusals and lags (simulation/awslike.py).
+call moto lacks, and with FR_SIMULATE=aws, AWS's own timings, refusals and lags (simulation/awslike/).
 
 On this 2-core machine moto's CPU is the model's, and two of moto 5.2's habits cost it more than
 the calls themselves. Both fixes give the answers moto gives; nothing else differs from moto_server.

@@ -33,7 +33,7 @@ from tools.loadgen import FIXTURES, multipart, request, upload  # noqa: F401 (fo
 LOG_DIR = settings.PROJECT_DIR / "var/test-logs"
 START_TIMEOUT = 60
 STATE_DIR = settings.PROJECT_DIR / "var/test-state"
-# Every test runs on the AWS-like local stack (simulation/awslike.py), its delays cut to this fraction
+# Every test runs on the AWS-like local stack (simulation/awslike/), its delays cut to this fraction
 # of AWS's: short, never zero (pending 0.25 s, stopping 1.5 s, SQS counts 3 s behind, ...).
 TIME_SCALE = 0.05
 # How often a Sampler counts running instances (the course grader's pace).

@@ -4,7 +4,7 @@ and writes the same numbers as JSON (var/bench.json), so runs can be compared ac
     .venv/bin/python -m tools.bench [--requests 100] [--concurrency 100] [--sequential 50] [--aws-like SCALE]
                                     [--hibernate 0|1] [--min-instances N] [--spare-instances N] [--results-table]
 
-`--aws-like SCALE` runs the stack AWS-like (FR_SIMULATE=aws, simulation/awslike.py) with AWS's timings
+`--aws-like SCALE` runs the stack AWS-like (FR_SIMULATE=aws, simulation/awslike/) with AWS's timings
 times SCALE (1: as on AWS): instances take time in `pending`, boot before their worker starts,
 take time to stop, SQS's counts trail the truth; the cold start is then split into those steps.
 A back-to-back burst follows 5 s (AWS's, scaled) after the first one's scale-in, while its members

@@ -22,7 +22,6 @@ from tools.harness import (
 )
 
 TICKS = os.sysconf("SC_CLK_TCK")
-
 BENCH_STATE = settings.PROJECT_DIR / "var/bench-state"
 LOG_DIR = statefiles.log_dir(BENCH_STATE)  # the local stack's
 

@@ -1,4 +1,4 @@
-"""The AWS-like local stack (simulation/awslike.py) behaves as AWS does where moto does not."""
+"""The AWS-like local stack (simulation/awslike/) behaves as AWS does where moto does not."""
 
 import json
 import time

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import web
 from core import settings
 from tests.support import IMAGES, Service, multipart, raw_request, upload, wait_until
+from webtier.connection import LINGER_SECONDS
 
 GOOD = (IMAGES / "test_00.jpg").read_bytes()
 GOOD_ANSWER = (200, "test_00:Paul\n")
@@ -154,7 +155,7 @@ class ClientLimitsTest(Service, unittest.TestCase):
             threading.Event().wait(0.3)  # the client's own pace: a byte every 0.3 s
         self.assertEqual(len(closed), 20, "every connection closed by the server")
         self.assertEqual({a.split(b"\r\n", 1)[0] for a in answers.values()}, {b"HTTP/1.1 404 Not Found"})
-        self.assertLess(max(closed.values()), connection.LINGER_SECONDS + 1.5, "seconds a connection was held")
+        self.assertLess(max(closed.values()), LINGER_SECONDS + 1.5, "seconds a connection was held")
 
     def test_an_upload_of_many_parts_costs_the_memory_of_one_and_gives_it_back(self):
         # 20 clients, each a 10 MiB body of 16 parts of 655 KB, all but its last 200 bytes sent: once

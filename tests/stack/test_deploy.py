@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import unittest
@@ -653,8 +654,25 @@ class ScriptsTest(unittest.TestCase):
 
     def test_the_hosts_get_every_module(self):
         copied = next(line for line in self.dry_run("web").splitlines() if line.startswith("would run: cp -r "))
-        modules = sorted(p.name for p in settings.PROJECT_DIR.glob("*.py")) + ["pages"]
-        self.assertEqual([m for m in modules if f" {m} " not in copied], [], copied)
+        # What the hosts' processes import (the entry points, the model, the model's command line),
+        # as files or folders at the top of the tree.
+        imported = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys, pathlib, web, worker, autoscaler, model.recognizer, tools.recognize; root = pathlib.Path.cwd(); "
+                "files = [pathlib.Path(m.__file__).resolve() for m in list(sys.modules.values()) "
+                "if getattr(m, '__file__', None)]; "
+                "print(*sorted({f.relative_to(root).parts[0] for f in files if f.is_relative_to(root) and f.exists() "
+                "and not f.is_relative_to(root / '.venv')}))",
+            ],
+            cwd=settings.PROJECT_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        self.assertIn("webtier", imported)
+        self.assertEqual([m for m in imported if f" {m} " not in copied and not copied.endswith(f" {m}")], [], copied)
 
     def test_web_host_user_data_retries_each_step_that_needs_the_network(self):
         script = web_user_data(settings.load_config({}))

@@ -56,6 +56,22 @@ class ConfigTest(unittest.TestCase):
         with self.assertRaises(AttributeError):
             Config().port = 1
 
+    def test_every_path_and_name_in_the_readmes_where_to_change_what_is_in_the_tree(self):
+        readme = (settings.PROJECT_DIR / "README.md").read_text()
+        table = readme[readme.index("## Where to change what") : readme.index("## Limits")]
+        rows = [line.split(" | ", 1)[1] for line in table.splitlines() if line.startswith("| ") and " | `" in line]
+        self.assertGreater(len(rows), 30)
+        for row in rows:
+            # Backticked files and folders, each followed by the backticked names said to be in them.
+            for path, names in re.findall(r"`([\w./-]+(?:\.py|/|\.sh|\.toml|\.conf))`((?:[^`|]|`[^`/]+`)*)", row):
+                with self.subTest(path=path):
+                    target = settings.PROJECT_DIR / path
+                    self.assertTrue(target.exists(), f"{path} is not in the tree")
+                    if target.suffix == ".py":
+                        for name in re.findall(r"`(\w+)`", names):
+                            found = re.search(rf"(?m)^\s*(def|class) {name}\b|^{name} = ", target.read_text())
+                            self.assertTrue(found, f"{name} is not in {path}")
+
     def test_the_readmes_configuration_table_names_every_variable_with_its_default(self):
         rows = re.findall(r"^\| `(FR_\w+)` \| ([^|]*) \|", (settings.PROJECT_DIR / "README.md").read_text(), re.M)
         self.assertEqual(sorted(name for name, _ in rows), sorted(settings.variables()))

@@ -6,7 +6,7 @@ from scaling.pool import hibernation_unready, missing, plan
 
 
 class DesiredTest(unittest.TestCase):
-    def test_table(self):
+    def test_desired_instances_follow_the_work_within_max_grace_and_floor(self):
         # (visible, in_flight, running, max[, idle seconds, grace, floor]) -> desired
         cases = [
             ((0, 0, 0, 15), 0, "empty: nothing runs"),
@@ -36,7 +36,7 @@ class DesiredTest(unittest.TestCase):
 
 
 class WorkTest(unittest.TestCase):
-    def test_table(self):
+    def test_work_is_the_web_tiers_exact_count_unless_sqs_has_seen_more_for_longer_than_its_lag(self):
         # (waiting, SQS visible, SQS in flight, SQS above waiting for s, lag) -> (visible, in flight)
         cases = [
             ((None, 7, 3, 0, 60), (7, 3), "no web tier here: SQS is all there is"),
@@ -68,7 +68,7 @@ def member(number, state):
 
 
 class PlanTest(unittest.TestCase):
-    def test_table(self):
+    def test_the_plan_starts_the_lowest_stopped_members_and_stops_the_highest_running(self):
         # (states of members 1.., target) -> (numbers to start, numbers to stop)
         cases = [
             (["stopped"] * 4, 0, [], [], "idle and stopped: nothing"),
@@ -100,7 +100,7 @@ class PlanTest(unittest.TestCase):
 
 
 class HibernationReadinessTest(unittest.TestCase):
-    def test_table(self):
+    def test_a_member_is_hibernated_only_once_ec2_says_the_guest_is_ready(self):
         # The defaults: FR_HIBERNATE_AFTER_LAUNCH=120, FR_HIBERNATE_AFTER_START=60; EC2's times are
         # whole seconds, so a second is allowed for.
         config = settings.load_config({})
