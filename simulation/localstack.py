@@ -63,11 +63,8 @@ class Launcher:
     `links` ((host, port) of moto), each through a Link of its own, so that hibernation can cut it."""
 
     def __init__(self, config, ec2, forkserver, boot_delay=0.0, resume_delay=0.0, links=None):
-        self.config = config
-        self.ec2 = ec2
-        self.forkserver = forkserver
-        self.boot_delay = boot_delay
-        self.resume_delay = resume_delay
+        self.config, self.ec2, self.forkserver = config, ec2, forkserver
+        self.boot_delay, self.resume_delay = boot_delay, resume_delay
         self.upstream = links
         self.links = {}  # instance id -> Link
         self.pausing = {}  # instances hibernating -> when to freeze their workers, paused or not

@@ -327,6 +327,11 @@ class ProvisionTest(Deployment):
             what="nothing left once EC2 lists the snapshots no more",
         )
 
+    def as_role(self, service, region, role):
+        """A client of `service` that calls as `role` (the AWS-like stack checks its policies)."""
+        credentials = {k.lower(): v for k, v in awsiam.credentials(role).items()}
+        return boto3.client(service, region_name=region, endpoint_url=self.endpoint, **credentials)
+
     def test_a_default_ebs_key_of_the_accounts_own_is_granted_to_pool_repair_through_ec2_only(self):
         region = "eu-west-2"  # the default EBS key is per region: the other tests' stays AWS managed
         ec2, kms = aws(self.endpoint, "ec2", region=region), aws(self.endpoint, "kms", region=region)
@@ -346,12 +351,7 @@ class ProvisionTest(Deployment):
         (grant,) = [s for s in policy(self.clients["iam"], config.role("web"))["Statement"] if s["Resource"] == [key]]
         self.assertEqual(grant["Condition"], {"StringEquals": {"kms:ViaService": f"ec2.{region}.amazonaws.com"}})
         # Pool repair as the web role (the autoscaler's principal): allowed with the grant, denied without.
-        web = boto3.client(
-            "ec2",
-            region_name=region,
-            endpoint_url=self.endpoint,
-            **{k.lower(): v for k, v in awsiam.credentials(config.role("web")).items()},
-        )
+        web = self.as_role("ec2", region, config.role("web"))
         (member,) = pool.describe(ec2, config)
         ec2.terminate_instances(InstanceIds=[member["id"]])
         wait_until(lambda: pool.describe(ec2, config) == [], 10, what="the member gone")
@@ -374,12 +374,7 @@ class ProvisionTest(Deployment):
         config = settings.load_config({**fr, "FR_SPARE_INSTANCES": "0", "FR_HIBERNATE": "0"})
         Provisioner(config, lambda name: aws(self.endpoint, name, region=region), out=lambda line: None).provision()
         self.assertTrue([s for s in policy(self.clients["iam"], config.role("web"))["Statement"] if s["Resource"] == [key]])
-        web = boto3.client(
-            "ec2",
-            region_name=region,
-            endpoint_url=self.endpoint,
-            **{k.lower(): v for k, v in awsiam.credentials(config.role("web")).items()},
-        )
+        web = self.as_role("ec2", region, config.role("web"))
         (member,) = pool.describe(ec2, config)
         ec2.terminate_instances(InstanceIds=[member["id"]])
         wait_until(lambda: pool.describe(ec2, config) == [], 10, what="the member gone")

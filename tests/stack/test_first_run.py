@@ -10,15 +10,14 @@ from deploy.provision import Provisioner
 from scaling import pool
 from simulation import awslike
 from simulation.localstack import LOCAL_AMI
+from tests import support
 from tests.support import (
     IMAGES,
     TIME_SCALE,
     Sampler,
     aws,
     burst,
-    denials,
     expected_answers,
-    refusals,
     running_instances,
     start_local_stack,
     state_dir,
@@ -83,8 +82,8 @@ class FirstRunTest(unittest.TestCase):
         self.assertGreaterEqual(
             terminated[1]["at"] - terminated[0]["at"], shutting_down, "the pool is terminated only once the web host is"
         )
-        self.assertEqual(refusals(state), [])
-        self.assertEqual(denials(state), [], "IAM denied a call of the web or app role")
+        self.assertEqual(support.refusals(state), [])
+        self.assertEqual(support.denials(state), [], "IAM denied a call of the web or app role")
 
     def rerun_from_the_table(self, config, url, state, ec2, s3, stems, right):
         """The course's rerun, at once, as its grader does: the input bucket emptied, the table kept,
@@ -159,4 +158,4 @@ class RedeployTest(unittest.TestCase):
         group = ec2.describe_security_groups(GroupIds=[web["SecurityGroups"][0]["GroupId"]])["SecurityGroups"][0]
         self.assertEqual([ip["CidrIp"] for rule in group["IpPermissions"] for ip in rule["IpRanges"]], ["198.51.100.7/32"])
         self.assertEqual(upload(url, "test_00.jpg", (IMAGES / "test_00.jpg").read_bytes()), (200, "test_00:Paul\n"))
-        self.assertEqual(denials(state), [])
+        self.assertEqual(support.denials(state), [])
