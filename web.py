@@ -8,7 +8,7 @@ FR_RESULTS_TABLE=1, the results table it asks first, webtier/results.py); how th
 waiting request (by request id, never by file name), and how a request the workers failed on
 repeatedly ends in a 502, not a hang, is webtier/replies.py; the upload's parsing is webtier/formdata.py; the
 guards on how http.server reads a request are webtier/httpguards.py; what /status and /metrics show is
-webtier/status.py; the pages are files in pages/.
+webtier/status.py; the pages are files in webtier/pages/.
 
 `GET /` is a page to upload images from a browser (it POSTs to / as curl does); `GET /status` shows
 queue depths, app instances, this tier's counters and the autoscaler's last decision (`?format=json`
@@ -224,7 +224,7 @@ class Handler(Connection):
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = refuse_method
 
 
-# The pages, read from pages/ once at start: URL path -> (file, content type). No external assets;
+# The pages, read from webtier/pages/ once at start: URL path -> (file, content type). No external assets;
 # answers are put in with textContent, never as HTML.
 PAGES = {
     "/": ("index.html", "text/html; charset=utf-8"),

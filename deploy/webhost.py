@@ -37,6 +37,7 @@ AGENT_PATIENCE = 300
 # How long an update of the web host (setup.sh web: dnf, pip) may take, asked every UPDATE_POLL s.
 UPDATE_PATIENCE = 1800
 UPDATE_POLL = 2
+STILL_RUNNING = ("Pending", "InProgress", "Delayed")
 AL2023_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 
 
@@ -162,9 +163,11 @@ class WebHostSteps:
             )
         except WaiterError as e:
             status = e.last_response.get("Status") or e.last_response.get("Error", {}).get("Code", "no answer")
+            # The output as Run Command keeps it (its first 8,000 characters): its last line.
             errors = e.last_response.get("StandardErrorContent", "").strip().splitlines()
+            ended = f"has not ended within {UPDATE_PATIENCE} s" if status in STILL_RUNNING else f"ended {status}"
             raise ProvisionError(
-                f"{where}: the update ended {status}" + (f": {errors[-1]}" if errors else "") + "; its services may be "
+                f"{where}: the update {ended}" + (f": {errors[-1]}" if errors else "") + "; its services may be "
                 f"down: see its output with aws ssm get-command-invocation --command-id {command['CommandId']} "
                 f"--instance-id {instance}"
             ) from None

@@ -126,7 +126,12 @@ class Launcher:
         leaving = {
             i: pid
             for i, pid in self.workers.items()
-            if pid and i not in running and i not in self.stopping and i not in self.frozen and i not in self.pausing
+            if pid
+            and i not in running
+            and i not in self.stopping
+            and i not in self.frozen
+            and i not in self.pausing
+            and i not in self.killed
         }
         sleeping = self.hibernated(leaving)
         for instance_id, pid in leaving.items():
@@ -209,7 +214,6 @@ class WebHost:
             hosts = pool.ours(self.ec2, self.config, [settings.WEB_HOST_NAME], pool.ACTIVE_STATES)
             if hosts:
                 self.id = hosts[0]["id"]
-                awslike.serve_as_agent(self.config.state_dir, self.id)
                 log.info("web_host_found", instance=self.id, detail="the autoscaler here stands for its")
         return self.id
 
@@ -233,8 +237,12 @@ class WebHost:
         if not new:
             return None
         self.commands |= new
+        return new, self.settings()
+
+    def settings(self):
+        """The web host's settings as provisioning left them in the deploy bucket: {FR_* name: value}."""
         body = self.s3.get_object(Bucket=self.config.deploy_bucket, Key=SETTINGS_KEY)["Body"].read().decode()
-        return new, dict(line.split("=", 1) for line in body.splitlines() if "=" in line)
+        return dict(line.split("=", 1) for line in body.splitlines() if "=" in line)
 
     def report(self, commands, status, error=""):
         """As the host's SSM agent does once the update script ended (simulation/awslike/account.py reads it)."""
@@ -250,13 +258,16 @@ class HostServices:
     port: str
     scaler: Child
     env: dict
+    host: str = None  # the web host they stand for (None until one is found)
+    down: bool = False  # stopped with their host, or their update failed
 
 
 def follow_web_host(config, web_host, host, logs, services, retired):
     """Do what the web host provisioned into moto does with its services (`host`): stop them when it
-    shuts down (`retired`: stopped on purpose), start them for a new one, restart them when it is
-    sent an update. The services running now."""
-    if host.scaler not in retired:
+    shuts down (`retired`: stopped on purpose), restart them when it is sent an update (reporting
+    its outcome, as its SSM agent does), start them for a web host provisioned after it (with the
+    settings provisioning left in the deploy bucket, as its first boot reads them). The services now."""
+    if not host.down:
         gone = web_host.shutting_down()
         if gone:
             # Its OS shutting down stops both services (they call AWS as the web role, which a
@@ -265,25 +276,41 @@ def follow_web_host(config, web_host, host, logs, services, retired):
             for service in (host.scaler, host.web):
                 service.signal()
                 retired.add(service)
-            return host
-    elif web_host.look():
-        # Provisioned again: the new host's services start (on the same port).
-        env = {**host.env, "FR_PORT": host.port}
-        web, port, scaler = start_host_services(config, env, logs, services)
-        scaler.wait_for("event=decision", START_TIMEOUT)
-        return HostServices(web, port, scaler, env)
-    update = None if host.scaler in retired else web_host.update()
-    if update is None:
+            return dataclasses.replace(host, down=True)
+        if host.host is None and web_host.id:
+            host = dataclasses.replace(host, host=web_host.id)
+        update = web_host.update()
+        return host if update is None else updated(config, web_host, host, update, logs, services, retired)
+    found = web_host.look()
+    if not found or found == host.host:
         return host
+    # Provisioned again: the new host's services start (on the same port) once the old ones are gone.
+    for service in (host.scaler, host.web):
+        service.stop()
+    env = host_env(config, host.env, web_host.settings(), host.port)
+    web, port, scaler = start_host_services(config, env, logs, services)
+    scaler.wait_for("event=decision", START_TIMEOUT)
+    return HostServices(web, port, scaler, env, found)
+
+
+def updated(config, web_host, host, update, logs, services, retired):
+    """The host's services after its update script ran: restarted with the new settings; or, when
+    they do not come up, down (the host stays, as a real one would), the update reported Failed."""
     commands, host_settings = update
     env = host_env(config, host.env, host_settings, host.port)
     try:
         web, scaler = update_host(config, env, logs, services, (host.web, host.scaler), web_host.id)
     except ChildFailed as e:
-        web_host.report(commands, "Failed", str(e).splitlines()[0])
-        raise
+        reason = str(e).splitlines()[0]
+        log.error("web_host_update_failed", instance=web_host.id, error=reason)
+        web_host.report(commands, "Failed", reason)
+        for service in services:
+            if service.name in ("web", "autoscaler"):
+                service.signal()
+                retired.add(service)
+        return dataclasses.replace(host, down=True)
     web_host.report(commands, "Success")
-    return HostServices(web, host.port, scaler, env)
+    return HostServices(web, host.port, scaler, env, host.host)
 
 
 def start_host_services(config, env, logs, services):
@@ -392,6 +419,8 @@ def run(config, stop):
         else:
             launcher = Launcher(config, ec2, forkserver)
         web_host = WebHost(config, ec2, cloud.client(config, "ssm"), cloud.client(config, "s3"))
+        # From now on this stack runs (and reports) the Run Commands sent to any web host.
+        awslike.serve_as_agent(config.state_dir, settings.WEB_HOST_NAME)
         retired = set()  # services stopped on purpose
         url = f"http://{config.host}:{port}/"
         log.info("ready", url=url, endpoint=endpoint, logs=logs)

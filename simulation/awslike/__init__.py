@@ -55,9 +55,9 @@ none of that. Here:
   while the deletion propagates (moto: the name is free at once).
 - A Run Command's invocation (GetCommandInvocation) does not exist for its first `invocation_lag`
   seconds (InvocationDoesNotExist, as botocore's CommandExecuted waiter expects). On an instance the
-  local stack stands in for the agent of (serve_as_agent: the web host), it is then InProgress until
-  the stack reports its outcome (report_invocation); on any other, Success (an agent with nothing to
-  run; moto: Success at once, whatever the script did).
+  local stack stands in for the agent of (serve_as_agent: any named web-instance), it is then
+  InProgress until the stack reports its outcome (report_invocation); on any other, Success (an
+  agent with nothing to run; moto: Success at once, whatever the script did).
 - DeleteSecurityGroup is refused (DependencyViolation) while an instance not yet terminated uses it.
 - Service Quotas answers for the On-Demand Standard vCPU quota (moto knows only VPC quotas), with
   EC2_STANDARD_VCPUS.

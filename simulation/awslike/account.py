@@ -82,9 +82,10 @@ def install_s3(sim):
     S3Backend.delete_bucket = patched_delete_bucket
 
 
-def serve_as_agent(state_dir, instance_id):
-    """Mark `instance_id` as one whose Run Commands the local stack runs and reports."""
-    path = state_dir / INVOCATIONS_DIR / f"{instance_id}.agent"
+def serve_as_agent(state_dir, name):
+    """Mark the instances named `name` (their Name tag) as those whose Run Commands the local stack
+    runs and reports."""
+    path = state_dir / INVOCATIONS_DIR / f"{name}.agent"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
 
@@ -95,6 +96,15 @@ def report_invocation(state_dir, command_id, status, error=""):
     path = state_dir / INVOCATIONS_DIR / command_id
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"status": status, "error": error}))
+
+
+def instance_name(command, instance_id):
+    """The Name tag of the instance a Run Command was sent to ("" if it has none)."""
+    from moto.ec2.models import ec2_backends
+
+    backend = ec2_backends[command.account_id][command.backend_region]
+    tags = backend.describe_tags(filters={"resource-id": [instance_id]})
+    return next((t["value"] for t in tags if t["key"] == "Name"), "")
 
 
 def install_ssm(sim):
@@ -113,7 +123,7 @@ def install_ssm(sim):
         try:
             outcome = json.loads((reports / self.command_id).read_text())
         except FileNotFoundError:
-            served = (reports / f"{instance_id}.agent").exists()
+            served = (reports / f"{instance_name(self, instance_id)}.agent").exists()
             outcome = {"status": "InProgress" if served else "Success", "error": ""}
         return dict(
             invocation,

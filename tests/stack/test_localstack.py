@@ -54,6 +54,18 @@ class LauncherTest(unittest.TestCase):
         wait_until(lambda: worker.poll() is not None, 10, what="the worker killed")
         self.assertEqual(worker.returncode, -signal.SIGKILL)
         self.assertEqual(launcher.frozen, set())
+        # The launcher's next step (before the fork server says the worker exited) leaves it be:
+        # a stop signal to a process gone would fail.
+        launcher.forkserver = NoEvents()
+        launcher.step()
+        self.assertEqual(launcher.stopping, set())
+
+
+class NoEvents:
+    """A fork server that has said nothing yet."""
+
+    def since(self, seen):
+        return seen, []
 
 
 if __name__ == "__main__":
