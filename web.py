@@ -118,25 +118,31 @@ class WebTier:
     def read_upload(self, path, headers, rfile):
         """The `inputFile` part of a POST body, checked for size and form."""
         remaining, boundary = self.check_upload(path, headers)
-        parser = MultipartParser(boundary, new_body=self.upload_body())
-        while remaining:
-            chunk = rfile.read(min(READ_CHUNK, remaining))
-            if not chunk:
-                raise HttpError("body shorter than Content-Length")
-            parser.feed(chunk)
-            remaining -= len(chunk)
-        for part in parser.close():
-            if is_upload(part):
-                if not part.size:
-                    raise HttpError("the uploaded file is empty")
-                return part
-        raise HttpError(f"no file field named {UPLOAD_FIELD}")
+        kept = []
+        parser = MultipartParser(boundary, new_body=self.upload_body(kept))
+        try:
+            while remaining:
+                chunk = rfile.read(min(READ_CHUNK, remaining))
+                if not chunk:
+                    raise HttpError("body shorter than Content-Length")
+                parser.feed(chunk)
+                remaining -= len(chunk)
+            for part in parser.close():
+                if is_upload(part):
+                    if not part.size:
+                        raise HttpError("the uploaded file is empty")
+                    return part
+            raise HttpError(f"no file field named {UPLOAD_FIELD}")
+        except BaseException:
+            for part in kept:  # its spooled file (on disk past SPOOL_BYTES) goes now, not at GC
+                part.body.close()
+            raise
 
     @staticmethod
-    def upload_body():
-        """new_body for the parser: the first `inputFile` file part is kept (spooled), every other
-        part only counted, so that a body of many parts costs no more memory than one."""
-        kept = []
+    def upload_body(kept):
+        """new_body for the parser: the first `inputFile` file part is kept (spooled, and added to
+        `kept`), every other part only counted, so that a body of many parts costs no more memory
+        than one."""
 
         def new_body(part):
             if kept or not is_upload(part):
@@ -181,7 +187,8 @@ class Handler(Connection):
 
         try:
             part = self.tier.read_upload(self.path, self.headers, self.rfile)
-            answer, model_ms = self.tier.uploads.recognize(part.filename, part.body)
+            with part.body:
+                answer, model_ms = self.tier.uploads.recognize(part.filename, part.body)
             return self.send_text(200, answer, extra={"X-Model-Ms": model_ms} if model_ms else None)
         except Refusal as e:
             status = self.refuse(e)
