@@ -17,6 +17,13 @@ log = common.EventLog("web")
 READ_CHUNK = 64 * 1024
 LINGER_SECONDS = 1
 LINGER_BYTES = 1024 * 1024
+# The one-line reasons of http.server's own errors (it would quote the request line in them).
+OWN_ERRORS = {
+    400: "bad request line",
+    414: "request line too long",
+    431: "request header fields too large",
+    505: "HTTP version not supported: send HTTP/1.0 or HTTP/1.1",
+}
 # Empty lines skipped before a request line (RFC 9112 2.2: a server SHOULD ignore at least one).
 MAX_EMPTY_LINES = 4
 
@@ -146,8 +153,13 @@ class Connection(BaseHTTPRequestHandler):
             pass
 
     def send_error(self, code, message=None, explain=None):
-        """http.server's own errors (414, 431, 400 on a bad request line) as one line of text."""
-        self.send_text(code, message or HTTPStatus(code).phrase)
+        """http.server's own errors (400 on a bad request line, 414, 431, 505) as one line of text of
+        ours: its messages quote the request line, which are the client's bytes (up to 64 KiB)."""
+        self.send_text(code, OWN_ERRORS.get(code, HTTPStatus(code).phrase.lower()))
+
+    def version_string(self):
+        """The Server header: the service's name, no versions (http.server adds Python's)."""
+        return self.server_version
 
     def log_message(self, format, *args):
         log.debug("http", client=self.client_address[0], detail=format % args)

@@ -31,6 +31,12 @@ class AnsweringTier(web.WebTier):
 
 def exchange(tier, data):
     """(status, body) of the web tier's answer to the raw request `data`."""
+    head, body = exchange_whole(tier, data)
+    return int(head.split(b" ", 2)[1]), body.decode()
+
+
+def exchange_whole(tier, data):
+    """(status line and headers, body) of the web tier's answer to the raw request `data`."""
     ours, theirs = socket.socketpair()
     # The client sends from a thread of its own, as a client does: the handler may answer before
     # reading all of it (and then drains what is left, for a moment).
@@ -44,7 +50,7 @@ def exchange(tier, data):
     theirs.close()
     sender.join(5)
     head, _, body = received.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), body.decode()
+    return head, body
 
 
 def send_then_close_writing(connection, data):
@@ -71,6 +77,21 @@ class FramingTest(unittest.TestCase):
             gc.collect()
         # What a request spooled (a temporary file past SPOOL_BYTES) was closed, not left to the GC.
         self.assertEqual([str(w.message) for w in warned if w.category is ResourceWarning], [])
+
+    def test_an_error_echoes_nothing_the_client_sent_and_the_server_names_no_version(self):
+        tier = AnsweringTier(settings.load_config({}))
+        requests = [
+            b"GET /<script>x</script> HTTP/1.1 extra\r\n\r\n",  # three words and more: bad syntax
+            b"GET /<script> HTTP/9<script>\r\n\r\n",  # a bad version
+            b"GET /<script> HTTP/3.0\r\n\r\n",  # a version not supported
+        ]
+        for data in requests:
+            with self.subTest(data=data):
+                head, body = exchange_whole(tier, data)
+                self.assertNotIn(b"script", head + body)
+                self.assertEqual(body.count(b"\n"), 1, body)
+                server = [line for line in head.split(b"\r\n") if line.lower().startswith(b"server:")]
+                self.assertEqual(server, [b"Server: face-rec"])
 
 
 if __name__ == "__main__":
