@@ -98,6 +98,7 @@ class Autoscaler:
         self.unexplained_since = None
         self.recent_waiting = RecentMost(config.sqs_count_lag)
         self.pool = pool.Pool(ec2, config)
+        self.state_writes = common.Failures(log, "state_write_failed")
 
     def observe_work(self):
         """(waiting, visible, in flight): the web tier's count (None without a web tier) and SQS's."""
@@ -136,13 +137,20 @@ class Autoscaler:
         )
         if started or stopped or decision != self.last:
             log.info("decision", **decision)
-            statefiles.write_state(self.config, statefiles.AUTOSCALER_STATE, **decision)
+            try:  # for the status page only: a full disk must not stop the scaling
+                statefiles.write_state(self.config, statefiles.AUTOSCALER_STATE, **decision)
+                self.state_writes.recovered()
+            except OSError as e:
+                self.state_writes.failed(e)
         self.last = decision
         return decision
 
     def run(self, stop):
-        from botocore.exceptions import BotoCoreError, ClientError
-
+        """Step every FR_SCALE_INTERVAL until `stop` is set. A step that fails, for any reason (AWS
+        refusing, a disk full, an instance of a shape not seen before), is said once per kind and
+        the next step tried: never a crash, which would restart the process and hold the pool for
+        its first grace."""
+        failures = common.Failures(log, "step_failed")
         log.info(
             "ready",
             max_instances=self.config.max_instances,
@@ -153,8 +161,9 @@ class Autoscaler:
         while not stop.is_set():
             try:
                 self.step()
-            except (BotoCoreError, ClientError) as e:
-                log.warning("step_failed", error=e)
+                failures.recovered()
+            except Exception as e:
+                failures.failed(e)
             stop.wait(self.config.scale_interval)
 
 

@@ -47,6 +47,31 @@ class EventLog:
         self.log(logging.ERROR, event, fields, exc_info=True)
 
 
+class Failures:
+    """A loop's failures, each kind said once (with its traceback when it is no AWS error) until a
+    step of the loop succeeds again: a loop that fails every second logs one line, not one a second."""
+
+    def __init__(self, log, event):
+        self.log, self.event, self.said = log, event, set()
+
+    def failed(self, error):
+        code = getattr(error, "response", {}).get("Error", {}).get("Code") if hasattr(error, "response") else None
+        kind = f"{type(error).__name__}:{code or getattr(error, 'errno', None) or ''}"
+        if kind in self.said:
+            return
+        self.said.add(kind)
+        fields = dict(kind=kind, error=error, detail="said once until it recovers")
+        if code or isinstance(error, OSError):
+            self.log.warning(self.event, **fields)
+        else:
+            self.log.exception(self.event, **fields)
+
+    def recovered(self):
+        if self.said:
+            self.log.info(f"{self.event}_over", kinds=",".join(sorted(self.said)))
+            self.said.clear()
+
+
 def setup_logging(level="INFO"):
     """One line per event to stderr (journald collects it on AWS)."""
     logging.basicConfig(

@@ -23,6 +23,7 @@ count of the work). Stops on SIGTERM/SIGINT: stops accepting, lets requests in
 progress finish, exits 0; a second signal exits at once.
 """
 
+import errno
 import json
 import math
 import socket
@@ -202,6 +203,13 @@ class Handler(Connection):
             log.info("client_timeout", client=self.client_address[0])
             self.answer_if_unanswered(408, "request not received in time")
             return 408
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            # The upload's spool (a temporary file past SPOOL_BYTES) found the disk full.
+            log.warning("disk_full", error=e)
+            self.answer_if_unanswered(503, "no room to receive the upload, try again")
+            return 503
 
     def do_GET(self):
         url = urlsplit(self.path)

@@ -23,8 +23,12 @@ def write_state(config, name, **fields):
     path = Path(config.state_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(dict(fields, at=time.time())))
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(dict(fields, at=time.time())))
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
 
 
 def read_state(config, name, max_age=None):

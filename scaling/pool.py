@@ -33,6 +33,7 @@ plain instance (deploy/image.py, bake-ami) and only the pool hibernates.
 """
 
 import math
+import re
 import threading
 import time
 from datetime import UTC, datetime
@@ -150,9 +151,24 @@ def _index(name):
     return int(name.rsplit("-", 1)[1])
 
 
+# A member's name: app-tier-instance-N, N a number from 1. Anything else tagged ours (an operator's
+# typo, an instance copied by hand) is not a member: left alone, and said once.
+MEMBER_NAME = re.compile(rf"{APP_TIER_NAME}-[1-9][0-9]*")
+_strays_said = set()
+
+
 def describe(ec2, config):
     """The pool's members: a list of {id, name, state, hibernates}, by instance number."""
-    return sorted(ours(ec2, config, [f"{APP_TIER_NAME}-*"], POOL_STATES), key=lambda i: _index(i["name"]))
+    members = []
+    for instance in ours(ec2, config, [f"{APP_TIER_NAME}-*"], POOL_STATES):
+        if MEMBER_NAME.fullmatch(instance["name"]):
+            members.append(instance)
+        elif instance["id"] not in _strays_said:
+            _strays_said.add(instance["id"])
+            log.warning(
+                "stray_instance", instance=instance["id"], name=instance["name"], detail="tagged ours, not a member: left alone"
+            )
+    return sorted(members, key=lambda i: _index(i["name"]))
 
 
 def instance_states(ec2, ids=None):

@@ -125,12 +125,14 @@ class Replies:
         autoscaler on this host (its exact count of the work): from the start, at once when the
         count changes, and at least every statefiles.WEB_STATE_SECONDS, so that a file gone stale
         means this tier is gone."""
+        failures = common.Failures(log, "state_write_failed")
         while not stop.is_set():
             self.pending.changed.clear()  # before the count is read: a change after it is written again
             try:
                 statefiles.write_waiting(self.config, len(self.pending))
+                failures.recovered()
             except OSError as e:
-                log.warning("state_write_failed", error=e)
+                failures.failed(e)
                 stop.wait(statefiles.WEB_STATE_SECONDS)
             self.pending.changed.wait(statefiles.WEB_STATE_SECONDS)
 

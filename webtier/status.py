@@ -12,9 +12,12 @@ import threading
 import time
 from collections import Counter, deque
 
+import common
 from common import quantile
 from core import cloud, statefiles
 from scaling import pool
+
+log = common.EventLog("status")
 
 # Latency quantiles are over this many recent answers.
 LATENCY_WINDOW = 1000
@@ -101,9 +104,8 @@ class Status:
 
         Cheaply, as the autoscaler does (this runs all the time, watched or not): the pool through a
         pool.Watch, and only the request queue's depth."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         last, watch = None, pool.Watch(self.ec2, self.config)
+        failures = common.Failures(log, "sample_failed")
         while not stop.wait(HISTORY_SECONDS):
             now, answered = time.monotonic(), self.web()["answered"]
             rate = 0.0 if last is None else (answered - last[1]) / (now - last[0])
@@ -111,7 +113,9 @@ class Status:
             try:
                 running = sum(i["state"] == "running" for i in watch.observe())
                 depth = sum(cloud.queue_depth(self.sqs, self.queues["request"]))
-            except (BotoCoreError, ClientError):
+                failures.recovered()
+            except Exception as e:  # a gap in the chart, never a sampler gone for good
+                failures.failed(e)
                 running = depth = None
             self.history.append([round(time.time(), 1), running, depth, round(rate, 2)])
 

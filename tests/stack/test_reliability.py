@@ -16,6 +16,9 @@ import worker as worker_module
 from core import settings, statefiles
 from core.cloud import queue_depth
 from core.messages import Reply, Request, decode, encode
+from deploy.provision import provision
+from scaling import pool
+from simulation import awsiam
 from simulation.netlink import Link
 from tests.framing import FROM_THE_APP_TIER, GOOD, MAX_BODY, bad_requests, form, part, post
 from tests.support import (
@@ -106,6 +109,78 @@ class BadInputTest(Service, unittest.TestCase):
         status, body = raw_request(self.url, data[: len(data) // 2], timeout=10)
         self.assertEqual((status, body), (408, "request not received in time\n"))
         self.assertEqual(upload(self.url, "test_00.jpg", GOOD), GOOD_ANSWER)
+
+
+class FullDiskTest(unittest.TestCase):
+    """The web host's disk full (a small tmpfs, filled): the autoscaler goes on scaling, an upload
+    that needs the disk is a 503 in one line."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.disk = state_dir("full-disk")
+        cls.disk.mkdir(parents=True)
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(cls.disk)], capture_output=True)
+        if mounted.returncode:
+            raise unittest.SkipTest(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+        cls.addClassCleanup(subprocess.run, ["umount", "-l", str(cls.disk)])
+        cls.endpoint = start_moto(cls)
+        fr = dict(FR_PREFIX="full", FR_ENDPOINT_URL=cls.endpoint, FR_AMI_ID="ami-0app", FR_MAX_INSTANCES="1")
+        cls.config = settings.load_config({**fr, "FR_SPARE_INSTANCES": "0"})
+        provision(cls.config, lambda service: aws(cls.endpoint, service))
+        web_role = awsiam.credentials(cls.config.role("web"))
+        cls.env = child_env(**fr, FR_SPARE_INSTANCES=0, FR_PORT=0, FR_SCALE_INTERVAL=0.2, **web_role)
+
+    def fill(self):
+        """Fill the disk (until the test ends)."""
+        filler = os.open(self.disk / "filler", os.O_WRONLY | os.O_CREAT)
+        self.addCleanup(os.unlink, self.disk / "filler")
+        try:
+            while os.write(filler, b"x" * 4096):
+                pass
+        except OSError:  # full
+            pass
+        finally:
+            os.close(filler)
+
+    def test_the_autoscaler_stops_an_idle_member_with_its_state_dir_full_and_says_so_once(self):
+        self.fill()
+        sqs = aws(self.endpoint, "sqs")
+        sqs.purge_queue(QueueUrl=sqs.get_queue_url(QueueName=self.config.request_queue)["QueueUrl"])  # no work
+        ec2 = aws(self.endpoint, "ec2")
+        (member,) = pool.describe(ec2, self.config)
+        ec2.start_instances(InstanceIds=[member["id"]])
+        wait_until(lambda: pool.instance_states(ec2, [member["id"]])[member["id"]] == "running", 30, what="running")
+        full = dict(self.env, FR_STATE_DIR=str(self.disk))
+        scaler, _ = start(self, "full-disk-autoscaler", [PYTHON, "autoscaler.py"], full, "event=ready")
+        wait_until(
+            lambda: pool.instance_states(ec2, [member["id"]])[member["id"]] in ("stopping", "stopped"),
+            30,
+            what="the idle member stopped",
+        )
+        scaler.wait_for("event=decision .*stopped=1", 10)
+        self.assertIsNone(scaler.popen.poll(), "the autoscaler is still running")
+        log = scaler.tail(1000)
+        self.assertEqual(log.count("event=state_write_failed"), 1, log)
+        self.assertNotIn("event=step_failed", log)
+        self.assertEqual([p.name for p in self.disk.iterdir()], ["filler"], "no temporary file left")
+
+    def test_an_upload_the_full_disk_cannot_hold_is_a_503_in_one_line(self):
+        state = state_dir("full-disk-web")
+        web, listening = start(
+            self,
+            "full-disk-web",
+            [PYTHON, "web.py"],
+            dict(self.env, FR_STATE_DIR=str(state), TMPDIR=str(self.disk), FR_REQUEST_TIMEOUT="1"),
+            r"event=listening host=\S+ port=(\d+)",
+        )
+        url = f"http://127.0.0.1:{listening[1]}/"
+        large = GOOD + b"\0" * (2 * 1024 * 1024)  # past the spool's memory: written to the disk
+        # With room, it is spooled there (no worker runs: no answer); Python's temporary directory is
+        # chosen then (a full one would be passed over for /tmp).
+        self.assertEqual(upload(url, "large.jpg", large)[0], 504)
+        self.fill()
+        self.assertEqual(upload(url, "large.jpg", large), (503, "no room to receive the upload, try again\n"))
+        self.assertIsNone(web.popen.poll())
 
 
 class FaultTest(Service, unittest.TestCase):

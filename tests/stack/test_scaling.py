@@ -2,10 +2,12 @@
 moto, web tier, autoscaler and the launcher's worker processes, all on 127.0.0.1."""
 
 import dataclasses
+import json
 import re
 import signal
 import time
 import unittest
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from autoscaler import Autoscaler
@@ -221,7 +223,22 @@ class LocalStackTest(LocalStacks):
     def test_with_plain_stops_a_restarted_instance_boots_a_new_worker_keeping_the_old_log_and_ctrl_c_ends_all(self):
         stack, url, ec2 = self.start_stack("plain", FR_HIBERNATE=0, FR_MAX_INSTANCES=SMALL_POOL // 2)
         config = settings.load_config({"FR_PREFIX": "plain"})
+        # An instance tagged ours under a name no member has (an operator's typo): left alone, said once.
+        (stray,) = ec2.run_instances(
+            ImageId="ami-12345678",
+            MinCount=1,
+            MaxCount=1,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": pool.tags(config, "app-tier-instance-16b")}],
+        )["Instances"]
+        stack.wait_for(
+            f"event=stray_instance instance={stray['InstanceId']}", 30
+        )  # the launcher describes the pool when a new instance runs
+        status = json.loads(urllib.request.urlopen(url + "status?format=json", timeout=10).read())
+        self.assertIsNone(status["error"])
         self.assertEqual([upload_once_all_stopped(ec2, config, url) for _ in range(2)], [(200, "test_00:Paul\n")] * 2)
+        logs = statefiles.log_dir(stack_state("plain"))
+        self.assertEqual((logs / "web.log").read_text().count(f"event=stray_instance instance={stray['InstanceId']}"), 1)
+        self.assertNotIn("event=step_failed", (logs / "autoscaler.log").read_text())
         self.assertEqual(
             len(workers_forked(stack, stack_state("plain"), "app-tier-instance-1")),
             2,
