@@ -30,6 +30,9 @@ class Config:
     port: int = 8000
     request_timeout: float = 120.0
     max_body: int = 10 * 1024 * 1024
+    # Days an upload stays in the input bucket (a lifecycle rule): the course's grader reads the
+    # buckets right after its run, an operator may want the week's uploads; then they cost nothing.
+    upload_days: int = 7
     poll_wait: int = 2
     visibility_timeout: int = 30
     batch: int = 4
@@ -172,6 +175,7 @@ _VARIABLES = {
     "FR_PORT": ("port", _within(0, 65535)),
     "FR_REQUEST_TIMEOUT": ("request_timeout", _positive(float)),
     "FR_MAX_BODY": ("max_body", _positive(int)),
+    "FR_UPLOAD_DAYS": ("upload_days", _positive(int)),
     "FR_POLL_WAIT": ("poll_wait", _within(1, 20, " (SQS long-poll seconds)")),
     "FR_VISIBILITY_TIMEOUT": ("visibility_timeout", _positive(int)),
     "FR_BATCH": ("batch", _within(1, 10, " (messages per SQS receive)")),

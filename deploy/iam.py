@@ -52,7 +52,8 @@ def web_policy(config, account, ebs_key=None):
     return {
         "Version": "2012-10-17",
         "Statement": [
-            _statement(["s3:PutObject"], [a["in_objects"]]),
+            # DeleteObject: an upload answered with an error is removed at once.
+            _statement(["s3:PutObject", "s3:DeleteObject"], [a["in_objects"]]),
             *table,
             _statement(["s3:GetObject"], [a["code_object"], a["settings_object"]]),
             _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"], [a["request_queue"]]),

@@ -104,7 +104,11 @@ class Provisioner(RoleSteps, AccountSteps, StorageSteps, PoolSteps, WebHostSteps
             (f"default VPC in {config.region}", self.ensure_default_vpc),
             (f"vCPU quota {VCPU_QUOTA} fits {self.vcpus_wanted(with_web)}", partial(self.ensure_vcpus, with_web)),
             *(
-                (f"bucket {b} (public access blocked, AES256 encryption)", partial(self.ensure_bucket, b))
+                (
+                    f"bucket {b} (public access blocked, AES256 encryption"
+                    + (f"; uploads expire after {config.upload_days} days)" if b == config.in_bucket else ")"),
+                    partial(self.ensure_bucket, b),
+                )
                 for b in (config.in_bucket, config.out_bucket, config.deploy_bucket)
             ),
             # The dead-letter queue first: the request queue names it.

@@ -69,6 +69,8 @@ class StorageSteps:
             Bucket=name,
             ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
         )
+        if name == self.config.in_bucket:
+            self.s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration=upload_lifecycle(self.config))
         return state
 
     def ensure_queue(self, name, attributes):
@@ -159,3 +161,19 @@ class StorageSteps:
                 raise ProvisionError(f"table {name} not {status or 'gone'} after {TABLE_PATIENCE} s")
             threading.Event().wait(pause)
             pause = min(pause * 2, 2.0)
+
+
+def upload_lifecycle(config):
+    """The input bucket's lifecycle: every upload expires FR_UPLOAD_DAYS after it was made (S3 removes
+    it within a day of that), and an unfinished multipart upload after a day."""
+    return {
+        "Rules": [
+            {
+                "ID": "uploads-expire",
+                "Filter": {"Prefix": ""},
+                "Status": "Enabled",
+                "Expiration": {"Days": config.upload_days},
+                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+            }
+        ]
+    }

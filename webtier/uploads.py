@@ -86,6 +86,14 @@ class Uploads:
                 "answered", id=request_id, stem=stem, result=name, source="table", ms=milliseconds(started, time.monotonic())
             )
             return f"{stem}:{name}", None
+        try:
+            return self._ask(request_id, key, stem, body, digest, started)
+        except Refusal:  # an upload answered with an error (422, 502, 504) is not kept
+            self._discard(key)
+            raise
+
+    def _ask(self, request_id, key, stem, body, digest, started):
+        """Store the upload, send its request and wait for the reply: (`stem:name`, model ms)."""
         with self.replies.waiting(request_id) as slot:
             self._store(key, body)
             stored = time.monotonic()
@@ -116,6 +124,16 @@ class Uploads:
         if digest and outcome.model:
             self.table.record(stem, digest, outcome.name, outcome.model)
         return f"{stem}:{outcome.name}", outcome.model_ms
+
+    def _discard(self, key):
+        """Remove an upload from the input bucket (best-effort: the bucket's lifecycle rule removes
+        what this cannot)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.s3.delete_object(Bucket=self.config.in_bucket, Key=key)
+        except (BotoCoreError, ClientError) as e:
+            log.warning("discard_failed", key=key, error=e)
 
     def _store(self, key, body):
         """The upload, into the input bucket (also when the table answers it: the bucket holds every upload)."""

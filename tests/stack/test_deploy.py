@@ -414,6 +414,9 @@ class ProvisionTest(Deployment):
             self.assertTrue(all(block.values()) and len(block) == 4, block)
             rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
             self.assertEqual(rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"], "AES256")
+        # Uploads do not stay forever: FR_UPLOAD_DAYS (7 by default).
+        (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=self.config.in_bucket)["Rules"]
+        self.assertEqual((rule["Status"], rule["Expiration"]), ("Enabled", {"Days": 7}))
 
     def check_table(self):
         table = self.clients["dynamodb"].describe_table(TableName=f"{PREFIX}-dynamoDB")["Table"]

@@ -145,6 +145,10 @@ class PipelineTest(Service, unittest.TestCase):
         )
         self.assert_queues_drain()
         self.assertEqual(sum(cloud.queue_depth(self.sqs, self.queue_url(self.config.dead_letter_queue))), 0)
+        # The upload answered with an error is not kept; the answered ones are.
+        kept = self.keys(self.config.in_bucket)
+        self.assertEqual([k for k in kept if k.endswith("/tiny.png")], [])
+        self.assertGreaterEqual(len([k for k in kept if k.endswith(("/test_00.jpg", "/test_01.jpg", "/test_02.jpg"))]), 3)
 
     def test_requests_that_are_not_uploads_get_a_clear_status(self):
         content_type = "multipart/form-data; boundary=b"
