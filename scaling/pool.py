@@ -108,12 +108,15 @@ def _instances(pages):
 
 
 def _member(instance):
-    """{id, name, state, hibernates} of a described instance."""
+    """{id, name, state, hibernates, hibernated} of a described instance (`hibernated`: stopped by
+    hibernating, as EC2's StateReason says, when it was described)."""
+    state = instance["State"]["Name"]
     return {
         "id": instance["InstanceId"],
-        "state": instance["State"]["Name"],
+        "state": state,
         "name": next((t["Value"] for t in instance.get("Tags", []) if t["Key"] == "Name"), ""),
         "hibernates": instance.get("HibernationOptions", {}).get("Configured", False),
+        "hibernated": state == "stopped" and instance.get("StateReason", {}).get("Code") == HIBERNATE_REASON,
     }
 
 
@@ -237,7 +240,7 @@ class Pool:
         self.config = config
         self.watch = Watch(ec2, config)
         self.launches = launching.Launches()
-        self.warm = set()  # members hibernated here
+        self.warm = None  # members hibernated: EC2's word at the first observation, then this process's
         self.stale = set()  # members hibernated too long, to start (and stop plainly)
         self.refresh_due = -math.inf
         self.wall_clock = wall_clock
@@ -248,6 +251,8 @@ class Pool:
         from botocore.exceptions import ClientError
 
         members = self.watch.observe()
+        if self.warm is None:  # a restarted autoscaler knows the members hibernated before it
+            self.warm = {m["id"] for m in members if m["hibernated"]}
         if len(members) >= self.config.pool_size:
             return members
         try:
@@ -260,11 +265,11 @@ class Pool:
     def resize(self, members, target):
         """Start and stop members of `members` (as observed) so that `target` run: (started ids,
         stopped ids)."""
-        started, stopped = plan(members, target, self.warm)
+        started, stopped = plan(members, target, self.warm or ())
         started += [i for i in self.refresh(members, active(members) + len(started)) if i not in started]
         if started:
             self.ec2.start_instances(InstanceIds=started)
-            self.warm.difference_update(started)
+            self.warm = (self.warm or set()) - set(started)
         if stopped:
             self.stop(stopped, members)
         return started, stopped
@@ -273,7 +278,7 @@ class Pool:
         """Hibernate (FR_HIBERNATE) or stop the members `ids`; each one stopped plainly though
         hibernation is on is one line saying why."""
         hibernated, plain = stop(self.ec2, ids, self.config)
-        self.warm.update(hibernated)
+        self.warm = (self.warm or set()) | set(hibernated)
         names = {i["id"]: i["name"] for i in members}
         for instance, why in plain.items():
             if why is not None:

@@ -132,6 +132,19 @@ class StopTest(unittest.TestCase):
         )
         self.assertEqual(scaler.step()["started"], 0, "started once, not again")
 
+    def test_a_restarted_autoscaler_starts_the_hibernated_member_first(self):
+        # Its warm set was in the memory of the process before; EC2's StateReason says it again.
+        self.start_all()
+        self.ec2.stop_instances(InstanceIds=self.ids[2:3], Hibernate=True)
+        self.ec2.stop_instances(InstanceIds=self.ids[:2] + self.ids[3:])
+        pool.wait_for(self.ec2, self.ids, ["stopped"], 10)
+        self.assertEqual(self.reasons()[self.ids[2]], pool.HIBERNATE_REASON)
+        restarted = pool.Pool(self.ec2, self.config)
+        started, _ = restarted.resize(restarted.observe(), 1)
+        self.assertEqual(started, self.ids[2:3], "the hibernated member, with its model in memory")
+        pool.wait_for(self.ec2, started, ["running"], 10)
+        self.ec2.stop_instances(InstanceIds=started)
+
 
 if __name__ == "__main__":
     unittest.main()
