@@ -38,7 +38,10 @@ def read_state(config, name, max_age=None):
         fields = json.loads((Path(config.state_dir) / name).read_text())
     except (OSError, ValueError):
         return None
-    if max_age is not None and not time.time() - fields.get("at", 0) <= max_age:
+    age = time.time() - fields.get("at", 0)
+    # A file dated ahead of the clock (a clock stepped back, a writer whose clock is ahead) is no
+    # proof its writer is alive: believed only as far as one write period ahead.
+    if max_age is not None and not -WEB_STATE_SECONDS <= age <= max_age:
         return None
     return fields
 
