@@ -161,7 +161,8 @@ _strays_said = set()
 
 
 def describe(ec2, config):
-    """The pool's members: a list of {id, name, state, hibernates}, by instance number."""
+    """The pool's members: a list of {id, name, state, hibernates, hibernated}, by instance number
+    (an instance tagged ours under another name is no member: MEMBER_NAME)."""
     members = []
     for instance in ours(ec2, config, [f"{APP_TIER_NAME}-*"], POOL_STATES):
         if MEMBER_NAME.fullmatch(instance["name"]):
