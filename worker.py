@@ -50,6 +50,9 @@ RESUME_SIGNAL = signal.SIGUSR2
 WORKER_STATE = "worker.json"
 # How long `--pause` waits for the worker, beyond its long poll: a batch in hand is finished first.
 PAUSE_PATIENCE = 30.0
+# A request older than FR_REQUEST_TIMEOUT and this (SQS's clock and ours may differ a little) is
+# one nobody waits for any more: acknowledged, not answered.
+CLOCK_MARGIN = 2.0
 
 
 class Resumed(BaseException):
@@ -107,6 +110,7 @@ class Worker:
                     QueueUrl=self.request_url,
                     MaxNumberOfMessages=self.config.batch,
                     WaitTimeSeconds=self.config.poll_wait,
+                    MessageSystemAttributeNames=["SentTimestamp"],
                 ).get("Messages", [])
                 # At once, not only in `finally`: a resume signal from here on must not drop these.
                 hibernation.polling = False
@@ -152,13 +156,9 @@ class Worker:
         """Answer a batch of requests (`received` at this awake_clock time): one pass through the
         model, one reply call."""
         started = time.monotonic()
-        jobs = []
-        for message in messages:
-            try:
-                jobs.append((message, decode(Request, message["Body"])))
-            except ValueError as e:
-                log.warning("bad_request", error=e)
-                self._delete([message])
+        jobs, dropped = to_answer(messages, self.config.request_timeout)
+        if dropped:
+            self._delete(dropped)
         if not jobs:
             return
         for _, request in jobs:
@@ -221,6 +221,33 @@ class Worker:
     def _batch(self, call, messages, **extra):
         entries = cloud.receipt_entries((m["ReceiptHandle"] for m in messages), **extra)
         getattr(self.sqs, call)(QueueUrl=self.request_url, Entries=entries)
+
+
+def to_answer(messages, request_timeout):
+    """([(message, Request)] to answer, [message] to acknowledge unanswered): those that are no
+    Request, and those older than `request_timeout` (their web tier stopped waiting, or is gone: nobody
+    would take the answer, and new uploads would wait behind them)."""
+    jobs, dropped = [], []
+    for message in messages:
+        try:
+            request = decode(Request, message["Body"])
+        except ValueError as e:
+            log.warning("bad_request", error=e)
+            dropped.append(message)
+            continue
+        waited = message_age(message)
+        if waited is not None and waited > request_timeout + CLOCK_MARGIN:
+            log.info("expired", id=request.id, stem=request.stem, waited_s=round(waited, 1))
+            dropped.append(message)
+            continue
+        jobs.append((message, request))
+    return jobs, dropped
+
+
+def message_age(message):
+    """Seconds since SQS took `message` (its SentTimestamp), or None when SQS did not say."""
+    sent = message.get("Attributes", {}).get("SentTimestamp")
+    return time.time() - int(sent) / 1000 if sent and sent.isdigit() else None
 
 
 def fetch_image(s3, bucket, request):

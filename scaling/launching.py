@@ -164,11 +164,13 @@ WORKER_UNIT = "face-worker.service"
 def member_user_data(config, settings_path=POOL_SETTINGS):
     """A member's user data (cloud-init runs it at the instance's first boot): the pool's FR_PREFIX and
     FR_REGION, over whatever the image was set up with, so that a member never looks for another
-    deployment's queues. cloud-init runs it late in the boot, after the worker has started with the
-    image's settings: the worker is restarted once they are in place (try-restart: only if it runs)."""
+    deployment's queues, and the web tier's FR_REQUEST_TIMEOUT (a request older than it is one
+    nobody waits for: the worker acknowledges it unanswered). cloud-init runs it late in the boot,
+    after the worker has started with the image's settings: the worker is restarted once they are
+    in place (try-restart: only if it runs)."""
     return (
-        f"#!/bin/bash\nset -e\ncat > {settings_path} <<'ENV'\nFR_PREFIX={config.prefix}\nFR_REGION={config.region}\nENV\n"
-        f"chmod 0644 {settings_path}\nsystemctl try-restart {WORKER_UNIT}\n"
+        f"#!/bin/bash\nset -e\ncat > {settings_path} <<'ENV'\nFR_PREFIX={config.prefix}\nFR_REGION={config.region}\n"
+        f"FR_REQUEST_TIMEOUT={config.request_timeout:g}\nENV\nchmod 0644 {settings_path}\nsystemctl try-restart {WORKER_UNIT}\n"
     )
 
 

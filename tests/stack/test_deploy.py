@@ -133,7 +133,7 @@ class Deployment(unittest.TestCase):
             data = self.clients["ec2"].describe_instance_attribute(InstanceId=member["InstanceId"], Attribute="userData")
             self.assertEqual(
                 launching.pool_settings(base64.b64decode(data["UserData"]["Value"]).decode()),
-                {"FR_PREFIX": prefix, "FR_REGION": "us-east-1"},
+                {"FR_PREFIX": prefix, "FR_REGION": "us-east-1", "FR_REQUEST_TIMEOUT": "120"},
             )
         volumes = self.clients["ec2"].describe_volumes(
             Filters=[{"Name": "attachment.instance-id", "Values": [i["InstanceId"] for i in members]}]

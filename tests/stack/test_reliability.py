@@ -268,6 +268,31 @@ class FaultTest(Service, unittest.TestCase):
         worker.wait_for("event=done id=gone1", 5)
         self.assertEqual([line for line in worker.lines if "event=received id=gone1" in line][1:], [], "retried")
 
+    def test_a_request_nobody_waits_for_any_more_is_acknowledged_unanswered(self):
+        # Its web tier stopped waiting (FR_REQUEST_TIMEOUT) or crashed: answering it would cost the
+        # model's time for nobody, and new uploads would wait behind it.
+        replies = new_queue(self.sqs, "svc-expired-replies")
+        # The app role may answer on this queue of the test's own: only the worker's judgement stops it.
+        with_permission(
+            self,
+            aws(self.endpoint, "iam"),
+            self.config.role("app"),
+            ["sqs:SendMessage"],
+            ["arn:aws:sqs:us-east-1:123456789012:svc-expired-replies"],
+        )
+        request_url = self.queue_url(self.config.request_queue)
+        self.sqs.send_message(QueueUrl=request_url, MessageBody=encode(Request("old1", "old1/x.jpg", "x", replies)))
+        sent = time.time()
+        timeout = 0.5
+        wait_until(lambda: time.time() - sent > timeout + worker_module.CLOCK_MARGIN + 0.5, 10, what="the request old")
+        worker, _ = start(
+            self, "FaultTest-worker-expiry", [PYTHON, "worker.py"], dict(self.env, FR_REQUEST_TIMEOUT=str(timeout)), "event=ready"
+        )
+        worker.wait_for("event=expired id=old1", 20)
+        wait_until(lambda: sum(queue_depth(self.sqs, request_url)) == 0, 10, what="the request acknowledged")
+        self.assertEqual(self.sqs.receive_message(QueueUrl=replies, WaitTimeSeconds=1).get("Messages", []), [])
+        self.assertNotIn("event=received id=old1", worker.tail(1000))
+
     def test_a_request_received_by_a_stopping_worker_is_answered_not_given_back(self):
         # Given back, each return counts as a receive: three instances stopped after a burst sent the
         # next request to the dead-letter queue. The long poll makes the window wide.

@@ -21,7 +21,7 @@ class MemberUserDataTest(unittest.TestCase):
         # cloud-init runs user data late in the first boot, after face-worker.service has started
         # with the image's settings: run as bash runs it, with a systemctl that records what it was
         # asked and what the settings file held at that moment.
-        config = settings.load_config({"FR_PREFIX": "blue", "FR_REGION": "eu-west-1"})
+        config = settings.load_config({"FR_PREFIX": "blue", "FR_REGION": "eu-west-1", "FR_REQUEST_TIMEOUT": "90"})
         with tempfile.TemporaryDirectory() as scratch:
             scratch = Path(scratch)
             target = scratch / "face-recognition-pool.env"
@@ -30,9 +30,13 @@ class MemberUserDataTest(unittest.TestCase):
             script = launching.member_user_data(config, settings_path=target)
             env = dict(os.environ, PATH=f"{scratch}:{os.environ['PATH']}")
             subprocess.run(["bash", "-c", script], env=env, check=True)
-            self.assertEqual(launching.pool_settings(target.read_text()), {"FR_PREFIX": "blue", "FR_REGION": "eu-west-1"})
             self.assertEqual(
-                (scratch / "asked").read_text(), "try-restart face-worker.service | FR_PREFIX=blue FR_REGION=eu-west-1 \n"
+                launching.pool_settings(target.read_text()),
+                {"FR_PREFIX": "blue", "FR_REGION": "eu-west-1", "FR_REQUEST_TIMEOUT": "90"},
+            )
+            self.assertEqual(
+                (scratch / "asked").read_text(),
+                "try-restart face-worker.service | FR_PREFIX=blue FR_REGION=eu-west-1 FR_REQUEST_TIMEOUT=90 \n",
             )
 
 
