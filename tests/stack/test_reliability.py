@@ -195,6 +195,13 @@ class FaultTest(Service, unittest.TestCase):
         for url in (self.queue_url(self.config.request_queue), self.queue_url(self.config.response_queue)):
             self.sqs.purge_queue(QueueUrl=url)
 
+    def reply_queue(self, name):
+        """A reply queue of the test's own, which the app role may answer on (IAM is enforced); its URL."""
+        url = new_queue(self.sqs, name)
+        arn = f"arn:aws:sqs:us-east-1:123456789012:{name}"
+        with_permission(self, aws(self.endpoint, "iam"), self.config.role("app"), ["sqs:SendMessage"], [arn])
+        return url
+
     def test_a_request_workers_keep_failing_on_ends_in_502_and_stays_in_the_dead_letter_queue(self):
         request_url = self.queue_url(self.config.request_queue)
         dead_letters = self.queue_url(self.config.dead_letter_queue)
@@ -248,15 +255,7 @@ class FaultTest(Service, unittest.TestCase):
 
     def test_an_image_gone_from_the_input_bucket_is_answered_at_once_not_retried(self):
         # On AWS this needs s3:ListBucket in the app role (GetObject of a missing key is 403 without it).
-        replies = new_queue(self.sqs, "svc-gone-replies")
-        # The app role may answer on this queue of the test's own (IAM is enforced).
-        with_permission(
-            self,
-            aws(self.endpoint, "iam"),
-            self.config.role("app"),
-            ["sqs:SendMessage"],
-            ["arn:aws:sqs:us-east-1:123456789012:svc-gone-replies"],
-        )
+        replies = self.reply_queue("svc-gone-replies")
         worker = self.extra_worker("gone")
         self.sqs.send_message(
             QueueUrl=self.queue_url(self.config.request_queue), MessageBody=encode(Request("gone1", "gone1/x.jpg", "x", replies))
@@ -271,15 +270,7 @@ class FaultTest(Service, unittest.TestCase):
     def test_a_request_nobody_waits_for_any_more_is_acknowledged_unanswered(self):
         # Its web tier stopped waiting (FR_REQUEST_TIMEOUT) or crashed: answering it would cost the
         # model's time for nobody, and new uploads would wait behind it.
-        replies = new_queue(self.sqs, "svc-expired-replies")
-        # The app role may answer on this queue of the test's own: only the worker's judgement stops it.
-        with_permission(
-            self,
-            aws(self.endpoint, "iam"),
-            self.config.role("app"),
-            ["sqs:SendMessage"],
-            ["arn:aws:sqs:us-east-1:123456789012:svc-expired-replies"],
-        )
+        replies = self.reply_queue("svc-expired-replies")  # only the worker's judgement keeps it empty
         request_url = self.queue_url(self.config.request_queue)
         self.sqs.send_message(QueueUrl=request_url, MessageBody=encode(Request("old1", "old1/x.jpg", "x", replies)))
         sent = time.time()
