@@ -105,10 +105,20 @@ class Launcher:
         return {instance_id: self.names[instance_id] for instance_id in ids if self.names[instance_id]}
 
     def hibernated(self, ids):
-        """Those of the instances `ids` that were hibernated, not stopped (EC2's StateReason)."""
+        """Those of the instances `ids` that were hibernated, not stopped (EC2's StateReason). An
+        instance EC2 no longer knows (moto restarted: every instance is new) is gone, not hibernated."""
+        from botocore.exceptions import ClientError
+
         if not ids:
             return set()
-        pages = self.ec2.get_paginator("describe_instances").paginate(InstanceIds=list(ids))
+        try:
+            pages = list(self.ec2.get_paginator("describe_instances").paginate(InstanceIds=list(ids)))
+        except ClientError as e:
+            if cloud.error_code(e) != "InvalidInstanceID.NotFound":
+                raise
+            if len(ids) == 1:
+                return set()
+            return set().union(*(self.hibernated([i]) for i in ids))  # which of them: one at a time
         return {
             i["InstanceId"]
             for page in pages

@@ -60,6 +60,18 @@ class LauncherTest(unittest.TestCase):
         launcher.step()
         self.assertEqual(launcher.stopping, set())
 
+    def test_a_worker_of_an_instance_ec2_no_longer_knows_is_stopped_and_the_step_goes_on(self):
+        # moto restarted: every instance id the launcher knew is unknown now.
+        worker = subprocess.Popen(["sleep", "600"])
+        self.addCleanup(worker.kill)
+        config = settings.load_config({"FR_ENDPOINT_URL": self.endpoint})
+        launcher = Launcher(config, self.ec2, forkserver=NoEvents())
+        launcher.workers["i-0123456789abcdef0"] = worker.pid
+        launcher.step()
+        wait_until(lambda: worker.poll() is not None, 10, what="the worker told to stop")
+        self.assertEqual(worker.returncode, -signal.SIGTERM)
+        self.assertEqual(launcher.stopping, {"i-0123456789abcdef0"})
+
 
 class NoEvents:
     """A fork server that has said nothing yet."""
