@@ -55,7 +55,7 @@ class Failures:
         self.log, self.event, self.said = log, event, set()
 
     def failed(self, error):
-        code = getattr(error, "response", {}).get("Error", {}).get("Code") if hasattr(error, "response") else None
+        code = getattr(error, "response", {}).get("Error", {}).get("Code")  # an AWS error's (botocore's ClientError)
         kind = f"{type(error).__name__}:{code or getattr(error, 'errno', None) or ''}"
         if kind in self.said:
             return

@@ -220,6 +220,16 @@ def environment(config, names):
     return {name: _rendered(getattr(config, fields[name])) for name in names if getattr(config, fields[name]) is not None}
 
 
+def environment_text(variables):
+    """{name: value} as an environment file's lines (`NAME=value`), as systemd's EnvironmentFile reads them."""
+    return "".join(f"{name}={value}\n" for name, value in variables.items())
+
+
+def read_environment(text):
+    """The {FR_* name: value} of an environment file's lines (environment_text's inverse)."""
+    return dict(line.split("=", 1) for line in text.splitlines() if line.startswith("FR_"))
+
+
 def variables():
     """Every FR_* variable's name."""
     return list(_VARIABLES)

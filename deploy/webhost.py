@@ -45,7 +45,7 @@ def web_host_settings(config):
     """The web host's /etc/face-recognition.env: every FR_* variable but NOT_FOR_THE_WEB_HOST, with
     this run's values, and the host's own address."""
     names = [n for n in settings.variables() if n not in NOT_FOR_THE_WEB_HOST]
-    return "FR_HOST=0.0.0.0\n" + "".join(f"{k}={v}\n" for k, v in settings.environment(config, names).items())
+    return settings.environment_text({"FR_HOST": "0.0.0.0", **settings.environment(config, names)})
 
 
 def web_host_script(config):

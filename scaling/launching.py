@@ -10,7 +10,7 @@ import time
 import uuid
 
 import common
-from core import cloud
+from core import cloud, settings
 from scaling import pool
 
 log = common.EventLog("pool")
@@ -168,15 +168,13 @@ def member_user_data(config, settings_path=POOL_SETTINGS):
     nobody waits for: the worker acknowledges it unanswered). cloud-init runs it late in the boot,
     after the worker has started with the image's settings: the worker is restarted once they are
     in place (try-restart: only if it runs)."""
-    return (
-        f"#!/bin/bash\nset -e\ncat > {settings_path} <<'ENV'\nFR_PREFIX={config.prefix}\nFR_REGION={config.region}\n"
-        f"FR_REQUEST_TIMEOUT={config.request_timeout:g}\nENV\nchmod 0644 {settings_path}\nsystemctl try-restart {WORKER_UNIT}\n"
+    pool_settings = settings.environment_text(
+        {"FR_PREFIX": config.prefix, "FR_REGION": config.region, "FR_REQUEST_TIMEOUT": f"{config.request_timeout:g}"}
     )
-
-
-def pool_settings(user_data):
-    """{FR_* name: value} a member's user data (member_user_data) gives it."""
-    return dict(line.split("=", 1) for line in user_data.splitlines() if line.startswith("FR_"))
+    return (
+        f"#!/bin/bash\nset -e\ncat > {settings_path} <<'ENV'\n{pool_settings}ENV\n"
+        f"chmod 0644 {settings_path}\nsystemctl try-restart {WORKER_UNIT}\n"
+    )
 
 
 def root_volume(ec2, config):

@@ -252,7 +252,7 @@ class WebHost:
     def settings(self):
         """The web host's settings as provisioning left them in the deploy bucket: {FR_* name: value}."""
         body = self.s3.get_object(Bucket=self.config.deploy_bucket, Key=SETTINGS_KEY)["Body"].read().decode()
-        return dict(line.split("=", 1) for line in body.splitlines() if "=" in line)
+        return settings.read_environment(body)
 
     def report(self, commands, status, error=""):
         """As the host's SSM agent does once the update script ended (simulation/awslike/account.py reads it)."""
@@ -299,7 +299,6 @@ def follow_web_host(config, web_host, host, logs, services, retired):
         service.stop()
     env = host_env(config, host.env, web_host.settings(), host.port)
     web, port, scaler = start_host_services(config, env, logs, services)
-    scaler.wait_for("event=decision", START_TIMEOUT)
     return HostServices(web, port, scaler, env, found)
 
 
@@ -324,8 +323,8 @@ def updated(config, web_host, host, update, logs, services, retired):
 
 
 def start_host_services(config, env, logs, services):
-    """The web host's services: (web tier, its port, autoscaler), each added to `services` as it is
-    started (so that it is stopped with them, also when it never becomes ready)."""
+    """The web host's services, once ready: (web tier, its port, autoscaler), each added to
+    `services` as it is started (so that it is stopped with them, also when it never becomes ready)."""
     web = Child("web", [PYTHON, str(settings.PROJECT_DIR / "web.py")], env, log_path=logs / "web.log")
     services.append(web)
     port = web.wait_for(r"event=listening host=\S+ port=(\d+)", START_TIMEOUT)[1]
@@ -336,6 +335,8 @@ def start_host_services(config, env, logs, services):
         log_path=logs / "autoscaler.log",
     )
     services.append(scaler)
+    # Ready once it has taken its first step (the web tier's count read, the pool observed).
+    scaler.wait_for("event=decision", START_TIMEOUT)
     return web, port, scaler
 
 
@@ -347,7 +348,6 @@ def update_host(config, env, logs, services, running, host):
         service.stop()
         services.remove(service)
     web, port, scaler = start_host_services(config, env, logs, services)
-    scaler.wait_for("event=decision", START_TIMEOUT)
     log.info("web_host_updated", instance=host, url=f"http://{config.host}:{port}/")
     return web, scaler
 
@@ -420,8 +420,6 @@ def run(config, stop):
         provision(config, lambda service: cloud.client(config, service))
         web, port, scaler = start_host_services(config, web_env, logs, services)
         host = HostServices(web, port, scaler, web_env)
-        # Ready once it has taken its first step (the web tier's count read, the pool observed).
-        scaler.wait_for("event=decision", START_TIMEOUT)
         forkserver.wait_for(READY, START_TIMEOUT)
         if config.simulate == "aws":
             timings = awslike.timings(config.simulate_time_scale)

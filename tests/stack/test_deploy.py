@@ -132,7 +132,7 @@ class Deployment(unittest.TestCase):
         for member in members[:2]:
             data = self.clients["ec2"].describe_instance_attribute(InstanceId=member["InstanceId"], Attribute="userData")
             self.assertEqual(
-                launching.pool_settings(base64.b64decode(data["UserData"]["Value"]).decode()),
+                settings.read_environment(base64.b64decode(data["UserData"]["Value"]).decode()),
                 {"FR_PREFIX": prefix, "FR_REGION": "us-east-1", "FR_REQUEST_TIMEOUT": "120"},
             )
         volumes = self.clients["ec2"].describe_volumes(
@@ -698,7 +698,7 @@ class ScriptsTest(unittest.TestCase):
         }
         config = settings.load_config(chosen)
         text = web_host_settings(config)
-        sent = dict(line.split("=", 1) for line in text.splitlines())
+        sent = settings.read_environment(text)
         self.assertEqual(sent["FR_HOST"], "0.0.0.0")
         self.assertEqual(sorted(sent), sorted({"FR_HOST", *(n for n in settings.variables() if n not in NOT_FOR_THE_WEB_HOST)}))
         on_host = settings.load_config(sent)

@@ -31,7 +31,7 @@ class MemberUserDataTest(unittest.TestCase):
             env = dict(os.environ, PATH=f"{scratch}:{os.environ['PATH']}")
             subprocess.run(["bash", "-c", script], env=env, check=True)
             self.assertEqual(
-                launching.pool_settings(target.read_text()),
+                settings.read_environment(target.read_text()),
                 {"FR_PREFIX": "blue", "FR_REGION": "eu-west-1", "FR_REQUEST_TIMEOUT": "90"},
             )
             self.assertEqual(
