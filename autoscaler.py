@@ -10,9 +10,14 @@ key=value line and left in FR_STATE_DIR/autoscaler.json for the status page.
 The work: the web tier on this host leaves in FR_STATE_DIR/web.json how many requests wait for an
 answer, exactly and at once. SQS's own counts (one get_queue_attributes call) are approximate and
 may trail the truth by up to a minute after the work stops, which would hold instances up long
-after the last answer. So the web tier's count decides, and SQS's is the backstop: for when no web
-tier runs here, and for work the web tier does not know of, once SQS has shown it for longer than
-its counts can lag (FR_SQS_COUNT_LAG).
+after the last answer. So the web tier's count decides. Messages SQS shows beyond it are waited
+for by nobody (a crashed web tier's, sent before this one started): no instance starts for them
+(a worker that takes one once it is older than FR_REQUEST_TIMEOUT acknowledges it unanswered). The
+web tier also says how many of its requests were queued longer ago than SQS's counts can lag
+(FR_SQS_COUNT_LAG): SQS showing fewer than those means messages gone (a queue purged or made
+again), and the pool is not held up for them until they time out. A web tier gone (its file no
+longer rewritten) waits on nothing; with no web tier here at all (no web.json), SQS's counts are
+all there is.
 
 The same code drives AWS or, in local mode, moto's EC2 API, where the local launcher runs a
 worker process per running instance. Stops on SIGTERM/SIGINT after the step in progress (exit 0).
@@ -21,7 +26,6 @@ worker process per running instance. Stops on SIGTERM/SIGINT after the step in p
 import math
 import threading
 import time
-from collections import deque
 
 import common
 from core import cloud, settings, statefiles
@@ -48,41 +52,20 @@ def desired(visible, in_flight, running, max_instances, idle_seconds=math.inf, g
     return max(target, floor)
 
 
-def work(waiting, visible, in_flight, unexplained_for, lag):
+def work(waiting, long_queued, visible, in_flight):
     """(visible, in flight) messages for `desired`, from the web tier's exact count and SQS's.
 
     `waiting`: requests the web tier waits on (None: no web tier here, SQS's counts are all there
-    is). Those are the work; SQS's in-flight count only says how many of them a worker holds. SQS
-    showing more than that is believed only once it has done so for longer than its counts can
-    lag (`unexplained_for` > `lag`): work sent by someone else, or from before the web tier started.
+    is); `long_queued` of them have had their messages on the queue for longer than SQS's counts
+    may lag, so SQS shows each of them unless its message is gone (a queue purged or made again).
+    The requests waited on, less those gone, are the work; SQS's in-flight count only says how many
+    of them a worker holds, and what it shows beyond them nobody waits for (a crashed web tier's).
     """
     if waiting is None:
         return visible, in_flight
-    held = min(waiting, in_flight)
-    known = (waiting - held, held)
-    if visible + in_flight > waiting and unexplained_for > lag:
-        return max(visible, known[0]), max(in_flight, known[1])
-    return known
-
-
-class RecentMost:
-    """The largest value in effect over the last `span` seconds. SQS's counts may show any moment of
-    the last FR_SQS_COUNT_LAG seconds, so they are explained by the web tier's count as long as it
-    was that large at some moment of them; compared with its count of now, a burst longer than the
-    lag made the drained queue's old counts look like new work, and instances started after the end.
-    The value noted last before the span is still in effect at its start, so it is kept: without
-    it, counts from exactly `span` ago went unexplained and held instances past the last answer."""
-
-    def __init__(self, span):
-        self.span = span
-        self.seen = deque()  # (time, value), oldest first; the oldest may be older than the span
-
-    def add(self, now, value):
-        """Note `value` at time `now`; the largest value in effect over the last `span` seconds."""
-        self.seen.append((now, value))
-        while len(self.seen) > 1 and self.seen[1][0] <= now - self.span:
-            self.seen.popleft()
-        return max(value for _, value in self.seen)
+    known = waiting - max(0, long_queued - visible - in_flight)
+    held = min(known, in_flight)
+    return known - held, held
 
 
 class Autoscaler:
@@ -95,27 +78,22 @@ class Autoscaler:
         self.request_url, _ = cloud.queue_urls(sqs, config)
         self.last = None
         self.idle_since = None
-        self.unexplained_since = None
-        self.recent_waiting = RecentMost(config.sqs_count_lag)
         self.pool = pool.Pool(ec2, config)
         self.state_writes = common.Failures(log, "state_write_failed")
 
     def observe_work(self):
-        """(waiting, visible, in flight): the web tier's count (None without a web tier) and SQS's."""
+        """((waiting, long queued), visible, in flight): the web tier's counts (None without a web
+        tier) and SQS's, read in that order (SQS's then are no newer than the web tier's)."""
         visible, in_flight = cloud.queue_depth(self.sqs, self.request_url)
         return statefiles.read_waiting(self.config), visible, in_flight
 
     def step(self):
         """Observe, decide, act once; the decision as a dict."""
-        waiting, sqs_visible, sqs_in_flight = self.observe_work()
+        web, sqs_visible, sqs_in_flight = self.observe_work()
+        waiting, long_queued = web or (None, 0)
         members = self.pool.observe()
         now = time.monotonic()
-        if waiting is not None and sqs_visible + sqs_in_flight > self.recent_waiting.add(now, waiting):
-            self.unexplained_since = self.unexplained_since or now
-        else:
-            self.unexplained_since = None
-        unexplained_for = now - self.unexplained_since if self.unexplained_since else 0.0
-        visible, in_flight = work(waiting, sqs_visible, sqs_in_flight, unexplained_for, self.config.sqs_count_lag)
+        visible, in_flight = work(waiting, long_queued, sqs_visible, sqs_in_flight)
         if visible + in_flight:
             self.idle_since = None
         elif self.idle_since is None:

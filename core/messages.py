@@ -1,6 +1,7 @@
 """The queue messages: a Request (web tier -> worker) and a Reply (worker -> web tier), as JSON
 text of at most MAX_MESSAGE_BYTES. Images travel through S3, never SQS."""
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -44,11 +45,13 @@ def encode(message):
 
 
 def decode(kind, body):
-    """A `kind` (Request or Reply) from JSON text; ValueError if it is not one."""
+    """A `kind` (Request or Reply) from JSON text; ValueError if it is not one. Fields it does not
+    know are left out: a newer sender's (an app image older than the web tier keeps working)."""
     try:
         fields = json.loads(body)
-        message = kind(**fields)
-    except (TypeError, json.JSONDecodeError) as e:
+        known = {f.name for f in dataclasses.fields(kind)}
+        message = kind(**{k: v for k, v in fields.items() if k in known})
+    except (AttributeError, TypeError, json.JSONDecodeError) as e:
         raise ValueError(f"not a {kind.__name__} message: {e}") from None
     if not all(isinstance(v, (str, type(None))) for v in message.__dict__.values()):
         raise ValueError(f"not a {kind.__name__} message: fields must be strings")

@@ -1,7 +1,8 @@
 """What processes on one host leave each other in FR_STATE_DIR: small JSON files, written whole.
 
 web.json: the web tier's count of requests waiting for an answer, the autoscaler's exact count of
-the work (autoscaler.py); written by `write_waiting` at once when it changes and at least every
+the work (autoscaler.py), and how many of them have been on the queue for longer than SQS's counts
+may lag; written by `write_waiting` at once when the count changes and at least every
 WEB_STATE_SECONDS, read by `read_waiting`, which takes a file older than WEB_STATE_MAX_AGE for a
 web tier gone. autoscaler.json: the autoscaler's last decision, for the status page. The local
 stack's logs are in FR_STATE_DIR/logs (`log_dir`)."""
@@ -46,16 +47,21 @@ def read_state(config, name, max_age=None):
     return fields
 
 
-def write_waiting(config, waiting):
-    """The web tier: `waiting` requests wait for an answer now."""
-    write_state(config, WEB_STATE, waiting=waiting)
+def write_waiting(config, waiting, long_queued):
+    """The web tier: `waiting` requests wait for an answer now, `long_queued` of them with their
+    messages on the queue for longer than FR_SQS_COUNT_LAG (SQS's counts show each of them)."""
+    write_state(config, WEB_STATE, waiting=waiting, long_queued=long_queued)
 
 
 def read_waiting(config):
-    """The autoscaler: how many requests the web tier on this host waits on, or None when no web
-    tier runs here (no web.json, or one it stopped rewriting)."""
+    """The autoscaler: (requests the web tier on this host waits on, how many of them have been
+    queued for longer than FR_SQS_COUNT_LAG), or None when no web tier ever ran here (no web.json).
+    A web tier gone (its file no longer rewritten, or dated ahead of the clock) waits on nothing:
+    (0, 0), so that the requests it left cost no instance while its unit restarts it."""
+    if not (Path(config.state_dir) / WEB_STATE).exists():
+        return None
     web = read_state(config, WEB_STATE, max_age=WEB_STATE_MAX_AGE)
-    return web["waiting"] if web else None
+    return (web["waiting"], web.get("long_queued", 0)) if web else (0, 0)
 
 
 def log_dir(state_dir):

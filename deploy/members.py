@@ -15,24 +15,29 @@ class PoolSteps:
         FR_MAX_INSTANCES (what ensure_vcpus found room for), each wave waited on until it runs, then
         stopped (plainly: too soon after launch to hibernate). The waits name the instances
         RunInstances returned, so a member not yet visible to describe is still stopped. Once the
-        web host runs, its autoscaler owns the members' states: missing members are launched, one
-        wave, and it stops them and launches the rest."""
+        web host runs, its autoscaler owns the pool: it launches the missing members itself.
+        Launching them here too would race it (each sees a name missing and launches one: the name
+        twice), so provisioning only says how many are missing."""
         config = self.config
         launches, created = launching.Launches(), {}
         # Asked before anything is stopped: a running member of an autoscaled pool is at work.
         autoscaled = bool(self._ours([settings.WEB_HOST_NAME], pool.ACTIVE_STATES))
+        if autoscaled:
+            missing = pool.missing(pool.describe(self.ec2, config), config.pool_size)
+            state = f"{len(missing)} missing" if missing else "exists"
+            return (
+                state,
+                f"{self.pool_what()} (left to the autoscaler on {settings.WEB_HOST_NAME}, which launches missing members)",
+            )
         while True:
             members = pool.describe(self.ec2, config)
-            if not autoscaled:
-                self._stop_active([i["id"] for i in members if i["state"] in pool.ACTIVE_STATES])
+            self._stop_active([i["id"] for i in members if i["state"] in pool.ACTIVE_STATES])
             launched = launching.repair(self.ec2, config, members, PROFILE_PATIENCE, launches)
             created.update(launched)
-            if autoscaled or not launched:
+            if not launched:
                 break
             self._stop_active(list(launched.values()))
         state = f"created {len(created)}" if created else "exists"
-        if autoscaled:
-            return state, f"{self.pool_what()} (states left to the autoscaler on {settings.WEB_HOST_NAME})"
         pool.wait_for(self.ec2, [i["id"] for i in pool.describe(self.ec2, config)], ["stopped"], INSTANCE_PATIENCE)
         return state, self.pool_what()
 

@@ -24,7 +24,6 @@ workers after the web tier (requests in progress are answered), moto last.
 """
 
 import dataclasses
-import math
 import os
 import signal
 import sys
@@ -35,12 +34,12 @@ import common
 import worker
 from core import cloud, settings, statefiles
 from deploy.provision import provision
-from deploy.webhost import RUN_SHELL, SETTINGS_KEY
 from scaling import pool
 from simulation import awsiam, awslike
 from simulation.forkserver import READY, parse_event, start_command, worker_config
+from simulation.hostservices import HostServices, WebHost, follow_web_host, restart_failed, scaled_env, start_host_services
 from simulation.netlink import Link
-from simulation.procs import Child, ChildFailed
+from simulation.procs import Child
 
 log = common.EventLog("localstack")
 
@@ -52,8 +51,6 @@ LOCAL_STACK = [PYTHON, "-m", "simulation.localstack"]
 # moto accepts any image id; this names what would be the app-tier AMI on AWS.
 LOCAL_AMI = "ami-0local0app0tier0"
 LAUNCH_INTERVAL = 0.2
-# How often the launcher looks for a web host in moto, until it finds one.
-WEB_HOST_LOOK_SECONDS = 2.0
 START_TIMEOUT = 60
 
 
@@ -204,184 +201,6 @@ class Launcher:
         return self.links[instance_id].url
 
 
-class WebHost:
-    """The web host provisioned into moto, if any: its autoscaler is the one this stack runs, and
-    stops when the host leaves `running` (its OS shutting down stops its services); a web host
-    provisioned after it is looked for again."""
-
-    def __init__(self, config, ec2, ssm, s3):
-        self.config = config
-        self.ec2, self.ssm, self.s3 = ec2, ssm, s3
-        self.id = None
-        self.looked = -math.inf
-        self.commands = set()  # Run Commands sent to the host, seen
-        self.asked = -math.inf
-
-    def look(self):
-        """The web host's id, looked for every WEB_HOST_LOOK_SECONDS until one is found; else None."""
-        if self.id is None and time.monotonic() - self.looked >= WEB_HOST_LOOK_SECONDS:
-            self.looked = time.monotonic()
-            hosts = pool.ours(self.ec2, self.config, [settings.WEB_HOST_NAME], pool.ACTIVE_STATES)
-            if hosts:
-                self.id = hosts[0]["id"]
-                log.info("web_host_found", instance=self.id, detail="the autoscaler here stands for its")
-        return self.id
-
-    def shutting_down(self):
-        """The id of a web host seen before once it has left `running` (then forgotten: the next one
-        found is another host); else None."""
-        if self.look() is None or pool.instance_states(self.ec2, [self.id]).get(self.id) in pool.ACTIVE_STATES:
-            return None
-        gone, self.id = self.id, None
-        return gone
-
-    def update(self):
-        """(the Run Commands, the web host's settings) once provisioning sent it an update
-        (deploy/webhost.py update_web_host: a Run Command of the update script, which its SSM agent
-        runs), the settings as the script puts them in place: {FR_* name: value}; else None."""
-        if self.id is None or time.monotonic() - self.asked < WEB_HOST_LOOK_SECONDS:
-            return None
-        self.asked = time.monotonic()
-        sent = {c["CommandId"] for c in self.ssm.list_commands(InstanceId=self.id)["Commands"] if c["DocumentName"] == RUN_SHELL}
-        new = sent - self.commands
-        if not new:
-            return None
-        self.commands |= new
-        return new, self.settings()
-
-    def settings(self):
-        """The web host's settings as provisioning left them in the deploy bucket: {FR_* name: value}."""
-        body = self.s3.get_object(Bucket=self.config.deploy_bucket, Key=SETTINGS_KEY)["Body"].read().decode()
-        return settings.read_environment(body)
-
-    def report(self, commands, status, error=""):
-        """As the host's SSM agent does once the update script ended (simulation/awslike/account.py reads it)."""
-        for command in commands:
-            awslike.report_invocation(self.config.state_dir, command, status, error)
-
-
-@dataclasses.dataclass
-class HostServices:
-    """The web tier and the autoscaler here, standing for a web host's, and their environment."""
-
-    web: Child
-    port: str
-    scaler: Child
-    env: dict
-    host: str = None  # the web host they stand for (None until one is found)
-    down: bool = False  # stopped with their host, or their update failed
-
-
-def follow_web_host(config, web_host, host, logs, services, retired):
-    """Do what the web host provisioned into moto does with its services (`host`): stop them when it
-    shuts down (`retired`: stopped on purpose), restart them when it is sent an update (reporting
-    its outcome, as its SSM agent does), start them for a web host provisioned after it (with the
-    settings provisioning left in the deploy bucket, as its first boot reads them). The services now."""
-    if not host.down:
-        gone = web_host.shutting_down()
-        if gone:
-            # Its OS shutting down stops both services (they call AWS as the web role, which a
-            # teardown removes once the host is terminated).
-            log.info("web_host_shutting_down", instance=gone, detail="stopping the autoscaler and the web tier")
-            for service in (host.scaler, host.web):
-                service.signal()
-                retired.add(service)
-            return dataclasses.replace(host, down=True)
-        if host.host is None and web_host.id:
-            host = dataclasses.replace(host, host=web_host.id)
-        update = web_host.update()
-        return host if update is None else updated(config, web_host, host, update, logs, services, retired)
-    found = web_host.look()
-    if not found or found == host.host:
-        return host
-    # Provisioned again: the new host's services start (on the same port) once the old ones are gone.
-    for service in (host.scaler, host.web):
-        service.stop()
-    env = host_env(config, host.env, web_host.settings(), host.port)
-    web, port, scaler = start_host_services(config, env, logs, services)
-    return HostServices(web, port, scaler, env, found)
-
-
-def updated(config, web_host, host, update, logs, services, retired):
-    """The host's services after its update script ran: restarted with the new settings; or, when
-    they do not come up, down (the host stays, as a real one would), the update reported Failed."""
-    commands, host_settings = update
-    env = host_env(config, host.env, host_settings, host.port)
-    try:
-        web, scaler = update_host(config, env, logs, services, (host.web, host.scaler), web_host.id)
-    except ChildFailed as e:
-        reason = str(e).splitlines()[0]
-        log.error("web_host_update_failed", instance=web_host.id, error=reason)
-        web_host.report(commands, "Failed", reason)
-        for service in services:
-            if service.name in ("web", "autoscaler"):
-                service.signal()
-                retired.add(service)
-        return dataclasses.replace(host, down=True)
-    web_host.report(commands, "Success")
-    return HostServices(web, host.port, scaler, env, host.host)
-
-
-def start_host_services(config, env, logs, services):
-    """The web host's services, once ready: (web tier, its port, autoscaler), each added to
-    `services` as it is started (so that it is stopped with them, also when it never becomes ready)."""
-    web = Child("web", [PYTHON, str(settings.PROJECT_DIR / "web.py")], env, log_path=logs / "web.log")
-    services.append(web)
-    port = web.wait_for(r"event=listening host=\S+ port=(\d+)", START_TIMEOUT)[1]
-    scaler = Child(
-        "autoscaler",
-        [PYTHON, str(settings.PROJECT_DIR / "autoscaler.py")],
-        scaler_env(config, env),
-        log_path=logs / "autoscaler.log",
-    )
-    services.append(scaler)
-    # Ready once it has taken its first step (the web tier's count read, the pool observed).
-    scaler.wait_for("event=decision", START_TIMEOUT)
-    return web, port, scaler
-
-
-def update_host(config, env, logs, services, running, host):
-    """As the update script does on the host: the new settings in place (`env`), both services
-    restarted (`running`: the web tier and the autoscaler, replaced in `services`); the new ones."""
-    log.info("web_host_updating", instance=host, detail="restarting the web tier and the autoscaler")
-    for service in reversed(running):
-        service.stop()
-        services.remove(service)
-    web, port, scaler = start_host_services(config, env, logs, services)
-    log.info("web_host_updated", instance=host, url=f"http://{config.host}:{port}/")
-    return web, scaler
-
-
-def host_env(config, env, host_settings, port):
-    """The web host's services' environment after an update: its new settings, but this stack's
-    address and port (the host's are fixed: 0.0.0.0:8000), and on the AWS-like stack the guest's
-    and SQS's delays scaled as the stack's own are."""
-    fresh = dict(host_settings, FR_HOST=config.host, FR_PORT=str(port))
-    if config.simulate == "aws":
-        for name in SCALED:
-            if name in fresh:
-                fresh[name] = str(float(fresh[name]) * config.simulate_time_scale)
-    return {**env, **fresh}
-
-
-# The autoscaler's waits for the guest's and SQS's delays: scaled with them on the AWS-like stack.
-SCALED = ("FR_HIBERNATE_AFTER_LAUNCH", "FR_HIBERNATE_AFTER_START", "FR_SQS_COUNT_LAG")
-
-
-def scaler_env(config, env):
-    """The autoscaler's environment: on the AWS-like stack, the guest's hibernation rules and SQS's
-    count lag are scaled like every other delay, and so are the autoscaler's waits for them, unless set."""
-    if config.simulate != "aws":
-        return env
-    scale = config.simulate_time_scale
-    return {
-        "FR_HIBERNATE_AFTER_LAUNCH": str(config.hibernate_after_launch * scale),
-        "FR_HIBERNATE_AFTER_START": str(config.hibernate_after_start * scale),
-        "FR_SQS_COUNT_LAG": str(config.sqs_count_lag * scale),
-        **env,
-    }
-
-
 def run(config, stop):
     logs = statefiles.log_dir(config.state_dir)
     logs.mkdir(parents=True, exist_ok=True)
@@ -418,8 +237,9 @@ def run(config, stop):
         )
         services.append(forkserver)
         provision(config, lambda service: cloud.client(config, service))
-        web, port, scaler = start_host_services(config, web_env, logs, services)
-        host = HostServices(web, port, scaler, web_env)
+        host_env = scaled_env(config, web_env)
+        web, port, scaler = start_host_services(config, host_env, logs, services)
+        host = HostServices(web, port, scaler, host_env)
         forkserver.wait_for(READY, START_TIMEOUT)
         if config.simulate == "aws":
             timings = awslike.timings(config.simulate_time_scale)
@@ -429,11 +249,13 @@ def run(config, stop):
         web_host = WebHost(config, ec2, cloud.client(config, "ssm"), cloud.client(config, "s3"))
         # From now on this stack runs (and reports) the Run Commands sent to any web host.
         awslike.serve_as_agent(config.state_dir, settings.WEB_HOST_NAME)
-        retired = set()  # services stopped on purpose
+        retired = set()  # services stopped on purpose, or failed and restarted
+        restarts = {}  # {name: when due} of the host's services that failed
         url = f"http://{config.host}:{port}/"
         log.info("ready", url=url, endpoint=endpoint, logs=logs)
         log.info("try", command=f"curl -F inputFile=@../shared/fixtures/face_images_100/test_00.jpg {url}")
         while not stop.is_set():
+            host = restart_failed(host, logs, services, retired, restarts)
             dead = [s.name for s in services if s.popen.poll() is not None and s not in retired]
             if dead:
                 log.error("service_died", name=",".join(dead), detail=f"see {logs}")

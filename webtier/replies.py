@@ -20,6 +20,7 @@ the work (autoscaler.py).
 """
 
 import threading
+import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ class Slot:
     def __init__(self):
         self.event = threading.Event()
         self.outcome = None
+        self.queued = None  # when its request's message was on the queue (time.monotonic())
 
 
 class Pending:
@@ -89,6 +91,11 @@ class Pending:
         with self._lock:
             return len(self._slots)
 
+    def queued_before(self, moment):
+        """How many of the requests waiting had their messages on the queue before `moment`."""
+        with self._lock:
+            return sum(1 for slot in self._slots.values() if slot.queued is not None and slot.queued < moment)
+
 
 class Replies:
     """The waiting requests of this web tier and the threads that answer them."""
@@ -122,14 +129,16 @@ class Replies:
 
     def publish_waiting(self, stop):
         """Keep FR_STATE_DIR/web.json saying how many requests wait for an answer, for the
-        autoscaler on this host (its exact count of the work): from the start, at once when the
-        count changes, and at least every statefiles.WEB_STATE_SECONDS, so that a file gone stale
-        means this tier is gone."""
+        autoscaler on this host (its exact count of the work), and how many of them were queued
+        longer than FR_SQS_COUNT_LAG ago (SQS's counts show those, unless their messages are gone):
+        from the start, at once when the count changes, and at least every
+        statefiles.WEB_STATE_SECONDS, so that a file gone stale means this tier is gone."""
         failures = common.Failures(log, "state_write_failed")
         while not stop.is_set():
             self.pending.changed.clear()  # before the count is read: a change after it is written again
+            long_queued = self.pending.queued_before(time.monotonic() - self.config.sqs_count_lag)
             try:
-                statefiles.write_waiting(self.config, len(self.pending))
+                statefiles.write_waiting(self.config, len(self.pending), long_queued)
                 failures.recovered()
             except OSError as e:
                 failures.failed(e)

@@ -99,7 +99,7 @@ class Uploads:
             stored = time.monotonic()
             message = encode(Request(request_id, key, stem, self.reply_url))
             self.sqs.send_message(QueueUrl=self.request_url, MessageBody=message)
-            queued = time.monotonic()
+            queued = slot.queued = time.monotonic()
             if not slot.event.wait(self.config.request_timeout):
                 log.warning("timeout", id=request_id, stem=stem)
                 raise NoAnswer(f"no answer within {self.config.request_timeout:g} s")

@@ -179,6 +179,14 @@ class ProvisionTest(Deployment):
         self.assertNotIn("created", second)
         self.assertEqual(len(self.instances()), POOL_SIZE + 1)
 
+        # With the web host up, its autoscaler launches missing members: provisioning launching them
+        # too would race it and name a member twice.
+        gone = [i["InstanceId"] for i in self.instances("app-tier-instance-*")[:2]]
+        self.clients["ec2"].terminate_instances(InstanceIds=gone)
+        pool.wait_for(self.clients["ec2"], gone, ["terminated"], 30)
+        self.assertIn("2 missing", self.setup_sh("provision", "--with-web"))
+        self.assertEqual(len(self.instances(states=list(pool.POOL_STATES))), POOL_SIZE - 2 + 1, "provisioning launched members")
+
         # A changed FR_WEB_CIDR replaces the rule: the old addresses reach port 8000 no more.
         self.setup_sh_env(dict(self.env, FR_WEB_CIDR="198.51.100.7/32"), "provision", "--with-web")
         self.check_web_rule("198.51.100.7/32")

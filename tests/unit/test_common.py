@@ -109,6 +109,20 @@ class RefusalTest(unittest.TestCase):
                 self.assertEqual((refusal.status, refusal.unread_input), (status, unread))
                 self.assertEqual(refusal.reason, str(refusal))
 
+    def test_the_security_docs_error_table_names_every_status_the_web_tier_answers_and_no_other(self):
+        # The statuses in the code: answered directly, raised as a Refusal (a class's or given),
+        # http.server's own errors (OWN_ERRORS), the accepting thread's 503; and 100 Continue.
+        from webtier.connection import OWN_ERRORS
+
+        code = "".join(p.read_text() for p in [settings.PROJECT_DIR / "web.py", *(settings.PROJECT_DIR / "webtier").glob("*.py")])
+        answered = re.findall(r"(?:send_text|answer_if_unanswered|send_error)\((\d{3})", code)
+        raised = re.findall(r"Error\(.*, (\d{3})\)$|^    status = (\d{3})$|HTTP/1\.1 (\d{3}) ", code, re.M)
+        found = {int(s) for s in answered + [n for group in raised for n in group if n]} | set(OWN_ERRORS)
+        statuses = {s for s in found if s >= 400} | {100}
+        table = (settings.PROJECT_DIR / "docs/security.md").read_text().split("## Errors a client can get")[1].split("\n## ")[0]
+        documented = {int(n) for row in re.findall(r"^\| ([\d /]+) \|", table, re.M) for n in row.split("/")}
+        self.assertEqual(documented, statuses)
+
 
 class MessageTest(unittest.TestCase):
     def test_request_and_reply_round_trip(self):
@@ -116,6 +130,11 @@ class MessageTest(unittest.TestCase):
         self.assertEqual(decode(Request, encode(request)), request)
         for reply in (Reply("i", "test_00", name="Paul"), Reply("i", "x", error="no face found")):
             self.assertEqual(decode(Reply, encode(reply)), reply)
+
+    def test_a_field_a_newer_sender_adds_is_left_out(self):
+        request = Request("i", "i/test_00.jpg", "test_00", "http://q/resp")
+        newer = encode(request)[:-1] + ',"gallery":"v2"}'
+        self.assertEqual(decode(Request, newer), request)
 
     def test_the_largest_request_the_web_tier_makes_fits_the_queue_limit(self):
         queue_url = "https://sqs.ap-southeast-2.amazonaws.com/123456789012/" + "p" * 40 + "-resp-queue"

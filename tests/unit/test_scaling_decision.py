@@ -1,6 +1,6 @@
 import unittest
 
-from autoscaler import RecentMost, desired, work
+from autoscaler import desired, work
 from core import settings
 from scaling.pool import hibernation_unready, missing, plan
 
@@ -36,31 +36,24 @@ class DesiredTest(unittest.TestCase):
 
 
 class WorkTest(unittest.TestCase):
-    def test_work_is_the_web_tiers_exact_count_unless_sqs_has_seen_more_for_longer_than_its_lag(self):
-        # (waiting, SQS visible, SQS in flight, SQS above waiting for s, lag) -> (visible, in flight)
+    def test_work_is_the_web_tiers_exact_count_less_the_requests_whose_messages_sqs_no_longer_shows(self):
+        # (waiting, of them queued longer than SQS's lag, SQS visible, SQS in flight) -> (visible, in flight)
         cases = [
-            ((None, 7, 3, 0, 60), (7, 3), "no web tier here: SQS is all there is"),
-            ((5, 0, 0, 0, 60), (5, 0), "a burst SQS does not show yet: the web tier's count"),
-            ((0, 4, 6, 10, 60), (0, 0), "all answered, SQS still shows the burst: done"),
-            ((5, 2, 3, 0, 60), (2, 3), "agreeing counts: SQS says how many a worker holds"),
-            ((3, 0, 9, 5, 60), (0, 3), "tail of a burst: never more held than waiting"),
-            ((0, 4, 0, 61, 60), (4, 0), "SQS above the web tier longer than its lag: work someone else sent"),
-            ((2, 6, 1, 61, 60), (6, 1), "unknown work on top of known work: the larger counts"),
-            ((0, 4, 0, 59, 60), (0, 0), "not yet longer than the lag: still taken for lag"),
+            ((None, 0, 7, 3), (7, 3), "no web tier here: SQS is all there is"),
+            ((5, 0, 0, 0), (5, 0), "a burst SQS does not show yet: the web tier's count"),
+            ((0, 0, 4, 6), (0, 0), "all answered, SQS still shows the burst: done"),
+            ((5, 5, 2, 3), (2, 3), "agreeing counts: SQS says how many a worker holds"),
+            ((3, 0, 0, 9), (0, 3), "tail of a burst: never more held than waiting"),
+            ((0, 0, 122, 0), (0, 0), "SQS above the web tier: a crashed web tier's, nobody waits"),
+            ((2, 2, 122, 1), (1, 1), "orphans beside known work: only the known work"),
+            ((24, 24, 0, 0), (0, 0), "queued long ago, SQS shows none: messages gone"),
+            ((25, 24, 0, 0), (1, 0), "messages gone and a new upload: the new one"),
+            ((24, 24, 10, 4), (10, 4), "some gone: those SQS still shows"),
+            ((24, 10, 0, 0), (14, 0), "only the long-queued can be taken for gone"),
         ]
         for args, expected, why in cases:
             with self.subTest(why, args=args):
                 self.assertEqual(work(*args), expected)
-
-
-class RecentMostTest(unittest.TestCase):
-    def test_the_largest_value_of_the_last_span(self):
-        # The web tier's waiting count, as the autoscaler notes it: SQS's counts up to 60 s old are
-        # explained by any of it, not only by the count of now; a count noted before the last 60 s is
-        # the count at their start, until the next one.
-        recent = RecentMost(60)
-        notes = [(0, 100), (30, 40), (59, 0), (61, 0), (91, 5), (95, 0), (200, 0)]
-        self.assertEqual([recent.add(t, v) for t, v in notes], [100, 100, 100, 100, 40, 40, 0])
 
 
 def member(number, state):
