@@ -4,7 +4,8 @@ web.json: the web tier's count of requests waiting for an answer, the autoscaler
 the work (autoscaler.py), and how many of them have been on the queue for longer than SQS's counts
 may lag; written by `write_waiting` at once when the count changes and at least every
 WEB_STATE_SECONDS, read by `read_waiting`, which takes a file older than WEB_STATE_MAX_AGE for a
-web tier gone. autoscaler.json: the autoscaler's last decision, for the status page. The local
+web tier gone. autoscaler.json: the autoscaler's last decision, for the status page. launches.json:
+the autoscaler's launches not yet seen (scaling/launching.py Launches). The local
 stack's logs are in FR_STATE_DIR/logs (`log_dir`)."""
 
 import json
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 AUTOSCALER_STATE = "autoscaler.json"
+LAUNCHES = "launches.json"
 WEB_STATE = "web.json"
 # web.json is rewritten at least this often; older than WEB_STATE_MAX_AGE (three misses), it is gone.
 WEB_STATE_SECONDS = 1.0

@@ -5,6 +5,7 @@ type, security group, user data, a root volume sized for hibernation), and pool 
 EC2 refuses an instance profile IAM has not yet propagated ("Invalid IAM Instance Profile name")
 for seconds to minutes after it is made: a launch is retried within a bounded patience."""
 
+import json
 import math
 import time
 import uuid
@@ -46,24 +47,48 @@ def run_instance(ec2, patience=0.0, **arguments):
 
 
 class Launches:
-    """The launches of one process, each made at most once: a member missing from a describe is
+    """The launches of a process, each made at most once: a member missing from a describe is
     launched with the ClientToken of its earlier launch while that one may still be unseen (EC2
     answers with the instance it made then), and with a new token once it was seen (its next
-    generation: the member was terminated since)."""
+    generation: the member was terminated since). With `path` (the autoscaler's: FR_STATE_DIR/
+    launches.json) the tokens outlive the process, so that an autoscaler restarted moments after a
+    launch does not launch the member again under a new token (the name twice); kept best-effort."""
 
-    def __init__(self):
-        self.tokens = {}  # member name -> (ClientToken, monotonic time it was made)
+    def __init__(self, path=None):
+        self.path = path
+        self.tokens = {}  # member name -> (ClientToken, time.time() it was made)
+        if path is not None:
+            try:
+                self.tokens = {name: tuple(made) for name, made in json.loads(path.read_text()).items()}
+            except (OSError, ValueError, TypeError):
+                pass
 
     def token(self, name, fresh=False):
         token, made = self.tokens.get(name, (None, -math.inf))
-        if fresh or time.monotonic() - made > LAUNCH_TOKEN_SECONDS:
-            token, made = f"{name}-{uuid.uuid4().hex}", time.monotonic()
+        if fresh or time.time() - made > LAUNCH_TOKEN_SECONDS:
+            token, made = f"{name}-{uuid.uuid4().hex}", time.time()
             self.tokens[name] = (token, made)
+            self._save()
         return token
 
     def seen(self, members):
-        for member in members:
-            self.tokens.pop(member["name"], None)
+        names = {member["name"] for member in members} & set(self.tokens)
+        for name in names:
+            del self.tokens[name]
+        if names:
+            self._save()
+
+    def _save(self):
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(self.tokens))
+            tmp.replace(self.path)
+        except OSError as e:  # a full disk: this process still remembers them
+            tmp.unlink(missing_ok=True)
+            log.warning("launches_not_kept", error=e)
 
 
 def repair(ec2, config, members, patience=0.0, launches=None):

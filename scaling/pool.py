@@ -37,9 +37,10 @@ import re
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import common
-from core import cloud
+from core import cloud, statefiles
 from core.settings import PREFIX_TAG
 from scaling import launching
 
@@ -240,11 +241,12 @@ class Pool:
         self.ec2 = ec2
         self.config = config
         self.watch = Watch(ec2, config)
-        self.launches = launching.Launches()
+        self.launches = launching.Launches(Path(config.state_dir) / statefiles.LAUNCHES)
         self.warm = None  # members hibernated: EC2's word at the first observation, then this process's
         self.stale = set()  # members hibernated too long, to start (and stop plainly)
         self.refresh_due = -math.inf
         self.wall_clock = wall_clock
+        self.repairs = common.Failures(log, "repair_failed")
 
     def observe(self):
         """The members, the missing ones launched first. A refusal (an instance profile IAM has not
@@ -257,11 +259,13 @@ class Pool:
         if len(members) >= self.config.pool_size:
             return members
         try:
-            if launching.repair(self.ec2, self.config, members, launches=self.launches):
-                return self.watch.observe()  # described again: the pool remembered is incomplete
+            launched = launching.repair(self.ec2, self.config, members, launches=self.launches)
         except ClientError as e:
-            log.warning("repair_failed", error=e)
-        return members
+            self.repairs.failed(e)
+            return members
+        self.repairs.recovered()
+        # Described again when it launched: the pool remembered is incomplete.
+        return self.watch.observe() if launched else members
 
     def resize(self, members, target):
         """Start and stop members of `members` (as observed) so that `target` run: (started ids,
