@@ -38,7 +38,7 @@ from pathlib import Path
 
 import common
 from core import cloud, settings, statefiles
-from core.messages import Reply, Request, decode, encode
+from core.messages import DEADLINE, Reply, Request, deadline, decode, encode
 from model import files
 
 log = common.EventLog("worker")
@@ -111,6 +111,7 @@ class Worker:
                     MaxNumberOfMessages=self.config.batch,
                     WaitTimeSeconds=self.config.poll_wait,
                     MessageSystemAttributeNames=["SentTimestamp"],
+                    MessageAttributeNames=[DEADLINE],
                 ).get("Messages", [])
                 # At once, not only in `finally`: a resume signal from here on must not drop these.
                 hibernation.polling = False
@@ -223,10 +224,12 @@ class Worker:
         getattr(self.sqs, call)(QueueUrl=self.request_url, Entries=entries)
 
 
-def to_answer(messages, request_timeout):
+def to_answer(messages, request_timeout, now=time.time):
     """([(message, Request)] to answer, [message] to acknowledge unanswered): those that are no
-    Request, and those older than `request_timeout` (their web tier stopped waiting, or is gone: nobody
-    would take the answer, and new uploads would wait behind them)."""
+    Request, and those whose clients stopped waiting (their web tier gave up on them, or is gone:
+    nobody would take the answer, and new uploads would wait behind them). When that is: the
+    request's deadline attribute, or, from a web tier that sends none, `request_timeout` after SQS
+    took it (SentTimestamp); either with CLOCK_MARGIN for the clocks."""
     jobs, dropped = [], []
     for message in messages:
         try:
@@ -235,19 +238,21 @@ def to_answer(messages, request_timeout):
             log.warning("bad_request", error=e)
             dropped.append(message)
             continue
-        waited = message_age(message)
-        if waited is not None and waited > request_timeout + CLOCK_MARGIN:
-            log.info("expired", id=request.id, stem=request.stem, waited_s=round(waited, 1))
+        sent = message_sent(message)
+        until = deadline(message) or (sent + request_timeout if sent is not None else None)
+        if until is not None and now() > until + CLOCK_MARGIN:
+            waited = round(now() - sent, 1) if sent is not None else None
+            log.info("expired", id=request.id, stem=request.stem, waited_s=waited)
             dropped.append(message)
             continue
         jobs.append((message, request))
     return jobs, dropped
 
 
-def message_age(message):
-    """Seconds since SQS took `message` (its SentTimestamp), or None when SQS did not say."""
-    sent = message.get("Attributes", {}).get("SentTimestamp")
-    return time.time() - int(sent) / 1000 if sent and sent.isdigit() else None
+def message_sent(message):
+    """When SQS took `message` (its SentTimestamp, epoch seconds), or None when SQS did not say."""
+    sent = message.get("Attributes", {}).get("SentTimestamp", "")
+    return int(sent) / 1000 if sent.isdigit() else None
 
 
 def fetch_image(s3, bucket, request):

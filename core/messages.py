@@ -3,10 +3,16 @@ text of at most MAX_MESSAGE_BYTES. Images travel through S3, never SQS."""
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass
 
 # SQS's limit on our request queue (set at provisioning).
 MAX_MESSAGE_BYTES = 1024
+# A Request's message attribute: when its client stops waiting (epoch milliseconds). An attribute,
+# not a field: an app image older than the web tier reads the request all the same. Its name, type
+# and value count toward the queue's limit (SendMessage reference), 13 digits for the value.
+DEADLINE = "deadline"
+DEADLINE_BYTES = len(DEADLINE) + len("Number") + 13
 
 
 @dataclass(frozen=True)
@@ -37,11 +43,25 @@ class Reply:
 
 
 def encode(message):
-    """JSON text of a Request or Reply; ValueError if it would not fit an SQS message here."""
+    """JSON text of a Request or Reply; ValueError if it would not fit an SQS message here (a
+    Request's with its deadline attribute)."""
     body = json.dumps({k: v for k, v in message.__dict__.items() if v is not None}, separators=(",", ":"))
-    if len(body.encode()) > MAX_MESSAGE_BYTES:
-        raise ValueError(f"message of {len(body.encode())} bytes exceeds {MAX_MESSAGE_BYTES}")
+    limit = MAX_MESSAGE_BYTES - (DEADLINE_BYTES if isinstance(message, Request) else 0)
+    if len(body.encode()) > limit:
+        raise ValueError(f"message of {len(body.encode())} bytes exceeds {limit} ({MAX_MESSAGE_BYTES} with its attributes)")
     return body
+
+
+def deadline_attribute(timeout):
+    """SendMessage's MessageAttributes for a Request whose client waits `timeout` seconds from now."""
+    return {DEADLINE: {"DataType": "Number", "StringValue": str(int((time.time() + timeout) * 1000))}}
+
+
+def deadline(message):
+    """When the client of a received request stops waiting (epoch seconds), or None when its sender
+    did not say (a web tier older than this attribute)."""
+    value = message.get("MessageAttributes", {}).get(DEADLINE, {}).get("StringValue", "")
+    return int(value) / 1000 if value.isdigit() else None
 
 
 def decode(kind, body):

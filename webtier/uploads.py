@@ -9,7 +9,7 @@ import time
 import uuid
 
 import common
-from core.messages import Request, encode
+from core.messages import Request, deadline_attribute, encode
 from model.files import sha256_hex
 from webtier.refusals import Refusal
 from webtier.replies import DeadLettered
@@ -98,7 +98,9 @@ class Uploads:
             self._store(key, body)
             stored = time.monotonic()
             message = encode(Request(request_id, key, stem, self.reply_url))
-            self.sqs.send_message(QueueUrl=self.request_url, MessageBody=message)
+            self.sqs.send_message(
+                QueueUrl=self.request_url, MessageBody=message, MessageAttributes=deadline_attribute(self.config.request_timeout)
+            )
             queued = slot.queued = time.monotonic()
             if not slot.event.wait(self.config.request_timeout):
                 log.warning("timeout", id=request_id, stem=stem)

@@ -11,13 +11,29 @@ from simulation.awslike.sim import LAGGED_COUNTS
 
 def install_sqs(sim):
     """SQS's counts lagging, queue names not reusable at once, the 12-hour visibility cap counted
-    from the receive."""
+    from the receive, a message's attributes counted toward the queue's size limit."""
     from moto.core.utils import unix_time_millis
-    from moto.sqs.exceptions import ReceiptHandleIsInvalid, SQSException
+    from moto.sqs.exceptions import InvalidParameterValue, ReceiptHandleIsInvalid, SQSException
     from moto.sqs.models import MAXIMUM_VISIBILITY_TIMEOUT, Message, Queue, SQSBackend
 
     queue_constructor, queue_creator, queue_deleter = Queue.__init__, SQSBackend.create_queue, SQSBackend.delete_queue
     message_received = Message.mark_received
+    message_sender = SQSBackend.send_message
+
+    def send_message(self, queue_name, message_body, message_attributes=None, *args, **kwargs):
+        # SendMessage reference: the body's bytes and each attribute's name, type and value count
+        # toward MaximumMessageSize; moto counts the body's characters alone. (SendMessageBatch
+        # sends each entry through here.)
+        size = len(message_body.encode()) + sum(
+            len(name.encode())
+            + sum(len(v.encode() if isinstance(v, str) else v) for v in value.values() if isinstance(v, (str, bytes)))
+            for name, value in (message_attributes or {}).items()
+        )
+        limit = self.get_queue(queue_name).maximum_message_size
+        if size > limit:
+            reason = f"Message must be shorter than {limit} bytes (body and attributes: {size})"
+            raise InvalidParameterValue(f"One or more parameters are invalid. Reason: {reason}.")
+        return message_sender(self, queue_name, message_body, message_attributes, *args, **kwargs)
 
     def queue_init(self, *args, **kwargs):
         queue_constructor(self, *args, **kwargs)
@@ -64,6 +80,7 @@ def install_sqs(sim):
     SQSBackend.create_queue = create_queue
     SQSBackend.delete_queue = delete_queue
     Message.mark_received = mark_received
+    SQSBackend.send_message = send_message
     SQSBackend.change_message_visibility = change_message_visibility
     for index, name in enumerate(LAGGED_COUNTS, start=1):
         sim.true_counts.append(getattr(Queue, name))

@@ -162,6 +162,15 @@ class AwsLikeTest(unittest.TestCase):
         wait_until(lambda: visible() == "1", 10, what="the count to show the message")
         self.assertGreaterEqual(time.monotonic() - sent, SECONDS["sqs_count_lag"] - 0.2)
 
+    def test_a_messages_attributes_count_toward_the_queues_size_limit(self):
+        url = new_queue(self.sqs, "small", Attributes={"MaximumMessageSize": "1024"})
+        attribute = {"deadline": {"DataType": "Number", "StringValue": "1800000000000"}}  # 27 bytes
+        self.sqs.send_message(QueueUrl=url, MessageBody="é" * 500 + "x" * 24)  # 1,024 bytes
+        for body, attributes in (("é" * 500 + "x" * 25, {}), ("x" * 1000, attribute)):  # 1,025 bytes (525 characters); 1,027
+            with self.assertRaisesRegex(Exception, "InvalidParameterValue.*shorter than 1024"):
+                self.sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes=attributes)
+        self.sqs.send_message(QueueUrl=url, MessageBody="x" * 997, MessageAttributes=attribute)
+
     def test_a_message_can_be_hidden_for_12_hours_from_its_receive_not_from_its_send(self):
         url = new_queue(self.sqs, "hidden")
         # Sent now, received 2 s later: moto alone counts the 12 hours from the send.

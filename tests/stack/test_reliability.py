@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import worker as worker_module
 from core import settings, statefiles
 from core.cloud import queue_depth
-from core.messages import Reply, Request, decode, encode
+from core.messages import Reply, Request, deadline_attribute, decode, encode
 from deploy.provision import provision
 from scaling import pool
 from simulation import awsiam
@@ -268,21 +268,33 @@ class FaultTest(Service, unittest.TestCase):
         self.assertEqual([line for line in worker.lines if "event=received id=gone1" in line][1:], [], "retried")
 
     def test_a_request_nobody_waits_for_any_more_is_acknowledged_unanswered(self):
-        # Its web tier stopped waiting (FR_REQUEST_TIMEOUT) or crashed: answering it would cost the
-        # model's time for nobody, and new uploads would wait behind it.
+        # Its web tier stopped waiting or crashed: answering it would cost the model's time for
+        # nobody, and new uploads would wait behind it. When that is: the deadline the web tier
+        # sends with it, else (an older web tier) FR_REQUEST_TIMEOUT after SQS took it.
         replies = self.reply_queue("svc-expired-replies")  # only the worker's judgement keeps it empty
         request_url = self.queue_url(self.config.request_queue)
-        self.sqs.send_message(QueueUrl=request_url, MessageBody=encode(Request("old1", "old1/x.jpg", "x", replies)))
+
+        def send(request_id, **attributes):
+            body = encode(Request(request_id, f"{request_id}/x.jpg", "x", replies))
+            self.sqs.send_message(QueueUrl=request_url, MessageBody=body, **attributes)
+
+        send("old1")
+        send("later1", MessageAttributes=deadline_attribute(60))  # its client waits longer than the worker's timeout
         sent = time.time()
         timeout = 0.5
-        wait_until(lambda: time.time() - sent > timeout + worker_module.CLOCK_MARGIN + 0.5, 10, what="the request old")
+        wait_until(lambda: time.time() - sent > timeout + worker_module.CLOCK_MARGIN + 0.5, 10, what="the requests old")
+        send("past1", MessageAttributes=deadline_attribute(-worker_module.CLOCK_MARGIN - 1))  # just sent, given up on
         worker, _ = start(
             self, "FaultTest-worker-expiry", [PYTHON, "worker.py"], dict(self.env, FR_REQUEST_TIMEOUT=str(timeout)), "event=ready"
         )
         worker.wait_for("event=expired id=old1", 20)
-        wait_until(lambda: sum(queue_depth(self.sqs, request_url)) == 0, 10, what="the request acknowledged")
+        worker.wait_for("event=expired id=past1", 20)
+        wait_until(lambda: sum(queue_depth(self.sqs, request_url)) == 0, 10, what="the requests acknowledged")
+        (answer,) = wait_until(lambda: self.sqs.receive_message(QueueUrl=replies, WaitTimeSeconds=1).get("Messages"), 10)
+        self.assertEqual(decode(Reply, answer["Body"]).id, "later1", "the request whose client still waits is answered")
         self.assertEqual(self.sqs.receive_message(QueueUrl=replies, WaitTimeSeconds=1).get("Messages", []), [])
         self.assertNotIn("event=received id=old1", worker.tail(1000))
+        self.assertNotIn("event=received id=past1", worker.tail(1000))
 
     def test_a_request_received_by_a_stopping_worker_is_answered_not_given_back(self):
         # Given back, each return counts as a receive: three instances stopped after a burst sent the

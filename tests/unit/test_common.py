@@ -4,7 +4,7 @@ import uuid
 
 import common
 from core import settings
-from core.messages import MAX_MESSAGE_BYTES, Reply, Request, decode, encode
+from core.messages import DEADLINE, DEADLINE_BYTES, MAX_MESSAGE_BYTES, Reply, Request, decode, encode
 from core.settings import Config, ConfigError, load_config
 from webtier.refusals import Refusal
 
@@ -136,13 +136,39 @@ class MessageTest(unittest.TestCase):
         newer = encode(request)[:-1] + ',"gallery":"v2"}'
         self.assertEqual(decode(Request, newer), request)
 
+    def test_a_request_is_dropped_once_its_client_stopped_waiting_by_its_deadline_or_else_its_age(self):
+        from worker import CLOCK_MARGIN, to_answer
+
+        now = 1_800_000_000.0
+        body = encode(Request("i", "i/test_00.jpg", "test_00", "http://q/resp"))
+
+        def message(sent_ago, deadline_in):
+            m = {"Body": body, "Attributes": {} if sent_ago is None else {"SentTimestamp": str(int((now - sent_ago) * 1000))}}
+            if deadline_in is not None:
+                m["MessageAttributes"] = {DEADLINE: {"DataType": "Number", "StringValue": str(int((now + deadline_in) * 1000))}}
+            return m
+
+        # (seconds since SQS took it, seconds its client still waits) -> answered; the worker's timeout is 120 s
+        cases = [
+            ((1, 119), True, "fresh"),
+            ((1, -CLOCK_MARGIN - 1), False, "its web tier's deadline passed, though sent just now"),
+            ((300, 60), True, "a web tier that waits longer than this worker's timeout"),
+            ((120 + CLOCK_MARGIN + 1, None), False, "no deadline (an older web tier): its age decides"),
+            ((120, None), True, "no deadline, not yet older than the timeout"),
+            ((None, None), True, "neither said: answered"),
+        ]
+        for (sent_ago, deadline_in), answered, why in cases:
+            with self.subTest(why):
+                jobs, dropped = to_answer([message(sent_ago, deadline_in)], 120, now=lambda: now)
+                self.assertEqual((len(jobs), len(dropped)), (1, 0) if answered else (0, 1))
+
     def test_the_largest_request_the_web_tier_makes_fits_the_queue_limit(self):
         queue_url = "https://sqs.ap-southeast-2.amazonaws.com/123456789012/" + "p" * 40 + "-resp-queue"
         request = Request(uuid.uuid4().hex, uuid.uuid4().hex + "/" + "s" * 100 + ".jpeg", "s" * 100, queue_url)
-        self.assertLessEqual(len(encode(request).encode()), MAX_MESSAGE_BYTES)
+        self.assertLessEqual(len(encode(request).encode()) + DEADLINE_BYTES, MAX_MESSAGE_BYTES)
 
     def test_a_message_over_1_kb_is_refused_before_sending(self):
-        with self.assertRaisesRegex(ValueError, "exceeds 1024"):
+        with self.assertRaisesRegex(ValueError, r"exceeds 997 \(1024 with its attributes\)"):
             encode(Request("i", "k" * 1100, "n", "q"))
 
     def test_malformed_messages_are_value_errors(self):
