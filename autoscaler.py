@@ -12,7 +12,7 @@ answer, exactly and at once. SQS's own counts (one get_queue_attributes call) ar
 may trail the truth by up to a minute after the work stops, which would hold instances up long
 after the last answer. So the web tier's count decides. Messages SQS shows beyond it are waited
 for by nobody (a crashed web tier's, sent before this one started): no instance starts for them
-(a worker that takes one once it is older than FR_REQUEST_TIMEOUT acknowledges it unanswered). The
+(a worker that takes one once its client has stopped waiting acknowledges it unanswered). The
 web tier also says how many of its requests were queued longer ago than SQS's counts can lag
 (FR_SQS_COUNT_LAG): SQS showing fewer than those means messages gone (a queue purged or made
 again), and the pool is not held up for them until they time out. A web tier gone (its file no
@@ -63,7 +63,7 @@ def work(waiting, long_queued, visible, in_flight):
     """
     if waiting is None:
         return visible, in_flight
-    known = waiting - max(0, long_queued - visible - in_flight)
+    known = max(0, waiting - max(0, long_queued - visible - in_flight))
     held = min(known, in_flight)
     return known - held, held
 
@@ -83,7 +83,7 @@ class Autoscaler:
 
     def observe_work(self):
         """((waiting, long queued), visible, in flight): the web tier's counts (None without a web
-        tier) and SQS's, read in that order (SQS's then are no newer than the web tier's)."""
+        tier) and SQS's."""
         visible, in_flight = cloud.queue_depth(self.sqs, self.request_url)
         return statefiles.read_waiting(self.config), visible, in_flight
 

@@ -41,6 +41,8 @@ def read_state(config, name, max_age=None):
         fields = json.loads((Path(config.state_dir) / name).read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(fields, dict):
+        return None
     age = time.time() - fields.get("at", 0)
     # A file dated ahead of the clock (a clock stepped back, a writer whose clock is ahead) is no
     # proof its writer is alive: believed only as far as one write period ahead.

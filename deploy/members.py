@@ -19,16 +19,15 @@ class PoolSteps:
         Launching them here too would race it (each sees a name missing and launches one: the name
         twice), so provisioning only says how many are missing."""
         config = self.config
-        launches, created = launching.Launches(), {}
         # Asked before anything is stopped: a running member of an autoscaled pool is at work.
-        autoscaled = bool(self._ours([settings.WEB_HOST_NAME], pool.ACTIVE_STATES))
-        if autoscaled:
+        if self._ours([settings.WEB_HOST_NAME], pool.ACTIVE_STATES):
             missing = pool.missing(pool.describe(self.ec2, config), config.pool_size)
             state = f"{len(missing)} missing" if missing else "exists"
             return (
                 state,
                 f"{self.pool_what()} (left to the autoscaler on {settings.WEB_HOST_NAME}, which launches missing members)",
             )
+        launches, created = launching.Launches(), {}
         while True:
             members = pool.describe(self.ec2, config)
             self._stop_active([i["id"] for i in members if i["state"] in pool.ACTIVE_STATES])

@@ -5,13 +5,12 @@ type, security group, user data, a root volume sized for hibernation), and pool 
 EC2 refuses an instance profile IAM has not yet propagated ("Invalid IAM Instance Profile name")
 for seconds to minutes after it is made: a launch is retried within a bounded patience."""
 
-import json
 import math
 import time
 import uuid
 
 import common
-from core import cloud, settings
+from core import cloud, settings, statefiles
 from scaling import pool
 
 log = common.EventLog("pool")
@@ -50,25 +49,27 @@ class Launches:
     """The launches of a process, each made at most once: a member missing from a describe is
     launched with the ClientToken of its earlier launch while that one may still be unseen (EC2
     answers with the instance it made then), and with a new token once it was seen (its next
-    generation: the member was terminated since). With `path` (the autoscaler's: FR_STATE_DIR/
-    launches.json) the tokens outlive the process, so that an autoscaler restarted moments after a
-    launch does not launch the member again under a new token (the name twice); kept best-effort."""
+    generation: the member was terminated since). With `config` (the autoscaler's) the tokens are
+    kept in FR_STATE_DIR/launches.json and outlive the process, so that an autoscaler restarted
+    moments after a launch does not launch the member again under a new token (the name twice);
+    kept best-effort (a full disk: this process still remembers them)."""
 
-    def __init__(self, path=None):
-        self.path = path
-        self.tokens = {}  # member name -> (ClientToken, time.time() it was made)
-        if path is not None:
-            try:
-                self.tokens = {name: tuple(made) for name, made in json.loads(path.read_text()).items()}
-            except (OSError, ValueError, TypeError):
-                pass
+    def __init__(self, config=None):
+        self.config = config
+        kept = statefiles.read_state(config, statefiles.LAUNCHES) if config else None
+        tokens = kept.get("tokens") if isinstance(kept, dict) else None
+        self.tokens = {  # member name -> (ClientToken, time.time() it was made)
+            name: (made[0], made[1])
+            for name, made in (tokens.items() if isinstance(tokens, dict) else ())
+            if isinstance(made, list) and len(made) == 2 and isinstance(made[1], (int, float))
+        }
 
     def token(self, name, fresh=False):
         token, made = self.tokens.get(name, (None, -math.inf))
         if fresh or time.time() - made > LAUNCH_TOKEN_SECONDS:
             token, made = f"{name}-{uuid.uuid4().hex}", time.time()
             self.tokens[name] = (token, made)
-            self._save()
+            self._keep()
         return token
 
     def seen(self, members):
@@ -76,18 +77,14 @@ class Launches:
         for name in names:
             del self.tokens[name]
         if names:
-            self._save()
+            self._keep()
 
-    def _save(self):
-        if self.path is None:
+    def _keep(self):
+        if self.config is None:
             return
-        tmp = self.path.with_suffix(".tmp")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(self.tokens))
-            tmp.replace(self.path)
-        except OSError as e:  # a full disk: this process still remembers them
-            tmp.unlink(missing_ok=True)
+            statefiles.write_state(self.config, statefiles.LAUNCHES, tokens=self.tokens)
+        except OSError as e:
             log.warning("launches_not_kept", error=e)
 
 
@@ -189,10 +186,10 @@ WORKER_UNIT = "face-worker.service"
 def member_user_data(config, settings_path=POOL_SETTINGS):
     """A member's user data (cloud-init runs it at the instance's first boot): the pool's FR_PREFIX and
     FR_REGION, over whatever the image was set up with, so that a member never looks for another
-    deployment's queues, and the web tier's FR_REQUEST_TIMEOUT (a request older than it is one
-    nobody waits for: the worker acknowledges it unanswered). cloud-init runs it late in the boot,
-    after the worker has started with the image's settings: the worker is restarted once they are
-    in place (try-restart: only if it runs)."""
+    deployment's queues, and the web tier's FR_REQUEST_TIMEOUT (for a request from a web tier that
+    sends no deadline, one older than it is one nobody waits for: the worker acknowledges it
+    unanswered). cloud-init runs it late in the boot, after the worker has started with the image's
+    settings: the worker is restarted once they are in place (try-restart: only if it runs)."""
     pool_settings = settings.environment_text(
         {"FR_PREFIX": config.prefix, "FR_REGION": config.region, "FR_REQUEST_TIMEOUT": f"{config.request_timeout:g}"}
     )

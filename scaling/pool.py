@@ -37,10 +37,9 @@ import re
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import common
-from core import cloud, statefiles
+from core import cloud
 from core.settings import PREFIX_TAG
 from scaling import launching
 
@@ -241,7 +240,7 @@ class Pool:
         self.ec2 = ec2
         self.config = config
         self.watch = Watch(ec2, config)
-        self.launches = launching.Launches(Path(config.state_dir) / statefiles.LAUNCHES)
+        self.launches = launching.Launches(config)
         self.warm = None  # members hibernated: EC2's word at the first observation, then this process's
         self.stale = set()  # members hibernated too long, to start (and stop plainly)
         self.refresh_due = -math.inf
@@ -256,6 +255,7 @@ class Pool:
         members = self.watch.observe()
         if self.warm is None:  # a restarted autoscaler knows the members hibernated before it
             self.warm = {m["id"] for m in members if m["hibernated"]}
+        self.launches.seen(members)  # forgotten once seen, even by a restarted autoscaler
         if len(members) >= self.config.pool_size:
             return members
         try:

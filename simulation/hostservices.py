@@ -172,31 +172,44 @@ def start_autoscaler(env, logs, services):
 def restart_failed(host, logs, services, retired, restarts):
     """The host's services (`host`), each that failed restarted RESTART_SECONDS later, as its unit's
     Restart=on-failure does: not one stopped on purpose (`retired`), nor one that exited 0 or 78
-    (then the stack's service_died ends it, as the unit stays failed). `restarts`: {name: when
-    due}, kept by the caller between calls."""
-    if host.down:
-        return host
+    (then the stack's service_died ends it, as the unit stays failed). `restarts`: {failed Child:
+    when it is restarted}, kept by the caller between calls; one the host no longer runs (replaced
+    by an update meanwhile, or its host down) is not restarted."""
     for service in (host.web, host.scaler):
         status = service.popen.poll()
-        if status is None or status in NOT_RESTARTED or service in retired:
+        if host.down or status is None or status in NOT_RESTARTED or service in retired:
             continue
         log.warning("service_failed", name=service.name, status=status, detail=f"restarted in {RESTART_SECONDS:g} s")
         retired.add(service)
-        restarts[service.name] = time.monotonic() + RESTART_SECONDS
-    for name, due in list(restarts.items()):
+        restarts[service] = time.monotonic() + RESTART_SECONDS
+    for failed, due in list(restarts.items()):
         if time.monotonic() < due:
             continue
-        del restarts[name]
-        env = dict(host.env, FR_PORT=str(host.port))  # the port it had
-        try:
-            if name == "web":
-                host = dataclasses.replace(host, web=start_web(env, logs, services)[0])
-            else:
-                host = dataclasses.replace(host, scaler=start_autoscaler(env, logs, services))
-            log.info("service_restarted", name=name)
-        except ChildFailed as e:  # it failed again: its unit would try again
-            log.warning("service_failed", name=name, error=str(e).splitlines()[0], detail=f"restarted in {RESTART_SECONDS:g} s")
-            restarts[name] = time.monotonic() + RESTART_SECONDS
+        del restarts[failed]
+        if not host.down and failed in (host.web, host.scaler):
+            host = restart(host, failed, logs, services, retired, restarts)
+    return host
+
+
+def restart(host, failed, logs, services, retired, restarts):
+    """The host's services with `failed` (its web tier or autoscaler) started again, on the port it
+    had; when the new one fails too, it is retired and tried again later, as its unit would be."""
+    env = dict(host.env, FR_PORT=str(host.port))
+    started = len(services)
+    try:
+        if failed is host.web:
+            host = dataclasses.replace(host, web=start_web(env, logs, services)[0])
+        else:
+            host = dataclasses.replace(host, scaler=start_autoscaler(env, logs, services))
+    except ChildFailed as e:
+        for child in services[started:]:
+            child.stop()
+            retired.add(child)
+        reason = str(e).splitlines()[0]
+        log.warning("service_failed", name=failed.name, error=reason, detail=f"restarted in {RESTART_SECONDS:g} s")
+        restarts[failed] = time.monotonic() + RESTART_SECONDS
+        return host
+    log.info("service_restarted", name=failed.name)
     return host
 
 

@@ -237,9 +237,9 @@ def run(config, stop):
         )
         services.append(forkserver)
         provision(config, lambda service: cloud.client(config, service))
-        host_env = scaled_env(config, web_env)
-        web, port, scaler = start_host_services(config, host_env, logs, services)
-        host = HostServices(web, port, scaler, host_env)
+        services_env = scaled_env(config, web_env)
+        web, port, scaler = start_host_services(config, services_env, logs, services)
+        host = HostServices(web, port, scaler, services_env)
         forkserver.wait_for(READY, START_TIMEOUT)
         if config.simulate == "aws":
             timings = awslike.timings(config.simulate_time_scale)
@@ -250,7 +250,7 @@ def run(config, stop):
         # From now on this stack runs (and reports) the Run Commands sent to any web host.
         awslike.serve_as_agent(config.state_dir, settings.WEB_HOST_NAME)
         retired = set()  # services stopped on purpose, or failed and restarted
-        restarts = {}  # {name: when due} of the host's services that failed
+        restarts = {}  # {failed Child: when it is restarted}: the host's services that failed
         url = f"http://{config.host}:{port}/"
         log.info("ready", url=url, endpoint=endpoint, logs=logs)
         log.info("try", command=f"curl -F inputFile=@../shared/fixtures/face_images_100/test_00.jpg {url}")

@@ -39,7 +39,9 @@ SLOW = [
         "test_first_run.FirstRunTest",
         "test_scaling.WarmFloorTest",
         "test_pages.PagesTest",
+        "test_control.LostMessagesTest",
         "test_awslike.AwsLikeTest",
+        "test_control.WebTierCrashTest",
         "test_results.ResultsTableTest",
         "test_scaling.LocalStackTest",
         "test_first_run.RedeployTest",
@@ -49,6 +51,7 @@ SLOW = [
         "test_clients.ClientLimitsTest",
         "test_reliability.EarlyStartTest",
         "test_scaling.PoolObservationTest",
+        "test_pool.RestartedRepairTest",
     )
 ]
 JOB_RESULT = "job-result: "

@@ -92,8 +92,8 @@ def kinds(url, expected):
 
 def soak(url, seconds, concurrency, processes, expected):
     """Run the mixed load for `seconds`: ({kind: Counter of answers}, samples of the web tier)."""
-    answers = {kind: Counter() for kind in kinds(url, expected)}
     calls = kinds(url, expected)
+    answers = {kind: Counter() for kind in calls}
     numbers = itertools.count()
     lock = threading.Lock()
     end = time.monotonic() + seconds
@@ -106,7 +106,7 @@ def soak(url, seconds, concurrency, processes, expected):
             kind = order[turn % len(order)]
             try:
                 outcome = calls[kind](next(numbers))
-            except OSError as e:
+            except (OSError, ValueError) as e:  # a connection reset, an answer that is no HTTP
                 outcome = type(e).__name__
             with lock:
                 answers[kind][outcome] += 1
@@ -114,11 +114,12 @@ def soak(url, seconds, concurrency, processes, expected):
     samples = [dict(web_tier(processes), at_s=0)]
     started = time.monotonic()
     with ThreadPoolExecutor(concurrency) as pool:
-        for n in range(concurrency):
-            pool.submit(client, n)
+        clients = [pool.submit(client, n) for n in range(concurrency)]
         stop = threading.Event()
         while not stop.wait(SAMPLE_SECONDS) and time.monotonic() < end:
             samples.append(dict(web_tier(processes), at_s=round(time.monotonic() - started)))
+    for done in clients:
+        done.result()  # a client that died of anything else says so here
     samples.append(dict(web_tier(processes), at_s=round(time.monotonic() - started)))
     return {kind: dict(counts) for kind, counts in answers.items()}, samples
 

@@ -36,6 +36,10 @@ log = common.EventLog("web")
 # covers the time from SQS handing it out to our call (at most a long poll of 20 s), and is read
 # again twice a day.
 DEAD_LETTER_HIDE = 12 * 60 * 60 - 60
+# A request counts as queued longer than SQS's counts lag this much after the lag: the counts SQS
+# gives are of a moment at least the lag ago (GetQueueAttributes reference: "at least 1 minute"),
+# which may be a moment older still (the AWS-like stack's samples are 0.1 s apart).
+LONG_QUEUED_MARGIN = 1.0
 # Dead letters seen, remembered (by SQS message id) so that each is reported as an error once.
 REMEMBERED_DEAD_LETTERS = 10_000
 
@@ -91,10 +95,11 @@ class Pending:
         with self._lock:
             return len(self._slots)
 
-    def queued_before(self, moment):
-        """How many of the requests waiting had their messages on the queue before `moment`."""
+    def counts(self, moment):
+        """(requests waiting, how many of them had their messages on the queue before `moment`), of
+        one moment."""
         with self._lock:
-            return sum(1 for slot in self._slots.values() if slot.queued is not None and slot.queued < moment)
+            return len(self._slots), sum(1 for slot in self._slots.values() if slot.queued is not None and slot.queued < moment)
 
 
 class Replies:
@@ -136,9 +141,9 @@ class Replies:
         failures = common.Failures(log, "state_write_failed")
         while not stop.is_set():
             self.pending.changed.clear()  # before the count is read: a change after it is written again
-            long_queued = self.pending.queued_before(time.monotonic() - self.config.sqs_count_lag)
+            waiting, long_queued = self.pending.counts(time.monotonic() - self.config.sqs_count_lag - LONG_QUEUED_MARGIN)
             try:
-                statefiles.write_waiting(self.config, len(self.pending), long_queued)
+                statefiles.write_waiting(self.config, waiting, long_queued)
                 failures.recovered()
             except OSError as e:
                 failures.failed(e)

@@ -50,6 +50,7 @@ class WorkTest(unittest.TestCase):
             ((25, 24, 0, 0), (1, 0), "messages gone and a new upload: the new one"),
             ((24, 24, 10, 4), (10, 4), "some gone: those SQS still shows"),
             ((24, 10, 0, 0), (14, 0), "only the long-queued can be taken for gone"),
+            ((0, 1, 0, 0), (0, 0), "counts of two moments: never below no work"),
         ]
         for args, expected, why in cases:
             with self.subTest(why, args=args):
