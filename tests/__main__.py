@@ -40,6 +40,7 @@ SLOW = [
         "test_scaling.WarmFloorTest",
         "test_pages.PagesTest",
         "test_control.LostMessagesTest",
+        "test_deploy.ProvisionAfterTeardownTest",
         "test_awslike.AwsLikeTest",
         "test_control.WebTierCrashTest",
         "test_results.ResultsTableTest",

@@ -196,28 +196,6 @@ class ProvisionTest(Deployment):
         self.check_all_gone()
         self.assertEqual(refusals(self.moto_state), [])
 
-    def test_provision_right_after_teardown_waits_for_the_queue_names_and_the_table_being_deleted(self):
-        # A moto of its own where a queue name is refused for 12 s, far longer than a teardown and the
-        # start of a provision take even on a slow machine, and a table is DELETING for 2 s; no pool
-        # (no FR_AMI_ID), so no instance waits.
-        endpoint = start_moto(self, name="moto-queue-names", FR_SIMULATE_TIME_SCALE=0.2)
-        env = child_env(FR_PREFIX="again", FR_ENDPOINT_URL=endpoint, FR_RESULTS_TABLE=1)
-        self.assertIn("created      DynamoDB table again-dynamoDB", self.setup_sh_env(env, "provision"))
-        # Deleted by someone else just now (DELETING for 2 s): its name is waited for, not refused.
-        aws(endpoint, "dynamodb").delete_table(TableName="again-dynamoDB")
-        config = settings.load_config({"FR_PREFIX": "again", "FR_RESULTS_TABLE": "1"})
-        self.assertEqual(Provisioner(config, lambda name: aws(endpoint, name)).ensure_table(), "created")
-        journal = [(e["action"], e.get("refused")) for e in awslike.read_journal(self.moto_state) if "table" in e]
-        self.assertEqual(journal, [("CreateTable", None), ("DeleteTable", None), ("CreateTable", None)])
-        said = [self.setup_sh_env(env, command) for command in ("teardown", "provision", "teardown")]
-        self.assertIn("removed      DynamoDB table again-dynamoDB", said[0])
-        self.assertIn("waiting      QueueDeletedRecently", said[1])
-        # S3 too: the bucket names just deleted are refused for a while (OperationAborted), waited out.
-        self.assertIn("waiting      OperationAborted", said[1])
-        # And a queue just made is usable a second later: its ARN (the redrive policy's target) is waited for.
-        self.assertIn("waiting      NonExistentQueue", said[1])
-        self.assertIn("left         nothing tagged", said[2])
-
     def test_a_bucket_name_another_account_owns_stops_provisioning_with_one_line(self):
         other = aws(self.endpoint, "s3")
         other.meta.events.register(
@@ -515,6 +493,33 @@ class ProvisionTest(Deployment):
 # Restart tests run at once (each waits on moto's simulated delays most of its time).
 STEPS_AT_ONCE = 4
 CLIENTS_MADE = threading.Lock()
+
+
+class ProvisionAfterTeardownTest(Deployment):
+    """A class of its own: its waits (names AWS keeps for a while) run beside ProvisionTest's."""
+
+    def test_provision_right_after_teardown_waits_for_the_queue_names_and_the_table_being_deleted(self):
+        # A moto of its own where a queue name is refused for 24 s and a bucket name for 12 s, longer
+        # than a teardown and the start of a provision take even on a slow machine (at half that, a
+        # loaded machine took longer than the bucket's), and a table is DELETING for 4 s; no pool (no
+        # FR_AMI_ID), so no instance waits.
+        endpoint = start_moto(self, name="moto-queue-names", FR_SIMULATE_TIME_SCALE=0.4)
+        env = child_env(FR_PREFIX="again", FR_ENDPOINT_URL=endpoint, FR_RESULTS_TABLE=1)
+        self.assertIn("created      DynamoDB table again-dynamoDB", self.setup_sh_env(env, "provision"))
+        # Deleted by someone else just now (DELETING for 2 s): its name is waited for, not refused.
+        aws(endpoint, "dynamodb").delete_table(TableName="again-dynamoDB")
+        config = settings.load_config({"FR_PREFIX": "again", "FR_RESULTS_TABLE": "1"})
+        self.assertEqual(Provisioner(config, lambda name: aws(endpoint, name)).ensure_table(), "created")
+        journal = [(e["action"], e.get("refused")) for e in awslike.read_journal(self.moto_state) if "table" in e]
+        self.assertEqual(journal, [("CreateTable", None), ("DeleteTable", None), ("CreateTable", None)])
+        said = [self.setup_sh_env(env, command) for command in ("teardown", "provision", "teardown")]
+        self.assertIn("removed      DynamoDB table again-dynamoDB", said[0])
+        self.assertIn("waiting      QueueDeletedRecently", said[1])
+        # S3 too: the bucket names just deleted are refused for a while (OperationAborted), waited out.
+        self.assertIn("waiting      OperationAborted", said[1])
+        # And a queue just made is usable a second later: its ARN (the redrive policy's target) is waited for.
+        self.assertIn("waiting      NonExistentQueue", said[1])
+        self.assertIn("left         nothing tagged", said[2])
 
 
 class InjectedFailure(Exception):
