@@ -35,6 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import common
 from core import cloud, settings
+from webtier import orphans
 from webtier.connection import LINGER_BYTES, READ_CHUNK, Connection
 from webtier.formdata import Discarded, MultipartParser, boundary_of, spooled
 from webtier.refusals import Refusal
@@ -324,6 +325,7 @@ def results_table(config):
 
 
 def main():
+    started = time.time()  # requests sent before this are a predecessor's (webtier/orphans.py)
     config = settings.load_config_or_exit()
     common.setup_logging(config.log_level)
     stop = threading.Event()
@@ -341,6 +343,8 @@ def main():
     pollers_stop = threading.Event()
     pollers = tier.replies.threads(pollers_stop)
     pollers.append(threading.Thread(target=tier.status.sample, args=(pollers_stop,), name="chart", daemon=True))
+    sweep = (tier.sqs, tier.request_url, started, pollers_stop)
+    pollers.append(threading.Thread(target=orphans.sweep, args=sweep, name="orphans", daemon=True))
     for poller in pollers:
         poller.start()
     serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import common
 from core import cloud, settings, statefiles
-from core.messages import DEADLINE, Reply, Request, deadline, decode, encode
+from core.messages import DEADLINE, Reply, Request, deadline, decode, encode, sent_at
 from model import files
 
 log = common.EventLog("worker")
@@ -238,7 +238,7 @@ def to_answer(messages, request_timeout, now=time.time):
             log.warning("bad_request", error=e)
             dropped.append(message)
             continue
-        sent = message_sent(message)
+        sent = sent_at(message)
         until = deadline(message) or (sent + request_timeout if sent is not None else None)
         if until is not None and now() > until + CLOCK_MARGIN:
             waited = round(now() - sent, 1) if sent is not None else None
@@ -247,12 +247,6 @@ def to_answer(messages, request_timeout, now=time.time):
             continue
         jobs.append((message, request))
     return jobs, dropped
-
-
-def message_sent(message):
-    """When SQS took `message` (its SentTimestamp, epoch seconds), or None when SQS did not say."""
-    sent = message.get("Attributes", {}).get("SentTimestamp", "")
-    return int(sent) / 1000 if sent.isdigit() else None
 
 
 def fetch_image(s3, bucket, request):

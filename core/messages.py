@@ -64,6 +64,12 @@ def deadline(message):
     return int(value) / 1000 if value.isdigit() else None
 
 
+def sent_at(message):
+    """When SQS took a received message (its SentTimestamp, epoch seconds), or None when it did not say."""
+    stamp = message.get("Attributes", {}).get("SentTimestamp", "")
+    return int(stamp) / 1000 if stamp.isdigit() else None
+
+
 def decode(kind, body):
     """A `kind` (Request or Reply) from JSON text; ValueError if it is not one. Fields it does not
     know are left out: a newer sender's (an app image older than the web tier keeps working)."""

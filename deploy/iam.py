@@ -56,7 +56,18 @@ def web_policy(config, account, ebs_key=None):
             _statement(["s3:PutObject", "s3:DeleteObject"], [a["in_objects"]]),
             *table,
             _statement(["s3:GetObject"], [a["code_object"], a["settings_object"]]),
-            _statement(["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"], [a["request_queue"]]),
+            # Receive, delete, hand back: the requests an earlier web tier left (webtier/orphans.py).
+            _statement(
+                [
+                    "sqs:GetQueueUrl",
+                    "sqs:GetQueueAttributes",
+                    "sqs:SendMessage",
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:ChangeMessageVisibility",
+                ],
+                [a["request_queue"]],
+            ),
             _statement(
                 ["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:DeleteMessage"], [a["response_queue"]]
             ),
