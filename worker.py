@@ -38,7 +38,7 @@ from pathlib import Path
 
 import common
 from core import cloud, settings, statefiles
-from core.messages import DEADLINE, Reply, Request, deadline, decode, encode, sent_at
+from core.messages import CLOCK_MARGIN, DEADLINE, Reply, Request, deadline, decode, encode, sent_at
 from model import files
 
 log = common.EventLog("worker")
@@ -50,9 +50,6 @@ RESUME_SIGNAL = signal.SIGUSR2
 WORKER_STATE = "worker.json"
 # How long `--pause` waits for the worker, beyond its long poll: a batch in hand is finished first.
 PAUSE_PATIENCE = 30.0
-# A request older than FR_REQUEST_TIMEOUT and this (SQS's clock and ours may differ a little) is
-# one nobody waits for any more: acknowledged, not answered.
-CLOCK_MARGIN = 2.0
 
 
 class Resumed(BaseException):

@@ -13,6 +13,9 @@ MAX_MESSAGE_BYTES = 1024
 # and value count toward the queue's limit (SendMessage reference), 13 digits for the value.
 DEADLINE = "deadline"
 DEADLINE_BYTES = len(DEADLINE) + len("Number") + 13
+# SQS's clock (SentTimestamp) and a host's may differ a little: a request is taken for one nobody
+# waits for (past its deadline, sent before a web tier started) only this much beyond the moment.
+CLOCK_MARGIN = 2.0
 
 
 @dataclass(frozen=True)

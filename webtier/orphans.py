@@ -4,7 +4,7 @@ There is one web tier per queue (README, limits), and a web tier that starts wai
 every request sent before it started is one nobody waits for: a crashed (or killed) web tier's.
 Left there, they would be worked on (the model's time, for nobody) ahead of the new web tier's
 uploads until their deadline passed. So, in a thread of its own, it receives what the queue holds
-and deletes what was sent before it started (SentTimestamp, with ORPHAN_MARGIN for the clocks),
+and deletes what was sent before it started (SentTimestamp, with CLOCK_MARGIN for the clocks),
 handing anything newer straight back (visibility 0: its own uploads, one receive more each), until
 a receive finds no such request. Requests a worker holds are not seen: their worker answers them
 (nobody takes the answer) or, stopped, lets them come back, to be dropped by their deadline.
@@ -12,11 +12,10 @@ a receive finds no such request. Requests a worker holds are not seen: their wor
 
 import common
 from core import cloud
-from core.messages import sent_at
+from core.messages import CLOCK_MARGIN, sent_at
 
 log = common.EventLog("web")
 
-ORPHAN_MARGIN = 2.0
 # A long poll asks every SQS server (a short one only some): an empty answer means none is left.
 SWEEP_WAIT = 1
 
@@ -36,8 +35,8 @@ def sweep(sqs, request_url, started, stop):
                 WaitTimeSeconds=SWEEP_WAIT,
                 MessageSystemAttributeNames=["SentTimestamp"],
             ).get("Messages", [])
-            # One SQS does not date is kept: never taken for old.
-            old = [m for m in messages if (sent_at(m) or started) < started - ORPHAN_MARGIN]
+            # A message SQS does not date is kept: never taken for old.
+            old = [m for m in messages if (sent_at(m) or started) < started - CLOCK_MARGIN]
             new = [m for m in messages if m not in old]
             if new:
                 entries = cloud.receipt_entries((m["ReceiptHandle"] for m in new), VisibilityTimeout=0)
