@@ -56,6 +56,18 @@ UPLOAD_FIELD = "inputFile"
 ALLOW = "GET, HEAD, POST"
 # /healthz asks SQS at most this often.
 HEALTH_SECONDS = 1.0
+# How an upload is answered: `stem:name` as text (the course's), or every face as JSON.
+ANSWER_FORMATS = ("text", "json")
+
+
+def answers_json(path, headers):
+    """Whether an upload asks for its answer in JSON: `?format=json`, or (without ?format) an Accept
+    header that names application/json (its q-values are not weighed: naming it is asking)."""
+    chosen = parse_qs(urlsplit(path).query).get("format")
+    if chosen:
+        return chosen[-1] == "json"
+    accepted = ",".join(headers.get_all("Accept", [])) if headers else ""
+    return any(item.split(";")[0].strip().lower() == "application/json" for item in accepted.split(","))
 
 
 class HttpError(Refusal):
@@ -98,8 +110,12 @@ class WebTier:
 
         Framing a proxy in front could read differently from us is refused (RFC 9112 6.3): a
         Content-Length beside a Transfer-Encoding, or two different Content-Lengths."""
-        if path != "/":
+        url = urlsplit(path)
+        if url.path != "/":
             raise HttpError("not found: POST images to /", 404)
+        query = parse_qs(url.query, keep_blank_values=True)
+        if set(query) - {"format"} or query.get("format", ["text"])[-1] not in ANSWER_FORMATS:
+            raise HttpError("POST / takes no query but ?format=json or ?format=text")
         lengths = {value.strip() for value in headers.get_all("Content-Length", [])}
         if lengths and "Transfer-Encoding" in headers:
             raise HttpError("both Content-Length and Transfer-Encoding: send one")
@@ -183,15 +199,20 @@ class Handler(Connection):
         status = self.upload()
         self.tier.metrics.record(status, time.monotonic() - started)
 
+    def wants_json(self):
+        return self.command == "POST" and answers_json(self.path, getattr(self, "headers", None))
+
     def upload(self):
         """Answer one upload; its HTTP status."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             part = self.tier.read_upload(self.path, self.headers, self.rfile)
+            faces = self.wants_json()
             with part.body:
-                answer, model_ms = self.tier.uploads.recognize(part.filename, part.body)
-            return self.send_text(200, answer, extra={"X-Model-Ms": model_ms} if model_ms else None)
+                answer = self.tier.uploads.recognize(part.filename, part.body, faces)
+            extra = {"X-Model-Ms": answer.model_ms} if answer.model_ms else None
+            return self.send_json(200, answer.json(), extra) if faces else self.send_text(200, answer.text(), extra)
         except Refusal as e:
             status = self.refuse(e)
             if e.unread_input:
@@ -199,7 +220,7 @@ class Handler(Connection):
             return status
         except (BotoCoreError, ClientError) as e:
             log.warning("aws_error", error=e)
-            return self.send_text(503, "storage or queue unavailable, try again")
+            return self.refuse(Refusal("storage or queue unavailable, try again", 503))
         except TimeoutError:
             log.info("client_timeout", client=self.client_address[0])
             self.answer_if_unanswered(408, "request not received in time")

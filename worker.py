@@ -38,7 +38,7 @@ from pathlib import Path
 
 import common
 from core import cloud, settings, statefiles
-from core.messages import CLOCK_MARGIN, DEADLINE, Reply, Request, deadline, decode, encode, sent_at
+from core.messages import CLOCK_MARGIN, DEADLINE, Reply, Request, as_face, deadline, decode, encode, sent_at
 from model import files
 
 log = common.EventLog("worker")
@@ -180,24 +180,15 @@ class Worker:
         self.after_reply.submit(self.finish, jobs, replies, heartbeat, timing)
 
     def answer(self, requests):
-        """A Reply for each request: the name, or an error the client can act on."""
+        """A Reply for each request: the name (and every face, where asked), or an error the client can act on."""
         images = list(self.fetcher.map(lambda request: fetch_image(self.s3, self.config.in_bucket, request), requests))
         readable = [index for index, data in enumerate(images) if data is not None]
         started = time.monotonic()
-        outcomes = dict(zip(readable, self.recognizer.recognize_batch([images[i] for i in readable])))
+        found = self.recognizer.identify_batch([images[i] for i in readable], [bool(requests[i].faces) for i in readable])
+        outcomes = dict(zip(readable, found))
         model_ms = f"{(time.monotonic() - started) * 1000:.1f}"
-        replies = []
-        for index, request in enumerate(requests):
-            outcome = outcomes.get(index)
-            if outcome is None:
-                replies.append(Reply(request.id, request.stem, error="the image is no longer in the input bucket"))
-            elif isinstance(outcome, str):
-                replies.append(
-                    Reply(request.id, request.stem, name=outcome, model_ms=model_ms, model=self.recognizer.fingerprint)
-                )
-            else:
-                replies.append(Reply(request.id, request.stem, error=str(outcome), model_ms=model_ms))
-        return replies
+        fingerprint = self.recognizer.fingerprint
+        return [reply_of(request, outcomes.get(index), model_ms, fingerprint) for index, request in enumerate(requests)]
 
     def finish(self, jobs, replies, heartbeat, timing):
         """After the replies are sent: record stem -> name, then delete the requests (the heartbeat
@@ -244,6 +235,20 @@ def to_answer(messages, request_timeout, now=time.time):
             continue
         jobs.append((message, request))
     return jobs, dropped
+
+
+def reply_of(request, outcome, model_ms, fingerprint):
+    """The Reply to `request` for the model's `outcome` on its image: its faces (model.Face, largest
+    first), a ModelError, or None when the image was gone from the input bucket."""
+    if outcome is None:
+        return Reply(request.id, request.stem, error="the image is no longer in the input bucket")
+    if isinstance(outcome, Exception):
+        return Reply(request.id, request.stem, error=str(outcome), model_ms=model_ms)
+    largest = outcome[0]
+    faces = [as_face(face.box, face.probability, face.name, face.distance) for face in outcome] if request.faces else None
+    return Reply(
+        request.id, request.stem, name=largest.name, distance=largest.distance, faces=faces, model_ms=model_ms, model=fingerprint
+    )
 
 
 def fetch_image(s3, bucket, request):

@@ -4,10 +4,14 @@ text of at most MAX_MESSAGE_BYTES. Images travel through S3, never SQS."""
 import dataclasses
 import json
 import time
+import typing
 from dataclasses import dataclass
 
 # SQS's limit on our request queue (set at provisioning).
 MAX_MESSAGE_BYTES = 1024
+# ... and on the response queue: a reply may list every face of an image (model.MAX_FACES of them,
+# ~150 bytes each with a long name). SQS bills a message per 64 KB, so this costs nothing more.
+MAX_REPLY_BYTES = 8192
 # A Request's message attribute: when its client stops waiting (epoch milliseconds). An attribute,
 # not a field: an app image older than the web tier reads the request all the same. Its name, type
 # and value count toward the queue's limit (SendMessage reference), 13 digits for the value.
@@ -20,38 +24,55 @@ CLOCK_MARGIN = 2.0
 
 @dataclass(frozen=True)
 class Request:
-    """Web tier -> worker: the image of file stem `stem` is in the input bucket under `key`."""
+    """Web tier -> worker: the image of file stem `stem` is in the input bucket under `key`; `faces`:
+    name every face in it, not only the largest."""
 
     id: str
     key: str
     stem: str
     reply_to: str
+    faces: bool | None = None
 
 
 @dataclass(frozen=True)
 class Reply:
-    """Worker -> web tier, for the image of file stem `stem`: exactly one of `name` (the person's) and
-    `error` is set.
+    """Worker -> web tier, for the image of file stem `stem`: exactly one of `name` (the gallery's
+    nearest to its largest face, at `distance`) and `error` is set. Whether a name that far is a
+    stranger's is the web tier's to say (FR_MATCH_THRESHOLD).
 
-    `model_ms` is the worker's time in the model, so the web tier can tell what the plumbing cost;
-    `model` the fingerprint of the model that named it (model.files.fingerprint), which the results
-    table keeps with the name."""
+    `faces`, when the request asked: every face, largest first, each `{"box": [x1, y1, x2, y2],
+    "probability": p, "name": n, "distance": d}` (as_face). `model_ms` is the worker's time in the
+    model, so the web tier can tell what the plumbing cost; `model` the fingerprint of the model that
+    named it (model.files.fingerprint), which the results table keeps with the name."""
 
     id: str
     stem: str
     name: str | None = None
     error: str | None = None
+    distance: float | None = None
+    faces: list | None = None
     model_ms: str | None = None
     model: str | None = None
+
+
+FACE_FIELDS = {"box": list, "probability": float, "name": str, "distance": float}
+
+
+def as_face(box, probability, name, distance):
+    """A face of a Reply, its numbers rounded to what a client can use (a distance to 6 digits:
+    stand-in weights put different people ~1e-3 apart)."""
+    return {"box": list(box), "probability": round(probability, 4), "name": name, "distance": float(f"{distance:.6g}")}
 
 
 def encode(message):
     """JSON text of a Request or Reply; ValueError if it would not fit an SQS message here (a
     Request's with its deadline attribute)."""
     body = json.dumps({k: v for k, v in message.__dict__.items() if v is not None}, separators=(",", ":"))
-    limit = MAX_MESSAGE_BYTES - (DEADLINE_BYTES if isinstance(message, Request) else 0)
+    request = isinstance(message, Request)
+    limit = MAX_MESSAGE_BYTES - DEADLINE_BYTES if request else MAX_REPLY_BYTES
     if len(body.encode()) > limit:
-        raise ValueError(f"message of {len(body.encode())} bytes exceeds {limit} ({MAX_MESSAGE_BYTES} with its attributes)")
+        with_attributes = f" ({MAX_MESSAGE_BYTES} with its attributes)" if request else ""
+        raise ValueError(f"message of {len(body.encode())} bytes exceeds {limit}{with_attributes}")
     return body
 
 
@@ -82,8 +103,28 @@ def decode(kind, body):
         message = kind(**{k: v for k, v in fields.items() if k in known})
     except (AttributeError, TypeError, json.JSONDecodeError) as e:
         raise ValueError(f"not a {kind.__name__} message: {e}") from None
-    if not all(isinstance(v, (str, type(None))) for v in message.__dict__.values()):
-        raise ValueError(f"not a {kind.__name__} message: fields must be strings")
+    for field in dataclasses.fields(kind):
+        if not _is(getattr(message, field.name), typing.get_args(field.type) or (field.type,)):
+            raise ValueError(f"not a {kind.__name__} message: {field.name} is not {field.type}")
     if kind is Reply and (message.name is None) == (message.error is None):
         raise ValueError("a Reply has exactly one of name and error")
+    if kind is Reply and not all(_is_face(face) for face in message.faces or []):
+        raise ValueError(f"not a Reply message: a face is not {FACE_FIELDS}")
     return message
+
+
+def _is(value, types):
+    """Whether a JSON value is of one of `types` (an int is a float too; a bool is no number)."""
+    if isinstance(value, bool):
+        return bool in types
+    return isinstance(value, types) or (float in types and isinstance(value, int))
+
+
+def _is_face(face):
+    return (
+        isinstance(face, dict)
+        and face.keys() == FACE_FIELDS.keys()
+        and all(_is(face[key], (kind,)) for key, kind in FACE_FIELDS.items())
+        and len(face["box"]) == 4
+        and all(_is(v, (int,)) for v in face["box"])
+    )

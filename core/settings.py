@@ -57,6 +57,9 @@ class Config:
     instance_type: str = "t3.small"
     weights: Path = PROJECT_DIR / "var/stand-in/weights.pt"
     gallery: Path = PROJECT_DIR / "var/stand-in/gallery.pt"
+    # A face farther than this from every gallery entry is a stranger's: named "unknown" (None:
+    # the nearest entry always names it, as the course's reference model does).
+    match_threshold: float | None = None
     torch_threads: int = 0
     log_level: str = "INFO"
     moto_port: int = 5000
@@ -194,6 +197,7 @@ _VARIABLES = {
     "FR_INSTANCE_TYPE": ("instance_type", str),
     "FR_WEIGHTS": ("weights", _path),
     "FR_GALLERY": ("gallery", _path),
+    "FR_MATCH_THRESHOLD": ("match_threshold", lambda text: _positive(float)(text) if text else None),
     "FR_TORCH_THREADS": ("torch_threads", lambda text: max(0, int(text))),
     "FR_LOG_LEVEL": ("log_level", _log_level),
     "FR_MOTO_PORT": ("moto_port", _within(0, 65535)),

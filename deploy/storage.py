@@ -6,7 +6,7 @@ import threading
 import time
 
 from core import cloud, settings
-from core.messages import MAX_MESSAGE_BYTES
+from core.messages import MAX_MESSAGE_BYTES, MAX_REPLY_BYTES
 from deploy.base import MAX_RECEIVES, ProvisionError, refused_with
 
 QUEUE_REUSE_PATIENCE = 90
@@ -100,13 +100,13 @@ class StorageSteps:
         return state
 
     def queue_attributes(self, name):
-        """Each queue's attributes (1 KB messages; the request queue's visibility timeout and its
+        """Each queue's attributes (1 KB requests, 8 KB replies; the request queue's visibility timeout and its
         redrive to the dead-letter queue)."""
         config, size = self.config, str(MAX_MESSAGE_BYTES)
         if name == config.dead_letter_queue:
             return {"MaximumMessageSize": size, "MessageRetentionPeriod": "1209600"}
         if name == config.response_queue:
-            return {"MaximumMessageSize": size}
+            return {"MaximumMessageSize": str(MAX_REPLY_BYTES)}
         dead_letters = f"arn:aws:sqs:{config.region}:{self.account()}:{config.dead_letter_queue}"
         return {
             "MaximumMessageSize": size,

@@ -14,7 +14,18 @@ loud warning.
 import importlib
 
 # Loaded on first use (PEP 562), so that `model.files` is had without torch.
-_RECOGNIZER = ("BadImage", "Gallery", "ModelError", "NoFace", "Recognizer", "enroll", "load_weights", "make_stand_in")
+_RECOGNIZER = (
+    "BadImage",
+    "Face",
+    "Gallery",
+    "ModelError",
+    "NoFace",
+    "Recognizer",
+    "TooManyFaces",
+    "enroll",
+    "load_weights",
+    "make_stand_in",
+)
 __all__ = list(_RECOGNIZER)
 
 

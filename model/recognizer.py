@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy
 import torch
-from facenet_pytorch import MTCNN, InceptionResnetV1
+from facenet_pytorch import MTCNN, InceptionResnetV1, extract_face, fixed_image_standardization
 from PIL import Image, ImageOps
 
 # Lines in the service's key=value form (the library has no helper of the service's for it).
@@ -32,6 +32,12 @@ MAX_JPEG_SCANS = 100
 MAX_SIDE = 1024
 # Smaller than the smallest face MTCNN looks for: its first network cannot even run on it.
 MIN_SIDE = MTCNN_OPTIONS["min_face_size"]
+# Faces named in one image when every face is asked for: a group photo, not a crowd (each is a pass
+# through the network, ~0.1 s of CPU here, and a line of the answer).
+MAX_FACES = 20
+# EXIF's orientation tag, and its values that turn the image a quarter (upright, width is height).
+EXIF_ORIENTATION = 0x0112
+TURNED = (5, 6, 7, 8)
 STAND_IN_SEED = 546
 STAND_IN_MARKER = "fr-stand-in-weights"
 
@@ -99,28 +105,42 @@ def load_weights(path):
     return net.eval(), stand_in
 
 
-class Recognizer:
-    """Names the face in an image: MTCNN crop, InceptionResnetV1 embedding, nearest gallery entry."""
+@dataclass(frozen=True)
+class Face:
+    """A face found in an image: its box `(x1, y1, x2, y2)` in the image's own pixels (as uploaded,
+    turned upright), the detector's probability, and the gallery's nearest name with its distance."""
 
-    def __init__(self, weights_path, gallery_path=None, threads=0):
+    box: tuple
+    probability: float
+    name: str
+    distance: float
+
+
+class TooManyFaces(ModelError):
+    pass
+
+
+class Recognizer:
+    """Names the faces in an image: MTCNN boxes and crops, InceptionResnetV1 embeddings, the nearest
+    gallery entry of each."""
+
+    def __init__(self, weights_path, gallery_path=None, threads=0, max_faces=MAX_FACES):
         """`gallery_path` None gives a recognizer that can only embed (for enrolment)."""
         if threads:
             torch.set_num_threads(threads)
         self.detector = MTCNN(**MTCNN_OPTIONS)
         self.net, self.stand_in = load_weights(weights_path)
         self.gallery = Gallery.load(gallery_path) if gallery_path else None
+        self.max_faces = max_faces
 
-    def faces(self, images):
-        """The face crop of each PIL image (all of one size), or None where no face is found.
-
-        MTCNN's own batch call fails when some images of a batch have a face and some have none
-        (its box selection builds a ragged numpy array), so this detects the boxes as one batch and
-        extracts each image's largest face, which is what MTCNN selects by default."""
-        boxes, _ = self.detector.detect(images)
-        return self.detector.extract(images, boxes, None)
+    def detect(self, images):
+        """(boxes, probabilities) of the faces in each PIL image (all of one size), largest first;
+        None for an image with none (MTCNN.detect, whose own batch call of `forward` fails when some
+        images of a batch have a face and some have none)."""
+        return self.detector.detect(images)
 
     def embed(self, data):
-        """The 512-float embedding of the face in image bytes `data`, or ModelError."""
+        """The 512-float embedding of the face in image bytes `data` (its largest), or ModelError."""
         return _only(self.embed_batch([data]))
 
     def recognize(self, data):
@@ -128,50 +148,91 @@ class Recognizer:
         return _only(self.recognize_batch([data]))
 
     def recognize_batch(self, images):
-        """For each image (bytes), its name or the ModelError it raised: one pass through the network."""
+        """For each image (bytes), its name or the ModelError it raised: one pass through the network.
+        The name is the largest face's, the one the reference model (MTCNN's default) picks."""
+        return [result if isinstance(result, ModelError) else result[0].name for result in self.identify_batch(images)]
+
+    def identify_batch(self, images, every=None):
+        """For each image (bytes), its faces (Face, largest first) or the ModelError it raised. Only the
+        largest face is embedded and named unless `every[i]` asks for all of image i's (at most
+        `max_faces` of them: more is TooManyFaces)."""
+        found = self.embed_batch(images, every, boxes=True)
         return [
-            result if isinstance(result, ModelError) else self.gallery.nearest(result)[0] for result in self.embed_batch(images)
+            result
+            if isinstance(result, ModelError)
+            else [Face(box, probability, *self.gallery.nearest(embedding)) for box, probability, embedding in result]
+            for result in found
         ]
 
-    def embed_batch(self, images):
-        """For each image (bytes), its face's embedding or the ModelError it raised.
+    def embed_batch(self, images, every=None, boxes=False):
+        """For each image (bytes), its largest face's embedding or the ModelError it raised; with
+        `boxes`, a list of (box, probability, embedding) per image, of every face where `every[i]`.
 
         One image's failure is never its neighbours': when the batch fails as a whole (a bug in
         the detector on an odd image, say), each image is tried alone, and one that fails alone
         gets a ModelError of its own."""
+        every = list(every or [False] * len(images))
         try:
-            return self._embed_together(images)
+            found = self._embed_together(images, every)
         except Exception:
             if len(images) == 1:
                 log.exception("event=model_failed")
                 return [ModelError("the model failed on this image")]
             log.warning('event=batch_failed images=%d detail="trying each image alone"', len(images))
-            return [result for data in images for result in self.embed_batch([data])]
+            return [result for data, all_faces in zip(images, every) for result in self.embed_batch([data], [all_faces], boxes)]
+        return found if boxes else [result if isinstance(result, ModelError) else result[0][2] for result in found]
 
-    def _embed_together(self, images):
+    def _embed_together(self, images, every):
         """embed_batch's one pass: MTCNN detects on images of one size together, then the faces
         found are embedded together."""
         results = [None] * len(images)
         by_size = {}
         for index, data in enumerate(images):
             try:
-                image = decode_image(data)
-                by_size.setdefault(image.size, []).append((index, image))
+                image, source_size = decode(data)
+                by_size.setdefault(image.size, []).append((index, image, source_size))
             except ModelError as e:
                 results[index] = e
-        faces = {}
+        found, crops = {}, {}  # image index -> [(box, probability)], and their crops
         with torch.inference_mode():
             for group in by_size.values():
-                for (index, _), face in zip(group, self.faces([image for _, image in group])):
-                    if face is None:
+                batch_boxes, batch_probabilities = self.detect([image for _, image, _ in group])
+                for (index, image, source_size), boxes, probabilities in zip(group, batch_boxes, batch_probabilities):
+                    if boxes is None:
                         results[index] = NoFace("no face found in the image")
-                    else:
-                        faces[index] = face
-            if faces:
-                order = sorted(faces)
-                for index, embedding in zip(order, self.net(torch.stack([faces[index] for index in order]))):
-                    results[index] = embedding
+                        continue
+                    if every[index] and len(boxes) > self.max_faces:
+                        results[index] = TooManyFaces(f"too many faces: {len(boxes)} (limit {self.max_faces})")
+                        continue
+                    count = len(boxes) if every[index] else 1
+                    kept = zip(boxes[:count], probabilities)
+                    found[index] = [(in_source(box, image.size, source_size), float(p)) for box, p in kept]
+                    crops[index] = [_crop(image, box) for box in boxes[:count]]
+            if found:
+                order = sorted(found)
+                embeddings = iter(self.net(torch.stack([crop for index in order for crop in crops[index]])))
+                for index in order:
+                    results[index] = [(box, probability, next(embeddings)) for box, probability in found[index]]
         return results
+
+
+def _crop(image, box):
+    """The face in `box` as the embedding network takes it: what MTCNN.extract makes of a box."""
+    face = extract_face(image, box, MTCNN_OPTIONS["image_size"], MTCNN_OPTIONS["margin"])
+    return fixed_image_standardization(face)
+
+
+def in_source(box, size, source_size):
+    """A box found in the decoded image (`size`) in the pixels of the image as uploaded and turned
+    upright (`source_size`): whole pixels, inside the image (MTCNN's boxes may reach past an edge)."""
+    scale_x, scale_y = source_size[0] / size[0], source_size[1] / size[1]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return (
+        max(0, min(source_size[0], round(x1 * scale_x))),
+        max(0, min(source_size[1], round(y1 * scale_y))),
+        max(0, min(source_size[0], round(x2 * scale_x))),
+        max(0, min(source_size[1], round(y2 * scale_y))),
+    )
 
 
 def _only(results):
@@ -185,6 +246,11 @@ def _only(results):
 def decode_image(data):
     """An RGB PIL image from bytes, upright (EXIF orientation applied), 8 bits per channel and at
     most MAX_SIDE pixels on a side; or BadImage with the reason."""
+    return decode(data)[0]
+
+
+def decode(data):
+    """decode_image's image and the size of the image as uploaded, turned upright (its boxes' pixels)."""
     if not data:
         raise BadImage("the file is empty")
     try:
@@ -197,6 +263,7 @@ def decode_image(data):
                 raise BadImage(f"image too small: {image.width}x{image.height} pixels (a face needs {MIN_SIDE}x{MIN_SIDE})")
             if image.format == "JPEG" and (scans := data.count(b"\xff\xda")) > MAX_JPEG_SCANS:
                 raise BadImage(f"too many JPEG scans: {scans} (limit {MAX_JPEG_SCANS})")
+            source_size = image.size[::-1] if image.getexif().get(EXIF_ORIENTATION) in TURNED else image.size
             # JPEG decodes straight to a smaller scale (1/2, 1/4, 1/8): the full image is never in memory.
             image.draft("RGB", (MAX_SIDE, MAX_SIDE))
             image = ImageOps.exif_transpose(image)
@@ -209,7 +276,7 @@ def decode_image(data):
         raise BadImage(f"image too large (limit {MAX_PIXELS} pixels)") from None
     except Exception as e:
         raise BadImage(f"not a readable image ({type(e).__name__})") from None
-    return image
+    return image, source_size
 
 
 def _eight_bit(image):

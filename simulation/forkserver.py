@@ -192,9 +192,9 @@ class TakingTurns:
         self.stand_in = recognizer.stand_in
         self.fingerprint = recognizer.fingerprint
 
-    def recognize_batch(self, images):
+    def identify_batch(self, images, every=None):
         with self.turns.turn():
-            return self.recognizer.recognize_batch(images)
+            return self.recognizer.identify_batch(images, every)
 
 
 def preload_aws_clients(config):

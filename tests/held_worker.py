@@ -14,14 +14,14 @@ def held(load_recognizer, flag):
 
     def load(config):
         recognizer = load_recognizer(config)
-        recognize_batch = recognizer.recognize_batch
+        identify_batch = recognizer.identify_batch
 
-        def recognize_when_let(images):
+        def identify_when_let(images, every=None):
             while not flag.exists():
                 threading.Event().wait(0.05)
-            return recognize_batch(images)
+            return identify_batch(images, every)
 
-        recognizer.recognize_batch = recognize_when_let
+        recognizer.identify_batch = identify_when_let
         return recognizer
 
     return load

@@ -169,6 +169,27 @@ def image_bytes(size, color="white", kind="JPEG"):
     return out.getvalue()
 
 
+def group_photo(stems, gap=40, scale=1):
+    """A JPEG of the fixture images (64x64 faces) `stems` side by side, `gap` pixels apart, each
+    `scale` times its size: (bytes, the box each face is within, (width, height)). Under stand-in
+    weights a face named at one size may be named otherwise at another: at scale 1 each is named as
+    alone."""
+    from PIL import Image
+
+    faces, left, within = [], 0, []
+    for stem in stems:
+        side = 64 * scale
+        faces.append((Image.open(IMAGES / f"{stem}.jpg").convert("RGB").resize((side, side)), left))
+        within.append((left, 0, left + side, side))
+        left += side + gap
+    photo = Image.new("RGB", (left - gap, faces[0][0].height), "white")
+    for face, x in faces:
+        photo.paste(face, (x, 0))
+    out = io.BytesIO()
+    photo.save(out, "JPEG", quality=95)
+    return out.getvalue(), within, photo.size
+
+
 def jpeg_scans(data):
     """(start, end) of each scan of a JPEG: its SOS segment and the entropy-coded data after it."""
     found, at = [], 2

@@ -65,10 +65,10 @@ def request(url, method="POST", body=b"", headers=None, timeout=180):
     return exchange(url, method, body, headers, timeout)[:2]
 
 
-def upload(url, filename, data, timeout=180, with_headers=False):
-    """(status, body text) of `curl -F inputFile=@filename URL` (and the response headers)."""
+def upload(url, filename, data, timeout=180, with_headers=False, headers=None):
+    """(status, body text) of `curl -F inputFile=@filename URL` (and the response headers); `headers`: more."""
     content_type, body = multipart([("inputFile", filename, data)])
-    answer = exchange(url, body=body, headers={"Content-Type": content_type}, timeout=timeout)
+    answer = exchange(url, body=body, headers={"Content-Type": content_type, **(headers or {})}, timeout=timeout)
     return answer if with_headers else answer[:2]
 
 

@@ -2,6 +2,7 @@
 (web.py's Handler adds the routes)."""
 
 import io
+import json
 import socket
 import time
 import traceback
@@ -10,6 +11,7 @@ from http.server import BaseHTTPRequestHandler
 
 import common
 from webtier.httpguards import BadHeaderLine, DeadlineReader, HeaderLines, RequestHeaders
+from webtier.refusals import Refusal
 
 log = common.EventLog("web")
 
@@ -102,9 +104,13 @@ class Connection(BaseHTTPRequestHandler):
         if self.responded:
             return
         try:
-            self.send_text(status, text)
+            self.refuse(Refusal(text, status))
         except OSError:
             pass
+
+    def wants_json(self):
+        """Whether this request's errors are answered in JSON (the routes say; here: never)."""
+        return False
 
     def send_text(self, status, text, extra=None):
         """A one-line text/plain response (`extra`: more headers); returns `status`."""
@@ -128,8 +134,15 @@ class Connection(BaseHTTPRequestHandler):
             self.wfile.write(body)
         return status
 
+    def send_json(self, status, value, extra=None):
+        """A JSON response of one line; returns `status`."""
+        return self.send_body(status, f"{json.dumps(value)}\n".encode(), "application/json", extra)
+
     def refuse(self, refusal):
-        """The one place a Refusal becomes a response: its status and its reason, one line."""
+        """The one place a Refusal becomes a response: its status and its reason, one line (of text,
+        or `{"error": reason}` where the request asked for JSON)."""
+        if self.wants_json():
+            return self.send_json(refusal.status, {"error": refusal.reason})
         return self.send_text(refusal.status, refusal.reason)
 
     def linger(self):

@@ -57,11 +57,12 @@ class ConfiguredModel:
             return self._fingerprint
 
 
-def item(stem, sha256, name, model):
-    """The table's item for an answer."""
+def item(stem, sha256, name, distance, model):
+    """The table's item for an answer: the gallery's nearest name and its distance (None: not said)."""
     return {
         "stem": {"S": stem},
         "name": {"S": name},
+        **({"distance": {"N": repr(float(distance))}} if distance is not None else {}),
         "sha256": {"S": sha256},
         "model": {"S": model},
         "answered": {"S": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
@@ -69,15 +70,26 @@ def item(stem, sha256, name, model):
 
 
 def answer_of(found, sha256, model):
-    """The name in item `found` if it answers bytes `sha256` under `model`; None for anything else:
-    no item, another image or model, or an item not as `item` writes them."""
+    """(name, distance or None) in item `found` if it answers bytes `sha256` under `model`; None for
+    anything else: no item, another image or model, or an item not as `item` writes them."""
     if not isinstance(found, dict):
         return None
     text = {key: value.get("S") for key, value in found.items() if isinstance(value, dict)}
     name = text.get("name")
     if text.get("sha256") != sha256 or text.get("model") != model or not isinstance(name, str):
         return None
-    return name if 0 < len(name) <= MAX_NAME_CHARS and name.isprintable() else None
+    if not (0 < len(name) <= MAX_NAME_CHARS and name.isprintable()):
+        return None
+    return name, distance_of(found.get("distance"))
+
+
+def distance_of(value):
+    """An item's distance, or None where it has none (an item written before distances were kept)."""
+    try:
+        distance = float(value["N"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return distance if math.isfinite(distance) and distance >= 0 else None
 
 
 class ResultsTable:
@@ -101,7 +113,7 @@ class ResultsTable:
         return cls(dynamodb, config.results_table_name, ConfiguredModel(config.weights, config.gallery))
 
     def lookup(self, stem, sha256):
-        """The name answered before for this stem, these bytes and the configured model, or None."""
+        """(name, distance or None) answered before for this stem, these bytes and the configured model, or None."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         if self._resting():
@@ -112,20 +124,20 @@ class ResultsTable:
         except (BotoCoreError, ClientError, OSError) as e:
             self._failed("lookup", e)
             return None
-        name = answer_of(found, sha256, model)
-        if name is not None:
+        answer = answer_of(found, sha256, model)
+        if answer is not None:
             with self._lock:
                 self.hits += 1
-        return name
+        return answer
 
-    def record(self, stem, sha256, name, model):
-        """Keep a worker's answer: `name` for bytes `sha256`, named by the model of fingerprint `model`."""
+    def record(self, stem, sha256, name, distance, model):
+        """Keep a worker's answer: `name` at `distance` for bytes `sha256`, by the model of fingerprint `model`."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         if self._resting():
             return
         try:
-            self.dynamodb.put_item(TableName=self.name, Item=item(stem, sha256, name, model))
+            self.dynamodb.put_item(TableName=self.name, Item=item(stem, sha256, name, distance, model))
         except (BotoCoreError, ClientError) as e:
             self._failed("record", e)
 

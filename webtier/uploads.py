@@ -2,11 +2,16 @@
 key of our own making (`upload_key`), send the request, wait for the worker's answer (webtier/replies.py
 delivers it). With FR_RESULTS_TABLE=1 an upload the results table answers (webtier/results.py: same stem,
 same bytes, same model) is stored and answered at once, and the table keeps each worker's answer.
-An outcome other than a name is one of the exceptions below; web.py maps each to its HTTP status."""
+An outcome other than a name is one of the exceptions below; web.py maps each to its HTTP status.
+
+Whether a face is a stranger's is said here, not by the worker: a worker answers the gallery's nearest
+name and its distance, and past FR_MATCH_THRESHOLD the web tier names it UNKNOWN (so the table keeps
+what the model said, and a new threshold needs no new answers)."""
 
 import re
 import time
 import uuid
+from dataclasses import dataclass
 
 import common
 from core.messages import Request, deadline_attribute, encode
@@ -17,6 +22,33 @@ from webtier.replies import DeadLettered
 log = common.EventLog("web")
 
 MAX_STEM_CHARS = 100
+UNKNOWN = "unknown"
+
+
+def named(name, distance, threshold):
+    """What a face is called: the gallery's nearest `name`, or UNKNOWN when it is farther than
+    `threshold` (None: never; a distance not known, from an older worker or table item: farther)."""
+    if threshold is None:
+        return name
+    return name if distance is not None and distance <= threshold else UNKNOWN
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An upload's answer: the file's stem, the name of its largest face and, where asked, every face
+    (core.messages.as_face, named); `model_ms` the worker's time in the model, None from the table."""
+
+    stem: str
+    name: str
+    faces: list | None = None
+    model_ms: str | None = None
+
+    def text(self):
+        """The course's answer: `stem:name`."""
+        return f"{self.stem}:{self.name}"
+
+    def json(self):
+        return {"file": self.stem, "name": self.name, "faces": self.faces}
 
 
 def milliseconds(start, end):
@@ -73,31 +105,35 @@ class Uploads:
         self.replies = replies
         self.table = table  # a results.ResultsTable, or None
 
-    def recognize(self, filename, body):
-        """(`stem:name`, the worker's model milliseconds or None) for an uploaded image."""
+    def recognize(self, filename, body, faces=False):
+        """The Answer for an uploaded image; with `faces`, every face in it (the table, which keeps one
+        name, is then not asked)."""
         request_id = uuid.uuid4().hex
         stem, key = upload_key(request_id, filename)
         started = time.monotonic()
         digest = sha256_of(body) if self.table else None
         # Before the request counts as waiting: the autoscaler starts no instance for an answer at hand.
-        if digest and (name := self.table.lookup(stem, digest)):
+        found = self.table.lookup(stem, digest) if digest and not faces else None
+        if found and (self.config.match_threshold is None or found[1] is not None):
             self._store(key, body)
+            name = named(*found, self.config.match_threshold)
             log.info(
                 "answered", id=request_id, stem=stem, result=name, source="table", ms=milliseconds(started, time.monotonic())
             )
-            return f"{stem}:{name}", None
+            return Answer(stem, name)
         try:
-            return self._ask(request_id, key, stem, body, digest, started)
+            return self._ask(Request(request_id, key, stem, self.reply_url, faces=faces or None), body, digest, started)
         except Refusal:  # an upload answered with an error (422, 502, 504) is not kept
             self._discard(key)
             raise
 
-    def _ask(self, request_id, key, stem, body, digest, started):
-        """Store the upload, send its request and wait for the reply: (`stem:name`, model ms)."""
+    def _ask(self, request, body, digest, started):
+        """Store the upload, send its request and wait for the reply: its Answer."""
+        request_id, stem = request.id, request.stem
         with self.replies.waiting(request_id) as slot:
-            self._store(key, body)
+            self._store(request.key, body)
             stored = time.monotonic()
-            message = encode(Request(request_id, key, stem, self.reply_url))
+            message = encode(request)
             self.sqs.send_message(
                 QueueUrl=self.request_url, MessageBody=message, MessageAttributes=deadline_attribute(self.config.request_timeout)
             )
@@ -109,11 +145,14 @@ class Uploads:
         if isinstance(outcome, DeadLettered):
             raise GaveUp("the image could not be processed (the worker failed on it repeatedly)")
         answered = time.monotonic()
+        threshold = self.config.match_threshold
+        name = named(outcome.name, outcome.distance, threshold) if outcome.name is not None else None
         log.info(
             "answered",
             id=request_id,
             stem=stem,
-            result=outcome.name,
+            result=name,
+            distance=outcome.distance,
             error=outcome.error,
             ms=milliseconds(started, answered),
             model_ms=outcome.model_ms,
@@ -124,8 +163,9 @@ class Uploads:
         if outcome.error:
             raise NotRecognized(outcome.error)
         if digest and outcome.model:
-            self.table.record(stem, digest, outcome.name, outcome.model)
-        return f"{stem}:{outcome.name}", outcome.model_ms
+            self.table.record(stem, digest, outcome.name, outcome.distance, outcome.model)
+        faces = [dict(face, name=named(face["name"], face["distance"], threshold)) for face in outcome.faces or []]
+        return Answer(stem, name, faces if request.faces else None, outcome.model_ms)
 
     def _discard(self, key):
         """Remove an upload from the input bucket (best-effort: the bucket's lifecycle rule removes

@@ -391,7 +391,7 @@ class ProvisionTest(Deployment):
         self.assertEqual(attributes["MaximumMessageSize"], "1024")
         self.assertEqual(json.loads(attributes["RedrivePolicy"]), {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3})
         reply_size = sqs.get_queue_attributes(QueueUrl=reply, AttributeNames=["MaximumMessageSize"])["Attributes"]
-        self.assertEqual(reply_size["MaximumMessageSize"], "1024")
+        self.assertEqual(reply_size["MaximumMessageSize"], "8192")
 
     def check_buckets(self):
         s3 = self.clients["s3"]

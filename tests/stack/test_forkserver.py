@@ -22,7 +22,7 @@ class Model:
     stand_in = True
     fingerprint = "f" * 64
 
-    def recognize_batch(self, images):
+    def identify_batch(self, images, every=None):
         return ["Paul"] * len(images)
 
 
@@ -39,7 +39,7 @@ class CoreTurnsTest(unittest.TestCase):
             self.assertEqual(os.waitstatus_to_exitcode(status), -signal.SIGKILL)
             answered = []
             model = TakingTurns(Model(), cores)
-            thread = threading.Thread(target=lambda: answered.append(model.recognize_batch([b"x"])), daemon=True)
+            thread = threading.Thread(target=lambda: answered.append(model.identify_batch([b"x"])), daemon=True)
             thread.start()
             thread.join(5)
             self.assertEqual(answered, [["Paul"]], "the core stayed taken after its holder died")
@@ -63,7 +63,7 @@ class CoreTurnsTest(unittest.TestCase):
             wait_until(lambda: holds_flock(waiter, room), 5, what="the waiter in the waiting room")
             answered = []
             model = TakingTurns(Model(), cores)
-            thread = threading.Thread(target=lambda: answered.append(model.recognize_batch([b"x"])), daemon=True)
+            thread = threading.Thread(target=lambda: answered.append(model.identify_batch([b"x"])), daemon=True)
             try:
                 thread.start()
                 thread.join(0.5)

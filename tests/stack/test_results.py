@@ -91,7 +91,7 @@ class ResultsTableTest(Service, unittest.TestCase):
 
     def test_a_malformed_item_is_a_miss_and_is_replaced(self):
         data = image("test_03")
-        good = results.item("odd", sha256(data), "Mallory", self.model)
+        good = results.item("odd", sha256(data), "Mallory", 0.0, self.model)
         for n, bad in enumerate(
             [dict(good, name={"N": "7"}), dict(good, name={"S": "Mallory\n"}), {k: v for k, v in good.items() if k != "model"}]
         ):

@@ -1,12 +1,15 @@
+import json
 import re
 import unittest
 import uuid
 
 import common
 from core import settings
-from core.messages import DEADLINE, DEADLINE_BYTES, MAX_MESSAGE_BYTES, Reply, Request, decode, encode
+from core.messages import DEADLINE, DEADLINE_BYTES, MAX_MESSAGE_BYTES, Reply, Request, as_face, decode, encode
 from core.settings import Config, ConfigError, load_config
+from model.recognizer import MAX_FACES
 from webtier.refusals import Refusal
+from webtier.results import MAX_NAME_CHARS
 
 
 class ConfigTest(unittest.TestCase):
@@ -166,6 +169,29 @@ class MessageTest(unittest.TestCase):
         queue_url = "https://sqs.ap-southeast-2.amazonaws.com/123456789012/" + "p" * 40 + "-resp-queue"
         request = Request(uuid.uuid4().hex, uuid.uuid4().hex + "/" + "s" * 100 + ".jpeg", "s" * 100, queue_url)
         self.assertLessEqual(len(encode(request).encode()) + DEADLINE_BYTES, MAX_MESSAGE_BYTES)
+
+    def test_the_largest_reply_a_worker_makes_fits_the_response_queue(self):
+        name = "n" * MAX_NAME_CHARS
+        faces = [as_face((10_000, 10_000, 10_000, 10_000), 0.123456, name, 1.23456789e-7)] * MAX_FACES
+        reply = Reply(uuid.uuid4().hex, "s" * 100, name=name, distance=1e-7, faces=faces, model_ms="12345.6", model="f" * 64)
+        self.assertEqual(decode(Reply, encode(reply)), reply)
+
+    def test_a_reply_names_its_faces_in_the_form_the_web_tier_reads(self):
+        face = as_face((1, 2, 3, 4), 0.99, "Paul", 0.5)
+        good = {"id": "i", "stem": "s", "name": "Paul", "distance": 0.5, "faces": [face]}
+        self.assertEqual(decode(Reply, json.dumps(good)).faces, [face])
+        for why, faces in {
+            "a box of three": [dict(face, box=[1, 2, 3])],
+            "a box of text": [dict(face, box=["1", 2, 3, 4])],
+            "no distance": [{k: v for k, v in face.items() if k != "distance"}],
+            "a name not text": [dict(face, name=7)],
+            "a probability true": [dict(face, probability=True)],
+            "not a list": {"box": [1, 2, 3, 4]},
+        }.items():
+            with self.subTest(why), self.assertRaises(ValueError):
+                decode(Reply, json.dumps(dict(good, faces=faces)))
+        with self.assertRaises(ValueError):
+            decode(Reply, json.dumps(dict(good, distance="0.5")))
 
     def test_a_message_over_1_kb_is_refused_before_sending(self):
         with self.assertRaisesRegex(ValueError, r"exceeds 997 \(1024 with its attributes\)"):

@@ -13,7 +13,7 @@ import torch
 from facenet_pytorch import InceptionResnetV1
 from PIL import Image
 
-from model import BadImage, Gallery, ModelError, NoFace, Recognizer, load_weights
+from model import BadImage, Gallery, ModelError, NoFace, Recognizer, TooManyFaces, load_weights
 from model.recognizer import MAX_SIDE, decode_image
 from tests.support import (
     FIXTURES,
@@ -22,6 +22,7 @@ from tests.support import (
     PYTHON,
     child_env,
     expected_answers,
+    group_photo,
     image_bytes,
     scan_bomb,
     stand_in_files,
@@ -91,17 +92,17 @@ class RecognizerTest(unittest.TestCase):
                 self.assertEqual(results[1:], [self.expected["test_00"]] * 3)
 
     def test_a_model_failure_on_one_image_stays_that_images(self):
-        faces = self.recognizer.faces
+        detect = self.recognizer.detect
 
         def fails_on_odd_sizes(images):
             if any(image.size == (65, 65) for image in images):
                 raise RuntimeError("detector bug")
-            return faces(images)
+            return detect(images)
 
         good = (IMAGES / "test_00.jpg").read_bytes()
         odd = encoded(Image.open(IMAGES / "test_01.jpg").resize((65, 65)))
         with (
-            mock.patch.object(self.recognizer, "faces", side_effect=fails_on_odd_sizes),
+            mock.patch.object(self.recognizer, "detect", side_effect=fails_on_odd_sizes),
             self.assertLogs("model.recognizer", "ERROR"),
         ):
             results = self.recognizer.recognize_batch([odd, good, odd])
@@ -109,6 +110,42 @@ class RecognizerTest(unittest.TestCase):
         for result in (results[0], results[2]):
             self.assertIsInstance(result, ModelError)
             self.assertIn("model failed", str(result))
+
+    def test_every_face_of_a_group_photo_is_named_largest_first_with_its_box_in_the_uploads_pixels(self):
+        stems = ["test_00", "test_07", "test_02"]
+        data, within, size = group_photo(stems)
+        alone = (IMAGES / "test_01.jpg").read_bytes()
+        every, largest, single = self.recognizer.identify_batch([data, data, alone], [True, False, True])
+        self.assertEqual(sorted(face.name for face in every), sorted(self.expected[s] for s in stems))
+        areas = [(x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in (face.box for face in every)]
+        self.assertEqual(areas, sorted(areas, reverse=True), "largest first")
+        self.assertEqual(largest, every[:1], "only the largest face unless every face is asked for")
+        self.assertEqual([face.name for face in single], [self.expected["test_01"]])
+        for face in every:
+            x1, y1, x2, y2 = within[[self.expected[s] for s in stems].index(face.name)]
+            self.assertTrue(all(isinstance(v, int) for v in face.box))
+            self.assertTrue(x1 <= face.box[0] < face.box[2] <= x2 and y1 <= face.box[1] < face.box[3] <= y2, face.box)
+            self.assertGreater(face.probability, 0.9)
+        self.assertEqual(self.recognizer.recognize_batch([data]), [every[0].name])
+        # Decoded at 1/4 scale (past MAX_SIDE wide): the boxes are still in the upload's pixels, each
+        # within its face (names aside: stand-in weights name a face 10 times larger otherwise).
+        large, large_within, large_size = group_photo(stems, gap=100, scale=10)
+        self.assertGreater(large_size[0], 2 * MAX_SIDE)
+        (faces,) = self.recognizer.identify_batch([large], [True])
+        self.assertEqual(len(faces), len(stems))
+        lefts = sorted(face.box for face in faces)
+        for box, (x1, y1, x2, y2) in zip(lefts, large_within):
+            self.assertTrue(x1 <= box[0] < box[2] <= x2 and y1 <= box[1] < box[3] <= y2, (box, x1, x2))
+            self.assertGreater(box[2] - box[0], (x2 - x1) / 3, "a box the size of the face, not of the decoded image's")
+
+    def test_more_faces_than_the_limit_refuse_the_image_only_when_every_face_is_asked_for(self):
+        data, _, _ = group_photo(["test_00", "test_07", "test_02"])
+        recognizer = Recognizer.__new__(Recognizer)
+        recognizer.__dict__.update(self.recognizer.__dict__, max_faces=2)
+        every, largest = recognizer.identify_batch([data, data], [True, False])
+        self.assertIsInstance(every, TooManyFaces)
+        self.assertEqual(str(every), "too many faces: 3 (limit 2)")
+        self.assertEqual(len(largest), 1)
 
     def test_images_as_phones_and_cameras_make_them_are_named(self):
         face = Image.open(IMAGES / "test_00.jpg")

@@ -29,12 +29,17 @@ class ItemTest(unittest.TestCase):
     """What counts as an answer, the model's fingerprint, and errors as misses (no process)."""
 
     def test_only_an_item_for_the_same_bytes_and_model_with_a_name_answers(self):
-        good = results.item("x", "s" * 64, "Paul", MODEL)
-        self.assertEqual(results.answer_of(good, "s" * 64, MODEL), "Paul")
+        good = results.item("x", "s" * 64, "Paul", 0.25, MODEL)
+        self.assertEqual(results.answer_of(good, "s" * 64, MODEL), ("Paul", 0.25))
+        older = {k: v for k, v in good.items() if k != "distance"}
+        self.assertEqual(results.answer_of(older, "s" * 64, MODEL), ("Paul", None))
+        for odd in ({"S": "0.25"}, {"N": "-1"}, {"N": "nan"}, {"N": "x"}):
+            with self.subTest(distance=odd):
+                self.assertEqual(results.answer_of(dict(good, distance=odd), "s" * 64, MODEL), ("Paul", None))
         misses = {
             "no item": None,
-            "other bytes": results.item("x", "t" * 64, "Paul", MODEL),
-            "other model": results.item("x", "s" * 64, "Paul", "n" * 64),
+            "other bytes": results.item("x", "t" * 64, "Paul", 0.25, MODEL),
+            "other model": results.item("x", "s" * 64, "Paul", 0.25, "n" * 64),
             "name a number": dict(good, name={"N": "7"}),
             "no name": {k: v for k, v in good.items() if k != "name"},
             "no model": {k: v for k, v in good.items() if k != "model"},
@@ -85,16 +90,16 @@ class ItemTest(unittest.TestCase):
         table, stub, clock = self.stubbed()
         stub.add_client_error("get_item", "ProvisionedThroughputExceededException", http_status_code=400)
         stub.add_client_error("put_item", "ThrottlingException", http_status_code=400)
-        stub.add_response("get_item", {"Item": results.item("x", "s" * 64, "Paul", MODEL)})
+        stub.add_response("get_item", {"Item": results.item("x", "s" * 64, "Paul", 0.25, MODEL)})
         with self.assertLogs("results", "WARNING") as logged:
             self.assertIsNone(table.lookup("x", "s" * 64))
             # Resting: asked nothing (the stub would answer the next call with the put's error).
             self.assertIsNone(table.lookup("x", "s" * 64))
-            table.record("x", "s" * 64, "Paul", MODEL)
+            table.record("x", "s" * 64, "Paul", 0.25, MODEL)
             clock.now += results.TABLE_REST
-            table.record("x", "s" * 64, "Paul", MODEL)
+            table.record("x", "s" * 64, "Paul", 0.25, MODEL)
             clock.now += results.TABLE_REST
-            self.assertEqual(table.lookup("x", "s" * 64), "Paul")
+            self.assertEqual(table.lookup("x", "s" * 64), ("Paul", 0.25))
         self.assertEqual(len(logged.output), 2, logged.output)
         self.assertIn("ProvisionedThroughputExceededException", logged.output[0])
         self.assertIn("ThrottlingException", logged.output[1])
