@@ -23,7 +23,9 @@ count of the work). Stops on SIGTERM/SIGINT: stops accepting, lets requests in
 progress finish, exits 0; a second signal exits at once.
 """
 
+import contextlib
 import errno
+import hmac
 import json
 import math
 import socket
@@ -31,13 +33,15 @@ import sys
 import threading
 import time
 from http.server import ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import common
 from core import cloud, settings
+from core.gallery import MAX_EXAMPLES
 from webtier import orphans
 from webtier.connection import LINGER_BYTES, READ_CHUNK, Connection
 from webtier.formdata import Discarded, MultipartParser, boundary_of, spooled
+from webtier.people import People
 from webtier.refusals import Refusal
 from webtier.replies import Replies
 from webtier.results import ResultsTable
@@ -53,7 +57,8 @@ AWS_CONNECTIONS = 100
 
 UPLOAD_FIELD = "inputFile"
 # The methods this tier serves (HEAD for the GET routes); any other method gets 405 with them.
-ALLOW = "GET, HEAD, POST"
+ALLOW = "GET, HEAD, POST, DELETE"
+PEOPLE = "/people/"
 # /healthz asks SQS at most this often.
 HEALTH_SECONDS = 1.0
 # How an upload is answered: `stem:name` as text (the course's), or every face as JSON.
@@ -76,6 +81,19 @@ class HttpError(Refusal):
     unread_input = True
 
 
+class Unauthorized(HttpError):
+    status = 401
+    # RFC 9110 11.6.1: a 401 says how to authenticate.
+    headers = {"WWW-Authenticate": 'Bearer realm="gallery"'}
+
+
+def person_of(path):
+    """The person a /people/{name} path names (percent-decoded, UTF-8), or None for another path."""
+    if not path.startswith(PEOPLE) or "/" in path[len(PEOPLE) :]:
+        return None
+    return unquote(path[len(PEOPLE) :], errors="strict") if path[len(PEOPLE) :] else None
+
+
 def is_upload(part):
     """Whether a multipart part is an uploaded file in the `inputFile` field."""
     return part.name == UPLOAD_FIELD and part.filename is not None
@@ -85,15 +103,20 @@ class WebTier:
     """What the HTTP handler serves: the uploads (webtier/uploads.py), the replies' pollers, the metrics
     and status, and the checks of an upload's request (HttpError, MultipartError)."""
 
-    def __init__(self, config, s3, sqs, ec2, table=None):
+    def __init__(self, config, s3, sqs, ec2, admin_token=""):
         self.config = config
         self.sqs = sqs
+        self.admin_token = admin_token
         self.metrics = Metrics()
         self.request_url, self.reply_url = cloud.queue_urls(sqs, config)
         self.health_lock, self.health_checked = threading.Lock(), -HEALTH_SECONDS
         self.dead_letter_url = sqs.get_queue_url(QueueName=config.dead_letter_queue)["QueueUrl"]
         self.replies = Replies(config, sqs, self.reply_url, self.dead_letter_url)
-        self.uploads = Uploads(config, s3, sqs, self.request_url, self.reply_url, self.replies, table)
+        table = results_table(config, lambda: self.people.identity())
+        self.uploads = Uploads(
+            config, s3, sqs, self.request_url, self.reply_url, self.replies, table, lambda: self.people.version()
+        )
+        self.people = People(config, s3, self.uploads)
         queues = {"request": self.request_url, "response": self.reply_url, "dead_letter": self.dead_letter_url}
         self.status = Status(
             config,
@@ -111,11 +134,14 @@ class WebTier:
         Framing a proxy in front could read differently from us is refused (RFC 9112 6.3): a
         Content-Length beside a Transfer-Encoding, or two different Content-Lengths."""
         url = urlsplit(path)
-        if url.path != "/":
-            raise HttpError("not found: POST images to /", 404)
-        query = parse_qs(url.query, keep_blank_values=True)
-        if set(query) - {"format"} or query.get("format", ["text"])[-1] not in ANSWER_FORMATS:
-            raise HttpError("POST / takes no query but ?format=json or ?format=text")
+        if person_of(url.path) is not None:
+            self.authorize(headers)
+        elif url.path != "/":
+            raise HttpError("not found: POST images to /, or examples to /people/{name}", 404)
+        else:
+            query = parse_qs(url.query, keep_blank_values=True)
+            if set(query) - {"format"} or query.get("format", ["text"])[-1] not in ANSWER_FORMATS:
+                raise HttpError("POST / takes no query but ?format=json or ?format=text")
         lengths = {value.strip() for value in headers.get_all("Content-Length", [])}
         if lengths and "Transfer-Encoding" in headers:
             raise HttpError("both Content-Length and Transfer-Encoding: send one")
@@ -133,11 +159,20 @@ class WebTier:
             raise HttpError(f"body too large (limit {self.config.max_body} bytes)", 413)
         return size, boundary_of(headers.get("Content-Type"))
 
-    def read_upload(self, path, headers, rfile):
-        """The `inputFile` part of a POST body, checked for size and form."""
+    def authorize(self, headers):
+        """A change to the gallery: its key must be the admin key (HttpError 403 when changes are off,
+        401 when the key is missing or wrong). Compared in constant time; the key is never logged."""
+        if not self.admin_token:
+            raise HttpError("changes to the gallery are off: the web tier has no FR_ADMIN_TOKEN", 403)
+        scheme, _, key = (headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), self.admin_token.encode()):
+            raise Unauthorized("a change to the gallery needs its key: Authorization: Bearer <key>")
+
+    def read_upload(self, path, headers, rfile, most=1):
+        """The `inputFile` parts of a POST body (at most `most`, else a 413), checked for size and form."""
         remaining, boundary = self.check_upload(path, headers)
         kept = []
-        parser = MultipartParser(boundary, new_body=self.upload_body(kept))
+        parser = MultipartParser(boundary, new_body=self.upload_body(kept, most))
         try:
             while remaining:
                 chunk = rfile.read(min(READ_CHUNK, remaining))
@@ -145,25 +180,27 @@ class WebTier:
                     raise HttpError("body shorter than Content-Length")
                 parser.feed(chunk)
                 remaining -= len(chunk)
-            for part in parser.close():
-                if is_upload(part):
-                    if not part.size:
-                        raise HttpError("the uploaded file is empty")
-                    return part
-            raise HttpError(f"no file field named {UPLOAD_FIELD}")
+            parts = [part for part in parser.close() if is_upload(part)]
+            if len(parts) > most:
+                raise HttpError(f"too many {UPLOAD_FIELD} files: at most {most}", 413)
+            if not parts:
+                raise HttpError(f"no file field named {UPLOAD_FIELD}")
+            if not all(part.size for part in parts):
+                raise HttpError("the uploaded file is empty")
+            return parts
         except BaseException:
             for part in kept:  # its spooled file (on disk past SPOOL_BYTES) goes now, not at GC
                 part.body.close()
             raise
 
     @staticmethod
-    def upload_body(kept):
-        """new_body for the parser: the first `inputFile` file part is kept (spooled, and added to
-        `kept`), every other part only counted, so that a body of many parts costs no more memory
-        than one."""
+    def upload_body(kept, most):
+        """new_body for the parser: the first `most` `inputFile` file parts are kept (spooled, and
+        added to `kept`), every other part only counted (one more is kept, to be refused), so that a
+        body of many parts costs no more memory than `most`."""
 
         def new_body(part):
-            if kept or not is_upload(part):
+            if len(kept) > most or not is_upload(part):
                 return Discarded()
             kept.append(part)
             return spooled()
@@ -200,14 +237,40 @@ class Handler(Connection):
         self.tier.metrics.record(status, time.monotonic() - started)
 
     def wants_json(self):
+        path = urlsplit(self.path or "").path
+        if path == "/people" or person_of(path) is not None:
+            return True
         return self.command == "POST" and answers_json(self.path, getattr(self, "headers", None))
 
+    def do_DELETE(self):
+        """Remove a person (with the admin key)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        person = person_of(urlsplit(self.path).path)
+        if person is None:
+            return self.refuse_method()
+        try:
+            self.tier.authorize(self.headers)
+            self.send_json(200, self.tier.people.remove(person))
+        except Refusal as e:
+            self.refuse(e)
+        except (BotoCoreError, ClientError) as e:
+            log.warning("aws_error", error=e)
+            self.refuse(Refusal("storage unavailable, try again", 503))
+
     def upload(self):
-        """Answer one upload; its HTTP status."""
+        """Answer one upload (of an image, or of a person's examples); its HTTP status."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            part = self.tier.read_upload(self.path, self.headers, self.rfile)
+            person = person_of(urlsplit(self.path).path)
+            if person is not None:
+                parts = self.tier.read_upload(self.path, self.headers, self.rfile, MAX_EXAMPLES)
+                with contextlib.ExitStack() as bodies:
+                    for part in parts:
+                        bodies.enter_context(part.body)
+                    return self.send_json(201, self.tier.people.add(person, parts))
+            (part,) = self.tier.read_upload(self.path, self.headers, self.rfile)
             faces = self.wants_json()
             with part.body:
                 answer = self.tier.uploads.recognize(part.filename, part.body, faces)
@@ -242,6 +305,11 @@ class Handler(Connection):
             self.send_body(200, *self.server.pages[url.path])
         elif url.path == "/metrics":
             self.send_body(200, prometheus_text(self.tier.status.read()).encode(), "text/plain; version=0.0.4")
+        elif url.path == "/people":
+            try:
+                self.send_json(200, self.tier.people.listing())
+            except Refusal as e:
+                self.refuse(e)
         elif url.path == "/healthz":
             try:
                 self.tier.healthy()
@@ -258,7 +326,7 @@ class Handler(Connection):
         # The method is not echoed: it is the client's bytes (up to 64 KiB of them).
         self.send_text(405, "method not allowed: GET / for the page, POST / to upload", extra={"Allow": ALLOW})
 
-    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = refuse_method
+    do_PUT = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = refuse_method
 
 
 # The pages, read from webtier/pages/ once at start: URL path -> (file, content type). No external assets;
@@ -332,17 +400,24 @@ class Server(ThreadingHTTPServer):
         log.warning("connection_error", client=client_address[0], error=repr(sys.exc_info()[1]))
 
 
-def results_table(config):
-    """The results table (webtier/results.py) with FR_RESULTS_TABLE=1, else None. It needs the model files
-    (their fingerprint says which answers still hold), hashed here once before the first request."""
+def results_table(config, gallery):
+    """The results table (webtier/results.py) with FR_RESULTS_TABLE=1, else None. It needs the weights
+    file and the gallery's identity (`gallery()`): their fingerprint says which answers still hold."""
     if not config.results_table:
         return None
-    hint = "FR_RESULTS_TABLE=1 needs the app tier's model files: their fingerprint says which answers still hold"
+    hint = "FR_RESULTS_TABLE=1 needs the app tier's weights: their fingerprint says which answers still hold"
     settings.require_file(config.weights, f"set FR_WEIGHTS; {hint}")
-    settings.require_file(config.gallery, f"set FR_GALLERY; {hint}")
-    table = ResultsTable.from_config(config, AWS_CONNECTIONS)
-    log.info("results_table", table=table.name, model=table.model.fingerprint()[:12])
+    table = ResultsTable.from_config(config, AWS_CONNECTIONS, gallery)
+    log.info("results_table", table=table.name)
     return table
+
+
+def admin_token(config, ssm):
+    """The gallery's admin key: FR_ADMIN_TOKEN, or the SSM parameter FR_ADMIN_TOKEN_PARAMETER names
+    (a SecureString, decrypted), or "" (changes off). Never logged."""
+    if config.admin_token or not config.admin_token_parameter:
+        return config.admin_token
+    return ssm().get_parameter(Name=config.admin_token_parameter, WithDecryption=True)["Parameter"]["Value"]
 
 
 def main():
@@ -356,8 +431,9 @@ def main():
         cloud.client(config, "s3", AWS_CONNECTIONS),
         cloud.client(config, "sqs", AWS_CONNECTIONS),
         cloud.client(config, "ec2"),
-        results_table(config),
+        admin_token(config, lambda: cloud.client(config, "ssm")),
     )
+    log.info("gallery_changes", allowed=bool(tier.admin_token))
     pages = load_pages()
     server = Server((config.host, config.port), Handler, tier, pages)
     # Requests still in progress at shutdown need the pollers: they stop after those are done.

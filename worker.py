@@ -1,6 +1,7 @@
 """App tier worker: names the faces in the images the web tier queues, a few at a time.
 
-Loads the model once (FR_WEIGHTS, FR_GALLERY), then long-polls the request queue for up to FR_BATCH
+Loads the model once (FR_WEIGHTS) and the gallery from its bucket (core/gallery.py: again whenever a
+request names a newer version than it has), then long-polls the request queue for up to FR_BATCH
 requests at a time. It reads their images from the input bucket (in parallel), recognises them in
 one pass through the model, sends `{id, stem, name}` (or `{id, stem, error}` for an image it
 cannot name) to each message's reply queue in one call, then, off the critical path, writes
@@ -28,6 +29,7 @@ second signal exits at once.
 """
 
 import argparse
+import base64
 import os
 import signal
 import sys
@@ -38,6 +40,7 @@ from pathlib import Path
 
 import common
 from core import cloud, settings, statefiles
+from core.gallery import Follower, GalleryStore, NoGallery
 from core.messages import CLOCK_MARGIN, DEADLINE, Reply, Request, as_face, deadline, decode, encode, sent_at
 from model import files
 
@@ -85,6 +88,8 @@ class Worker:
         self.sqs = sqs
         self.hibernation = hibernation or Hibernation()
         self.request_url, _ = cloud.queue_urls(sqs, config)
+        self.gallery = Follower(GalleryStore(s3, config.gallery_bucket), gallery_of)
+        self.follow_gallery()
         self.fetcher = ThreadPoolExecutor(config.batch, thread_name_prefix="fetch")
         self.after_reply = ThreadPoolExecutor(1, thread_name_prefix="after-reply")
 
@@ -148,7 +153,15 @@ class Worker:
     def reconnect(self):
         """New clients, so new connections: the old ones died while the machine hibernated."""
         self.s3, self.sqs = clients(self.config)
+        self.gallery.store = GalleryStore(self.s3, self.config.gallery_bucket)
         log.info("reconnected")
+
+    def follow_gallery(self, wanted=0):
+        """The gallery a request of version `wanted` needs (core/gallery.py), and the fingerprint
+        said with each answer (the web tier's results table keeps an answer with its model's)."""
+        if self.gallery.follow(wanted):
+            self.fingerprint = files.fingerprint(self.recognizer.weights_sha256, self.gallery.identity)
+            log.info("gallery_loaded", version=self.gallery.version, people=self.gallery.people, model=self.fingerprint[:12])
 
     def handle(self, messages, received):
         """Answer a batch of requests (`received` at this awake_clock time): one pass through the
@@ -183,11 +196,13 @@ class Worker:
         """A Reply for each request: the name (and every face, where asked), or an error the client can act on."""
         images = list(self.fetcher.map(lambda request: fetch_image(self.s3, self.config.in_bucket, request), requests))
         readable = [index for index, data in enumerate(images) if data is not None]
+        self.follow_gallery(max(request.gallery or 0 for request in requests))
         started = time.monotonic()
-        found = self.recognizer.identify_batch([images[i] for i in readable], [bool(requests[i].faces) for i in readable])
+        every = [bool(requests[i].faces or requests[i].embed) for i in readable]
+        found = self.recognizer.identify_batch([images[i] for i in readable], every, self.gallery.gallery)
         outcomes = dict(zip(readable, found))
         model_ms = f"{(time.monotonic() - started) * 1000:.1f}"
-        fingerprint = self.recognizer.fingerprint
+        fingerprint = self.fingerprint
         return [reply_of(request, outcomes.get(index), model_ms, fingerprint) for index, request in enumerate(requests)]
 
     def finish(self, jobs, replies, heartbeat, timing):
@@ -244,11 +259,22 @@ def reply_of(request, outcome, model_ms, fingerprint):
         return Reply(request.id, request.stem, error="the image is no longer in the input bucket")
     if isinstance(outcome, Exception):
         return Reply(request.id, request.stem, error=str(outcome), model_ms=model_ms)
+    if request.embed:
+        if len(outcome) != 1:
+            return Reply(request.id, request.stem, error=f"an example shows one face: {len(outcome)} found", model_ms=model_ms)
+        embedding = base64.b64encode(outcome[0].embedding_bytes()).decode()
+        return Reply(request.id, request.stem, embedding=embedding, model_ms=model_ms, model=fingerprint)
     largest = outcome[0]
     faces = [as_face(face.box, face.probability, face.name, face.distance) for face in outcome] if request.faces else None
     return Reply(
         request.id, request.stem, name=largest.name, distance=largest.distance, faces=faces, model_ms=model_ms, model=fingerprint
     )
+
+
+def gallery_of(names, embeddings):
+    from model import Gallery
+
+    return Gallery.from_rows(names, embeddings)
 
 
 def fetch_image(s3, bucket, request):
@@ -343,20 +369,19 @@ class Heartbeat:
 
 
 def load_recognizer(config):
-    """The model, loaded once per process (or once per fork server, in local mode)."""
+    """The model, loaded once per process (or once per fork server, in local mode); its gallery comes
+    from the gallery bucket (Worker.load_gallery)."""
     settings.require_file(config.weights, "set FR_WEIGHTS, or run ./setup.sh local to make stand-in weights")
-    settings.require_file(config.gallery, "set FR_GALLERY, or run ./setup.sh local to enrol a stand-in gallery")
     from model import Recognizer
 
     started = time.monotonic()
-    recognizer = Recognizer(config.weights, config.gallery, config.torch_threads)
-    # Said with each answer: the web tier's results table keeps an answer with the model that gave it.
-    recognizer.fingerprint = files.fingerprint(config.weights, config.gallery)
+    recognizer = Recognizer(config.weights, threads=config.torch_threads)
+    recognizer.weights_sha256 = files.file_sha256(config.weights)
     log.info(
         "model_loaded",
         seconds=round(time.monotonic() - started, 2),
         stand_in=recognizer.stand_in,
-        fingerprint=recognizer.fingerprint[:12],
+        weights=recognizer.weights_sha256[:12],
     )
     return recognizer
 
@@ -383,8 +408,8 @@ def serve(config, recognizer, stop, hibernation=None):
         try:
             s3, sqs = clients(config)
             worker = Worker(config, recognizer, s3, sqs, hibernation)
-        except (BotoCoreError, ClientError) as e:
-            log.warning("aws_unreachable", error=e, retry_in=AWS_RETRY_SECONDS)
+        except (BotoCoreError, ClientError, NoGallery) as e:
+            log.warning("aws_unreachable" if not isinstance(e, NoGallery) else "no_gallery", error=e, retry_in=AWS_RETRY_SECONDS)
             stop.wait(AWS_RETRY_SECONDS)
             continue
         worker.run(stop)

@@ -25,13 +25,17 @@ CLOCK_MARGIN = 2.0
 @dataclass(frozen=True)
 class Request:
     """Web tier -> worker: the image of file stem `stem` is in the input bucket under `key`; `faces`:
-    name every face in it, not only the largest."""
+    name every face in it, not only the largest; `embed`: answer the embedding of its one face (an
+    example for the gallery); `gallery`: the gallery's version when it was sent (core/gallery.py), the
+    oldest the worker may answer with."""
 
     id: str
     key: str
     stem: str
     reply_to: str
     faces: bool | None = None
+    embed: bool | None = None
+    gallery: int | None = None
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,8 @@ class Reply:
     stranger's is the web tier's to say (FR_MATCH_THRESHOLD).
 
     `faces`, when the request asked: every face, largest first, each `{"box": [x1, y1, x2, y2],
-    "probability": p, "name": n, "distance": d}` (as_face). `model_ms` is the worker's time in the
+    "probability": p, "name": n, "distance": d}` (as_face). `embedding`, when the request asked and
+    instead of a name: its face's embedding (512 little-endian float32, base64). `model_ms` is the worker's time in the
     model, so the web tier can tell what the plumbing cost; `model` the fingerprint of the model that
     named it (model.files.fingerprint), which the results table keeps with the name."""
 
@@ -51,6 +56,7 @@ class Reply:
     error: str | None = None
     distance: float | None = None
     faces: list | None = None
+    embedding: str | None = None
     model_ms: str | None = None
     model: str | None = None
 
@@ -106,8 +112,8 @@ def decode(kind, body):
     for field in dataclasses.fields(kind):
         if not _is(getattr(message, field.name), typing.get_args(field.type) or (field.type,)):
             raise ValueError(f"not a {kind.__name__} message: {field.name} is not {field.type}")
-    if kind is Reply and (message.name is None) == (message.error is None):
-        raise ValueError("a Reply has exactly one of name and error")
+    if kind is Reply and sum(v is not None for v in (message.name, message.error, message.embedding)) != 1:
+        raise ValueError("a Reply has exactly one of name, embedding and error")
     if kind is Reply and not all(_is_face(face) for face in message.faces or []):
         raise ValueError(f"not a Reply message: a face is not {FACE_FIELDS}")
     return message

@@ -3,6 +3,7 @@ the names derived from FR_PREFIX (buckets, queues, roles, tags). Every variable 
 README; the same code talks to AWS or, with FR_ENDPOINT_URL set, to a moto server standing in for
 it (local mode and tests)."""
 
+import dataclasses
 import ipaddress
 import os
 import sys
@@ -57,6 +58,10 @@ class Config:
     instance_type: str = "t3.small"
     weights: Path = PROJECT_DIR / "var/stand-in/weights.pt"
     gallery: Path = PROJECT_DIR / "var/stand-in/gallery.pt"
+    # The key of changes to the gallery (Authorization: Bearer), or the SSM parameter that holds it
+    # (a SecureString: on AWS the key is in no file); neither: changes are off.
+    admin_token: str = dataclasses.field(default="", repr=False)
+    admin_token_parameter: str = ""
     # A face farther than this from every gallery entry is a stranger's: named "unknown" (None:
     # the nearest entry always names it, as the course's reference model does).
     match_threshold: float | None = None
@@ -102,6 +107,11 @@ class Config:
         return f"{self.prefix}-dynamoDB"
 
     @property
+    def gallery_bucket(self):
+        """The gallery (core/gallery.py): its snapshots and people's example images."""
+        return f"{self.prefix}-gallery-bucket"
+
+    @property
     def deploy_bucket(self):
         return f"{self.prefix}-deploy-bucket"
 
@@ -142,7 +152,7 @@ def _flag(meaning):
 
 
 def _prefix(text):
-    # Bucket names: lowercase letters, digits and hyphens; the longest suffix is "-deploy-bucket".
+    # Bucket names: lowercase letters, digits and hyphens, 63 at most; the longest suffix is "-gallery-bucket".
     if not text or len(text) > 40 or not all(c.islower() or c.isdigit() or c == "-" for c in text):
         raise ValueError("must be 1..40 of a-z, 0-9, -")
     return text
@@ -163,6 +173,12 @@ def _log_level(text):
 def _simulate(text):
     if text not in ("", "aws"):
         raise ValueError("must be empty or aws")
+    return text
+
+
+def _admin_token(text):
+    if text and (len(text) < 16 or not text.isascii() or not text.isprintable() or " " in text):
+        raise ValueError("must be at least 16 printable ASCII characters, no spaces")
     return text
 
 
@@ -197,6 +213,8 @@ _VARIABLES = {
     "FR_INSTANCE_TYPE": ("instance_type", str),
     "FR_WEIGHTS": ("weights", _path),
     "FR_GALLERY": ("gallery", _path),
+    "FR_ADMIN_TOKEN": ("admin_token", _admin_token),
+    "FR_ADMIN_TOKEN_PARAMETER": ("admin_token_parameter", str),
     "FR_MATCH_THRESHOLD": ("match_threshold", lambda text: _positive(float)(text) if text else None),
     "FR_TORCH_THREADS": ("torch_threads", lambda text: max(0, int(text))),
     "FR_LOG_LEVEL": ("log_level", _log_level),
@@ -209,6 +227,10 @@ _VARIABLES = {
     "FR_SIMULATE_TIME_SCALE": ("simulate_time_scale", _positive(float)),
     "FR_SQS_COUNT_LAG": ("sqs_count_lag", lambda text: max(0.0, float(text))),
 }
+
+
+# Variables whose values are never written anywhere: not in an error line, not in the web host's settings.
+SECRETS = ("FR_ADMIN_TOKEN",)
 
 
 def _rendered(value):
@@ -247,7 +269,8 @@ def load_config(environ):
             try:
                 values[field] = parse(environ[name])
             except ValueError as e:
-                raise ConfigError(f"{name}={environ[name]!r}: {e}") from None
+                shown = "(not shown)" if name in SECRETS else repr(environ[name])
+                raise ConfigError(f"{name}={shown}: {e}") from None
     unknown = sorted(k for k in environ if k.startswith("FR_") and k not in _VARIABLES)
     if unknown:
         raise ConfigError(f"unknown variable {unknown[0]} (see README: Configuration)")

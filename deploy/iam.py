@@ -4,8 +4,11 @@ put roles and instance profiles in place, and remove them."""
 
 import json
 
-from core import settings
+from core import gallery, settings
 from deploy.webhost import CODE_KEY, SETTINGS_KEY
+
+# The gallery bucket's objects (core/gallery.py), by what they are.
+GALLERY_KEYS = {"pointer": gallery.POINTER, "versions": "versions/*", "examples": "examples/*"}
 
 # Lets Systems Manager give an operator a shell on the web host (Session Manager), with no SSH.
 SSM_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
@@ -22,6 +25,8 @@ def arns(config, account):
         "in_bucket": f"arn:aws:s3:::{config.in_bucket}",
         "in_objects": f"arn:aws:s3:::{config.in_bucket}/*",
         "out_objects": f"arn:aws:s3:::{config.out_bucket}/*",
+        "gallery_bucket": f"arn:aws:s3:::{config.gallery_bucket}",
+        **{f"gallery_{part}": f"arn:aws:s3:::{config.gallery_bucket}/{key}" for part, key in GALLERY_KEYS.items()},
         "code_object": f"arn:aws:s3:::{config.deploy_bucket}/{CODE_KEY}",
         "settings_object": f"arn:aws:s3:::{config.deploy_bucket}/{SETTINGS_KEY}",
         "request_queue": f"{sqs}:{config.request_queue}",
@@ -56,6 +61,13 @@ def web_policy(config, account, ebs_key=None):
             _statement(["s3:PutObject", "s3:DeleteObject"], [a["in_objects"]]),
             *table,
             _statement(["s3:GetObject"], [a["code_object"], a["settings_object"]]),
+            # The gallery's one writer (core/gallery.py): a new snapshot, then the pointer; older
+            # snapshots and a removed person's example images deleted. ListBucket: a missing pointer
+            # (a gallery not seeded yet) is a 404, not a 403.
+            _statement(["s3:GetObject", "s3:PutObject"], [a["gallery_pointer"], a["gallery_versions"]]),
+            _statement(["s3:PutObject", "s3:DeleteObject"], [a["gallery_examples"]]),
+            _statement(["s3:DeleteObject"], [a["gallery_versions"]]),
+            _statement(["s3:ListBucket"], [a["gallery_bucket"]]),
             # Receive, delete, hand back: the requests an earlier web tier left (webtier/orphans.py).
             _statement(
                 [
@@ -148,7 +160,7 @@ def launch_statements(config, account, ebs_key=None):
 
 
 def app_policy(config, account):
-    """App instances: read uploads, take and delete requests, send replies, write results."""
+    """App instances: read uploads and the gallery, take and delete requests, send replies, write results."""
     a = arns(config, account)
     return {
         "Version": "2012-10-17",
@@ -158,6 +170,9 @@ def app_policy(config, account):
             # could not tell "gone" (answer at once) from "refused" (retry).
             _statement(["s3:ListBucket"], [a["in_bucket"]]),
             _statement(["s3:PutObject"], [a["out_objects"]]),
+            # The gallery, read at start and again when a request names a newer version.
+            _statement(["s3:GetObject"], [a["gallery_pointer"], a["gallery_versions"]]),
+            _statement(["s3:ListBucket"], [a["gallery_bucket"]]),
             _statement(
                 ["sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
                 [a["request_queue"]],

@@ -109,8 +109,9 @@ class Provisioner(RoleSteps, AccountSteps, StorageSteps, PoolSteps, WebHostSteps
                     + (f"; uploads expire after {config.upload_days} days)" if b == config.in_bucket else ")"),
                     partial(self.ensure_bucket, b),
                 )
-                for b in (config.in_bucket, config.out_bucket, config.deploy_bucket)
+                for b in (config.in_bucket, config.out_bucket, config.gallery_bucket, config.deploy_bucket)
             ),
+            (f"gallery in s3://{config.gallery_bucket}, seeded from {config.gallery} unless it has one", self.seed_gallery),
             # The dead-letter queue first: the request queue names it.
             *(
                 (f"queue {q} (1 KB messages; {kind})", lambda q=q: self.ensure_queue(q, self.queue_attributes(q)))
@@ -157,7 +158,7 @@ class Provisioner(RoleSteps, AccountSteps, StorageSteps, PoolSteps, WebHostSteps
         the real run does the other."""
         config = self.config
         queues = (config.request_queue, config.response_queue, config.dead_letter_queue)
-        buckets = (config.in_bucket, config.out_bucket, config.deploy_bucket)
+        buckets = (config.in_bucket, config.out_bucket, config.gallery_bucket, config.deploy_bucket)
         return [
             (
                 f"{settings.WEB_HOST_NAME} (first, waited on: its autoscaler must stop before the pool)",

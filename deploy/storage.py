@@ -1,13 +1,16 @@
-"""The deployment's storage and messaging: private, encrypted buckets; the request queue (1 KB
-messages, redrive to a dead-letter queue) and the response queue; the results table."""
+"""The deployment's storage and messaging: private, encrypted buckets; the gallery seeded in its
+bucket; the request queue (1 KB messages, redrive to a dead-letter queue) and the response queue;
+the results table."""
 
 import json
 import threading
 import time
 
 from core import cloud, settings
+from core.gallery import GalleryStore
 from core.messages import MAX_MESSAGE_BYTES, MAX_REPLY_BYTES
 from deploy.base import MAX_RECEIVES, ProvisionError, refused_with
+from model.files import GalleryFileError, read_gallery
 
 QUEUE_REUSE_PATIENCE = 90
 # A new queue is usable a second after it is made (CreateQueue reference).
@@ -98,6 +101,15 @@ class StorageSteps:
             self.waiting,
         )
         return state
+
+    def seed_gallery(self):
+        """The gallery's first version from FR_GALLERY, unless the gallery bucket has one (the
+        people added since are kept: a provision never undoes them)."""
+        try:
+            names, embeddings = read_gallery(self.config.gallery)
+        except (OSError, GalleryFileError) as e:
+            raise ProvisionError(f"config error: FR_GALLERY: {e}") from None
+        return GalleryStore(self.s3, self.config.gallery_bucket).seed(names, embeddings)
 
     def queue_attributes(self, name):
         """Each queue's attributes (1 KB requests, 8 KB replies; the request queue's visibility timeout and its

@@ -6,7 +6,7 @@ import io
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy
@@ -71,6 +71,14 @@ class Gallery:
             raise ValueError(f"{path}: {embeddings.shape[0]} embeddings for {len(names)} names")
         return cls(embeddings.float(), tuple(names))
 
+    @classmethod
+    def from_rows(cls, names, embeddings):
+        """A Gallery of core.gallery.Snapshot.rows(): a name and 512 little-endian float32 bytes per entry."""
+        if not names:
+            raise ValueError("a gallery of no one")
+        rows = torch.frombuffer(bytearray(b"".join(embeddings)), dtype=torch.float32)
+        return cls(rows.reshape(len(names), -1), tuple(names))
+
     def save(self, path):
         _atomic_save([list(self.embeddings.split(1)), list(self.names)], Path(path))
 
@@ -108,12 +116,18 @@ def load_weights(path):
 @dataclass(frozen=True)
 class Face:
     """A face found in an image: its box `(x1, y1, x2, y2)` in the image's own pixels (as uploaded,
-    turned upright), the detector's probability, and the gallery's nearest name with its distance."""
+    turned upright), the detector's probability, the gallery's nearest name with its distance, and its
+    embedding."""
 
     box: tuple
     probability: float
     name: str
     distance: float
+    embedding: torch.Tensor = field(default=None, compare=False, repr=False)
+
+    def embedding_bytes(self):
+        """The embedding as 512 little-endian float32 (core.gallery's form)."""
+        return self.embedding.numpy().astype("<f4").tobytes()
 
 
 class TooManyFaces(ModelError):
@@ -152,15 +166,16 @@ class Recognizer:
         The name is the largest face's, the one the reference model (MTCNN's default) picks."""
         return [result if isinstance(result, ModelError) else result[0].name for result in self.identify_batch(images)]
 
-    def identify_batch(self, images, every=None):
+    def identify_batch(self, images, every=None, gallery=None):
         """For each image (bytes), its faces (Face, largest first) or the ModelError it raised. Only the
         largest face is embedded and named unless `every[i]` asks for all of image i's (at most
-        `max_faces` of them: more is TooManyFaces)."""
+        `max_faces` of them: more is TooManyFaces). Named from `gallery`, or the recognizer's own."""
+        gallery = gallery or self.gallery
         found = self.embed_batch(images, every, boxes=True)
         return [
             result
             if isinstance(result, ModelError)
-            else [Face(box, probability, *self.gallery.nearest(embedding)) for box, probability, embedding in result]
+            else [Face(box, p, *gallery.nearest(embedding), embedding=embedding) for box, p, embedding in result]
             for result in found
         ]
 

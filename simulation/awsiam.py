@@ -184,6 +184,10 @@ def requested(service, action, params, where, ec2=None, iam=None, s3_resource=No
         return [(f"dynamodb:{action}", f"arn:aws:dynamodb:{region}:{account}:table/{t}", {}) for t in tables or ["*"]]
     if service == "ec2":
         return _ec2(action, params, region, account, ec2, iam, ebs_key)
+    if service == "ssm" and params("Name"):
+        # A parameter's ARN has its name after "parameter", with the name's own leading slash.
+        name = params("Name")
+        return [(f"ssm:{action}", f"arn:aws:ssm:{region}:{account}:parameter{'' if name.startswith('/') else '/'}{name}", {})]
     return [(f"{prefix}:{action}", "*", {})]
 
 

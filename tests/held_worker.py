@@ -16,10 +16,10 @@ def held(load_recognizer, flag):
         recognizer = load_recognizer(config)
         identify_batch = recognizer.identify_batch
 
-        def identify_when_let(images, every=None):
+        def identify_when_let(images, every=None, gallery=None):
             while not flag.exists():
                 threading.Event().wait(0.05)
-            return identify_batch(images, every)
+            return identify_batch(images, every, gallery)
 
         recognizer.identify_batch = identify_when_let
         return recognizer

@@ -226,15 +226,15 @@ class Service:
         cls.weights, cls.gallery = model or stand_in_files()
         cls.endpoint = start_moto(cls, moto_port)
         # No FR_AMI_ID: no app-tier pool (these tests start their workers themselves), so no instance waits.
-        fr = dict(FR_PREFIX="svc", FR_ENDPOINT_URL=cls.endpoint, FR_POLL_WAIT=1, **fr)
+        fr = dict(
+            FR_PREFIX="svc", FR_ENDPOINT_URL=cls.endpoint, FR_POLL_WAIT=1, FR_WEIGHTS=cls.weights, FR_GALLERY=cls.gallery, **fr
+        )
         cls.config = settings.load_config({k: str(v) for k, v in fr.items()})
         cls.sqs, cls.s3 = aws(cls.endpoint, "sqs"), aws(cls.endpoint, "s3")
         cls.provision()
         # Workers call AWS as the app role, the web tier as the web role (the AWS-like stack checks it).
         cls.env = child_env(
             FR_PORT=0,
-            FR_WEIGHTS=cls.weights,
-            FR_GALLERY=cls.gallery,
             FR_TORCH_THREADS=1,
             **fr,
             **awsiam.credentials(cls.config.role("app")),

@@ -142,8 +142,8 @@ class Connection(BaseHTTPRequestHandler):
         """The one place a Refusal becomes a response: its status and its reason, one line (of text,
         or `{"error": reason}` where the request asked for JSON)."""
         if self.wants_json():
-            return self.send_json(refusal.status, {"error": refusal.reason})
-        return self.send_text(refusal.status, refusal.reason)
+            return self.send_json(refusal.status, {"error": refusal.reason}, refusal.headers)
+        return self.send_text(refusal.status, refusal.reason, refusal.headers)
 
     def linger(self):
         """After refusing a body we did not read: let the client read our answer before we close.

@@ -11,6 +11,8 @@ class Refusal(Exception):
     # Raised before the request's body was read whole: the rest is drained before closing, so that
     # the client reads the answer instead of a reset connection.
     unread_input = False
+    # Headers the response carries beside the status (a 401's WWW-Authenticate).
+    headers = {}
 
     def __init__(self, reason, status=None):
         super().__init__(reason)

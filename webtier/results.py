@@ -4,10 +4,11 @@ uploaded again under its name is answered at once, without the app tier, also af
 restarts.
 
 An item says what it answers: the sha256 of the image's bytes, and the fingerprint of the model (its
-weights file and gallery file) that named it. An upload is answered from an item only when both
-match the upload's bytes and the model the web tier is configured with (FR_WEIGHTS, FR_GALLERY,
-looked at again whenever either file changes): a new model, or other bytes under the same name, is
-a miss, answered by the app tier as without a table, and its answer replaces the item.
+weights file and the gallery's version) that named it. An upload is answered from an item only when
+both match the upload's bytes and the model the web tier has now (FR_WEIGHTS, looked at again
+whenever the file changes, and the gallery as it is after its last change): new weights, a changed
+gallery, or other bytes under the same name, is a miss, answered by the app tier as without a table,
+and its answer replaces the item.
 
 Only the web tier touches the table: it looks an upload up before it queues a request, and writes
 the item when a worker's answer comes, before the client gets it (a client that has its answers
@@ -24,7 +25,8 @@ from pathlib import Path
 
 import common
 from core import cloud
-from model.files import fingerprint
+from model.files import file_sha256, fingerprint
+from webtier.refusals import Refusal
 
 log = common.EventLog("results")
 
@@ -39,22 +41,26 @@ MAX_NAME_CHARS = 200
 
 
 class ConfiguredModel:
-    """The fingerprint of the model files the web tier is configured with, hashed again only when
-    one of them changes (its inode, size or modification time)."""
+    """The fingerprint of the model the web tier is configured with: its weights file (FR_WEIGHTS,
+    hashed again only when it changes: its inode, size or modification time) and the gallery's
+    identity now (`gallery()`: webtier/people.py's, changed by every change to the gallery)."""
 
     def __init__(self, weights, gallery):
-        self.paths = (Path(weights), Path(gallery))
+        self.path = Path(weights)
+        self.gallery = gallery
         self._seen = None
-        self._fingerprint = None
+        self._weights = None
         self._lock = threading.Lock()
 
     def fingerprint(self):
-        """OSError if a file cannot be read."""
-        seen = tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in map(os.stat, self.paths))
+        """OSError if the weights file cannot be read; people.NoGallery while there is no gallery."""
+        stat = os.stat(self.path)
+        seen = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
         with self._lock:
             if seen != self._seen:
-                self._fingerprint, self._seen = fingerprint(*self.paths), seen
-            return self._fingerprint
+                self._weights, self._seen = file_sha256(self.path), seen
+            weights = self._weights
+        return fingerprint(weights, self.gallery())
 
 
 def item(stem, sha256, name, distance, model):
@@ -105,12 +111,13 @@ class ResultsTable:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, config, max_connections):
-        """The table of `config`, asked over up to `max_connections` connections at once."""
+    def from_config(cls, config, max_connections, gallery):
+        """The table of `config`, asked over up to `max_connections` connections at once; `gallery()`
+        the gallery's identity now."""
         dynamodb = cloud.client(
             config, "dynamodb", max_connections, attempts=ATTEMPTS, connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT
         )
-        return cls(dynamodb, config.results_table_name, ConfiguredModel(config.weights, config.gallery))
+        return cls(dynamodb, config.results_table_name, ConfiguredModel(config.weights, gallery))
 
     def lookup(self, stem, sha256):
         """(name, distance or None) answered before for this stem, these bytes and the configured model, or None."""
@@ -121,7 +128,7 @@ class ResultsTable:
         try:
             model = self.model.fingerprint()
             found = self.dynamodb.get_item(TableName=self.name, Key={"stem": {"S": stem}}).get("Item")
-        except (BotoCoreError, ClientError, OSError) as e:
+        except (BotoCoreError, ClientError, OSError, Refusal) as e:
             self._failed("lookup", e)
             return None
         answer = answer_of(found, sha256, model)

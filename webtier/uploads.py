@@ -74,17 +74,20 @@ class NotRecognized(Refusal):
     status = 422
 
 
-def upload_key(request_id, filename):
-    """(stem, S3 key) for an uploaded file name: the client never chooses the key.
-
-    The stem is the file name without directories or extension, reduced to [A-Za-z0-9._-].
-    """
+def safe_name(filename):
+    """(stem, extension) of an uploaded file name: the stem without directories or extension, reduced
+    to [A-Za-z0-9._-]; the extension (".jpg") lowercased, or "" when it is not 1-5 letters and digits."""
     base = re.split(r"[/\\]", filename or "")[-1]
     stem, dot, ext = base.rpartition(".")
     if not dot:
         stem, ext = base, ""
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".")[:MAX_STEM_CHARS] or "upload"
-    ext = f".{ext.lower()}" if re.fullmatch(r"[A-Za-z0-9]{1,5}", ext) else ""
+    return stem, f".{ext.lower()}" if re.fullmatch(r"[A-Za-z0-9]{1,5}", ext) else ""
+
+
+def upload_key(request_id, filename):
+    """(stem, S3 key) for an uploaded file name: the client never chooses the key."""
+    stem, ext = safe_name(filename)
     return stem, f"{request_id}/{stem}{ext}"
 
 
@@ -94,9 +97,9 @@ def sha256_of(body):
 
 
 class Uploads:
-    """Upload, enqueue, wait, answer: `recognize`."""
+    """Upload, enqueue, wait, answer: `recognize`; `ask` for any request of the app tier."""
 
-    def __init__(self, config, s3, sqs, request_url, reply_url, replies, table=None):
+    def __init__(self, config, s3, sqs, request_url, reply_url, replies, table=None, gallery_version=lambda: None):
         self.config = config
         self.s3 = s3
         self.sqs = sqs
@@ -104,6 +107,7 @@ class Uploads:
         self.reply_url = reply_url
         self.replies = replies
         self.table = table  # a results.ResultsTable, or None
+        self.gallery_version = gallery_version  # stamped on each request (core/gallery.py)
 
     def recognize(self, filename, body, faces=False):
         """The Answer for an uploaded image; with `faces`, every face in it (the table, which keeps one
@@ -111,63 +115,61 @@ class Uploads:
         request_id = uuid.uuid4().hex
         stem, key = upload_key(request_id, filename)
         started = time.monotonic()
+        threshold = self.config.match_threshold
         digest = sha256_of(body) if self.table else None
         # Before the request counts as waiting: the autoscaler starts no instance for an answer at hand.
         found = self.table.lookup(stem, digest) if digest and not faces else None
-        if found and (self.config.match_threshold is None or found[1] is not None):
+        if found and (threshold is None or found[1] is not None):
             self._store(key, body)
-            name = named(*found, self.config.match_threshold)
-            log.info(
-                "answered", id=request_id, stem=stem, result=name, source="table", ms=milliseconds(started, time.monotonic())
-            )
+            name = named(*found, threshold)
+            ms = milliseconds(started, time.monotonic())
+            log.info("answered", id=request_id, stem=stem, result=name, source="table", ms=ms)
             return Answer(stem, name)
+        request = Request(request_id, key, stem, self.reply_url, faces=faces or None, gallery=self.gallery_version())
         try:
-            return self._ask(Request(request_id, key, stem, self.reply_url, faces=faces or None), body, digest, started)
+            outcome, times = self.ask(request, body)
         except Refusal:  # an upload answered with an error (422, 502, 504) is not kept
-            self._discard(key)
+            self.discard(key)
             raise
-
-    def _ask(self, request, body, digest, started):
-        """Store the upload, send its request and wait for the reply: its Answer."""
-        request_id, stem = request.id, request.stem
-        with self.replies.waiting(request_id) as slot:
-            self._store(request.key, body)
-            stored = time.monotonic()
-            message = encode(request)
-            self.sqs.send_message(
-                QueueUrl=self.request_url, MessageBody=message, MessageAttributes=deadline_attribute(self.config.request_timeout)
-            )
-            queued = slot.queued = time.monotonic()
-            if not slot.event.wait(self.config.request_timeout):
-                log.warning("timeout", id=request_id, stem=stem)
-                raise NoAnswer(f"no answer within {self.config.request_timeout:g} s")
-        outcome = slot.outcome
-        if isinstance(outcome, DeadLettered):
-            raise GaveUp("the image could not be processed (the worker failed on it repeatedly)")
-        answered = time.monotonic()
-        threshold = self.config.match_threshold
-        name = named(outcome.name, outcome.distance, threshold) if outcome.name is not None else None
-        log.info(
-            "answered",
-            id=request_id,
-            stem=stem,
-            result=name,
-            distance=outcome.distance,
-            error=outcome.error,
-            ms=milliseconds(started, answered),
-            model_ms=outcome.model_ms,
-            put_ms=milliseconds(started, stored),
-            send_ms=milliseconds(stored, queued),
-            wait_ms=milliseconds(queued, answered),
-        )
-        if outcome.error:
-            raise NotRecognized(outcome.error)
+        name = named(outcome.name, outcome.distance, threshold)
+        log.info("answered", id=request_id, stem=stem, result=name, distance=outcome.distance, **times)
         if digest and outcome.model:
             self.table.record(stem, digest, outcome.name, outcome.distance, outcome.model)
         faces = [dict(face, name=named(face["name"], face["distance"], threshold)) for face in outcome.faces or []]
         return Answer(stem, name, faces if request.faces else None, outcome.model_ms)
 
-    def _discard(self, key):
+    def ask(self, request, body):
+        """Store the image `body` under the request's key, send the request and wait for the reply:
+        (the Reply, where its time went), or NoAnswer, GaveUp, NotRecognized (the worker's error)."""
+        started = time.monotonic()
+        with self.replies.waiting(request.id) as slot:
+            self._store(request.key, body)
+            stored = time.monotonic()
+            self.sqs.send_message(
+                QueueUrl=self.request_url,
+                MessageBody=encode(request),
+                MessageAttributes=deadline_attribute(self.config.request_timeout),
+            )
+            queued = slot.queued = time.monotonic()
+            if not slot.event.wait(self.config.request_timeout):
+                log.warning("timeout", id=request.id, stem=request.stem)
+                raise NoAnswer(f"no answer within {self.config.request_timeout:g} s")
+        outcome = slot.outcome
+        if isinstance(outcome, DeadLettered):
+            raise GaveUp("the image could not be processed (the worker failed on it repeatedly)")
+        if outcome.error:
+            log.info("answered", id=request.id, stem=request.stem, error=outcome.error, model_ms=outcome.model_ms)
+            raise NotRecognized(outcome.error)
+        answered = time.monotonic()
+        return outcome, {
+            "ms": milliseconds(started, answered),
+            "model_ms": outcome.model_ms,
+            "put_ms": milliseconds(started, stored),
+            "send_ms": milliseconds(stored, queued),
+            "wait_ms": milliseconds(queued, answered),
+        }
+
+    def discard(self, key):
         """Remove an upload from the input bucket (best-effort: the bucket's lifecycle rule removes
         what this cannot)."""
         from botocore.exceptions import BotoCoreError, ClientError

@@ -20,9 +20,9 @@ def holds_flock(pid, inode):
 
 class Model:
     stand_in = True
-    fingerprint = "f" * 64
+    weights_sha256 = "f" * 64
 
-    def identify_batch(self, images, every=None):
+    def identify_batch(self, images, every=None, gallery=None):
         return ["Paul"] * len(images)
 
 

@@ -119,7 +119,7 @@ class RefusalTest(unittest.TestCase):
 
         code = "".join(p.read_text() for p in [settings.PROJECT_DIR / "web.py", *(settings.PROJECT_DIR / "webtier").glob("*.py")])
         answered = re.findall(r"(?:send_text|answer_if_unanswered|send_error)\((\d{3})", code)
-        raised = re.findall(r"Error\(.*, (\d{3})\)$|^    status = (\d{3})$|HTTP/1\.1 (\d{3}) ", code, re.M)
+        raised = re.findall(r"(?:Error|Refusal|Refused)\(.*, (\d{3})\)$|^    status = (\d{3})$|HTTP/1\.1 (\d{3}) ", code, re.M)
         found = {int(s) for s in answered + [n for group in raised for n in group if n]} | set(OWN_ERRORS)
         statuses = {s for s in found if s >= 400} | {100}
         table = (settings.PROJECT_DIR / "docs/security.md").read_text().split("## Errors a client can get")[1].split("\n## ")[0]
@@ -136,7 +136,7 @@ class MessageTest(unittest.TestCase):
 
     def test_a_field_a_newer_sender_adds_is_left_out(self):
         request = Request("i", "i/test_00.jpg", "test_00", "http://q/resp")
-        newer = encode(request)[:-1] + ',"gallery":"v2"}'
+        newer = encode(request)[:-1] + ',"priority":"high"}'
         self.assertEqual(decode(Request, newer), request)
 
     def test_a_request_is_dropped_once_its_client_stopped_waiting_by_its_deadline_or_else_its_age(self):

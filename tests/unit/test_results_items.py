@@ -53,23 +53,24 @@ class ItemTest(unittest.TestCase):
             with self.subTest(why):
                 self.assertIsNone(results.answer_of(found, "s" * 64, MODEL))
 
-    def test_the_fingerprint_changes_with_either_file_and_is_hashed_again_only_then(self):
+    def test_the_fingerprint_changes_with_the_weights_or_the_gallery_and_the_weights_are_hashed_again_only_then(self):
         with tempfile.TemporaryDirectory() as scratch:
-            weights, gallery = Path(scratch, "w.pt"), Path(scratch, "g.pt")
+            weights = Path(scratch, "w.pt")
             weights.write_bytes(b"weights")
-            gallery.write_bytes(b"gallery")
-            configured = results.ConfiguredModel(weights, gallery)
-            with mock.patch.object(results, "fingerprint", wraps=results.fingerprint) as hashed:
+            gallery = ["g" * 64]
+            configured = results.ConfiguredModel(weights, lambda: gallery[0])
+            with mock.patch.object(results, "file_sha256", wraps=results.file_sha256) as hashed:
                 first = configured.fingerprint()
                 self.assertEqual(configured.fingerprint(), first)
                 self.assertEqual(hashed.call_count, 1, "hashed again with nothing changed")
-                gallery.write_bytes(b"gallery, enrolled again")
+                gallery[0] = "h" * 64  # a person added
                 second = configured.fingerprint()
+                self.assertEqual(hashed.call_count, 1, "the weights hashed again for a change of the gallery")
                 weights.write_bytes(b"weights, trained again")
                 third = configured.fingerprint()
             self.assertEqual(len({first, second, third}), 3)
-            self.assertEqual(third, results.fingerprint(weights, gallery))
-            gallery.unlink()
+            self.assertEqual(third, results.fingerprint(results.file_sha256(weights), "h" * 64))
+            weights.unlink()
             with self.assertRaises(OSError):
                 configured.fingerprint()
 

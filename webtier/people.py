@@ -1,0 +1,149 @@
+"""The people the service knows, over HTTP: the web tier's side of the gallery (core/gallery.py).
+
+`GET /people` lists them; `POST /people/{name}` adds example images to a person (new or known), each
+embedded by the app tier (a Request with `embed`: the worker answers its one face's embedding, or why
+not), and `DELETE /people/{name}` removes one. A change is all or nothing: every example is embedded
+first, and an example the app tier refuses (no face, two faces, not an image) refuses the request,
+with nothing added. Then the example images are copied into the gallery bucket, the new snapshot is
+published, and only then is the change answered: every request sent after it carries the new version,
+so whichever worker answers it names faces from the changed gallery. Changes are taken one at a time
+(this web tier is the gallery's one writer). Who may change it is web.py's (`Authorization`)."""
+
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import common
+from core import gallery
+from core.gallery import MAX_EXAMPLES, MAX_PEOPLE, Example, GalleryStore
+from core.messages import Request
+from webtier.refusals import Refusal
+from webtier.uploads import NotRecognized, safe_name, sha256_of, upload_key
+
+log = common.EventLog("web")
+
+# A web tier that found no gallery asks the bucket again at most this often.
+RETRY_SECONDS = 1.0
+
+
+class NoGallery(Refusal):
+    """The gallery bucket has no gallery (provisioning seeds it) or could not be read."""
+
+    status = 503
+
+
+class NoSuchPerson(Refusal):
+    status = 404
+
+
+class Refused(Refusal):
+    """A change the gallery's limits refuse, or an example the app tier could not embed."""
+
+    status = 422
+
+
+class People:
+    """The gallery as this web tier knows it: the newest snapshot, its version (stamped on every
+    request) and its identity (the results table's fingerprint takes it)."""
+
+    def __init__(self, config, s3, uploads):
+        self.config = config
+        self.s3 = s3
+        self.store = GalleryStore(s3, config.gallery_bucket)
+        self.uploads = uploads
+        self.changing = threading.Lock()
+        self._lock = threading.Lock()
+        self._snapshot, self._identity, self._asked = None, None, -RETRY_SECONDS
+
+    def current(self):
+        """(Snapshot, identity), read from the bucket the first time (and until it has one)."""
+        with self._lock:
+            if self._snapshot is None and time.monotonic() - self._asked >= RETRY_SECONDS:
+                self._asked = time.monotonic()
+                found = self.store.current()
+                if found:
+                    self._snapshot, self._identity = found
+                    log.info("gallery", version=self._snapshot.version, people=len(self._snapshot.people))
+            if self._snapshot is None:
+                raise NoGallery(f"no gallery in s3://{self.config.gallery_bucket} yet: provisioning seeds it")
+            return self._snapshot, self._identity
+
+    def version(self):
+        """The version a request is stamped with: None while there is no gallery (the worker then
+        takes the newest it finds)."""
+        try:
+            return self.current()[0].version
+        except NoGallery:
+            return None
+
+    def identity(self):
+        return self.current()[1]
+
+    def listing(self):
+        return {"people": self.current()[0].listing()}
+
+    def add(self, name, parts):
+        """Add the example images `parts` (multipart parts) to person `name`: {"name", "added", "examples"}."""
+        name = check(name)
+        with self.changing:
+            snapshot, _ = self.current()
+            had = len(snapshot.examples(name))
+            if not had and len(snapshot.people) >= MAX_PEOPLE:
+                raise Refused(f"the gallery is full: {MAX_PEOPLE} people (remove someone first)", 409)
+            if had + len(parts) > MAX_EXAMPLES:
+                raise Refused(f"a person has at most {MAX_EXAMPLES} examples: {name} has {had}, {len(parts)} more refused", 409)
+            with ThreadPoolExecutor(len(parts), thread_name_prefix="embed") as embedding:
+                embedded = list(embedding.map(self.embed, parts, range(1, len(parts) + 1)))
+            examples = []
+            for part, vector in zip(parts, embedded):
+                key = gallery.example_key(name, sha256_of(part.body), safe_name(part.filename)[1])
+                part.body.seek(0)
+                self.s3.put_object(Bucket=self.config.gallery_bucket, Key=key, Body=part.body)
+                examples.append(Example(vector, key))
+            self.publish(snapshot.with_examples(name, examples))
+        log.info("person_added", name=name, added=len(parts), examples=had + len(parts))
+        return {"name": name, "added": len(parts), "examples": had + len(parts)}
+
+    def remove(self, name):
+        """Remove person `name` and their example images: {"name", "removed"} (examples removed)."""
+        name = check(name)
+        with self.changing:
+            snapshot, _ = self.current()
+            examples = snapshot.examples(name)
+            if not examples:
+                raise NoSuchPerson(f"no one called {name} in the gallery")
+            self.publish(snapshot.without(name))
+        images = [{"Key": e.image} for e in examples if e.image]
+        if images:
+            self.s3.delete_objects(Bucket=self.config.gallery_bucket, Delete={"Objects": images, "Quiet": True})
+        log.info("person_removed", name=name, examples=len(examples))
+        return {"name": name, "removed": len(examples)}
+
+    def publish(self, snapshot):
+        identity = self.store.publish(snapshot)
+        with self._lock:
+            self._snapshot, self._identity = snapshot, identity
+        log.info("gallery", version=snapshot.version, people=len(snapshot.people))
+
+    def embed(self, part, number):
+        """The embedding (bytes) of example image `part` (the `number`th), from the app tier; Refused
+        with the reason (and which example) when it has none."""
+        request_id = uuid.uuid4().hex
+        stem, key = upload_key(request_id, part.filename)
+        request = Request(request_id, key, stem, self.uploads.reply_url, embed=True, gallery=self.version())
+        try:
+            reply, _ = self.uploads.ask(request, part.body)
+        except NotRecognized as e:
+            raise Refused(f"example {number} ({part.filename}): {e.reason}") from None
+        finally:
+            self.uploads.discard(key)
+        return gallery.decode_embedding(reply.embedding)
+
+
+def check(name):
+    """A person's name from the URL, or a 400 with the reason."""
+    try:
+        return gallery.check_name(name)
+    except gallery.BadName as e:
+        raise Refusal(f"bad name: {e}") from None
