@@ -135,8 +135,13 @@ class Snapshot:
             version = data["version"]
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"not a gallery snapshot: {e!r}") from None
-        if not isinstance(version, int) or any(len(e.embedding) != EMBEDDING_BYTES for _, es in people for e in es):
-            raise ValueError("not a gallery snapshot: a version or an embedding is malformed")
+        malformed = not isinstance(version, int) or any(
+            not isinstance(name, str) or len(e.embedding) != EMBEDDING_BYTES or not isinstance(e.image, (str, type(None)))
+            for name, examples in people
+            for e in examples
+        )
+        if malformed:
+            raise ValueError("not a gallery snapshot: a version, name, embedding or image is malformed")
         return cls(version, people)
 
 

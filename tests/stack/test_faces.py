@@ -8,7 +8,17 @@ import unittest
 from pathlib import Path
 
 from model import Gallery
-from tests.support import IMAGES, Service, expected_answers, group_photo, image_bytes, stand_in_files, upload
+from tests.support import (
+    IMAGES,
+    Service,
+    expected_answers,
+    group_photo,
+    image_bytes,
+    multipart,
+    request,
+    stand_in_files,
+    upload,
+)
 
 # Under stand-in weights (docs/api.md#strangers): an image enrolled is ~1e-7 from its entry, a face cut
 # from a group photo ~1e-4, and different people 1.6e-3 apart or more.
@@ -67,6 +77,21 @@ class FacesTest(Service, unittest.TestCase):
         self.assertEqual(areas, sorted(areas, reverse=True))
         text = upload(self.url, "group.jpg", data)
         self.assertEqual(text, (200, f"group:{answer['name']}\n"), "the text answer is the first face's")
+
+    def test_without_an_admin_key_the_gallery_can_be_read_but_not_changed(self):
+        status, listing = request(f"{self.url}people", "GET")
+        self.assertEqual(status, 200)
+        self.assertNotIn(STRANGER, {p["name"] for p in json.loads(listing)["people"]})
+        content_type, body = multipart([("inputFile", "p.jpg", image(self.stranger))])
+        for method, data, headers in [
+            ("POST", body, {"Content-Type": content_type, "Authorization": "Bearer " + "k" * 24}),
+            ("DELETE", b"", {"Authorization": "Bearer " + "k" * 24}),
+        ]:
+            with self.subTest(method):
+                status, answer = request(f"{self.url}people/{STRANGER}", method, data, headers)
+                self.assertEqual(status, 403)
+                self.assertIn("changes to the gallery are off", json.loads(answer)["error"])
+        self.assertEqual(request(f"{self.url}people", "GET"), (200, listing))
 
     def test_a_refusal_asked_for_in_json_is_json_with_the_same_status(self):
         blank = image_bytes((200, 200))
