@@ -9,18 +9,28 @@ import unittest
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from core.gallery import GalleryStore
+from tests.stack.test_people import mirrored
 from tests.support import (
-    FIXTURES,
     IMAGES,
     Service,
     aws,
     burst,
     expected_answers,
+    multipart,
+    request,
     stand_in_files,
     table_hits,
     upload,
 )
 from webtier import results
+
+KEY = "k" * 24
+
+
+def gallery_identity(service):
+    """The identity of the gallery the service's bucket has now."""
+    return GalleryStore(aws(service.endpoint, "s3"), service.config.gallery_bucket).current()[1]
 
 
 def image(stem):
@@ -53,11 +63,15 @@ class ResultsTableTest(Service, unittest.TestCase):
         scratch = Path(tempfile.mkdtemp(prefix="results-model-"))
         cls.addClassCleanup(shutil.rmtree, scratch)
         model = [Path(shutil.copy(path, scratch)) for path in stand_in_files()]
-        cls.start_service(workers=1, model=model, FR_RESULTS_TABLE=1)
+        cls.start_service(workers=1, model=model, FR_RESULTS_TABLE=1, FR_ADMIN_TOKEN=KEY)
         cls.dynamodb = aws(cls.endpoint, "dynamodb")
         cls.table = cls.config.results_table_name
-        cls.model = results.fingerprint(cls.weights, cls.gallery)
         cls.expected = expected_answers()
+
+    @property
+    def model(self):
+        """The fingerprint of the model now: the weights and the gallery as its bucket has it."""
+        return results.fingerprint(results.file_sha256(self.weights), gallery_identity(self))
 
     def received(self, mark):
         """The stems the worker received since its log's line `mark`."""
@@ -101,29 +115,41 @@ class ResultsTableTest(Service, unittest.TestCase):
                 self.assertEqual(upload(self.url, f"{stem}.jpg", data), (200, f"{stem}:{self.expected['test_03']}\n"))
                 self.assertEqual(items(self.dynamodb, self.table)[stem]["name"], self.expected["test_03"])
 
-    def test_a_new_gallery_or_new_weights_make_every_answer_a_miss_until_the_model_is_back(self):
+    def test_new_weights_make_every_answer_a_miss_until_they_are_back(self):
         stems = [f"test_{n}" for n in range(20, 30)]
         right = [(200, f"{s}:{self.expected[s]}\n") for s in stems]
         self.assertEqual(burst(self.url, stems), right)
         hits = table_hits(self.url)
         self.assertEqual(burst(self.url, stems), right)
         self.assertEqual(table_hits(self.url), hits + 10, "the table answers repeats here")
-        # The web tier hashes its model files again when they change. The worker goes on with the
+        # The web tier hashes its weights file again when it changes. The worker goes on with the
         # model it loaded (a deployment whose web host has new files, its app tier not yet): its
         # answers are recomputed every time, never taken from items of another model.
-        for path, other in ((self.gallery, FIXTURES / "data.pt"), (self.weights, None)):
-            with self.subTest(changed=path.name):
-                kept = path.read_bytes()
-                self.addCleanup(replace, path, kept)  # should the test stop half-way
-                replace(path, other.read_bytes() if other else kept + b"trained again")
-                hits, mark = table_hits(self.url), self.workers[0].count
-                self.assertEqual(burst(self.url, stems), right)
-                self.assertEqual(table_hits(self.url), hits, "an answer of another model was taken")
-                self.assertEqual(sorted(self.received(mark)), stems)
-                replace(path, kept)
+        kept = self.weights.read_bytes()
+        self.addCleanup(replace, self.weights, kept)  # should the test stop half-way
+        replace(self.weights, kept + b"trained again")
+        hits, mark = table_hits(self.url), self.workers[0].count
+        self.assertEqual(burst(self.url, stems), right)
+        self.assertEqual(table_hits(self.url), hits, "an answer of another model was taken")
+        self.assertEqual(sorted(self.received(mark)), stems)
+        replace(self.weights, kept)
         hits = table_hits(self.url)
         self.assertEqual(burst(self.url, stems), right)
         self.assertEqual(table_hits(self.url), hits + 10, "the model of the items is back")
+
+    def test_a_change_to_the_gallery_makes_every_answer_a_miss_and_new_items_answer_after_it(self):
+        stems = [f"test_{n}" for n in range(30, 40)]
+        right = [(200, f"{s}:{self.expected[s]}\n") for s in stems]
+        self.assertEqual(burst(self.url, stems), right)
+        content_type, body = multipart([("inputFile", "new.jpg", mirrored("test_05"))])
+        headers = {"Content-Type": content_type, "Authorization": f"Bearer {KEY}"}
+        self.assertEqual(request(f"{self.url}people/Newcomer", "POST", body, headers)[0], 201)
+        hits, mark = table_hits(self.url), self.workers[0].count
+        self.assertEqual(burst(self.url, stems), right)
+        self.assertEqual(table_hits(self.url), hits, "an answer of the gallery before the change was taken")
+        self.assertEqual(sorted(self.received(mark)), stems)
+        self.assertEqual(burst(self.url, stems), right)
+        self.assertEqual(table_hits(self.url), hits + 10, "the answers of the changed gallery are kept")
 
     def test_identical_uploads_at_the_same_time_each_get_their_own_answer(self):
         images = {stem: image(stem) for stem in ("test_01", "test_02", "test_03")}
