@@ -5,6 +5,7 @@
 #   ./setup.sh provision [--with-web]  create the AWS resources (and the web host); again: updates the host
 #   ./setup.sh teardown              remove everything provision made
 #   ./setup.sh bake-ami INSTANCE_ID  make the app-tier image from an instance set up with 'app'
+#   ./setup.sh admin-key             print the gallery's admin key (kept in SSM by provision)
 #   sudo ./setup.sh web              on a fresh Amazon Linux 2023 host: web tier + autoscaler
 #   sudo ./setup.sh app              on a fresh Amazon Linux 2023 host: worker, model weights
 # Every role takes --dry-run: print what it would do, change nothing.
@@ -58,7 +59,7 @@ retry() {
 }
 
 usage() {
-    sed -n '2,10s/^# \{0,1\}//p' "$0"
+    sed -n '2,11s/^# \{0,1\}//p' "$0"
 }
 
 # check_python: set PYTHON to the first of python3, python3.13, python3.12, python3.11 that is 3.11 or
@@ -159,10 +160,11 @@ role_test() {
     run exec "$VENV/bin/python" -m tests
 }
 
-# provision, teardown, bake-ami: from any machine with AWS credentials; boto3 is all they need.
+# provision, teardown, bake-ami, admin-key: from any machine with AWS credentials; boto3 is all they need.
 role_aws() {
     check_python
     install_requirements "$PYTHON" "$VENV" requirements-web.txt
+    if [ "$1" = provision ]; then ensure_seed_gallery; fi
     local flags=()
     [ "$DRY_RUN" = 1 ] && flags+=(--dry-run)
     if [ "$DRY_RUN" = 1 ] && [ ! -x "$VENV/bin/python" ]; then
@@ -171,6 +173,15 @@ role_aws() {
     fi
     cd "$ROOT"
     "$VENV/bin/python" -m deploy "$@" "${flags[@]}"
+}
+
+# The gallery file provision seeds the gallery bucket with: FR_GALLERY, or the course's data.pt
+# (checked against its pinned sha256), fetched once into var/model/.
+ensure_seed_gallery() {
+    [ -n "${FR_GALLERY:-}" ] && return
+    run install -d -m 0755 "$ROOT/var/model"
+    download "$GALLERY_URL" "$ROOT/var/model/data.pt"
+    export FR_GALLERY="$ROOT/var/model/data.pt"
 }
 
 check_amazon_linux() {
@@ -371,7 +382,7 @@ main() {
     case "$role" in
         local) role_local ;;
         test) role_test ;;
-        provision|teardown|bake-ami) role_aws "$role" "${args[@]}" ;;
+        provision|teardown|bake-ami|admin-key) role_aws "$role" "${args[@]}" ;;
         web) role_web ;;
         app) role_app ;;
         *) usage >&2; err "name a role" ;;

@@ -112,6 +112,11 @@ class Config:
         return f"{self.prefix}-gallery-bucket"
 
     @property
+    def admin_key_parameter(self):
+        """The SSM parameter provisioning keeps the gallery's admin key in (deploy/adminkey.py)."""
+        return f"/{self.prefix}/admin-token"
+
+    @property
     def deploy_bucket(self):
         return f"{self.prefix}-deploy-bucket"
 

@@ -1,4 +1,4 @@
-"""`python -m deploy provision|teardown|bake-ami`: see deploy/provision.py."""
+"""`python -m deploy provision|teardown|bake-ami|admin-key`: see deploy/provision.py."""
 
 import argparse
 import sys
@@ -20,6 +20,7 @@ def main(argv=None):
     bake.add_argument("instance_id")
     for command in commands.choices.values():
         command.add_argument("--dry-run", action="store_true")
+    commands.add_parser("admin-key", help="print the gallery's admin key (from SSM)")
     args = parser.parse_args(argv)
     config = settings.load_config_or_exit()
     common.setup_logging(config.log_level)
@@ -32,6 +33,8 @@ def main(argv=None):
             if not args.dry_run:
                 left = provisioner.remaining()
                 print(f"{'left':<12} {left}" if left else f"{'left':<12} nothing tagged {settings.PREFIX_TAG}={config.prefix}")
+        elif args.command == "admin-key":
+            print(provisioner.admin_key())
         else:
             provisioner.bake_ami(args.instance_id)
     except ProvisionError as e:

@@ -36,6 +36,7 @@ def arns(config, account):
         "image": f"arn:aws:ec2:{config.region}::image/{config.ami_id}",
         "app_role": f"arn:aws:iam::{account}:role/{config.role('app')}",
         "results_table": f"arn:aws:dynamodb:{config.region}:{account}:table/{config.results_table_name}",
+        "admin_key": f"arn:aws:ssm:{config.region}:{account}:parameter{config.admin_key_parameter}",
     }
 
 
@@ -68,6 +69,10 @@ def web_policy(config, account, ebs_key=None):
             _statement(["s3:PutObject", "s3:DeleteObject"], [a["gallery_examples"]]),
             _statement(["s3:DeleteObject"], [a["gallery_versions"]]),
             _statement(["s3:ListBucket"], [a["gallery_bucket"]]),
+            # The admin key, read at start: a SecureString of the AWS managed key aws/ssm, which "grants
+            # Decrypt permission to all IAM principals in the AWS account" (Systems Manager user guide,
+            # "Restricting decryption of SecureString parameter values"): no kms statement is needed.
+            _statement(["ssm:GetParameter"], [a["admin_key"]]),
             # Receive, delete, hand back: the requests an earlier web tier left (webtier/orphans.py).
             _statement(
                 [

@@ -3,9 +3,11 @@
     python -m deploy provision [--with-web] [--dry-run]
     python -m deploy teardown [--images] [--dry-run]
     python -m deploy bake-ami INSTANCE_ID [--dry-run]
+    python -m deploy admin-key
 
 `provision` is idempotent (a second run creates nothing) and prints what exists and what it made:
-private, encrypted input/output/deploy buckets; the request queue (1 KB messages, redrive to a
+private, encrypted input/output/gallery/deploy buckets, the gallery seeded from FR_GALLERY unless it
+has one; the gallery's admin key (deploy/adminkey.py; `admin-key` prints it); the request queue (1 KB messages, redrive to a
 dead-letter queue after MAX_RECEIVES) and the response queue; with FR_RESULTS_TABLE=1 the results
 table (on-demand DynamoDB); IAM roles and instance profiles for the web and app tiers whose
 policies name the exact buckets, queues and table and only the actions each tier uses; and the
@@ -30,6 +32,7 @@ from functools import partial
 import common
 from core import cloud, settings
 from deploy.account import VCPU_QUOTA, AccountSteps
+from deploy.adminkey import AdminKeySteps
 from deploy.base import MAX_RECEIVES, WEB_PORT, ProvisionError
 from deploy.iam import SSM_POLICY, RoleSteps, app_policy, web_policy
 from deploy.image import ImageSteps
@@ -42,7 +45,7 @@ from scaling import launching
 log = common.EventLog("provision")
 
 
-class Provisioner(RoleSteps, AccountSteps, StorageSteps, PoolSteps, WebHostSteps, ImageSteps, TeardownSteps):
+class Provisioner(RoleSteps, AccountSteps, StorageSteps, AdminKeySteps, PoolSteps, WebHostSteps, ImageSteps, TeardownSteps):
     """Provisioning, teardown and the bake are plans: lists of (what a step makes or removes, the
     step). The dry run says each `what`; the real run does the steps, in order, and each `ensure_*`
     step returns its state ("exists", "created", ...; or (state, a longer what)) for the line said.
@@ -57,7 +60,9 @@ class Provisioner(RoleSteps, AccountSteps, StorageSteps, PoolSteps, WebHostSteps
         self.config = config
         self.dry_run = dry_run
         self.out = out
-        self.s3, self.sqs, self.ec2, self.iam, self.dynamodb = (session(name) for name in ("s3", "sqs", "ec2", "iam", "dynamodb"))
+        self.s3, self.sqs, self.ec2, self.iam, self.dynamodb, self.ssm = (
+            session(name) for name in ("s3", "sqs", "ec2", "iam", "dynamodb", "ssm")
+        )
         self.session = session
         self._account = None
         self.baked = None  # the image bake_ami made
@@ -118,6 +123,11 @@ class Provisioner(RoleSteps, AccountSteps, StorageSteps, PoolSteps, WebHostSteps
                 for q, kind in queue_kinds.items()
             ),
             (table, self.ensure_table) if config.results_table else ("results table: FR_RESULTS_TABLE=0", None),
+            (
+                f"SSM parameter {config.admin_key_parameter} (SecureString: the gallery's admin key, made once; "
+                "./setup.sh admin-key prints it)",
+                self.ensure_admin_key,
+            ),
             # SSM: an operator can get a shell on the web host without SSH (it has no key pair, no port 22).
             (
                 f"IAM role + instance profile {config.role('web')} (its policy, + AmazonSSMManagedInstanceCore)",
@@ -173,6 +183,7 @@ class Provisioner(RoleSteps, AccountSteps, StorageSteps, PoolSteps, WebHostSteps
             *((f"queue {name}", partial(self._remove_queue, name)) for name in queues),
             *((f"bucket {bucket} and its objects", partial(self._remove_bucket, bucket)) for bucket in buckets),
             (f"DynamoDB table {config.results_table_name} and its items (if any)", self._remove_table),
+            (f"SSM parameter {config.admin_key_parameter} (the gallery's admin key)", self._remove_admin_key),
             *(
                 (f"IAM role + instance profile {config.role(tier)}", partial(self._remove_role, config.role(tier)))
                 for tier in ("web", "app")

@@ -28,6 +28,8 @@ NOT_FOR_THE_WEB_HOST = (
     "FR_WEB_CIDR",
     "FR_WEB_INSTANCE_TYPE",
     "FR_TORCH_THREADS",
+    # The key is in SSM, never in the settings object (FR_ADMIN_TOKEN_PARAMETER names it).
+    *settings.SECRETS,
 )
 
 # Systems Manager's document that runs a shell script on an instance (its agent is part of AL2023).
@@ -43,9 +45,11 @@ AL2023_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-defau
 
 def web_host_settings(config):
     """The web host's /etc/face-recognition.env: every FR_* variable but NOT_FOR_THE_WEB_HOST, with
-    this run's values, and the host's own address."""
+    this run's values, the host's own address, and where its web tier reads the admin key."""
     names = [n for n in settings.variables() if n not in NOT_FOR_THE_WEB_HOST]
-    return settings.environment_text({"FR_HOST": "0.0.0.0", **settings.environment(config, names)})
+    return settings.environment_text(
+        {"FR_HOST": "0.0.0.0", **settings.environment(config, names), "FR_ADMIN_TOKEN_PARAMETER": config.admin_key_parameter}
+    )
 
 
 def web_host_script(config):

@@ -237,6 +237,9 @@ def run(config, stop):
         )
         services.append(forkserver)
         provision(config, lambda service: cloud.client(config, service))
+        if not config.admin_token:
+            # As on a web host: the web tier reads the admin key provisioning made (deploy/adminkey.py).
+            web_env = {**web_env, "FR_ADMIN_TOKEN_PARAMETER": config.admin_key_parameter}
         services_env = scaled_env(config, web_env)
         web, port, scaler = start_host_services(config, services_env, logs, services)
         host = HostServices(web, port, scaler, services_env)
@@ -254,6 +257,8 @@ def run(config, stop):
         url = f"http://{config.host}:{port}/"
         log.info("ready", url=url, endpoint=endpoint, logs=logs)
         log.info("try", command=f"curl -F inputFile=@../shared/fixtures/face_images_100/test_00.jpg {url}")
+        credentials = "AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local"
+        log.info("admin_key", command=f"FR_ENDPOINT_URL={endpoint} {credentials} ./setup.sh admin-key")
         while not stop.is_set():
             host = restart_failed(host, logs, services, retired, restarts)
             dead = [s.name for s in services if s.popen.poll() is not None and s not in retired]
