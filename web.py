@@ -169,10 +169,11 @@ class WebTier:
             raise Unauthorized("a change to the gallery needs its key: Authorization: Bearer <key>")
 
     def read_upload(self, path, headers, rfile, most=1):
-        """The `inputFile` parts of a POST body (at most `most`, else a 413), checked for size and form."""
+        """The `inputFile` parts of a POST body, checked for size and form: the first, or (`most` > 1)
+        up to `most` of them, more being a 413."""
         remaining, boundary = self.check_upload(path, headers)
-        kept = []
-        parser = MultipartParser(boundary, new_body=self.upload_body(kept, most))
+        kept, extra = [], []
+        parser = MultipartParser(boundary, new_body=self.upload_body(kept, extra, most))
         try:
             while remaining:
                 chunk = rfile.read(min(READ_CHUNK, remaining))
@@ -180,27 +181,30 @@ class WebTier:
                     raise HttpError("body shorter than Content-Length")
                 parser.feed(chunk)
                 remaining -= len(chunk)
-            parts = [part for part in parser.close() if is_upload(part)]
-            if len(parts) > most:
+            parser.close()
+            if most > 1 and extra:
                 raise HttpError(f"too many {UPLOAD_FIELD} files: at most {most}", 413)
-            if not parts:
+            if not kept:
                 raise HttpError(f"no file field named {UPLOAD_FIELD}")
-            if not all(part.size for part in parts):
+            if not all(part.size for part in kept):
                 raise HttpError("the uploaded file is empty")
-            return parts
+            return kept
         except BaseException:
             for part in kept:  # its spooled file (on disk past SPOOL_BYTES) goes now, not at GC
                 part.body.close()
             raise
 
     @staticmethod
-    def upload_body(kept, most):
+    def upload_body(kept, extra, most):
         """new_body for the parser: the first `most` `inputFile` file parts are kept (spooled, and
-        added to `kept`), every other part only counted (one more is kept, to be refused), so that a
+        added to `kept`), every other part only counted (an `inputFile` one in `extra`), so that a
         body of many parts costs no more memory than `most`."""
 
         def new_body(part):
-            if len(kept) > most or not is_upload(part):
+            if not is_upload(part):
+                return Discarded()
+            if len(kept) >= most:
+                extra.append(part)
                 return Discarded()
             kept.append(part)
             return spooled()
@@ -237,7 +241,8 @@ class Handler(Connection):
         self.tier.metrics.record(status, time.monotonic() - started)
 
     def wants_json(self):
-        path = urlsplit(self.path or "").path
+        # Asked also of a request that never came whole (a 408 before its request line): no path yet.
+        path = urlsplit(getattr(self, "path", "") or "").path
         if path == "/people" or person_of(path) is not None:
             return True
         return self.command == "POST" and answers_json(self.path, getattr(self, "headers", None))

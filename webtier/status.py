@@ -82,6 +82,7 @@ class Status:
             if cached and time.monotonic() - at < STATUS_CACHE_SECONDS:
                 return dict(cached, web=self.web())
             status = {"queues": None, "app_instances": None, "autoscaler": None, "error": None}
+            status["max_instances"] = self.config.max_instances  # the chart's scale of instances
             try:
                 status["queues"] = {
                     name: dict(zip(("visible", "in_flight"), cloud.queue_depth(self.sqs, url)))

@@ -17,13 +17,15 @@ from unittest import mock
 import boto3
 
 from core import cloud, settings
+from core.gallery import GalleryStore
 from deploy.base import ProvisionError
 from deploy.iam import app_policy, web_policy
 from deploy.provision import Provisioner
 from deploy.webhost import NOT_FOR_THE_WEB_HOST, web_host_settings, web_user_data
+from model.files import read_gallery
 from scaling import launching, pool
 from simulation import awsiam, awslike
-from tests.support import PYTHON, aws, child_env, denials, refusals, start_moto, wait_until, without_permission
+from tests.support import FIXTURES, PYTHON, aws, child_env, denials, refusals, start_moto, wait_until, without_permission
 
 PREFIX = "deploy"
 CIDR = "203.0.113.0/24"
@@ -68,9 +70,10 @@ class Deployment(unittest.TestCase):
             FR_WEB_CIDR=CIDR,
             FR_MAX_INSTANCES=MAX_INSTANCES,
             FR_RESULTS_TABLE=1,
+            FR_GALLERY=FIXTURES / "data.pt",
         )
         cls.config = settings.load_config({"FR_PREFIX": PREFIX, "FR_RESULTS_TABLE": "1"})
-        cls.clients = {name: aws(cls.endpoint, name) for name in ("s3", "sqs", "ec2", "iam", "dynamodb")}
+        cls.clients = {name: aws(cls.endpoint, name) for name in ("s3", "sqs", "ec2", "iam", "dynamodb", "ssm")}
 
     def setup_sh(self, *args):
         return self.setup_sh_env(self.env, *args)
@@ -111,6 +114,8 @@ class Deployment(unittest.TestCase):
         )
         self.assertEqual(groups["SecurityGroups"], [])
         self.assertEqual([t for t in self.clients["dynamodb"].list_tables()["TableNames"] if t.startswith(prefix)], [])
+        parameters = self.clients["ssm"].describe_parameters()["Parameters"]
+        self.assertEqual([p["Name"] for p in parameters if p["Name"].startswith(f"/{prefix}/")], [])
 
     def check_pool_and_web_host(self, prefix=PREFIX, size=POOL_SIZE):
         # Every member once (a member launched twice, unseen by a describe, would be here twice),
@@ -171,6 +176,7 @@ class ProvisionTest(Deployment):
             self.assertEqual(what.split()[0], line[13:].split()[0], line)
         self.check_queues()
         self.check_buckets()
+        self.check_gallery_and_its_key()
         self.check_table()
         self.check_pool_and_web_host()
         self.check_policies()
@@ -393,9 +399,23 @@ class ProvisionTest(Deployment):
         reply_size = sqs.get_queue_attributes(QueueUrl=reply, AttributeNames=["MaximumMessageSize"])["Attributes"]
         self.assertEqual(reply_size["MaximumMessageSize"], "8192")
 
+    def check_gallery_and_its_key(self):
+        found = GalleryStore(self.clients["s3"], self.config.gallery_bucket).current()
+        self.assertIsNotNone(found, "the gallery was not seeded")
+        names, _ = read_gallery(FIXTURES / "data.pt")
+        self.assertEqual((found[0].version, [p["name"] for p in found[0].listing()]), (1, list(dict.fromkeys(names))))
+        key = self.clients["ssm"].get_parameter(Name=self.config.admin_key_parameter, WithDecryption=True)["Parameter"]
+        self.assertEqual(key["Type"], "SecureString")
+        self.assertGreaterEqual(len(key["Value"]), 40)
+        self.assertEqual(self.setup_sh("admin-key").strip(), key["Value"])
+        settings_object = self.clients["s3"].get_object(Bucket=self.config.deploy_bucket, Key="face-recognition.env")
+        host_settings = settings_object["Body"].read().decode()
+        self.assertNotIn(key["Value"], host_settings)
+        self.assertIn(f"FR_ADMIN_TOKEN_PARAMETER={self.config.admin_key_parameter}\n", host_settings)
+
     def check_buckets(self):
         s3 = self.clients["s3"]
-        for bucket in (self.config.in_bucket, self.config.out_bucket, self.config.deploy_bucket):
+        for bucket in (self.config.in_bucket, self.config.out_bucket, self.config.gallery_bucket, self.config.deploy_bucket):
             block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
             self.assertTrue(all(block.values()) and len(block) == 4, block)
             rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
@@ -416,12 +436,14 @@ class ProvisionTest(Deployment):
         req = f"arn:aws:sqs:{region}:{account}:{c.request_queue}"
         resp = f"arn:aws:sqs:{region}:{account}:{c.response_queue}"
         app = statements(self.clients["iam"], c.role("app"))
+        gallery = f"arn:aws:s3:::{c.gallery_bucket}"
         self.assertEqual(
             app,
             {
-                "s3:GetObject": [f"arn:aws:s3:::{c.in_bucket}/*"],
+                # The gallery: read, never written (a change is the web tier's).
+                "s3:GetObject": [f"{gallery}/current.json", f"{gallery}/versions/*", f"arn:aws:s3:::{c.in_bucket}/*"],
                 # Without it a missing key is 403, not 404: the worker would retry instead of answering.
-                "s3:ListBucket": [f"arn:aws:s3:::{c.in_bucket}"],
+                "s3:ListBucket": [gallery, f"arn:aws:s3:::{c.in_bucket}"],
                 "s3:PutObject": [f"arn:aws:s3:::{c.out_bucket}/*"],
                 "sqs:ReceiveMessage": [req],
                 "sqs:DeleteMessage": [req],
@@ -431,7 +453,18 @@ class ProvisionTest(Deployment):
             },
         )
         web = statements(self.clients["iam"], c.role("web"))
-        self.assertEqual(web["s3:PutObject"], [f"arn:aws:s3:::{c.in_bucket}/*"])
+        self.assertEqual(
+            web["s3:PutObject"],
+            [f"{gallery}/current.json", f"{gallery}/examples/*", f"{gallery}/versions/*", f"arn:aws:s3:::{c.in_bucket}/*"],
+        )
+        deleted = [f"{gallery}/examples/*", f"{gallery}/versions/*", f"arn:aws:s3:::{c.in_bucket}/*"]
+        self.assertEqual(web["s3:DeleteObject"], deleted)
+        self.assertEqual(web["s3:ListBucket"], [gallery])
+        # The admin key: that one parameter, read only.
+        self.assertEqual(
+            {a: r for a, r in web.items() if a.startswith("ssm:")},
+            {"ssm:GetParameter": [f"arn:aws:ssm:{region}:{account}:parameter/{PREFIX}/admin-token"]},
+        )
         # The results table is the web tier's alone (the app role above has no DynamoDB action).
         table = f"arn:aws:dynamodb:{region}:{account}:table/{PREFIX}-dynamoDB"
         self.assertEqual(
@@ -440,7 +473,12 @@ class ProvisionTest(Deployment):
         )
         self.assertEqual(
             web["s3:GetObject"],
-            [f"arn:aws:s3:::{c.deploy_bucket}/face-rec.tar.gz", f"arn:aws:s3:::{c.deploy_bucket}/face-recognition.env"],
+            [
+                f"arn:aws:s3:::{c.deploy_bucket}/face-rec.tar.gz",
+                f"arn:aws:s3:::{c.deploy_bucket}/face-recognition.env",
+                f"{gallery}/current.json",
+                f"{gallery}/versions/*",
+            ],
         )
         self.assertEqual(web["sqs:SendMessage"], [req])
         dlq = f"arn:aws:sqs:{region}:{account}:{c.dead_letter_queue}"
@@ -452,7 +490,7 @@ class ProvisionTest(Deployment):
         self.assertEqual(web["ec2:StartInstances"], [f"arn:aws:ec2:{region}:{account}:instance/*"])
         self.assertEqual(web["iam:PassRole"], [f"arn:aws:iam::{account}:role/{c.role('app')}"])
         for role in (c.role("app"), c.role("web")):
-            self.assertNotRegex(json.dumps(policy(self.clients["iam"], role)), r'"(s3|sqs|ec2|iam|dynamodb):\*"', role)
+            self.assertNotRegex(json.dumps(policy(self.clients["iam"], role)), r'"(s3|sqs|ec2|iam|dynamodb|ssm):\*"', role)
         self.assertEqual(
             [a for a, resources in web.items() if "*" in resources],
             [
@@ -709,9 +747,13 @@ class ScriptsTest(unittest.TestCase):
             "FR_WEB_CIDR": "198.51.100.7/32",
             "FR_ENDPOINT_URL": "http://127.0.0.1:1",
             "FR_PORT": "9000",
+            "FR_MATCH_THRESHOLD": "0.9",
+            "FR_ADMIN_TOKEN": "secret-" * 4,
         }
         config = settings.load_config(chosen)
         text = web_host_settings(config)
+        self.assertNotIn("secret-", text, "the admin key is in SSM, never in the settings object")
+        self.assertIn(f"FR_ADMIN_TOKEN_PARAMETER={config.admin_key_parameter}\n", text)
         sent = settings.read_environment(text)
         self.assertEqual(sent["FR_HOST"], "0.0.0.0")
         self.assertEqual(sorted(sent), sorted({"FR_HOST", *(n for n in settings.variables() if n not in NOT_FOR_THE_WEB_HOST)}))

@@ -5,13 +5,16 @@ HTTP, so the standard library's urllib is the whole client (the DevTools protoco
 WebSocket client). Debian's `chromium` and `chromium-driver` are installed by `./setup.sh test`.
 """
 
+import base64
 import json
+import os
 import re
 import shutil
 import socket
 import tempfile
 import unittest
 import urllib.request
+from pathlib import Path
 
 from tests.support import (
     IMAGES,
@@ -88,6 +91,18 @@ class WebDriver:
         element = self.call("POST", f"{self.session}/element", {"using": "css selector", "value": css})
         self.call("POST", f"{self.session}/element/{element[ELEMENT]}/value", {"text": text})
 
+    def clear(self, css):
+        element = self.call("POST", f"{self.session}/element", {"using": "css selector", "value": css})
+        self.call("POST", f"{self.session}/element/{element[ELEMENT]}/clear", {})
+
+    def click(self, css, nth=0):
+        found = self.call("POST", f"{self.session}/elements", {"using": "css selector", "value": css})
+        self.call("POST", f"{self.session}/element/{found[nth][ELEMENT]}/click", {})
+
+    def screenshot(self, path):
+        """A PNG of the page (for a person to look at; the tests check the page's elements)."""
+        Path(path).write_bytes(base64.b64decode(self.call("GET", f"{self.session}/screenshot")))
+
 
 def metrics(text):
     """{'name{labels}': value} of Prometheus text, checking every line is well formed."""
@@ -107,8 +122,8 @@ class PagesTest(unittest.TestCase):
     def setUpClass(cls):
         cls.state_dir = tempfile.TemporaryDirectory()
         cls.addClassCleanup(cls.state_dir.cleanup)
-        _, cls.url, endpoint = start_local_stack(cls, "pages", cls.state_dir.name)
-        cls.ec2 = aws(endpoint, "ec2")
+        _, cls.url, cls.endpoint = start_local_stack(cls, "pages", cls.state_dir.name)
+        cls.ec2 = aws(cls.endpoint, "ec2")
 
     def status(self):
         code, body = request(self.url + "status?format=json", "GET")
@@ -200,6 +215,19 @@ class PagesTest(unittest.TestCase):
         label = wait_until(drawn, 30, interval=0.5, what="the chart at the burst's peak and back at 0")
         self.assertRegex(label, r"^running app instances: peak 15, now 0 \(\d+ samples\)$")
         self.assertEqual(len(driver.find("#chart polyline")), 3)
+        # Instances on their own scale, 0 to FR_MAX_INSTANCES; times below; the other scale beside.
+        self.assertEqual(driver.attribute("#chart", "data-instances-scale"), "15")
+        self.assertEqual(driver.find("#chart text.instances-scale"), ["8", "15", "0"])
+        times = driver.find("#chart text.time")
+        self.assertEqual(len(times), 3)
+        self.assertTrue(all(re.fullmatch(r"\d\d:\d\d:\d\d( [AP]M)?", t) for t in times), times)
+        self.assertEqual(len(driver.find("#chart text.scale")), 3)
+        self.keep_screenshot(driver, "status")
+
+    def keep_screenshot(self, driver, name):
+        """With FR_TEST_SCREENSHOTS=DIR (not a service setting), the page as Chromium drew it, for a person."""
+        if os.environ.get("FR_TEST_SCREENSHOTS"):
+            driver.screenshot(Path(os.environ["FR_TEST_SCREENSHOTS"]) / f"{name}.png")
 
     def test_a_person_uploads_an_image_in_the_browser_and_sees_the_answer(self):
         driver = self.browser()
@@ -210,9 +238,37 @@ class PagesTest(unittest.TestCase):
         )
         self.assertEqual(sorted(answers), ["test_00:Paul", "test_07:Ranil"])
         self.assertEqual(driver.find(".answer.error"), [])
+        # Each face's box drawn on its thumbnail, with its name and distance.
+        labels = driver.find(".frame .face .label")
+        self.assertEqual(sorted(label.split()[0] for label in labels), ["Paul", "Ranil"])
+        self.assertTrue(all(float(label.split()[1]) < 0.001 for label in labels), labels)
+        width = driver.attribute(".frame .face", "style")
+        self.assertRegex(width, r"width: [1-9][\d.]*px")
+        self.keep_screenshot(driver, "upload")
         driver.type_into("#pick", str(IMAGES.parent / "face_images_100.csv"))
         errors = wait_until(lambda: driver.find(".answer.error"), 90, interval=0.2, what="error shown")
         self.assertRegex(errors[0], r"^face_images_100\.csv: error 422: not a readable image")
+
+    def test_a_person_is_added_and_removed_in_the_browsers_people_panel(self):
+        key = aws(self.endpoint, "ssm").get_parameter(Name="/pages/admin-token", WithDecryption=True)["Parameter"]["Value"]
+        driver = self.browser()
+        driver.go(self.url)
+        wait_until(lambda: "Paul (1 example)" in driver.find("#people .person"), 30, interval=0.2, what="the people listed")
+        driver.type_into("#person-name", "Ada")
+        driver.type_into("#person-files", str(IMAGES / "test_11.jpg"))
+        driver.type_into("#admin-key", "not the key")
+        driver.click("#add-person button")
+        said = wait_until(lambda: "not added" in (t := driver.find("#people-said")[0]) and t, 30, interval=0.2, what="refused")
+        self.assertIn("401", said)
+        driver.type_into("#person-files", str(IMAGES / "test_11.jpg"))
+        driver.clear("#admin-key")
+        driver.type_into("#admin-key", key)
+        driver.click("#add-person button")
+        wait_until(lambda: "Ada (1 example)" in driver.find("#people .person"), 60, interval=0.2, what="Ada listed")
+        self.keep_screenshot(driver, "people")
+        driver.click("#people button", driver.find("#people .person").index("Ada (1 example)"))
+        wait_until(lambda: "Ada (1 example)" not in driver.find("#people .person"), 30, interval=0.2, what="Ada removed")
+        self.assertEqual(driver.find("#people-said"), ["removed Ada"])
 
 
 if __name__ == "__main__":
