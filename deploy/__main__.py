@@ -18,9 +18,9 @@ def main(argv=None):
     down.add_argument("--images", action="store_true", help="remove the app-tier images and snapshots too")
     bake = commands.add_parser("bake-ami")
     bake.add_argument("instance_id")
+    commands.add_parser("admin-key", help="print the gallery's admin key (from SSM)")
     for command in commands.choices.values():
         command.add_argument("--dry-run", action="store_true")
-    commands.add_parser("admin-key", help="print the gallery's admin key (from SSM)")
     args = parser.parse_args(argv)
     config = settings.load_config_or_exit()
     common.setup_logging(config.log_level)

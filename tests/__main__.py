@@ -44,6 +44,7 @@ SLOW = [
         "test_awslike.AwsLikeTest",
         "test_control.WebTierCrashTest",
         "test_results.ResultsTableTest",
+        "test_people.PeopleTest",
         "test_scaling.LocalStackTest",
         "test_first_run.RedeployTest",
         "test_reliability.BadInputTest",
@@ -51,6 +52,7 @@ SLOW = [
         "test_reliability.InstanceStartTest",
         "test_clients.ClientLimitsTest",
         "test_reliability.EarlyStartTest",
+        "test_faces.FacesTest",
         "test_scaling.PoolObservationTest",
         "test_pool.RestartedRepairTest",
     )

@@ -543,7 +543,7 @@ class ProvisionAfterTeardownTest(Deployment):
         # loaded machine took longer than the bucket's), and a table is DELETING for 4 s; no pool (no
         # FR_AMI_ID), so no instance waits.
         endpoint = start_moto(self, name="moto-queue-names", FR_SIMULATE_TIME_SCALE=0.4)
-        env = child_env(FR_PREFIX="again", FR_ENDPOINT_URL=endpoint, FR_RESULTS_TABLE=1)
+        env = child_env(FR_PREFIX="again", FR_ENDPOINT_URL=endpoint, FR_RESULTS_TABLE=1, FR_GALLERY=FIXTURES / "data.pt")
         self.assertIn("created      DynamoDB table again-dynamoDB", self.setup_sh_env(env, "provision"))
         # Deleted by someone else just now (DELETING for 2 s): its name is waited for, not refused.
         aws(endpoint, "dynamodb").delete_table(TableName="again-dynamoDB")
