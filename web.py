@@ -88,10 +88,11 @@ class Unauthorized(HttpError):
 
 
 def person_of(path):
-    """The person a /people/{name} path names (percent-decoded, UTF-8), or None for another path."""
+    """The person a /people/{name} path names (percent-decoded, UTF-8: bytes that are not UTF-8 become
+    U+FFFD, which no name may hold), or None for another path."""
     if not path.startswith(PEOPLE) or "/" in path[len(PEOPLE) :]:
         return None
-    return unquote(path[len(PEOPLE) :], errors="strict") if path[len(PEOPLE) :] else None
+    return unquote(path[len(PEOPLE) :], errors="replace") if path[len(PEOPLE) :] else None
 
 
 def is_upload(part):

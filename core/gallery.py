@@ -208,9 +208,9 @@ class Follower:
         self.gallery = self.identity = None
 
     def follow(self, wanted=0):
-        """Load the newest gallery unless this one is `wanted`'s version or newer (one comparison per
-        batch); whether it loaded one. NoGallery when there is none."""
-        if wanted and wanted <= self.version:
+        """Load the newest gallery unless one is loaded that is `wanted`'s version or newer (one
+        comparison per batch; 0: any version); whether it loaded one. NoGallery when there is none."""
+        if self.gallery is not None and wanted <= self.version:
             return False
         found = self.store.current()
         if found is None:

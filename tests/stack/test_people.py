@@ -108,6 +108,7 @@ class PeopleTest(Service, unittest.TestCase):
             ("a%2Fb", "letters, digits"),
             ("x" * 65, "1 to 64 characters"),
             ("%20Lead", "letters, digits"),
+            ("%FF%FE", "letters, digits"),
         ]:
             with self.subTest(name=name):
                 status, body = self.change("POST", name, files)
