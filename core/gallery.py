@@ -165,13 +165,19 @@ class GalleryStore:
         self.s3 = s3
         self.bucket = bucket
 
-    def current(self):
-        """(Snapshot, its identity) of the newest version, or None when the bucket has none yet."""
+    def newest(self):
+        """The newest version's number (a read of `current.json` alone), or None when there is none."""
         try:
-            pointer = json.loads(self.s3.get_object(Bucket=self.bucket, Key=POINTER)["Body"].read())
+            return json.loads(self.s3.get_object(Bucket=self.bucket, Key=POINTER)["Body"].read())["version"]
         except self.s3.exceptions.NoSuchKey:
             return None
-        body = self.s3.get_object(Bucket=self.bucket, Key=snapshot_key(pointer["version"]))["Body"].read()
+
+    def current(self, version=None):
+        """(Snapshot, its identity) of the newest version (or of `version`), or None when the bucket has none yet."""
+        version = version or self.newest()
+        if version is None:
+            return None
+        body = self.s3.get_object(Bucket=self.bucket, Key=snapshot_key(version))["Body"].read()
         return Snapshot.parse(body), identity(body)
 
     def publish(self, snapshot):

@@ -126,8 +126,12 @@ class Face:
     embedding: torch.Tensor = field(default=None, compare=False, repr=False)
 
     def embedding_bytes(self):
-        """The embedding as 512 little-endian float32 (core.gallery's form)."""
-        return self.embedding.numpy().astype("<f4").tobytes()
+        return embedding_bytes(self.embedding)
+
+
+def embedding_bytes(embedding):
+    """An embedding (a tensor of 512) as 512 little-endian float32: core.gallery's form."""
+    return embedding.numpy().astype("<f4").tobytes()
 
 
 class TooManyFaces(ModelError):

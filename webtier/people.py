@@ -23,8 +23,11 @@ from webtier.uploads import NotRecognized, safe_name, sha256_of, upload_key
 
 log = common.EventLog("web")
 
-# A web tier that found no gallery asks the bucket again at most this often.
+# A web tier that found no gallery asks the bucket again at most this often; one that has one looks
+# at `current.json` this often (one small GET), so that a version published by another writer
+# (tools/reembed.py) is stamped on requests within it.
 RETRY_SECONDS = 1.0
+REFRESH_SECONDS = 5.0
 
 
 class NoGallery(Refusal):
@@ -57,17 +60,36 @@ class People:
         self._snapshot, self._identity, self._asked = None, None, -RETRY_SECONDS
 
     def current(self):
-        """(Snapshot, identity), read from the bucket the first time (and until it has one)."""
+        """(Snapshot, identity): read from the bucket the first time (and until it has one), and again
+        when `current.json`, looked at every REFRESH_SECONDS, names another version."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
         with self._lock:
-            if self._snapshot is None and time.monotonic() - self._asked >= RETRY_SECONDS:
+            wait = RETRY_SECONDS if self._snapshot is None else REFRESH_SECONDS
+            if time.monotonic() - self._asked >= wait:
                 self._asked = time.monotonic()
-                found = self.store.current()
-                if found:
-                    self._snapshot, self._identity = found
-                    log.info("gallery", version=self._snapshot.version, people=len(self._snapshot.people))
+                try:
+                    newest = self.store.newest()
+                    if newest is not None and (self._snapshot is None or newest != self._snapshot.version):
+                        self._snapshot, self._identity = self.store.current(newest)
+                        log.info("gallery", version=self._snapshot.version, people=len(self._snapshot.people))
+                except (BotoCoreError, ClientError) as e:
+                    if self._snapshot is None:
+                        raise
+                    log.warning("gallery_unread", error=e, detail="going on with the version in hand")
             if self._snapshot is None:
                 raise NoGallery(f"no gallery in s3://{self.config.gallery_bucket} yet: provisioning seeds it")
             return self._snapshot, self._identity
+
+    def latest(self):
+        """(Snapshot, identity) as the bucket has it now: a change starts from it, not from what this
+        tier last saw (a gallery embedded again for new weights by tools/reembed.py, say)."""
+        found = self.store.current()
+        if found is None:
+            raise NoGallery(f"no gallery in s3://{self.config.gallery_bucket} yet: provisioning seeds it")
+        with self._lock:
+            self._snapshot, self._identity = found
+        return found
 
     def version(self):
         """The version a request is stamped with: None while there is no gallery (the worker then
@@ -81,13 +103,14 @@ class People:
         return self.current()[1]
 
     def listing(self):
-        return {"people": self.current()[0].listing()}
+        snapshot = self.current()[0]
+        return {"version": snapshot.version, "people": snapshot.listing()}
 
     def add(self, name, parts):
         """Add the example images `parts` (multipart parts) to person `name`: {"name", "added", "examples"}."""
         name = check(name)
         with self.changing:
-            snapshot, _ = self.current()
+            snapshot, _ = self.latest()
             had = len(snapshot.examples(name))
             if not had and len(snapshot.people) >= MAX_PEOPLE:
                 raise Refused(f"the gallery is full: {MAX_PEOPLE} people (remove someone first)", 409)
@@ -109,7 +132,7 @@ class People:
         """Remove person `name` and their example images: {"name", "removed"} (examples removed)."""
         name = check(name)
         with self.changing:
-            snapshot, _ = self.current()
+            snapshot, _ = self.latest()
             examples = snapshot.examples(name)
             if not examples:
                 raise NoSuchPerson(f"no one called {name} in the gallery")

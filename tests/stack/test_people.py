@@ -4,20 +4,27 @@ answered from the changed gallery by every worker, through the results table too
 import io
 import json
 import re
+import struct
+import subprocess
 import unittest
 
 from PIL import Image, ImageOps
 
+from core import settings
+from core.gallery import GalleryStore
 from tests.support import (
     IMAGES,
+    PYTHON,
     Service,
     aws,
+    child_env,
     expected_answers,
     group_photo,
     image_bytes,
     multipart,
     request,
     upload,
+    wait_until,
 )
 
 KEY = "k" * 24
@@ -81,6 +88,34 @@ class PeopleTest(Service, unittest.TestCase):
         self.assertEqual(self.change("DELETE", URL_NAME), (404, {"error": f"no one called {NEWCOMER} in the gallery"}))
         examples_left = aws(self.endpoint, "s3").list_objects_v2(Bucket=self.config.gallery_bucket, Prefix="examples/")
         self.assertEqual(examples_left.get("KeyCount"), 0, "a removed person's images stay")
+
+    def test_the_gallery_embedded_again_keeps_its_people_and_the_web_tier_and_workers_follow_it(self):
+        self.assertEqual(self.change("POST", "Rita", [("r1.jpg", mirrored("test_04"))])[0], 201)
+        self.addCleanup(self.change, "DELETE", "Rita")
+        store = GalleryStore(aws(self.endpoint, "s3"), self.config.gallery_bucket)
+        before, _ = store.current()
+        # The operator's command (the operator's credentials), with the same weights here: the same embeddings.
+        operator = child_env(
+            FR_PREFIX=self.config.prefix, FR_ENDPOINT_URL=self.endpoint, FR_WEIGHTS=self.weights, FR_GALLERY=self.gallery
+        )
+        done = subprocess.run(
+            [PYTHON, "-m", "tools.reembed"], env=operator, cwd=settings.PROJECT_DIR, capture_output=True, text=True, timeout=300
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertIn(f"published   version {before.version + 1}", done.stdout)
+        after, _ = store.current()
+        self.assertEqual(after.version, before.version + 1)
+        self.assertEqual(dict(map(dict.values, after.listing())), dict(map(dict.values, before.listing())))
+        ((old,), (new,)) = before.examples("Rita"), after.examples("Rita")
+        self.assertEqual(new.image, old.image)
+        floats = [struct.unpack("<512f", e.embedding) for e in (old, new)]
+        self.assertLess(max(abs(a - b) for a, b in zip(*floats)), 1e-5)
+        listed = lambda: json.loads(request(self.people_url, "GET")[1])["version"] == after.version  # noqa: E731
+        wait_until(listed, 15, interval=0.5, what="the web tier on the new version")
+        marks = [worker.count for worker in self.workers]
+        self.assertEqual(upload(self.url, "probe.jpg", mirrored("test_04")), (200, "probe:Rita\n"))
+        loaded = [line for worker, mark in zip(self.workers, marks) for line in worker.since(mark)[1] if "gallery_loaded" in line]
+        self.assertTrue(loaded and f"version={after.version}" in loaded[0], loaded)
 
     def test_a_wrong_key_or_none_changes_nothing(self):
         before = self.people()
