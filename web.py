@@ -2,13 +2,16 @@
 
 `POST /` with a multipart field `inputFile` stores the image in the S3 input bucket under a key of
 our own making (`<request id>/<safe file name>`), sends a small JSON request to the SQS request
-queue and waits for the answer; the body of the reply is `stem:name` as text/plain. This module is
+queue and waits for the answer; the body of the reply is `stem:name` as text/plain (every face as
+JSON with `?format=json` or `Accept: application/json`: docs/api.md). This module is
 the HTTP side: routes, limits, statuses. What is done with an upload is webtier/uploads.py (and, with
 FR_RESULTS_TABLE=1, the results table it asks first, webtier/results.py); how the answer finds the
 waiting request (by request id, never by file name), and how a request the workers failed on
 repeatedly ends in a 502, not a hang, is webtier/replies.py; the upload's parsing is webtier/formdata.py; the
 guards on how http.server reads a request are webtier/httpguards.py; what /status and /metrics show is
-webtier/status.py; the pages are files in webtier/pages/.
+webtier/status.py; the people the gallery knows (`GET /people`, and with the admin key `POST` and
+`DELETE /people/{name}`, checked here: `authorize`) are webtier/people.py's; the pages are files in
+webtier/pages/.
 
 `GET /` is a page to upload images from a browser (it POSTs to / as curl does); `GET /status` shows
 queue depths, app instances, this tier's counters and the autoscaler's last decision (`?format=json`
@@ -16,10 +19,11 @@ for machines); `GET /metrics` has the same in Prometheus text format; `GET /heal
 the queues answer.
 
 Reads: FR_* configuration (core/settings.py), the response and dead-letter queues, queue depths and the
-pool (for /status), FR_STATE_DIR/autoscaler.json; with FR_RESULTS_TABLE=1 the results table and the
-model files (their fingerprint). Writes: the input bucket, the request queue, the results table
-(with FR_RESULTS_TABLE=1), FR_STATE_DIR/web.json (how many requests wait: the autoscaler's exact
-count of the work). Stops on SIGTERM/SIGINT: stops accepting, lets requests in
+pool (for /status), FR_STATE_DIR/autoscaler.json, the gallery bucket, the admin key (FR_ADMIN_TOKEN, or
+the SSM parameter FR_ADMIN_TOKEN_PARAMETER names); with FR_RESULTS_TABLE=1 the results table and the
+weights file (the model's fingerprint). Writes: the input bucket, the request queue, the gallery bucket
+(a change to the people), the results table (with FR_RESULTS_TABLE=1), FR_STATE_DIR/web.json (how
+many requests wait: the autoscaler's exact count of the work). Stops on SIGTERM/SIGINT: stops accepting, lets requests in
 progress finish, exits 0; a second signal exits at once.
 """
 
