@@ -22,10 +22,9 @@ import json
 import unicodedata
 from dataclasses import dataclass
 
-from model.files import EMBEDDING_FLOATS
+from model.files import EMBEDDING_BYTES
 
 POINTER = "current.json"
-EMBEDDING_BYTES = EMBEDDING_FLOATS * 4
 # Limits of a gallery changed over HTTP (docs/api.md): a snapshot of them all is ~14 MB, which a
 # worker reads again after each change.
 MAX_PEOPLE = 500
@@ -128,7 +127,7 @@ class Snapshot:
             people = tuple(
                 (
                     person["name"],
-                    tuple(Example(base64.b64decode(e["embedding"], validate=True), e["image"]) for e in person["examples"]),
+                    tuple(Example(decode_embedding(e["embedding"]), e["image"]) for e in person["examples"]),
                 )
                 for person in data["people"]
             )
@@ -136,12 +135,10 @@ class Snapshot:
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"not a gallery snapshot: {e!r}") from None
         malformed = not isinstance(version, int) or any(
-            not isinstance(name, str) or len(e.embedding) != EMBEDDING_BYTES or not isinstance(e.image, (str, type(None)))
-            for name, examples in people
-            for e in examples
+            not isinstance(name, str) or not isinstance(e.image, (str, type(None))) for name, examples in people for e in examples
         )
         if malformed:
-            raise ValueError("not a gallery snapshot: a version, name, embedding or image is malformed")
+            raise ValueError("not a gallery snapshot: a version, name or image is malformed")
         return cls(version, people)
 
 
@@ -193,7 +190,7 @@ class GalleryStore:
 
     def seed(self, names, embeddings):
         """Version 1 from a gallery file's rows, unless the bucket has a gallery: "seeded" or "exists"."""
-        if self.current() is not None:
+        if self.newest() is not None:
             return "exists"
         self.publish(Snapshot.seed(names, embeddings))
         return "seeded"
@@ -210,7 +207,7 @@ class Follower:
     def __init__(self, store, build):
         self.store = store
         self.build = build
-        self.version = 0
+        self.version = self.people = 0
         self.gallery = self.identity = None
 
     def follow(self, wanted=0):

@@ -34,6 +34,7 @@ def fingerprint(weights_sha256, gallery_identity):
 # in the pickle is refused, so a gallery file can run no code (torch.load(weights_only=False) would),
 # and provisioning, which has no torch, can read one.
 EMBEDDING_FLOATS = 512
+EMBEDDING_BYTES = EMBEDDING_FLOATS * 4
 
 
 class GalleryFileError(ValueError):
@@ -97,6 +98,5 @@ def _rows(archive, root, tensor):
     # Files of older torch versions do not say: they were written little-endian (as on x86).
     if f"{root}/byteorder" in archive.namelist() and archive.read(f"{root}/byteorder") != b"little":
         raise ValueError("a big-endian file")
-    row = EMBEDDING_FLOATS * 4
     start = offset * 4
-    return [data[start + i * row : start + (i + 1) * row] for i in range(count)]
+    return [data[start + i * EMBEDDING_BYTES : start + (i + 1) * EMBEDDING_BYTES] for i in range(count)]

@@ -33,7 +33,7 @@ MAX_SIDE = 1024
 # Smaller than the smallest face MTCNN looks for: its first network cannot even run on it.
 MIN_SIDE = MTCNN_OPTIONS["min_face_size"]
 # Faces named in one image when every face is asked for: a group photo, not a crowd (each is a pass
-# through the network, ~0.1 s of CPU here, and a line of the answer).
+# through the network, ~45 ms of CPU here: docs/performance.md, and a line of the answer).
 MAX_FACES = 20
 # EXIF's orientation tag, and its values that turn the image a quarter (upright, width is height).
 EXIF_ORIENTATION = 0x0112

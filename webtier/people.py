@@ -67,29 +67,36 @@ class People:
         with self._lock:
             wait = RETRY_SECONDS if self._snapshot is None else REFRESH_SECONDS
             if time.monotonic() - self._asked >= wait:
-                self._asked = time.monotonic()
                 try:
-                    newest = self.store.newest()
-                    if newest is not None and (self._snapshot is None or newest != self._snapshot.version):
-                        self._snapshot, self._identity = self.store.current(newest)
-                        log.info("gallery", version=self._snapshot.version, people=len(self._snapshot.people))
+                    return self._refresh()
                 except (BotoCoreError, ClientError) as e:
                     if self._snapshot is None:
                         raise
                     log.warning("gallery_unread", error=e, detail="going on with the version in hand")
             if self._snapshot is None:
-                raise NoGallery(f"no gallery in s3://{self.config.gallery_bucket} yet: provisioning seeds it")
+                raise self._none()
             return self._snapshot, self._identity
 
     def latest(self):
-        """(Snapshot, identity) as the bucket has it now: a change starts from it, not from what this
-        tier last saw (a gallery embedded again for new weights by tools/reembed.py, say)."""
-        found = self.store.current()
-        if found is None:
-            raise NoGallery(f"no gallery in s3://{self.config.gallery_bucket} yet: provisioning seeds it")
+        """(Snapshot, identity) as the bucket has it now, errors raised: a change starts from it, not
+        from what this tier last saw (a gallery embedded again for new weights by tools/reembed.py, say)."""
         with self._lock:
-            self._snapshot, self._identity = found
-        return found
+            return self._refresh()
+
+    def _refresh(self):
+        """Look at `current.json` (with the lock held), read the snapshot it names if it is not the one
+        in hand, and return the one in hand; NoGallery when there is none."""
+        self._asked = time.monotonic()
+        newest = self.store.newest()
+        if newest is not None and (self._snapshot is None or newest != self._snapshot.version):
+            self._snapshot, self._identity = self.store.current(newest)
+            log.info("gallery", version=self._snapshot.version, people=len(self._snapshot.people))
+        if self._snapshot is None:
+            raise self._none()
+        return self._snapshot, self._identity
+
+    def _none(self):
+        return NoGallery(f"no gallery in s3://{self.config.gallery_bucket} yet: provisioning seeds it")
 
     def version(self):
         """The version a request is stamped with: None while there is no gallery (the worker then
