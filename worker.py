@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import common
-from core import cloud, settings, statefiles
+from core import cloud, guest, settings, statefiles
 from core.gallery import Follower, GalleryStore, NoGallery
 from core.messages import CLOCK_MARGIN, DEADLINE, Reply, Request, as_face, deadline, decode, encode, sent_at
 from model import files
@@ -68,6 +68,7 @@ class Hibernation:
         self.pause = threading.Event()
         self.resumed = threading.Event()
         self.polling = False
+        self.guest = None  # the guest's Reporter (core/guest.py): told of each resume
 
     def install(self):
         signal.signal(PAUSE_SIGNAL, lambda signum, frame: self.pause.set())
@@ -106,6 +107,8 @@ class Worker:
             if hibernation.resumed.is_set():
                 hibernation.resumed.clear()
                 self.reconnect()
+                if hibernation.guest:
+                    hibernation.guest.resumed()
             try:
                 hibernation.polling = True
                 messages = self.sqs.receive_message(
@@ -404,6 +407,8 @@ def serve(config, recognizer, stop, hibernation=None):
     if hibernation is None:
         hibernation = Hibernation()
         hibernation.install()
+    hibernation.guest = guest.Reporter(config, stop)
+    hibernation.guest.booted()  # the model is loaded: ready once the agent's boot work is done
     while not stop.is_set():
         try:
             s3, sqs = clients(config)
@@ -468,16 +473,11 @@ def hook(config, action):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="The app-tier worker (and its hibernation hooks).")
     hooks = parser.add_mutually_exclusive_group()
-    hooks.add_argument(
-        "--pause",
-        action="store_const",
-        const="pause",
-        dest="hook",
-        help="before hibernation: have the running worker finish and wait",
-    )
-    hooks.add_argument(
-        "--resume", action="store_const", const="resume", dest="hook", help="after hibernation: let the running worker go on"
-    )
+    for action, what in (
+        ("pause", "before hibernation: have the running worker finish and wait"),
+        ("resume", "after hibernation: let the running worker go on"),
+    ):
+        hooks.add_argument(f"--{action}", action="store_const", const=action, dest="hook", help=what)
     args = parser.parse_args(argv)
     config = settings.load_config_or_exit()
     common.setup_logging(config.log_level)

@@ -48,10 +48,10 @@ class Config:
     min_instances: int = 0
     # Stop app instances by hibernating them (their worker resumes with the model loaded).
     hibernate: bool = True
-    # A member is hibernated only this long after its launch and after its last start; sooner,
-    # the guest would drop the request (pool.hibernation_unready says why).
+    # A member is hibernated only this long after its launch, and after its guest said it resumed
+    # (core/guest.py); sooner, the guest would drop the request (pool.hibernation_unready says why).
     hibernate_after_launch: float = 120.0
-    hibernate_after_start: float = 60.0
+    hibernate_after_resume: float = 32.0
     scale_interval: float = 0.5
     scale_in_grace: float = 0.5
     ami_id: str = ""
@@ -80,6 +80,10 @@ class Config:
     # How far behind the truth SQS's approximate counts may be (GetQueueAttributes reference: up
     # to a minute after producers stop); the autoscaler trusts them only past this.
     sqs_count_lag: float = 60.0
+    # Not variables: what the local stack tells each worker it forks of the instance it stands for
+    # (on AWS the worker asks the instance metadata service, and systemd for the agent's state).
+    instance_id: str = ""
+    agent_done_file: Path | None = None
 
     @property
     def in_bucket(self):
@@ -210,7 +214,7 @@ _VARIABLES = {
     "FR_MIN_INSTANCES": ("min_instances", _within(0, 1000, " (instances kept running when idle)")),
     "FR_SPARE_INSTANCES": ("spare_instances", _within(0, 1000, " (stopped members beyond FR_MAX_INSTANCES)")),
     "FR_HIBERNATE_AFTER_LAUNCH": ("hibernate_after_launch", lambda text: max(0.0, float(text))),
-    "FR_HIBERNATE_AFTER_START": ("hibernate_after_start", lambda text: max(0.0, float(text))),
+    "FR_HIBERNATE_AFTER_RESUME": ("hibernate_after_resume", lambda text: max(0.0, float(text))),
     "FR_HIBERNATE": ("hibernate", _flag("1: hibernate, 0: plain stop")),
     "FR_SCALE_INTERVAL": ("scale_interval", _positive(float)),
     "FR_SCALE_IN_GRACE": ("scale_in_grace", lambda text: max(0.0, float(text))),

@@ -4,7 +4,7 @@ put roles and instance profiles in place, and remove them."""
 
 import json
 
-from core import gallery, settings
+from core import gallery, guest, settings
 from deploy.webhost import CODE_KEY, SETTINGS_KEY
 
 # The gallery bucket's objects (core/gallery.py), by what they are.
@@ -165,7 +165,8 @@ def launch_statements(config, account, ebs_key=None):
 
 
 def app_policy(config, account):
-    """App instances: read uploads and the gallery, take and delete requests, send replies, write results."""
+    """App instances: read uploads and the gallery, take and delete requests, send replies, write
+    results, tag their instance with their guest's state."""
     a = arns(config, account)
     return {
         "Version": "2012-10-17",
@@ -183,6 +184,15 @@ def app_policy(config, account):
                 [a["request_queue"]],
             ),
             _statement(["sqs:GetQueueUrl", "sqs:SendMessage"], [a["response_queue"]]),
+            # The guest's word on itself for the pool (core/guest.py): one tag key, on our instances only.
+            _statement(
+                ["ec2:CreateTags"],
+                [a["instances"]],
+                {
+                    "StringEquals": {f"aws:ResourceTag/{settings.PREFIX_TAG}": config.prefix},
+                    "ForAllValues:StringEquals": {"aws:TagKeys": [guest.GUEST_TAG]},
+                },
+            ),
         ],
     }
 

@@ -22,12 +22,13 @@ Hibernation (FR_HIBERNATE): a member is launched for it (it cannot be enabled la
 root volume as large as the image's plus the swap file the RAM is written to), and stopped with
 Hibernate=True, so that a start resumes its worker with the model in memory. StopInstances only
 presses the instance's sleep button: the hibernation agent in the guest (aws/amazon-ec2-hibinit-agent)
-does the rest, and ignores the button within 30 s of its last resume; nor can it hibernate in the
-minutes after launching.launch, while it sets its swap file up. EC2 then leaves the instance `stopping`,
-billed and unstartable, until it forces it off. So a member is only hibernated once it is ready
-by what EC2 reports (`hibernation_unready`); the others are stopped plainly, and the log says
-which and why. EC2 refuses the whole StopInstances call (UnsupportedHibernationConfiguration) when
-one member named cannot hibernate: each is then asked alone, and only those refused stop plainly.
+does the rest, and ignores the button within 30 s of its last resume, while a booting guest's
+agent has not done its boot work, and in the minutes after launching.launch, while it sets its swap
+file up. EC2 then leaves the instance `stopping`, billed and unstartable, until it forces it off. So
+a member is only hibernated once it is ready, by its launch time and its guest's own word (a tag:
+core/guest.py; `hibernation_unready`); the others are stopped plainly, and the log says which and
+why. EC2 refuses the whole StopInstances call (UnsupportedHibernationConfiguration) when one
+member named cannot hibernate: each is then asked alone, and only those refused stop plainly.
 An image cannot be made of an instance launched for hibernation, so the app image is baked from a
 plain instance (deploy/image.py, bake-ami) and only the pool hibernates.
 """
@@ -39,7 +40,7 @@ import time
 from datetime import UTC, datetime
 
 import common
-from core import cloud
+from core import cloud, guest
 from core.settings import PREFIX_TAG
 from scaling import launching
 
@@ -123,7 +124,8 @@ def _member(instance):
 def _detailed(instance):
     """_member's fields and `launched` (the first launching.launch: the primary network interface's attach
     time, which a start does not change), `started` (LaunchTime, which EC2 sets at every start),
-    `hibernated_at` (when a member stopped by hibernating was stopped, else None), epoch seconds."""
+    `hibernated_at` (when a member stopped by hibernating was stopped, else None), epoch seconds;
+    `guest`: the guest's own mark (core/guest.py: (event, epoch seconds)), or None."""
     started = instance["LaunchTime"].timestamp()
     attached = [
         n["Attachment"]["AttachTime"]
@@ -136,6 +138,7 @@ def _detailed(instance):
         launched=attached[0].timestamp() if attached else started,
         started=started,
         hibernated_at=_transition_time(instance) if hibernated else None,
+        guest=guest.mark_of(instance.get("Tags", [])),
     )
 
 
@@ -334,18 +337,25 @@ def missing(pool, size):
 
 def hibernation_unready(member, now, config):
     """Why the guest would not hibernate `member` (as details() gives it) at epoch time `now`, or
-    None when it would. The agent ignores the sleep button within 30 s of its last resume
-    (acpid.sleep.sh, STALE_THRESHOLD); EC2's start and the guest's resume come before that, hence
-    FR_HIBERNATE_AFTER_START from EC2's LaunchTime. In the first minutes after launching.launch the agent is
-    still setting its swap file up (EC2's troubleshooting guide: wait about two minutes)."""
+    None when it would. In the first minutes after launching.launch the agent is still setting its
+    swap file up (EC2's troubleshooting guide: wait about two minutes). After that, the guest's own
+    mark (core/guest.py) says how it last started: a boot is ready once its agent has done that
+    boot's work; a resume, FR_HIBERNATE_AFTER_RESUME after it (the agent ignores the sleep button
+    within 30 s of a resume: acpid.sleep.sh, STALE_THRESHOLD). A mark older than EC2's LaunchTime is
+    an earlier start's: this start's guest has said nothing yet (booting, resuming, or broken)."""
     if not member.get("hibernates"):
         return "not launched for hibernation"
     since_launch = now - member["launched"] - EC2_TIME_RESOLUTION
     if since_launch < config.hibernate_after_launch:
         return f"launched {since_launch:.0f} s ago, under FR_HIBERNATE_AFTER_LAUNCH={config.hibernate_after_launch:g}"
-    since_start = now - member["started"] - EC2_TIME_RESOLUTION
-    if since_start < config.hibernate_after_start:
-        return f"started {since_start:.0f} s ago, under FR_HIBERNATE_AFTER_START={config.hibernate_after_start:g}"
+    mark = member.get("guest")
+    # LaunchTime is whole seconds, never after the start: a mark of this start is not before it
+    # (and an earlier start's is long before: a stop and a start take far longer than a second).
+    if mark is None or mark[1] < member["started"]:
+        return "its guest has not said it is up since its start (booting, or resuming)"
+    event, at = mark
+    if event == guest.RESUMED and now - at < config.hibernate_after_resume:
+        return f"resumed {now - at:.0f} s ago, under FR_HIBERNATE_AFTER_RESUME={config.hibernate_after_resume:g}"
     return None
 
 

@@ -163,7 +163,11 @@ def decision(documents, action, resource, context):
 
 
 def _tag_context(kind, tags):
-    return {f"aws:{kind}/{k}": v for k, v in tags.items()}
+    """aws:RequestTag/* (with aws:TagKeys, the keys requested) or aws:ResourceTag/* of `tags`."""
+    context = {f"aws:{kind}/{k}": v for k, v in tags.items()}
+    if kind == "RequestTag":
+        context["aws:TagKeys"] = list(tags)
+    return context
 
 
 def requested(service, action, params, where, ec2=None, iam=None, s3_resource=None, ebs_key=None):

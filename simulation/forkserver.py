@@ -50,6 +50,8 @@ TICK = 0.2
 CORES = os.cpu_count() or 1
 CORE_RETRY = 0.005
 READY = "event=forkserver_ready"
+# In an instance's FR_STATE_DIR: the guest's hibernation agent has finished this boot's work.
+AGENT_DONE = "hibinit-agent.done"
 EVENT = re.compile(r"event=(forked|exited) instance=(\S+) pid=(\d+)(?: code=(-?\d+))?$")
 
 
@@ -89,16 +91,22 @@ def parse_event(line):
     return Event(match[1], match[2], int(match[3]), None if match[4] is None else int(match[4]))
 
 
-def worker_config(config, name, endpoint=None):
+def worker_config(config, name, endpoint=None, instance_id=""):
     """The configuration of the worker of instance `name`: an FR_STATE_DIR of its own (where its
-    hibernation hooks' state is, as on an instance of its own), and `endpoint` when the instance
-    has a network link of its own."""
+    hibernation hooks' state is, as on an instance of its own, and the file the launcher writes
+    when the guest's hibernation agent would have finished its boot work: core/guest.py), the
+    instance's id, and `endpoint` when the instance has a network link of its own."""
+    state_dir = Path(config.state_dir) / "instances" / name
     return dataclasses.replace(
-        config, endpoint_url=endpoint or config.endpoint_url, state_dir=Path(config.state_dir) / "instances" / name
+        config,
+        endpoint_url=endpoint or config.endpoint_url,
+        state_dir=state_dir,
+        instance_id=instance_id,
+        agent_done_file=state_dir / AGENT_DONE,
     )
 
 
-def run_child(config, recognizer, name, endpoint=None):
+def run_child(config, recognizer, instance_id, name, endpoint=None):
     """In the forked child: become one worker, never return."""
     import torch  # loaded already (the model): imported here so that the launcher can import the protocol
 
@@ -113,7 +121,7 @@ def run_child(config, recognizer, name, endpoint=None):
         common.stop_on_signals(stop)
         torch.set_num_threads(CORES)
         log.info("worker_forked", name=name, pid=os.getpid())
-        worker.serve(worker_config(config, name, endpoint), recognizer, stop)
+        worker.serve(worker_config(config, name, endpoint, instance_id), recognizer, stop)
     except BaseException:
         log.exception("worker_failed", name=name)
         code = 1
@@ -242,7 +250,7 @@ class ForkServer:
     def fork(self, instance_id, name, endpoint):
         pid = os.fork()
         if pid == 0:
-            run_child(self.config, self.recognizer, name, endpoint)
+            run_child(self.config, self.recognizer, instance_id, name, endpoint)
         self.children[pid] = instance_id
         print(Event("forked", instance_id, pid).line(), flush=True)
 

@@ -238,7 +238,7 @@ def host_env(config, env, host_settings, port):
 
 
 # The host's waits for the guest's and SQS's delays: scaled with them on the AWS-like stack.
-SCALED = ("FR_HIBERNATE_AFTER_LAUNCH", "FR_HIBERNATE_AFTER_START", "FR_SQS_COUNT_LAG")
+SCALED = ("FR_HIBERNATE_AFTER_LAUNCH", "FR_HIBERNATE_AFTER_RESUME", "FR_SQS_COUNT_LAG")
 
 
 def scaled_env(config, env):
@@ -250,7 +250,7 @@ def scaled_env(config, env):
     scale = config.simulate_time_scale
     return {
         "FR_HIBERNATE_AFTER_LAUNCH": str(config.hibernate_after_launch * scale),
-        "FR_HIBERNATE_AFTER_START": str(config.hibernate_after_start * scale),
+        "FR_HIBERNATE_AFTER_RESUME": str(config.hibernate_after_resume * scale),
         "FR_SQS_COUNT_LAG": str(config.sqs_count_lag * scale),
         **env,
     }

@@ -59,9 +59,11 @@ class Launcher:
     fork server (simulation/forkserver.py) from a process that has the model loaded already; with
     `links` ((host, port) of moto), each through a Link of its own, so that hibernation can cut it."""
 
-    def __init__(self, config, ec2, forkserver, boot_delay=0.0, resume_delay=0.0, links=None):
+    def __init__(self, config, ec2, forkserver, resume_delay=0.0, links=None):
         self.config, self.ec2, self.forkserver = config, ec2, forkserver
-        self.boot_delay, self.resume_delay = boot_delay, resume_delay
+        self.resume_delay = resume_delay
+        self.boots = {}  # instance id -> (boot, agent) seconds of its last boot, as the journal says
+        self.agent_due = {}  # instance id -> when its guest's agent has done its boot work
         self.upstream = links
         self.links = {}  # instance id -> Link
         self.pausing = {}  # instances hibernating -> when to freeze their workers, paused or not
@@ -101,34 +103,13 @@ class Launcher:
             self.names.update({instance_id: None for instance_id in ids - self.names.keys()})
         return {instance_id: self.names[instance_id] for instance_id in ids if self.names[instance_id]}
 
-    def hibernated(self, ids):
-        """Those of the instances `ids` that were hibernated, not stopped (EC2's StateReason). An
-        instance EC2 no longer knows (moto restarted: every instance is new) is gone, not hibernated."""
-        from botocore.exceptions import ClientError
-
-        if not ids:
-            return set()
-        try:
-            pages = list(self.ec2.get_paginator("describe_instances").paginate(InstanceIds=list(ids)))
-        except ClientError as e:
-            if cloud.error_code(e) != "InvalidInstanceID.NotFound":
-                raise
-            if len(ids) == 1:
-                return set()
-            return set().union(*(self.hibernated([i]) for i in ids))  # which of them: one at a time
-        return {
-            i["InstanceId"]
-            for page in pages
-            for r in page["Reservations"]
-            for i in r["Instances"]
-            if i.get("StateReason", {}).get("Code") == pool.HIBERNATE_REASON
-        }
-
     def step(self):
         self.read_events()
         self.reap_terminated()
         running = self.running()
         now = time.monotonic()
+        if running.keys() - self.running_since.keys() and self.resume_delay:  # AWS-like: boots take time
+            self.boots = awslike.guest_boots(awslike.read_journal(self.config.state_dir))
         self.running_since = {i: self.running_since.get(i, now) for i in running}
         leaving = {
             i: pid
@@ -140,7 +121,7 @@ class Launcher:
             and i not in self.pausing
             and i not in self.killed
         }
-        sleeping = self.hibernated(leaving)
+        sleeping = hibernated(self.ec2, leaving)
         for instance_id, pid in leaving.items():
             if instance_id in sleeping:
                 # The OS runs its sleep hooks first: the worker finishes its poll and batch in hand.
@@ -167,9 +148,27 @@ class Launcher:
                     os.kill(self.workers[instance_id], worker.RESUME_SIGNAL)
                     self.frozen.discard(instance_id)
                     log.info("worker_resumed", instance=instance_id, pid=self.workers[instance_id])
-            elif up_for >= self.boot_delay and instance_id not in self.workers and instance_id not in self.broken:
+                continue
+            boot, agent = self.boots.get(instance_id, (0.0, 0.0))
+            if up_for >= boot and instance_id not in self.workers and instance_id not in self.broken:
+                # A boot: /var/run is empty again, until the agent has done this boot's work.
+                worker_config(self.config, name).agent_done_file.unlink(missing_ok=True)
+                self.agent_due[instance_id] = self.running_since[instance_id] + boot + agent
                 self.forkserver.send(start_command(instance_id, name, self.link(instance_id)))
                 self.workers[instance_id] = None
+        self.finish_agents(running, now)
+
+    def finish_agents(self, running, now):
+        """As each booting guest's hibernation agent does, once its boot work is done: say so, in
+        the file the worker looks for (core/guest.py)."""
+        for instance_id, due in list(self.agent_due.items()):
+            if instance_id not in running:
+                del self.agent_due[instance_id]
+            elif now >= due:
+                agent_done = worker_config(self.config, running[instance_id]).agent_done_file
+                agent_done.parent.mkdir(parents=True, exist_ok=True)
+                agent_done.touch()
+                del self.agent_due[instance_id]
 
     def reap_terminated(self):
         """A worker told to stop whose instance is terminated meanwhile is killed: nothing of a
@@ -199,6 +198,30 @@ class Launcher:
         if instance_id not in self.links:
             self.links[instance_id] = Link(self.upstream)
         return self.links[instance_id].url
+
+
+def hibernated(ec2, ids):
+    """Those of the instances `ids` that were hibernated, not stopped (EC2's StateReason). An
+    instance EC2 no longer knows (moto restarted: every instance is new) is gone, not hibernated."""
+    from botocore.exceptions import ClientError
+
+    if not ids:
+        return set()
+    try:
+        pages = list(ec2.get_paginator("describe_instances").paginate(InstanceIds=list(ids)))
+    except ClientError as e:
+        if cloud.error_code(e) != "InvalidInstanceID.NotFound":
+            raise
+        if len(ids) == 1:
+            return set()
+        return set().union(*(hibernated(ec2, [i]) for i in ids))  # which of them: one at a time
+    return {
+        i["InstanceId"]
+        for page in pages
+        for r in page["Reservations"]
+        for i in r["Instances"]
+        if i.get("StateReason", {}).get("Code") == pool.HIBERNATE_REASON
+    }
 
 
 def run(config, stop):
@@ -246,7 +269,7 @@ def run(config, stop):
         forkserver.wait_for(READY, START_TIMEOUT)
         if config.simulate == "aws":
             timings = awslike.timings(config.simulate_time_scale)
-            launcher = Launcher(config, ec2, forkserver, timings["boot"], timings["resume"], links=("127.0.0.1", int(moto_port)))
+            launcher = Launcher(config, ec2, forkserver, timings["resume"], links=("127.0.0.1", int(moto_port)))
         else:
             launcher = Launcher(config, ec2, forkserver)
         web_host = WebHost(config, ec2, cloud.client(config, "ssm"), cloud.client(config, "s3"))

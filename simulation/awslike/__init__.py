@@ -18,7 +18,13 @@ none of that. Here:
   happens: within `agent_setup` seconds of its launch (the agent is still making its swap file),
   or within `agent_resume_threshold` seconds of its last resume (acpid.sleep.sh ignores the sleep
   button then), the request is dropped: the instance stays `stopping` until EC2 forces it off
-  after `force_stop` seconds, then is `stopped` plainly (journalled as HibernationDropped).
+  after `force_stop` seconds, then is `stopped` plainly (journalled as HibernationDropped). So is
+  a request sent before a booting guest is up: its `pending`, the OS's `boot` and the agent's
+  own boot work (`agent_boot`: swapon, the resume offset, dracut, on every boot).
+- A root volume made from the image's snapshot is read lazily from S3 until initialized (EBS
+  user guide): an instance's first boot takes `volume_first_read` seconds longer; later boots,
+  and resumes, do not. Each boot is journalled (GuestBoot), and the local launcher starts the
+  worker when the journal says the boot ends.
 - EC2 is eventually consistent: an instance is missing from DescribeInstances and
   DescribeInstanceStatus, and calls naming it get InvalidInstanceID.NotFound, for `describe_lag`
   seconds after RunInstances (and `pending` for its `pending` seconds after that). RunInstances
@@ -74,9 +80,9 @@ so that tests can check what was asked of EC2 and when.
 """
 
 from simulation.awslike.account import report_invocation, serve_as_agent
-from simulation.awslike.sim import TIMINGS, read_journal, timings
+from simulation.awslike.sim import TIMINGS, guest_boots, read_journal, timings
 
-__all__ = ["TIMINGS", "install", "read_journal", "report_invocation", "serve_as_agent", "timings"]
+__all__ = ["TIMINGS", "guest_boots", "install", "read_journal", "report_invocation", "serve_as_agent", "timings"]
 
 
 def install(scale, state_dir):

@@ -24,6 +24,7 @@ def install_launches(sim):
         self.sim_created = self.sim_launched = time.monotonic()
         # Pending as describe calls see it: from when the new instance becomes visible to them.
         sim.move(self, "pending", "running", sim.t["describe_lag"] + sim.t["pending"])
+        sim.boot(self, sim.t["describe_lag"] + sim.t["pending"])
 
     def patched_run_instances(self, image_id, count, user_data, security_group_names, **kwargs):
         profile = kwargs.get("iam_instance_profile_name")
@@ -117,9 +118,11 @@ def install_state_changes(sim):
 
     def started(instance, resuming):
         """EC2's LaunchTime is the last start's; a guest resumed from hibernation has its agent's
-        resumed_at after `pending` and the resume."""
+        resumed_at after `pending` and the resume; any other boots (sim.boot)."""
         instance.launch_time = utcnow()
         instance.sim_resumed = time.monotonic() + sim.t["pending"] + sim.t["resume"] if resuming else -math.inf
+        if not resuming:
+            sim.boot(instance, sim.t["pending"])
 
     def hibernating(instance):
         """Seconds `instance` spends stopping: a stop's, or EC2's force-stop time when its guest drops

@@ -18,7 +18,9 @@ TIMINGS = {
     "queue_name_reuse": 60.0,
     "describe_lag": 2.0,
     "agent_setup": 120.0,
+    "agent_boot": 10.0,
     "agent_resume_threshold": 30.0,
+    "volume_first_read": 4.4,
     "force_stop": 1200.0,
     "snapshot_release": 5.0,
     "table_create": 10.0,
@@ -75,6 +77,11 @@ SQS_SAMPLE_SECONDS = 0.1
 def timings(scale):
     """TIMINGS, each multiplied by `scale`."""
     return {name: seconds * scale for name, seconds in TIMINGS.items()}
+
+
+def guest_boots(entries):
+    """{instance id: (boot, agent)} of each instance's last GuestBoot in the journal's `entries`."""
+    return {e["instances"][0]: (e["boot"], e["agent"]) for e in entries if e["action"] == "GuestBoot"}
 
 
 def read_journal(state_dir):
@@ -146,12 +153,26 @@ class Simulation:
                     f"The instance can't be hibernated because it was not configured at launch for hibernation: {instance.id}",
                 )
 
+    def boot(self, instance, after):
+        """The guest of `instance` boots once its `pending` ends, `after` s from now: the OS's boot
+        (longer on the volume's first boot, whose blocks come from S3: `volume_first_read`), then
+        the agent's boot work (`agent_boot`). Journalled as GuestBoot, which the local launcher
+        follows (its `boot`: seconds from `running` to the worker's start)."""
+        first_read = 0.0 if getattr(instance, "sim_volume_read", False) else self.t["volume_first_read"]
+        instance.sim_volume_read = True
+        boot = self.t["boot"] + first_read
+        instance.sim_guest_up = time.monotonic() + after + boot + self.t["agent_boot"]
+        self.record("GuestBoot", [instance.id], boot=round(boot, 3), agent=round(self.t["agent_boot"], 3))
+
     def guest_drops_hibernation(self, instance):
         """Why the guest's hibernation agent would ignore the sleep button now, or None."""
         now = time.monotonic()
         since_launch = now - getattr(instance, "sim_launched", -math.inf)
         if since_launch < self.t["agent_setup"]:
             return f"launched {since_launch:.2f} s ago: the agent is still setting up its swap file"
+        until_up = getattr(instance, "sim_guest_up", -math.inf) - now
+        if until_up > 0:
+            return f"booting: the guest and its agent's boot work (swap offset, dracut) done in {until_up:.2f} s"
         since_resume = now - getattr(instance, "sim_resumed", -math.inf)
         if since_resume < self.t["agent_resume_threshold"]:
             return f"resumed {since_resume:.2f} s ago: the agent ignores the sleep button that soon"

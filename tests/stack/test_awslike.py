@@ -107,6 +107,28 @@ class AwsLikeTest(unittest.TestCase):
         self.ec2.stop_instances(InstanceIds=[later], Hibernate=True)
         self.assertIn("resumed", self.dropped(later))
 
+    def test_a_booting_guest_drops_the_sleep_button_and_only_its_first_boot_reads_the_volume_from_s3(self):
+        instance = self.launch(HibernationOptions={"Configured": True})
+        launched = time.monotonic()
+        wait_until(lambda: self.state(instance) == "running", 10, what="running")
+        wait_until(
+            lambda: time.monotonic() - launched > SECONDS["agent_setup"], SECONDS["agent_setup"] + 10, what="the agent set up"
+        )
+        self.ec2.stop_instances(InstanceIds=[instance])  # plainly: the next start boots
+        wait_until(lambda: self.state(instance) == "stopped", 10, what="stopped")
+        self.ec2.start_instances(InstanceIds=[instance])
+        wait_until(lambda: self.state(instance) == "running", 10, what="running")
+        # Running, but its OS and then the agent's boot work (swap offset, dracut) take a while yet.
+        self.ec2.stop_instances(InstanceIds=[instance], Hibernate=True)
+        self.assertIn("booting", self.dropped(instance))
+        boots = [
+            e["boot"]
+            for e in awslike.read_journal(self.moto_state)
+            if e["action"] == "GuestBoot" and e["instances"] == [instance]
+        ]
+        first_read = SECONDS["volume_first_read"]
+        self.assertEqual(boots, [round(SECONDS["boot"] + first_read, 3), round(SECONDS["boot"], 3)], "the first boot only")
+
     def dropped(self, instance):
         """Why the guest dropped the hibernation of `instance` (the journal's one entry for it)."""
         (entry,) = [

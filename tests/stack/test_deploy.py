@@ -737,7 +737,7 @@ class ScriptsTest(unittest.TestCase):
             "FR_MIN_INSTANCES": "2",
             "FR_HIBERNATE": "0",
             "FR_HIBERNATE_AFTER_LAUNCH": "300",
-            "FR_HIBERNATE_AFTER_START": "90",
+            "FR_HIBERNATE_AFTER_RESUME": "90",
             "FR_SCALE_IN_GRACE": "4",
             "FR_SQS_COUNT_LAG": "30",
             "FR_VISIBILITY_TIMEOUT": "45",

@@ -38,8 +38,9 @@ MAX_INSTANCES = 15
 POOL_SIZE = 30  # with as many spare members (FR_SPARE_INSTANCES's default)
 SMALL_POOL = 4
 SCALE_IN_LIMIT = 2.0
-# The AWS-like stack's delays, and the autoscaler's hibernation waits, at the tests' scale.
-SECONDS = dict(awslike.timings(TIME_SCALE), hibernate_after_launch=120 * TIME_SCALE, hibernate_after_start=60 * TIME_SCALE)
+# The AWS-like stack's delays, and the autoscaler's hibernation waits, at the tests' scale; `busy`:
+# long enough for a booted guest to be up (pending, boot, the volume's first read, the agent's work).
+SECONDS = dict(awslike.timings(TIME_SCALE), hibernate_after_launch=120 * TIME_SCALE, busy=60 * TIME_SCALE)
 
 
 class ScalingTest(unittest.TestCase):
@@ -65,7 +66,7 @@ class ScalingTest(unittest.TestCase):
         # a start (pool.hibernation_unready, at this stack's scaled timings): until then, plain stops.
         launched = pool.details(self.ec2, [first])[first]["launched"]
         wait_until(lambda: time.time() - launched > SECONDS["hibernate_after_launch"] + 1, 30, what="agent set up")
-        answers = uploads_for(self.url, SECONDS["hibernate_after_start"] + 2)
+        answers = uploads_for(self.url, SECONDS["busy"] + 2)
         answers.append(upload_once_all_stopped(self.ec2, self.config, self.url))
         self.assertEqual(set(answers), {(200, "test_00:Paul\n")})
         # One upload after another: instance 1 (lowest number) answered them all, hibernated, resumed.

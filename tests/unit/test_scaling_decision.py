@@ -1,7 +1,7 @@
 import unittest
 
 from autoscaler import desired, work
-from core import settings
+from core import guest, settings
 from scaling.pool import hibernation_unready, missing, plan
 
 
@@ -84,33 +84,78 @@ class PlanTest(unittest.TestCase):
                 members = [member(n, state) for n, state in enumerate(states, start=1)]
                 self.assertEqual(plan(members, target), ([f"i-{n}" for n in start], [f"i-{n}" for n in stop]))
 
-    def test_hibernated_members_start_first(self):
-        members = [member(n, "stopped") for n in range(1, 5)]
-        self.assertEqual(plan(members, 2, warm={"i-3", "i-4"}), (["i-3", "i-4"], []))
-        self.assertEqual(plan(members, 3, warm={"i-4"}), (["i-4", "i-1", "i-2"], []))
+    def test_warm_members_start_before_cold_ones_and_stopping_ones_never(self):
+        # (states of members 1.., warm (hibernated) members, target, started): a burst back to back
+        # finds the last burst's members stopping, and starts spares, the warm ones first.
+        cases = [
+            (["stopped"] * 4, {3, 4}, 2, [3, 4], "hibernated first"),
+            (["stopped"] * 4, {4}, 3, [4, 1, 2], "then the cold, lowest numbers first"),
+            (["stopping"] * 2 + ["stopped"] * 4, {5, 6}, 2, [5, 6], "the burst's members stopping: warm spares"),
+            (["stopping"] * 2 + ["stopped"] * 4, {1, 2, 6}, 2, [6, 3], "a stopping member is not started, warm or not"),
+            (["running", "stopped", "stopped"], {3}, 2, [3], "one more: the warm one"),
+            (["stopped"] * 3, set(), 2, [1, 2], "none warm: lowest numbers"),
+        ]
+        for states, warm, target, started, why in cases:
+            with self.subTest(why):
+                members = [member(n, state) for n, state in enumerate(states, start=1)]
+                self.assertEqual(plan(members, target, warm={f"i-{n}" for n in warm}), ([f"i-{n}" for n in started], []))
 
     def test_missing_members_by_name(self):
         self.assertEqual(missing([member(1, "stopped"), member(3, "running")], 4), ["app-tier-instance-2", "app-tier-instance-4"])
 
 
 class HibernationReadinessTest(unittest.TestCase):
-    def test_a_member_is_hibernated_only_once_ec2_says_the_guest_is_ready(self):
-        # The defaults: FR_HIBERNATE_AFTER_LAUNCH=120, FR_HIBERNATE_AFTER_START=60; EC2's times are
-        # whole seconds, so a second is allowed for.
+    def test_a_member_is_hibernated_only_once_its_guest_says_it_will(self):
+        # The defaults: FR_HIBERNATE_AFTER_LAUNCH=120, FR_HIBERNATE_AFTER_RESUME=32; EC2's times are
+        # whole seconds, so a second is allowed for. The mark: the guest's word (core/guest.py), in
+        # seconds before `now`; a mark from before the last start is an earlier start's.
         config = settings.load_config({})
         now = 1_000_000.0
+        silent = "its guest has not said it is up since its start (booting, or resuming)"
         cases = [
-            ((True, 3600, 600), None, "launched and started long ago: ready"),
-            ((False, 3600, 600), "not launched for hibernation", "a plain member"),
-            ((True, 60, 60), "launched 59 s ago, under FR_HIBERNATE_AFTER_LAUNCH=120", "the agent still sets up"),
-            ((True, 3600, 20), "started 19 s ago, under FR_HIBERNATE_AFTER_START=60", "resumed moments ago"),
-            ((True, 3600, 60.5), "started 60 s ago, under FR_HIBERNATE_AFTER_START=60", "a second is allowed for"),
-            ((True, 3600, 61.5), None, "past it"),
+            ((True, 3600, 600, ("ready", 580)), None, "booted long ago, the agent's work done: ready"),
+            ((True, 3600, 20, ("ready", 2)), None, "a boot needs no wait once its guest is up"),
+            ((False, 3600, 600, ("ready", 580)), "not launched for hibernation", "a plain member"),
+            ((True, 60, 60, ("ready", 30)), "launched 59 s ago, under FR_HIBERNATE_AFTER_LAUNCH=120", "the agent sets up"),
+            ((True, 3600, 20, None), silent, "never marked: a booting guest"),
+            ((True, 3600, 20, ("ready", 900)), silent, "an earlier boot's mark: booting again"),
+            ((True, 3600, 20, ("resumed", 900)), silent, "an earlier resume's mark"),
+            ((True, 3600, 20, ("ready", 20.5)), silent, "marked before EC2's LaunchTime: an earlier start's"),
+            ((True, 3600, 20, ("resumed", 10)), "resumed 10 s ago, under FR_HIBERNATE_AFTER_RESUME=32", "just resumed"),
+            ((True, 3600, 40, ("resumed", 31.5)), "resumed 32 s ago, under FR_HIBERNATE_AFTER_RESUME=32", "at the edge"),
+            ((True, 3600, 40, ("resumed", 32)), None, "past it"),
         ]
-        for (hibernates, launched_ago, started_ago), expected, why in cases:
+        for (hibernates, launched_ago, started_ago, marked), expected, why in cases:
             with self.subTest(why):
-                member = dict(hibernates=hibernates, launched=now - launched_ago, started=now - started_ago)
+                member = dict(
+                    hibernates=hibernates,
+                    launched=now - launched_ago,
+                    started=now - started_ago,
+                    guest=(marked[0], now - marked[1]) if marked else None,
+                )
                 self.assertEqual(hibernation_unready(member, now, config), expected)
+
+    def test_the_guest_mark_reads_back_and_anything_else_is_no_mark(self):
+        tags = [{"Key": "Name", "Value": "app-tier-instance-1"}, {"Key": guest.GUEST_TAG, "Value": guest.mark("ready", 12.5)}]
+        self.assertEqual(guest.mark_of(tags), ("ready", 12.5))
+        for value in ("", "ready", "ready soon", "booting 12", "resumed 1e3"):
+            with self.subTest(value=value):
+                expected = ("resumed", 1000.0) if value == "resumed 1e3" else None
+                self.assertEqual(guest.mark_of([{"Key": guest.GUEST_TAG, "Value": value}]), expected)
+        self.assertIsNone(guest.mark_of([]))
+
+    def test_the_agent_is_finished_only_once_its_unit_has_run_and_exited_with_success(self):
+        done = {"LoadState": "loaded", "ActiveState": "inactive", "Result": "success", "ExecMainExitTimestampMonotonic": "9"}
+        self.assertTrue(guest.agent_finished(done))
+        for change, why in [
+            ({"ActiveState": "active"}, "still at work"),
+            ({"ExecMainExitTimestampMonotonic": "0"}, "not run yet this boot"),
+            ({"Result": "exit-code", "ActiveState": "failed"}, "failed"),
+            ({"LoadState": "not-found"}, "no agent"),
+        ]:
+            with self.subTest(why):
+                self.assertFalse(guest.agent_finished({**done, **change}))
+        self.assertFalse(guest.agent_finished({}), "no systemctl")
 
 
 if __name__ == "__main__":
