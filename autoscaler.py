@@ -103,7 +103,7 @@ class Autoscaler:
         target = desired(
             visible, in_flight, running, self.config.max_instances, idle, self.config.scale_in_grace, self.config.min_instances
         )
-        started, stopped = self.pool.resize(members, target)
+        started, stopped = self.pool.resize(members, target, idle=not visible + in_flight)
         decision = dict(
             waiting=waiting,
             visible=visible,

@@ -1,9 +1,19 @@
-"""The app tier's pool as provisioning makes it: every member launched once, stopped, in the
-app tier's own security group."""
+"""The app tier's pool as provisioning makes it: every member launched once, warmed up (booted
+until its guest is up, then hibernated: scaling/warming.py) or stopped, in the app tier's own
+security group."""
 
+import threading
+import time
+
+import common
 from core import settings
 from deploy.base import INSTANCE_PATIENCE, PROFILE_PATIENCE
-from scaling import launching, pool
+from scaling import launching, pool, warming
+
+log = common.EventLog("provision")
+
+# How often the warm-up looks at the members it waits for.
+WARM_POLL_SECONDS = 1.0
 
 
 class PoolSteps:
@@ -13,7 +23,8 @@ class PoolSteps:
         """All FR_MAX_INSTANCES + FR_SPARE_INSTANCES members, stopped. EC2 creates an instance
         `pending` and refuses to stop it until it runs: members are launched in waves of at most
         FR_MAX_INSTANCES (what ensure_vcpus found room for), each wave waited on until it runs, then
-        stopped (plainly: too soon after launch to hibernate). The waits name the instances
+        warmed up (FR_WARM_UP: hibernated once its guest will, so that the first burst resumes it)
+        or stopped plainly. The waits name the instances
         RunInstances returned, so a member not yet visible to describe is still stopped. Once the
         web host runs, its autoscaler owns the pool: it launches the missing members itself.
         Launching them here too would race it (each sees a name missing and launches one: the name
@@ -30,29 +41,60 @@ class PoolSteps:
         launches, created = launching.Launches(), {}
         while True:
             members = pool.describe(self.ec2, config)
-            self._stop_active([i["id"] for i in members if i["state"] in pool.ACTIVE_STATES])
+            self._settle([i["id"] for i in members if i["state"] in pool.ACTIVE_STATES])
             launched = launching.repair(self.ec2, config, members, PROFILE_PATIENCE, launches)
             created.update(launched)
             if not launched:
                 break
-            self._stop_active(list(launched.values()))
+            self._settle(list(launched.values()))
         state = f"created {len(created)}" if created else "exists"
         pool.wait_for(self.ec2, [i["id"] for i in pool.describe(self.ec2, config)], ["stopped"], INSTANCE_PATIENCE)
         return state, self.pool_what()
 
     def pool_what(self):
         config = self.config
+        stopped = "hibernated (warmed up: booted once, until its guest is up)" if warming.Warming(config).on else "stopped"
         return (
-            f"pool of {config.pool_size} stopped {pool.APP_TIER_NAME}-N ({config.max_instances} + "
+            f"pool of {config.pool_size} {stopped} {pool.APP_TIER_NAME}-N ({config.max_instances} + "
             f"{config.pool_size - config.max_instances} spare) from {config.ami_id}"
         )
 
-    def _stop_active(self, ids):
-        """Wait for the instances `ids` (pending or running) to run, stop them, wait until stopped."""
+    def warm_up_what(self):
+        """The dry run's words for the warm-up: how long each wave of it takes at least."""
+        if not warming.Warming(self.config).on:
+            return " (none once the web host runs)"
+        return (
+            f", each wave warmed up: run until FR_HIBERNATE_AFTER_LAUNCH={self.config.hibernate_after_launch:g} s after its"
+            " launch and its guest is up, then hibernated (none once the web host runs)"
+        )
+
+    def _settle(self, ids):
+        """Wait for the instances `ids` (pending or running) to run, warm them up (FR_WARM_UP) or
+        stop them plainly, and wait until they are stopped."""
         if ids:
             pool.wait_for(self.ec2, ids, ["running"], INSTANCE_PATIENCE)
-            self.ec2.stop_instances(InstanceIds=ids)
+            cold = self._warm_up(ids) if warming.Warming(self.config).on else ids
+            if cold:
+                self.ec2.stop_instances(InstanceIds=cold)
             pool.wait_for(self.ec2, ids, ["stopped"], INSTANCE_PATIENCE)
+
+    def _warm_up(self, ids):
+        """Hibernate each of the running members `ids` as soon as its guest will (after the launch
+        rule, once its worker has said the agent's boot work is done: pool.hibernation_unready);
+        those it gave up on (scaling/warming.py, PATIENCE), to stop plainly."""
+        warm_up, cold = warming.Warming(self.config), []
+        warm_up.begin(ids)
+        while warm_up.started:
+            states = pool.instance_states(self.ec2, list(warm_up.started))
+            members = [{"id": i, "state": state} for i, state in states.items()]
+            ready, overdue = warm_up.due(members, pool.details(self.ec2, list(states)), time.time())
+            if ready:
+                _, plain = pool.stop(self.ec2, ready, self.config)
+                for instance, why in plain.items():
+                    log.info("stopped_plainly", instance=instance, reason=why)
+            cold += overdue
+            threading.Event().wait(WARM_POLL_SECONDS if warm_up.started else 0)
+        return cold
 
     def _ours(self, names, states):
         return pool.ours(self.ec2, self.config, names, states)

@@ -141,7 +141,7 @@ class Provisioner(RoleSteps, AccountSteps, StorageSteps, AdminKeySteps, PoolStep
                 f"security group {launching.app_security_group_name(config)} (app tier: no inbound, all outbound)",
                 self.ensure_app_security_group,
             ),
-            (f"{self.pool_what()}, launched {config.max_instances} at a time (none once the web host runs)", self.ensure_pool)
+            (f"{self.pool_what()}, launched {config.max_instances} at a time{self.warm_up_what()}", self.ensure_pool)
             if config.ami_id
             else ("app-tier pool: set FR_AMI_ID (./setup.sh bake-ami makes one)", None),
             *(

@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 import common
 from core import cloud, guest
 from core.settings import PREFIX_TAG
-from scaling import launching
+from scaling import launching, warming
 
 log = common.EventLog("pool")
 
@@ -245,6 +245,7 @@ class Pool:
         self.watch = Watch(ec2, config)
         self.launches = launching.Launches(config)
         self.warm = None  # members hibernated: EC2's word at the first observation, then this process's
+        self.warming = warming.Warming(config)  # cold members booted while idle, to hibernate
         self.stale = set()  # members hibernated too long, to start (and stop plainly)
         self.refresh_due = -math.inf
         self.wall_clock = wall_clock
@@ -267,20 +268,40 @@ class Pool:
             self.repairs.failed(e)
             return members
         self.repairs.recovered()
+        self.warming.begin(launched.values())  # running: warmed now, not stopped cold and booted again
         # Described again when it launched: the pool remembered is incomplete.
         return self.watch.observe() if launched else members
 
-    def resize(self, members, target):
+    def resize(self, members, target, idle=False):
         """Start and stop members of `members` (as observed) so that `target` run: (started ids,
-        stopped ids)."""
-        started, stopped = plan(members, target, self.warm or ())
+        stopped ids). Members warming (scaling/warming.py) are the warm-up's: not planned, but
+        counted against FR_MAX_INSTANCES, while `idle` (no work): then, when nothing else starts or
+        stops, cold members are started to be warmed, and each warming member is hibernated once it may be."""
+        if not idle:
+            self.warming.release()
+        busy = self.warming.active(members)
+        others = [m for m in members if m["id"] not in busy]
+        room = self.config.max_instances - len(busy)
+        started, stopped = plan(others, min(target, room), self.warm or ())
         started += [i for i in self.refresh(members, active(members) + len(started)) if i not in started]
-        if started:
-            self.ec2.start_instances(InstanceIds=started)
+        cold = []
+        # Only once the pool has settled after a burst (none of its members still stopping, or
+        # pending): the scale-in is seen through (0 running within seconds of the last answer).
+        settled = not any(m["state"] in ("pending", "stopping") for m in others)
+        if idle and settled and not started and not stopped:
+            cold = self.warming.cold(members, (self.warm or set()) | self.stale, self.config.max_instances - active(members))
+        if started or cold:
+            self.ec2.start_instances(InstanceIds=started + cold)
             self.warm = (self.warm or set()) - set(started)
+            self.warming.begin(cold)
         if stopped:
             self.stop(stopped, members)
-        return started, stopped
+        if busy:
+            ready, overdue = self.warming.due(members, details(self.ec2, list(busy)), self.wall_clock())
+            if ready or overdue:
+                self.stop(ready + overdue, members)
+                stopped += ready + overdue
+        return started + cold, stopped
 
     def stop(self, ids, members):
         """Hibernate (FR_HIBERNATE) or stop the members `ids`; each one stopped plainly though

@@ -241,6 +241,21 @@ def host_env(config, env, host_settings, port):
 SCALED = ("FR_HIBERNATE_AFTER_LAUNCH", "FR_HIBERNATE_AFTER_RESUME", "FR_SQS_COUNT_LAG")
 
 
+def provision_config(config, env):
+    """The configuration the local stack provisions with: on the AWS-like stack the warm-up waits
+    out the guest's rules scaled as the host's services' are (scaled_env, `env`: this process's);
+    moto's plain instances have no guest rules to wait out, and no warm-up (the autoscaler warms
+    the pool once it is idle past FR_HIBERNATE_AFTER_LAUNCH)."""
+    if config.simulate != "aws":
+        return dataclasses.replace(config, warm_up=False)
+    scaled = scaled_env(config, {name: env[name] for name in SCALED if name in env})
+    return dataclasses.replace(
+        config,
+        hibernate_after_launch=float(scaled["FR_HIBERNATE_AFTER_LAUNCH"]),
+        hibernate_after_resume=float(scaled["FR_HIBERNATE_AFTER_RESUME"]),
+    )
+
+
 def scaled_env(config, env):
     """The host's services' environment: on the AWS-like stack, the guest's hibernation rules and
     SQS's count lag are scaled like every other delay, and so are the autoscaler's waits for them

@@ -23,6 +23,7 @@ operator), which the AWS-like stack checks (simulation/awsiam.py). Logs go to FR
 workers after the web tier (requests in progress are answered), moto last.
 """
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -37,7 +38,15 @@ from deploy.provision import provision
 from scaling import pool
 from simulation import awsiam, awslike
 from simulation.forkserver import READY, parse_event, start_command, worker_config
-from simulation.hostservices import HostServices, WebHost, follow_web_host, restart_failed, scaled_env, start_host_services
+from simulation.hostservices import (
+    HostServices,
+    WebHost,
+    follow_web_host,
+    provision_config,
+    restart_failed,
+    scaled_env,
+    start_host_services,
+)
 from simulation.netlink import Link
 from simulation.procs import Child
 
@@ -224,6 +233,34 @@ def hibernated(ec2, ids):
     }
 
 
+@contextlib.contextmanager
+def guests_meanwhile(launcher, forkserver):
+    """The launcher's steps in a thread of their own while the block runs, from when the fork
+    server is ready: the guests of the instances provisioning launches, which its warm-up waits
+    for. A step that fails ends them, and is raised when the block ends."""
+    done, failed = threading.Event(), []
+
+    def steps():
+        try:
+            forkserver.wait_for(READY, START_TIMEOUT)
+            while not done.is_set():
+                launcher.step()
+                done.wait(LAUNCH_INTERVAL)
+        except Exception as e:
+            log.error("guests_failed", error=e, detail="no guest runs: provisioning's warm-up waits in vain")
+            failed.append(e)
+
+    thread = threading.Thread(target=steps, name="guests", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+    if failed:
+        raise failed[0]
+
+
 def run(config, stop):
     logs = statefiles.log_dir(config.state_dir)
     logs.mkdir(parents=True, exist_ok=True)
@@ -259,7 +296,13 @@ def run(config, stop):
             commands=True,
         )
         services.append(forkserver)
-        provision(config, lambda service: cloud.client(config, service))
+        if config.simulate == "aws":
+            timings = awslike.timings(config.simulate_time_scale)
+            launcher = Launcher(config, ec2, forkserver, timings["resume"], links=("127.0.0.1", int(moto_port)))
+        else:
+            launcher = Launcher(config, ec2, forkserver)
+        with guests_meanwhile(launcher, forkserver):  # provisioning's warm-up waits for guests
+            provision(provision_config(config, os.environ), lambda service: cloud.client(config, service))
         if not config.admin_token:
             # As on a web host: the web tier reads the admin key provisioning made (deploy/adminkey.py).
             web_env = {**web_env, "FR_ADMIN_TOKEN_PARAMETER": config.admin_key_parameter}
@@ -267,11 +310,6 @@ def run(config, stop):
         web, port, scaler = start_host_services(config, services_env, logs, services)
         host = HostServices(web, port, scaler, services_env)
         forkserver.wait_for(READY, START_TIMEOUT)
-        if config.simulate == "aws":
-            timings = awslike.timings(config.simulate_time_scale)
-            launcher = Launcher(config, ec2, forkserver, timings["resume"], links=("127.0.0.1", int(moto_port)))
-        else:
-            launcher = Launcher(config, ec2, forkserver)
         web_host = WebHost(config, ec2, cloud.client(config, "ssm"), cloud.client(config, "s3"))
         # From now on this stack runs (and reports) the Run Commands sent to any web host.
         awslike.serve_as_agent(config.state_dir, settings.WEB_HOST_NAME)

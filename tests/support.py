@@ -61,7 +61,9 @@ def start(testcase, name, args, env, ready, timeout=START_TIMEOUT):
 def start_local_stack(testcase, prefix, state, **fr):
     """The whole local stack (what `./setup.sh local` runs) for FR_PREFIX `prefix`, with FR_STATE_DIR
     `state` and the stand-in model, on free ports, stopped at the cleanup of `testcase` (see
-    start): (its Child, the web tier's URL, moto's endpoint)."""
+    start): (its Child, the web tier's URL, moto's endpoint). FR_WARM_UP=0 unless `fr` says
+    otherwise: the warm-up (ScalingTest's to test) boots every member once more before the stack is
+    ready, and again after bursts."""
     weights, gallery = stand_in_files()
     env = child_env(
         FR_PORT=0,
@@ -71,7 +73,7 @@ def start_local_stack(testcase, prefix, state, **fr):
         FR_STATE_DIR=state,
         FR_WEIGHTS=weights,
         FR_GALLERY=gallery,
-        **fr,
+        **{"FR_WARM_UP": 0, **fr},
     )
     stack, ready = start(testcase, f"{prefix}-localstack", LOCAL_STACK, env, r"event=ready url=(\S+) endpoint=(\S+)")
     return stack, ready[1], ready[2]

@@ -2,16 +2,17 @@
 and writes the same numbers as JSON (var/bench.json), so runs can be compared across commits.
 
     .venv/bin/python -m tools.bench [--requests 100] [--concurrency 100] [--sequential 50] [--aws-like SCALE]
-                                    [--hibernate 0|1] [--min-instances N] [--spare-instances N] [--results-table]
+                                    [--hibernate 0|1] [--warm-up 0|1] [--min-instances N] [--spare-instances N] [--results-table]
 
 `--aws-like SCALE` runs the stack AWS-like (FR_SIMULATE=aws, simulation/awslike/) with AWS's timings
 times SCALE (1: as on AWS): instances take time in `pending`, boot before their worker starts,
-take time to stop, SQS's counts trail the truth; the cold start is then split into those steps.
-A back-to-back burst follows 5 s (AWS's, scaled) after the first one's scale-in, while its members
-are still stopping (spare members take it; `--spare-instances 0` shows it without them); then a
-second burst once every instance has stopped (after an idle spell): from hibernation where members
-ran long enough to be hibernated (`--hibernate 1`, the default), else from a plain stop (a fresh
-boot), and with `--min-instances N` from a warm floor of N running instances. Without --aws-like,
+take time to stop, SQS's counts trail the truth; provisioning warms the pool up (FR_WARM_UP,
+`--warm-up 0` to leave it cold). The first burst's first answer is split into its steps (from a
+resume, or from a boot). A back-to-back burst follows 5 s (AWS's, scaled) after the first one's
+scale-in, while its members are still stopping (spare members take it; `--spare-instances 0` shows
+it without them); then IDLE_BURSTS bursts, each once the pool is at rest after the one before (an
+idle spell: every member stopped, and warmed up again where it stopped plainly), and with
+`--min-instances N` from a warm floor of N running instances. Without --aws-like,
 moto starts instances at once (the stack's own costs, comparable across commits). With
 `--results-table` (FR_RESULTS_TABLE=1) the first burst is followed at once by the course's rerun:
 the same uploads again, the input bucket emptied, answered from the table (whole run / N).
@@ -81,39 +82,51 @@ from tools.measures import (
 # and every 2 s still 3 CPU-s of a 1000-upload burst. Memory changes slowly; it is also sampled once
 # at the end of the burst.
 SAMPLE_EVERY = 5.0
+# Bursts after an idle spell (the pool at rest: stopped, and warmed up again), one after another.
+IDLE_BURSTS = 3
 
 
-def second_burst(url, ec2, jobs, expected, concurrency, timings, stack_log):
-    """A burst from a pool stopped after the first one (hibernated, or plainly stopped), split into
-    its steps: the first answer, and all answered."""
-    config = settings.load_config({"FR_PREFIX": "bench"})
-    wait_until(
-        lambda: not {i["state"] for i in pool.describe(ec2, config)} & {"stopping", "pending"},
-        timings["stopping"] * 2 + 60,
-        interval=0.5,
-        what="every instance stopped after the first burst",
+def at_rest(ec2, config, warm):
+    """Whether the pool is at rest after a burst: every member stopped, and with `warm` (the stack
+    hibernates and warms up) every member launched for hibernation hibernated (warming.py's
+    idle-spell work done)."""
+    members = pool.describe(ec2, config)
+    return {i["state"] for i in members} == {"stopped"} and (
+        not warm or all(i["hibernated"] or not i["hibernates"] for i in members)
     )
+
+
+def idle_burst(url, ec2, jobs, expected, concurrency, timings, stack_log, warm):
+    """A burst once the pool is at rest after the previous one (an idle spell): its first answer,
+    all answered, and the first answer's steps (a resume, or a boot)."""
+    config = settings.load_config({"FR_PREFIX": "bench"})
+    rested = time.monotonic()
+    wait_until(lambda: at_rest(ec2, config, warm), timings["stopping"] * 6 + 300, interval=0.5, what="the pool at rest")
     t0 = time.time()
     burst = Run(url, jobs, concurrency, expected).go()
-    first = t0 + burst["first_answer_s"]
-    steps = {
+    return {
+        "idle_spell_s": round(time.monotonic() - rested - burst["seconds"], 1),
         "wrong_or_failed": burst["count"] - burst["ok"],
         "first_answer_s": burst["first_answer_s"],
         "all_answered_s": burst["seconds"],
+        "split": first_answer_split(t0, t0 + burst["first_answer_s"], timings, stack_log),
     }
+
+
+def first_answer_split(t0, first, timings, stack_log):
+    """The steps to a burst's first answer (from `t0`, at `first`): from a resume when a worker
+    resumed before it, else from a boot (cold_start_split)."""
     decided = log_time(LOG_DIR / "autoscaler.log", r"event=decision .* started=[1-9]", t0)
     resumed = log_time(stack_log, "event=worker_resumed", t0)
-    if resumed and resumed < first:
-        steps.update(
-            scale_decision_s=round(decided - t0, 3),
-            ec2_pending_s=round(timings["pending"], 3),
-            resume_s=round(timings["resume"], 3),
-            launcher_lag_s=round(resumed - decided - timings["pending"] - timings["resume"], 3),
-            resumed_to_first_answer_s=round(first - resumed, 3),
-        )
-    else:
-        steps["split"] = cold_start_split(t0, first, timings)
-    return steps
+    if not (timings and decided and resumed and resumed < first):
+        return cold_start_split(t0, first, timings)
+    return dict(
+        scale_decision_s=round(decided - t0, 3),
+        ec2_pending_s=round(timings["pending"], 3),
+        resume_s=round(timings["resume"], 3),
+        launcher_lag_s=round(resumed - decided - timings["pending"] - timings["resume"], 3),
+        resumed_to_first_answer_s=round(first - resumed, 3),
+    )
 
 
 def pool_repair(ec2, config, number=7):
@@ -181,13 +194,14 @@ def arguments():
         "--aws-like", type=float, metavar="SCALE", help="AWS-like stack with AWS's timings times SCALE (1: as on AWS)"
     )
     parser.add_argument("--hibernate", type=int, choices=(0, 1), default=1, help="FR_HIBERNATE of the stack")
+    parser.add_argument("--warm-up", type=int, choices=(0, 1), default=1, help="FR_WARM_UP of the stack")
     parser.add_argument("--min-instances", type=int, default=0, help="FR_MIN_INSTANCES: the warm floor")
     parser.add_argument("--spare-instances", type=int, help="FR_SPARE_INSTANCES (default: as many as the maximum)")
     parser.add_argument("--results-table", action="store_true", help="FR_RESULTS_TABLE=1, and the course's rerun")
     return parser.parse_args()
 
 
-def burst(url, ec2, processes, jobs, expected, args, timings):
+def burst(url, ec2, processes, jobs, expected, args, timings, stack_log):
     """The first burst, from a pool at rest: answers, latencies, CPU by role, scale-in."""
     stop_sampling = threading.Event()
 
@@ -223,7 +237,7 @@ def burst(url, ec2, processes, jobs, expected, args, timings):
     results["burst_cpu_share_moto"] = round(cpu.get("moto", 0) / sum(cpu.values()), 2)
     # The load generator (this process: 100 client threads, and the memory sampler) shares the cores too.
     results["burst_cpu_seconds_load_generator"] = round(client_cpu, 2)
-    results["cold_start"] = cold_start_split(t0, t0 + answered["first_answer_s"], timings)
+    results["first_answer_split"] = first_answer_split(t0, t0 + answered["first_answer_s"], timings, stack_log)
     return results
 
 
@@ -296,8 +310,10 @@ def main():
         "spare_instances": args.spare_instances,
     }
     try:
-        # An AWS-like stack provisions its pool as on AWS: launched (in waves), waited on until running, stopped.
-        ready = stack.wait_for(r"event=ready url=(\S+) endpoint=(\S+)", 120 + (timings or {}).get("stopping", 0) * 5)
+        # An AWS-like stack provisions its pool as on AWS: launched (in waves), waited on until
+        # running, warmed up (each wave run past the launch rule until its guests are up) and stopped.
+        patience = 120 + ((timings["agent_setup"] + timings["stopping"] * 4) * 2 if timings else 0)
+        ready = stack.wait_for(r"event=ready url=(\S+) endpoint=(\S+)", patience)
         url, endpoint = ready[1], ready[2]
         ec2, sqs, s3 = aws(endpoint, "ec2"), aws(endpoint, "sqs"), aws(endpoint, "s3")
         model_load = Path(LOG_DIR / "forkserver.log").read_text()
@@ -322,7 +338,7 @@ def main():
         ]
         results["model_direct_images_per_s"] = round(direct, 2)
         results["model_direct_batched_images_per_s"] = round(direct_batched, 2)
-        results.update(burst(url, ec2, processes, jobs, expected, args, timings))
+        results.update(burst(url, ec2, processes, jobs, expected, args, timings, stack_log))
         if args.results_table:
             results["rerun_from_table"] = rerun_from_table(url, s3, ec2, jobs, expected, args.concurrency)
         request_url = sqs.get_queue_url(QueueName="bench-req-queue")["QueueUrl"]
@@ -336,8 +352,12 @@ def main():
         if timings:
             results["back_to_back_burst"] = back_to_back_burst(url, ec2, jobs, expected, args.concurrency, timings)
             wait_until(lambda: running_instances(ec2) == args.min_instances, 120, interval=0.1, what="scale-in")
-            again = [(name, distinct_variant(data, f"again-{n}")) for n, (name, data) in enumerate(jobs)]
-            results["second_burst"] = second_burst(url, ec2, again, expected, args.concurrency, timings, stack_log)
+            warm = bool(args.hibernate and args.warm_up)
+            for number in range(1, IDLE_BURSTS + 1):  # each after an idle spell
+                again = [(name, distinct_variant(data, f"idle-{number}-{n}")) for n, (name, data) in enumerate(jobs)]
+                results[f"idle_burst_{number}"] = idle_burst(
+                    url, ec2, again, expected, args.concurrency, timings, stack_log, warm
+                )
             results["pool_repair_s"] = pool_repair(ec2, settings.load_config({"FR_PREFIX": "bench"}))
         results.update(memory(processes))
         results.update(one_at_a_time(url, endpoint, fixtures, args.sequential, args.results_table))
@@ -363,6 +383,7 @@ def stack_env(args, simulation, weights, gallery):
         FR_RESULTS_TABLE=int(args.results_table),
         FR_STATE_DIR=str(BENCH_STATE),
         FR_HIBERNATE=args.hibernate,
+        FR_WARM_UP=args.warm_up,
         FR_MIN_INSTANCES=args.min_instances,
         **simulation,
         **({} if args.spare_instances is None else {"FR_SPARE_INSTANCES": args.spare_instances}),
@@ -378,7 +399,8 @@ def report(results, json_path):
     Path(json_path).parent.mkdir(parents=True, exist_ok=True)
     Path(json_path).write_text(json.dumps(results, indent=2) + "\n")
     failed = [results["burst_wrong_or_failed"], results.get("iam_denied_calls")] + [
-        results.get(k, {}).get("wrong_or_failed") for k in ("rerun_from_table", "back_to_back_burst", "second_burst")
+        results.get(k, {}).get("wrong_or_failed")
+        for k in ("rerun_from_table", "back_to_back_burst", *(f"idle_burst_{n}" for n in range(1, IDLE_BURSTS + 1)))
     ]
     return 1 if any(failed) else 0
 

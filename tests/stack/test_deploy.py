@@ -71,6 +71,7 @@ class Deployment(unittest.TestCase):
             FR_MAX_INSTANCES=MAX_INSTANCES,
             FR_RESULTS_TABLE=1,
             FR_GALLERY=FIXTURES / "data.pt",
+            FR_WARM_UP=0,  # no guest runs here to say it is up: the warm-up is ScalingTest's
         )
         cls.config = settings.load_config({"FR_PREFIX": PREFIX, "FR_RESULTS_TABLE": "1"})
         cls.clients = {name: aws(cls.endpoint, name) for name in ("s3", "sqs", "ec2", "iam", "dynamodb", "ssm")}
@@ -654,6 +655,12 @@ class ScriptsTest(unittest.TestCase):
             done = run_setup_sh(env, "--dry-run", "provision")
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
         self.assertRegex(done.stdout, r"python3 is older than 3\.11: using python3\.1\d")
+
+    def test_the_provision_dry_run_says_the_warm_up_unless_it_is_off(self):
+        self.assertIn(
+            "each wave warmed up: run until FR_HIBERNATE_AFTER_LAUNCH=120 s", self.dry_run("provision", FR_AMI_ID="ami-0app")
+        )
+        self.assertNotIn("warmed up", self.dry_run("provision", FR_AMI_ID="ami-0app", FR_WARM_UP=0))
 
     def test_setup_sh_app_puts_the_hibernation_hooks_where_the_agents_way_of_hibernating_runs_them(self):
         self.assertIn("would check how /etc/acpi/actions/sleep.sh hibernates: 'systemctl hibernate'", self.dry_run("app"))

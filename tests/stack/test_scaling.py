@@ -1,6 +1,7 @@
 """End to end on the whole local stack (`simulation/localstack.py`, what `./setup.sh local` runs):
 moto, web tier, autoscaler and the launcher's worker processes, all on 127.0.0.1."""
 
+import collections
 import dataclasses
 import json
 import re
@@ -47,9 +48,10 @@ class ScalingTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.state = state_dir("scaling")
-        cls.stack, cls.url, endpoint = start_local_stack(cls, "scaling", cls.state, FR_MAX_INSTANCES=MAX_INSTANCES)
+        cls.stack, cls.url, endpoint = start_local_stack(cls, "scaling", cls.state, FR_MAX_INSTANCES=MAX_INSTANCES, FR_WARM_UP=1)
         cls.ec2, cls.sqs = aws(endpoint, "ec2"), aws(endpoint, "sqs")
         cls.config = settings.load_config({"FR_PREFIX": "scaling"})
+        cls.provisioned, cls.journal_at_start = pool.describe(cls.ec2, cls.config), awslike.read_journal(cls.state)
 
     def decisions(self):
         """The autoscaler's decisions so far, oldest first: {field: text} of its `event=decision` lines."""
@@ -58,24 +60,33 @@ class ScalingTest(unittest.TestCase):
             dict(re.findall(r"(\w+)=(\S+)", line.split("event=decision", 1)[1])) for line in lines if "event=decision" in line
         ]
 
+    def test_provisioning_warms_every_member_up_booting_each_once(self):
+        # Before the stack said it was ready: each member booted once (its volume's first read paid
+        # then), its guest said it was up, and it hibernated, within the vCPU quota's waves.
+        self.assertEqual(len(self.provisioned), POOL_SIZE)
+        self.assertEqual([m["name"] for m in self.provisioned if not m["hibernated"]], [], "members not hibernated")
+        boots = collections.Counter(e["instances"][0] for e in self.journal_at_start if e["action"] == "GuestBoot")
+        self.assertEqual((len(boots), set(boots.values())), (POOL_SIZE, {1}))
+        self.assertEqual([e for e in self.journal_at_start if e["action"] == "HibernationDropped"], [])
+        self.assertLessEqual(most_not_stopped(self.journal_at_start), MAX_INSTANCES, "past the vCPU quota's room")
+
     def test_a_member_that_ran_long_enough_hibernates_and_resumes_its_worker_with_the_model_loaded(self):
         # The next test starts from 0 running, whatever happens here.
         self.addCleanup(wait_until, lambda: running_instances(self.ec2) == 0, 30, what="0 running instances")
         first = instance_id(self.ec2, self.config, 1)
-        # The guest hibernates only once its agent is set up after launch, and not in the moments after
-        # a start (pool.hibernation_unready, at this stack's scaled timings): until then, plain stops.
-        launched = pool.details(self.ec2, [first])[first]["launched"]
-        wait_until(lambda: time.time() - launched > SECONDS["hibernate_after_launch"] + 1, 30, what="agent set up")
+        # The guest hibernates only once its agent is set up after launch and its guest is up, and
+        # not in the moments after a resume (pool.hibernation_unready, at this stack's scaled
+        # timings): the warm-up waits for that, so every member is hibernated once it is done.
+        wait_until(self.all_hibernated, 60, interval=0.5, what="every member hibernated (the warm-up)")
+        forked = workers_forked(self.stack, self.state, "app-tier-instance-1")
+        (pid,) = re.findall(rf"event=worker_started instance={first} pid=(\d+)", self.stack.tail(2000))[-1:]
+        # Resumed, instance 1 (lowest number) answers for longer than FR_HIBERNATE_AFTER_RESUME: the
+        # scale-in hibernates it again, and the upload once all are stopped resumes it.
         answers = uploads_for(self.url, SECONDS["busy"] + 2)
         answers.append(upload_once_all_stopped(self.ec2, self.config, self.url))
         self.assertEqual(set(answers), {(200, "test_00:Paul\n")})
-        # One upload after another: instance 1 (lowest number) answered them all, hibernated, resumed.
-        forked = workers_forked(self.stack, self.state, "app-tier-instance-1")
-        self.assertEqual(len(forked), 1, "one worker, frozen and resumed, not a second one started")
-        (pid,) = forked
-        lines = self.stack.tail(1000)
-        self.assertIn(f"event=worker_frozen instance={first} pid={pid}", lines)
-        self.assertIn(f"event=worker_resumed instance={first} pid={pid}", lines)
+        self.assertEqual(workers_forked(self.stack, self.state, "app-tier-instance-1"), forked, "a worker booted")
+        self.assertGreaterEqual(self.stack.tail(2000).count(f"event=worker_resumed instance={first} pid={pid}"), 2)
         stops = [e for e in awslike.read_journal(self.state) if e["action"] == "StopInstances" and first in e["instances"]]
         self.assertIn(True, [e.get("hibernate") for e in stops], "the autoscaler's stop hibernated it")
 
@@ -128,7 +139,9 @@ class ScalingTest(unittest.TestCase):
         quiet_until = time.monotonic() + SECONDS["sqs_count_lag"] * 2 + 1
         wait_until(lambda: time.monotonic() > quiet_until, 15, what="twice SQS's count lag")
         journal = awslike.read_journal(self.state)
-        self.assertEqual([e for e in journal[after:] if e["action"] == "StartInstances"], [], "started for old counts")
+        warmed = set(re.findall(r"event=warming instance=(\S+)", (statefiles.log_dir(self.state) / "autoscaler.log").read_text()))
+        for_work = [e for e in journal[after:] if e["action"] == "StartInstances" and not set(e["instances"]) <= warmed]
+        self.assertEqual(for_work, [], "started for old counts (not to warm members up)")
         self.assertEqual(refusals(self.state), [])
         self.assertEqual(denials(self.state), [], "IAM denied a call of the web or app role")
         self.assertEqual([e for e in journal if e["action"] == "HibernationDropped"], [])
@@ -144,6 +157,39 @@ class ScalingTest(unittest.TestCase):
             self.assertEqual(int(first["started"]), int(first["desired"]) - int(first["running"]), first)
         for url in cloud.queue_urls(self.sqs, self.config):
             wait_until(lambda: sum(queue_depth(self.sqs, url)) == 0, 10, what=f"{url} empty")
+
+    def all_hibernated(self):
+        return all(i["hibernated"] for i in pool.describe(self.ec2, self.config))
+
+    def test_cold_members_are_warmed_while_idle_so_that_the_next_burst_resumes_every_one(self):
+        # Whatever came before (provisioning's plain stops, bursts whose members booted or resumed
+        # moments before the scale-in), the idle pool boots each cold member once and hibernates it.
+        wait_until(self.all_hibernated, 60, interval=0.5, what="every member hibernated")
+        before = len(awslike.read_journal(self.state))
+        expected = expected_answers()
+        stems = sorted(expected)
+        answers = burst(self.url, stems)
+        wait_until(lambda: running_instances(self.ec2) == 0, SCALE_IN_LIMIT, interval=0.1, what="0 running after the burst")
+        self.assertEqual(answers, [(200, f"{s}:{expected[s]}\n") for s in stems])
+        journal = awslike.read_journal(self.state)
+        started = {
+            i for e in journal[before:] if e["action"] == "StartInstances" and not e.get("refused") for i in e["instances"]
+        }
+        self.assertEqual(len(started), MAX_INSTANCES)
+        self.assertEqual([e for e in journal[before:] if e["action"] == "GuestBoot"], [], "a member booted: it was cold")
+        self.assertEqual([e for e in journal if e["action"] == "HibernationDropped"], [], "a warm-up hibernated too soon")
+
+
+def most_not_stopped(journal):
+    """The most instances launched or started and not yet stopped at once, by the journal."""
+    live, most = set(), 0
+    for entry in journal:
+        if entry["action"] in ("RunInstances", "StartInstances") and not entry.get("refused"):
+            live.update(entry["instances"])
+        elif entry["action"] == "Stopped":
+            live.difference_update(entry["instances"])
+        most = max(most, len(live))
+    return most
 
 
 def uploads_for(url, seconds):

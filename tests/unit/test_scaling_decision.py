@@ -2,6 +2,7 @@ import unittest
 
 from autoscaler import desired, work
 from core import guest, settings
+from scaling import warming
 from scaling.pool import hibernation_unready, missing, plan
 
 
@@ -156,6 +157,51 @@ class HibernationReadinessTest(unittest.TestCase):
             with self.subTest(why):
                 self.assertFalse(guest.agent_finished({**done, **change}))
         self.assertFalse(guest.agent_finished({}), "no systemctl")
+
+
+class WarmingTest(unittest.TestCase):
+    def setUp(self):
+        self.config = settings.load_config({})
+        self.clock = [0.0]
+        self.warming = warming.Warming(self.config, monotonic=lambda: self.clock[0])
+
+    def test_only_stopped_cold_members_launched_for_hibernation_are_warmed_within_the_room(self):
+        # (state, launched for hibernation) of members 1..; members 2 and 6 are warm (hibernated).
+        states = [("stopped", True), ("stopped", True), ("running", True), ("stopping", True), ("stopped", False)]
+        members = [dict(member(n, state), hibernates=h) for n, (state, h) in enumerate(states + [("stopped", True)], 1)]
+        warm = {"i-2"}
+        self.assertEqual(self.warming.cold(members, warm, 5), ["i-1", "i-6"], "stopped, cold, hibernation-capable")
+        self.assertEqual(self.warming.cold(members, warm, 1), ["i-1"], "no more than the room")
+        self.assertEqual(self.warming.cold(members, warm, 0), [])
+        self.warming.given_up.add("i-1")
+        self.assertEqual(self.warming.cold(members, warm, 5), ["i-6"], "one given up on is not tried again")
+        plain = warming.Warming(settings.load_config({"FR_HIBERNATE": "0"}))
+        self.assertEqual(plain.cold(members, warm, 5), [], "without FR_HIBERNATE nothing is warm")
+        off = warming.Warming(settings.load_config({"FR_WARM_UP": "0"}))
+        self.assertEqual(off.cold(members, warm, 5), [], "FR_WARM_UP=0")
+        off.begin(["i-1"])
+        self.assertEqual(off.active(members), set())
+
+    def test_a_warming_member_hibernates_once_its_guest_is_up_and_is_given_up_on_past_its_patience(self):
+        now = 1_000_000.0
+        self.warming.begin(["i-1", "i-2", "i-3", "i-4"])
+        members = [
+            dict(member(1, "running"), hibernates=True),
+            dict(member(2, "running"), hibernates=True),
+            dict(member(3, "pending"), hibernates=True),
+            dict(member(4, "stopping"), hibernates=True),
+        ]
+        up = dict(hibernates=True, launched=now - 3600, started=now - 30, guest=("ready", now - 5))
+        booting = dict(up, guest=None)
+        details = {"i-1": up, "i-2": booting, "i-3": booting}
+        self.assertEqual(self.warming.active(members), {"i-1", "i-2", "i-3"}, "a stopping member is warming no more")
+        self.assertEqual(self.warming.due(members, details, now), (["i-1"], []))
+        self.assertEqual(set(self.warming.started), {"i-2", "i-3"}, "hibernated or stopped by others: forgotten")
+        self.clock[0] = self.config.hibernate_after_launch + warming.PATIENCE + 1
+        self.assertEqual(self.warming.due(members, details, now), ([], ["i-2"]), "pending: not stopped yet")
+        self.assertEqual(self.warming.given_up, {"i-2"})
+        self.warming.release()
+        self.assertEqual(self.warming.active(members), set(), "work came: no member is warming")
 
 
 if __name__ == "__main__":
