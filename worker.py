@@ -379,7 +379,6 @@ def load_recognizer(config):
 
     started = time.monotonic()
     recognizer = Recognizer(config.weights, threads=config.torch_threads)
-    recognizer.weights_sha256 = files.file_sha256(config.weights)
     log.info(
         "model_loaded",
         seconds=round(time.monotonic() - started, 2),

@@ -91,13 +91,14 @@ class Gallery:
         return self.names[index], float(distances[index])
 
 
-def load_weights(path):
-    """An InceptionResnetV1 in eval mode with the weights in `path`, and whether they are stand-ins.
+def load_weights(path, data=None):
+    """An InceptionResnetV1 in eval mode with the weights in `path` (or `data`, that file's bytes
+    already read), and whether they are stand-ins.
 
     Takes the VGGFace2 state dict as facenet-pytorch publishes it (its 8631-class `logits` layer is
     dropped: only embeddings are used) or a stand-in file written by `make_stand_in`.
     """
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = torch.load(path if data is None else io.BytesIO(data), map_location="cpu", weights_only=True)
     stand_in = saved.get("marker") == STAND_IN_MARKER
     state = saved["state_dict"] if stand_in else saved
     state = {k: v for k, v in state.items() if not k.startswith("logits.")}
@@ -147,7 +148,11 @@ class Recognizer:
         if threads:
             torch.set_num_threads(threads)
         self.detector = MTCNN(**MTCNN_OPTIONS)
-        self.net, self.stand_in = load_weights(weights_path)
+        # Read once (on a member's first boot the volume serves each block from S3 the first time):
+        # its sha256 (the results table's fingerprint) from the same bytes.
+        data = Path(weights_path).read_bytes()
+        self.weights_sha256 = hashlib.sha256(data).hexdigest()
+        self.net, self.stand_in = load_weights(weights_path, data)
         self.gallery = Gallery.load(gallery_path) if gallery_path else None
         self.max_faces = max_faces
 

@@ -244,8 +244,8 @@ SCALED = ("FR_HIBERNATE_AFTER_LAUNCH", "FR_HIBERNATE_AFTER_RESUME", "FR_SQS_COUN
 def provision_config(config, env):
     """The configuration the local stack provisions with: on the AWS-like stack the warm-up waits
     out the guest's rules scaled as the host's services' are (scaled_env, `env`: this process's);
-    moto's plain instances have no guest rules to wait out, and no warm-up (the autoscaler warms
-    the pool once it is idle past FR_HIBERNATE_AFTER_LAUNCH)."""
+    with moto's plain instances provisioning does not warm up (the idle autoscaler does: its
+    members run until FR_HIBERNATE_AFTER_LAUNCH after their launch, unscaled there)."""
     if config.simulate != "aws":
         return dataclasses.replace(config, warm_up=False)
     scaled = scaled_env(config, {name: env[name] for name in SCALED if name in env})

@@ -39,6 +39,9 @@ TIME_SCALE = 0.05
 # How often a Sampler counts running instances (the course grader's pace).
 SAMPLE_EVERY = 0.5
 SIMULATION = {"FR_SIMULATE": "aws", "FR_SIMULATE_TIME_SCALE": str(TIME_SCALE)}
+# Provisioning with no local stack beside it: no guest runs to say it is up, so no warm-up (which
+# would wait for it in vain; the warm-up is ScalingTest's to test).
+NO_GUESTS = {"FR_WARM_UP": "0"}
 
 
 def child_env(**fr):

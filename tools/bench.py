@@ -86,26 +86,49 @@ SAMPLE_EVERY = 5.0
 IDLE_BURSTS = 3
 
 
-def at_rest(ec2, config, warm):
-    """Whether the pool is at rest after a burst: every member stopped, and with `warm` (the stack
-    hibernates and warms up) every member launched for hibernation hibernated (warming.py's
-    idle-spell work done)."""
+def later_bursts(url, ec2, jobs, expected, args, timings, stack_log):
+    """The bursts after the first (AWS-like only): one back to back, then IDLE_BURSTS after idle spells."""
+    results = {"back_to_back_burst": back_to_back_burst(url, ec2, jobs, expected, args.concurrency, timings)}
+    wait_until(lambda: running_instances(ec2) == args.min_instances, 120, interval=0.1, what="scale-in")
+    for number in range(1, IDLE_BURSTS + 1):
+        again = [(name, distinct_variant(data, f"idle-{number}-{n}")) for n, (name, data) in enumerate(jobs)]
+        results[f"idle_burst_{number}"] = idle_burst(url, ec2, again, expected, args, timings, stack_log)
+    return results
+
+
+def at_rest(ec2, config, warm, floor=0):
+    """Whether the pool is at rest after a burst: `floor` members running (the warm floor), the
+    others stopped, and with `warm` (the stack hibernates and warms up) every stopped member launched
+    for hibernation hibernated (warming.py's idle-spell work done)."""
     members = pool.describe(ec2, config)
-    return {i["state"] for i in members} == {"stopped"} and (
-        not warm or all(i["hibernated"] or not i["hibernates"] for i in members)
+    stopped = [i for i in members if i["state"] == "stopped"]
+    return (
+        sum(i["state"] == "running" for i in members) == floor
+        and len(stopped) == len(members) - floor
+        and (not warm or all(i["hibernated"] or not i["hibernates"] for i in stopped))
     )
 
 
-def idle_burst(url, ec2, jobs, expected, concurrency, timings, stack_log, warm):
+def idle_burst(url, ec2, jobs, expected, args, timings, stack_log):
     """A burst once the pool is at rest after the previous one (an idle spell): its first answer,
-    all answered, and the first answer's steps (a resume, or a boot)."""
+    all answered, the first answer's steps (a resume, or a boot), and the scale-in after it."""
     config = settings.load_config({"FR_PREFIX": "bench"})
     rested = time.monotonic()
-    wait_until(lambda: at_rest(ec2, config, warm), timings["stopping"] * 6 + 300, interval=0.5, what="the pool at rest")
+    warm = bool(args.hibernate and args.warm_up)
+    wait_until(
+        lambda: at_rest(ec2, config, warm, args.min_instances),
+        timings["stopping"] * 6 + 300,
+        interval=0.5,
+        what="the pool at rest",
+    )
+    idle = time.monotonic() - rested
     t0 = time.time()
-    burst = Run(url, jobs, concurrency, expected).go()
+    burst = Run(url, jobs, args.concurrency, expected).go()
+    last_answer = time.monotonic()
+    wait_until(lambda: running_instances(ec2) == args.min_instances, 60, interval=0.02, what="scale-in")
     return {
-        "idle_spell_s": round(time.monotonic() - rested - burst["seconds"], 1),
+        "idle_spell_s": round(idle, 1),
+        "scale_in_s": round(time.monotonic() - last_answer, 2),
         "wrong_or_failed": burst["count"] - burst["ok"],
         "first_answer_s": burst["first_answer_s"],
         "all_answered_s": burst["seconds"],
@@ -350,14 +373,7 @@ def main():
         results["e2e_over_direct"] = round(results["e2e_images_per_s_once_answering"] / direct, 2)
         results["e2e_over_direct_batched"] = round(results["e2e_images_per_s_once_answering"] / direct_batched, 2)
         if timings:
-            results["back_to_back_burst"] = back_to_back_burst(url, ec2, jobs, expected, args.concurrency, timings)
-            wait_until(lambda: running_instances(ec2) == args.min_instances, 120, interval=0.1, what="scale-in")
-            warm = bool(args.hibernate and args.warm_up)
-            for number in range(1, IDLE_BURSTS + 1):  # each after an idle spell
-                again = [(name, distinct_variant(data, f"idle-{number}-{n}")) for n, (name, data) in enumerate(jobs)]
-                results[f"idle_burst_{number}"] = idle_burst(
-                    url, ec2, again, expected, args.concurrency, timings, stack_log, warm
-                )
+            results.update(later_bursts(url, ec2, jobs, expected, args, timings, stack_log))
             results["pool_repair_s"] = pool_repair(ec2, settings.load_config({"FR_PREFIX": "bench"}))
         results.update(memory(processes))
         results.update(one_at_a_time(url, endpoint, fixtures, args.sequential, args.results_table))

@@ -16,7 +16,7 @@ from unittest import mock
 
 import boto3
 
-from core import cloud, settings
+from core import cloud, guest, settings
 from core.gallery import GalleryStore
 from deploy.base import ProvisionError
 from deploy.iam import app_policy, web_policy
@@ -25,7 +25,18 @@ from deploy.webhost import NOT_FOR_THE_WEB_HOST, web_host_settings, web_user_dat
 from model.files import read_gallery
 from scaling import launching, pool
 from simulation import awsiam, awslike
-from tests.support import FIXTURES, PYTHON, aws, child_env, denials, refusals, start_moto, wait_until, without_permission
+from tests.support import (
+    FIXTURES,
+    NO_GUESTS,
+    PYTHON,
+    aws,
+    child_env,
+    denials,
+    refusals,
+    start_moto,
+    wait_until,
+    without_permission,
+)
 
 PREFIX = "deploy"
 CIDR = "203.0.113.0/24"
@@ -302,7 +313,7 @@ class ProvisionTest(Deployment):
         ec2 = aws(endpoint, "ec2")
         bake = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
         pool.wait_for(ec2, [bake], ["running"], 30)
-        config = settings.load_config({"FR_PREFIX": "slow"})
+        config = settings.load_config({"FR_PREFIX": "slow", **NO_GUESTS})
         provisioner = Provisioner(config, lambda name: aws(endpoint, name), out=lambda line: None)
         with mock.patch("deploy.image.IMAGE_PATIENCE", 0.5), self.assertRaises(ProvisionError) as impatient:
             provisioner.bake_ami(bake)
@@ -336,6 +347,7 @@ class ProvisionTest(Deployment):
             "FR_AMI_ID": "ami-0app",
             "FR_MAX_INSTANCES": "1",
             "FR_SPARE_INSTANCES": "0",
+            **NO_GUESTS,
         }
         config = settings.load_config(fr)
         said = []
@@ -451,6 +463,16 @@ class ProvisionTest(Deployment):
                 "sqs:ChangeMessageVisibility": [req],
                 "sqs:GetQueueUrl": [req, resp],
                 "sqs:SendMessage": [resp],
+                # Its own mark for the pool (core/guest.py), on our instances: asserted whole below.
+                "ec2:CreateTags": [f"arn:aws:ec2:{region}:{account}:instance/*"],
+            },
+        )
+        (tagging,) = [s for s in policy(self.clients["iam"], c.role("app"))["Statement"] if s["Action"] == ["ec2:CreateTags"]]
+        self.assertEqual(
+            tagging["Condition"],
+            {
+                "StringEquals": {f"aws:ResourceTag/{settings.PREFIX_TAG}": PREFIX},
+                "ForAllValues:StringEquals": {"aws:TagKeys": [guest.GUEST_TAG]},
             },
         )
         web = statements(self.clients["iam"], c.role("web"))
@@ -585,6 +607,7 @@ class RestartableProvisionTest(Deployment):
                 "FR_MAX_INSTANCES": "2",
                 "FR_SPARE_INSTANCES": "1",
                 "FR_RESULTS_TABLE": "1",
+                **NO_GUESTS,
             }
         )
 

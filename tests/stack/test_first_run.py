@@ -13,6 +13,7 @@ from simulation.localstack import LOCAL_AMI
 from tests import support
 from tests.support import (
     IMAGES,
+    NO_GUESTS,
     TIME_SCALE,
     Sampler,
     aws,
@@ -123,6 +124,7 @@ class RedeployTest(unittest.TestCase):
             "FR_AMI_ID": LOCAL_AMI,
             "FR_MAX_INSTANCES": "2",
             "FR_WEB_CIDR": "203.0.113.0/24",
+            **NO_GUESTS,  # as the stack's (start_local_stack): the host's autoscaler runs with these settings
         }
         session = lambda name: aws(endpoint, name)  # noqa: E731
         Provisioner(settings.load_config(first), session, out=lambda line: None).provision(with_web=True)

@@ -9,7 +9,7 @@ from core import guest, settings
 from deploy.provision import provision
 from scaling import pool
 from simulation import awslike
-from tests.support import aws, start_moto, state_dir, wait_until
+from tests.support import NO_GUESTS, aws, start_moto, state_dir, wait_until
 
 # The guest's agent is set up 1.2 s after launch (120 s at AWS's timings) and a stop takes 0.3 s.
 TIME_SCALE = 0.01
@@ -30,6 +30,7 @@ class StopTest(unittest.TestCase):
                 "FR_SPARE_INSTANCES": "0",
                 "FR_HIBERNATE_AFTER_LAUNCH": str(120 * TIME_SCALE),
                 "FR_HIBERNATE_AFTER_RESUME": str(32 * TIME_SCALE),
+                **NO_GUESTS,
             }
         )
         provision(cls.config, lambda service: aws(endpoint, service))
@@ -168,7 +169,7 @@ class RestartedRepairTest(unittest.TestCase):
     def test_an_autoscaler_restarted_before_its_launches_are_seen_launches_no_name_twice(self):
         endpoint = start_moto(self, name="moto-restarted-repair", FR_SIMULATE_TIME_SCALE=0.5)
         state = state_dir("restarted-repair")
-        fr = {"FR_PREFIX": "again", "FR_ENDPOINT_URL": endpoint, "FR_MAX_INSTANCES": "2", "FR_STATE_DIR": str(state)}
+        fr = {"FR_PREFIX": "again", "FR_ENDPOINT_URL": endpoint, "FR_MAX_INSTANCES": "2", "FR_STATE_DIR": str(state), **NO_GUESTS}
         provision(settings.load_config(fr), lambda service: aws(endpoint, service))  # no FR_AMI_ID: no pool yet
         config = settings.load_config(dict(fr, FR_AMI_ID="ami-test"))
         ec2, sqs = aws(endpoint, "ec2"), aws(endpoint, "sqs")

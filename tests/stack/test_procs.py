@@ -4,7 +4,7 @@ from core import settings
 from deploy.provision import Provisioner
 from scaling import pool
 from simulation.procs import KEEP_LINES, Child, ChildFailed
-from tests.support import PYTHON, aws, start_moto
+from tests.support import NO_GUESTS, PYTHON, aws, start_moto
 
 
 class ChildTest(unittest.TestCase):
@@ -45,7 +45,7 @@ class MotoServerTest(unittest.TestCase):
         # `./setup.sh local` without FR_SIMULATE=aws: moto as it is, but for motoserver's fixes
         # (provisioning asks for the default EBS key, which moto 5.2 does not answer).
         endpoint = start_moto(self, name="moto-plain", FR_SIMULATE="")
-        config = settings.load_config({"FR_PREFIX": "plain", "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": "ami-0app"})
+        config = settings.load_config({"FR_PREFIX": "plain", "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": "ami-0app", **NO_GUESTS})
         said = []
         Provisioner(config, lambda name: aws(endpoint, name), out=said.append).provision()
         self.assertEqual(len(pool.describe(aws(endpoint, "ec2"), config)), config.pool_size, said)

@@ -22,6 +22,7 @@ from simulation import awsiam
 from simulation.netlink import Link
 from tests.framing import FROM_THE_APP_TIER, GOOD, MAX_BODY, bad_requests, form, part, post
 from tests.support import (
+    NO_GUESTS,
     PYTHON,
     Service,
     aws,
@@ -124,7 +125,7 @@ class FullDiskTest(unittest.TestCase):
             raise unittest.SkipTest(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
         cls.addClassCleanup(subprocess.run, ["umount", "-l", str(cls.disk)])
         cls.endpoint = start_moto(cls)
-        fr = dict(FR_PREFIX="full", FR_ENDPOINT_URL=cls.endpoint, FR_AMI_ID="ami-0app", FR_MAX_INSTANCES="1")
+        fr = dict(FR_PREFIX="full", FR_ENDPOINT_URL=cls.endpoint, FR_AMI_ID="ami-0app", FR_MAX_INSTANCES="1", **NO_GUESTS)
         cls.config = settings.load_config({**fr, "FR_SPARE_INSTANCES": "0"})
         provision(cls.config, lambda service: aws(cls.endpoint, service))
         web_role = awsiam.credentials(cls.config.role("web"))

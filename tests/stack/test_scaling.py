@@ -4,12 +4,14 @@ moto, web tier, autoscaler and the launcher's worker processes, all on 127.0.0.1
 import collections
 import dataclasses
 import json
+import os
 import re
 import signal
 import time
 import unittest
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from autoscaler import Autoscaler
 from core import cloud, settings, statefiles
@@ -20,6 +22,7 @@ from simulation import awslike
 from simulation.procs import alive, descendants
 from tests.support import (
     IMAGES,
+    NO_GUESTS,
     TIME_SCALE,
     Sampler,
     aws,
@@ -59,6 +62,22 @@ class ScalingTest(unittest.TestCase):
         return [
             dict(re.findall(r"(\w+)=(\S+)", line.split("event=decision", 1)[1])) for line in lines if "event=decision" in line
         ]
+
+    def test_an_autoscaler_restarted_between_bursts_still_hibernates_what_it_may(self):
+        # What the pool knows of each member's guest is on the member (the fr-guest tag), not in the
+        # autoscaler's memory: a new one hibernates the members of its first burst as the old one would.
+        wait_until(self.all_hibernated, 60, interval=0.5, what="every member hibernated")
+        os.kill(autoscaler_pid(self.stack), signal.SIGKILL)
+        self.stack.wait_for("event=service_restarted name=autoscaler", 30)
+        before = len(awslike.read_journal(self.state))
+        expected = expected_answers()
+        stems = sorted(expected)
+        # Resumed at its start, each member answers for longer than FR_HIBERNATE_AFTER_RESUME.
+        self.assertEqual(burst(self.url, stems), [(200, f"{s}:{expected[s]}\n") for s in stems])
+        wait_until(lambda: running_instances(self.ec2) == 0, 30, interval=0.1, what="0 running after the burst")
+        stops = [e for e in awslike.read_journal(self.state)[before:] if e["action"] == "StopInstances" and not e.get("refused")]
+        self.assertEqual(sum(len(e["instances"]) for e in stops), MAX_INSTANCES)
+        self.assertEqual({e.get("hibernate") for e in stops}, {True}, "a member was stopped plainly")
 
     def test_provisioning_warms_every_member_up_booting_each_once(self):
         # Before the stack said it was ready: each member booted once (its volume's first read paid
@@ -180,6 +199,11 @@ class ScalingTest(unittest.TestCase):
         self.assertEqual([e for e in journal if e["action"] == "HibernationDropped"], [], "a warm-up hibernated too soon")
 
 
+def autoscaler_pid(stack):
+    (pid,) = [p for p in descendants(stack.pid) if b"autoscaler.py" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    return pid
+
+
 def most_not_stopped(journal):
     """The most instances launched or started and not yet stopped at once, by the journal."""
     live, most = set(), 0
@@ -230,7 +254,9 @@ class PoolObservationTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         endpoint = start_moto(cls)
-        cls.config = settings.load_config({"FR_PREFIX": "observe", "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": "ami-test"})
+        cls.config = settings.load_config(
+            {"FR_PREFIX": "observe", "FR_ENDPOINT_URL": endpoint, "FR_AMI_ID": "ami-test", **NO_GUESTS}
+        )
         provision(cls.config, lambda service: aws(endpoint, service))
         cls.ec2, cls.sqs = aws(endpoint, "ec2"), aws(endpoint, "sqs")
 

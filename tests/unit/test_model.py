@@ -2,6 +2,7 @@
 
 import io
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -13,7 +14,10 @@ import torch
 from facenet_pytorch import InceptionResnetV1
 from PIL import Image
 
+import worker
+from core import settings
 from model import BadImage, Gallery, ModelError, NoFace, Recognizer, TooManyFaces, load_weights
+from model.files import file_sha256
 from model.recognizer import MAX_SIDE, decode_image
 from tests.support import (
     FIXTURES,
@@ -27,6 +31,29 @@ from tests.support import (
     scan_bomb,
     stand_in_files,
 )
+
+
+class OpenedFiles:
+    """The paths opened inside a `with` block, by anyone (torch too): the "open" audit event (PEP
+    578) of every open(). A hook cannot be removed: one is added once, and records only in a block."""
+
+    recording = None
+    hooked = False
+
+    def __enter__(self):
+        if not OpenedFiles.hooked:
+            sys.addaudithook(OpenedFiles.hook)
+            OpenedFiles.hooked = True
+        OpenedFiles.recording = []
+        return OpenedFiles.recording
+
+    def __exit__(self, *exc):
+        OpenedFiles.recording = None
+
+    @staticmethod
+    def hook(event, args):
+        if event == "open" and OpenedFiles.recording is not None:
+            OpenedFiles.recording.append(str(args[0]))
 
 
 class WeightsTest(unittest.TestCase):
@@ -49,6 +76,13 @@ class WeightsTest(unittest.TestCase):
             _, stand_in = load_weights(weights)
         self.assertTrue(stand_in)
         self.assertIn("STAND-IN WEIGHTS", logged.output[0])
+
+    def test_a_worker_reads_its_weights_file_once_and_knows_its_sha256(self):
+        weights, _ = stand_in_files()
+        with OpenedFiles() as opened:
+            recognizer = worker.load_recognizer(settings.load_config({"FR_WEIGHTS": str(weights), "FR_TORCH_THREADS": "1"}))
+        self.assertEqual(opened.count(str(weights)), 1, "the weights file read more than once")
+        self.assertEqual(recognizer.weights_sha256, file_sha256(weights))
 
     def test_a_file_that_is_not_these_weights_is_refused(self):
         with tempfile.TemporaryDirectory() as scratch:
