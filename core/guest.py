@@ -143,6 +143,6 @@ class Reporter:
             cloud.client(self.config, "ec2").create_tags(
                 Resources=[self.instance], Tags=[{"Key": GUEST_TAG, "Value": mark(event, at)}]
             )
-            log.info("guest_reported", instance=self.instance, event=event)
+            log.info("guest_reported", instance=self.instance, mark=event)
         except (BotoCoreError, ClientError) as e:
-            log.warning("guest_report_failed", instance=self.instance, event=event, error=e)
+            log.warning("guest_report_failed", instance=self.instance, mark=event, error=e)

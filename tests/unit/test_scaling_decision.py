@@ -1,4 +1,7 @@
+import dataclasses
+import threading
 import unittest
+from unittest import mock
 
 from autoscaler import desired, work
 from core import guest, settings
@@ -144,6 +147,25 @@ class HibernationReadinessTest(unittest.TestCase):
                 expected = ("resumed", 1000.0) if value == "resumed 1e3" else None
                 self.assertEqual(guest.mark_of([{"Key": guest.GUEST_TAG, "Value": value}]), expected)
         self.assertIsNone(guest.mark_of([]))
+
+    def test_the_reporter_tags_its_instance_and_says_so_or_says_why_not(self):
+        from botocore.exceptions import ClientError
+
+        tagged = []
+
+        class EC2:
+            def create_tags(self, Resources, Tags):
+                if Resources == ["i-gone"]:
+                    raise ClientError({"Error": {"Code": "InvalidInstanceID.NotFound", "Message": "gone"}}, "CreateTags")
+                tagged.append((Resources, Tags))
+
+        for instance, line in [("i-1", "event=guest_reported instance=i-1 mark=ready"), ("i-gone", "guest_report_failed")]:
+            with self.subTest(instance=instance), mock.patch.object(guest.cloud, "client", lambda config, name: EC2()):
+                reporter = guest.Reporter(dataclasses.replace(settings.load_config({}), instance_id=instance), threading.Event())
+                with self.assertLogs("guest", "INFO") as logged:
+                    reporter._tag(guest.READY, 5.0)
+                self.assertIn(line, "\n".join(logged.output))
+        self.assertEqual(tagged, [(["i-1"], [{"Key": guest.GUEST_TAG, "Value": "ready 5.000"}])])
 
     def test_the_agent_is_finished_only_once_its_unit_has_run_and_exited_with_success(self):
         done = {"LoadState": "loaded", "ActiveState": "inactive", "Result": "success", "ExecMainExitTimestampMonotonic": "9"}
