@@ -53,7 +53,7 @@ class PoolSteps:
 
     def pool_what(self):
         config = self.config
-        stopped = "hibernated (warmed up: booted once, until its guest is up)" if warming.Warming(config).on else "stopped"
+        stopped = "hibernated (warmed up: booted once, until its guest is up)" if warming.enabled(config) else "stopped"
         return (
             f"pool of {config.pool_size} {stopped} {pool.APP_TIER_NAME}-N ({config.max_instances} + "
             f"{config.pool_size - config.max_instances} spare) from {config.ami_id}"
@@ -61,7 +61,7 @@ class PoolSteps:
 
     def warm_up_what(self):
         """The dry run's words for the warm-up: how long each wave of it takes at least."""
-        if not warming.Warming(self.config).on:
+        if not warming.enabled(self.config):
             return " (none once the web host runs)"
         return (
             f", each wave warmed up: run until FR_HIBERNATE_AFTER_LAUNCH={self.config.hibernate_after_launch:g} s after its"
@@ -73,7 +73,7 @@ class PoolSteps:
         stop them plainly, and wait until they are stopped."""
         if ids:
             pool.wait_for(self.ec2, ids, ["running"], INSTANCE_PATIENCE)
-            cold = self._warm_up(ids) if warming.Warming(self.config).on else ids
+            cold = self._warm_up(ids) if warming.enabled(self.config) else ids
             if cold:
                 self.ec2.stop_instances(InstanceIds=cold)
             pool.wait_for(self.ec2, ids, ["stopped"], INSTANCE_PATIENCE)
@@ -93,7 +93,8 @@ class PoolSteps:
                 for instance, why in plain.items():
                     log.info("stopped_plainly", instance=instance, reason=why)
             cold += overdue
-            threading.Event().wait(WARM_POLL_SECONDS if warm_up.started else 0)
+            if warm_up.started:
+                threading.Event().wait(WARM_POLL_SECONDS)
         return cold
 
     def _ours(self, names, states):

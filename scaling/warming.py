@@ -29,12 +29,17 @@ log = common.EventLog("warming")
 PATIENCE = 600.0
 
 
+def enabled(config):
+    """Whether the warm-up is on: FR_WARM_UP, with FR_HIBERNATE (a plain stop makes nothing warm)."""
+    return config.hibernate and config.warm_up
+
+
 class Warming:
     """The members this process started to warm them: {id: when}, and those it gave up on."""
 
     def __init__(self, config, monotonic=time.monotonic):
         self.config = config
-        self.on = config.hibernate and config.warm_up
+        self.on = enabled(config)
         self.monotonic = monotonic
         self.started = {}
         self.given_up = set()
