@@ -284,11 +284,17 @@ class Pool:
         room = self.config.max_instances - len(busy)
         started, stopped = plan(others, min(target, room), self.warm or ())
         started += [i for i in self.refresh(members, active(members) + len(started)) if i not in started]
+        warmed = []
+        if busy:  # before any new start: `members` shows those still stopped, and due() would drop them
+            ready, overdue = self.warming.due(members, details(self.ec2, list(busy)), self.wall_clock())
+            warmed = ready + overdue
+            if warmed:
+                self.stop(warmed, members)
         cold = []
         # Only once the pool has settled after a burst (none of its members still stopping, or
         # pending): the scale-in is seen through (0 running within seconds of the last answer).
         settled = not any(m["state"] in ("pending", "stopping") for m in others)
-        if idle and settled and not started and not stopped:
+        if idle and settled and not started and not stopped and not warmed:
             cold = self.warming.cold(members, (self.warm or set()) | self.stale, self.config.max_instances - active(members))
         if started or cold:
             self.ec2.start_instances(InstanceIds=started + cold)
@@ -296,12 +302,7 @@ class Pool:
             self.warming.begin(cold)
         if stopped:
             self.stop(stopped, members)
-        if busy:
-            ready, overdue = self.warming.due(members, details(self.ec2, list(busy)), self.wall_clock())
-            if ready or overdue:
-                self.stop(ready + overdue, members)
-                stopped += ready + overdue
-        return started + cold, stopped
+        return started + cold, stopped + warmed
 
     def stop(self, ids, members):
         """Hibernate (FR_HIBERNATE) or stop the members `ids`; each one stopped plainly though

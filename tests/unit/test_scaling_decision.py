@@ -1,12 +1,14 @@
 import dataclasses
 import threading
+import time
 import unittest
+from datetime import UTC, datetime
 from unittest import mock
 
 from autoscaler import desired, work
 from core import guest, settings
 from scaling import warming
-from scaling.pool import hibernation_unready, missing, plan
+from scaling.pool import Pool, hibernation_unready, missing, plan
 
 
 class DesiredTest(unittest.TestCase):
@@ -224,6 +226,65 @@ class WarmingTest(unittest.TestCase):
         self.assertEqual(self.warming.given_up, {"i-2"})
         self.warming.release()
         self.assertEqual(self.warming.active(members), set(), "work came: no member is warming")
+
+
+class FakeEC2:
+    """Just enough of EC2 for Pool.resize: members described by id, started and stopped."""
+
+    def __init__(self, instances):
+        self.instances = {i["InstanceId"]: i for i in instances}
+        self.calls = []
+
+    def get_paginator(self, name):
+        ec2 = self
+
+        class Pages:
+            def paginate(self, InstanceIds=None, Filters=()):
+                found = [i for i in ec2.instances.values() if InstanceIds is None or i["InstanceId"] in InstanceIds]
+                return [{"Reservations": [{"Instances": found}]}]
+
+        return Pages()
+
+    def start_instances(self, InstanceIds):
+        self.calls.append(("start", InstanceIds))
+
+    def stop_instances(self, InstanceIds, Hibernate=False):
+        self.calls.append(("hibernate" if Hibernate else "stop", InstanceIds))
+
+
+def described(number, state, guest_mark=None):
+    """A member launched an hour ago, started 30 s ago, as DescribeInstances gives it."""
+    now = time.time()
+    tags = [{"Key": "Name", "Value": f"app-tier-instance-{number}"}]
+    if guest_mark:
+        tags.append({"Key": guest.GUEST_TAG, "Value": guest.mark(guest_mark, now - 5)})
+    return {
+        "InstanceId": f"i-{number}",
+        "State": {"Name": state},
+        "Tags": tags,
+        "HibernationOptions": {"Configured": True},
+        "LaunchTime": datetime.fromtimestamp(now - 30, UTC),
+        "NetworkInterfaces": [{"Attachment": {"DeviceIndex": 0, "AttachTime": datetime.fromtimestamp(now - 3600, UTC)}}],
+    }
+
+
+class ResizeTest(unittest.TestCase):
+    def test_a_cold_member_started_beside_one_still_warming_is_warmed_and_hibernated_not_forgotten(self):
+        # Member 1 warms (booting: no guest mark yet); member 2 is stopped cold, member 3 warm.
+        ec2 = FakeEC2([described(1, "running"), described(2, "stopped"), described(3, "stopped")])
+        resizer = Pool(ec2, settings.load_config({"FR_MAX_INSTANCES": "3", "FR_SPARE_INSTANCES": "0"}))
+        resizer.warm = {"i-3"}
+        resizer.warming.begin(["i-1"])
+        members = [dict(member(n, s), hibernates=True) for n, s in [(1, "running"), (2, "stopped"), (3, "stopped")]]
+        self.assertEqual(resizer.resize(members, 0, idle=True), (["i-2"], []))
+        self.assertEqual(set(resizer.warming.started), {"i-1", "i-2"}, "both warming")
+        # The next step sees member 2 booting and member 1 up: member 1 hibernates, member 2 warms on.
+        ec2.instances["i-1"] = described(1, "running", guest.READY)
+        ec2.instances["i-2"] = described(2, "running")
+        members[1]["state"] = "running"
+        self.assertEqual(resizer.resize(members, 0, idle=True), ([], ["i-1"]))
+        self.assertEqual(ec2.calls, [("start", ["i-2"]), ("hibernate", ["i-1"])])
+        self.assertEqual(set(resizer.warming.started), {"i-2"})
 
 
 if __name__ == "__main__":
