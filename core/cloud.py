@@ -6,13 +6,15 @@ import threading
 import time
 
 
-def client(config, service, max_connections=10, attempts=3, connect_timeout=5, read_timeout=None):
+def client(config, service, max_connections=10, attempts=3, connect_timeout=5, read_timeout=None, session=None):
     """A boto3 client for `service` (thread-safe: make one per process and share it). Its calls
-    are tried `attempts` times; `read_timeout` defaults to what a long poll needs."""
+    are tried `attempts` times; `read_timeout` defaults to what a long poll needs. `session`: a
+    boto3 Session, for a client made in a thread of its own (boto3's default one is not for threads;
+    a fresh one costs 70-210 ms to load its models, so the default serves everything else)."""
     import boto3
     from botocore.config import Config as BotoConfig
 
-    return boto3.client(
+    return (session or boto3).client(
         service,
         region_name=config.region,
         endpoint_url=config.endpoint_url,

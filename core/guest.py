@@ -24,6 +24,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import common
 from core import cloud
@@ -37,6 +38,12 @@ AGENT_UNIT = "hibinit-agent.service"
 # does its boot work in seconds to tens of seconds; one that has not finished in this long never will.
 AGENT_POLL_SECONDS = 1.0
 AGENT_PATIENCE = 900.0
+# Written by the agent's sleep-handler.sh after a resume (epoch seconds); /var/run is empty after a boot.
+RESUMED_AT = Path("/var/run/hibernate/resumed_at")
+# A failed tag is tried again, the pause doubling from the first to the last, for REPORT_PATIENCE s
+# (EC2 eventually consistent, the network not up yet after a resume, throttling).
+REPORT_PAUSES = (1.0, 30.0)
+REPORT_PATIENCE = 300.0
 # The instance metadata service (IMDSv2: a session token first), for the instance's own id.
 IMDS = "http://169.254.169.254/latest"
 IMDS_TIMEOUT = 2.0
@@ -82,6 +89,24 @@ def agent_finished(state):
     )
 
 
+def resumed_at():
+    """When the guest last resumed, by the agent's own file (epoch seconds), or None: booted since."""
+    try:
+        return float(RESUMED_AT.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def agent_failed(state):
+    """Whether the agent's unit (agent_state) will not finish this boot: missing, or failed (it is
+    not restarted: hibinit-agent.service has no Restart=)."""
+    return state.get("LoadState") == "not-found" or state.get("ActiveState") == "failed"
+
+
+# The unit's state once it has done its boot work, as the local stack's guest reports it.
+AGENT_DONE = {"LoadState": "loaded", "ActiveState": "inactive", "Result": "success", "ExecMainExitTimestampMonotonic": "1"}
+
+
 def instance_id():
     """This instance's id from the instance metadata service (IMDSv2), or None off EC2."""
     try:
@@ -93,15 +118,17 @@ def instance_id():
         id_request = urllib.request.Request(f"{IMDS}/meta-data/instance-id", headers={"X-aws-ec2-metadata-token": token})
         with urllib.request.urlopen(id_request, timeout=IMDS_TIMEOUT) as response:
             return response.read().decode().strip()
-    except OSError:
+    except (OSError, ValueError):  # no metadata service (off EC2), or an answer that is no id
         return None
 
 
 class Reporter:
     """The worker's side: tags its instance READY once this boot's agent work is done, RESUMED after
-    each resume. Each report runs in a thread of its own (never on the worker's critical path) with
-    a client of its own (a resume leaves the old connections dead); a failed one is logged, and the
-    pool, seeing no mark since the start, stops the member plainly: safe, only slower next time."""
+    each resume (and at its start, when it is a worker restarted after a resume: the agent's file
+    says so). Each report runs in a thread of its own (never on the worker's critical path) with
+    a client and session of its own (boto3's default session is not for threads; a resume leaves
+    the old connections dead); a failed one is tried again for REPORT_PATIENCE, then logged, and
+    the pool, seeing no mark since the start, stops the member plainly: safe, only slower next time."""
 
     def __init__(self, config, stop):
         self.config = config
@@ -115,23 +142,29 @@ class Reporter:
         at = time.time()
         threading.Thread(target=self._tag, args=(RESUMED, at), name="guest-resume", daemon=True).start()
 
-    def _agent_done(self):
-        if self.config.agent_done_file is not None:
-            return self.config.agent_done_file.exists()
-        return agent_finished(agent_state())
+    def _agent_state(self):
+        """The agent's unit's state (agent_state); on the local stack, whose launcher plays the
+        guest, the unit's state once its file says the boot work is done, {} before."""
+        if self.config.agent_done_file is None:
+            return agent_state()
+        return dict(AGENT_DONE) if self.config.agent_done_file.exists() else {}
 
     def _report_boot(self):
+        # On a real guest (not the local stack's), a worker restarted since a resume says so.
+        resumed = resumed_at() if self.config.agent_done_file is None else None
+        if resumed is not None:
+            self._tag(RESUMED, resumed)
+            return
         deadline = time.monotonic() + AGENT_PATIENCE
-        while not self._agent_done():
-            if time.monotonic() > deadline or self.stop.wait(AGENT_POLL_SECONDS):
+        while not agent_finished(state := self._agent_state()):
+            if agent_failed(state) or time.monotonic() > deadline or self.stop.wait(AGENT_POLL_SECONDS):
                 if not self.stop.is_set():
-                    log.warning(
-                        "agent_not_finished", unit=AGENT_UNIT, state=agent_state(), detail="not hibernated: stopped plainly"
-                    )
+                    log.warning("agent_not_finished", unit=AGENT_UNIT, state=state, detail="not hibernated: stopped plainly")
                 return
         self._tag(READY, time.time())
 
     def _tag(self, event, at):
+        import boto3
         from botocore.exceptions import BotoCoreError, ClientError
 
         if self.instance is None:
@@ -139,10 +172,16 @@ class Reporter:
         if self.instance is None:
             log.warning("no_instance_id", detail="not on EC2: the pool is not told this guest's state")
             return
-        try:
-            cloud.client(self.config, "ec2").create_tags(
-                Resources=[self.instance], Tags=[{"Key": GUEST_TAG, "Value": mark(event, at)}]
-            )
-            log.info("guest_reported", instance=self.instance, mark=event)
-        except (BotoCoreError, ClientError) as e:
-            log.warning("guest_report_failed", instance=self.instance, mark=event, error=e)
+        deadline = time.monotonic() + REPORT_PATIENCE
+        pause, longest = REPORT_PAUSES
+        while True:
+            try:
+                ec2 = cloud.client(self.config, "ec2", session=boto3.session.Session())
+                ec2.create_tags(Resources=[self.instance], Tags=[{"Key": GUEST_TAG, "Value": mark(event, at)}])
+                log.info("guest_reported", instance=self.instance, mark=event)
+                return
+            except (BotoCoreError, ClientError) as e:
+                log.warning("guest_report_failed", instance=self.instance, mark=event, error=e, retry=f"{pause:g} s")
+                if time.monotonic() + pause > deadline or self.stop.wait(pause):
+                    return
+                pause = min(pause * 2, longest)

@@ -89,9 +89,7 @@ class PoolSteps:
             members = [{"id": i, "state": state} for i, state in states.items()]
             ready, overdue = warm_up.due(members, pool.details(self.ec2, list(states)), time.time())
             if ready:
-                _, plain = pool.stop(self.ec2, ready, self.config)
-                for instance, why in plain.items():
-                    log.info("stopped_plainly", instance=instance, reason=why)
+                pool.stop_and_say(self.ec2, ready, self.config)
             cold += overdue
             if warm_up.started:
                 threading.Event().wait(WARM_POLL_SECONDS)

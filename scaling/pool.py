@@ -307,12 +307,8 @@ class Pool:
     def stop(self, ids, members):
         """Hibernate (FR_HIBERNATE) or stop the members `ids`; each one stopped plainly though
         hibernation is on is one line saying why."""
-        hibernated, plain = stop(self.ec2, ids, self.config)
+        hibernated = stop_and_say(self.ec2, ids, self.config, {i["id"]: i["name"] for i in members})
         self.warm = (self.warm or set()) | set(hibernated)
-        names = {i["id"]: i["name"] for i in members}
-        for instance, why in plain.items():
-            if why is not None:
-                log.info("stopped_plainly", instance=instance, name=names.get(instance), reason=why)
 
     def refresh(self, members, running):
         """Members hibernated for HIBERNATION_REFRESH_DAYS, to start beside `running` ones while
@@ -421,6 +417,16 @@ def stop(ec2, ids, config):
     if plain:
         ec2.stop_instances(InstanceIds=list(plain))
     return sleepers, plain
+
+
+def stop_and_say(ec2, ids, config, names=None):
+    """stop(), and one line for each member stopped plainly though hibernation is on, saying why
+    (`names`: {id: name} for the line); the hibernated ids."""
+    hibernated, plain = stop(ec2, ids, config)
+    for instance, why in plain.items():
+        if why is not None:
+            log.info("stopped_plainly", instance=instance, name=(names or {}).get(instance), reason=why)
+    return hibernated
 
 
 def wait_for(ec2, ids, wanted, timeout):

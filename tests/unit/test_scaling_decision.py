@@ -1,8 +1,10 @@
 import dataclasses
+import tempfile
 import threading
 import time
 import unittest
 from datetime import UTC, datetime
+from pathlib import Path
 from unittest import mock
 
 from autoscaler import desired, work
@@ -150,24 +152,44 @@ class HibernationReadinessTest(unittest.TestCase):
                 self.assertEqual(guest.mark_of([{"Key": guest.GUEST_TAG, "Value": value}]), expected)
         self.assertIsNone(guest.mark_of([]))
 
-    def test_the_reporter_tags_its_instance_and_says_so_or_says_why_not(self):
+    def test_the_reporter_tags_its_instance_and_tries_again_until_it_can_or_is_stopped(self):
         from botocore.exceptions import ClientError
 
-        tagged = []
+        tagged, refusals = [], {"i-late": 1, "i-gone": 99}
 
         class EC2:
             def create_tags(self, Resources, Tags):
-                if Resources == ["i-gone"]:
+                if refusals.get(Resources[0], 0) > 0:
+                    refusals[Resources[0]] -= 1
                     raise ClientError({"Error": {"Code": "InvalidInstanceID.NotFound", "Message": "gone"}}, "CreateTags")
                 tagged.append((Resources, Tags))
 
-        for instance, line in [("i-1", "event=guest_reported instance=i-1 mark=ready"), ("i-gone", "guest_report_failed")]:
-            with self.subTest(instance=instance), mock.patch.object(guest.cloud, "client", lambda config, name: EC2()):
-                reporter = guest.Reporter(dataclasses.replace(settings.load_config({}), instance_id=instance), threading.Event())
+        cases = [
+            ("i-1", False, ["guest_reported"]),
+            ("i-late", False, ["guest_report_failed", "guest_reported"]),  # EC2 eventually consistent
+            ("i-gone", True, ["guest_report_failed"]),  # the worker stopping: no second try
+        ]
+        fake = mock.patch.object(guest.cloud, "client", lambda config, name, session: EC2())
+        for instance, stopping, events in cases:
+            with self.subTest(instance=instance), fake, mock.patch.object(guest, "REPORT_PAUSES", (0.01, 0.01)):
+                stop = threading.Event()
+                if stopping:
+                    stop.set()
+                reporter = guest.Reporter(dataclasses.replace(settings.load_config({}), instance_id=instance), stop)
                 with self.assertLogs("guest", "INFO") as logged:
                     reporter._tag(guest.READY, 5.0)
-                self.assertIn(line, "\n".join(logged.output))
-        self.assertEqual(tagged, [(["i-1"], [{"Key": guest.GUEST_TAG, "Value": "ready 5.000"}])])
+                self.assertEqual([line.split("event=")[1].split()[0] for line in logged.output], events)
+        value = [{"Key": guest.GUEST_TAG, "Value": "ready 5.000"}]
+        self.assertEqual(tagged, [(["i-1"], value), (["i-late"], value)])
+
+    def test_a_worker_restarted_after_a_resume_says_resumed_at_the_agents_time(self):
+        tagged = []
+        with tempfile.TemporaryDirectory() as d, mock.patch.object(guest, "RESUMED_AT", Path(d, "resumed_at")):
+            Path(d, "resumed_at").write_text("1700000000\n")
+            reporter = guest.Reporter(dataclasses.replace(settings.load_config({}), instance_id="i-1"), threading.Event())
+            with mock.patch.object(reporter, "_tag", lambda event, at: tagged.append((event, at))):
+                reporter._report_boot()
+        self.assertEqual(tagged, [(guest.RESUMED, 1_700_000_000.0)])
 
     def test_the_agent_is_finished_only_once_its_unit_has_run_and_exited_with_success(self):
         done = {"LoadState": "loaded", "ActiveState": "inactive", "Result": "success", "ExecMainExitTimestampMonotonic": "9"}
@@ -181,6 +203,8 @@ class HibernationReadinessTest(unittest.TestCase):
             with self.subTest(why):
                 self.assertFalse(guest.agent_finished({**done, **change}))
         self.assertFalse(guest.agent_finished({}), "no systemctl")
+        failed = [{"LoadState": "not-found"}, {**done, "ActiveState": "failed", "Result": "exit-code"}]
+        self.assertEqual([guest.agent_failed(s) for s in [done, {}, {**done, "ActiveState": "active"}] + failed], [0, 0, 0, 1, 1])
 
 
 class WarmingTest(unittest.TestCase):
