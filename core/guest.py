@@ -12,7 +12,9 @@ instance with GUEST_TAG:
 
 - `ready <epoch>` once this boot's agent work has finished and the model is loaded (a boot);
 - `resumed <epoch>` when the post-hibernation hook lets it go on (a resume: after the OS's own
-  post-resume hook wrote resumed_at, so the agent's 30 s count from before this).
+  post-resume hook wrote resumed_at, so the agent's 30 s count from before this);
+- `unable <epoch>` when this boot's agent is missing or failed: the guest will not hibernate until
+  it boots again (the pool stops it plainly, and its warm-up gives up on it at once).
 
 A mark older than the instance's last start (EC2's LaunchTime) is an earlier start's: the guest has
 not said anything since, and is not ready. The tag is the instance's own: it outlives an autoscaler's
@@ -32,7 +34,7 @@ from core import cloud
 log = common.EventLog("guest")
 
 GUEST_TAG = "fr-guest"
-READY, RESUMED = "ready", "resumed"
+READY, RESUMED, UNABLE = "ready", "resumed", "unable"
 AGENT_UNIT = "hibinit-agent.service"
 # How often the worker looks at the agent's unit while it works, and for how long at most: the agent
 # does its boot work in seconds to tens of seconds; one that has not finished in this long never will.
@@ -59,7 +61,7 @@ def mark_of(tags):
     value = next((t["Value"] for t in tags if t["Key"] == GUEST_TAG), "")
     event, _, at = value.partition(" ")
     try:
-        return (event, float(at)) if event in (READY, RESUMED) else None
+        return (event, float(at)) if event in (READY, RESUMED, UNABLE) else None
     except ValueError:
         return None
 
@@ -160,6 +162,7 @@ class Reporter:
             if agent_failed(state) or time.monotonic() > deadline or self.stop.wait(AGENT_POLL_SECONDS):
                 if not self.stop.is_set():
                     log.warning("agent_not_finished", unit=AGENT_UNIT, state=state, detail="not hibernated: stopped plainly")
+                    self._tag(UNABLE, time.time())
                 return
         self._tag(READY, time.time())
 

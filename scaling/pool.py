@@ -366,15 +366,23 @@ def hibernation_unready(member, now, config):
     since_launch = now - member["launched"] - EC2_TIME_RESOLUTION
     if since_launch < config.hibernate_after_launch:
         return f"launched {since_launch:.0f} s ago, under FR_HIBERNATE_AFTER_LAUNCH={config.hibernate_after_launch:g}"
-    mark = member.get("guest")
-    # LaunchTime is whole seconds, never after the start: a mark of this start is not before it
-    # (and an earlier start's is long before: a stop and a start take far longer than a second).
-    if mark is None or mark[1] < member["started"]:
+    mark = guest_mark(member)
+    if mark is None:
         return "its guest has not said it is up since its start (booting, or resuming)"
     event, at = mark
+    if event == guest.UNABLE:
+        return "its guest says its hibernation agent is missing or failed this boot"
     if event == guest.RESUMED and now - at < config.hibernate_after_resume:
         return f"resumed {now - at:.0f} s ago, under FR_HIBERNATE_AFTER_RESUME={config.hibernate_after_resume:g}"
     return None
+
+
+def guest_mark(member):
+    """The guest's mark (event, epoch time) of `member`'s (as details() gives it) last start, or None."""
+    mark = member.get("guest")
+    # LaunchTime is whole seconds, never after the start: a mark of this start is not before it
+    # (and an earlier start's is long before: a stop and a start take far longer than a second).
+    return None if mark is None or mark[1] < member["started"] else mark
 
 
 def stale_hibernations(ec2, config, now):

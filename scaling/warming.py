@@ -1,25 +1,26 @@
 """Warm-up: members made warm while the pool is idle, so that the next burst resumes them.
 
-A member is warm when it is hibernated: started, it resumes with its worker's model in memory
-(about 12 s to a first answer at the AWS-like stack's timings) instead of booting (about 24 s). A
-member is cold when it stopped plainly: launched and stopped at once (pool repair, provisioning
-with FR_WARM_UP=0), or stopped too soon after a resume for its guest to hibernate
-(scaling/pool.py, hibernation_unready: every short burst's members). While there is no work and
-the pool has settled (no member still stopping or pending: the scale-in is seen through first),
-the pool starts its cold members (as many as FR_MAX_INSTANCES leaves room for, so the vCPU quota
-holds: waves), lets each boot until its guest says it is up (the `fr-guest` tag, core/guest.py:
-the agent's boot work done, the model loaded, so the volume's blocks it needs are read), and
-hibernates it as soon as the guest will. A member whose guest has not said so within PATIENCE is
-stopped plainly and not tried again by this process (the log says so once): it stays cold, as it
-was. Work ends the warm-up: the members warming become members like any other (running workers:
-they take the work), and the scale-in that follows stops them as it stops the others (within
-seconds of the last answer), to be warmed in the next idle spell. Provisioning warms each wave
-it launches the same way (deploy/members.py).
+A member is warm when it is hibernated: started, it resumes with its worker's model in memory (about
+12 s to a first answer at the AWS-like stack's timings) instead of booting (about 24 s). A member is
+cold when it stopped plainly: launched and stopped at once (pool repair, provisioning with
+FR_WARM_UP=0), or stopped too soon after a resume for its guest to hibernate (scaling/pool.py,
+hibernation_unready: every short burst's members). While there is no work and the pool has settled
+(no member still stopping or pending: the scale-in is seen through first), the pool starts its cold
+members (as many as FR_MAX_INSTANCES leaves room for, so the vCPU quota holds: waves), lets each
+boot until its guest says it is up (the `fr-guest` tag, core/guest.py: the agent's boot work done,
+the model loaded, so the volume's blocks it needs are read), and hibernates it as soon as the guest
+will. A member whose guest has not said so within PATIENCE, or says it cannot (its agent missing or
+failed: core/guest.py, UNABLE), is stopped plainly and not tried again by this process (the log says
+so once): it stays cold, as it was. Work ends the warm-up: the members warming become members like
+any other (running workers: they take the work), and the scale-in that follows stops them as it
+stops the others (within seconds of the last answer), to be warmed in the next idle spell.
+Provisioning warms each wave it launches the same way (deploy/members.py).
 """
 
 import time
 
 import common
+from core import guest
 from scaling import pool
 
 log = common.EventLog("warming")
@@ -32,6 +33,11 @@ PATIENCE = 600.0
 def enabled(config):
     """Whether the warm-up is on: FR_WARM_UP, with FR_HIBERNATE (a plain stop makes nothing warm)."""
     return config.hibernate and config.warm_up
+
+
+def unable(member):
+    """Whether `member`'s guest (pool.details) said its agent will not hibernate it this boot."""
+    return (pool.guest_mark(member) or ("",))[0] == guest.UNABLE
 
 
 class Warming:
@@ -88,13 +94,17 @@ class Warming:
                 continue
             if pool.hibernation_unready(details[m["id"]], now, self.config) is None:
                 ready.append(m["id"])
-            elif self.monotonic() - self.started[m["id"]] > self.config.hibernate_after_launch + PATIENCE:
+            elif self.monotonic() - self.started[m["id"]] > self.config.hibernate_after_launch + PATIENCE or unable(
+                details[m["id"]]
+            ):
                 overdue.append(m["id"])
         for instance in ready + overdue:
             del self.started[instance]
         self.given_up.update(overdue)
         for instance in overdue:
             log.warning(
-                "warming_given_up", instance=instance, detail="its guest never said it was up: stopped plainly, left cold"
+                "warming_given_up",
+                instance=instance,
+                detail="its guest never said it was up, or said it cannot hibernate: stopped plainly, left cold",
             )
         return ready, overdue

@@ -132,6 +132,8 @@ class HibernationReadinessTest(unittest.TestCase):
             ((True, 3600, 20, ("resumed", 10)), "resumed 10 s ago, under FR_HIBERNATE_AFTER_RESUME=32", "just resumed"),
             ((True, 3600, 40, ("resumed", 31.5)), "resumed 32 s ago, under FR_HIBERNATE_AFTER_RESUME=32", "at the edge"),
             ((True, 3600, 40, ("resumed", 32)), None, "past it"),
+            ((True, 3600, 20, ("unable", 2)), "its guest says its hibernation agent is missing or failed this boot", "no agent"),
+            ((True, 3600, 20, ("unable", 900)), silent, "an earlier boot's failed agent: booting again"),
         ]
         for (hibernates, launched_ago, started_ago, marked), expected, why in cases:
             with self.subTest(why):
@@ -191,6 +193,15 @@ class HibernationReadinessTest(unittest.TestCase):
                 reporter._report_boot()
         self.assertEqual(tagged, [(guest.RESUMED, 1_700_000_000.0)])
 
+    def test_a_worker_whose_agent_failed_says_its_guest_is_unable_at_once(self):
+        tagged = []
+        reporter = guest.Reporter(dataclasses.replace(settings.load_config({}), instance_id="i-1"), threading.Event())
+        failed = {"LoadState": "loaded", "ActiveState": "failed", "Result": "exit-code"}
+        with mock.patch.object(guest, "agent_state", lambda: failed), mock.patch.object(guest, "resumed_at", lambda: None):
+            with mock.patch.object(reporter, "_tag", lambda event, at: tagged.append(event)), self.assertLogs("guest"):
+                reporter._report_boot()
+        self.assertEqual(tagged, [guest.UNABLE])
+
     def test_the_agent_is_finished_only_once_its_unit_has_run_and_exited_with_success(self):
         done = {"LoadState": "loaded", "ActiveState": "inactive", "Result": "success", "ExecMainExitTimestampMonotonic": "9"}
         self.assertTrue(guest.agent_finished(done))
@@ -241,13 +252,15 @@ class WarmingTest(unittest.TestCase):
         ]
         up = dict(hibernates=True, launched=now - 3600, started=now - 30, guest=("ready", now - 5))
         booting = dict(up, guest=None)
-        details = {"i-1": up, "i-2": booting, "i-3": booting}
-        self.assertEqual(self.warming.active(members), {"i-1", "i-2", "i-3"}, "a stopping member is warming no more")
-        self.assertEqual(self.warming.due(members, details, now), (["i-1"], []))
+        details = {"i-1": up, "i-2": booting, "i-3": booting, "i-5": dict(up, guest=("unable", now - 5))}
+        members.append(dict(member(5, "running"), hibernates=True))
+        self.warming.begin(["i-5"])
+        self.assertEqual(self.warming.active(members), {"i-1", "i-2", "i-3", "i-5"}, "a stopping member is warming no more")
+        self.assertEqual(self.warming.due(members, details, now), (["i-1"], ["i-5"]), "its agent failed: given up at once")
         self.assertEqual(set(self.warming.started), {"i-2", "i-3"}, "hibernated or stopped by others: forgotten")
         self.clock[0] = self.config.hibernate_after_launch + warming.PATIENCE + 1
         self.assertEqual(self.warming.due(members, details, now), ([], ["i-2"]), "pending: not stopped yet")
-        self.assertEqual(self.warming.given_up, {"i-2"})
+        self.assertEqual(self.warming.given_up, {"i-2", "i-5"})
         self.warming.release()
         self.assertEqual(self.warming.active(members), set(), "work came: no member is warming")
 
