@@ -28,7 +28,7 @@ import threading
 import time
 
 import common
-from core import cloud, settings, statefiles
+from core import cloud, heartbeat, settings, statefiles
 from scaling import pool
 
 log = common.EventLog("autoscaler")
@@ -80,6 +80,7 @@ class Autoscaler:
         self.idle_since = None
         self.pool = pool.Pool(ec2, config)
         self.state_writes = common.Failures(log, "state_write_failed")
+        self.beat = heartbeat.Beat(config, sqs, self.request_url)  # the members' dead man's switch
 
     def observe_work(self):
         """((waiting, long queued), visible, in flight): the web tier's counts (None without a web
@@ -140,6 +141,7 @@ class Autoscaler:
             try:
                 self.step()
                 failures.recovered()
+                self.beat.heard()
             except Exception as e:
                 failures.failed(e)
             stop.wait(self.config.scale_interval)

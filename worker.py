@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import common
-from core import cloud, guest, settings, statefiles
+from core import cloud, guest, heartbeat, settings, statefiles
 from core.gallery import Follower, GalleryStore, NoGallery
 from core.messages import CLOCK_MARGIN, DEADLINE, Reply, Request, as_face, deadline, decode, encode, sent_at
 from model import files
@@ -65,8 +65,7 @@ class Hibernation:
     """The worker's side of the hibernation hooks: what the signals asked, as events."""
 
     def __init__(self):
-        self.pause = threading.Event()
-        self.resumed = threading.Event()
+        self.pause, self.resumed = threading.Event(), threading.Event()
         self.polling = False
         self.guest = None  # the guest's Reporter (core/guest.py): told of each resume
 
@@ -83,18 +82,17 @@ class Hibernation:
 
 class Worker:
     def __init__(self, config, recognizer, s3, sqs, hibernation=None):
-        self.config = config
-        self.recognizer = recognizer
-        self.s3 = s3
-        self.sqs = sqs
+        self.config, self.recognizer, self.s3, self.sqs = config, recognizer, s3, sqs
         self.hibernation = hibernation or Hibernation()
         self.request_url, _ = cloud.queue_urls(sqs, config)
         self.gallery = Follower(GalleryStore(s3, config.gallery_bucket), gallery_of)
         self.follow_gallery()
         self.fetcher = ThreadPoolExecutor(config.batch, thread_name_prefix="fetch")
         self.after_reply = ThreadPoolExecutor(1, thread_name_prefix="after-reply")
+        self.switch = heartbeat.Switch(config)  # the dead man's switch: idle, and no autoscaler
 
     def run(self, stop):
+        """Take requests until `stop` is set (False) or the dead man's switch trips (True)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         write_worker_state(self.config, paused=False)
@@ -107,6 +105,7 @@ class Worker:
             if hibernation.resumed.is_set():
                 hibernation.resumed.clear()
                 self.reconnect()
+                self.switch.worked()  # idle from the resume: the autoscaler started it
                 if hibernation.guest:
                     hibernation.guest.resumed()
             try:
@@ -132,16 +131,19 @@ class Worker:
             finally:
                 hibernation.polling = False
             if not messages:
+                if self.switch.due(self.sqs, self.request_url):
+                    break
                 continue
-            # Received while stopping too, they are work in hand: finished before the exit. Given
-            # back, each return would count as a receive, and three instances stopped while a
-            # request came in would send it to the dead-letter queue.
+            # Received while stopping too, they are work in hand: finished before the exit (given back,
+            # each return counts as a receive: three instances stopped would dead-letter a request).
             try:
                 self.handle(messages, received)
             except Exception:
                 # Left on the queue: retried after the visibility timeout, then dead-lettered.
                 log.exception("request_failed", messages=len(messages))
+            self.switch.worked()  # idle from the end of the work
         self.after_reply.shutdown(wait=True)
+        return not stop.is_set()
 
     def sleep(self, stop):
         """Before the machine hibernates: with the work in hand done, say so and wait to resume."""
@@ -379,12 +381,8 @@ def load_recognizer(config):
 
     started = time.monotonic()
     recognizer = Recognizer(config.weights, threads=config.torch_threads)
-    log.info(
-        "model_loaded",
-        seconds=round(time.monotonic() - started, 2),
-        stand_in=recognizer.stand_in,
-        weights=recognizer.weights_sha256[:12],
-    )
+    seconds = round(time.monotonic() - started, 2)
+    log.info("model_loaded", seconds=seconds, stand_in=recognizer.stand_in, weights=recognizer.weights_sha256[:12])
     return recognizer
 
 
@@ -400,7 +398,7 @@ def serve(config, recognizer, stop, hibernation=None):
     meanwhile), nor the instance's credentials (botocore looks them up once, when a client is made,
     and a client made without them never has any): clients are made again, and the queues looked up,
     every AWS_RETRY_SECONDS until they answer. `hibernation`: the hooks' handlers, installed
-    already (else here)."""
+    already (else here). True when the dead man's switch tripped: the machine is to power off."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     if hibernation is None:
@@ -416,8 +414,10 @@ def serve(config, recognizer, stop, hibernation=None):
             log.warning("aws_unreachable" if not isinstance(e, NoGallery) else "no_gallery", error=e, retry_in=AWS_RETRY_SECONDS)
             stop.wait(AWS_RETRY_SECONDS)
             continue
-        worker.run(stop)
+        if worker.run(stop):
+            return True
     log.info("stopped")
+    return False
 
 
 def boot_id():
@@ -490,8 +490,7 @@ def main(argv=None):
     hibernation.install()
     write_worker_state(config, paused=False)
     log.info("starting", pid=os.getpid())
-    serve(config, load_recognizer(config), stop, hibernation)
-    return 0
+    return heartbeat.POWER_OFF_EXIT if serve(config, load_recognizer(config), stop, hibernation) else 0
 
 
 if __name__ == "__main__":

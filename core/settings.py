@@ -52,6 +52,9 @@ class Config:
     # (core/guest.py); sooner, the guest would drop the request (pool.hibernation_unready says why).
     hibernate_after_launch: float = 120.0
     hibernate_after_resume: float = 32.0
+    # A member with no work this long, whose autoscaler has not been heard from as long, powers
+    # itself off (core/heartbeat.py; 0: never).
+    idle_stop: float = 300.0
     # Cold members (stopped plainly) booted once and hibernated: by provisioning, and while idle (scaling/warming.py).
     warm_up: bool = True
     scale_interval: float = 0.5
@@ -218,6 +221,7 @@ _VARIABLES = {
     "FR_HIBERNATE_AFTER_LAUNCH": ("hibernate_after_launch", lambda text: max(0.0, float(text))),
     "FR_HIBERNATE_AFTER_RESUME": ("hibernate_after_resume", lambda text: max(0.0, float(text))),
     "FR_HIBERNATE": ("hibernate", _flag("1: hibernate, 0: plain stop")),
+    "FR_IDLE_STOP": ("idle_stop", lambda text: max(0.0, float(text))),
     "FR_WARM_UP": ("warm_up", _flag("1: warm cold members up, 0: leave them cold")),
     "FR_SCALE_INTERVAL": ("scale_interval", _positive(float)),
     "FR_SCALE_IN_GRACE": ("scale_in_grace", lambda text: max(0.0, float(text))),

@@ -74,6 +74,7 @@ def web_policy(config, account, ebs_key=None):
             # "Restricting decryption of SecureString parameter values"): no kms statement is needed.
             _statement(["ssm:GetParameter"], [a["admin_key"]]),
             # Receive, delete, hand back: the requests an earlier web tier left (webtier/orphans.py).
+            # Tag: the autoscaler's heartbeat, which the members' dead man's switch reads (core/heartbeat.py).
             _statement(
                 [
                     "sqs:GetQueueUrl",
@@ -82,6 +83,7 @@ def web_policy(config, account, ebs_key=None):
                     "sqs:ReceiveMessage",
                     "sqs:DeleteMessage",
                     "sqs:ChangeMessageVisibility",
+                    "sqs:TagQueue",
                 ],
                 [a["request_queue"]],
             ),
@@ -179,8 +181,15 @@ def app_policy(config, account):
             # The gallery, read at start and again when a request names a newer version.
             _statement(["s3:GetObject"], [a["gallery_pointer"], a["gallery_versions"]]),
             _statement(["s3:ListBucket"], [a["gallery_bucket"]]),
+            # ListQueueTags: whether the autoscaler is heard from (core/heartbeat.py, the dead man's switch).
             _statement(
-                ["sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"],
+                [
+                    "sqs:GetQueueUrl",
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:ListQueueTags",
+                ],
                 [a["request_queue"]],
             ),
             _statement(["sqs:GetQueueUrl", "sqs:SendMessage"], [a["response_queue"]]),

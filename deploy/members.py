@@ -6,7 +6,7 @@ import threading
 import time
 
 import common
-from core import settings
+from core import heartbeat, settings
 from deploy.base import INSTANCE_PATIENCE, PROFILE_PATIENCE
 from scaling import launching, pool, warming
 
@@ -81,10 +81,14 @@ class PoolSteps:
     def _warm_up(self, ids):
         """Hibernate each of the running members `ids` as soon as its guest will (after the launch
         rule, once its worker has said the agent's boot work is done: pool.hibernation_unready);
-        those it gave up on (scaling/warming.py, PATIENCE), to stop plainly."""
+        those it gave up on (scaling/warming.py, PATIENCE), to stop plainly. Provisioning steers the
+        pool meanwhile: it is heard as the autoscaler is (core/heartbeat.py), so that no member warming
+        up, idle, takes itself for one nobody steers."""
         warm_up, cold = warming.Warming(self.config), []
+        beat = heartbeat.Beat(self.config, self.sqs, self.sqs.get_queue_url(QueueName=self.config.request_queue)["QueueUrl"])
         warm_up.begin(ids)
         while warm_up.started:
+            beat.heard()
             states = pool.instance_states(self.ec2, list(warm_up.started))
             members = [{"id": i, "state": state} for i, state in states.items()]
             ready, overdue = warm_up.due(members, pool.details(self.ec2, list(states)), time.time())

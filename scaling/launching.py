@@ -144,6 +144,8 @@ def launch_arguments(ec2, config):
         IamInstanceProfile={"Name": config.role("app")},
         UserData=member_user_data(config),
         SecurityGroupIds=[app_security_group(ec2, config)],
+        # The dead man's switch powers a member off (core/heartbeat.py): stopped, a member still.
+        InstanceInitiatedShutdownBehavior="stop",
     )
     if config.hibernate:
         device, size = root_volume(ec2, config)
@@ -188,10 +190,16 @@ def member_user_data(config, settings_path=POOL_SETTINGS):
     FR_REGION, over whatever the image was set up with, so that a member never looks for another
     deployment's queues, and the web tier's FR_REQUEST_TIMEOUT (for a request from a web tier that
     sends no deadline, one older than it is one nobody waits for: the worker acknowledges it
-    unanswered). cloud-init runs it late in the boot, after the worker has started with the image's
-    settings: the worker is restarted once they are in place (try-restart: only if it runs)."""
+    unanswered), and FR_IDLE_STOP (core/heartbeat.py). cloud-init runs it late in the boot, after the
+    worker has started with the image's settings: the worker is restarted once they are in place
+    (try-restart: only if it runs)."""
     pool_settings = settings.environment_text(
-        {"FR_PREFIX": config.prefix, "FR_REGION": config.region, "FR_REQUEST_TIMEOUT": f"{config.request_timeout:g}"}
+        {
+            "FR_PREFIX": config.prefix,
+            "FR_REGION": config.region,
+            "FR_REQUEST_TIMEOUT": f"{config.request_timeout:g}",
+            "FR_IDLE_STOP": f"{config.idle_stop:g}",
+        }
     )
     return (
         f"#!/bin/bash\nset -e\ncat > {settings_path} <<'ENV'\n{pool_settings}ENV\n"

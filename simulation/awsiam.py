@@ -59,6 +59,9 @@ EC2_RESOURCE_TYPES = {
 }
 # The error code of a denial, by service (AccessDenied elsewhere).
 DENIED_CODES = {"ec2": "UnauthorizedOperation", "dynamodb": "AccessDeniedException"}
+# The key the local launcher signs a guest's power-off with (guest_shutdown): no principal of IAM's.
+GUEST_KEY = "GUEST"
+_GUEST_KEY = re.compile(rf"Credential={GUEST_KEY}/")
 # Calls IAM never denies.
 ALWAYS = {"sts:GetCallerIdentity"}
 
@@ -66,6 +69,22 @@ ALWAYS = {"sts:GetCallerIdentity"}
 def credentials(role):
     """The environment of a process that calls AWS as `role` (on AWS: its instance profile)."""
     return {"AWS_ACCESS_KEY_ID": ROLE_KEY.format(role=role), "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "local"}
+
+
+def guest_shutdown(ec2_endpoint, region, instance_id):
+    """As the OS of `instance_id` powering off does (an instance-initiated shutdown): EC2 acts on
+    its instance's InstanceInitiatedShutdownBehavior, no API call and no IAM. Sent as a
+    StopInstances signed with GUEST_KEY, which the AWS-like stack takes for the guest's (any
+    other moto: a plain stop)."""
+    import boto3
+
+    session = boto3.session.Session(aws_access_key_id=GUEST_KEY, aws_secret_access_key="local", region_name=region)
+    session.client("ec2", endpoint_url=ec2_endpoint).stop_instances(InstanceIds=[instance_id])
+
+
+def is_guest(headers):
+    """Whether a request is a guest's power-off (guest_shutdown)."""
+    return bool(_GUEST_KEY.search(headers.get("Authorization", "") or ""))
 
 
 def role_of(headers):

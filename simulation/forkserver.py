@@ -41,7 +41,7 @@ from pathlib import Path
 
 import common
 import worker
-from core import settings, statefiles
+from core import heartbeat, settings, statefiles
 from simulation.procs import die_with_parent
 
 log = common.EventLog("forkserver")
@@ -121,7 +121,8 @@ def run_child(config, recognizer, instance_id, name, endpoint=None):
         common.stop_on_signals(stop)
         torch.set_num_threads(CORES)
         log.info("worker_forked", name=name, pid=os.getpid())
-        worker.serve(worker_config(config, name, endpoint, instance_id), recognizer, stop)
+        if worker.serve(worker_config(config, name, endpoint, instance_id), recognizer, stop):
+            code = heartbeat.POWER_OFF_EXIT  # as on AWS: the launcher powers its instance off
     except BaseException:
         log.exception("worker_failed", name=name)
         code = 1

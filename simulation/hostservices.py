@@ -238,7 +238,7 @@ def host_env(config, env, host_settings, port):
 
 
 # The host's waits for the guest's and SQS's delays: scaled with them on the AWS-like stack.
-SCALED = ("FR_HIBERNATE_AFTER_LAUNCH", "FR_HIBERNATE_AFTER_RESUME", "FR_SQS_COUNT_LAG")
+SCALED = ("FR_HIBERNATE_AFTER_LAUNCH", "FR_HIBERNATE_AFTER_RESUME", "FR_SQS_COUNT_LAG", "FR_IDLE_STOP")
 
 
 def provision_config(config, env):
@@ -253,6 +253,7 @@ def provision_config(config, env):
         config,
         hibernate_after_launch=float(scaled["FR_HIBERNATE_AFTER_LAUNCH"]),
         hibernate_after_resume=float(scaled["FR_HIBERNATE_AFTER_RESUME"]),
+        idle_stop=float(scaled["FR_IDLE_STOP"]),
     )
 
 
@@ -267,5 +268,6 @@ def scaled_env(config, env):
         "FR_HIBERNATE_AFTER_LAUNCH": str(config.hibernate_after_launch * scale),
         "FR_HIBERNATE_AFTER_RESUME": str(config.hibernate_after_resume * scale),
         "FR_SQS_COUNT_LAG": str(config.sqs_count_lag * scale),
+        "FR_IDLE_STOP": str(config.idle_stop * scale),
         **env,
     }

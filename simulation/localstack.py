@@ -33,7 +33,7 @@ import time
 
 import common
 import worker
-from core import cloud, settings, statefiles
+from core import cloud, heartbeat, settings, statefiles
 from deploy.provision import provision
 from scaling import pool
 from simulation import awsiam, awslike
@@ -99,6 +99,9 @@ class Launcher:
                 log.info("worker_exited", instance=event.instance, pid=event.pid, code=event.code)
                 if event.code == settings.EX_CONFIG:
                     self.broken.add(event.instance)
+                elif event.code == heartbeat.POWER_OFF_EXIT:  # as systemd/face-worker.service does
+                    log.info("guest_power_off", instance=event.instance, detail="the dead man's switch: idle, no autoscaler")
+                    awsiam.guest_shutdown(self.config.endpoint_url, self.config.region, event.instance)
 
     def running(self):
         """{instance id: name} of the pool's running instances.
@@ -290,7 +293,7 @@ def run(config, stop):
         forkserver = Child(
             "forkserver",
             FORK_SERVER,
-            {**app_env, "OMP_WAIT_POLICY": "PASSIVE"},
+            {**scaled_env(config, app_env), "OMP_WAIT_POLICY": "PASSIVE"},
             log_path=logs / "forkserver.log",
             cwd=settings.PROJECT_DIR,
             commands=True,

@@ -25,6 +25,11 @@ none of that. Here:
   user guide): an instance's first boot takes `volume_first_read` seconds longer; later boots,
   and resumes, do not. Each boot is journalled (GuestBoot), and the local launcher starts the
   worker when the journal says the boot ends.
+- A guest's power-off (an instance-initiated shutdown: the local launcher's, for a worker whose
+  dead man's switch tripped, sent as awsiam.guest_shutdown) is no API call: EC2 acts on the
+  instance's InstanceInitiatedShutdownBehavior, `stop` (moto's default, as EC2's for an EBS root):
+  `stopping` for `stopping` seconds, then `stopped` with StateReason Client.InstanceInitiatedShutdown;
+  `terminate`: terminated. Journalled as GuestShutdown with the behaviour.
 - EC2 is eventually consistent: an instance is missing from DescribeInstances and
   DescribeInstanceStatus, and calls naming it get InvalidInstanceID.NotFound, for `describe_lag`
   seconds after RunInstances (and `pending` for its `pending` seconds after that). RunInstances

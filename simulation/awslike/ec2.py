@@ -4,8 +4,12 @@ import copy
 import math
 import time
 
+from simulation import awsiam
 from simulation.awslike.images import image_gb
 from simulation.awslike.sim import HIBERNATE_REASON
+
+# EC2's StateReason code of an instance its guest powered off.
+SHUTDOWN_REASON = "Client.InstanceInitiatedShutdown"
 
 
 def install_launches(sim):
@@ -97,6 +101,8 @@ def install_state_changes(sim):
         def change(self, instance_ids):
             instances = self.get_multi_instances_by_id(instance_ids)
             sim.check(action, instances)
+            if action == "StopInstances" and getattr(sim.request, "guest", False):
+                return [guest_shutdown(sim, instance, original["stop"]) for instance in instances]
             hibernate = action == "StopInstances" and getattr(sim.request, "hibernate", False)
             if hibernate:
                 sim.check_hibernation(instances)
@@ -135,12 +141,14 @@ def install_state_changes(sim):
         return sim.t["stopping"]
 
     def stop_instances_response(self):
-        """moto's StopInstances, with its Hibernate parameter seen (moto ignores it)."""
+        """moto's StopInstances, with its Hibernate parameter seen (moto ignores it), and a guest's
+        power-off told from an API call."""
         sim.request.hibernate = self._get_bool_param("Hibernate", False)
+        sim.request.guest = awsiam.is_guest(self.headers)
         try:
             return stop_response(self)
         finally:
-            sim.request.hibernate = False
+            sim.request.hibernate = sim.request.guest = False
 
     def terminate(self):
         previous = copy.copy(self._state)
@@ -154,6 +162,26 @@ def install_state_changes(sim):
     Instance.terminate = terminate
     InstanceBackend.start_instances = state_change("StartInstances", "stopped", "start", "pending", "running", "pending")
     InstanceBackend.stop_instances = state_change("StopInstances", "running", "stop", "stopping", "stopped", "stopping")
+
+
+def guest_shutdown(sim, instance, stop):
+    """The guest powered off (awsiam.guest_shutdown): EC2 stops (moto's `stop`) or terminates the
+    instance, as its InstanceInitiatedShutdownBehavior says (moto's default, as EC2's for an EBS
+    root: stop). (instance, its state before), as moto's state changes return them."""
+    from moto.ec2.models.instances import StateReason
+
+    previous = copy.copy(instance._state)
+    if previous.name != "running":  # stopping already: nothing more to do
+        return instance, previous
+    behaviour = instance.instance_initiated_shutdown_behavior
+    sim.record("GuestShutdown", [instance.id], behaviour=behaviour)
+    if behaviour == "terminate":
+        instance.terminate()
+        return instance, previous
+    stop(instance)
+    instance.state_reason = StateReason("Client.InstanceInitiatedShutdown: Instance initiated shutdown", SHUTDOWN_REASON)
+    sim.move(instance, "stopping", "stopped", sim.t["stopping"])
+    return instance, previous
 
 
 def install_consistency(sim):

@@ -461,6 +461,8 @@ class ProvisionTest(Deployment):
                 "sqs:ReceiveMessage": [req],
                 "sqs:DeleteMessage": [req],
                 "sqs:ChangeMessageVisibility": [req],
+                # Whether the autoscaler is heard from (core/heartbeat.py).
+                "sqs:ListQueueTags": [req],
                 "sqs:GetQueueUrl": [req, resp],
                 "sqs:SendMessage": [resp],
                 # Its own mark for the pool (core/guest.py), on our instances: asserted whole below.
@@ -504,6 +506,7 @@ class ProvisionTest(Deployment):
             ],
         )
         self.assertEqual(web["sqs:SendMessage"], [req])
+        self.assertEqual(web["sqs:TagQueue"], [req], "the autoscaler's heartbeat, on the request queue only")
         dlq = f"arn:aws:sqs:{region}:{account}:{c.dead_letter_queue}"
         # On the request queue: the requests an earlier web tier left, removed (webtier/orphans.py).
         self.assertEqual(web["sqs:ReceiveMessage"], [dlq, req, resp])

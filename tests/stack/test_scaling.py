@@ -42,6 +42,8 @@ MAX_INSTANCES = 15
 POOL_SIZE = 30  # with as many spare members (FR_SPARE_INSTANCES's default)
 SMALL_POOL = 4
 SCALE_IN_LIMIT = 2.0
+# WarmFloorTest's FR_IDLE_STOP (the dead man's switch, core/heartbeat.py), in the stack's seconds.
+IDLE_STOP = 4.0
 # The AWS-like stack's delays, and the autoscaler's hibernation waits, at the tests' scale; `busy`:
 # long enough for a booted guest to be up (pending, boot, the volume's first read, the agent's work).
 SECONDS = dict(awslike.timings(TIME_SCALE), hibernate_after_launch=120 * TIME_SCALE, busy=60 * TIME_SCALE)
@@ -332,12 +334,17 @@ class LocalStackTest(LocalStacks):
 
 
 class WarmFloorTest(LocalStacks):
-    """A stack with a warm floor (FR_MIN_INSTANCES): a class of its own, so that it runs beside
-    LocalStackTest's stacks rather than after them."""
+    """A stack with a warm floor (FR_MIN_INSTANCES) and a short FR_IDLE_STOP: a class of its own, so
+    that it runs beside LocalStackTest's stacks rather than after them."""
 
-    def test_a_warm_floor_keeps_its_instances_running_when_idle_and_a_burst_still_reaches_15(self):
-        stack, url, ec2 = self.start_stack("floor", FR_MIN_INSTANCES=2)
-        wait_until(lambda: running_instances(ec2) == 2, 30, what="the floor of 2 running with no work")
+    def test_a_warm_floor_runs_while_its_autoscaler_is_heard_and_without_it_every_member_stops_itself(self):
+        stack, url, ec2 = self.start_stack("floor", FR_MIN_INSTANCES=2, FR_IDLE_STOP=IDLE_STOP)
+        state, config = stack_state("floor"), settings.load_config({"FR_PREFIX": "floor"})
+        wait_until(lambda: running_instances(ec2) == 2, 30, interval=0.1, what="the floor of 2 running with no work")
+        # Idle past FR_IDLE_STOP, its autoscaler heard from (core/heartbeat.py): the floor stays.
+        quiet_until = time.monotonic() + IDLE_STOP * 1.5
+        wait_until(lambda: time.monotonic() > quiet_until, IDLE_STOP * 2, what="FR_IDLE_STOP and a half")
+        self.assertEqual(running_instances(ec2), 2)
         expected = expected_answers()
         sampler = Sampler(ec2)
         answers = burst(url, sorted(expected))
@@ -348,7 +355,28 @@ class WarmFloorTest(LocalStacks):
         self.assertEqual(answers, [(200, f"{s}:{expected[s]}\n") for s in sorted(expected)])
         self.assertEqual((min(counts), max(counts)), (2, MAX_INSTANCES), f"samples: {counts}")
         self.assertLessEqual(scaled_in, SCALE_IN_LIMIT)
-        self.assertEqual(denials(stack_state("floor")), [])
+        # A burst whose autoscaler hangs once all 15 run (its host frozen: nothing restarts it, and
+        # it is not heard from): the burst is answered, then every member powers itself off.
+        with ThreadPoolExecutor(1) as client:
+            answers = client.submit(burst, url, sorted(expected))
+            wait_until(lambda: running_instances(ec2) == MAX_INSTANCES, 30, interval=0.1, what="15 running")
+            scaler = autoscaler_pid(stack)
+            os.kill(scaler, signal.SIGSTOP)
+            self.assertEqual(answers.result(), [(200, f"{s}:{expected[s]}\n") for s in sorted(expected)])
+        last_answer = time.monotonic()
+        # The bound: idle FR_IDLE_STOP, the autoscaler silent as long, a look every tenth of it, a stop.
+        bound = IDLE_STOP * 1.1 + awslike.timings(TIME_SCALE)["stopping"] + 2
+        wait_until(lambda: running_instances(ec2) == 0, bound * 2, interval=0.1, what="every member stopped by itself")
+        self.assertLessEqual(time.monotonic() - last_answer, bound)
+        shutdowns = [e for e in awslike.read_journal(state) if e["action"] == "GuestShutdown"]
+        self.assertEqual(({e["behaviour"] for e in shutdowns}, len(shutdowns)), ({"stop"}, MAX_INSTANCES))
+        wait_until(lambda: {m["state"] for m in pool.describe(ec2, config)} == {"stopped"}, 10, what="all stopped, members still")
+        # Killed (as kill -9 does), it is restarted as its unit would be, and carries on.
+        os.kill(scaler, signal.SIGKILL)
+        stack.wait_for("event=service_restarted name=autoscaler", 30)
+        wait_until(lambda: running_instances(ec2) == 2, 30, interval=0.1, what="the floor of 2 again")
+        self.assertEqual(upload(url, "test_00.jpg", (IMAGES / "test_00.jpg").read_bytes()), (200, "test_00:Paul\n"))
+        self.assertEqual(denials(state), [])
 
 
 if __name__ == "__main__":

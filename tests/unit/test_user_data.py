@@ -1,4 +1,5 @@
 import os
+import shlex
 import subprocess
 import tempfile
 import unittest
@@ -8,7 +9,7 @@ from unittest import mock
 import boto3
 from botocore.stub import Stubber
 
-from core import settings
+from core import heartbeat, settings
 from deploy import webhost
 from deploy.base import ProvisionError
 from deploy.provision import Provisioner
@@ -32,12 +33,27 @@ class MemberUserDataTest(unittest.TestCase):
             subprocess.run(["bash", "-c", script], env=env, check=True)
             self.assertEqual(
                 settings.read_environment(target.read_text()),
-                {"FR_PREFIX": "blue", "FR_REGION": "eu-west-1", "FR_REQUEST_TIMEOUT": "90"},
+                {"FR_PREFIX": "blue", "FR_REGION": "eu-west-1", "FR_REQUEST_TIMEOUT": "90", "FR_IDLE_STOP": "300"},
             )
             self.assertEqual(
                 (scratch / "asked").read_text(),
-                "try-restart face-worker.service | FR_PREFIX=blue FR_REGION=eu-west-1 FR_REQUEST_TIMEOUT=90 \n",
+                "try-restart face-worker.service | FR_PREFIX=blue FR_REGION=eu-west-1 FR_REQUEST_TIMEOUT=90 FR_IDLE_STOP=300 \n",
             )
+
+    def test_the_worker_unit_powers_the_machine_off_only_when_the_dead_mans_switch_trips(self):
+        # ExecStopPost as systemd runs it: its "$$" made "$", EXIT_STATUS set, a systemctl that records.
+        unit = (settings.PROJECT_DIR / "systemd/face-worker.service").read_text()
+        self.assertIn(f"\nSuccessExitStatus={heartbeat.POWER_OFF_EXIT}\n", unit)
+        self.assertIn(f"\nRestartPreventExitStatus={heartbeat.POWER_OFF_EXIT}\n", unit)
+        (line,) = [x for x in unit.splitlines() if x.startswith("ExecStopPost=+")]
+        command = shlex.split(line.removeprefix("ExecStopPost=+").replace("$$", "$"))
+        with tempfile.TemporaryDirectory() as scratch:
+            (Path(scratch) / "systemctl").write_text(f'#!/bin/sh\necho "$*" >> {scratch}/asked\n')
+            (Path(scratch) / "systemctl").chmod(0o755)
+            for status in ("0", "1", "78", str(heartbeat.POWER_OFF_EXIT)):
+                env = dict(os.environ, PATH=f"{scratch}:{os.environ['PATH']}", EXIT_STATUS=status)
+                subprocess.run(command, env=env, check=True)
+            self.assertEqual((Path(scratch) / "asked").read_text(), "--no-block poweroff\n")
 
 
 COMMAND = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
