@@ -10,7 +10,7 @@ from deploy.webhost import CODE_KEY, SETTINGS_KEY
 # The gallery bucket's objects (core/gallery.py), by what they are.
 GALLERY_KEYS = {"pointer": gallery.POINTER, "versions": "versions/*", "examples": "examples/*"}
 
-# Lets Systems Manager give an operator a shell on the web host (Session Manager), with no SSH.
+# Lets Systems Manager give an operator a shell on the web host and the members (Session Manager), with no SSH.
 SSM_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 EC2_TRUST = {
     "Version": "2012-10-17",
@@ -193,6 +193,9 @@ def app_policy(config, account):
                 [a["request_queue"]],
             ),
             _statement(["sqs:GetQueueUrl", "sqs:SendMessage"], [a["response_queue"]]),
+            # AmazonSSMManagedInstanceCore (attached: Session Manager's way in) lets ssm:GetParameter*
+            # read any parameter, and the aws/ssm key decrypts for anyone in the account: not the admin key.
+            {"Effect": "Deny", "Action": ["ssm:GetParameter", "ssm:GetParameters"], "Resource": [a["admin_key"]]},
             # The guest's word on itself for the pool (core/guest.py): one tag key, on our instances only.
             _statement(
                 ["ec2:CreateTags"],

@@ -128,14 +128,14 @@ class Provisioner(RoleSteps, AccountSteps, StorageSteps, AdminKeySteps, PoolStep
                 "./setup.sh admin-key prints it)",
                 self.ensure_admin_key,
             ),
-            # SSM: an operator can get a shell on the web host without SSH (it has no key pair, no port 22).
+            # SSM: an operator can get a shell on any host without SSH (none has a key pair or port 22).
             (
                 f"IAM role + instance profile {config.role('web')} (its policy, + AmazonSSMManagedInstanceCore)",
                 partial(self.ensure_role, "web", lambda: web_policy(config, self.account(), self.ebs_key()), [SSM_POLICY]),
             ),
             (
-                f"IAM role + instance profile {config.role('app')} (its policy)",
-                partial(self.ensure_role, "app", lambda: app_policy(config, self.account())),
+                f"IAM role + instance profile {config.role('app')} (its policy, + AmazonSSMManagedInstanceCore)",
+                partial(self.ensure_role, "app", lambda: app_policy(config, self.account()), [SSM_POLICY]),
             ),
             (
                 f"security group {launching.app_security_group_name(config)} (app tier: no inbound, all outbound)",

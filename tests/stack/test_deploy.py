@@ -60,9 +60,9 @@ def policy(iam, role):
 
 
 def statements(iam, role):
-    """{action: sorted resources it is allowed on, over all statements}."""
+    """{action: sorted resources it is allowed on, over all Allow statements}."""
     allowed = {}
-    for statement in policy(iam, role)["Statement"]:
+    for statement in (s for s in policy(iam, role)["Statement"] if s["Effect"] == "Allow"):
         for action in statement["Action"]:
             allowed.setdefault(action, set()).update(statement["Resource"])
     return {action: sorted(resources) for action, resources in allowed.items()}
@@ -476,6 +476,14 @@ class ProvisionTest(Deployment):
                 "StringEquals": {f"aws:ResourceTag/{settings.PREFIX_TAG}": PREFIX},
                 "ForAllValues:StringEquals": {"aws:TagKeys": [guest.GUEST_TAG]},
             },
+        )
+        # Session Manager's way in (AmazonSSMManagedInstanceCore), but not to the admin key it would read.
+        attached = self.clients["iam"].list_attached_role_policies(RoleName=c.role("app"))["AttachedPolicies"]
+        self.assertEqual([p["PolicyName"] for p in attached], ["AmazonSSMManagedInstanceCore"])
+        denied = [s for s in policy(self.clients["iam"], c.role("app"))["Statement"] if s["Effect"] == "Deny"]
+        admin_key = f"arn:aws:ssm:{region}:{account}:parameter/{PREFIX}/admin-token"
+        self.assertEqual(
+            [(s["Action"], s["Resource"]) for s in denied], [(["ssm:GetParameter", "ssm:GetParameters"], [admin_key])]
         )
         web = statements(self.clients["iam"], c.role("web"))
         self.assertEqual(

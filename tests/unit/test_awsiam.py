@@ -5,7 +5,7 @@ test_pipeline)."""
 import unittest
 
 from core import settings
-from deploy.iam import web_policy
+from deploy.iam import app_policy, web_policy
 from simulation import awsiam
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -189,6 +189,31 @@ class WebRoleTest(unittest.TestCase):
             allowed(document, "ec2", "RunInstances", run_instances(ImageId="")),
             ("ec2:RunInstances", f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/*"),
         )
+
+
+class AppRoleTest(unittest.TestCase):
+    """The app role's policy with AWS's AmazonSSMManagedInstanceCore (as moto ships it) beside it."""
+
+    def test_session_manager_is_allowed_but_the_admin_key_is_not(self):
+        import json
+
+        from moto.iam import aws_managed_policies
+
+        managed = json.loads(aws_managed_policies.aws_managed_policies_data)["AmazonSSMManagedInstanceCore"]["Document"]
+        documents = [app_policy(CONFIG, ACCOUNT), managed]
+        admin_key = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{CONFIG.admin_key_parameter}"
+        cases = [
+            ("ssmmessages:OpenDataChannel", "*", "allow"),  # a shell, through Session Manager
+            ("ssm:UpdateInstanceInformation", f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-1", "allow"),  # the agent
+            ("ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/someone/else", "allow"),
+            ("ssm:GetParameter", admin_key, "deny"),
+            ("ssm:GetParameters", admin_key, "deny"),
+            ("sqs:ListQueueTags", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{CONFIG.request_queue}", "allow"),  # the dead man's switch
+            ("sqs:TagQueue", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{CONFIG.request_queue}", "implicit"),  # the autoscaler's alone
+        ]
+        for action, resource, expected in cases:
+            with self.subTest(action=action, resource=resource):
+                self.assertEqual(awsiam.decision(documents, action, resource, {}), expected)
 
 
 if __name__ == "__main__":
