@@ -27,13 +27,17 @@ WEIGHTS_BYTES=111898327
 GALLERY_URL=https://raw.githubusercontent.com/visa-lab/CSE546-Cloud-Computing/main/model/data.pt
 # PyTorch's own index of CPU-only builds: a much smaller app image than PyPI's CUDA build.
 TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
-CODE=(web.py worker.py autoscaler.py common.py core webtier scaling model tools systemd README.md
+CODE=(web.py worker.py autoscaler.py common.py core webtier scaling deploy model tools systemd README.md
       requirements.txt requirements-web.txt requirements-nodeps.txt checksums.sha256)
 DRY_RUN=0
 PYTHON=python3
 # The hibernation agent's sleep-button action (acpid runs it), and the pm-utils hook of ours.
 SLEEP_ACTION=/etc/acpi/actions/sleep.sh
 PM_HOOK=/etc/pm/sleep.d/50-face-worker
+# The CloudWatch agent (deploy/logs.py: the paths and the first release that reads the journal).
+LOG_AGENT_CONFIG=/opt/aws/amazon-cloudwatch-agent/etc/face-rec.json
+LOG_AGENT_CTL=/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl
+LOG_AGENT_MIN=1.300070.0
 
 say() { printf 'setup: %s\n' "$*"; }
 err() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -290,6 +294,24 @@ install_model() {
     fi
 }
 
+# install_log_agent ROLE: AWS's CloudWatch agent (Amazon Linux 2023's amazon-cloudwatch-agent), shipping
+# this host's services' journal to its tiers' log groups (deploy/logs.py; provisioning makes them).
+install_log_agent() {
+    local role="$1" version
+    rpm -q amazon-cloudwatch-agent >/dev/null 2>&1 || retry dnf install -y -q amazon-cloudwatch-agent
+    if [ "$DRY_RUN" = 1 ]; then
+        say "would check amazon-cloudwatch-agent is $LOG_AGENT_MIN or later (it reads the journal from then on)"
+        say "would write $LOG_AGENT_CONFIG: python -m deploy.logs agent-config $role $ENV_FILE"
+    else
+        version="$(rpm -q --qf '%{VERSION}' amazon-cloudwatch-agent)"
+        if [ "$(printf '%s\n%s\n' "$LOG_AGENT_MIN" "$version" | sort -V | head -n 1)" != "$LOG_AGENT_MIN" ]; then
+            err "amazon-cloudwatch-agent $version reads no journal ($LOG_AGENT_MIN on does): dnf upgrade amazon-cloudwatch-agent"
+        fi
+        (cd "$PREFIX_DIR/app" && "$PREFIX_DIR/venv/bin/python" -m deploy.logs agent-config "$role" "$ENV_FILE") > "$LOG_AGENT_CONFIG"
+    fi
+    run "$LOG_AGENT_CTL" -a fetch-config -m ec2 -s -c "file:$LOG_AGENT_CONFIG"
+}
+
 role_web() {
     check_amazon_linux web
     install_host web
@@ -299,6 +321,7 @@ role_web() {
         install_model
     fi
     enable_units face-web.service face-autoscaler.service
+    install_log_agent web
     say "web host ready: the web tier listens on port 8000"
 }
 
@@ -367,6 +390,7 @@ role_app() {
     # Enabled, so that starting a stopped instance brings its worker online.
     enable_units face-worker.service
     install_sleep_hooks
+    install_log_agent app
     say "app host ready: make the pool image with ./setup.sh bake-ami <this instance id>"
 }
 

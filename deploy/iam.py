@@ -5,6 +5,7 @@ put roles and instance profiles in place, and remove them."""
 import json
 
 from core import gallery, guest, settings
+from deploy import logs
 from deploy.webhost import CODE_KEY, SETTINGS_KEY
 
 # The gallery bucket's objects (core/gallery.py), by what they are.
@@ -37,7 +38,16 @@ def arns(config, account):
         "app_role": f"arn:aws:iam::{account}:role/{config.role('app')}",
         "results_table": f"arn:aws:dynamodb:{config.region}:{account}:table/{config.results_table_name}",
         "admin_key": f"arn:aws:ssm:{config.region}:{account}:parameter{config.admin_key_parameter}",
+        # A tier's log group and its streams (deploy/logs.py).
+        **{
+            f"logs_{tier}": [f"arn:aws:logs:{config.region}:{account}:log-group:{group}{part}" for part in ("", ":*")]
+            for tier, group in ((tier, logs.log_group(config, tier)) for tier in logs.SOURCES)
+        },
     }
+
+
+# What the CloudWatch agent calls to ship a host's journal to its tier's group (deploy/logs.py).
+LOG_SHIPPING = ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"]
 
 
 def _statement(actions, resources, condition=None):
@@ -69,6 +79,7 @@ def web_policy(config, account, ebs_key=None):
             _statement(["s3:PutObject", "s3:DeleteObject"], [a["gallery_examples"]]),
             _statement(["s3:DeleteObject"], [a["gallery_versions"]]),
             _statement(["s3:ListBucket"], [a["gallery_bucket"]]),
+            _statement(LOG_SHIPPING, a["logs_web"] + a["logs_autoscaler"]),
             # The admin key, read at start: a SecureString of the AWS managed key aws/ssm, which "grants
             # Decrypt permission to all IAM principals in the AWS account" (Systems Manager user guide,
             # "Restricting decryption of SecureString parameter values"): no kms statement is needed.
@@ -193,6 +204,7 @@ def app_policy(config, account):
                 [a["request_queue"]],
             ),
             _statement(["sqs:GetQueueUrl", "sqs:SendMessage"], [a["response_queue"]]),
+            _statement(LOG_SHIPPING, a["logs_app"]),
             # AmazonSSMManagedInstanceCore (attached: Session Manager's way in) lets ssm:GetParameter*
             # read any parameter, and the aws/ssm key decrypts for anyone in the account: not the admin key.
             {"Effect": "Deny", "Action": ["ssm:GetParameter", "ssm:GetParameters"], "Resource": [a["admin_key"]]},

@@ -36,6 +36,7 @@ from deploy.adminkey import AdminKeySteps
 from deploy.base import MAX_RECEIVES, WEB_PORT, ProvisionError
 from deploy.iam import SSM_POLICY, RoleSteps, app_policy, web_policy
 from deploy.image import ImageSteps
+from deploy.logs import LogSteps
 from deploy.members import PoolSteps
 from deploy.storage import StorageSteps
 from deploy.teardown import TeardownSteps
@@ -45,7 +46,9 @@ from scaling import launching
 log = common.EventLog("provision")
 
 
-class Provisioner(RoleSteps, AccountSteps, StorageSteps, AdminKeySteps, PoolSteps, WebHostSteps, ImageSteps, TeardownSteps):
+class Provisioner(
+    RoleSteps, AccountSteps, StorageSteps, LogSteps, AdminKeySteps, PoolSteps, WebHostSteps, ImageSteps, TeardownSteps
+):
     """Provisioning, teardown and the bake are plans: lists of (what a step makes or removes, the
     step). The dry run says each `what`; the real run does the steps, in order, and each `ensure_*`
     step returns its state ("exists", "created", ...; or (state, a longer what)) for the line said.
@@ -57,14 +60,11 @@ class Provisioner(RoleSteps, AccountSteps, StorageSteps, AdminKeySteps, PoolStep
     still shutting down), are retried with backoff for a bounded time."""
 
     def __init__(self, config, session, dry_run=False, out=print):
-        self.config = config
-        self.dry_run = dry_run
-        self.out = out
-        self.s3, self.sqs, self.ec2, self.iam, self.dynamodb, self.ssm = (
-            session(name) for name in ("s3", "sqs", "ec2", "iam", "dynamodb", "ssm")
+        self.config, self.dry_run, self.out = config, dry_run, out
+        self.s3, self.sqs, self.ec2, self.iam, self.dynamodb, self.ssm, self.logs = (
+            session(name) for name in ("s3", "sqs", "ec2", "iam", "dynamodb", "ssm", "logs")
         )
-        self.session = session
-        self._account = None
+        self.session, self._account = session, None
         self.baked = None  # the image bake_ami made
 
     def say(self, state, what):
@@ -123,6 +123,7 @@ class Provisioner(RoleSteps, AccountSteps, StorageSteps, AdminKeySteps, PoolStep
                 for q, kind in queue_kinds.items()
             ),
             (table, self.ensure_table) if config.results_table else ("results table: FR_RESULTS_TABLE=0", None),
+            *self.log_group_steps(),
             (
                 f"SSM parameter {config.admin_key_parameter} (SecureString: the gallery's admin key, made once; "
                 "./setup.sh admin-key prints it)",
@@ -183,6 +184,7 @@ class Provisioner(RoleSteps, AccountSteps, StorageSteps, AdminKeySteps, PoolStep
             *((f"queue {name}", partial(self._remove_queue, name)) for name in queues),
             *((f"bucket {bucket} and its objects", partial(self._remove_bucket, bucket)) for bucket in buckets),
             (f"DynamoDB table {config.results_table_name} and its items (if any)", self._remove_table),
+            *self.log_group_removals(),
             (f"SSM parameter {config.admin_key_parameter} (the gallery's admin key)", self._remove_admin_key),
             *(
                 (f"IAM role + instance profile {config.role(tier)}", partial(self._remove_role, config.role(tier)))

@@ -11,6 +11,7 @@ import uuid
 
 import common
 from core import cloud, settings, statefiles
+from deploy import logs
 from scaling import pool
 
 log = common.EventLog("pool")
@@ -204,6 +205,11 @@ def member_user_data(config, settings_path=POOL_SETTINGS):
     return (
         f"#!/bin/bash\nset -e\ncat > {settings_path} <<'ENV'\n{pool_settings}ENV\n"
         f"chmod 0644 {settings_path}\nsystemctl try-restart {WORKER_UNIT}\n"
+        # The CloudWatch agent ships to the pool's log group, not the image's (deploy/logs.py).
+        f"if [ -x {logs.AGENT_CTL} ]; then\n"
+        f"  (cd /opt/face-rec/app && /opt/face-rec/venv/bin/python -m deploy.logs agent-config app"
+        f" /etc/face-recognition.env {settings_path} > {logs.AGENT_CONFIG})\n"
+        f"  {logs.AGENT_CTL} -a fetch-config -m ec2 -s -c file:{logs.AGENT_CONFIG}\nfi\n"
     )
 
 

@@ -18,6 +18,7 @@ import boto3
 
 from core import cloud, guest, settings
 from core.gallery import GalleryStore
+from deploy import logs
 from deploy.base import ProvisionError
 from deploy.iam import app_policy, web_policy
 from deploy.provision import Provisioner
@@ -85,7 +86,7 @@ class Deployment(unittest.TestCase):
             FR_WARM_UP=0,  # no guest runs here to say it is up: the warm-up is ScalingTest's
         )
         cls.config = settings.load_config({"FR_PREFIX": PREFIX, "FR_RESULTS_TABLE": "1"})
-        cls.clients = {name: aws(cls.endpoint, name) for name in ("s3", "sqs", "ec2", "iam", "dynamodb", "ssm")}
+        cls.clients = {name: aws(cls.endpoint, name) for name in ("s3", "sqs", "ec2", "iam", "dynamodb", "ssm", "logs")}
 
     def setup_sh(self, *args):
         return self.setup_sh_env(self.env, *args)
@@ -126,6 +127,7 @@ class Deployment(unittest.TestCase):
         )
         self.assertEqual(groups["SecurityGroups"], [])
         self.assertEqual([t for t in self.clients["dynamodb"].list_tables()["TableNames"] if t.startswith(prefix)], [])
+        self.assertEqual(self.clients["logs"].describe_log_groups(logGroupNamePrefix=f"/{prefix}/")["logGroups"], [])
         parameters = self.clients["ssm"].describe_parameters()["Parameters"]
         self.assertEqual([p["Name"] for p in parameters if p["Name"].startswith(f"/{prefix}/")], [])
 
@@ -150,8 +152,13 @@ class Deployment(unittest.TestCase):
             data = self.clients["ec2"].describe_instance_attribute(InstanceId=member["InstanceId"], Attribute="userData")
             self.assertEqual(
                 settings.read_environment(base64.b64decode(data["UserData"]["Value"]).decode()),
-                {"FR_PREFIX": prefix, "FR_REGION": "us-east-1", "FR_REQUEST_TIMEOUT": "120"},
+                {"FR_PREFIX": prefix, "FR_REGION": "us-east-1", "FR_REQUEST_TIMEOUT": "120", "FR_IDLE_STOP": "300"},
             )
+            # Its dead man's switch powers it off (core/heartbeat.py): stopped, a member still.
+            behaviour = self.clients["ec2"].describe_instance_attribute(
+                InstanceId=member["InstanceId"], Attribute="instanceInitiatedShutdownBehavior"
+            )
+            self.assertEqual(behaviour["InstanceInitiatedShutdownBehavior"]["Value"], "stop")
         volumes = self.clients["ec2"].describe_volumes(
             Filters=[{"Name": "attachment.instance-id", "Values": [i["InstanceId"] for i in members]}]
         )["Volumes"]
@@ -190,6 +197,7 @@ class ProvisionTest(Deployment):
         self.check_buckets()
         self.check_gallery_and_its_key()
         self.check_table()
+        self.check_log_groups()
         self.check_pool_and_web_host()
         self.check_policies()
 
@@ -444,8 +452,20 @@ class ProvisionTest(Deployment):
             ("ACTIVE", "PAY_PER_REQUEST", [{"AttributeName": "stem", "KeyType": "HASH"}]),
         )
 
+    def check_log_groups(self):
+        found = self.clients["logs"].describe_log_groups(logGroupNamePrefix=f"/{PREFIX}/")["logGroups"]
+        self.assertEqual(
+            sorted((g["logGroupName"], g.get("retentionInDays")) for g in found),
+            [(f"/{PREFIX}/{tier}", logs.RETENTION_DAYS) for tier in ("app", "autoscaler", "web")],
+        )
+
     def check_policies(self):
         account, region, c = "123456789012", "us-east-1", self.config
+
+        def log_group(tier):
+            group = f"arn:aws:logs:{region}:{account}:log-group:/{PREFIX}/{tier}"
+            return [group, f"{group}:*"]
+
         req = f"arn:aws:sqs:{region}:{account}:{c.request_queue}"
         resp = f"arn:aws:sqs:{region}:{account}:{c.response_queue}"
         app = statements(self.clients["iam"], c.role("app"))
@@ -467,6 +487,8 @@ class ProvisionTest(Deployment):
                 "sqs:SendMessage": [resp],
                 # Its own mark for the pool (core/guest.py), on our instances: asserted whole below.
                 "ec2:CreateTags": [f"arn:aws:ec2:{region}:{account}:instance/*"],
+                # The CloudWatch agent's, to its tier's log group (deploy/logs.py).
+                **dict.fromkeys(["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"], log_group("app")),
             },
         )
         (tagging,) = [s for s in policy(self.clients["iam"], c.role("app"))["Statement"] if s["Action"] == ["ec2:CreateTags"]]
@@ -515,6 +537,7 @@ class ProvisionTest(Deployment):
         )
         self.assertEqual(web["sqs:SendMessage"], [req])
         self.assertEqual(web["sqs:TagQueue"], [req], "the autoscaler's heartbeat, on the request queue only")
+        self.assertEqual(web["logs:PutLogEvents"], sorted(log_group("autoscaler") + log_group("web")))
         dlq = f"arn:aws:sqs:{region}:{account}:{c.dead_letter_queue}"
         # On the request queue: the requests an earlier web tier left, removed (webtier/orphans.py).
         self.assertEqual(web["sqs:ReceiveMessage"], [dlq, req, resp])
@@ -559,6 +582,9 @@ class ProvisionTest(Deployment):
             with self.subTest(role=role):
                 out = self.setup_sh("--dry-run", *role)
                 self.assertIn("would", out)
+                if role in (["web"], ["app"]):  # the CloudWatch agent, and its configuration for the host's tiers
+                    self.assertIn("would run: dnf install -y -q amazon-cloudwatch-agent", out)
+                    self.assertIn(f"python -m deploy.logs agent-config {role[0]} /etc/face-recognition.env", out)
         self.assertEqual(self.clients["sqs"].list_queues(QueueNamePrefix=PREFIX).get("QueueUrls", []), [])
         self.assertEqual(self.instances(), [])
 
