@@ -29,7 +29,7 @@ import time
 
 import common
 from core import cloud, heartbeat, settings, statefiles
-from scaling import pool
+from scaling import metrics, pool
 
 log = common.EventLog("autoscaler")
 
@@ -72,7 +72,7 @@ class Autoscaler:
     """Reads the work, asks `desired`, tells the pool (pool.Pool, which owns what it remembers of
     the members between steps)."""
 
-    def __init__(self, config, sqs, ec2):
+    def __init__(self, config, sqs, ec2, cloudwatch=None):
         self.config = config
         self.sqs = sqs
         self.request_url, _ = cloud.queue_urls(sqs, config)
@@ -81,6 +81,7 @@ class Autoscaler:
         self.pool = pool.Pool(ec2, config)
         self.state_writes = common.Failures(log, "state_write_failed")
         self.beat = heartbeat.Beat(config, sqs, self.request_url)  # the members' dead man's switch
+        self.metrics = metrics.Metrics(config, cloudwatch)  # for the alarms (None: none published)
 
     def observe_work(self):
         """((waiting, long queued), visible, in flight): the web tier's counts (None without a web
@@ -93,6 +94,7 @@ class Autoscaler:
         web, sqs_visible, sqs_in_flight = self.observe_work()
         waiting, long_queued = web or (None, 0)
         members = self.pool.observe()
+        self.metrics.observed(members)
         now = time.monotonic()
         visible, in_flight = work(waiting, long_queued, sqs_visible, sqs_in_flight)
         if visible + in_flight:
@@ -144,6 +146,8 @@ class Autoscaler:
                 self.beat.heard()
             except Exception as e:
                 failures.failed(e)
+                self.metrics.failed()
+            self.metrics.tick()
             stop.wait(self.config.scale_interval)
 
 
@@ -152,7 +156,8 @@ def main():
     common.setup_logging(config.log_level)
     stop = threading.Event()
     common.stop_on_signals(stop)
-    Autoscaler(config, cloud.client(config, "sqs"), cloud.client(config, "ec2")).run(stop)
+    clients = (cloud.client(config, name) for name in ("sqs", "ec2", "cloudwatch"))
+    Autoscaler(config, *clients).run(stop)
     log.info("stopped")
 
 

@@ -6,6 +6,7 @@ it (local mode and tests)."""
 import dataclasses
 import ipaddress
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,9 @@ class Config:
     # Answers kept in the DynamoDB table `results_table_name`, reused for the same image and model.
     results_table: bool = False
     web_instance_type: str = "t3.micro"
+    # Alarms' address (subscribed to the alarms' topic: deploy/alarms.py), and the monthly budget (None: none).
+    alarm_email: str = ""
+    budget_usd: float | None = None
     # Local mode and tests: "aws" makes the moto server behave like AWS where it matters
     # (simulation/awslike/), with every simulated delay multiplied by simulate_time_scale.
     simulate: str = ""
@@ -196,6 +200,12 @@ def _admin_token(text):
     return text
 
 
+def _email(text):
+    if text and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", text):
+        raise ValueError(f"{text!r} is no email address")
+    return text
+
+
 def _cidr(text):
     return str(ipaddress.ip_network(text, strict=False))
 
@@ -239,6 +249,8 @@ _VARIABLES = {
     "FR_STATE_DIR": ("state_dir", _path),
     "FR_RESULTS_TABLE": ("results_table", _flag("1: answers kept in the results table, 0: none")),
     "FR_WEB_INSTANCE_TYPE": ("web_instance_type", str),
+    "FR_ALARM_EMAIL": ("alarm_email", _email),
+    "FR_BUDGET_USD": ("budget_usd", lambda text: _positive(float)(text) if text else None),
     "FR_SIMULATE": ("simulate", _simulate),
     "FR_SIMULATE_TIME_SCALE": ("simulate_time_scale", _positive(float)),
     "FR_SQS_COUNT_LAG": ("sqs_count_lag", lambda text: max(0.0, float(text))),

@@ -5,7 +5,7 @@ put roles and instance profiles in place, and remove them."""
 import json
 
 from core import gallery, guest, settings
-from deploy import logs
+from deploy import alarms, logs
 from deploy.webhost import CODE_KEY, SETTINGS_KEY
 
 # The gallery bucket's objects (core/gallery.py), by what they are.
@@ -80,6 +80,8 @@ def web_policy(config, account, ebs_key=None):
             _statement(["s3:DeleteObject"], [a["gallery_versions"]]),
             _statement(["s3:ListBucket"], [a["gallery_bucket"]]),
             _statement(LOG_SHIPPING, a["logs_web"] + a["logs_autoscaler"]),
+            # The autoscaler's metrics for the alarms (scaling/metrics.py), in our namespace only.
+            _statement(["cloudwatch:PutMetricData"], ["*"], {"StringEquals": {"cloudwatch:namespace": alarms.NAMESPACE}}),
             # The admin key, read at start: a SecureString of the AWS managed key aws/ssm, which "grants
             # Decrypt permission to all IAM principals in the AWS account" (Systems Manager user guide,
             # "Restricting decryption of SecureString parameter values"): no kms statement is needed.

@@ -33,6 +33,7 @@ import common
 from core import cloud, settings
 from deploy.account import VCPU_QUOTA, AccountSteps
 from deploy.adminkey import AdminKeySteps
+from deploy.alarms import AlarmSteps
 from deploy.base import MAX_RECEIVES, WEB_PORT, ProvisionError
 from deploy.iam import SSM_POLICY, RoleSteps, app_policy, web_policy
 from deploy.image import ImageSteps
@@ -47,7 +48,7 @@ log = common.EventLog("provision")
 
 
 class Provisioner(
-    RoleSteps, AccountSteps, StorageSteps, LogSteps, AdminKeySteps, PoolSteps, WebHostSteps, ImageSteps, TeardownSteps
+    RoleSteps, AccountSteps, StorageSteps, LogSteps, AlarmSteps, AdminKeySteps, PoolSteps, WebHostSteps, ImageSteps, TeardownSteps
 ):
     """Provisioning, teardown and the bake are plans: lists of (what a step makes or removes, the
     step). The dry run says each `what`; the real run does the steps, in order, and each `ensure_*`
@@ -55,15 +56,13 @@ class Provisioner(
 
     Every step looks at what exists first, so a run that failed half-way is finished by running it
     again, and a second run makes nothing new (it uploads the code and settings again and updates a
-    running web host). Calls AWS refuses for a while, as documented (a queue
-    name just deleted, an instance profile not yet propagated, a security group whose instances are
-    still shutting down), are retried with backoff for a bounded time."""
+    running web host). Calls AWS refuses for a while, as documented (a queue name just deleted, an
+    instance profile not yet propagated, a security group still in use), are retried, bounded."""
 
     def __init__(self, config, session, dry_run=False, out=print):
         self.config, self.dry_run, self.out = config, dry_run, out
-        self.s3, self.sqs, self.ec2, self.iam, self.dynamodb, self.ssm, self.logs = (
-            session(name) for name in ("s3", "sqs", "ec2", "iam", "dynamodb", "ssm", "logs")
-        )
+        for name in ("s3", "sqs", "ec2", "iam", "dynamodb", "ssm", "logs", "sns", "cloudwatch", "budgets"):
+            setattr(self, name, session(name))  # self.s3, self.sqs, ...: the clients
         self.session, self._account = session, None
         self.baked = None  # the image bake_ami made
 
@@ -124,6 +123,7 @@ class Provisioner(
             ),
             (table, self.ensure_table) if config.results_table else ("results table: FR_RESULTS_TABLE=0", None),
             *self.log_group_steps(),
+            *self.alarm_steps(),
             (
                 f"SSM parameter {config.admin_key_parameter} (SecureString: the gallery's admin key, made once; "
                 "./setup.sh admin-key prints it)",
@@ -184,6 +184,7 @@ class Provisioner(
             *((f"queue {name}", partial(self._remove_queue, name)) for name in queues),
             *((f"bucket {bucket} and its objects", partial(self._remove_bucket, bucket)) for bucket in buckets),
             (f"DynamoDB table {config.results_table_name} and its items (if any)", self._remove_table),
+            *self.alarm_removals(),
             *self.log_group_removals(),
             (f"SSM parameter {config.admin_key_parameter} (the gallery's admin key)", self._remove_admin_key),
             *(

@@ -81,7 +81,7 @@ class TeardownSteps:
         """What of ours is still there and may be billed: [(kind, id)]."""
         left = [("instance", i["id"]) for i in self._ours(["*"], pool.LIVE_STATES)]
         left += [("table", self.config.results_table_name)] if self._table(self.config.results_table_name) else []
-        left += self.remaining_log_groups()
+        left += self.remaining_log_groups() + self.remaining_alarms()
         left += [
             ("address", a["AllocationId"])
             for a in self.ec2.describe_addresses(

@@ -207,6 +207,8 @@ def requested(service, action, params, where, ec2=None, iam=None, s3_resource=No
         return [(f"dynamodb:{action}", f"arn:aws:dynamodb:{region}:{account}:table/{t}", {}) for t in tables or ["*"]]
     if service == "ec2":
         return _ec2(action, params, region, account, ec2, iam, ebs_key)
+    if service == "cloudwatch" and action == "PutMetricData":
+        return [("cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": params("Namespace")})]
     if service == "ssm" and params("Name"):
         # A parameter's ARN has its name after "parameter", with the name's own leading slash.
         name = params("Name")

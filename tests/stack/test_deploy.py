@@ -1,6 +1,7 @@
 """Deployment: provisioning against moto, dry runs of every setup.sh role, shellcheck, systemd units."""
 
 import base64
+import dataclasses
 import json
 import os
 import re
@@ -18,7 +19,7 @@ import boto3
 
 from core import cloud, guest, settings
 from core.gallery import GalleryStore
-from deploy import logs
+from deploy import alarms, logs
 from deploy.base import ProvisionError
 from deploy.iam import app_policy, web_policy
 from deploy.provision import Provisioner
@@ -41,6 +42,7 @@ from tests.support import (
 
 PREFIX = "deploy"
 CIDR = "203.0.113.0/24"
+ALARM_EMAIL = "ops@example.com"
 ALL_STATES = ["pending", "running", "stopping", "stopped"]
 # Provisioning waits on every state change, again and again (the restart test provisions ~25
 # times): AWS's delays at a hundredth (a stop 0.3 s, a new instance unknown for 0.02 s), every
@@ -84,9 +86,12 @@ class Deployment(unittest.TestCase):
             FR_RESULTS_TABLE=1,
             FR_GALLERY=FIXTURES / "data.pt",
             FR_WARM_UP=0,  # no guest runs here to say it is up: the warm-up is ScalingTest's
+            FR_ALARM_EMAIL=ALARM_EMAIL,
+            FR_BUDGET_USD=20,
         )
         cls.config = settings.load_config({"FR_PREFIX": PREFIX, "FR_RESULTS_TABLE": "1"})
-        cls.clients = {name: aws(cls.endpoint, name) for name in ("s3", "sqs", "ec2", "iam", "dynamodb", "ssm", "logs")}
+        services = ("s3", "sqs", "ec2", "iam", "dynamodb", "ssm", "logs", "sns", "cloudwatch", "budgets")
+        cls.clients = {name: aws(cls.endpoint, name) for name in services}
 
     def setup_sh(self, *args):
         return self.setup_sh_env(self.env, *args)
@@ -128,6 +133,8 @@ class Deployment(unittest.TestCase):
         self.assertEqual(groups["SecurityGroups"], [])
         self.assertEqual([t for t in self.clients["dynamodb"].list_tables()["TableNames"] if t.startswith(prefix)], [])
         self.assertEqual(self.clients["logs"].describe_log_groups(logGroupNamePrefix=f"/{prefix}/")["logGroups"], [])
+        self.assertEqual(self.clients["cloudwatch"].describe_alarms(AlarmNamePrefix=f"{prefix}-")["MetricAlarms"], [])
+        self.assertFalse([t for t in self.clients["sns"].list_topics()["Topics"] if t["TopicArn"].endswith(f":{prefix}-alarms")])
         parameters = self.clients["ssm"].describe_parameters()["Parameters"]
         self.assertEqual([p["Name"] for p in parameters if p["Name"].startswith(f"/{prefix}/")], [])
 
@@ -198,6 +205,7 @@ class ProvisionTest(Deployment):
         self.check_gallery_and_its_key()
         self.check_table()
         self.check_log_groups()
+        self.check_alarms()
         self.check_pool_and_web_host()
         self.check_policies()
 
@@ -452,6 +460,45 @@ class ProvisionTest(Deployment):
             ("ACTIVE", "PAY_PER_REQUEST", [{"AttributeName": "stem", "KeyType": "HASH"}]),
         )
 
+    def check_alarms(self):
+        # moto evaluates no alarm (it keeps what PutMetricAlarm said): their definitions are asserted.
+        (topic,) = [
+            t["TopicArn"] for t in self.clients["sns"].list_topics()["Topics"] if t["TopicArn"].endswith(f":{PREFIX}-alarms")
+        ]
+        subscribed = self.clients["sns"].list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+        self.assertEqual([(s["Protocol"], s["Endpoint"]) for s in subscribed], [("email", ALARM_EMAIL)])
+        policy = json.loads(self.clients["sns"].get_topic_attributes(TopicArn=topic)["Attributes"]["Policy"])
+        self.assertEqual(policy["Statement"][0]["Principal"]["Service"], ["cloudwatch.amazonaws.com", "budgets.amazonaws.com"])
+        found = {
+            a["AlarmName"]: a for a in self.clients["cloudwatch"].describe_alarms(AlarmNamePrefix=f"{PREFIX}-")["MetricAlarms"]
+        }
+        config = dataclasses.replace(self.config, max_instances=MAX_INSTANCES)
+        for wanted in alarms.alarm_definitions(config, topic):
+            with self.subTest(alarm=wanted["AlarmName"]):
+                alarm = found[wanted["AlarmName"]]
+                for key in (
+                    "Namespace",
+                    "MetricName",
+                    "Dimensions",
+                    "Statistic",
+                    "Threshold",
+                    "ComparisonOperator",
+                    "AlarmActions",
+                ):
+                    self.assertEqual(alarm[key], wanted[key], key)
+        self.assertEqual(
+            [(a["MetricName"], a["Threshold"]) for a in found.values()],
+            [
+                ("ApproximateNumberOfMessagesVisible", 0),
+                ("ApproximateAgeOfOldestMessage", config.request_timeout),
+                ("StepFailures", 1),
+                ("MembersNotStopped", MAX_INSTANCES),
+            ],
+        )
+        (budget,) = self.clients["budgets"].describe_budgets(AccountId="123456789012")["Budgets"]
+        self.assertEqual((budget["BudgetName"], budget["BudgetLimit"]), (f"{PREFIX}-monthly", {"Amount": "20.00", "Unit": "USD"}))
+        self.assertEqual(budget["CostFilters"], {"TagKeyValue": [f"user:fr-prefix${PREFIX}"]})
+
     def check_log_groups(self):
         found = self.clients["logs"].describe_log_groups(logGroupNamePrefix=f"/{PREFIX}/")["logGroups"]
         self.assertEqual(
@@ -538,6 +585,10 @@ class ProvisionTest(Deployment):
         self.assertEqual(web["sqs:SendMessage"], [req])
         self.assertEqual(web["sqs:TagQueue"], [req], "the autoscaler's heartbeat, on the request queue only")
         self.assertEqual(web["logs:PutLogEvents"], sorted(log_group("autoscaler") + log_group("web")))
+        (metrics,) = [
+            s for s in policy(self.clients["iam"], c.role("web"))["Statement"] if s["Action"] == ["cloudwatch:PutMetricData"]
+        ]
+        self.assertEqual(metrics["Condition"], {"StringEquals": {"cloudwatch:namespace": alarms.NAMESPACE}})
         dlq = f"arn:aws:sqs:{region}:{account}:{c.dead_letter_queue}"
         # On the request queue: the requests an earlier web tier left, removed (webtier/orphans.py).
         self.assertEqual(web["sqs:ReceiveMessage"], [dlq, req, resp])
@@ -551,6 +602,7 @@ class ProvisionTest(Deployment):
         self.assertEqual(
             [a for a, resources in web.items() if "*" in resources],
             [
+                "cloudwatch:PutMetricData",  # in our namespace only: asserted above
                 "ec2:DescribeImages",
                 "ec2:DescribeInstanceStatus",
                 "ec2:DescribeInstanceTypes",

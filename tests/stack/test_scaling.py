@@ -16,6 +16,7 @@ from pathlib import Path
 from autoscaler import Autoscaler
 from core import cloud, settings, statefiles
 from core.cloud import queue_depth
+from deploy import alarms
 from deploy.provision import provision
 from scaling import launching, pool
 from simulation import awslike
@@ -376,6 +377,10 @@ class WarmFloorTest(LocalStacks):
         stack.wait_for("event=service_restarted name=autoscaler", 30)
         wait_until(lambda: running_instances(ec2) == 2, 30, interval=0.1, what="the floor of 2 again")
         self.assertEqual(upload(url, "test_00.jpg", (IMAGES / "test_00.jpg").read_bytes()), (200, "test_00:Paul\n"))
+        # The autoscaler published the alarms' metrics (scaling/metrics.py), as the web role.
+        cloudwatch = aws(ec2.meta.endpoint_url, "cloudwatch")
+        published = cloudwatch.list_metrics(Namespace=alarms.NAMESPACE, Dimensions=[{"Name": "Prefix", "Value": "floor"}])
+        self.assertEqual({m["MetricName"] for m in published["Metrics"]}, set(alarms.METRICS))
         self.assertEqual(denials(state), [])
 
 
