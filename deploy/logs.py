@@ -17,7 +17,6 @@ Locally the stack's logs stay files (FR_STATE_DIR/logs).
 import json
 import os
 import sys
-from functools import partial
 from pathlib import Path
 
 from core import settings
@@ -66,27 +65,34 @@ class LogSteps:
     """Provisioner's steps for the log groups."""
 
     def log_group_steps(self):
+        groups = ", ".join(log_groups(self.config))
         what = f"kept {RETENTION_DAYS} days: each host's CloudWatch agent ships its services' journal"
-        return [(f"log group {g} ({what})", partial(self.ensure_log_group, g)) for g in log_groups(self.config)]
+        return [(f"log groups {groups} ({what})", self.ensure_log_groups)]
 
     def log_group_removals(self):
-        return [(f"log group {g} and its streams", partial(self._remove_log_group, g)) for g in log_groups(self.config)]
+        return [(f"log groups {', '.join(log_groups(self.config))} and their streams", self._remove_log_groups)]
 
-    def ensure_log_group(self, name):
-        try:
-            self.logs.create_log_group(logGroupName=name, tags={settings.PREFIX_TAG: self.config.prefix})
-            state = "created"
-        except self.logs.exceptions.ResourceAlreadyExistsException:
-            state = "exists"
-        self.logs.put_retention_policy(logGroupName=name, retentionInDays=RETENTION_DAYS)
-        return state
+    def ensure_log_groups(self):
+        """Each group made when missing, then each one's retention set (runs of one call: a
+        provision stopped between them is finished by the next)."""
+        made = []
+        for name in log_groups(self.config):
+            try:
+                self.logs.create_log_group(logGroupName=name, tags={settings.PREFIX_TAG: self.config.prefix})
+                made.append(name)
+            except self.logs.exceptions.ResourceAlreadyExistsException:
+                pass
+        for name in log_groups(self.config):
+            self.logs.put_retention_policy(logGroupName=name, retentionInDays=RETENTION_DAYS)
+        return f"created {len(made)}" if made else "exists"
 
-    def _remove_log_group(self, name):
-        try:
-            self.logs.delete_log_group(logGroupName=name)
-            self.out(f"{'removed':<12} log group {name}")
-        except self.logs.exceptions.ResourceNotFoundException:
-            pass
+    def _remove_log_groups(self):
+        for name in log_groups(self.config):
+            try:
+                self.logs.delete_log_group(logGroupName=name)
+                self.out(f"{'removed':<12} log group {name}")
+            except self.logs.exceptions.ResourceNotFoundException:
+                pass
 
     def remaining_log_groups(self):
         prefix = f"/{self.config.prefix}/"
