@@ -385,6 +385,15 @@ install_sleep_hooks() {
 role_app() {
     check_amazon_linux app
     install_host app
+    # This host, the image's build host, is no member: the dead man's switch is off in the image's
+    # config, and a member's user data arms it (its pool's FR_IDLE_STOP, core/heartbeat.py).
+    if ! grep -q '^FR_IDLE_STOP=' "$ENV_FILE" 2>/dev/null; then
+        if [ "$DRY_RUN" = 0 ]; then
+            printf 'FR_IDLE_STOP=0\n' >> "$ENV_FILE"
+        else
+            say "would add FR_IDLE_STOP=0 to $ENV_FILE (the build host is no member)"
+        fi
+    fi
     ensure_hibernation_agent
     install_model
     # Enabled, so that starting a stopped instance brings its worker online.

@@ -136,6 +136,7 @@ class Reporter:
         self.config = config
         self.stop = stop
         self.instance = config.instance_id or None
+        self.latest = -float("inf")  # the newest report's time: an older one still trying gives up
 
     def booted(self):
         threading.Thread(target=self._report_boot, name="guest-boot", daemon=True).start()
@@ -177,7 +178,8 @@ class Reporter:
             return
         deadline = time.monotonic() + REPORT_PATIENCE
         pause, longest = REPORT_PAUSES
-        while True:
+        self.latest = max(self.latest, at)
+        while at >= self.latest:  # a newer report (a later resume) supersedes this one
             try:
                 ec2 = cloud.client(self.config, "ec2", session=boto3.session.Session())
                 ec2.create_tags(Resources=[self.instance], Tags=[{"Key": GUEST_TAG, "Value": mark(event, at)}])

@@ -7,6 +7,9 @@ The alarms (alarm_definitions), each notifying the topic when it goes to ALARM a
   answers: no member runs, or every one is failing);
 - `{prefix}-autoscaler-failing`: the autoscaler's steps failing (StepFailures, which it publishes:
   scaling/metrics.py);
+- `{prefix}-autoscaler-silent`: no StepFailures sample for 3 minutes: the autoscaler, or its
+  host, is gone (its members stop themselves meanwhile: core/heartbeat.py). It is in ALARM too
+  while no web host runs (provisioning without --with-web);
 - `{prefix}-members-not-stopped`: more than FR_MAX_INSTANCES members not stopped for 5 minutes
   (MembersNotStopped, published likewise; a burst back to back has up to 2 x FR_MAX_INSTANCES
   pending, running or stopping for the tens of seconds a stop takes, never for minutes).
@@ -18,9 +21,7 @@ limit actual and 100% forecast.
 import json
 
 from core.settings import PREFIX_TAG
-
-NAMESPACE = "FaceRec"
-METRICS = ("StepFailures", "MembersNotStopped")
+from scaling.metrics import METRICS, NAMESPACE  # noqa: F401 (METRICS: the alarms' metrics)
 
 
 def topic_name(config):
@@ -32,14 +33,15 @@ def budget_name(config):
 
 
 def alarm_names(config):
-    return [f"{config.prefix}-{kind}" for kind in ("dead-letters", "request-age", "autoscaler-failing", "members-not-stopped")]
+    kinds = ("dead-letters", "request-age", "autoscaler-failing", "autoscaler-silent", "members-not-stopped")
+    return [f"{config.prefix}-{kind}" for kind in kinds]
 
 
 def alarm_definitions(config, topic_arn):
     """PutMetricAlarm's arguments for each alarm (pure)."""
     ours = [{"Name": "Prefix", "Value": config.prefix}]
 
-    def alarm(kind, namespace, metric, dimensions, statistic, comparison, threshold, periods, why):
+    def alarm(kind, namespace, metric, dimensions, statistic, comparison, threshold, periods, why, missing="notBreaching"):
         return dict(
             AlarmName=f"{config.prefix}-{kind}",
             AlarmDescription=why,
@@ -51,7 +53,7 @@ def alarm_definitions(config, topic_arn):
             EvaluationPeriods=periods,
             Threshold=threshold,
             ComparisonOperator=comparison,
-            TreatMissingData="notBreaching",
+            TreatMissingData=missing,
             AlarmActions=[topic_arn],
             OKActions=[topic_arn],
             Tags=[{"Key": PREFIX_TAG, "Value": config.prefix}],
@@ -90,6 +92,18 @@ def alarm_definitions(config, topic_arn):
             1,
             1,
             "the autoscaler's steps fail: see its log group (event=step_failed)",
+        ),
+        alarm(
+            "autoscaler-silent",
+            NAMESPACE,
+            "StepFailures",
+            ours,
+            "SampleCount",
+            "LessThanThreshold",
+            1,
+            3,
+            "the autoscaler has published nothing for 3 minutes: its web host, or it, is gone",
+            missing="breaching",
         ),
         alarm(
             "members-not-stopped",

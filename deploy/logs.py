@@ -22,11 +22,8 @@ from pathlib import Path
 from core import settings
 
 RETENTION_DAYS = 14
-# Where setup.sh and a member's user data put the agent's configuration, and how they load it.
-AGENT_CONFIG = "/opt/aws/amazon-cloudwatch-agent/etc/face-rec.json"
-AGENT_CTL = "/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl"
-# The first agent release that reads the journal.
-AGENT_MIN_VERSION = "1.300070.0"
+# Where setup.sh (LOG_AGENT_*, with the first release that reads the journal) and a member's user
+# data (scaling/launching.py, AGENT_*) put the agent's configuration, and how they load it.
 
 # tier -> (its hosts' systemd units, journal matches beside them), one group each; a host runs the
 # tiers of its role (TIERS_OF).

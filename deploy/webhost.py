@@ -27,6 +27,9 @@ NOT_FOR_THE_WEB_HOST = (
     "FR_SIMULATE_TIME_SCALE",
     "FR_WEB_CIDR",
     "FR_WEB_INSTANCE_TYPE",
+    # Provisioning's alone (deploy/alarms.py).
+    "FR_ALARM_EMAIL",
+    "FR_BUDGET_USD",
     "FR_TORCH_THREADS",
     # The key is in SSM, never in the settings object (FR_ADMIN_TOKEN_PARAMETER names it).
     *settings.SECRETS,

@@ -11,7 +11,6 @@ import uuid
 
 import common
 from core import cloud, settings, statefiles
-from deploy import logs
 from scaling import pool
 
 log = common.EventLog("pool")
@@ -182,6 +181,9 @@ def app_security_group(ec2, config):
 # Where a member's first boot writes the pool's settings (systemd/face-.service.d/common.conf reads it
 # after the image's /etc/face-recognition.env).
 POOL_SETTINGS = "/etc/face-recognition-pool.env"
+# The CloudWatch agent's configuration on a member, and its control (deploy/logs.py; setup.sh installs them).
+AGENT_CONFIG = "/opt/aws/amazon-cloudwatch-agent/etc/face-rec.json"
+AGENT_CTL = "/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl"
 # The app tier's service on a member (systemd/face-worker.service).
 WORKER_UNIT = "face-worker.service"
 
@@ -206,10 +208,10 @@ def member_user_data(config, settings_path=POOL_SETTINGS):
         f"#!/bin/bash\nset -e\ncat > {settings_path} <<'ENV'\n{pool_settings}ENV\n"
         f"chmod 0644 {settings_path}\nsystemctl try-restart {WORKER_UNIT}\n"
         # The CloudWatch agent ships to the pool's log group, not the image's (deploy/logs.py).
-        f"if [ -x {logs.AGENT_CTL} ]; then\n"
+        f"if [ -x {AGENT_CTL} ]; then\n"
         f"  (cd /opt/face-rec/app && /opt/face-rec/venv/bin/python -m deploy.logs agent-config app"
-        f" /etc/face-recognition.env {settings_path} > {logs.AGENT_CONFIG})\n"
-        f"  {logs.AGENT_CTL} -a fetch-config -m ec2 -s -c file:{logs.AGENT_CONFIG}\nfi\n"
+        f" /etc/face-recognition.env {settings_path} > {AGENT_CONFIG})\n"
+        f"  {AGENT_CTL} -a fetch-config -m ec2 -s -c file:{AGENT_CONFIG}\nfi\n"
     )
 
 

@@ -410,6 +410,9 @@ def _check_owner(response, sim, bucket, action):
 
 
 def _check(response, sim, service, action, s3_resource=None):
+    if is_guest(response.headers) and (service, action) != ("ec2", "StopInstances"):
+        sim.record("AccessDenied", [], principal=GUEST_KEY, call=f"{service}:{action}", reason="a guest powers off, nothing more")
+        raise _denied(response, service, GUEST_KEY, f"{service}:{action}", "*", "the guest's key is for its power-off only")
     role = role_of(response.headers)
     if role is None:
         return

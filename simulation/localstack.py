@@ -100,8 +100,7 @@ class Launcher:
                 if event.code == settings.EX_CONFIG:
                     self.broken.add(event.instance)
                 elif event.code == heartbeat.POWER_OFF_EXIT:  # as systemd/face-worker.service does
-                    log.info("guest_power_off", instance=event.instance, detail="the dead man's switch: idle, no autoscaler")
-                    awsiam.guest_shutdown(self.config.endpoint_url, self.config.region, event.instance)
+                    power_off(self.config, event.instance)
 
     def running(self):
         """{instance id: name} of the pool's running instances.
@@ -210,6 +209,18 @@ class Launcher:
         if instance_id not in self.links:
             self.links[instance_id] = Link(self.upstream)
         return self.links[instance_id].url
+
+
+def power_off(config, instance_id):
+    """As the guest's OS powering off does (awsiam.guest_shutdown); an instance moto no longer
+    knows (terminated meanwhile, moto restarted) is said and passed over."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    log.info("guest_power_off", instance=instance_id, detail="the dead man's switch: idle, no autoscaler")
+    try:
+        awsiam.guest_shutdown(config.endpoint_url, config.region, instance_id)
+    except (BotoCoreError, ClientError) as e:
+        log.warning("guest_power_off_failed", instance=instance_id, error=e)
 
 
 def hibernated(ec2, ids):

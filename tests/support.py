@@ -78,7 +78,9 @@ def start_local_stack(testcase, prefix, state, **fr):
         FR_GALLERY=gallery,
         **{"FR_WARM_UP": 0, **fr},
     )
-    stack, ready = start(testcase, f"{prefix}-localstack", LOCAL_STACK, env, r"event=ready url=(\S+) endpoint=(\S+)")
+    # With the warm-up, provisioning boots and hibernates the pool first: about a minute on a busy machine.
+    patience = START_TIMEOUT * (2 if str(env.get("FR_WARM_UP")) == "1" else 1)
+    stack, ready = start(testcase, f"{prefix}-localstack", LOCAL_STACK, env, r"event=ready url=(\S+) endpoint=(\S+)", patience)
     return stack, ready[1], ready[2]
 
 

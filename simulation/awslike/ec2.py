@@ -100,9 +100,9 @@ def install_state_changes(sim):
 
         def change(self, instance_ids):
             instances = self.get_multi_instances_by_id(instance_ids)
-            sim.check(action, instances)
-            if action == "StopInstances" and getattr(sim.request, "guest", False):
+            if action == "StopInstances" and getattr(sim.request, "guest", False):  # a power-off: never refused
                 return [guest_shutdown(sim, instance, original["stop"]) for instance in instances]
+            sim.check(action, instances)
             hibernate = action == "StopInstances" and getattr(sim.request, "hibernate", False)
             if hibernate:
                 sim.check_hibernation(instances)

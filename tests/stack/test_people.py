@@ -67,8 +67,12 @@ class PeopleTest(Service, unittest.TestCase):
         examples = [("z1.jpg", mirrored("test_00")), ("z2.jpg", mirrored("test_02"))]
         before = self.people()
         # Answered (and recorded in the table) before the change: the old answer is the nearest fixture person's.
+        before_probe = [worker.count for worker in self.workers]
         self.assertEqual(upload(self.url, "probe.jpg", examples[0][1]), (200, f"probe:{self.expected['test_00']}\n"))
-        # Marked before the change: a worker may load the new gallery at once, before the next line.
+        # The probe's batch logs `done` after its answer: waited for, so that it is not taken for a later one's.
+        wait_until(lambda: self.done_since(before_probe), 10, what="the probe's batch done")
+        # Marked before the change: a worker may load the new gallery at once, before the next line
+        # (the change's example images are embedded by the workers too: their lines are not the probes').
         marks = [worker.count for worker in self.workers]
         self.assertEqual(self.change("POST", URL_NAME, examples), (201, {"name": NEWCOMER, "added": 2, "examples": 2}))
         self.assertEqual(self.people(), {**before, NEWCOMER: 2})
@@ -76,10 +80,12 @@ class PeopleTest(Service, unittest.TestCase):
         self.assertEqual(uploads, [(200, f"probe:{NEWCOMER}\n")] * 8)
         answered = 0
         for worker, mark in zip(self.workers, marks):
-            events = [re.search(r"event=(\w+)", line)[1] for line in worker.since(mark)[1] if "event=" in line]
-            if "done" in events:
+            lines = [line for line in worker.since(mark)[1] if "event=" in line]
+            events = [re.search(r"event=(\w+)", line)[1] for line in lines]
+            first = next((n for n, line in enumerate(lines) if "event=done" in line and "stem=probe " in line), None)
+            if first is not None:
                 answered += 1
-                self.assertIn("gallery_loaded", events[: events.index("done")], "answered before loading the new gallery")
+                self.assertIn("gallery_loaded", events[:first], "answered before loading the new gallery")
         self.assertGreaterEqual(answered, 1)
         status, answer = upload(f"{self.url}?format=json", "probe.jpg", examples[1][1])
         self.assertEqual((status, json.loads(answer)["faces"][0]["name"]), (200, NEWCOMER))
@@ -89,6 +95,9 @@ class PeopleTest(Service, unittest.TestCase):
         self.assertEqual(self.change("DELETE", URL_NAME), (404, {"error": f"no one called {NEWCOMER} in the gallery"}))
         examples_left = aws(self.endpoint, "s3").list_objects_v2(Bucket=self.config.gallery_bucket, Prefix="examples/")
         self.assertEqual(examples_left.get("KeyCount"), 0, "a removed person's images stay")
+
+    def done_since(self, marks):
+        return any("event=done" in line for worker, mark in zip(self.workers, marks) for line in worker.since(mark)[1])
 
     def test_the_gallery_embedded_again_keeps_its_people_and_the_web_tier_and_workers_follow_it(self):
         self.assertEqual(self.change("POST", "Rita", [("r1.jpg", mirrored("test_04"))])[0], 201)

@@ -183,6 +183,11 @@ class HibernationReadinessTest(unittest.TestCase):
                 self.assertEqual([line.split("event=")[1].split()[0] for line in logged.output], events)
         value = [{"Key": guest.GUEST_TAG, "Value": "ready 5.000"}]
         self.assertEqual(tagged, [(["i-1"], value), (["i-late"], value)])
+        with fake:  # a report older than one made since (a resume after a resume) is not sent
+            reporter = guest.Reporter(dataclasses.replace(settings.load_config({}), instance_id="i-1"), threading.Event())
+            reporter.latest = 9.0
+            reporter._tag(guest.RESUMED, 5.0)
+        self.assertEqual(len(tagged), 2)
 
     def test_a_worker_restarted_after_a_resume_says_resumed_at_the_agents_time(self):
         tagged = []
