@@ -45,11 +45,12 @@ def beat_interval(limit):
 
 class Beat:
     """The autoscaler's side: `heard()` after each step that succeeded tags the request queue, at
-    most every beat_interval; a failed tag is logged and tried at the next step."""
+    most every beat_interval; a failed tag is said once (until one succeeds) and tried at the next step."""
 
     def __init__(self, config, sqs, queue_url, clock=time.monotonic, wall_clock=time.time):
         self.config, self.sqs, self.queue_url, self.clock, self.wall_clock = config, sqs, queue_url, clock, wall_clock
         self.due = -float("inf")
+        self.failures = common.Failures(log, "heartbeat_failed")  # members idle for FR_IDLE_STOP stop themselves
 
     def heard(self):
         from botocore.exceptions import BotoCoreError, ClientError
@@ -59,8 +60,9 @@ class Beat:
         try:
             self.sqs.tag_queue(QueueUrl=self.queue_url, Tags={BEAT_TAG: f"{self.wall_clock():.3f} {self.config.idle_stop:g}"})
             self.due = self.clock() + beat_interval(self.config.idle_stop)
+            self.failures.recovered()
         except (BotoCoreError, ClientError) as e:
-            log.warning("heartbeat_failed", error=e, detail="members idle for FR_IDLE_STOP stop themselves")
+            self.failures.failed(e)
 
 
 def last_heard(sqs, queue_url):
