@@ -163,8 +163,12 @@ class AlarmSteps:
     def topic_arn(self):
         return f"arn:aws:sns:{self.config.region}:{self.account()}:{topic_name(self.config)}"
 
+    def topic_exists(self):
+        pages = self.sns.get_paginator("list_topics").paginate()
+        return any(t["TopicArn"] == self.topic_arn() for page in pages for t in page.get("Topics", []))
+
     def ensure_topic(self):
-        exists = any(t["TopicArn"] == self.topic_arn() for t in self.sns.list_topics().get("Topics", []))
+        exists = self.topic_exists()
         arn = self.sns.create_topic(Name=topic_name(self.config), Tags=[{"Key": PREFIX_TAG, "Value": self.config.prefix}])[
             "TopicArn"
         ]
@@ -233,7 +237,7 @@ class AlarmSteps:
             pass
 
     def _remove_topic(self):
-        if any(t["TopicArn"] == self.topic_arn() for t in self.sns.list_topics().get("Topics", [])):
+        if self.topic_exists():
             self.sns.delete_topic(TopicArn=self.topic_arn())
             self.out(f"{'removed':<12} SNS topic {topic_name(self.config)}")
 
@@ -242,5 +246,5 @@ class AlarmSteps:
             ("alarm", a["AlarmName"])
             for a in self.cloudwatch.describe_alarms(AlarmNames=alarm_names(self.config))["MetricAlarms"]
         ]
-        left += [("topic", t["TopicArn"]) for t in self.sns.list_topics().get("Topics", []) if t["TopicArn"] == self.topic_arn()]
+        left += [("topic", self.topic_arn())] if self.topic_exists() else []
         return left

@@ -1,7 +1,7 @@
 """Logs in one place: a CloudWatch Logs group per tier, which every host's CloudWatch agent ships
 its services' journal lines to, so that a member's lines outlive it.
 
-Groups (LOG_GROUPS): `/{prefix}/web` (the web tier), `/{prefix}/autoscaler`, `/{prefix}/app` (the
+Groups (log_groups): `/{prefix}/web` (the web tier), `/{prefix}/autoscaler`, `/{prefix}/app` (the
 workers, their hibernation hooks and the hibernation agent), one stream per instance (its id), kept
 RETENTION_DAYS. Provisioning makes them with their retention and teardown removes them; the roles
 may only add streams and events to their own tier's groups (deploy/iam.py).
@@ -22,8 +22,8 @@ from pathlib import Path
 from core import settings
 
 RETENTION_DAYS = 14
-# Where setup.sh (LOG_AGENT_*, with the first release that reads the journal) and a member's user
-# data (scaling/launching.py, AGENT_*) put the agent's configuration, and how they load it.
+# Where the agent's configuration goes, and how it is loaded: setup.sh (LOG_AGENT_*, with the first
+# release that reads the journal) and a member's user data (scaling/launching.py, AGENT_*).
 
 # tier -> (its hosts' systemd units, journal matches beside them), one group each; a host runs the
 # tiers of its role (TIERS_OF).

@@ -237,8 +237,14 @@ def host_env(config, env, host_settings, port):
     return {**env, **fresh}
 
 
-# The host's waits for the guest's and SQS's delays: scaled with them on the AWS-like stack.
-SCALED = ("FR_HIBERNATE_AFTER_LAUNCH", "FR_HIBERNATE_AFTER_RESUME", "FR_SQS_COUNT_LAG", "FR_IDLE_STOP")
+# The host's waits for the guest's and SQS's delays, by variable and Config field: scaled with them
+# on the AWS-like stack.
+SCALED = {
+    "FR_HIBERNATE_AFTER_LAUNCH": "hibernate_after_launch",
+    "FR_HIBERNATE_AFTER_RESUME": "hibernate_after_resume",
+    "FR_SQS_COUNT_LAG": "sqs_count_lag",
+    "FR_IDLE_STOP": "idle_stop",
+}
 
 
 def provision_config(config, env):
@@ -249,12 +255,7 @@ def provision_config(config, env):
     if config.simulate != "aws":
         return dataclasses.replace(config, warm_up=False)
     scaled = scaled_env(config, {name: env[name] for name in SCALED if name in env})
-    return dataclasses.replace(
-        config,
-        hibernate_after_launch=float(scaled["FR_HIBERNATE_AFTER_LAUNCH"]),
-        hibernate_after_resume=float(scaled["FR_HIBERNATE_AFTER_RESUME"]),
-        idle_stop=float(scaled["FR_IDLE_STOP"]),
-    )
+    return dataclasses.replace(config, **{field: float(scaled[name]) for name, field in SCALED.items()})
 
 
 def scaled_env(config, env):
@@ -264,10 +265,4 @@ def scaled_env(config, env):
     if config.simulate != "aws":
         return env
     scale = config.simulate_time_scale
-    return {
-        "FR_HIBERNATE_AFTER_LAUNCH": str(config.hibernate_after_launch * scale),
-        "FR_HIBERNATE_AFTER_RESUME": str(config.hibernate_after_resume * scale),
-        "FR_SQS_COUNT_LAG": str(config.sqs_count_lag * scale),
-        "FR_IDLE_STOP": str(config.idle_stop * scale),
-        **env,
-    }
+    return {**{name: str(getattr(config, field) * scale) for name, field in SCALED.items()}, **env}
