@@ -1,7 +1,7 @@
 """Autoscaler: keeps the app tier sized to the work, from 0 to FR_MAX_INSTANCES running instances.
 
 The app tier is a fixed pool of EC2 instances (scaling/pool.py), made once and kept stopped; scaling only
-starts and stops them. Every FR_SCALE_INTERVAL seconds it reads the work and the pool's states,
+starts and stops them. Every FR_SCALE_INTERVAL seconds (start to start) it reads the work and the pool's states,
 asks `desired` how many should run, and starts or stops the difference in one call (`pool.plan`:
 only calls EC2 accepts in the members' states). Members missing from the pool (terminated,
 deleted) are launched again from FR_AMI_ID. Each decision that changes something is logged as one
@@ -50,6 +50,18 @@ def desired(visible, in_flight, running, max_instances, idle_seconds=math.inf, g
     if visible > 0:
         target = max(target, min(running, max_instances))
     return max(target, floor)
+
+
+def pause(began, now, interval, idle_since=None, grace=0.0):
+    """Seconds to wait, at monotonic `now`, before the step after the one begun at `began`: the
+    steps are FR_SCALE_INTERVAL apart from start to start (the step's own time is not added), and the
+    one that may stop instances comes when the work has been gone `grace` seconds (since
+    `idle_since`), not up to an interval after. Never less than a tenth of the interval, so that
+    steps slower than it (a loaded API) do not follow one another without a pause."""
+    wait = interval - (now - began)
+    if idle_since is not None and now < idle_since + grace:
+        wait = min(wait, idle_since + grace - now)
+    return max(wait, interval / 10)
 
 
 def work(waiting, long_queued, visible, in_flight):
@@ -140,6 +152,7 @@ class Autoscaler:
             interval=self.config.scale_interval,
         )
         while not stop.is_set():
+            began = time.monotonic()
             try:
                 self.step()
                 failures.recovered()
@@ -148,7 +161,8 @@ class Autoscaler:
                 failures.failed(e)
                 self.metrics.failed()
             self.metrics.tick()
-            stop.wait(self.config.scale_interval)
+            config = self.config
+            stop.wait(pause(began, time.monotonic(), config.scale_interval, self.idle_since, config.scale_in_grace))
 
 
 def main():

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from unittest import mock
 
-from autoscaler import desired, work
+from autoscaler import desired, pause, work
 from core import guest, settings
 from scaling import warming
 from scaling.pool import Pool, hibernation_unready, missing, plan
@@ -41,6 +41,23 @@ class DesiredTest(unittest.TestCase):
         for args, expected, why in cases:
             with self.subTest(why, args=args):
                 self.assertEqual(desired(*args), expected)
+
+
+class PauseTest(unittest.TestCase):
+    def test_steps_are_an_interval_apart_from_start_to_start_and_one_comes_when_the_grace_ends(self):
+        # (step began, now, interval[, idle since, grace]) -> seconds to the next step
+        cases = [
+            ((10.0, 10.2, 0.5), 0.3, "a step of 0.2 s: the rest of the interval"),
+            ((10.0, 10.0, 0.5), 0.5, "an instant step: the interval"),
+            ((10.0, 10.7, 0.5), 0.05, "a step slower than the interval: a tenth of it, not none"),
+            ((10.0, 10.1, 0.5, 10.1, 0.5), 0.4, "work gone at this step: the interval ends first"),
+            ((10.0, 10.1, 0.5, 9.8, 0.5), 0.2, "the grace ends first: the step that stops comes then"),
+            ((10.0, 10.1, 0.5, 9.0, 0.5), 0.4, "the grace long over: the interval"),
+            ((10.0, 10.1, 0.5, 9.61, 0.5), 0.05, "the grace ends in a moment: not sooner than a tenth"),
+        ]
+        for args, expected, why in cases:
+            with self.subTest(why):
+                self.assertAlmostEqual(pause(*args), expected, places=6)
 
 
 class WorkTest(unittest.TestCase):
