@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy
 import torch
-from facenet_pytorch import MTCNN, InceptionResnetV1, extract_face, fixed_image_standardization
 from PIL import Image, ImageOps
+
+from model.facenet import MTCNN, InceptionResnetV1, extract_face, fixed_image_standardization
 
 # Lines in the service's key=value form (the library has no helper of the service's for it).
 log = logging.getLogger(__name__)

@@ -1,6 +1,7 @@
 """`python -m tests`: the whole suite; `python -m tests unit`: the tests that start no process (in
 seconds, for while you work). Both print the slowest test classes (with their set-up: where the
-suite's time goes) and tests, then end with a plain `N passed, N failed, N skipped in N s` line.
+suite's time goes) and tests (the whole suite also the jobs that used the most CPU), then end
+with a plain `N passed, N failed, N skipped in N s` line.
 
 The whole suite runs its test classes as separate processes, LANES at a time: much of a class's
 time is spent waiting on the processes it started (moto's simulated delays, timeouts, a long
@@ -12,6 +13,7 @@ torch once. The SLOW classes are started first, so that no lane is left with a l
 end."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -59,6 +61,7 @@ SLOW = [
     )
 ]
 JOB_RESULT = "job-result: "
+CPU = "cpu:"  # a job's CPU seconds, by its first class (run_job)
 
 
 class TimedResult(unittest.TextTestResult):
@@ -113,18 +116,26 @@ def jobs():
 
 
 def run_job(names):
-    """Run `names` in a child process: (its output, (passed, failed, skipped, seconds))."""
-    done = subprocess.run(
+    """Run `names` in a child process: (its output, (passed, failed, skipped, seconds)); the
+    seconds include the CPU seconds the job and the processes it waited for used, as `cpu:` + the
+    first class's name (on two cores, the suite's time is mostly the sum of these)."""
+    child = subprocess.Popen(
         [sys.executable, "-m", "tests", "--job", *names],
         cwd=settings.PROJECT_DIR,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    last = done.stdout.rstrip().rsplit("\n", 1)[-1]
-    if done.returncode not in (0, 1) or not last.startswith(JOB_RESULT):
-        return done.stdout + f"\njob {names} ended with code {done.returncode}\n", (0, 1, 0, {})
-    return done.stdout, tuple(json.loads(last[len(JOB_RESULT) :]))
+    with child.stdout:
+        output = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)  # as child.wait() would, with what it used
+    child.returncode = os.waitstatus_to_exitcode(status)
+    last = output.rstrip().rsplit("\n", 1)[-1]
+    if child.returncode not in (0, 1) or not last.startswith(JOB_RESULT):
+        return output + f"\njob {names} ended with code {child.returncode}\n", (0, 1, 0, {})
+    passed, failed, skipped, seconds = json.loads(last[len(JOB_RESULT) :])
+    seconds[CPU + names[0]] = usage.ru_utime + usage.ru_stime
+    return output, (passed, failed, skipped, seconds)
 
 
 def run_all():
@@ -155,8 +166,13 @@ def main(argv):
         return 2
     ranked = sorted(seconds.items(), key=lambda item: -item[1])
     for kind, dots in (("class", 3), ("test", 4)):  # tests.folder.test_module.Class[.test_name]
-        for name, spent in [(name, spent) for name, spent in ranked if name.count(".") == dots][:12]:
+        for name, spent in [(name, spent) for name, spent in ranked if name.count(".") == dots and CPU not in name][:12]:
             print(f"slowest {kind}: {spent:6.1f} s  {name}")
+    cpu = [(name[len(CPU) :], spent) for name, spent in ranked if name.startswith(CPU)]
+    for name, spent in cpu[:12]:
+        print(f"most CPU:      {spent:6.1f} s  {name}")
+    if cpu:
+        print(f"CPU in all: {sum(spent for _, spent in cpu):.0f} s")
     print(f"tests: {passed} passed, {failed} failed, {skipped} skipped in {time.monotonic() - started:.0f} s")
     return 0 if failed == 0 and passed else 1
 

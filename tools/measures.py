@@ -55,7 +55,7 @@ def worker_start(weights, gallery, image):
     """(import s, model load s, first inference s) of a fresh process, as systemd starts worker.py
     on an app instance."""
     code = (
-        "import sys, time; t = time.monotonic(); import torch, facenet_pytorch, worker; i = time.monotonic() - t; "
+        "import sys, time; t = time.monotonic(); import torch, worker, model.recognizer; i = time.monotonic() - t; "
         "from model import Recognizer; t = time.monotonic(); r = Recognizer(*sys.argv[1:3]); "
         "m = time.monotonic() - t; data = open(sys.argv[3], 'rb').read(); t = time.monotonic(); "
         "r.recognize(data); print(i, m, time.monotonic() - t)"
