@@ -43,6 +43,9 @@ MAX_INSTANCES = 15
 POOL_SIZE = 30  # with as many spare members (FR_SPARE_INSTANCES's default)
 SMALL_POOL = 4
 SCALE_IN_LIMIT = 2.0
+# A burst that runs all 15 members a while (4 uploads each), not the course's 100: the suite's time
+# is CPU, and the model's share of it is per image. FirstRunTest and PipelineTest send 100.
+BURST = MAX_INSTANCES * 4
 # WarmFloorTest's FR_IDLE_STOP (the dead man's switch, core/heartbeat.py), in the stack's seconds.
 IDLE_STOP = 4.0
 # The AWS-like stack's delays, and the autoscaler's hibernation waits, at the tests' scale; `busy`:
@@ -117,7 +120,7 @@ class ScalingTest(unittest.TestCase):
         # the guest drops a hibernation asked too soon. Each burst comes as soon as the previous one's
         # pool is back to 0, its members still stopping: spare members take it.
         expected = expected_answers()
-        stems = sorted(expected)
+        stems = sorted(expected)[:BURST]
         started = []
         for number in range(2):
             with self.subTest(burst=number):
@@ -348,17 +351,17 @@ class WarmFloorTest(LocalStacks):
         self.assertEqual(running_instances(ec2), 2)
         expected = expected_answers()
         sampler = Sampler(ec2)
-        answers = burst(url, sorted(expected))
+        answers = burst(url, sorted(expected)[:BURST])
         last_answer = time.monotonic()
         wait_until(lambda: running_instances(ec2) == 2, SCALE_IN_LIMIT, interval=0.1, what="back to the floor of 2")
         scaled_in = time.monotonic() - last_answer
         counts = sampler.finish()
-        self.assertEqual(answers, [(200, f"{s}:{expected[s]}\n") for s in sorted(expected)])
+        self.assertEqual(answers, [(200, f"{s}:{expected[s]}\n") for s in sorted(expected)[:BURST]])
         self.assertEqual((min(counts), max(counts)), (2, MAX_INSTANCES), f"samples: {counts}")
         self.assertLessEqual(scaled_in, SCALE_IN_LIMIT)
         # A burst whose autoscaler hangs once all 15 run (its host frozen: nothing restarts it, and
         # it is not heard from): the burst is answered, then every member powers itself off.
-        stems = sorted(expected)[: MAX_INSTANCES * 4]  # enough to run 15 members a while
+        stems = sorted(expected)[-BURST:]  # others than the first burst's
         with ThreadPoolExecutor(1) as client:
             answers = client.submit(burst, url, stems)
             wait_until(lambda: running_instances(ec2) == MAX_INSTANCES, 30, interval=0.1, what="15 running")
