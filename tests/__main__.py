@@ -6,7 +6,8 @@ with a plain `N passed, N failed, N skipped in N s` line.
 The whole suite runs its test classes as separate processes, LANES at a time: much of a class's
 time is spent waiting on the processes it started (moto's simulated delays, timeouts, a long
 poll), so four lanes keep the two cores busy (two: 554 s, three: 423 s, on 2026-11-30; three: 545 s,
-four: 486 s, on 2026-12-03, with the suite grown meanwhile; past that the cores are full). Every
+four: 486 s, on 2026-12-03, with the suite grown meanwhile; past that the cores are full: the
+suite's time is then its CPU, which the `most CPU:` lines break down). Every
 class starts its own processes on ports of its own (port 0) with state and logs of its own, so
 classes never share anything but the machine. The pure tests (UNIT) are one job: they import
 torch once. The SLOW classes are started first, so that no lane is left with a long class at the
