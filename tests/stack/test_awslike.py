@@ -350,6 +350,28 @@ class EventualConsistencyTest(unittest.TestCase):
         self.assertNotIn(instance, pool.instance_states(self.ec2))
         self.assertEqual(self.ec2.run_instances(**launch)["Instances"][0]["InstanceId"], instance)
 
+    def test_the_snapshot_of_a_deregistered_image_is_in_use_for_a_while_then_it_can_be_deleted(self):
+        # snapshot_release: 1.5 s at this scale (at the tests' usual 0.05, too short to see reliably).
+        instance = self.ec2.run_instances(ImageId=IMAGE, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        wait_until(lambda: instance in pool.instance_states(self.ec2), 10, what="the instance known")
+        image = self.ec2.create_image(InstanceId=instance, Name="released-later")["ImageId"]
+        (snapshot,) = [
+            m["Ebs"]["SnapshotId"] for m in self.ec2.describe_images(ImageIds=[image])["Images"][0]["BlockDeviceMappings"]
+        ]
+        self.ec2.deregister_image(ImageId=image)
+        with self.assertRaisesRegex(Exception, "InvalidSnapshot.InUse"):
+            self.ec2.delete_snapshot(SnapshotId=snapshot)
+
+        def deleted():
+            try:
+                self.ec2.delete_snapshot(SnapshotId=snapshot)
+            except Exception as e:
+                self.assertIn("InvalidSnapshot.InUse", str(e))
+                return False
+            return True
+
+        wait_until(deleted, 10, interval=0.2, what="the snapshot deleted once released")
+
     def test_pool_repair_launches_each_missing_member_once_while_describe_lags(self):
         launches = launching.Launches()
         # patience: IAM propagating the new instance profile first.
