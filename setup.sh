@@ -34,7 +34,8 @@ PYTHON=python3
 # The hibernation agent's sleep-button action (acpid runs it), and the pm-utils hook of ours.
 SLEEP_ACTION=/etc/acpi/actions/sleep.sh
 PM_HOOK=/etc/pm/sleep.d/50-face-worker
-# The CloudWatch agent (deploy/logs.py: the paths and the first release that reads the journal).
+# The CloudWatch agent (deploy/logs.py): its paths, as a member's user data has them (scaling/launching.py
+# AGENT_*, held equal by tests/unit/test_logs.py), and the first release that reads the journal.
 LOG_AGENT_CONFIG=/opt/aws/amazon-cloudwatch-agent/etc/face-rec.json
 LOG_AGENT_CTL=/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl
 LOG_AGENT_MIN=1.300070.0

@@ -33,8 +33,7 @@ def budget_name(config):
 
 
 def alarm_names(config):
-    kinds = ("dead-letters", "request-age", "autoscaler-failing", "autoscaler-silent", "members-not-stopped")
-    return [f"{config.prefix}-{kind}" for kind in kinds]
+    return [definition["AlarmName"] for definition in alarm_definitions(config, topic_arn=None)]
 
 
 def alarm_definitions(config, topic_arn):

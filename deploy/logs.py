@@ -22,8 +22,6 @@ from pathlib import Path
 from core import settings
 
 RETENTION_DAYS = 14
-# Where the agent's configuration goes, and how it is loaded: setup.sh (LOG_AGENT_*, with the first
-# release that reads the journal) and a member's user data (scaling/launching.py, AGENT_*).
 
 # tier -> (its hosts' systemd units, journal matches beside them), one group each; a host runs the
 # tiers of its role (TIERS_OF).

@@ -721,8 +721,9 @@ class RestartableProvisionTest(Deployment):
         # that one left: restarted after once (31 steps of 43, on 2026-12-03).
         steps, seen = [], set()
         for n, (call, made_before) in enumerate(every):
-            if (call, n and every[n - 1][0]) not in seen:
-                seen.add((call, n and every[n - 1][0]))
+            after = (call, n and every[n - 1][0])  # the call, and the one before it
+            if after not in seen:
+                seen.add(after)
                 steps.append((call, made_before))
         self.assertGreaterEqual(len(steps), 25, steps)
         # Each step's runs have a prefix of their own: several run at once, their waits overlapping.

@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -7,9 +8,15 @@ from pathlib import Path
 
 from core import settings
 from deploy import logs
+from scaling import launching
 
 
 class AgentConfigTest(unittest.TestCase):
+    def test_setup_sh_and_a_members_user_data_put_the_agents_configuration_in_one_place(self):
+        script = (settings.PROJECT_DIR / "setup.sh").read_text()
+        shell = dict(re.findall(r"^LOG_AGENT_(CONFIG|CTL)=(\S+)$", script, re.MULTILINE))
+        self.assertEqual(shell, {"CONFIG": launching.AGENT_CONFIG, "CTL": launching.AGENT_CTL})
+
     def test_each_host_ships_its_own_units_to_its_tiers_groups_one_stream_per_instance(self):
         config = settings.load_config({"FR_PREFIX": "blue"})
         ours = {p.name for p in (settings.PROJECT_DIR / "systemd").glob("*.service")}
