@@ -41,6 +41,63 @@ class MotoServerTest(unittest.TestCase):
         self.assertIn("sqs", first)
         self.assertIs(backends.list_of_moto_modules(), first, "listed again")
 
+    def test_motoserver_serialises_every_response_as_moto_does(self):
+        # In-process moto (mock_aws) answers through the same response classes and serialiser.
+        from unittest import mock
+
+        import boto3
+        from moto import mock_aws
+        from moto.core import serialize
+
+        from simulation import motoserver
+
+        def calls(ec2, sqs, s3, iam, dynamodb, queue):
+            return [
+                ec2.describe_instances(),
+                ec2.describe_instance_status(IncludeAllInstances=True),
+                ec2.describe_images(Owners=["self"]),
+                ec2.describe_volumes(),
+                ec2.describe_security_groups(),
+                ec2.describe_subnets(),
+                ec2.describe_launch_templates(),
+                sqs.receive_message(QueueUrl=queue, AttributeNames=["All"], MessageAttributeNames=["All"], VisibilityTimeout=0),
+                sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"]),
+                s3.list_objects_v2(Bucket="bucket"),
+                iam.get_role(RoleName="r"),
+                dynamodb.describe_table(TableName="t"),
+            ]
+
+        with mock_aws():
+            clients = [boto3.client(name, region_name="us-east-1") for name in ("ec2", "sqs", "s3", "iam", "dynamodb")]
+            ec2, sqs, s3, iam, dynamodb = clients
+            image = ec2.describe_images()["Images"][0]["ImageId"]
+            tags = [{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "tagged"}]}]
+            launched = ec2.run_instances(ImageId=image, MinCount=2, MaxCount=2, TagSpecifications=tags)
+            ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)  # no tags: moto leaves Tags out
+            ec2.stop_instances(InstanceIds=[launched["Instances"][0]["InstanceId"]])
+            ec2.create_image(InstanceId=launched["Instances"][1]["InstanceId"], Name="app")
+            ec2.create_launch_template(LaunchTemplateName="lt", LaunchTemplateData={"ImageId": image})
+            queue = sqs.create_queue(QueueName="q")["QueueUrl"]
+            sqs.send_message(QueueUrl=queue, MessageBody="m", MessageAttributes={"a": {"DataType": "String", "StringValue": "v"}})
+            s3.create_bucket(Bucket="bucket")
+            s3.put_object(Bucket="bucket", Key="k", Body=b"x")
+            iam.create_role(RoleName="r", AssumeRolePolicyDocument="{}", Tags=[{"Key": "k", "Value": "v"}])
+            key = [{"AttributeName": "s", "KeyType": "HASH"}]
+            attributes = [{"AttributeName": "s", "AttributeType": "S"}]
+            dynamodb.create_table(TableName="t", KeySchema=key, AttributeDefinitions=attributes, BillingMode="PAY_PER_REQUEST")
+            # RunInstances' State comes from moto's response transformer (pending), not the instance.
+            self.assertEqual(launched["Instances"][0]["State"]["Name"], "pending")
+            ours = calls(*clients, queue) + calls(*clients, queue)  # the second from what was remembered
+            with mock.patch.object(serialize.ResponseSerializer, "get_value", motoserver.moto_get_value):
+                theirs = calls(*clients, queue)
+        for got, expected in zip(ours[len(theirs) :], theirs, strict=True):
+            for answer in (got, expected):
+                answer.pop("ResponseMetadata")
+                for message in answer.get("Messages", []):
+                    for volatile in ("ReceiptHandle", "Attributes"):
+                        message.pop(volatile)
+            self.assertEqual(got, expected)
+
     def test_plain_moto_as_local_mode_runs_it_takes_the_whole_provisioning(self):
         # `./setup.sh local` without FR_SIMULATE=aws: moto as it is, but for motoserver's fixes
         # (provisioning asks for the default EBS key, which moto 5.2 does not answer).
