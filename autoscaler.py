@@ -1,7 +1,8 @@
 """Autoscaler: keeps the app tier sized to the work, from 0 to FR_MAX_INSTANCES running instances.
 
 The app tier is a fixed pool of EC2 instances (scaling/pool.py), made once and kept stopped; scaling only
-starts and stops them. Every FR_SCALE_INTERVAL seconds (start to start) it reads the work and the pool's states,
+starts and stops them. Every FR_SCALE_INTERVAL seconds (start to start), and at once when the web tier's count
+asks for more members than the last decision gave, it reads the work and the pool's states,
 asks `desired` how many should run, and starts or stops the difference in one call (`pool.plan`:
 only calls EC2 accepts in the members' states). Members missing from the pool (terminated,
 deleted) are launched again from FR_AMI_ID. Each decision that changes something is logged as one
@@ -33,6 +34,9 @@ from scaling import metrics, pool
 
 log = common.EventLog("autoscaler")
 
+# How often, between two steps, the web tier's count of the work (a local file) is read for new work.
+WORK_CHECK = 0.05
+
 
 def desired(visible, in_flight, running, max_instances, idle_seconds=math.inf, grace=0.0, floor=0):
     """How many app instances should run, never fewer than `floor` (the warm floor).
@@ -62,6 +66,33 @@ def pause(began, now, interval, idle_since=None, grace=0.0):
     if idle_since is not None and now < idle_since + grace:
         wait = min(wait, idle_since + grace - now)
     return max(wait, interval / 10)
+
+
+def wants_more(web, last, max_instances):
+    """Whether the web tier's count now (statefiles.read_waiting: (waiting, long queued) or None)
+    asks for more members than the `last` step's decision gave: more requests wait than it wanted
+    members and than it saw waiting, and it wanted fewer than `max_instances`. Then the next step
+    comes at once, not at the end of its pause. Requests it saw already (among them those whose
+    messages are gone, which want no member) never bring a step forward."""
+    if web is None or last is None or last["desired"] >= max_instances:
+        return False
+    return web[0] > max(last["desired"], last["waiting"] or 0)
+
+
+def wait_for_work(stop, seconds, config, last):
+    """Wait `seconds` (or until `stop` is set), reading the web tier's count every WORK_CHECK s,
+    and return early when it wants more (wants_more): the first upload after an idle spell starts
+    a member within about WORK_CHECK s, not up to FR_SCALE_INTERVAL later. A count that cannot be
+    read brings nothing forward (the next step says why)."""
+    deadline = time.monotonic() + seconds
+    while not stop.wait(max(0.0, min(WORK_CHECK, deadline - time.monotonic()))):
+        if time.monotonic() >= deadline:
+            return
+        try:
+            if wants_more(statefiles.read_waiting(config), last, config.max_instances):
+                return
+        except (OSError, KeyError, TypeError):  # fields missing or of the wrong type: the step says so
+            pass
 
 
 def work(waiting, long_queued, visible, in_flight):
@@ -162,7 +193,8 @@ class Autoscaler:
                 self.metrics.failed()
             self.metrics.tick()
             config = self.config
-            stop.wait(pause(began, time.monotonic(), config.scale_interval, self.idle_since, config.scale_in_grace))
+            seconds = pause(began, time.monotonic(), config.scale_interval, self.idle_since, config.scale_in_grace)
+            wait_for_work(stop, seconds, config, self.last)
 
 
 def main():

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from unittest import mock
 
-from autoscaler import desired, pause, work
-from core import guest, settings
+from autoscaler import desired, pause, wait_for_work, wants_more, work
+from core import guest, settings, statefiles
 from scaling import warming
 from scaling.pool import Pool, hibernation_unready, missing, plan
 
@@ -58,6 +58,41 @@ class PauseTest(unittest.TestCase):
         for args, expected, why in cases:
             with self.subTest(why):
                 self.assertAlmostEqual(pause(*args), expected, places=6)
+
+
+class WakeTest(unittest.TestCase):
+    def test_a_step_comes_at_once_only_for_requests_that_want_more_members_than_the_last_gave(self):
+        # (web tier's (waiting, long queued), last step's desired and waiting, max) -> step now
+        cases = [
+            (((1, 0), 0, 0, 15), True, "the first upload after an idle spell"),
+            (((0, 0), 0, 0, 15), False, "still no work"),
+            (((9, 0), 3, 3, 15), True, "a burst arriving: more than the last step gave"),
+            (((3, 0), 3, 3, 15), False, "no more than the last step gave"),
+            (((40, 0), 15, 30, 15), False, "the pool at its most already"),
+            (((1, 0), 2, 0, 15), False, "the warm floor takes it"),
+            (((24, 24), 0, 24, 15), False, "requests seen before (their messages gone): not again"),
+            (((25, 24), 0, 24, 15), True, "a new one beside them"),
+            ((None, 0, 0, 15), False, "no web tier here: SQS's counts, at the next step"),
+            (((1, 0), 0, None, 15), True, "the last step had no web tier's count"),
+        ]
+        for (web, wanted, waiting, most), expected, why in cases:
+            with self.subTest(why):
+                self.assertEqual(wants_more(web, {"desired": wanted, "waiting": waiting}, most), expected)
+        self.assertFalse(wants_more((5, 0), None, 15), "no step yet: the first one is on its way")
+
+    def test_the_pause_ends_when_the_web_tier_has_new_work_and_not_otherwise(self):
+        with tempfile.TemporaryDirectory() as scratch:
+            config = settings.load_config({"FR_STATE_DIR": scratch})
+            statefiles.write_waiting(config, 0, 0)
+            last, stop = {"desired": 0, "waiting": 0}, threading.Event()
+            began = time.monotonic()
+            wait_for_work(stop, 0.3, config, last)
+            self.assertGreaterEqual(time.monotonic() - began, 0.3, "no new work: the whole pause")
+            waiter = threading.Thread(target=wait_for_work, args=(stop, 600, config, last))
+            waiter.start()
+            statefiles.write_waiting(config, 1, 0)
+            waiter.join(30)
+            self.assertFalse(waiter.is_alive(), "a 600 s pause not ended by an upload")
 
 
 class WorkTest(unittest.TestCase):
