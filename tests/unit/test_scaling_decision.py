@@ -85,6 +85,7 @@ class WakeTest(unittest.TestCase):
             config = settings.load_config({"FR_STATE_DIR": scratch})
             statefiles.write_waiting(config, 0, 0)
             last, stop = {"desired": 0, "waiting": 0}, threading.Event()
+            self.addCleanup(stop.set)  # a waiter the upload did not wake ends with the test
             began = time.monotonic()
             wait_for_work(stop, 0.3, config, last)
             self.assertGreaterEqual(time.monotonic() - began, 0.3, "no new work: the whole pause")
