@@ -60,6 +60,10 @@ LOCAL_STACK = [PYTHON, "-m", "simulation.localstack"]
 # moto accepts any image id; this names what would be the app-tier AMI on AWS.
 LOCAL_AMI = "ami-0local0app0tier0"
 LAUNCH_INTERVAL = 0.2
+# How often the launcher asks whether an instance whose worker it stopped or froze is terminated
+# (Launcher.reap_terminated): up to 30 of them, hibernated, in every step cost moto a full
+# DescribeInstanceStatus of them five times a second; a frozen worker does nothing meanwhile.
+REAP_INTERVAL = 1.0
 START_TIMEOUT = 60
 
 
@@ -78,6 +82,7 @@ class Launcher:
         self.pausing = {}  # instances hibernating -> when to freeze their workers, paused or not
         self.frozen = set()  # instances hibernated: their workers stopped with SIGSTOP
         self.running_since = {}  # instance id -> when the launcher first saw it running
+        self.reaped = -REAP_INTERVAL  # when it last asked which of its stopped workers' instances are gone
         self.seen = 0
         self.workers = {}  # instance id -> worker pid (None until forked)
         self.stopping = set()
@@ -116,7 +121,9 @@ class Launcher:
 
     def step(self):
         self.read_events()
-        self.reap_terminated()
+        if time.monotonic() - self.reaped >= REAP_INTERVAL:
+            self.reaped = time.monotonic()
+            self.reap_terminated()
         running = self.running()
         now = time.monotonic()
         if running.keys() - self.running_since.keys() and self.resume_delay:  # AWS-like: boots take time

@@ -38,6 +38,8 @@ STATE_DIR = settings.PROJECT_DIR / "var/test-state"
 TIME_SCALE = 0.05
 # How often a Sampler counts running instances (the course grader's pace).
 SAMPLE_EVERY = 0.5
+# How often a test's wait re-describes a pool of up to 30 (tens of ms of moto's CPU a time): not a bound.
+DESCRIBE_EVERY = 0.5
 SIMULATION = {"FR_SIMULATE": "aws", "FR_SIMULATE_TIME_SCALE": str(TIME_SCALE)}
 # Provisioning with no local stack beside it: no guest runs to say it is up, so no warm-up (which
 # would wait for it in vain; the warm-up is ScalingTest's to test).

@@ -9,7 +9,7 @@ from core import guest, settings
 from deploy.provision import provision
 from scaling import pool
 from simulation import awslike
-from tests.support import NO_GUESTS, aws, start_moto, state_dir, wait_until
+from tests.support import DESCRIBE_EVERY, NO_GUESTS, aws, start_moto, state_dir, wait_until
 
 # The guest's agent is set up 1.2 s after launch (120 s at AWS's timings) and a stop takes 0.3 s.
 TIME_SCALE = 0.01
@@ -184,7 +184,7 @@ class RestartedRepairTest(unittest.TestCase):
         self.assertEqual(pool.describe(ec2, config), [], "the launches are not seen yet")
         Autoscaler(config, sqs, ec2).pool.observe()  # its restart: the members look missing
         made = {i for e in awslike.read_journal(self.moto_state) if e["action"] == "RunInstances" for i in e["instances"]}
-        wait_until(lambda: len(pool.describe(ec2, config)) >= len(made), 10, what="every instance made seen")
+        wait_until(lambda: len(pool.describe(ec2, config)) >= len(made), 10, DESCRIBE_EVERY, "every instance made seen")
         names = [m["name"] for m in pool.describe(ec2, config)]
         self.assertEqual(len(names), sum(len(e["instances"]) for e in launches))
         self.assertEqual(len(set(names)), len(names), f"a member launched twice: {names}")

@@ -22,6 +22,7 @@ from scaling import launching, pool
 from simulation import awslike
 from simulation.procs import alive, descendants
 from tests.support import (
+    DESCRIBE_EVERY,
     IMAGES,
     NO_GUESTS,
     TIME_SCALE,
@@ -109,7 +110,9 @@ class ScalingTest(unittest.TestCase):
             return len(members) == POOL_SIZE and found
 
         # EC2 cannot create an instance stopped: the repair runs it, then stops it.
-        (replaced,) = wait_until(replacement, 30, what=f"a stopped app-tier-instance-7 in a pool of {POOL_SIZE}")
+        (replaced,) = wait_until(
+            replacement, 30, interval=DESCRIBE_EVERY, what=f"a stopped app-tier-instance-7 in a pool of {POOL_SIZE}"
+        )
         self.assertNotEqual(replaced["id"], victim)
         # Launched by the autoscaler as the web role, with IAM enforced.
         self.assertEqual(denials(self.state), [])
@@ -224,7 +227,9 @@ def uploads_for(url, seconds):
 
 def upload_once_all_stopped(ec2, config, url):
     """An upload of test_00 once every member is stopped: its answer."""
-    wait_until(lambda: {i["state"] for i in pool.describe(ec2, config)} == {"stopped"}, 30, what="every instance stopped")
+    wait_until(
+        lambda: {i["state"] for i in pool.describe(ec2, config)} == {"stopped"}, 30, DESCRIBE_EVERY, "every instance stopped"
+    )
     return upload(url, "test_00.jpg", (IMAGES / "test_00.jpg").read_bytes())
 
 
@@ -324,7 +329,9 @@ class LocalStackTest(LocalStacks):
             "two workers in one log: the first run's lines were kept",
         )
         # The same stack, stopped with Ctrl-C while a worker runs: no process of it is left.
-        wait_until(lambda: {i["state"] for i in pool.describe(ec2, config)} == {"stopped"}, 30, what="every instance stopped")
+        wait_until(
+            lambda: {i["state"] for i in pool.describe(ec2, config)} == {"stopped"}, 30, DESCRIBE_EVERY, "every instance stopped"
+        )
         started = stack.tail(1000).count("event=worker_started")
         with ThreadPoolExecutor(1) as clients:
             answer = clients.submit(upload, url, "test_00.jpg", (IMAGES / "test_00.jpg").read_bytes())
@@ -377,7 +384,12 @@ class WarmFloorTest(LocalStacks):
         self.assertLessEqual(time.monotonic() - last_answer, bound)
         shutdowns = [e for e in awslike.read_journal(state) if e["action"] == "GuestShutdown"]
         self.assertEqual(({e["behaviour"] for e in shutdowns}, len(shutdowns)), ({"stop"}, MAX_INSTANCES))
-        wait_until(lambda: {m["state"] for m in pool.describe(ec2, config)} == {"stopped"}, 10, what="all stopped, members still")
+        wait_until(
+            lambda: {m["state"] for m in pool.describe(ec2, config)} == {"stopped"},
+            10,
+            DESCRIBE_EVERY,
+            "all stopped, members still",
+        )
         # Killed (as kill -9 does), it is restarted as its unit would be, and carries on.
         os.kill(scaler, signal.SIGKILL)
         stack.wait_for("event=service_restarted name=autoscaler", 30)
