@@ -18,6 +18,9 @@ the calls themselves. Each fix gives the answers moto gives; nothing else differ
   key and the same shape) and matches the path against every response transformer (the same
   answer every time for the same path). Both are remembered (picked_value): DescribeInstances of
   15 instances, the call the pool, the launcher and the tests make most, takes about 40% less CPU.
+- At import, moto.ec2 lists EC2's regions of three partitions, each on a boto3 Session of its own:
+  three reads of EC2's service model (the largest botocore has). One session answers all three
+  (available_regions), and any later region list, with the same lists.
 What each fix saved is in docs/performance.md.
 
 The call: GetEbsDefaultKmsKeyId (provisioning asks which key encrypts the members' volumes; moto
@@ -25,6 +28,7 @@ The call: GetEbsDefaultKmsKeyId (provisioning asks which key encrypts the member
 """
 
 import functools
+import importlib
 import os
 import sys
 from typing import Any
@@ -33,16 +37,29 @@ from typing import Any
 # policies only when asked to load them (read when its IAM backend is made).
 os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
 
+import boto3.session
 from moto import backends
 from moto.core import responses, serialize
 from moto.core.responses import ActionResult
 from moto.core.utils import MISSING, get_value, unix_time
-from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 from moto.server import main
 from moto.sqs.models import SQSBackend
 
 from core import settings
 from simulation import awsiam, awslike
+
+listed_regions = boto3.session.Session.get_available_regions
+_one_session = functools.cache(boto3.session.Session)
+
+
+@functools.cache
+def _regions(service_name, partition_name="aws", allow_non_regional=False):
+    return tuple(listed_regions(_one_session(), service_name, partition_name, allow_non_regional))
+
+
+def available_regions(self, service_name, partition_name="aws", allow_non_regional=False):
+    """boto3's Session.get_available_regions, each list made once, on one session."""
+    return list(_regions(service_name, partition_name, allow_non_regional))
 
 
 def _retained(self, queue_name, message):
@@ -101,7 +118,10 @@ backends.list_of_moto_modules = functools.cache(lambda listed=backends.list_of_m
 responses.method_names_from_class = functools.cache(lambda cls, listed=responses.method_names_from_class: frozenset(listed(cls)))
 serialize.ResponseSerializer.get_value = picked_value
 SQSBackend.is_message_valid_based_on_retention_period = _retained
-ElasticBlockStore.get_ebs_default_kms_key_id = get_ebs_default_kms_key_id
+boto3.session.Session.get_available_regions = available_regions
+# Imported once the region lists are patched: moto.ec2 makes its three at import.
+ebs = importlib.import_module("moto.ec2.responses.elastic_block_store")
+ebs.ElasticBlockStore.get_ebs_default_kms_key_id = get_ebs_default_kms_key_id
 
 if __name__ == "__main__":
     config = settings.load_config_or_exit()

@@ -41,6 +41,27 @@ class MotoServerTest(unittest.TestCase):
         self.assertIn("sqs", first)
         self.assertIs(backends.list_of_moto_modules(), first, "listed again")
 
+    def test_motoserver_lists_regions_on_one_session_with_the_same_answers(self):
+        from unittest import mock
+
+        import boto3.session
+        import botocore.loaders
+        import botocore.session
+
+        import simulation.motoserver  # noqa: F401  (the fix is made on import, as when it runs)
+
+        asked = [("ec2",), ("ec2", "aws-us-gov"), ("ec2", "aws-cn"), ("sqs", "aws", True)]
+        theirs = [botocore.session.Session().get_available_regions(*args) for args in asked]  # what boto3's asks
+        read = botocore.loaders.Loader.load_service_model
+        with mock.patch.object(botocore.loaders.Loader, "load_service_model", autospec=True, side_effect=read) as loaded:
+            ours = [boto3.session.Session().get_available_regions(*args) for args in asked]
+            again = [boto3.session.Session().get_available_regions(*args) for args in asked]
+        self.assertEqual(ours, theirs)
+        self.assertIn("us-east-1", ours[0])
+        self.assertEqual(again, ours)
+        # Each session of its own would read EC2's model three times and SQS's once, and all four again.
+        self.assertLessEqual(loaded.call_count, 2, [call.args[1:] for call in loaded.call_args_list])
+
     def test_motoserver_serialises_every_response_as_moto_does(self):
         # In-process moto (mock_aws) answers through the same response classes and serialiser.
         from unittest import mock
