@@ -54,7 +54,8 @@ log = common.EventLog("localstack")
 
 PYTHON = sys.executable
 # Tools run as modules from the project directory (their processes are started with it as cwd).
-MOTO_SERVER = [PYTHON, "-m", "simulation.motoserver"]
+# A moto server: forked from the test runner's fork server when there is one (simulation/motofork.py).
+MOTO_SERVER = [PYTHON, "-m", "simulation.motofork"]
 FORK_SERVER = [PYTHON, "-m", "simulation.forkserver"]
 LOCAL_STACK = [PYTHON, "-m", "simulation.localstack"]
 # moto accepts any image id; this names what would be the app-tier AMI on AWS.

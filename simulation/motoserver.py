@@ -123,9 +123,15 @@ boto3.session.Session.get_available_regions = available_regions
 ebs = importlib.import_module("moto.ec2.responses.elastic_block_store")
 ebs.ElasticBlockStore.get_ebs_default_kms_key_id = get_ebs_default_kms_key_id
 
-if __name__ == "__main__":
+
+def run(argv):
+    """moto_server with `argv` (its own arguments), AWS-like with FR_SIMULATE=aws."""
     config = settings.load_config_or_exit()
     if config.simulate == "aws":
         awslike.install(config.simulate_time_scale, config.state_dir)
         print(f"motoserver: AWS-like ({awslike.timings(config.simulate_time_scale)})", file=sys.stderr)
-    main(sys.argv[1:])
+    main(argv)
+
+
+if __name__ == "__main__":
+    run(sys.argv[1:])

@@ -13,16 +13,20 @@ classes never share anything but the machine. The pure tests (UNIT) are one job:
 torch once. The SLOW classes are started first, so that no lane is left with a long class at the
 end."""
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from core import settings
+from simulation import motofork
+from simulation.procs import Child
 from tools.harness import stand_in_files
 
 # Pure code and the model library in this process (no moto, no service, no stack): the tests in
@@ -139,11 +143,30 @@ def run_job(names):
     return output, (passed, failed, skipped, seconds)
 
 
+@contextlib.contextmanager
+def moto_fork_server(seconds):
+    """One fork server for every moto of the run (simulation/motofork.py), named to the jobs by
+    MOTO_FORK_SOCKET; when it stops, the CPU of the servers it forked goes into `seconds`."""
+    with tempfile.TemporaryDirectory(prefix="motofork-") as folder:
+        path = os.path.join(folder, "socket")
+        server = Child("motofork", [sys.executable, "-m", "simulation.motofork", "serve", path], cwd=settings.PROJECT_DIR)
+        try:
+            server.wait_for(motofork.READY, 60)
+            os.environ[motofork.ENVIRONMENT] = path
+            yield
+        finally:
+            os.environ.pop(motofork.ENVIRONMENT, None)
+            server.stop()
+            stopped = [line for line in server.lines if "event=motofork_stopped" in line]
+            if stopped:
+                seconds[CPU + "moto servers (forked by simulation.motofork)"] = float(stopped[-1].rsplit("=", 1)[1])
+
+
 def run_all():
     """Every job, LANES at a time, each one's output printed whole as it ends; the totals."""
     stand_in_files()  # made once here, not by two jobs at once
     totals, seconds = [0, 0, 0], {}
-    with ThreadPoolExecutor(LANES) as lanes:
+    with moto_fork_server(seconds), ThreadPoolExecutor(LANES) as lanes:
         for job in as_completed([lanes.submit(run_job, names) for names in jobs()]):
             output, (passed, failed, skipped, spent) = job.result()
             print(output, flush=True)

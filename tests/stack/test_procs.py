@@ -1,10 +1,17 @@
+import os
+import signal
+import socket
+import tempfile
 import unittest
+from urllib.parse import urlsplit
 
 from core import settings
 from deploy.provision import Provisioner
 from scaling import pool
-from simulation.procs import KEEP_LINES, Child, ChildFailed
-from tests.support import NO_GUESTS, PYTHON, aws, start_moto
+from simulation import motofork
+from simulation.localstack import MOTO_SERVER
+from simulation.procs import KEEP_LINES, Child, ChildFailed, children_by_parent
+from tests.support import NO_GUESTS, PYTHON, aws, child_env, start_moto, state_dir, wait_until
 
 
 class ChildTest(unittest.TestCase):
@@ -127,6 +134,72 @@ class MotoServerTest(unittest.TestCase):
         said = []
         Provisioner(config, lambda name: aws(endpoint, name), out=said.append).provision()
         self.assertEqual(len(pool.describe(aws(endpoint, "ec2"), config)), config.pool_size, said)
+
+
+def refused(url):
+    """Whether nothing listens at `url` any more."""
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+class MotoForkTest(unittest.TestCase):
+    """simulation/motofork.py: moto servers forked from one that has imported moto."""
+
+    @classmethod
+    def setUpClass(cls):
+        folder = tempfile.TemporaryDirectory(prefix="motofork-test-")
+        cls.addClassCleanup(folder.cleanup)
+        cls.socket = os.path.join(folder.name, "socket")
+        cls.server = Child("motofork-test", [PYTHON, "-m", "simulation.motofork", "serve", cls.socket], cwd=settings.PROJECT_DIR)
+        cls.addClassCleanup(cls.server.stop)
+        cls.server.wait_for(motofork.READY, 60)
+
+    def start(self, name, socket_path=None):
+        """A moto started as the tests start one, with MOTO_FORK_SOCKET `socket_path` (the class's
+        fork server by default): (its Child, its endpoint URL)."""
+        env = child_env(FR_STATE_DIR=state_dir(name), **{motofork.ENVIRONMENT: socket_path or self.socket})
+        moto = Child(name, [*MOTO_SERVER, "-H", "127.0.0.1", "-p", "0"], env, cwd=settings.PROJECT_DIR)
+        self.addCleanup(moto.stop)
+        return moto, moto.wait_for(r"Running on (http://127\.0\.0\.1:\d+)", 60)[1]
+
+    def forked(self):
+        return set(children_by_parent().get(self.server.pid, []))
+
+    def test_each_start_is_a_fresh_moto_of_its_own_forked_and_ended_with_its_stand_in(self):
+        before = self.forked()
+        (first, first_url), (second, second_url) = self.start("fork-a"), self.start("fork-b")
+        servers = self.forked() - before
+        self.assertEqual(len(servers), 2, "not forked by the fork server")
+        self.assertNotIn(first.pid, servers)
+        launched = []
+        for url in (first_url, second_url):
+            ec2, sqs = aws(url, "ec2"), aws(url, "sqs")
+            self.assertEqual(sqs.list_queues().get("QueueUrls", []), [], "not a fresh moto")
+            sqs.create_queue(QueueName="mine")
+            image = ec2.describe_images()["Images"][0]["ImageId"]
+            launched.append(ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"])
+        self.assertNotEqual(launched[0], launched[1], "the same random stream in two servers")
+        self.assertEqual(first.stop(), 0)
+        self.assertTrue(refused(first_url), "the server outlived its stand-in's stop")
+        self.assertEqual(aws(second_url, "sqs").list_queues()["QueueUrls"][0].rsplit("/", 1)[1], "mine")
+        self.assertEqual(second.stop(), 0)
+        wait_until(lambda: not self.forked() & servers, 10, what="both servers reaped")
+
+    def test_a_server_whose_stand_in_is_killed_ends_too(self):
+        moto, url = self.start("fork-killed")
+        os.kill(moto.pid, signal.SIGKILL)
+        wait_until(lambda: refused(url), 10, what="the server ended")
+
+    def test_with_no_fork_server_the_command_runs_moto_itself(self):
+        moto, url = self.start("fork-none", socket_path=os.path.join(os.path.dirname(self.socket), "nobody"))
+        self.assertEqual(aws(url, "sqs").list_queues().get("QueueUrls", []), [])
+        self.assertNotIn(moto.pid, self.forked())
+        moto.stop()
+        self.assertTrue(refused(url))
 
 
 if __name__ == "__main__":
