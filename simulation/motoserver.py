@@ -33,10 +33,6 @@ import os
 import sys
 from typing import Any
 
-# The web role attaches AWS's managed policy AmazonSSMManagedInstanceCore: moto knows AWS's managed
-# policies only when asked to load them (read when its IAM backend is made).
-os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
-
 import boto3.session
 from moto import backends
 from moto.core import responses, serialize
@@ -47,6 +43,18 @@ from moto.sqs.models import SQSBackend
 
 from core import settings
 from simulation import awsiam, awslike
+
+# The web role attaches AWS's managed policy AmazonSSMManagedInstanceCore: moto knows AWS's managed
+# policies only when asked to load them (read when its IAM backend is made, at the first IAM call).
+MOTO_ENVIRONMENT = {"MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
+
+
+def moto_environment():
+    """Set what moto reads from the environment, unless set (again in run: a forked server's
+    environment is its stand-in's, simulation/motofork.py)."""
+    for name, value in MOTO_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
 
 listed_regions = boto3.session.Session.get_available_regions
 _one_session = functools.cache(boto3.session.Session)
@@ -118,6 +126,7 @@ backends.list_of_moto_modules = functools.cache(lambda listed=backends.list_of_m
 responses.method_names_from_class = functools.cache(lambda cls, listed=responses.method_names_from_class: frozenset(listed(cls)))
 serialize.ResponseSerializer.get_value = picked_value
 SQSBackend.is_message_valid_based_on_retention_period = _retained
+moto_environment()
 boto3.session.Session.get_available_regions = available_regions
 # Imported once the region lists are patched: moto.ec2 makes its three at import.
 ebs = importlib.import_module("moto.ec2.responses.elastic_block_store")
@@ -126,6 +135,7 @@ ebs.ElasticBlockStore.get_ebs_default_kms_key_id = get_ebs_default_kms_key_id
 
 def run(argv):
     """moto_server with `argv` (its own arguments), AWS-like with FR_SIMULATE=aws."""
+    moto_environment()
     config = settings.load_config_or_exit()
     if config.simulate == "aws":
         awslike.install(config.simulate_time_scale, config.state_dir)

@@ -6,6 +6,7 @@ import unittest
 from urllib.parse import urlsplit
 
 from core import settings
+from deploy.iam import SSM_POLICY
 from deploy.provision import Provisioner
 from scaling import pool
 from simulation import motofork
@@ -179,6 +180,7 @@ class MotoForkTest(unittest.TestCase):
         for url in (first_url, second_url):
             ec2, sqs = aws(url, "ec2"), aws(url, "sqs")
             self.assertEqual(sqs.list_queues().get("QueueUrls", []), [], "not a fresh moto")
+            aws(url, "iam").get_policy(PolicyArn=SSM_POLICY)  # AWS's managed policies, as provisioning needs
             sqs.create_queue(QueueName="mine")
             image = ec2.describe_images()["Images"][0]["ImageId"]
             launched.append(ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"])
